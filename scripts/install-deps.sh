@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what dpunet needs on a Debian 12 machine: the distro packages (OVS,
+# OVN, podman, FUSE, ...) and a virtualenv with dpunet in it. Idempotent and
+# quick when everything is already there. Run as root (the lab needs root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+    openvswitch-switch ovn-central ovn-host podman runc busybox-static
+    iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 libfuse3-3
+    python3 python3-venv
+)
+VENV=${VENV:-.venv}
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$pkg")
+    fi
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "==> installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # The packages' own services are not used (the lab starts its daemons in
+    # namespaces); policy-rc.d stops the postinst scripts from starting them.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" containernetworking-plugins
+    rm -f /usr/sbin/policy-rc.d
+fi
+
+stamp="$VENV/.dpunet-installed"
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "==> creating virtualenv $VENV"
+    python3 -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "==> installing dpunet into $VENV"
+    "$VENV/bin/pip" install -q --upgrade pip
+    "$VENV/bin/pip" install -q -e '.[test]'
+    touch "$stamp"
+fi

@@ -1,0 +1,1 @@
+"""The `dpunet` command line: `dpunet <noun> <verb>`."""

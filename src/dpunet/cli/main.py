@@ -1,0 +1,22 @@
+"""Entry point of the `dpunet` command."""
+
+from __future__ import annotations
+
+import click
+
+from dpunet import __version__
+from dpunet.cli.lab import lab
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="dpunet")
+def cli() -> None:
+    """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
+
+
+cli.add_command(lab)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli()
