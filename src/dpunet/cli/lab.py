@@ -1,10 +1,194 @@
-"""`dpunet lab ...`: the emulated DPU lab."""
+"""`dpunet lab ...`: the emulated DPU lab (see docs/lab.md)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
+from pydantic import ValidationError
+from rich.tree import Tree
+
+from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.lab.lab import Lab, down, exec_in_node, lab_names, load_plan
+from dpunet.lab.runner import LabError, run
+from dpunet.lab.selftest import CheckResult, run_checks
+from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
+
+name_option = click.option(
+    "--name", default=DEFAULT_LAB_NAME, show_default=True, help="Lab name (prefix of its namespaces)."
+)
 
 
 @click.group()
 def lab() -> None:
     """Emulated DPU lab: control plane, dpu-host and DPU nodes in network namespaces."""
+
+
+def _spec(name: str, hosts: int, vfs: int, total_vfs: int) -> LabSpec:
+    try:
+        return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs)
+    except ValidationError as exc:
+        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors()))
+        raise AssertionError("unreachable") from exc
+
+
+def _bring_up(plan: LabPlan) -> None:
+    console.print(f"Bringing up lab [bold]{plan.name}[/] ({plan.spec.hosts} host/DPU pair(s), {plan.spec.vfs} VFs each)")
+    status = console.status("")
+
+    def report(title: str, elapsed: float | None) -> None:
+        if elapsed is None:
+            status.update(f"{title} ...")
+        else:
+            console.print(f"  [green]✓[/] {title} [dim]{elapsed:.2f}s[/]")
+
+    with status:
+        Lab(plan).up(report)
+
+
+@lab.command()
+@name_option
+@click.option("--hosts", default=1, show_default=True, help="Number of dpu-host/DPU pairs.")
+@click.option("--vfs", default=4, show_default=True, help="VFs created on each NIC at start.")
+@click.option("--total-vfs", default=16, show_default=True, help="sriov_totalvfs of each emulated NIC.")
+def up(name: str, hosts: int, vfs: int, total_vfs: int) -> None:
+    """Build a lab: namespaces, underlay, emulated NICs, OVS, OVN."""
+    plan = LabPlan(_spec(name, hosts, vfs, total_vfs))
+    try:
+        _bring_up(plan)
+    except LabError as exc:
+        fail(str(exc))
+    _print_summary(Lab(plan).status())
+
+
+@lab.command(name="down")
+@name_option
+def down_cmd(name: str) -> None:
+    """Remove a lab: every namespace, process, mount and file it made."""
+    try:
+        removed = down(name)
+    except LabError as exc:
+        fail(str(exc))
+    if removed:
+        console.print(f"Lab [bold]{name}[/] removed ({len(removed)} items).")
+    else:
+        console.print(f"No lab named [bold]{name}[/]; nothing to remove.")
+
+
+@lab.command()
+@name_option
+@output_option()
+def status(name: str, output: str) -> None:
+    """Nodes, processes (alive or not), addresses, VFs and representors."""
+    try:
+        data = Lab(load_plan(name)).status()
+    except LabError as exc:
+        known = ", ".join(lab_names()) or "none"
+        fail(f"{exc} (labs up: {known})")
+    if not emit_data(data, output):
+        _print_summary(data)
+    if not data["healthy"]:
+        raise SystemExit(1)
+
+
+@lab.command(name="exec", context_settings={"ignore_unknown_options": True})
+@name_option
+@click.argument("node")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def exec_cmd(name: str, node: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND inside NODE with its OVS/OVN/sysfs environment.
+
+    Example: dpunet lab exec dpu1 -- ovs-vsctl show
+    """
+    try:
+        code = exec_in_node(load_plan(name), node, command)
+    except (LabError, KeyError) as exc:
+        fail(str(exc).strip('"'))
+    raise SystemExit(code)
+
+
+@lab.command()
+@name_option
+@output_option()
+def check(name: str, output: str) -> None:
+    """Connectivity checks; exits non-zero on any failure."""
+    try:
+        results = run_checks(load_plan(name))
+    except LabError as exc:
+        fail(str(exc))
+    if not emit_data([r.__dict__ for r in results], output):
+        _print_checks(results)
+    if not all(r.ok for r in results):
+        raise SystemExit(1)
+
+
+@lab.command()
+@name_option
+@click.option("--hosts", default=1, show_default=True, help="Number of dpu-host/DPU pairs.")
+@click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
+def demo(name: str, hosts: int, keep: bool) -> None:
+    """Bring a lab up, show it as the seed deployment looks, check it, tear it down."""
+    plan = LabPlan(_spec(name, hosts, 4, 16))
+    ok = False
+    try:
+        _bring_up(plan)
+        _print_summary(Lab(plan).status())
+        dpu = plan.pairs[0].dpu
+        console.rule(f"[bold]{dpu.name}[/]: ovs-vsctl show (the seed's DPU picture)")
+        console.print(run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout, highlight=False)
+        console.rule("[bold]checks")
+        results = run_checks(plan)
+        _print_checks(results)
+        ok = all(r.ok for r in results)
+    except LabError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+    finally:
+        if keep and plan.run_dir.exists():
+            console.print(f"Lab left up: `dpunet lab exec {plan.pairs[0].dpu.name} -- ovs-vsctl show`, "
+                          f"`dpunet lab down --name {plan.name}` when done.")
+        else:
+            down(plan.name)
+            console.print(f"Lab [bold]{plan.name}[/] torn down.")
+    if ok:
+        console.print("[bold green]demo passed[/]: the emulated seed deployment works.")
+    else:
+        console.print("[bold red]demo failed[/]")
+        raise SystemExit(1)
+
+
+# ------------------------------------------------------------------ printing
+def _print_checks(results: list[CheckResult]) -> None:
+    rows = [(r.check, r.source, r.target, "[green]ok[/]" if r.ok else "[red]FAIL[/]", r.detail) for r in results]
+    console.print(table(None, ["check", "from", "to", "result", "detail"], rows))
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    rows = []
+    for node in data["nodes"]:
+        procs = " ".join(
+            f"{p['name']}" + ("" if p["alive"] else "[red](dead)[/]") for p in node["processes"]
+        )
+        rows.append(
+            (
+                node["name"],
+                node["role"],
+                node["netns"] if node["present"] else f"[red]{node['netns']} (missing)[/]",
+                "\n".join(node["addresses"]),
+                procs,
+            )
+        )
+    console.print(table(f"Lab {data['name']}", ["node", "role", "netns", "addresses", "processes"], rows))
+    nicd = data["nic_daemon"]
+    console.print(
+        f"emulated NIC daemon: pid {nicd['pid']} " + ("[green]alive[/]" if nicd["alive"] else "[red]dead[/]")
+    )
+    for nic in data["nics"]:
+        tree = Tree(f"[bold]{nic['host']}[/] PF {nic['pf']} ({nic['pf_pci']}) <-> [bold]{nic['dpu']}[/] {nic['pf_rep']}")
+        for vf in nic["vfs"]:
+            tree.add(
+                f"VF{vf['index']} {vf['pci']} {vf['netdev'] or '(not in host netns)'} {vf['mac'] or ''}"
+                f"  <->  {vf['representor'] or '[red]no representor[/]'}"
+            )
+        console.print(tree)
+    verdict = "[green]healthy[/]" if data["healthy"] else "[red]degraded[/]"
+    console.print(f"lab {data['name']}: {verdict}")

@@ -20,3 +20,7 @@ cli.add_command(lab)
 def main() -> None:
     """Console-script entry point."""
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,10 @@
+"""The emulated DPU lab: the seed's nodes in network namespaces, with real OVS/OVN.
+
+Layout of this package:
+- `topology`  the lab's plan: nodes, namespaces, addresses, paths (pure);
+- `runner`    running commands and daemons inside a node's namespace;
+- `daemons`   OVS / OVN daemons of one node (start, stop, wait);
+- `nic`, `sysfs_fs`, `nicd`  the emulated SR-IOV NIC and its sysfs tree;
+- `lab`       `up`, `down`, `status`: the lab as a whole;
+- `selftest`  underlay and Geneve checks used by `lab check` and `lab demo`.
+"""

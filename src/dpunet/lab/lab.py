@@ -1,0 +1,335 @@
+"""The lab as a whole: `up`, `down`, `status` and `exec`.
+
+`up` builds the seed's deployment in namespaces (see topology.py for names and
+addresses), step by step; if a step fails it tears down what was built and
+keeps the daemons' logs for inspection. `down` needs nothing but the lab's
+name: it finds namespaces by prefix and processes by namespace, so it also
+cleans up after a crashed or half-built lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dpunet.lab import daemons, nic_control
+from dpunet.lab.inventory import nic_inventory
+from dpunet.lab.runner import (
+    LabError,
+    ip,
+    list_netns,
+    netns_pids,
+    pid_alive,
+    read_pid,
+    run,
+    terminate,
+    wait_for,
+)
+from dpunet.lab.topology import (
+    CP_BRIDGE,
+    DPU_BRIDGE,
+    DPU_HOST_PF_REP,
+    DPU_UPLINK,
+    EXT_ADDRESS,
+    HOST_PF_NAME,
+    RUN_ROOT,
+    UNDERLAY_MTU,
+    LabPlan,
+    LabSpec,
+    Node,
+    Role,
+)
+
+WIRE_BRIDGE = "ul"
+FAILED_LOGS_ROOT = Path("/tmp")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of `lab up`, shown to the user as it runs."""
+
+    title: str
+    action: Callable[[], None]
+
+
+StepReporter = Callable[[str, float | None], None]
+
+
+def load_plan(name: str) -> LabPlan:
+    """The plan of an existing lab, from its state file."""
+    state = RUN_ROOT / name / "lab.json"
+    try:
+        spec = LabSpec.model_validate(json.loads(state.read_text())["spec"])
+    except FileNotFoundError:
+        raise LabError(f"no lab named {name!r} is up (start one with `dpunet lab up --name {name}`)") from None
+    except (ValueError, KeyError) as exc:
+        raise LabError(f"lab state {state} is unreadable ({exc}); run `dpunet lab down --name {name}`") from exc
+    return LabPlan(spec)
+
+
+class Lab:
+    """Bring-up and inspection of one lab."""
+
+    def __init__(self, plan: LabPlan) -> None:
+        self.plan = plan
+
+    # ----------------------------------------------------------------- up
+    def up(self, report: StepReporter) -> None:
+        """Build the whole lab; on failure clean up and raise LabError."""
+        self._check_free()
+        self.plan.run_dir.mkdir(parents=True)
+        self.plan.state_file.write_text(
+            json.dumps({"spec": self.plan.spec.model_dump(), "created": time.time()})
+        )
+        try:
+            for step in self.steps():
+                report(step.title, None)
+                started = time.monotonic()
+                step.action()
+                report(step.title, time.monotonic() - started)
+        except BaseException as exc:
+            logs = self._save_logs()
+            down(self.plan.name)
+            if isinstance(exc, LabError):
+                hint = f" (daemon logs kept in {logs})" if logs else ""
+                raise LabError(f"lab up failed: {exc}{hint}") from exc
+            raise
+
+    def _check_free(self) -> None:
+        daemons.require_tools()
+        if os.geteuid() != 0:
+            raise LabError("the lab needs root (network namespaces, OVS, FUSE)")
+        taken = sorted(n for n in list_netns() if n.startswith(f"{self.plan.name}-"))
+        if self.plan.run_dir.exists() or taken:
+            raise LabError(
+                f"lab {self.plan.name!r} already exists; use it, or remove it with "
+                f"`dpunet lab down --name {self.plan.name}` (or pick another --name)"
+            )
+
+    def steps(self) -> list[Step]:
+        """The bring-up sequence."""
+        plan = self.plan
+        out = [
+            Step("network namespaces", self._create_namespaces),
+            Step("underlay wire and addresses", self._wire_underlay),
+            Step("emulated SR-IOV NICs (sysfs + VFs)", self._start_nics),
+        ]
+        out += [Step(f"Open vSwitch on {n.name}", lambda n=n: daemons.start_ovs(plan, n)) for n in plan.ovs_nodes]
+        out += [
+            Step("control plane bridge breth0", self._setup_cp_bridge),
+            Step("OVN central (NB, SB, northd) on cp", lambda: daemons.start_ovn_central(plan, plan.cp)),
+        ]
+        for pair in plan.pairs:
+            out.append(Step(f"DPU bridge brp0 on {pair.dpu.name}", lambda p=pair.dpu: self._setup_dpu(p)))
+            out.append(Step(f"host PF address on {pair.host.name}", lambda p=pair.host: self._setup_host(p)))
+        out += [
+            Step(f"ovn-controller on {n.name}", lambda n=n: self._start_controller(n)) for n in plan.ovs_nodes
+        ]
+        return out
+
+    # --------------------------------------------------------------- steps
+    def _create_namespaces(self) -> None:
+        for node in self.plan.nodes:
+            ip("netns", "add", node.netns)
+            ip("link", "set", "lo", "up", netns=node.netns)
+            for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1"):
+                run(["sysctl", "-qw", key], netns=node.netns)
+
+    def _wire(self, node: Node, ifname: str) -> None:
+        """A veth from `node`'s `ifname` to the underlay bridge (port named after the node)."""
+        wire = self.plan.wire.netns
+        ip(
+            "link", "add", ifname, "netns", node.netns, "mtu", str(UNDERLAY_MTU),
+            "type", "veth", "peer", "name", node.name, "netns", wire,
+        )  # fmt: skip
+        ip("link", "set", node.name, "master", WIRE_BRIDGE, "up", netns=wire)
+        # The userspace OVS datapath cannot finish checksums that veths offload.
+        for ns, dev in ((node.netns, ifname), (wire, node.name)):
+            run(["ethtool", "-K", dev, "tx", "off"], netns=ns)
+        ip("link", "set", ifname, "up", netns=node.netns)
+
+    def _wire_underlay(self) -> None:
+        plan = self.plan
+        ip("link", "add", WIRE_BRIDGE, "type", "bridge", netns=plan.wire.netns)
+        ip("link", "set", WIRE_BRIDGE, "up", netns=plan.wire.netns)
+        prefix = plan.underlay_prefix
+        self._wire(plan.ext, "eth0")
+        ip("addr", "add", f"{EXT_ADDRESS}/{prefix}", "dev", "eth0", netns=plan.ext.netns)
+        self._wire(plan.cp, "eth0")
+        for pair in plan.pairs:
+            self._wire(pair.dpu, DPU_UPLINK)
+            # As on a real DPU before `dpu setup`: the underlay address sits on p0.
+            ip("addr", "add", f"{pair.dpu.underlay_ip}/{prefix}", "dev", DPU_UPLINK, netns=pair.dpu.netns)
+            ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=pair.dpu.netns)
+
+    def _start_nics(self) -> None:
+        nic_control.start(self.plan)
+
+    def _setup_cp_bridge(self) -> None:
+        plan, cp = self.plan, self.plan.cp
+        daemons.vsctl(
+            plan, cp, "--may-exist", "add-br", CP_BRIDGE,
+            "--", "set", "bridge", CP_BRIDGE, "datapath_type=netdev",
+            "--", "--may-exist", "add-port", CP_BRIDGE, "eth0",
+        )  # fmt: skip
+        ip("addr", "add", f"{cp.underlay_ip}/{plan.underlay_prefix}", "dev", CP_BRIDGE, netns=cp.netns)
+        ip("link", "set", CP_BRIDGE, "up", netns=cp.netns)
+        ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=cp.netns)
+        daemons.vsctl(
+            plan, cp, "set", "Open_vSwitch", ".",
+            f"external_ids:system-id={cp.name}",
+            f"external_ids:hostname={cp.name}",
+            f"external_ids:ovn-remote=unix:{plan.ovn_dir(cp)}/ovnsb_db.sock",
+            "external_ids:ovn-encap-type=geneve",
+            f"external_ids:ovn-encap-ip={cp.underlay_ip}",
+            "external_ids:ovn-bridge-datapath-type=netdev",
+            f"external_ids:ovn-bridge-mappings=physnet:{CP_BRIDGE}",
+        )  # fmt: skip
+
+    def _setup_dpu(self, dpu: Node) -> None:
+        """The seed's "Worker-dpu Open vSwitch" section, through `dpunet dpu setup`."""
+        host = self.plan.node(dpu.peer or "")
+        run(
+            [
+                sys.executable, "-m", "dpunet.cli.main", "dpu", "setup",
+                "--host-node", host.name,
+                "--uplink", DPU_UPLINK,
+                "--host-pf-rep", DPU_HOST_PF_REP,
+                "--bridge", DPU_BRIDGE,
+                "--gw-nexthop", str(EXT_ADDRESS),
+                "--encap-ip", str(dpu.underlay_ip),
+                "--system-id", dpu.name,
+                "--hostname", dpu.name,
+                "--ovn-remote", self.plan.sb_remote,
+                "--datapath-type", "netdev",
+            ],
+            netns=dpu.netns,
+            env=self.plan.node_env(dpu),
+            timeout=60,
+        )  # fmt: skip
+
+    def _setup_host(self, host: Node) -> None:
+        ns = host.netns
+        ip("addr", "add", f"{host.underlay_ip}/{self.plan.underlay_prefix}", "dev", HOST_PF_NAME, netns=ns)
+        ip("link", "set", HOST_PF_NAME, "up", netns=ns)
+        ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=ns)
+
+    def _start_controller(self, node: Node) -> None:
+        daemons.start_ovn_controller(self.plan, node)
+        daemons.wait_chassis(self.plan, node)
+
+    # --------------------------------------------------------------- logs
+    def _save_logs(self) -> Path | None:
+        """Copy every *.log of the lab to /tmp before a failed `up` removes the run dir."""
+        logs = sorted(self.plan.run_dir.rglob("*.log")) if self.plan.run_dir.exists() else []
+        if not logs:
+            return None
+        dest = FAILED_LOGS_ROOT / f"dpunet-lab-{self.plan.name}-logs"
+        shutil.rmtree(dest, ignore_errors=True)
+        for log in logs:
+            target = dest / log.relative_to(self.plan.run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(log, target)
+        return dest
+
+    # ------------------------------------------------------------- status
+    def status(self) -> dict[str, Any]:
+        """Nodes, processes (alive or not), addresses, VFs and representors."""
+        plan = self.plan
+        existing = list_netns()
+        nodes = []
+        for node in plan.nodes:
+            present = node.netns in existing
+            nodes.append(
+                {
+                    "name": node.name,
+                    "role": node.role.value,
+                    "netns": node.netns,
+                    "present": present,
+                    "underlay_ip": str(node.underlay_ip) if node.underlay_ip else None,
+                    "addresses": _addresses(node.netns) if present else [],
+                    "processes": [
+                        _process_status(d.name, d.pidfile) for d in daemons.node_daemons(plan, node)
+                    ],
+                }
+            )
+        return {
+            "name": plan.name,
+            "run_dir": str(plan.run_dir),
+            "healthy": all(n["present"] for n in nodes)
+            and all(p["alive"] for n in nodes for p in n["processes"])
+            and pid_alive(read_pid(nic_control.pidfile(plan.run_dir))),
+            "nic_daemon": _process_status("dpunet-lab-nicd", nic_control.pidfile(plan.run_dir)),
+            "nodes": nodes,
+            "nics": [nic_inventory(plan, pair) for pair in plan.pairs],
+        }
+
+
+def _process_status(name: str, pidfile: Path) -> dict[str, Any]:
+    pid = read_pid(pidfile)
+    return {"name": name, "pid": pid, "alive": pid_alive(pid)}
+
+
+def _addresses(netns: str) -> list[str]:
+    out = ip("-j", "-4", "addr", "show", netns=netns, check=False).stdout
+    try:
+        links = json.loads(out or "[]")
+    except json.JSONDecodeError:
+        return []
+    return [
+        f"{link['ifname']} {a['local']}/{a['prefixlen']}"
+        for link in links
+        if link.get("ifname") != "lo"
+        for a in link.get("addr_info", [])
+    ]
+
+
+# --------------------------------------------------------------------- down
+def down(name: str) -> list[str]:
+    """Remove every namespace, process, mount and file of lab `name`; returns what was removed."""
+    removed: list[str] = []
+    run_dir = RUN_ROOT / name
+    if nic_control.stop(run_dir):
+        removed.append("emulated NIC daemon")
+    namespaces = sorted(n for n in list_netns() if n.startswith(f"{name}-"))
+    pids = [pid for ns in namespaces for pid in netns_pids(ns)]
+    if pids:
+        terminate(pids)
+        removed.append(f"{len(pids)} processes")
+    for ns in namespaces:
+        ip("netns", "del", ns, check=False)
+    wait_for("lab namespaces to disappear", lambda: not (set(namespaces) & list_netns()), timeout=10)
+    removed += [f"netns {ns}" for ns in namespaces]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+        removed.append(str(run_dir))
+    return removed
+
+
+def lab_names() -> list[str]:
+    """Labs that have a run directory."""
+    if not RUN_ROOT.is_dir():
+        return []
+    return sorted(p.name for p in RUN_ROOT.iterdir() if (p / "lab.json").exists())
+
+
+def exec_argv(plan: LabPlan, node_name: str, command: Sequence[str]) -> list[str]:
+    """argv that runs `command` inside a node with that node's OVS/OVN/sysfs environment."""
+    node = plan.node(node_name)
+    if node.netns not in list_netns():
+        raise LabError(f"node {node_name} of lab {plan.name!r} has no namespace (is the lab up?)")
+    env = plan.node_env(node)
+    return ["ip", "netns", "exec", node.netns, "env", *(f"{k}={v}" for k, v in env.items()), *command]
+
+
+def exec_in_node(plan: LabPlan, node_name: str, command: Sequence[str]) -> int:
+    """Run `command` inside a node, attached to this terminal; returns its exit code."""
+    return subprocess.call(exec_argv(plan, node_name, command))
