@@ -19,7 +19,7 @@ from dpunet.lab.topology import LabPlan, LabSpec
 
 pytestmark = pytest.mark.lab
 
-LAB = "ci"
+LAB = "labt"
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 
 
@@ -112,7 +112,7 @@ def test_status_json_lists_nodes_processes_and_vfs(lab: LabPlan) -> None:
 
 
 def test_exec_runs_inside_the_node_with_its_environment(lab: LabPlan) -> None:
-    assert lab_exec("host1", "sh", "-c", "echo $DPUNET_SYSFS_ROOT").strip() == "/run/dpunet/lab/ci/sys/host1"
+    assert lab_exec("host1", "sh", "-c", "echo $DPUNET_SYSFS_ROOT").strip() == "/run/dpunet/lab/labt/sys/host1"
     assert "enp2s0f0np0" in lab_exec("host1", "ip", "-o", "link")
     proc = dpunet("lab", "exec", "--name", LAB, "nosuchnode", "--", "true", check=False)
     assert proc.returncode != 0 and "nosuchnode" in proc.stderr and "Traceback" not in proc.stderr
@@ -121,7 +121,7 @@ def test_exec_runs_inside_the_node_with_its_environment(lab: LabPlan) -> None:
 def test_up_on_an_existing_lab_says_what_to_do(lab: LabPlan) -> None:
     proc = dpunet("lab", "up", "--name", LAB, check=False)
     assert proc.returncode != 0
-    assert "already exists" in proc.stderr and "dpunet lab down --name ci" in proc.stderr
+    assert "already exists" in proc.stderr and "dpunet lab down --name labt" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert json.loads(dpunet("lab", "status", "--name", LAB, "-o", "json").stdout)["healthy"] is True
 
