@@ -6,6 +6,8 @@ import click
 
 from dpunet import __version__
 from dpunet.cli.lab import lab
+from dpunet.cli.setup_cmds import dpu, host
+from dpunet.cli.sriov import sriov
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -14,7 +16,8 @@ def cli() -> None:
     """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
 
 
-cli.add_command(lab)
+for command in (lab, sriov, host, dpu):
+    cli.add_command(command)
 
 
 def main() -> None:
