@@ -28,6 +28,29 @@ SEED_PF_ADDRESS = "0000:02:00.0"
 SEED_PF_MAC = "10:70:fd:09:81:aa"
 SEED_VF_OFFSET = 3
 
+# The seed procedure's ConfigMap, verbatim.
+SEED_CONFIGMAP = """\
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: sriovdp-config
+  namespace: kube-system
+data:
+  config.json: |
+    {
+        "resourceList": [{
+                "resourceName": "mlnx_sriov_cx6",
+                "selectors": {
+                    "vendors": ["15b3"],
+                    "devices": ["101e"],
+                    "drivers": ["mlx5_core"],
+                    "pfNames": ["enp2s0f0np0#1-2"]
+                }
+            }
+        ]
+    }
+"""
+
 
 def ari_address(pf_address: str, first_vf_offset: int, stride: int, vf_index: int) -> str:
     """The PCI address of VF `vf_index` under ARI: PF routing id + offset + index * stride."""

@@ -8,8 +8,14 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner, Result
-from hw_sysfs_tree import DPU_HOST_PF_MACS, SEED_PF, SEED_PF_ADDRESS, bluefield2_dpu, seed_host
-from test_hw_pools import SEED_CONFIGMAP
+from hw_sysfs_tree import (
+    DPU_HOST_PF_MACS,
+    SEED_CONFIGMAP,
+    SEED_PF,
+    SEED_PF_ADDRESS,
+    bluefield2_dpu,
+    seed_host,
+)
 
 from dpunet.cli import output
 from dpunet.cli.sriov import sriov

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hw_sysfs_tree import SEED_PF, SEED_PF_ADDRESS, SysfsTree, seed_host
+from hw_sysfs_tree import SEED_CONFIGMAP, SEED_PF, SEED_PF_ADDRESS, SysfsTree, seed_host
 
 from dpunet.hw.pools import (
     ManagementVf,
@@ -22,28 +22,6 @@ from dpunet.hw.pools import (
     read_default_route_netdevs,
 )
 
-# The seed procedure's ConfigMap, verbatim.
-SEED_CONFIGMAP = """\
-apiVersion: v1
-kind: ConfigMap
-metadata:
-  name: sriovdp-config
-  namespace: kube-system
-data:
-  config.json: |
-    {
-        "resourceList": [{
-                "resourceName": "mlnx_sriov_cx6",
-                "selectors": {
-                    "vendors": ["15b3"],
-                    "devices": ["101e"],
-                    "drivers": ["mlx5_core"],
-                    "pfNames": ["enp2s0f0np0#1-2"]
-                }
-            }
-        ]
-    }
-"""
 SEED_SELECTOR = {
     "vendors": ["15b3"],
     "devices": ["101e"],
@@ -120,7 +98,7 @@ def test_management_vf_and_default_route_are_excluded(host: SysfsTree) -> None:
 
 def test_management_vf_by_pf_pci_address(host: SysfsTree) -> None:
     config = config_of(resource(selectors={"devices": ["101e"]}))
-    mgmt = ManagementVf.parse(f"{SEED_PF_ADDRESS}:2")
+    mgmt = ManagementVf.parse(f"{SEED_PF_ADDRESS.upper()}:2")
     assert mgmt == ManagementVf(SEED_PF_ADDRESS, 2)
     assignment = assign_pools(config, discover_pool_devices(host.sysfs), management_vfs=[mgmt])
     assert pooled(assignment) == {"mellanox.com/pool": ["0000:02:00.3", "0000:02:00.4"]}

@@ -23,7 +23,7 @@ from dpunet.hw.pools import (
     load_pool_config,
     read_default_route_netdevs,
 )
-from dpunet.hw.representors import Representor, list_representors
+from dpunet.hw.representors import Representor, RepresentorKind, list_representors
 from dpunet.hw.sysfs import SYSFS_ROOT_ENV, Sysfs, SysfsReadError
 
 RESOURCE_PREFIX_ENV = "DPUNET_RESOURCE_PREFIX"
@@ -50,7 +50,7 @@ def list_devices(sysfs_root: Path | None, output: str) -> None:
     try:
         pfs = list_pfs(sysfs)
         vfs = [vf for pf in pfs for vf in list_vfs(sysfs, pf)]
-        representors = list_representors(sysfs)
+        representors = sorted(list_representors(sysfs), key=_representor_order)
     except SysfsReadError as exc:
         fail(escape(str(exc)))
     data = {
@@ -213,6 +213,22 @@ def _rep_row(rep: Representor) -> list[Any]:
         rep.operstate,
         rep.phys_switch_id,
     ]
+
+
+_KIND_ORDER = list(RepresentorKind)
+
+
+def _representor_order(rep: Representor) -> tuple[str, int, int, int, int, str]:
+    """Per switch: uplink, host PF, then VFs by index (whatever the netdevs are named)."""
+    function = rep.pf_index if rep.pf_index is not None else rep.port_index
+    return (
+        rep.phys_switch_id,
+        _KIND_ORDER.index(rep.kind),
+        -1 if function is None else function,
+        -1 if rep.controller is None else rep.controller,
+        -1 if rep.vf_index is None else rep.vf_index,
+        rep.netdev,
+    )
 
 
 def _pci_id(vendor: str | None, device: str | None) -> str | None:

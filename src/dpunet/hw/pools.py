@@ -44,7 +44,13 @@ from pydantic import (
 
 from dpunet.hw.host import primary_netdev
 from dpunet.hw.netdev import read_netdev
-from dpunet.hw.pci import list_pci_devices, normalize_pci_address, read_pci_device, virtfn_links
+from dpunet.hw.pci import (
+    is_pci_address,
+    list_pci_devices,
+    normalize_pci_address,
+    read_pci_device,
+    virtfn_links,
+)
 from dpunet.hw.sysfs import Sysfs
 
 DEFAULT_RESOURCE_PREFIX = "intel.com"
@@ -453,7 +459,7 @@ class ManagementVf:
         pf, colon, index = text.rpartition(":")
         if not colon or not pf or not _INDEX_RE.fullmatch(index):
             raise ValueError(f"{text!r} is not PF:VF-index, e.g. enp2s0f0np0:0")
-        return cls(pf, int(index))
+        return cls(pf.lower() if is_pci_address(pf.lower()) else pf, int(index))
 
     def is_device(self, device: PoolDevice) -> bool:
         """True when `device` is this VF."""
