@@ -160,14 +160,18 @@ def _db_datapath(datapath_type: str) -> str:
 
 
 def _merge_mappings(existing: str | None, bridge: str) -> str:
-    entries = [e.strip() for e in (existing or "").split(",") if e.strip()]
-    kept = [e for e in entries if e.split(":", 1)[0] != PHYSNET]
+    """`ovn-bridge-mappings` with `physnet:<bridge>` in place of any other `physnet:` entry,
+    the other networks' entries kept as they were."""
     want = f"{PHYSNET}:{bridge}"
-    # keep the order of what was there; ours replaces its old entry in place or goes last
-    for i, e in enumerate(entries):
-        if e.split(":", 1)[0] == PHYSNET:
-            return ",".join([*kept[:i], want, *kept[i:]])
-    return ",".join([*kept, want])
+    out: list[str] = []
+    for entry in (e.strip() for e in (existing or "").split(",")):
+        if not entry:
+            continue
+        if entry.split(":", 1)[0] != PHYSNET:
+            out.append(entry)
+        elif want not in out:
+            out.append(want)
+    return ",".join(out if want in out else [*out, want])
 
 
 def _primary_ipv4(links: list[Link | None]) -> str | None:
@@ -257,9 +261,10 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
         "ovn-encap-ip": encap,
         "ovn-encap-type": "geneve",
     }
-    if cfg.ovn_remote:
-        desired_ids["ovn-remote"] = cfg.ovn_remote
-    elif "ovn-remote" not in ext:
+    remote = cfg.ovn_remote or ext.get("ovn-remote")
+    if remote:
+        desired_ids["ovn-remote"] = remote
+    else:
         plan.warnings.append("external_ids:ovn-remote is not set: pass --ovn-remote tcp:IP:6642")
     desired_ids["system-id"] = plan.system_id
     desired_ids["hostname"] = plan.hostname
