@@ -52,7 +52,11 @@ def leftovers(name: str) -> list[str]:
         if run_dir in cmdline:
             found.append(f"process {pid_dir.name}: {cmdline[:80]}")
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [f"root-netns link {line.split(':')[1].strip()}" for line in links.splitlines() if f"{name}-" in line]
+    found += [
+        f"root-netns link {line.split(':')[1].strip()}"
+        for line in links.splitlines()
+        if f"{name}-" in line
+    ]
     return found
 
 
@@ -65,7 +69,9 @@ def lab() -> Iterator[LabPlan]:
 
 
 def test_every_ovn_controller_registered_a_geneve_chassis(lab: LabPlan) -> None:
-    encaps = lab_exec("cp", "ovn-sbctl", "--format=json", "--columns=chassis_name,type,ip", "list", "Encap")
+    encaps = lab_exec(
+        "cp", "ovn-sbctl", "--format=json", "--columns=chassis_name,type,ip", "list", "Encap"
+    )
     rows = {(r[0], r[1], r[2]) for r in json.loads(encaps)["data"]}
     assert ("cp", "geneve", "192.0.2.10") in rows
     assert ("dpu1", "geneve", "192.0.2.201") in rows
@@ -76,20 +82,32 @@ def test_dpu_has_the_seed_bridges(lab: LabPlan) -> None:
     assert sorted(ports) == ["p0", "pf0hpf"]
     assert lab_exec("dpu1", "ovs-vsctl", "get", "Interface", "brp0", "type").strip() == "internal"
     assert "br-int" in lab_exec("dpu1", "ovs-vsctl", "list-br").split()
-    assert lab_exec("dpu1", "ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload").strip() == '"true"'
+    assert (
+        lab_exec("dpu1", "ovs-vsctl", "get", "Open_vSwitch", ".", "other_config:hw-offload").strip()
+        == '"true"'
+    )
     ids = lab_exec("dpu1", "ovs-vsctl", "get", "Open_vSwitch", ".", "external_ids")
-    for expected in ('host-k8s-nodename=host1', 'ovn-gw-interface=p0', 'ovn-gw-nexthop="192.0.2.1"'):
+    for expected in (
+        "host-k8s-nodename=host1",
+        "ovn-gw-interface=p0",
+        'ovn-gw-nexthop="192.0.2.1"',
+    ):
         assert expected in ids
     # The DPU's underlay address moved from p0 to brp0, as in the seed.
     addrs = lab_exec("dpu1", "ip", "-4", "-o", "addr", "show")
-    assert any(line.split()[1] == "brp0" and "192.0.2.201/24" in line for line in addrs.splitlines())
+    assert any(
+        line.split()[1] == "brp0" and "192.0.2.201/24" in line for line in addrs.splitlines()
+    )
     assert not any(line.split()[1] == "p0" for line in addrs.splitlines())
 
 
 def test_check_passes_underlay_and_geneve(lab: LabPlan) -> None:
     proc = dpunet("lab", "check", "--name", LAB, "-o", "json")
     results = json.loads(proc.stdout)
-    by_pair = {(r["check"].split()[0], r["source"].split()[0], r["target"].split()[0]): r["ok"] for r in results}
+    by_pair = {
+        (r["check"].split()[0], r["source"].split()[0], r["target"].split()[0]): r["ok"]
+        for r in results
+    }
     assert by_pair[("underlay", "dpu1", "192.0.2.1")] is True
     assert by_pair[("underlay", "host1", "192.0.2.1")] is True
     assert by_pair[("geneve", "cp", "dpu1")] is True
@@ -105,14 +123,27 @@ def test_status_json_lists_nodes_processes_and_vfs(lab: LabPlan) -> None:
     names = {n["name"] for n in data["nodes"]}
     assert names == {"wire", "ext", "cp", "host1", "dpu1"}
     cp = next(n for n in data["nodes"] if n["name"] == "cp")
-    assert {p["name"] for p in cp["processes"]} >= {"ovsdb-server", "ovs-vswitchd", "ovn-northd", "ovn-controller"}
+    assert {p["name"] for p in cp["processes"]} >= {
+        "ovsdb-server",
+        "ovs-vswitchd",
+        "ovn-northd",
+        "ovn-controller",
+    }
     nic = data["nics"][0]
-    assert [vf["pci"] for vf in nic["vfs"]] == ["0000:02:00.3", "0000:02:00.4", "0000:02:00.5", "0000:02:00.6"]
+    assert [vf["pci"] for vf in nic["vfs"]] == [
+        "0000:02:00.3",
+        "0000:02:00.4",
+        "0000:02:00.5",
+        "0000:02:00.6",
+    ]
     assert [vf["representor"] for vf in nic["vfs"]] == ["pf0vf0", "pf0vf1", "pf0vf2", "pf0vf3"]
 
 
 def test_exec_runs_inside_the_node_with_its_environment(lab: LabPlan) -> None:
-    assert lab_exec("host1", "sh", "-c", "echo $DPUNET_SYSFS_ROOT").strip() == "/run/dpunet/lab/labt/sys/host1"
+    assert (
+        lab_exec("host1", "sh", "-c", "echo $DPUNET_SYSFS_ROOT").strip()
+        == "/run/dpunet/lab/labt/sys/host1"
+    )
     assert "enp2s0f0np0" in lab_exec("host1", "ip", "-o", "link")
     proc = dpunet("lab", "exec", "--name", LAB, "nosuchnode", "--", "true", check=False)
     assert proc.returncode != 0 and "nosuchnode" in proc.stderr and "Traceback" not in proc.stderr
@@ -123,7 +154,9 @@ def test_up_on_an_existing_lab_says_what_to_do(lab: LabPlan) -> None:
     assert proc.returncode != 0
     assert "already exists" in proc.stderr and "dpunet lab down --name labt" in proc.stderr
     assert "Traceback" not in proc.stderr
-    assert json.loads(dpunet("lab", "status", "--name", LAB, "-o", "json").stdout)["healthy"] is True
+    assert (
+        json.loads(dpunet("lab", "status", "--name", LAB, "-o", "json").stdout)["healthy"] is True
+    )
 
 
 def test_a_second_lab_coexists_and_goes_away_cleanly(lab: LabPlan) -> None:
@@ -132,7 +165,10 @@ def test_a_second_lab_coexists_and_goes_away_cleanly(lab: LabPlan) -> None:
         dpunet("lab", "up", "--name", "ci2", "--vfs", "2")
         data = json.loads(dpunet("lab", "status", "--name", "ci2", "-o", "json").stdout)
         assert data["healthy"] is True and len(data["nics"][0]["vfs"]) == 2
-        assert json.loads(dpunet("lab", "status", "--name", LAB, "-o", "json").stdout)["healthy"] is True
+        assert (
+            json.loads(dpunet("lab", "status", "--name", LAB, "-o", "json").stdout)["healthy"]
+            is True
+        )
     finally:
         dpunet("lab", "down", "--name", "ci2")
     assert leftovers("ci2") == []

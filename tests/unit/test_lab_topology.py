@@ -33,7 +33,9 @@ def test_node_env_points_tools_at_the_node() -> None:
     dpu_env = plan.node_env(plan.node("dpu1"))
     assert dpu_env["OVS_RUNDIR"] == "/run/dpunet/lab/t1/dpu1/ovs"
     assert dpu_env["DPUNET_SYSFS_ROOT"] == "/run/dpunet/lab/t1/sys/dpu1"
-    assert plan.node_env(plan.node("host1")) == {"DPUNET_SYSFS_ROOT": "/run/dpunet/lab/t1/sys/host1"}
+    assert plan.node_env(plan.node("host1")) == {
+        "DPUNET_SYSFS_ROOT": "/run/dpunet/lab/t1/sys/host1"
+    }
     assert plan.node_env(plan.cp)["OVN_NB_DB"].startswith("unix:/run/dpunet/lab/t1/cp/ovn/")
 
 
@@ -50,7 +52,14 @@ def test_unknown_node_names_the_valid_ones() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"name": "Bad"}, {"name": "toolongname"}, {"name": "1lab"}, {"hosts": 0}, {"hosts": 9}, {"vfs": 17}],
+    [
+        {"name": "Bad"},
+        {"name": "toolongname"},
+        {"name": "1lab"},
+        {"hosts": 0},
+        {"hosts": 9},
+        {"vfs": 17},
+    ],
 )
 def test_bad_specs_are_refused(kwargs: dict[str, object]) -> None:
     with pytest.raises(ValidationError):

@@ -15,7 +15,10 @@ from dpunet.lab.selftest import CheckResult, run_checks
 from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
 
 name_option = click.option(
-    "--name", default=DEFAULT_LAB_NAME, show_default=True, help="Lab name (prefix of its namespaces)."
+    "--name",
+    default=DEFAULT_LAB_NAME,
+    show_default=True,
+    help="Lab name (prefix of its namespaces).",
 )
 
 
@@ -28,12 +31,17 @@ def _spec(name: str, hosts: int, vfs: int, total_vfs: int) -> LabSpec:
     try:
         return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs)
     except ValidationError as exc:
-        fail("; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors()))
+        fail(
+            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors())
+        )
         raise AssertionError("unreachable") from exc
 
 
 def _bring_up(plan: LabPlan) -> None:
-    console.print(f"Bringing up lab [bold]{plan.name}[/] ({plan.spec.hosts} host/DPU pair(s), {plan.spec.vfs} VFs each)")
+    spec = plan.spec
+    console.print(
+        f"Bringing up lab [bold]{plan.name}[/] ({spec.hosts} host/DPU pair(s), {spec.vfs} VFs each)"
+    )
     status = console.status("")
 
     def report(title: str, elapsed: float | None) -> None:
@@ -50,7 +58,9 @@ def _bring_up(plan: LabPlan) -> None:
 @name_option
 @click.option("--hosts", default=1, show_default=True, help="Number of dpu-host/DPU pairs.")
 @click.option("--vfs", default=4, show_default=True, help="VFs created on each NIC at start.")
-@click.option("--total-vfs", default=16, show_default=True, help="sriov_totalvfs of each emulated NIC.")
+@click.option(
+    "--total-vfs", default=16, show_default=True, help="sriov_totalvfs of each emulated NIC."
+)
 def up(name: str, hosts: int, vfs: int, total_vfs: int) -> None:
     """Build a lab: namespaces, underlay, emulated NICs, OVS, OVN."""
     plan = LabPlan(_spec(name, hosts, vfs, total_vfs))
@@ -135,7 +145,10 @@ def demo(name: str, hosts: int, keep: bool) -> None:
         _print_summary(Lab(plan).status())
         dpu = plan.pairs[0].dpu
         console.rule(f"[bold]{dpu.name}[/]: ovs-vsctl show (the seed's DPU picture)")
-        console.print(run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout, highlight=False)
+        console.print(
+            run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout,
+            highlight=False,
+        )
         console.rule("[bold]checks")
         results = run_checks(plan)
         _print_checks(results)
@@ -144,8 +157,10 @@ def demo(name: str, hosts: int, keep: bool) -> None:
         console.print(f"[bold red]error:[/] {exc}")
     finally:
         if keep and plan.run_dir.exists():
-            console.print(f"Lab left up: `dpunet lab exec {plan.pairs[0].dpu.name} -- ovs-vsctl show`, "
-                          f"`dpunet lab down --name {plan.name}` when done.")
+            console.print(
+                f"Lab left up: `dpunet lab exec {plan.pairs[0].dpu.name} -- ovs-vsctl show`, "
+                f"`dpunet lab down --name {plan.name}` when done."
+            )
         else:
             down(plan.name)
             console.print(f"Lab [bold]{plan.name}[/] torn down.")
@@ -158,7 +173,10 @@ def demo(name: str, hosts: int, keep: bool) -> None:
 
 # ------------------------------------------------------------------ printing
 def _print_checks(results: list[CheckResult]) -> None:
-    rows = [(r.check, r.source, r.target, "[green]ok[/]" if r.ok else "[red]FAIL[/]", r.detail) for r in results]
+    rows = [
+        (r.check, r.source, r.target, "[green]ok[/]" if r.ok else "[red]FAIL[/]", r.detail)
+        for r in results
+    ]
     console.print(table(None, ["check", "from", "to", "result", "detail"], rows))
 
 
@@ -177,17 +195,23 @@ def _print_summary(data: dict[str, Any]) -> None:
                 procs,
             )
         )
-    console.print(table(f"Lab {data['name']}", ["node", "role", "netns", "addresses", "processes"], rows))
+    console.print(
+        table(f"Lab {data['name']}", ["node", "role", "netns", "addresses", "processes"], rows)
+    )
     nicd = data["nic_daemon"]
     console.print(
-        f"emulated NIC daemon: pid {nicd['pid']} " + ("[green]alive[/]" if nicd["alive"] else "[red]dead[/]")
+        f"emulated NIC daemon: pid {nicd['pid']} "
+        + ("[green]alive[/]" if nicd["alive"] else "[red]dead[/]")
     )
     for nic in data["nics"]:
-        tree = Tree(f"[bold]{nic['host']}[/] PF {nic['pf']} ({nic['pf_pci']}) <-> [bold]{nic['dpu']}[/] {nic['pf_rep']}")
+        tree = Tree(
+            f"[bold]{nic['host']}[/] PF {nic['pf']} ({nic['pf_pci']})"
+            f" <-> [bold]{nic['dpu']}[/] {nic['pf_rep']}"
+        )
         for vf in nic["vfs"]:
             tree.add(
-                f"VF{vf['index']} {vf['pci']} {vf['netdev'] or '(not in host netns)'} {vf['mac'] or ''}"
-                f"  <->  {vf['representor'] or '[red]no representor[/]'}"
+                f"VF{vf['index']} {vf['pci']} {vf['netdev'] or '(not in host netns)'}"
+                f" {vf['mac'] or ''}  <->  {vf['representor'] or '[red]no representor[/]'}"
             )
         console.print(tree)
     verdict = "[green]healthy[/]" if data["healthy"] else "[red]degraded[/]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,8 +14,11 @@ from rich.table import Table
 
 OUTPUT_FORMATS = ("table", "json", "yaml")
 
-console = Console()
-err_console = Console(stderr=True)
+# Piped output (logs, CI, `| grep`) is not cut to 80 columns: PCI addresses and MACs
+# must survive intact. A terminal keeps its own width.
+_PIPE_WIDTH = 200
+console = Console(width=None if sys.stdout.isatty() else _PIPE_WIDTH)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _PIPE_WIDTH)
 
 
 def output_option(default: str = "table") -> Callable[[Callable[..., Any]], Callable[..., Any]]:

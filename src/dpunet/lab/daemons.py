@@ -46,7 +46,9 @@ def node_daemons(plan: LabPlan, node: Node) -> list[Daemon]:
         ]
     if node.runs_ovs:
         out.append(
-            Daemon(node.name, "ovn-controller", ovn / "ovn-controller.pid", ovn / "ovn-controller.log")
+            Daemon(
+                node.name, "ovn-controller", ovn / "ovn-controller.pid", ovn / "ovn-controller.log"
+            )
         )
     return out
 
@@ -103,7 +105,9 @@ def vsctl(plan: LabPlan, node: Node, *args: str, timeout: float = 20.0) -> str:
     ).stdout
 
 
-def _ovsdb_server(plan: LabPlan, node: Node, daemon: str, kind: str, schema: Path, port: int) -> None:
+def _ovsdb_server(
+    plan: LabPlan, node: Node, daemon: str, kind: str, schema: Path, port: int
+) -> None:
     ovn = plan.ovn_dir(node)
     db = ovn / f"ovn{kind}_db.db"
     if not db.exists():
@@ -182,7 +186,9 @@ def wait_chassis(plan: LabPlan, node: Node, timeout: float = 30.0) -> None:
     ip = str(node.underlay_ip)
 
     def registered() -> bool:
-        out = sbctl(plan, "--bare", "--columns=type,ip", "find", "Encap", f"chassis_name={node.name}")
+        out = sbctl(
+            plan, "--bare", "--columns=type,ip", "find", "Encap", f"chassis_name={node.name}"
+        )
         return "geneve" in out and ip in out
 
     wait_for(f"chassis {node.name} in OVN Southbound", registered, timeout=timeout)

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,6 @@ from dpunet.lab.topology import (
     LabPlan,
     LabSpec,
     Node,
-    Role,
 )
 
 WIRE_BRIDGE = "ul"
@@ -69,9 +69,13 @@ def load_plan(name: str) -> LabPlan:
     try:
         spec = LabSpec.model_validate(json.loads(state.read_text())["spec"])
     except FileNotFoundError:
-        raise LabError(f"no lab named {name!r} is up (start one with `dpunet lab up --name {name}`)") from None
+        raise LabError(
+            f"no lab named {name!r} is up (start one with `dpunet lab up --name {name}`)"
+        ) from None
     except (ValueError, KeyError) as exc:
-        raise LabError(f"lab state {state} is unreadable ({exc}); run `dpunet lab down --name {name}`") from exc
+        raise LabError(
+            f"lab state {state} is unreadable ({exc}); run `dpunet lab down --name {name}`"
+        ) from exc
     return LabPlan(spec)
 
 
@@ -122,16 +126,27 @@ class Lab:
             Step("underlay wire and addresses", self._wire_underlay),
             Step("emulated SR-IOV NICs (sysfs + VFs)", self._start_nics),
         ]
-        out += [Step(f"Open vSwitch on {n.name}", lambda n=n: daemons.start_ovs(plan, n)) for n in plan.ovs_nodes]
+        out += [
+            Step(f"Open vSwitch on {n.name}", partial(daemons.start_ovs, plan, n))
+            for n in plan.ovs_nodes
+        ]
         out += [
             Step("control plane bridge breth0", self._setup_cp_bridge),
-            Step("OVN central (NB, SB, northd) on cp", lambda: daemons.start_ovn_central(plan, plan.cp)),
+            Step(
+                "OVN central (NB, SB, northd) on cp",
+                lambda: daemons.start_ovn_central(plan, plan.cp),
+            ),
         ]
         for pair in plan.pairs:
-            out.append(Step(f"DPU bridge brp0 on {pair.dpu.name}", lambda p=pair.dpu: self._setup_dpu(p)))
-            out.append(Step(f"host PF address on {pair.host.name}", lambda p=pair.host: self._setup_host(p)))
+            out.append(
+                Step(f"DPU bridge brp0 on {pair.dpu.name}", partial(self._setup_dpu, pair.dpu))
+            )
+            out.append(
+                Step(f"host PF address on {pair.host.name}", partial(self._setup_host, pair.host))
+            )
         out += [
-            Step(f"ovn-controller on {n.name}", lambda n=n: self._start_controller(n)) for n in plan.ovs_nodes
+            Step(f"ovn-controller on {n.name}", partial(self._start_controller, n))
+            for n in plan.ovs_nodes
         ]
         return out
 
@@ -167,7 +182,14 @@ class Lab:
         for pair in plan.pairs:
             self._wire(pair.dpu, DPU_UPLINK)
             # As on a real DPU before `dpu setup`: the underlay address sits on p0.
-            ip("addr", "add", f"{pair.dpu.underlay_ip}/{prefix}", "dev", DPU_UPLINK, netns=pair.dpu.netns)
+            ip(
+                "addr",
+                "add",
+                f"{pair.dpu.underlay_ip}/{prefix}",
+                "dev",
+                DPU_UPLINK,
+                netns=pair.dpu.netns,
+            )
             ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=pair.dpu.netns)
 
     def _start_nics(self) -> None:
@@ -180,7 +202,14 @@ class Lab:
             "--", "set", "bridge", CP_BRIDGE, "datapath_type=netdev",
             "--", "--may-exist", "add-port", CP_BRIDGE, "eth0",
         )  # fmt: skip
-        ip("addr", "add", f"{cp.underlay_ip}/{plan.underlay_prefix}", "dev", CP_BRIDGE, netns=cp.netns)
+        ip(
+            "addr",
+            "add",
+            f"{cp.underlay_ip}/{plan.underlay_prefix}",
+            "dev",
+            CP_BRIDGE,
+            netns=cp.netns,
+        )
         ip("link", "set", CP_BRIDGE, "up", netns=cp.netns)
         ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=cp.netns)
         daemons.vsctl(
@@ -218,7 +247,14 @@ class Lab:
 
     def _setup_host(self, host: Node) -> None:
         ns = host.netns
-        ip("addr", "add", f"{host.underlay_ip}/{self.plan.underlay_prefix}", "dev", HOST_PF_NAME, netns=ns)
+        ip(
+            "addr",
+            "add",
+            f"{host.underlay_ip}/{self.plan.underlay_prefix}",
+            "dev",
+            HOST_PF_NAME,
+            netns=ns,
+        )
         ip("link", "set", HOST_PF_NAME, "up", netns=ns)
         ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=ns)
 
@@ -245,7 +281,7 @@ class Lab:
         """Nodes, processes (alive or not), addresses, VFs and representors."""
         plan = self.plan
         existing = list_netns()
-        nodes = []
+        nodes: list[dict[str, Any]] = []
         for node in plan.nodes:
             present = node.netns in existing
             nodes.append(
@@ -261,13 +297,17 @@ class Lab:
                     ],
                 }
             )
+        nicd = _process_status("dpunet-lab-nicd", nic_control.pidfile(plan.run_dir))
+        healthy = (
+            all(n["present"] for n in nodes)
+            and all(p["alive"] for n in nodes for p in n["processes"])
+            and nicd["alive"]
+        )
         return {
             "name": plan.name,
             "run_dir": str(plan.run_dir),
-            "healthy": all(n["present"] for n in nodes)
-            and all(p["alive"] for n in nodes for p in n["processes"])
-            and pid_alive(read_pid(nic_control.pidfile(plan.run_dir))),
-            "nic_daemon": _process_status("dpunet-lab-nicd", nic_control.pidfile(plan.run_dir)),
+            "healthy": healthy,
+            "nic_daemon": nicd,
             "nodes": nodes,
             "nics": [nic_inventory(plan, pair) for pair in plan.pairs],
         }
@@ -306,7 +346,9 @@ def down(name: str) -> list[str]:
         removed.append(f"{len(pids)} processes")
     for ns in namespaces:
         ip("netns", "del", ns, check=False)
-    wait_for("lab namespaces to disappear", lambda: not (set(namespaces) & list_netns()), timeout=10)
+    wait_for(
+        "lab namespaces to disappear", lambda: not (set(namespaces) & list_netns()), timeout=10
+    )
     removed += [f"netns {ns}" for ns in namespaces]
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -326,8 +368,18 @@ def exec_argv(plan: LabPlan, node_name: str, command: Sequence[str]) -> list[str
     node = plan.node(node_name)
     if node.netns not in list_netns():
         raise LabError(f"node {node_name} of lab {plan.name!r} has no namespace (is the lab up?)")
-    env = plan.node_env(node)
-    return ["ip", "netns", "exec", node.netns, "env", *(f"{k}={v}" for k, v in env.items()), *command]
+    # dpunet's own commands resolve to the installation running this one.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)])
+    env = {**plan.node_env(node), "PATH": path}
+    return [
+        "ip",
+        "netns",
+        "exec",
+        node.netns,
+        "env",
+        *(f"{k}={v}" for k, v in env.items()),
+        *command,
+    ]
 
 
 def exec_in_node(plan: LabPlan, node_name: str, command: Sequence[str]) -> int:

@@ -7,6 +7,7 @@ never goes through here.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -19,7 +20,9 @@ class LabError(RuntimeError):
     """A lab operation failed; the message is meant for a person."""
 
 
-def in_netns(netns: str | None, argv: Sequence[str], env: Mapping[str, str] | None = None) -> list[str]:
+def in_netns(
+    netns: str | None, argv: Sequence[str], env: Mapping[str, str] | None = None
+) -> list[str]:
     """The argv that runs `argv` inside `netns` with extra environment `env`."""
     prefix: list[str] = ["ip", "netns", "exec", netns] if netns else []
     if env:
@@ -40,7 +43,9 @@ def run(
     try:
         proc = subprocess.run(full, capture_output=True, text=True, timeout=timeout, check=False)
     except FileNotFoundError as exc:
-        raise LabError(f"{argv[0]} is not installed (run `make demo` or scripts/install-deps.sh)") from exc
+        raise LabError(
+            f"{argv[0]} is not installed (run `make demo` or scripts/install-deps.sh)"
+        ) from exc
     except subprocess.TimeoutExpired as exc:
         raise LabError(f"`{' '.join(argv)}` timed out after {timeout:.0f}s") from exc
     if check and proc.returncode != 0:
@@ -50,7 +55,9 @@ def run(
     return proc
 
 
-def ip(*args: str, netns: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+def ip(
+    *args: str, netns: str | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """Run `ip ARGS` (in a namespace)."""
     return run(["ip", *args], netns=netns, check=check)
 
@@ -92,31 +99,30 @@ def netns_pids(netns: str) -> list[int]:
 def terminate(pids: Sequence[int], timeout: float = 5.0) -> None:
     """SIGTERM the processes, then SIGKILL what is still alive after `timeout`."""
     for pid in pids:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and any(pid_alive(p) for p in pids):
         time.sleep(0.05)
     for pid in pids:
         if pid_alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def wait_for(
     what: str, predicate: Callable[[], bool], timeout: float = 20.0, interval: float = 0.1
 ) -> None:
-    """Poll `predicate()` until true; LabError naming `what` on timeout."""
+    """Poll `predicate()` until true; LabError naming `what` on timeout.
+
+    OSError from the predicate counts as "not yet"; LabError ends the wait at once.
+    """
     deadline = time.monotonic() + timeout
     while True:
         try:
             if predicate():
                 return
-        except (OSError, LabError):
+        except OSError:
             pass
         if time.monotonic() > deadline:
             raise LabError(f"timed out after {timeout:.0f}s waiting for {what}")

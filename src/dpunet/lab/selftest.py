@@ -39,9 +39,8 @@ def ping(netns: str, address: str, count: int = 3) -> tuple[bool, str]:
         check=False,
         timeout=count + 5,
     )
-    ok = "bytes from" in proc.stdout
-    summary = next((line for line in proc.stdout.splitlines() if "packet loss" in line), "no reply")
-    return ok, summary.strip()
+    replies = proc.stdout.count("bytes from")
+    return replies > 0, f"{replies}/{count} replies"
 
 
 def underlay_checks(plan: LabPlan) -> list[CheckResult]:
@@ -52,7 +51,11 @@ def underlay_checks(plan: LabPlan) -> list[CheckResult]:
             continue
         ok, detail = ping(node.netns, str(EXT_ADDRESS))
         via = " (via PF -> pf0hpf -> brp0)" if node.peer and node.name.startswith("host") else ""
-        results.append(CheckResult("underlay" + via, f"{node.name} {node.underlay_ip}", str(EXT_ADDRESS), ok, detail))
+        results.append(
+            CheckResult(
+                "underlay" + via, f"{node.name} {node.underlay_ip}", str(EXT_ADDRESS), ok, detail
+            )
+        )
     return results
 
 
@@ -109,7 +112,11 @@ def geneve_checks(plan: LabPlan) -> list[CheckResult]:
                         ok, detail = ping(cp_probe, target)
                 except LabError as exc:
                     ok, detail = False, str(exc)
-                results.append(CheckResult("geneve", "cp (OVN port)", f"{pair.dpu.name} (OVN port)", ok, detail))
+                results.append(
+                    CheckResult(
+                        "geneve", "cp (OVN port)", f"{pair.dpu.name} (OVN port)", ok, detail
+                    )
+                )
     except LabError as exc:
         results.append(CheckResult("geneve", "cp (OVN port)", "-", False, str(exc)))
     finally:
