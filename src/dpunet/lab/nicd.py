@@ -1,0 +1,388 @@
+"""The lab's emulated-NIC daemon: ``python -m dpunet.lab.nicd CONFIG.json``.
+
+One process per lab. For every host/DPU pair of the config it creates the PF
+pair and the initial VF pairs, keeps them alive like the kernel keeps
+physical functions alive, and serves the emulated sysfs roots of all nodes
+through one FUSE mount (``<mountpoint>/<node>/``). It writes ``ready_file``
+once the mount is up and the initial VFs exist. SIGTERM (or SIGINT/SIGHUP)
+unmounts, deletes every pair and removes the pid and ready files.
+
+Threads: the main thread waits for signals; one engine thread owns every
+netlink change (jobs, event-driven repairs, a periodic sweep); libfuse's
+threads answer filesystem requests from the netlink views.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import queue
+import re
+import select
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import mfusepy
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from dpunet.lab.nic import EmulatedNic, NetnsSide, PciAddress, log_event, parse_kstrtou16
+from dpunet.lab.sysfs_fs import SysfsFuse, SysfsTree
+
+T = TypeVar("T")
+log = logging.getLogger("dpunet.lab.nicd")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+_MAC_PREFIX_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){3}$")
+_MNT_DETACH = 2
+_JOB_TIMEOUT = 120.0
+_MOUNT_TIMEOUT = 10.0
+_FUSE_EXIT_TIMEOUT = 5.0
+_SIGNAL_POLL = 0.5
+_STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+
+
+def _check(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise ValueError(f"not {what}: {value!r}")
+        return value
+
+    return check
+
+
+def _check_pci(value: str) -> str:
+    PciAddress.parse(value)
+    return value
+
+
+NodeName = Annotated[str, AfterValidator(_check(_NAME_RE, "a node name ([A-Za-z0-9_.-]+)"))]
+IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/:\s]+$")]
+Mac = Annotated[str, AfterValidator(_check(_MAC_RE, "a MAC address"))]
+MacPrefix = Annotated[str, AfterValidator(_check(_MAC_PREFIX_RE, "a 4-octet MAC prefix"))]
+PciAddr = Annotated[str, AfterValidator(_check_pci)]
+
+
+class NicPairConfig(BaseModel):
+    """One emulated NIC: a host node's PF/VFs and the DPU node that switches them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host_node: NodeName
+    host_netns: str = Field(description="netns name (in /run/netns) or path of the host node")
+    dpu_node: NodeName
+    dpu_netns: str = Field(description="netns name (in /run/netns) or path of the DPU node")
+    pf_netdev: IfName = "enp2s0f0np0"
+    pf_pci: PciAddr = "0000:02:00.0"
+    dpu_pci: PciAddr = "0000:03:00.0"
+    uplink_netdev: IfName = Field("p0", description="the DPU's uplink; marked at start")
+    sriov_totalvfs: int = Field(16, ge=1, le=255)
+    numvfs: int = Field(4, ge=0, description="VFs created at start")
+    pf_mac: Mac
+    vf_mac_prefix: MacPrefix = Field(description="4 octets; VF N gets <prefix>:01:<N in hex>")
+    phys_switch_id: str = Field(pattern=r"^[0-9a-f]{2,32}$")
+    mtu: int = Field(1500, ge=68, le=65535)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NicPairConfig:
+        if self.numvfs > self.sriov_totalvfs:
+            raise ValueError("numvfs exceeds sriov_totalvfs")
+        if self.host_node == self.dpu_node:
+            raise ValueError("host_node and dpu_node must differ")
+        if self.pf_mac.lower().startswith(f"{self.vf_mac_prefix.lower()}:01:"):
+            raise ValueError("pf_mac is one of the VF MACs <vf_mac_prefix>:01:NN")
+        PciAddress.parse(self.pf_pci).plus(2 + self.sriov_totalvfs)
+        return self
+
+
+class NicDaemonConfig(BaseModel):
+    """Configuration of ``python -m dpunet.lab.nicd`` (JSON file written by the lab)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    lab: NodeName
+    mountpoint: Path = Field(description="FUSE mount; <mountpoint>/<node>/ is a sysfs root")
+    pidfile: Path
+    ready_file: Path = Field(description="written once mounted and the initial VFs exist")
+    log_file: Path
+    pairs: list[NicPairConfig] = Field(min_length=1)
+    sweep_interval: float = Field(1.0, gt=0, description="seconds between safety sweeps")
+
+    @model_validator(mode="after")
+    def _unique_nodes(self) -> NicDaemonConfig:
+        nodes = [n for p in self.pairs for n in (p.host_node, p.dpu_node)]
+        if len(nodes) != len(set(nodes)):
+            raise ValueError("node names must be unique across pairs")
+        return self
+
+
+class Engine:
+    """Owns the NICs: the only thread that changes links, plus the shared lock."""
+
+    def __init__(self, cfg: NicDaemonConfig) -> None:
+        self.cfg = cfg
+        self.lock = threading.RLock()
+        self.nics: list[EmulatedNic] = []
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]]] = queue.SimpleQueue()
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._due = False
+        self._stopping = False
+        self._started = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="nic-engine", daemon=True)
+
+    def start(self) -> None:
+        """Open the netns, create the PF and initial VF pairs; raise on failure."""
+        self._thread.start()
+        self._started.wait()
+        if self._error is not None:
+            self._thread.join()
+            raise self._error
+
+    def stop(self) -> None:
+        """Delete every pair and stop the engine thread."""
+        if self._thread.is_alive():
+            self._stopping = True
+            self._wake()
+            self._thread.join()
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the engine thread and return its result (or raise its error)."""
+        if not self._thread.is_alive() or self._stopping:
+            raise OSError(errno.ENODEV, "NIC daemon is stopping")
+        future: Future[T] = Future()
+        self._jobs.put((fn, future))
+        self._wake()
+        try:
+            return future.result(timeout=_JOB_TIMEOUT)
+        except TimeoutError as exc:
+            raise OSError(errno.EIO, "NIC engine did not answer") from exc
+
+    @contextmanager
+    def synced(self) -> Iterator[None]:
+        """Hold the lock with every queued netlink event applied."""
+        with self.lock:
+            if any([nic.drain() for nic in self.nics]):
+                self._due = True
+                self._wake()
+            yield
+
+    def write_numvfs(self, nic: EmulatedNic, data: bytes) -> None:
+        """Kernel semantics of a ``sriov_numvfs`` store: EINVAL, ERANGE, EBUSY, synchronous."""
+        try:
+            count = parse_kstrtou16(data)
+        except ValueError as exc:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL)) from exc
+        if count > nic.cfg.sriov_totalvfs:
+            raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
+        self.call(lambda: nic.set_numvfs(count))
+
+    def _wake(self) -> None:
+        with suppress(BlockingIOError):
+            os.write(self._wake_w, b"!")
+
+    def _run(self) -> None:
+        try:
+            self._open()
+            for nic in self.nics:
+                with self.lock:
+                    nic.resync()
+                    if nic.adopt():
+                        log_event(log, "adopted", host=nic.cfg.host_node, numvfs=nic.numvfs)
+                    else:
+                        nic.numvfs = nic.cfg.numvfs
+                nic.reconcile()
+        except BaseException as exc:
+            self._error = exc
+            self._teardown()
+            self._started.set()
+            return
+        self._started.set()
+        self._loop()
+        self._teardown()
+
+    def _open(self) -> None:
+        for pair in self.cfg.pairs:
+            host = NetnsSide(pair.host_node, pair.host_netns, listen_all_nsid=True)
+            try:
+                dpu = NetnsSide(pair.dpu_node, pair.dpu_netns, listen_all_nsid=False)
+            except BaseException:
+                host.close()
+                raise
+            self.nics.append(EmulatedNic(self.cfg.lab, pair, host, dpu, log, self.lock))
+
+    def _loop(self) -> None:
+        sweep_at = time.monotonic() + self.cfg.sweep_interval
+        fds = [self._wake_r, *(s.events.fileno() for nic in self.nics for s in (nic.host, nic.dpu))]
+        while not self._stopping:
+            select.select(fds, [], [], max(0.0, sweep_at - time.monotonic()))
+            with suppress(BlockingIOError):
+                os.read(self._wake_r, 4096)
+            with self.synced():
+                pass
+            while not self._jobs.empty():
+                fn, future = self._jobs.get()
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:
+                    future.set_exception(exc)
+            if self._due or time.monotonic() >= sweep_at:
+                self._due = False
+                sweep_at = time.monotonic() + self.cfg.sweep_interval
+                for nic in self.nics:
+                    try:
+                        nic.reconcile()
+                    except OSError as exc:
+                        log_event(log, "reconcile_failed", host=nic.cfg.host_node, error=exc)
+
+    def _teardown(self) -> None:
+        for nic in self.nics:
+            try:
+                nic.teardown()
+            except OSError as exc:
+                log_event(log, "teardown_failed", host=nic.cfg.host_node, error=exc)
+            nic.host.close()
+            nic.dpu.close()
+        self.nics.clear()
+        log_event(log, "links_removed")
+
+
+def _unmount(mountpoint: Path) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(str(mountpoint).encode(), 0) != 0:
+        # Busy (a process sits inside): detach it; libfuse's loop still ends.
+        libc.umount2(str(mountpoint).encode(), _MNT_DETACH)
+
+
+def _take_signal(timeout: float) -> bool:
+    """Wait up to ``timeout`` for a stop signal (they are blocked in every thread)."""
+    info = signal.sigtimedwait(_STOP_SIGNALS, timeout)
+    if info is None:
+        return False
+    log_event(log, "signal", signal=signal.Signals(info.si_signo).name)
+    return True
+
+
+def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
+    """Mount, announce readiness, wait for a stop signal (or FUSE's end), unmount."""
+    mounted = threading.Event()
+    ended = threading.Event()
+    fuse_error: list[BaseException] = []
+    ops = SysfsFuse(SysfsTree(engine.nics, engine), engine, mounted.set)
+
+    def run_fuse() -> None:
+        try:
+            mfusepy.FUSE(
+                ops,
+                str(cfg.mountpoint),
+                foreground=True,
+                allow_other=True,
+                fsname=f"dpunet-lab-{cfg.lab}",
+                subtype="dpunet-sysfs",
+            )
+        except BaseException as exc:
+            fuse_error.append(exc)
+        finally:
+            ended.set()
+            mounted.set()
+
+    fuse_thread = threading.Thread(target=run_fuse, name="fuse", daemon=True)
+    fuse_thread.start()
+    if not mounted.wait(_MOUNT_TIMEOUT) or ended.is_set():
+        log_event(log, "mount_failed", mountpoint=cfg.mountpoint, error=fuse_error or "timeout")
+        _unmount(cfg.mountpoint)
+        fuse_thread.join(_FUSE_EXIT_TIMEOUT)
+        return 1
+    cfg.ready_file.write_text(f"{os.getpid()}\n")
+    log_event(log, "ready", mountpoint=cfg.mountpoint, pid=os.getpid())
+    while not ended.is_set() and not _take_signal(_SIGNAL_POLL):
+        pass
+    cfg.ready_file.unlink(missing_ok=True)
+    _unmount(cfg.mountpoint)
+    fuse_thread.join(_FUSE_EXIT_TIMEOUT)
+    log_event(log, "unmounted", mountpoint=cfg.mountpoint, fuse_ended=not fuse_thread.is_alive())
+    return 1 if fuse_error else 0
+
+
+def _already_running(cfg: NicDaemonConfig) -> str | None:
+    try:
+        pid = int(cfg.pidfile.read_text().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if pid and pid != os.getpid():
+        with suppress(OSError):
+            if b"dpunet.lab.nicd" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return f"pid {pid} of {cfg.pidfile} is alive"
+    try:
+        os.stat(cfg.mountpoint)
+    except OSError as exc:
+        if exc.errno == errno.ENOTCONN:
+            # The FUSE mount of a daemon that was killed: nobody serves it any more.
+            _unmount(cfg.mountpoint)
+            log_event(log, "stale_mount_removed", mountpoint=cfg.mountpoint)
+    if cfg.mountpoint.is_mount():
+        return f"{cfg.mountpoint} is already a mount point"
+    return None
+
+
+def run(cfg: NicDaemonConfig) -> int:
+    """Run the daemon until SIGTERM/SIGINT/SIGHUP; return the exit status."""
+    # Blocked here, before any thread exists, so that no thread gets them
+    # asynchronously; the main thread takes them with sigtimedwait().
+    signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    if (reason := _already_running(cfg)) is not None:
+        log_event(log, "refused", reason=reason)
+        return 1
+    cfg.pidfile.write_text(f"{os.getpid()}\n")
+    created_mountpoint = not cfg.mountpoint.exists()
+    status = 1
+    try:
+        cfg.mountpoint.mkdir(parents=True, exist_ok=True)
+        engine = Engine(cfg)
+        try:
+            engine.start()
+        except (OSError, ValueError) as exc:
+            log_event(log, "start_failed", error=exc)
+            return 1
+        try:
+            status = 0 if _take_signal(0) else _serve(cfg, engine)
+        finally:
+            engine.stop()
+    finally:
+        cfg.ready_file.unlink(missing_ok=True)
+        if created_mountpoint:
+            with suppress(OSError):
+                cfg.mountpoint.rmdir()
+        cfg.pidfile.unlink(missing_ok=True)
+        log_event(log, "exit", status=status)
+    return status
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: ``python -m dpunet.lab.nicd CONFIG.json``."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m dpunet.lab.nicd CONFIG.json", file=sys.stderr)
+        return 2
+    cfg = NicDaemonConfig.model_validate_json(Path(args[0]).read_text())
+    cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(cfg.log_file)
+    handler.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log_event(log, "start", lab=cfg.lab, pairs=len(cfg.pairs), pid=os.getpid())
+    return run(cfg)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
