@@ -1,0 +1,1 @@
+"""The CNI layer: the `dpunet-cni` shim and the node daemons' CNI server (see docs/cni.md)."""
