@@ -1,0 +1,253 @@
+"""The `dpunet-dpu` main loop (asyncio).
+
+Start: `dpu setup` (idempotent), connect to the local OVS, learn who this chassis is,
+start the SB monitor and the HTTP endpoint. Then loop: take a snapshot of the SB replica,
+run one full reconcile in the worker thread, sleep until something changes (SB, OVS), a
+retry is due (something was refused or not ready) or the periodic resync comes. Every
+pass is a full reconcile, so events only make it come sooner; a restart after kill -9
+converges on its first pass. Blocking work (ovsdbapp, pyroute2, sysfs) runs in one
+worker thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from dpunet.dpu.config import (
+    ConfigError,
+    DpuAgentConfig,
+    Identity,
+    parse_listen,
+    resolve_identity,
+    setup_config,
+)
+from dpunet.dpu.logs import event
+from dpunet.dpu.metrics import Metrics, check_handler, metrics_handler, start_http
+from dpunet.dpu.ovs import LocalOvs
+from dpunet.dpu.plug import Reconciler, ReconcileResult
+from dpunet.dpu.sb import SbMonitor
+from dpunet.hw.sysfs import Sysfs
+from dpunet.setup import dpu as dpu_setup
+from dpunet.setup import ovsdb
+from dpunet.setup.netlink import Netlink
+from dpunet.setup.plan import Outcome, SetupError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+_START_RETRY_MAX = 10.0
+
+
+class AgentError(Exception):
+    """The agent cannot run (bad config, failed setup); the message says why."""
+
+
+def run_setup(cfg: DpuAgentConfig) -> None:
+    """`dpunet dpu setup` with the agent's config, gaps filled from OVS (blocking)."""
+    with ovsdb.connect(cfg.ovs_db) as db, Netlink() as nl:
+        setup_cfg = setup_config(cfg, db.snapshot().external_ids)
+        state = dpu_setup.gather_state(setup_cfg, nl=nl, db=db)
+        plan = dpu_setup.plan_dpu(setup_cfg, state)
+        dpu_setup.apply_dpu(setup_cfg, plan, state, db, nl)
+    changed = [s.what for s in plan.steps if s.outcome is Outcome.CHANGED]
+    event(log, "setup-done", changed=len(changed), steps=changed or None)
+    for warning in plan.warnings:
+        event(log, "setup-warning", logging.WARNING, detail=warning)
+
+
+class Agent:
+    """One `dpunet-dpu` process."""
+
+    def __init__(self, cfg: DpuAgentConfig, metrics: Metrics | None = None) -> None:
+        self.cfg = cfg
+        self.metrics = metrics or Metrics()
+        self.identity: Identity | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dpu-agent")
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._ovs: LocalOvs | None = None
+        self._monitor: SbMonitor | None = None
+        self._reconciler: Reconciler | None = None
+        self._server: asyncio.Server | None = None
+        self._last_pass: float | None = None
+        self._ready = False
+        self._sb_synced = False
+
+    async def _blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    def _trigger(self) -> None:
+        """Wake the main loop; callable from any thread."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):  # loop closing
+                loop.call_soon_threadsafe(self._wake.set)
+
+    # --------------------------------------------------------------- start
+    async def _start(self, stop: asyncio.Event) -> bool:
+        """Setup and OVS connection, retried while OVS is unreachable; False if stopped."""
+        delay = 0.5
+        while not stop.is_set():
+            try:
+                if self.cfg.run_setup:
+                    await self._blocking(run_setup, self.cfg)
+                ovs = LocalOvs(self.cfg.ovs_db, on_change=self._trigger)
+                await self._blocking(ovs.start)
+            except ovsdb.OvsdbUnavailable as exc:
+                event(log, "ovs-unavailable", logging.WARNING, error=str(exc), retry=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, _START_RETRY_MAX)
+                continue
+            except (SetupError, ConfigError) as exc:
+                raise AgentError(f"dpu setup: {exc}") from exc
+            self._ovs = ovs
+            return True
+        return False
+
+    async def _start_http(self) -> None:
+        if not self.cfg.metrics_address:
+            return
+        host, port = parse_listen(self.cfg.metrics_address)
+        routes = {
+            "/metrics": metrics_handler(self.metrics),
+            "/healthz": check_handler(self.health),
+            "/readyz": check_handler(self.readiness),
+        }
+        try:
+            self._server = await start_http(host, port, routes)
+        except OSError as exc:
+            raise AgentError(f"cannot listen on {self.cfg.metrics_address}: {exc}") from exc
+        event(log, "http-listening", address=self.cfg.metrics_address)
+
+    # -------------------------------------------------------------- checks
+    def health(self) -> tuple[bool, str]:
+        """Alive: the loop finished a pass recently (or has not started its first one)."""
+        if self._last_pass is None:
+            return True, "starting"
+        age = time.monotonic() - self._last_pass
+        limit = 2 * self.cfg.resync_interval + 60
+        return age < limit, f"last reconcile {age:.1f}s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready: a reconcile ran against a synced SB replica."""
+        if self._ready:
+            return True, "ready"
+        return False, "waiting for the first reconcile with a synced SB replica"
+
+    # ---------------------------------------------------------------- loop
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; AgentError when the agent cannot work at all."""
+        self._loop = asyncio.get_running_loop()
+        try:
+            await self._start_http()
+            if not await self._start(stop):
+                return
+            assert self._ovs is not None
+            ovs_state = await self._blocking(self._ovs.state)
+            try:
+                self.identity = resolve_identity(self.cfg, ovs_state.external_ids)
+            except ConfigError as exc:
+                raise AgentError(str(exc)) from exc
+            ident = self.identity
+            event(
+                log,
+                "agent-start",
+                chassis=ident.chassis,
+                hostname=ident.hostname,
+                host_node=ident.host_node,
+                sb=ident.sb_remotes,
+                plug_mode=self.cfg.plug_mode,
+                bridge=self.cfg.integration_bridge,
+            )
+            self._reconciler = Reconciler(
+                self.cfg, ident, self._ovs, Sysfs.from_env(self.cfg.sysfs_root), self.metrics
+            )
+            lports = [ident.mgmt_lport] if ident.mgmt_lport and self.cfg.mgmt_port.enabled else []
+            self._monitor = SbMonitor(
+                ident.sb_remotes,
+                ident.chassis,
+                sorted(ident.chassis_names),
+                self._trigger,
+                lports=lports,
+                ssl=self.cfg.sb_ssl,
+            )
+            self._monitor.start()
+            await self._loop_until(stop)
+        finally:
+            await self._shutdown()
+
+    async def _loop_until(self, stop: asyncio.Event) -> None:
+        assert self._monitor is not None and self._reconciler is not None
+        stop_task = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                self._wake.clear()
+                snapshot = self._monitor.snapshot()
+                if snapshot.synced != self._sb_synced:
+                    self._sb_synced = snapshot.synced
+                    self.metrics.sb_synced.set(1 if snapshot.synced else 0)
+                    if snapshot.synced:
+                        self.metrics.sb_resyncs.inc()
+                result = await self._pass(snapshot)
+                delay = (
+                    self.cfg.retry_interval
+                    if result is None or result.retry
+                    else self.cfg.resync_interval
+                )
+                wake_task = asyncio.ensure_future(self._wake.wait())
+                await asyncio.wait(
+                    {wake_task, stop_task}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
+                )
+                wake_task.cancel()
+        finally:
+            stop_task.cancel()
+
+    async def _pass(self, snapshot: Any) -> ReconcileResult | None:
+        assert self._reconciler is not None
+        started = time.monotonic()
+        try:
+            result = await self._blocking(self._reconciler.reconcile, snapshot)
+        except Exception as exc:  # keep the daemon alive; the next pass retries
+            self.metrics.reconciles.labels(result="error").inc()
+            event(log, "reconcile-failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
+            return None
+        finally:
+            elapsed = time.monotonic() - started
+            self.metrics.reconcile_seconds.observe(elapsed)
+            self._last_pass = time.monotonic()
+        self.metrics.reconciles.labels(result="ok").inc()
+        if snapshot.synced and result.waiting_for is None:
+            self._ready = True
+        if result.actions or log.isEnabledFor(logging.DEBUG):
+            event(
+                log,
+                "reconciled",
+                actions=",".join(f"{k}:{v}" for k, v in sorted(result.actions.items())) or "-",
+                owned=result.owned,
+                refused=len(result.refusals),
+                sb_synced=snapshot.synced,
+                seconds=round(elapsed, 4),
+            )
+        elif result.waiting_for:
+            event(log, "reconcile-waiting", logging.DEBUG, waiting_for=result.waiting_for)
+        return result
+
+    async def _shutdown(self) -> None:
+        if self._monitor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._monitor.stop)
+        if self._reconciler is not None:
+            await self._blocking(self._reconciler.close)
+        if self._ovs is not None:
+            await self._blocking(self._ovs.stop)
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        event(log, "agent-stop")
