@@ -31,7 +31,7 @@ from dpunet.dpu.logs import event
 from dpunet.dpu.metrics import Metrics, check_handler, metrics_handler, start_http
 from dpunet.dpu.ovs import LocalOvs
 from dpunet.dpu.plug import Reconciler, ReconcileResult
-from dpunet.dpu.sb import SbMonitor
+from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup import ovsdb
@@ -186,16 +186,22 @@ class Agent:
     async def _loop_until(self, stop: asyncio.Event) -> None:
         assert self._monitor is not None and self._reconciler is not None
         stop_task = asyncio.ensure_future(stop.wait())
+        rescan_due = 0.0
         try:
             while not stop.is_set():
                 self._wake.clear()
                 snapshot = self._monitor.snapshot()
+                rescan = time.monotonic() >= rescan_due
                 if snapshot.synced != self._sb_synced:
                     self._sb_synced = snapshot.synced
                     self.metrics.sb_synced.set(1 if snapshot.synced else 0)
                     if snapshot.synced:
                         self.metrics.sb_resyncs.inc()
-                result = await self._pass(snapshot)
+                if rescan:
+                    rescan_due = time.monotonic() + self.cfg.resync_interval
+                result = await self._pass(snapshot, rescan)
+                if result is None:
+                    rescan_due = 0.0
                 delay = (
                     self.cfg.retry_interval
                     if result is None or result.retry
@@ -209,11 +215,12 @@ class Agent:
         finally:
             stop_task.cancel()
 
-    async def _pass(self, snapshot: Any) -> ReconcileResult | None:
+    async def _pass(self, snapshot: SbSnapshot, rescan: bool) -> ReconcileResult | None:
+        """One reconcile in the worker thread; None when it failed."""
         assert self._reconciler is not None
         started = time.monotonic()
         try:
-            result = await self._blocking(self._reconciler.reconcile, snapshot)
+            result = await self._blocking(self._reconciler.reconcile, snapshot, rescan)
         except Exception as exc:  # keep the daemon alive; the next pass retries
             self.metrics.reconciles.labels(result="error").inc()
             event(log, "reconcile-failed", logging.ERROR, error=f"{type(exc).__name__}: {exc}")
@@ -233,6 +240,7 @@ class Agent:
                 owned=result.owned,
                 refused=len(result.refusals),
                 sb_synced=snapshot.synced,
+                rescan=rescan,
                 seconds=round(elapsed, 4),
             )
         elif result.waiting_for:

@@ -53,6 +53,10 @@ class Links:
             up=bool(msg["flags"] & IFF_UP),
         )
 
+    def names(self) -> dict[int, str]:
+        """ifindex -> name of every link in this network namespace."""
+        return {msg["index"]: msg.get("IFLA_IFNAME") for msg in self.ipr.link("dump")}
+
     def set_mtu(self, index: int, mtu: int) -> None:
         """Set the MTU of link `index`."""
         self.ipr.link("set", index=index, mtu=mtu)

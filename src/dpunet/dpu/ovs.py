@@ -88,6 +88,7 @@ class _Transaction(transaction.Transaction):
 
     def pre_commit(self, txn: Any) -> None:
         self.api._ovs.increment("next_cfg")
+        txn.expected_ifaces = set()  # ovsdbapp's AddPortCommand records into it
 
     def post_commit(self, txn: Any) -> None:
         super().post_commit(txn)

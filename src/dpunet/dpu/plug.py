@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from dpunet.dpu.config import DpuAgentConfig, Identity
@@ -453,6 +453,8 @@ class Reconciler:
         self._first_seen: dict[str, float] = {}
         self._refused: dict[str, Refusal] = {}
         self._port_errors: dict[str, str] = {}
+        self._reps: list[Representor] = []
+        self._rep_links: dict[int, str] | None = None
 
     @property
     def links(self) -> Links:
@@ -486,8 +488,25 @@ class Reconciler:
             mtu=mtu,
         )
 
-    def reconcile(self, sb: SbSnapshot) -> ReconcileResult:
-        """Bring br-int in line with `sb` (blocking)."""
+    def representors(self, rescan: bool) -> list[Representor]:
+        """The representors under their current names. sysfs is read again when `rescan`
+        or when links appeared or went; a mere rename is applied to the cached list (a
+        rename does not change what a netdev represents)."""
+        names = self.links.names()
+        before = self._rep_links
+        if rescan or before is None or names.keys() != before.keys():
+            self._reps = list_representors(self.sysfs)
+        else:
+            renamed = {before[i]: names[i] for i in names if before[i] != names[i]}
+            if renamed:
+                self._reps = [
+                    replace(r, netdev=renamed.get(r.netdev, r.netdev)) for r in self._reps
+                ]
+        self._rep_links = names
+        return list(self._reps)
+
+    def reconcile(self, sb: SbSnapshot, rescan: bool = True) -> ReconcileResult:
+        """Bring br-int in line with `sb` (blocking); `rescan` re-reads all of sysfs."""
         result = ReconcileResult()
         ovs_state = self.ovs.state()
         bridge = self.cfg.integration_bridge
@@ -499,10 +518,10 @@ class Reconciler:
             result.retry, result.waiting_for = True, f"bridge {bridge}"
             return result
 
-        representors = list_representors(self.sysfs)
+        representors = self.representors(rescan)
         mgmt = self.mgmt_spec(sb)
         if mgmt is not None and self._ensure_mgmt_name(mgmt, representors, ovs_state, result):
-            representors = list_representors(self.sysfs)
+            representors = self.representors(False)
             ovs_state = self.ovs.state()
 
         keep: list[str] = []
