@@ -6,6 +6,7 @@ namespaces (a host and a DPU with a `p0` veth) and removes everything after.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -150,6 +151,18 @@ class NicLab:
         run("ip", "netns", "add", name)
         return name
 
+    def wait_ready(self) -> None:
+        proc = self.proc
+        ready = self.config.ready_file
+
+        def ready_or_exited() -> bool:
+            with contextlib.suppress(FileNotFoundError):
+                return ready.read_text() == f"{proc.pid}\n"
+            return proc.poll() is not None
+
+        wait_until("the daemon's ready file", ready_or_exited, 20)
+        assert proc.poll() is None, f"nicd exited: {self.log()}"
+
     def log(self) -> str:
         return (self.workdir / "nicd.log").read_text() + (self.workdir / "nicd.out").read_text()
 
@@ -160,6 +173,26 @@ class NicLab:
             for n, link in links(ns).items()
             if str(link.get("ifalias", "")).startswith(f"dpunet-lab:{LAB}:host1:")
         )
+
+
+def start_daemon(workdir: Path) -> subprocess.Popen[bytes]:
+    with open(workdir / "nicd.out", "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "dpunet.lab.nicd", str(workdir / "nicd.json")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_daemon(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _remove_netns(prefix: str) -> None:
@@ -197,35 +230,23 @@ def nic(tmp_path: Path) -> Iterator[NicLab]:
     )
     (tmp_path / "nicd.json").write_text(cfg.model_dump_json())
     proc: subprocess.Popen[bytes] | None = None
+    lab: NicLab | None = None
     try:
         run("ip", "netns", "add", host_ns)
         run("ip", "netns", "add", dpu_ns)
         run("ip", "-n", dpu_ns, "link", "add", "p0", "type", "veth", "peer", "name", "p0-wire")
-        with open(tmp_path / "nicd.out", "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dpunet.lab.nicd", str(tmp_path / "nicd.json")],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = start_daemon(tmp_path)
         lab = NicLab(host_ns, dpu_ns, prefix, tmp_path, mountpoint, cfg, proc)
-        wait_until(
-            "the daemon's ready file",
-            lambda: cfg.ready_file.exists() or proc.poll() is not None,
-            20,
-        )
-        assert proc.poll() is None, f"nicd exited: {lab.log()}"
+        lab.wait_ready()
         yield lab
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if str(mountpoint) in Path("/proc/mounts").read_text():
-            subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+        if lab is not None:
+            proc = lab.proc  # a test may have replaced it
+        if proc is not None:
+            stop_daemon(proc)
+        for _ in range(4):
+            if f" {mountpoint} " in Path("/proc/mounts").read_text():
+                subprocess.run(["umount", "-l", str(mountpoint)], check=False)
         _remove_netns(prefix)
 
 
@@ -455,6 +476,51 @@ def test_vf_outlives_the_netns_it_was_moved_into(nic: NicLab) -> None:
 
 
 @pytest.mark.lab
+def test_vf_followed_from_pod_to_pod(nic: NicLab) -> None:
+    """Moved on from one pod netns to another, the VF is still tracked (periodic sweep)."""
+    pod1, pod2 = nic.netns("pod1"), nic.netns("pod2")
+    run("ip", "-n", nic.host_ns, "link", "set", "enp2s0f0v2", "netns", pod1)
+    run("ip", "-n", pod1, "link", "set", "enp2s0f0v2", "netns", pod2)
+    run(
+        "ip",
+        "-n",
+        pod2,
+        "link",
+        "set",
+        "enp2s0f0v2",
+        "name",
+        "net1",
+        "address",
+        "02:aa:00:00:00:02",
+    )
+    time.sleep(3 * nic.config.sweep_interval)
+    run("ip", "netns", "del", pod2)
+    wait_until("VF 2 back as net1", lambda: "net1" in links(nic.host_ns))
+    assert links(nic.host_ns)["net1"]["address"] == "02:aa:00:00:00:02"
+    assert os.listdir(nic.host / "bus/pci/devices/0000:02:00.5/net") == ["net1"]
+
+
+@pytest.mark.lab
+def test_a_deleted_pair_comes_back_as_it_was(nic: NicLab) -> None:
+    """Physical functions cannot be deleted: the emulation recreates a pair someone deleted."""
+    before = {n: links(nic.host_ns)[n]["address"] for n in ("enp2s0f0np0", "enp2s0f0v0")}
+    run("ip", "-n", nic.dpu_ns, "link", "del", "pf0vf0")
+    run("ip", "-n", nic.host_ns, "link", "del", "enp2s0f0np0")
+    wait_until(
+        "both pairs back",
+        lambda: (
+            {"pf0vf0", "pf0hpf"} <= set(links(nic.dpu_ns))
+            and set(before) <= set(links(nic.host_ns))
+        ),
+    )
+    host = links(nic.host_ns)
+    assert {n: host[n]["address"] for n in before} == before
+    assert all("UP" in host[n]["flags"] for n in before)
+    assert (nic.dpu / "class/net/pf0hpf/phys_port_name").read_text() == "pf0\n"
+    assert os.listdir(nic.host / "bus/pci/devices/0000:02:00.3/net") == ["enp2s0f0v0"]
+
+
+@pytest.mark.lab
 @pytest.mark.skipif(shutil.which("ovs-vswitchd") is None, reason="needs Open vSwitch")
 def test_ovs_keeps_switching_a_recreated_representor(nic: NicLab) -> None:
     """Userspace OVS re-opens a port whose netdev was deleted and re-created (same name)."""
@@ -499,13 +565,48 @@ def test_ovs_keeps_switching_a_recreated_representor(nic: NicLab) -> None:
                 subprocess.run(["kill", pidfile.read_text().strip()], check=False)
 
 
+@pytest.fixture
+def netns_process(nic: NicLab) -> Iterator[subprocess.Popen[bytes]]:
+    """A process in the host netns, started like the lab starts its daemons
+    (`ip netns exec`: its own copy of the mounts, made a slave)."""
+    proc = subprocess.Popen(["ip", "netns", "exec", nic.host_ns, "sleep", "60"])
+    sysfs = Path(f"/proc/{proc.pid}/root") / str(nic.numvfs).lstrip("/")
+    wait_until("the netns process", lambda: Path(f"/proc/{proc.pid}/exe").resolve().name == "sleep")
+    assert sysfs.read_text() == "3\n"
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 @pytest.mark.lab
-def test_sigterm_leaves_nothing_behind(nic: NicLab) -> None:
+def test_restarted_after_kill_it_adopts_everything(
+    nic: NicLab, netns_process: subprocess.Popen[bytes]
+) -> None:
+    before = {n: link["ifindex"] for n, link in links(nic.host_ns).items()}
+    nic.proc.kill()
+    nic.proc.wait()
+    assert read_errno(nic.numvfs) == errno.ENOTCONN
+    nic.proc = start_daemon(nic.workdir)
+    nic.wait_ready()
+    assert {n: link["ifindex"] for n, link in links(nic.host_ns).items()} == before
+    assert nic.numvfs.read_text() == "3\n"
+    assert "event=adopted host=host1 numvfs=3" in nic.log()
+    # A process that copied the mounts before the crash sees the new tree too.
+    in_netns = Path(f"/proc/{netns_process.pid}/root") / str(nic.numvfs).lstrip("/")
+    assert in_netns.read_text() == "3\n"
+
+
+@pytest.mark.lab
+def test_sigterm_leaves_nothing_behind(nic: NicLab, netns_process: subprocess.Popen[bytes]) -> None:
     pod = nic.netns("pod")
     run("ip", "-n", nic.host_ns, "link", "set", "enp2s0f0v0", "netns", pod)
     pid = nic.proc.pid
+    started = time.monotonic()
     nic.proc.send_signal(signal.SIGTERM)
     assert nic.proc.wait(15) == 0, nic.log()
+    assert time.monotonic() - started < 3
+    copied = Path(f"/proc/{netns_process.pid}/mountinfo").read_text()
+    assert f" {nic.mountpoint} " not in copied
     assert str(nic.mountpoint) not in Path("/proc/mounts").read_text()
     assert not nic.mountpoint.exists()
     assert not nic.config.pidfile.exists() and not nic.config.ready_file.exists()

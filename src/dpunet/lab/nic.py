@@ -210,6 +210,14 @@ class Link:
         return bool(self.flags & _IFF_UP)
 
 
+def _as_set(previous: Link | None, link: Link, change: int) -> Link:
+    """``link`` with the admin state it was given: a close by the kernel on the way
+    to deletion or a netns move is not an ``ip link set down``."""
+    if change == _KERNEL_CLOSE and previous is not None and previous.up and not link.up:
+        return replace(link, flags=link.flags | _IFF_UP)
+    return link
+
+
 @dataclass(frozen=True)
 class EndSpec:
     """How to create one end of a pair."""
@@ -440,12 +448,10 @@ class EmulatedNic:
         track = self.tracks.setdefault(slot, FunctionTrack())
         if rep:
             if side is self.dpu and nsid is None and not deleted:
-                if msg["change"] == _KERNEL_CLOSE and track.rep is not None and track.rep.up:
-                    # Closed on the way to deletion: remember it as it was set.
-                    link = replace(link, flags=link.flags | _IFF_UP)
-                track.rep = link
+                track.rep = _as_set(track.rep, link, msg["change"])
         elif side is self.host and nsid is None:
-            track.host_end = link
+            if not deleted:
+                track.host_end = _as_set(track.host_end, link, msg["change"])
             track.host_end_home = not deleted or msg.get("IFLA_NEW_NETNSID") is None
         elif side is self.host and not deleted:
             # The host end inside another netns (a pod): its name and MAC there.
@@ -490,16 +496,18 @@ class EmulatedNic:
         """Look up host ends that live in other netns through their representors.
 
         Events from those netns normally keep the tracks current; this covers
-        the cases they miss (moves between two pod netns, event overflow).
-        Engine thread, under the lock.
+        what they miss (a VF moved on from one pod netns to another, whose
+        events this daemon does not receive). Engine thread, under the lock.
         """
         for slot, track in self.tracks.items():
             rep = self.find(slot, rep=True)
-            if track.host_end_home or rep is None or rep.peer_index is None:
-                continue
-            if rep.peer_nsid is None:
+            if track.host_end_home or rep is None:
                 continue
             try:
+                # Re-read the representor: its peer's netns id may be new.
+                rep = Link.from_msg(self.dpu.ipr.link("get", index=rep.index)[0])
+                if rep.peer_index is None or rep.peer_nsid is None:
+                    continue
                 msgs = self.dpu.ipr.link("get", index=rep.peer_index, IFLA_IF_NETNSID=rep.peer_nsid)
             except NetlinkError:
                 continue

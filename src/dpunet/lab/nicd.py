@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import mfusepy
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpunet.lab.nic import EmulatedNic, NetnsSide, PciAddress, log_event, parse_kstrtou16
 from dpunet.lab.sysfs_fs import SysfsFuse, SysfsTree
@@ -49,6 +49,11 @@ _MOUNT_TIMEOUT = 10.0
 _FUSE_EXIT_TIMEOUT = 5.0
 _SIGNAL_POLL = 0.5
 _STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+_MS_BIND = 0x1000
+_MS_SHARED = 0x100000
+_MAX_STALE_MOUNTS = 8
+_FUSE_SUBTYPE = "dpunet-sysfs"
+_FUSE_TYPE = f"fuse.{_FUSE_SUBTYPE}"
 
 
 def _check(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
@@ -256,11 +261,59 @@ class Engine:
         log_event(log, "links_removed")
 
 
-def _unmount(mountpoint: Path) -> None:
+def _libc_call(name: str, *args: object) -> None:
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.umount2(str(mountpoint).encode(), 0) != 0:
-        # Busy (a process sits inside): detach it; libfuse's loop still ends.
-        libc.umount2(str(mountpoint).encode(), _MNT_DETACH)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+def _unmount(mountpoint: Path) -> None:
+    try:
+        _libc_call("umount2", str(mountpoint).encode(), 0)
+    except OSError:
+        # Busy (a process sits inside): detach it.
+        with suppress(OSError):
+            _libc_call("umount2", str(mountpoint).encode(), _MNT_DETACH)
+
+
+def _mounts_at(path: Path) -> list[str]:
+    """Filesystem types mounted at ``path``, bottom first (from /proc/self/mountinfo)."""
+    types = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        fields = line.split(" ")
+        if fields[4].encode().decode("unicode_escape") == str(path):
+            types.append(fields[fields.index("-") + 1])
+    return types
+
+
+def _prepare_mountpoint(mountpoint: Path) -> None:
+    """Put a shared bind mount at ``mountpoint`` for the FUSE mount to sit on.
+
+    Mount namespaces copied from then on (every `ip netns exec`, which makes
+    its copy a slave) follow our FUSE mounts and unmounts, also those of a
+    daemon restarted after a crash; a stale FUSE mount of such a crash is
+    removed here.
+    """
+    for _ in range(_MAX_STALE_MOUNTS):
+        if _mounts_at(mountpoint)[-1:] != [_FUSE_TYPE]:
+            break
+        _unmount(mountpoint)
+        log_event(log, "stale_mount_removed", mountpoint=mountpoint)
+    if not _mounts_at(mountpoint):
+        mountpoint.mkdir(parents=True, exist_ok=True)
+        _libc_call(
+            "mount", str(mountpoint).encode(), str(mountpoint).encode(), None, _MS_BIND, None
+        )
+    _libc_call("mount", None, str(mountpoint).encode(), None, _MS_SHARED, None)
+
+
+def _release_mountpoint(mountpoint: Path) -> None:
+    """Remove every mount at ``mountpoint`` (our bind, a FUSE mount libfuse left)."""
+    for _ in range(_MAX_STALE_MOUNTS):
+        if not _mounts_at(mountpoint):
+            return
+        _unmount(mountpoint)
 
 
 def _take_signal(timeout: float) -> bool:
@@ -287,7 +340,7 @@ def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
                 foreground=True,
                 allow_other=True,
                 fsname=f"dpunet-lab-{cfg.lab}",
-                subtype="dpunet-sysfs",
+                subtype=_FUSE_SUBTYPE,
             )
         except BaseException as exc:
             fuse_error.append(exc)
@@ -307,8 +360,16 @@ def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
     while not ended.is_set() and not _take_signal(_SIGNAL_POLL):
         pass
     cfg.ready_file.unlink(missing_ok=True)
-    _unmount(cfg.mountpoint)
+    # An unmount alone does not end the loop while other mount namespaces (any
+    # `ip netns exec`) hold copies of the mount: stop libfuse itself, which then
+    # unmounts and closes /dev/fuse (that also kills the copies).
+    ops.exit()
+    with suppress(OSError):
+        os.stat(cfg.mountpoint)  # one request, so that a worker sees the exit
     fuse_thread.join(_FUSE_EXIT_TIMEOUT)
+    if fuse_thread.is_alive():
+        _unmount(cfg.mountpoint)
+        fuse_thread.join(_FUSE_EXIT_TIMEOUT)
     log_event(log, "unmounted", mountpoint=cfg.mountpoint, fuse_ended=not fuse_thread.is_alive())
     return 1 if fuse_error else 0
 
@@ -322,15 +383,12 @@ def _already_running(cfg: NicDaemonConfig) -> str | None:
         with suppress(OSError):
             if b"dpunet.lab.nicd" in Path(f"/proc/{pid}/cmdline").read_bytes():
                 return f"pid {pid} of {cfg.pidfile} is alive"
-    try:
-        os.stat(cfg.mountpoint)
-    except OSError as exc:
-        if exc.errno == errno.ENOTCONN:
-            # The FUSE mount of a daemon that was killed: nobody serves it any more.
-            _unmount(cfg.mountpoint)
-            log_event(log, "stale_mount_removed", mountpoint=cfg.mountpoint)
-    if cfg.mountpoint.is_mount():
-        return f"{cfg.mountpoint} is already a mount point"
+    if _mounts_at(cfg.mountpoint)[-1:] == [_FUSE_TYPE]:
+        try:
+            os.stat(cfg.mountpoint)
+        except OSError:
+            return None  # stale: its daemon is gone
+        return f"another NIC daemon serves {cfg.mountpoint}"
     return None
 
 
@@ -342,13 +400,14 @@ def run(cfg: NicDaemonConfig) -> int:
     if (reason := _already_running(cfg)) is not None:
         log_event(log, "refused", reason=reason)
         return 1
+    cfg.ready_file.unlink(missing_ok=True)  # left by a daemon that was killed
     cfg.pidfile.write_text(f"{os.getpid()}\n")
-    created_mountpoint = not cfg.mountpoint.exists()
+    created_mountpoint = not _mounts_at(cfg.mountpoint) and not cfg.mountpoint.exists()
     status = 1
     try:
-        cfg.mountpoint.mkdir(parents=True, exist_ok=True)
         engine = Engine(cfg)
         try:
+            _prepare_mountpoint(cfg.mountpoint)
             engine.start()
         except (OSError, ValueError) as exc:
             log_event(log, "start_failed", error=exc)
@@ -359,6 +418,7 @@ def run(cfg: NicDaemonConfig) -> int:
             engine.stop()
     finally:
         cfg.ready_file.unlink(missing_ok=True)
+        _release_mountpoint(cfg.mountpoint)
         if created_mountpoint:
             with suppress(OSError):
                 cfg.mountpoint.rmdir()
@@ -373,7 +433,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m dpunet.lab.nicd CONFIG.json", file=sys.stderr)
         return 2
-    cfg = NicDaemonConfig.model_validate_json(Path(args[0]).read_text())
+    try:
+        cfg = NicDaemonConfig.model_validate_json(Path(args[0]).read_text())
+    except (OSError, ValidationError) as exc:
+        print(f"dpunet.lab.nicd: bad config {args[0]}: {exc}", file=sys.stderr)
+        return 2
     cfg.log_file.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(cfg.log_file)
     handler.setFormatter(logging.Formatter("ts=%(asctime)s level=%(levelname)s %(message)s"))

@@ -10,6 +10,8 @@ is told not to cache anything, so renames and netns moves show at once.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import errno
 import os
 import stat
@@ -40,6 +42,11 @@ from dpunet.lab.nic import (
 
 PCI_ROOT = "pci0000:00"
 SYSFS_FILE_SIZE = 4096
+
+# The libfuse3 mfusepy runs on (dlopen returns the same handle): for fuse_exit().
+_libfuse = ctypes.CDLL(ctypes.util.find_library("fuse3") or "libfuse3.so.3")
+_libfuse.fuse_get_context.restype = ctypes.POINTER(ctypes.c_void_p)  # -> struct fuse *
+_libfuse.fuse_exit.argtypes = [ctypes.c_void_p]
 
 
 @dataclass(frozen=True)
@@ -288,6 +295,7 @@ class SysfsFuse(mfusepy.Operations):
         self._backend = backend
         self._on_mount = on_mount
         self._time = time.time_ns()
+        self._fuse: int | None = None
 
     def _lookup(self, path: str) -> Node:
         with self._backend.synced():
@@ -300,7 +308,13 @@ class SysfsFuse(mfusepy.Operations):
             config_3.attr_timeout = 0.0
             config_3.negative_timeout = 0.0
             config_3.direct_io = 1
+        self._fuse = _libfuse.fuse_get_context().contents.value
         self._on_mount()
+
+    def exit(self) -> None:
+        """Make libfuse's loop end after the next request it serves."""
+        if self._fuse is not None:
+            _libfuse.fuse_exit(self._fuse)
 
     def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
         """stat(2) of a node: sysfs-like modes and sizes."""
