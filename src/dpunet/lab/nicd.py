@@ -33,6 +33,7 @@ from typing import Annotated, Any, TypeVar
 
 import mfusepy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet.lab.nic import EmulatedNic, NetnsSide, PciAddress, log_event, parse_kstrtou16
 from dpunet.lab.sysfs_fs import SysfsFuse, SysfsTree
@@ -212,8 +213,18 @@ class Engine:
             self._started.set()
             return
         self._started.set()
-        self._loop()
-        self._teardown()
+        try:
+            self._loop()
+        except BaseException as exc:
+            log_event(log, "engine_failed", error=repr(exc))
+            raise
+        finally:
+            self._teardown()
+
+    @property
+    def alive(self) -> bool:
+        """The engine thread runs (it ends on stop() or on an unexpected error)."""
+        return self._thread.is_alive()
 
     def _open(self) -> None:
         for pair in self.cfg.pairs:
@@ -246,14 +257,14 @@ class Engine:
                 for nic in self.nics:
                     try:
                         nic.reconcile()
-                    except OSError as exc:
+                    except (OSError, NetlinkError) as exc:
                         log_event(log, "reconcile_failed", host=nic.cfg.host_node, error=exc)
 
     def _teardown(self) -> None:
         for nic in self.nics:
             try:
                 nic.teardown()
-            except OSError as exc:
+            except (OSError, NetlinkError) as exc:
                 log_event(log, "teardown_failed", host=nic.cfg.host_node, error=exc)
             nic.host.close()
             nic.dpu.close()
@@ -357,7 +368,7 @@ def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
         return 1
     cfg.ready_file.write_text(f"{os.getpid()}\n")
     log_event(log, "ready", mountpoint=cfg.mountpoint, pid=os.getpid())
-    while not ended.is_set() and not _take_signal(_SIGNAL_POLL):
+    while not ended.is_set() and engine.alive and not _take_signal(_SIGNAL_POLL):
         pass
     cfg.ready_file.unlink(missing_ok=True)
     # An unmount alone does not end the loop while other mount namespaces (any
@@ -371,7 +382,7 @@ def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
         _unmount(cfg.mountpoint)
         fuse_thread.join(_FUSE_EXIT_TIMEOUT)
     log_event(log, "unmounted", mountpoint=cfg.mountpoint, fuse_ended=not fuse_thread.is_alive())
-    return 1 if fuse_error else 0
+    return 1 if fuse_error or not engine.alive else 0
 
 
 def _already_running(cfg: NicDaemonConfig) -> str | None:
@@ -409,8 +420,8 @@ def run(cfg: NicDaemonConfig) -> int:
         try:
             _prepare_mountpoint(cfg.mountpoint)
             engine.start()
-        except (OSError, ValueError) as exc:
-            log_event(log, "start_failed", error=exc)
+        except Exception as exc:
+            log_event(log, "start_failed", error=repr(exc))
             return 1
         try:
             status = 0 if _take_signal(0) else _serve(cfg, engine)
