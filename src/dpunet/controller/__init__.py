@@ -1,0 +1,1 @@
+"""dpunet-controller: OVN Northbound topology, IPAM, gateway and the port API."""

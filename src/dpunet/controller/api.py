@@ -1,0 +1,209 @@
+"""The controller's HTTP API (FastAPI): nodes, ports, health, readiness, metrics.
+
+Every `/v1` call needs `Authorization: Bearer <token>` (see auth.py). Errors are
+`{"detail": "<reason>"}` (422 carries FastAPI's list of validation problems).
+"""
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from dpunet import __version__
+from dpunet.controller.auth import Principal
+from dpunet.controller.errors import ControllerError
+from dpunet.controller.models import (
+    DNS_LABEL,
+    NODE_NAME,
+    OPAQUE_ID,
+    DeleteResult,
+    ErrorBody,
+    Health,
+    NodeInfo,
+    NodeList,
+    NodeSpec,
+    PortInfo,
+    PortList,
+    PortRequest,
+)
+
+if TYPE_CHECKING:
+    from dpunet.controller.app import Controller
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody, "description": text}
+    for code, text in (
+        (400, "the request does not make sense for this node (nothing written)"),
+        (401, "missing or unknown bearer token"),
+        (403, "the token's node may not act on this object"),
+        (404, "no such node or port"),
+        (409, "conflicts with existing state"),
+        (413, "request body too large"),
+        (503, "OVN Northbound unavailable or the controller is reloading; retry"),
+        (504, "the request's deadline passed; the detail names what it waited for"),
+        (507, "no free subnet or address left"),
+    )
+}
+
+NodeName = Annotated[str, Path(pattern=NODE_NAME, max_length=63, description="node name")]
+Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod namespace")]
+PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod name")]
+
+_bearer = HTTPBearer(auto_error=False, description="'<token> node:<name>' or admin token")
+
+
+class _Unauthorized(Exception):
+    """401 with `WWW-Authenticate: Bearer`."""
+
+
+def _principal(
+    request: Request,
+    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    if creds is None:
+        raise _Unauthorized("missing bearer token (Authorization: Bearer <token>)")
+    who = request.app.state.controller.tokens.authenticate(creds.credentials)
+    if who is None:
+        raise _Unauthorized("unknown bearer token")
+    return who
+
+
+Who = Annotated[Principal, Depends(_principal)]
+
+
+def create_app(ctl: "Controller") -> FastAPI:
+    """The ASGI app serving `ctl`."""
+    app = FastAPI(
+        title="dpunet-controller",
+        version=__version__,
+        description="Pod ports and nodes of a dpunet cluster (OVN Northbound writer).",
+        max_body_size=ctl.cfg.max_body_bytes,
+    )
+    app.state.controller = ctl
+
+    @app.exception_handler(ControllerError)
+    async def _controller_error(request: Request, exc: ControllerError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.middleware("http")
+    async def _count(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        ctl.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        return response
+
+    @app.exception_handler(_Unauthorized)
+    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
+        return JSONResponse(
+            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+        )
+
+    # ---------------------------------------------------------------- health
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz() -> Health:
+        """The process is alive."""
+        return ctl.health("ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        responses={503: {"model": Health, "description": "not ready"}},
+    )
+    async def readyz(response: Response) -> Health:
+        """Connected to the NB leader, holding the dpunet lock, state loaded."""
+        if ctl.ready:
+            return ctl.health("ready")
+        response.status_code = 503
+        return ctl.health("not ready")
+
+    @app.get(
+        "/metrics",
+        tags=["health"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        ctl.metrics.nb_ready.set(1 if ctl.ready else 0)
+        return Response(generate_latest(ctl.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    # ----------------------------------------------------------------- nodes
+    @app.get("/v1/nodes", response_model=NodeList, tags=["nodes"], responses=_ERRORS)
+    async def list_nodes(who: Who) -> NodeList:
+        """Registered nodes (a node's token sees only its own)."""
+        return await ctl.nodes.list(who)
+
+    @app.get("/v1/nodes/{name}", response_model=NodeInfo, tags=["nodes"], responses=_ERRORS)
+    async def get_node(who: Who, name: NodeName) -> NodeInfo:
+        """One node."""
+        return await ctl.nodes.get(who, name)
+
+    @app.put("/v1/nodes/{name}", response_model=NodeInfo, tags=["nodes"], responses=_ERRORS)
+    async def put_node(who: Who, name: NodeName, spec: NodeSpec) -> NodeInfo:
+        """Register or update a node (admin): subnet, management port, gateway."""
+        return await ctl.nodes.put(who, name, spec)
+
+    @app.delete("/v1/nodes/{name}", response_model=DeleteResult, tags=["nodes"], responses=_ERRORS)
+    async def delete_node(who: Who, name: NodeName) -> DeleteResult:
+        """Remove a node with its topology and ports (admin); unknown nodes succeed."""
+        return await ctl.nodes.delete(who, name)
+
+    # ----------------------------------------------------------------- ports
+    @app.get("/v1/ports", response_model=PortList, tags=["ports"], responses=_ERRORS)
+    async def list_ports(
+        who: Who,
+        node: Annotated[str | None, Query(pattern=NODE_NAME, max_length=63)] = None,
+        namespace: Annotated[str | None, Query(pattern=DNS_LABEL, max_length=63)] = None,
+    ) -> PortList:
+        """Pod ports, optionally filtered (a node's token sees only its own)."""
+        return await ctl.ports.list(who, node, namespace)
+
+    @app.get(
+        "/v1/ports/{namespace}/{name}", response_model=PortInfo, tags=["ports"], responses=_ERRORS
+    )
+    async def get_port(who: Who, namespace: Namespace, name: PodName) -> PortInfo:
+        """One pod port."""
+        return await ctl.ports.get(who, namespace, name)
+
+    @app.put(
+        "/v1/ports/{namespace}/{name}", response_model=PortInfo, tags=["ports"], responses=_ERRORS
+    )
+    async def put_port(
+        who: Who,
+        namespace: Namespace,
+        name: PodName,
+        req: PortRequest,
+        timeout: Annotated[
+            float | None,
+            Query(gt=0, le=600, description="deadline in seconds (default: port_timeout)"),
+        ] = None,
+    ) -> PortInfo:
+        """Allocate address and MAC, write the LSP, wait until it is up; idempotent per
+        (uid, sandbox)."""
+        return await ctl.ports.put(who, namespace, name, req, timeout)
+
+    @app.delete(
+        "/v1/ports/{namespace}/{name}",
+        response_model=DeleteResult,
+        tags=["ports"],
+        responses=_ERRORS,
+    )
+    async def delete_port(
+        who: Who,
+        namespace: Namespace,
+        name: PodName,
+        uid: Annotated[str | None, Query(pattern=OPAQUE_ID)] = None,
+        sandbox: Annotated[str | None, Query(pattern=OPAQUE_ID)] = None,
+    ) -> DeleteResult:
+        """Release a pod port; an unknown port succeeds. With uid/sandbox, only a port
+        that still belongs to them is released."""
+        return await ctl.ports.delete(who, namespace, name, uid, sandbox)
+
+    return app

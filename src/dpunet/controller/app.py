@@ -1,0 +1,167 @@
+"""The controller daemon: NB connection, state, services, supervision loop and HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+from pathlib import Path
+
+import uvicorn
+
+from dpunet.controller.api import create_app
+from dpunet.controller.auth import TokenStore
+from dpunet.controller.config import ControllerConfig
+from dpunet.controller.log import event
+from dpunet.controller.metrics import Metrics
+from dpunet.controller.models import Health
+from dpunet.controller.nb import NbClient
+from dpunet.controller.nodes import NodeService
+from dpunet.controller.ports import PortService
+from dpunet.controller.reconcile import Reconciler
+from dpunet.controller.state import ClusterState
+
+log = logging.getLogger("dpunet.controller")
+_TICK_S = 0.5
+_RETRY_S = 1.0
+
+
+class Controller:
+    """Everything one controller process runs."""
+
+    def __init__(self, cfg: ControllerConfig) -> None:
+        self.cfg = cfg
+        self.tokens = TokenStore(cfg.token_file)
+        self.nb = NbClient(cfg.nb_remotes, cfg.nb_timeout, cfg.nb_workers)
+        self.state = ClusterState(cfg)
+        self.metrics = Metrics(self.state.node_stats)
+        self.reconciler = Reconciler(cfg, self.nb, self.state, self.metrics)
+        self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
+        self.nodes = NodeService(
+            cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload
+        )
+        self.reconciled = False
+        self._reload_wanted = asyncio.Event()
+
+    @property
+    def ready(self) -> bool:
+        """NB usable and the state loaded from it."""
+        return self.nb.ready and self.state.gate.is_open
+
+    def health(self, status: str) -> Health:
+        """The body of /healthz and /readyz."""
+        return Health(
+            status=status,
+            nb_connected=self.nb.connected,
+            nb_lock=self.nb.has_lock,
+            reconciled=self.reconciled,
+        )
+
+    def request_reload(self) -> None:
+        """Ask for a reload from NB and a reconcile pass soon."""
+        self._reload_wanted.set()
+
+    async def supervise(self) -> None:
+        """Keep the state in step with NB: reload whenever NB (and its lock) come back,
+        periodically, and on request; hold requests back while NB is unusable."""
+        loop = asyncio.get_running_loop()
+        await self.nb.connect()
+        last = float("-inf")
+        while True:
+            gate = self.state.gate
+            if not self.nb.ready:
+                if gate.is_open:
+                    event(
+                        log,
+                        "controller.nb_lost",
+                        logging.WARNING,
+                        connected=self.nb.connected,
+                        lock=self.nb.has_lock,
+                    )
+                    await gate.close()
+            elif (
+                not gate.is_open
+                or self._reload_wanted.is_set()
+                or loop.time() - last >= self.cfg.reconcile_interval
+            ):
+                self._reload_wanted.clear()
+                try:
+                    await gate.close()
+                    async with self.state.topology_lock:
+                        await self.reconciler.reload()
+                except Exception as exc:
+                    self.metrics.reconcile_runs.labels("error").inc()
+                    event(log, "reconcile.failed", logging.ERROR, error=str(exc) or repr(exc))
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                await gate.open()
+                self.reconciled = True
+                self.metrics.reconcile_runs.labels("ok").inc()
+                last = loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reload_wanted.wait(), _TICK_S)
+
+    async def close(self) -> None:
+        """Release the NB connection."""
+        await self.nb.close()
+
+
+def _bind(address: str) -> socket.socket:
+    """A listening socket for `HOST:PORT` or `unix:PATH` (a stale unix socket is replaced)."""
+    if address.startswith("unix:"):
+        path = Path(address[len("unix:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        os.chmod(path, 0o660)
+    else:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(cfg: ControllerConfig) -> None:
+    """Run the controller until SIGINT/SIGTERM."""
+    ctl = Controller(cfg)
+    sockets = [_bind(a) for a in cfg.listen]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
+    )
+    supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
+
+    def _supervisor_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            event(
+                log, "controller.supervisor_failed", logging.CRITICAL, error=repr(task.exception())
+            )
+            server.should_exit = True
+
+    supervisor.add_done_callback(_supervisor_done)
+    event(
+        log,
+        "controller.start",
+        listen=",".join(cfg.listen),
+        nb=",".join(cfg.nb_remotes),
+        cluster_cidr=str(cfg.cluster_cidr),
+        node_prefix=cfg.node_prefix,
+    )
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        await ctl.close()
+        for sock in sockets:
+            sock.close()
+        event(log, "controller.stop")

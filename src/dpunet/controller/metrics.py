@@ -1,0 +1,67 @@
+"""Prometheus metrics of the controller (served at `/metrics`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+NodeStats = Callable[[], list[tuple[str, int, int]]]  # (node, ports, free addresses)
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+class _NodeCollector(Collector):
+    def __init__(self, stats: NodeStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[Metric]:
+        ports = GaugeMetricFamily("dpunet_controller_ports", "Pod ports per node", labels=["node"])
+        free = GaugeMetricFamily(
+            "dpunet_controller_free_ips", "Free pod addresses per node", labels=["node"]
+        )
+        for node, n_ports, n_free in self._stats():
+            ports.add_metric([node], n_ports)
+            free.add_metric([node], n_free)
+        yield ports
+        yield free
+
+
+class Metrics:
+    """All controller metrics, in their own registry."""
+
+    def __init__(self, node_stats: NodeStats) -> None:
+        self.registry = CollectorRegistry()
+        self.port_setup = Histogram(
+            "dpunet_controller_port_setup_seconds",
+            "Port PUT latency by phase (allocate, nb_write, wait_up, total)",
+            ["phase"],
+            buckets=_BUCKETS,
+            registry=self.registry,
+        )
+        self.requests = Counter(
+            "dpunet_controller_requests",
+            "API requests by method, route and status code",
+            ["method", "route", "code"],
+            registry=self.registry,
+        )
+        self.reconcile_runs = Counter(
+            "dpunet_controller_reconcile_runs",
+            "Reconcile passes by result",
+            ["result"],
+            registry=self.registry,
+        )
+        self.reconcile_repairs = Counter(
+            "dpunet_controller_reconcile_repairs",
+            "Objects repaired or removed by reconcile, by kind",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.nb_ready = Gauge(
+            "dpunet_controller_nb_ready",
+            "1 when connected to the Northbound leader and holding the dpunet lock",
+            registry=self.registry,
+        )
+        self.registry.register(_NodeCollector(node_stats))

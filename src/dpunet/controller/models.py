@@ -1,0 +1,200 @@
+"""Request and response bodies of the controller API (they define its OpenAPI schema)."""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Interface
+from typing import Annotated
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
+
+from dpunet.controller.topology import RESERVED_NODE_NAMES, NodeRole
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+NODE_NAME = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
+CHASSIS = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+OPAQUE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+IFNAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$"
+PCI = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
+MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+
+NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
+Mac = Annotated[str, StringConstraints(pattern=MAC)]
+
+
+def check_node_name(name: str) -> str:
+    """`name` when it may name a node; ValueError otherwise."""
+    if name in RESERVED_NODE_NAMES:
+        raise ValueError(f"node name {name!r} is reserved")
+    return name
+
+
+def _unicast_mac(value: str | None) -> str | None:
+    if value is None:
+        return None
+    mac = value.lower()
+    if int(mac[:2], 16) & 1:
+        raise ValueError(f"{value} is a multicast MAC")
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("the all-zero MAC is not a valid address")
+    return mac
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeSpec(_Body):
+    """`PUT /v1/nodes/{name}`: a node joins (or updates) the cluster."""
+
+    role: NodeRole = Field(description="dpu-host: VFs switched by a DPU; full: runs OVS itself")
+    chassis: str = Field(
+        pattern=CHASSIS,
+        description="OVN chassis (OVS system-id) of the node, for a dpu-host: its DPU's",
+    )
+    node_ip: IPv4Interface = Field(
+        description="the node's underlay address with prefix, e.g. 192.0.2.101/24"
+    )
+    next_hop: IPv4Address = Field(description="gateway next hop on the underlay")
+    gateway_mac: Mac | None = Field(
+        default=None,
+        description="MAC of the gateway router's external port (default 0a:58 + node IP)",
+    )
+    mgmt_pf_mac: Mac | None = Field(
+        default=None, description="dpu-host: MAC of the PF whose VF is the management port"
+    )
+    mgmt_vf_num: int | None = Field(
+        default=None, ge=0, le=4095, description="dpu-host: VF index of the management port"
+    )
+
+    _macs = field_validator("gateway_mac", "mgmt_pf_mac")(_unicast_mac)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodeSpec:
+        net = self.node_ip.network
+        if net.prefixlen < 31 and self.node_ip.ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"node_ip {self.node_ip} is not a host address of {net}")
+        if self.next_hop not in net or self.next_hop == self.node_ip.ip:
+            raise ValueError(f"next_hop {self.next_hop} must be another address inside {net}")
+        if (self.mgmt_pf_mac is None) != (self.mgmt_vf_num is None):
+            raise ValueError("mgmt_pf_mac and mgmt_vf_num go together")
+        if self.role is NodeRole.FULL and self.mgmt_pf_mac is not None:
+            raise ValueError("a full node has no management VF")
+        return self
+
+
+class NodeInfo(BaseModel):
+    """A registered node and what the controller allocated for it."""
+
+    name: str
+    role: NodeRole
+    chassis: str
+    node_ip: str
+    next_hop: str
+    gateway_mac: str
+    subnet: str = Field(description="the node's pod subnet")
+    gateway_ip: str = Field(description="rtos-<node> (.1), the pods' gateway")
+    mgmt_ip: str = Field(description="k8s-<node> (.2) in CIDR form")
+    mgmt_mac: str
+    mgmt_pf_mac: str | None = None
+    mgmt_vf_num: int | None = None
+    join_ip: str
+    cluster_cidr: str
+    service_cidr: str
+    mtu: int
+    ports: int = Field(description="pod ports on the node")
+    free_ips: int = Field(description="pod addresses still free in the node subnet")
+
+
+class NodeList(BaseModel):
+    """`GET /v1/nodes`."""
+
+    items: list[NodeInfo]
+
+
+class PortRequest(_Body):
+    """`PUT /v1/ports/{namespace}/{name}`: give a pod its port on `node`."""
+
+    node: NodeName = Field(description="the node the pod runs on (must be the caller's)")
+    sandbox: str = Field(pattern=OPAQUE_ID, description="container runtime sandbox id")
+    uid: str = Field(pattern=OPAQUE_ID, description="pod uid")
+    ifname: str = Field(default="eth0", pattern=IFNAME, description="interface in the pod")
+    pci: str | None = Field(default=None, pattern=PCI, description="VF PCI address")
+    pf_mac: Mac | None = Field(default=None, description="MAC of the PF the VF belongs to")
+    vf_num: int | None = Field(default=None, ge=0, le=4095, description="VF index on that PF")
+
+    _mac = field_validator("pf_mac")(_unicast_mac)
+
+    @model_validator(mode="after")
+    def _vf_fields(self) -> PortRequest:
+        given = [v is not None for v in (self.pci, self.pf_mac, self.vf_num)]
+        if any(given) and not all(given):
+            raise ValueError("pci, pf_mac and vf_num go together (all for a VF port, none else)")
+        return self
+
+    @property
+    def is_vf(self) -> bool:
+        """True for an SR-IOV VF port."""
+        return self.pf_mac is not None
+
+
+class Route(BaseModel):
+    """A route for the pod (CNI result form)."""
+
+    dst: str
+    gw: str
+
+
+class PortInfo(BaseModel):
+    """A pod port: what the host needs to configure the interface (CNI result data)."""
+
+    namespace: str
+    name: str
+    node: str
+    uid: str
+    sandbox: str
+    ifname: str
+    pci: str | None = None
+    pf_mac: str | None = None
+    vf_num: int | None = None
+    lsp: str = Field(description="Logical_Switch_Port name")
+    mac: str
+    ips: list[str] = Field(description="addresses in CIDR form")
+    gateways: list[str]
+    routes: list[Route]
+    mtu: int
+    up: bool = Field(description="Logical_Switch_Port.up")
+
+
+class PortList(BaseModel):
+    """`GET /v1/ports`."""
+
+    items: list[PortInfo]
+
+
+class DeleteResult(BaseModel):
+    """Answer of a DELETE (deleting what does not exist succeeds too)."""
+
+    deleted: bool
+    detail: str
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a reason for a person."""
+
+    detail: str
+
+
+class Health(BaseModel):
+    """`/healthz` and `/readyz`."""
+
+    status: str
+    nb_connected: bool
+    nb_lock: bool
+    reconciled: bool

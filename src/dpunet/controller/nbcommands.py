@@ -1,0 +1,500 @@
+"""ovsdbapp commands that read and write dpunet's Northbound objects.
+
+Each write is one command in one transaction, so it is atomic, and it compares
+before it sets, so running it again (ovsdbapp retries a transaction whose
+outcome was lost in a leader change) changes nothing. Read commands run under
+the connection's lock against the IDL replica and return plain values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovsdbapp.backend.ovs_idl import command, idlutils
+
+from dpunet.controller.errors import Conflict, NotFound, NotOwned
+from dpunet.controller.topology import (
+    CLUSTER_ROUTER,
+    JOIN_SWITCH,
+    KIND_KEY,
+    NODE_KEY,
+    Desired,
+    Kind,
+    Lrp,
+    Lsp,
+    Nat,
+    NodeRecord,
+    PodPort,
+    Route,
+    owned,
+)
+
+LS = "Logical_Switch"
+LSP = "Logical_Switch_Port"
+LR = "Logical_Router"
+LRP = "Logical_Router_Port"
+ROUTE = "Logical_Router_Static_Route"
+NAT = "NAT"
+
+Row = Any  # ovs.db.idl.Row (untyped library)
+
+
+def _by_name(api: Any, table: str, name: str) -> list[Row]:
+    return list(idlutils.rows_by_value(api.idl, table, "name", name))
+
+
+def _is_pod(row: Row) -> bool:
+    return owned(row.external_ids) and row.external_ids.get(KIND_KEY) == Kind.POD.value
+
+
+def _refs(row: Row, column: str) -> list[Row]:
+    """A reference column; [] for a row inserted in this transaction that has none yet."""
+    try:
+        return list(getattr(row, column))
+    except AttributeError:
+        return []
+
+
+def _parents(api: Any, table: str, column: str, child: Row) -> list[Row]:
+    return [
+        p
+        for p in api.tables[table].rows.values()
+        if any(c.uuid == child.uuid for c in _refs(p, column))
+    ]
+
+
+class _Writer(command.BaseCommand):
+    """Shared helpers: compare-and-set, counting what changed."""
+
+    def __init__(self, api: Any) -> None:
+        super().__init__(api)
+        self.changes = 0
+
+    def _set(self, row: Row, new: bool, **columns: Any) -> None:
+        for col, value in columns.items():
+            if new or getattr(row, col) != value:
+                setattr(row, col, value)
+                self.changes += 1
+
+    def _insert(self, txn: Any, table: str) -> Row:
+        self.changes += 1
+        return txn.insert(self.api.tables[table])
+
+    def _unlink(self, parent: Row, column: str, child: Row) -> None:
+        parent.delvalue(column, child)
+        child.delete()
+        self.changes += 1
+
+
+# ------------------------------------------------------------------ topology
+def lsp_columns(spec: Lsp) -> dict[str, Any]:
+    """The LSP columns a spec sets (also how a snapshot row is compared with a spec)."""
+    return {
+        "type": spec.type,
+        "addresses": list(spec.addresses),
+        "port_security": list(spec.port_security),
+        "options": dict(spec.options),
+        "external_ids": dict(spec.external_ids),
+    }
+
+
+def _lrp_columns(spec: Lrp) -> dict[str, Any]:
+    return {
+        "mac": spec.mac,
+        "networks": list(spec.networks),
+        "external_ids": dict(spec.external_ids),
+    }
+
+
+def _route_columns(spec: Route) -> dict[str, Any]:
+    return {
+        "ip_prefix": spec.ip_prefix,
+        "nexthop": spec.nexthop,
+        "policy": [spec.policy],
+        "output_port": [spec.output_port] if spec.output_port else [],
+        "external_ids": dict(spec.external_ids),
+    }
+
+
+def _nat_columns(spec: Nat) -> dict[str, Any]:
+    return {
+        "type": spec.type,
+        "external_ip": spec.external_ip,
+        "logical_ip": spec.logical_ip,
+        "external_ids": dict(spec.external_ids),
+    }
+
+
+def _route_key(row: Row) -> Hashable:
+    return (row.ip_prefix, (row.policy or ["dst-ip"])[0])
+
+
+def _nat_key(row: Row) -> Hashable:
+    return (row.type, row.logical_ip)
+
+
+class EnsureDesired(_Writer):
+    """Create or repair the objects of some `Desired` states and prune what they no longer
+    list; result: how many columns/rows changed."""
+
+    def __init__(self, api: Any, *desired: Desired) -> None:
+        super().__init__(api)
+        self.desired = desired
+
+    def run_idl(self, txn: Any) -> None:
+        for d in self.desired:
+            self._apply(txn, d)
+        self.result = self.changes
+
+    def _apply(self, txn: Any, d: Desired) -> None:
+        for ls in d.switches:
+            parent = self._root(
+                txn, LS, ls.name, ls.external_ids, other_config=dict(ls.other_config)
+            )
+            self._sync(
+                txn,
+                parent,
+                "ports",
+                LSP,
+                ls.ports,
+                d.scope,
+                row_key=lambda r: r.name,
+                spec_key=lambda s: s.name,
+                columns=lsp_columns,
+                parent_table=LS,
+            )
+        for lr in d.routers:
+            parent = self._root(txn, LR, lr.name, lr.external_ids, options=dict(lr.options))
+            self._sync(
+                txn,
+                parent,
+                "ports",
+                LRP,
+                lr.ports,
+                d.scope,
+                row_key=lambda r: r.name,
+                spec_key=lambda s: s.name,
+                columns=_lrp_columns,
+                parent_table=LR,
+            )
+            self._sync(
+                txn,
+                parent,
+                "static_routes",
+                ROUTE,
+                lr.routes,
+                d.scope,
+                row_key=_route_key,
+                spec_key=lambda s: (s.ip_prefix, s.policy),
+                columns=_route_columns,
+            )
+            self._sync(
+                txn,
+                parent,
+                "nat",
+                NAT,
+                lr.nats,
+                d.scope,
+                row_key=_nat_key,
+                spec_key=lambda s: (s.type, s.logical_ip),
+                columns=_nat_columns,
+            )
+
+    def _root(
+        self, txn: Any, table: str, name: str, external_ids: Mapping[str, str], **columns: Any
+    ) -> Row:
+        rows = _by_name(self.api, table, name)
+        mine = [r for r in rows if owned(r.external_ids)]
+        if rows and not mine:
+            raise NotOwned(f"{table} {name} exists and is not owned by dpunet")
+        for extra in mine[1:]:
+            extra.delete()
+            self.changes += 1
+        new = not mine
+        row = self._insert(txn, table) if new else mine[0]
+        self._set(row, new, name=name, external_ids=dict(external_ids), **columns)
+        return row
+
+    def _sync(
+        self,
+        txn: Any,
+        parent: Row,
+        column: str,
+        table: str,
+        specs: Iterable[Any],
+        scope: str | None,
+        *,
+        row_key: Callable[[Row], Hashable],
+        spec_key: Callable[[Any], Hashable],
+        columns: Callable[[Any], dict[str, Any]],
+        parent_table: str | None = None,
+    ) -> None:
+        current = _refs(parent, column)
+        by_key: dict[Hashable, Row] = {}
+        for row in current:
+            by_key.setdefault(row_key(row), row)
+        kept: set[uuid.UUID] = set()
+        for spec in specs:
+            row = by_key.get(spec_key(spec))
+            if row is None and parent_table is not None:
+                row = self._adopt(parent, column, table, parent_table, spec.name)
+            new = row is None
+            if row is None:
+                row = self._insert(txn, table)
+                parent.addvalue(column, row.uuid)
+            elif not owned(row.external_ids):
+                raise NotOwned(f"{table} {spec_key(spec)} exists and is not owned by dpunet")
+            extra = {"name": spec.name} if parent_table is not None else {}
+            self._set(row, new, **extra, **columns(spec))
+            kept.add(row.uuid)
+        for row in current:
+            ext = row.external_ids
+            if row.uuid in kept or not owned(ext) or _is_pod(row):
+                continue
+            if ext.get(NODE_KEY) == scope:
+                self._unlink(parent, column, row)
+
+    def _adopt(
+        self, parent: Row, column: str, table: str, parent_table: str, name: str
+    ) -> Row | None:
+        """A uniquely named port that exists under another parent: move it here."""
+        rows = _by_name(self.api, table, name)
+        if not rows:
+            return None
+        row = rows[0]
+        if not owned(row.external_ids):
+            raise NotOwned(f"{table} {name} exists and is not owned by dpunet")
+        for old in _parents(self.api, parent_table, column, row):
+            old.delvalue(column, row)
+        parent.addvalue(column, row.uuid)
+        self.changes += 1
+        return row
+
+
+class DeleteScope(_Writer):
+    """Remove every owned object of one node (its ports included)."""
+
+    def __init__(self, api: Any, node: str) -> None:
+        super().__init__(api)
+        self.node = node
+
+    def run_idl(self, txn: Any) -> None:
+        roots = {LS: (Kind.NODE_SWITCH, Kind.EXT_SWITCH), LR: (Kind.GATEWAY_ROUTER,)}
+        children = {LS: ("ports",), LR: ("ports", "static_routes", "nat")}
+        for table, kinds in roots.items():
+            for row in list(self.api.tables[table].rows.values()):
+                ext = row.external_ids
+                if owned(ext) and ext.get(NODE_KEY) == self.node and ext.get(KIND_KEY) in kinds:
+                    row.delete()
+                    self.changes += 1
+                    continue
+                for column in children[table]:
+                    for child in list(getattr(row, column)):
+                        cext = child.external_ids
+                        if owned(cext) and cext.get(NODE_KEY) == self.node:
+                            self._unlink(row, column, child)
+        self.result = self.changes
+
+
+# --------------------------------------------------------------------- ports
+class WritePort(_Writer):
+    """Create or update one pod LSP on its node switch; result: the LSP's uuid.
+
+    `allowed_uids`: pod uids the existing LSP may carry (anything else means the port
+    changed under us: Conflict). `fresh`: the port must be a new row (pod replaced or
+    moved to another VF), so `up` starts from scratch.
+    """
+
+    def __init__(
+        self, api: Any, switch: str, spec: Lsp, allowed_uids: set[str], fresh: bool
+    ) -> None:
+        super().__init__(api)
+        self.switch = switch
+        self.spec = spec
+        self.allowed_uids = allowed_uids
+        self.fresh = fresh
+        self._inserted: Row | None = None
+
+    def run_idl(self, txn: Any) -> None:
+        parent = next(
+            (
+                r
+                for r in _by_name(self.api, LS, self.switch)
+                if owned(r.external_ids) and r.external_ids.get(KIND_KEY) == Kind.NODE_SWITCH.value
+            ),
+            None,
+        )
+        if parent is None:
+            raise NotFound(f"node {self.switch} is not registered")
+        rows = _by_name(self.api, LSP, self.spec.name)
+        row = rows[0] if rows else None
+        cols = lsp_columns(self.spec)
+        if row is not None:
+            if not _is_pod(row):
+                raise NotOwned(f"Logical_Switch_Port {self.spec.name} is not a dpunet pod port")
+            in_parent = any(p.uuid == row.uuid for p in parent.ports)
+            if in_parent and all(getattr(row, c) == v for c, v in cols.items()):
+                self.result = row.uuid  # already as wanted (e.g. a retried transaction)
+                return
+            if row.external_ids.get("dpunet:uid") not in self.allowed_uids:
+                raise Conflict(f"port {self.spec.name} changed concurrently; retry")
+            if self.fresh:
+                for old in _parents(self.api, LS, "ports", row):
+                    self._unlink(old, "ports", row)
+                row = None
+            elif not in_parent:
+                for old in _parents(self.api, LS, "ports", row):
+                    old.delvalue("ports", row)
+                parent.addvalue("ports", row.uuid)
+        new = row is None
+        if row is None:
+            row = self._inserted = self._insert(txn, LSP)
+            parent.addvalue("ports", row.uuid)
+        self._set(row, new, name=self.spec.name, **cols)
+        self.result = row.uuid
+
+    def post_commit(self, txn: Any) -> None:
+        if self._inserted is not None:
+            self.result = txn.get_insert_uuid(self._inserted.uuid) or self._inserted.uuid
+
+
+class DeletePort(_Writer):
+    """Remove one pod LSP; result: the removed port (None when there was nothing to do).
+
+    With `uid`, only a port of that pod uid is removed (a stale release of a replaced
+    pod changes nothing).
+    """
+
+    def __init__(self, api: Any, name: str, uid: str | None = None) -> None:
+        super().__init__(api)
+        self.name = name
+        self.uid = uid
+
+    def run_idl(self, txn: Any) -> None:
+        self.result = None
+        rows = _by_name(self.api, LSP, self.name)
+        if not rows:
+            return
+        row = rows[0]
+        if not _is_pod(row):
+            raise NotOwned(f"Logical_Switch_Port {self.name} is not a dpunet pod port")
+        if self.uid is not None and row.external_ids.get("dpunet:uid") != self.uid:
+            return
+        try:
+            self.result = PodPort.from_lsp(row.addresses, row.external_ids)
+        except (KeyError, ValueError):
+            self.result = None
+        for parent in _parents(self.api, LS, "ports", row):
+            self._unlink(parent, "ports", row)
+
+
+# --------------------------------------------------------------------- reads
+@dataclass(frozen=True)
+class PortRow:
+    """An owned pod LSP as found in NB."""
+
+    name: str
+    uuid: uuid.UUID
+    switch: str | None
+    up: bool
+    uid: str | None
+    port: PodPort | None  # None when the row is malformed
+    columns: dict[str, Any]  # type, addresses, port_security, options, external_ids
+    problem: str | None = None
+
+
+@dataclass
+class NbSnapshot:
+    """dpunet's view of Northbound at one instant."""
+
+    nodes: dict[str, NodeRecord] = field(default_factory=dict)
+    bad_nodes: dict[str, str] = field(default_factory=dict)
+    ports: list[PortRow] = field(default_factory=list)
+    scopes: set[str] = field(default_factory=set)
+    conflicts: list[str] = field(default_factory=list)
+
+
+def _port_row(row: Row, switch: str | None) -> PortRow:
+    up = bool(row.up and row.up[0])
+    try:
+        port: PodPort | None = PodPort.from_lsp(row.addresses, row.external_ids)
+        problem = None
+    except (KeyError, ValueError) as exc:
+        port, problem = None, f"malformed pod port: {exc}"
+    columns = {
+        "type": row.type,
+        "addresses": list(row.addresses),
+        "port_security": list(row.port_security),
+        "options": dict(row.options),
+        "external_ids": dict(row.external_ids),
+    }
+    uid = row.external_ids.get("dpunet:uid")
+    return PortRow(row.name, row.uuid, switch, up, uid, port, columns, problem)
+
+
+class ReadPort(command.ReadOnlyCommand):
+    """One pod LSP (None when absent or not a dpunet pod port)."""
+
+    def __init__(self, api: Any, name: str) -> None:
+        super().__init__(api)
+        self.name = name
+
+    def run_idl(self, txn: Any) -> None:
+        rows = [r for r in _by_name(self.api, LSP, self.name) if _is_pod(r)]
+        if not rows:
+            self.result = None
+            return
+        parents = _parents(self.api, LS, "ports", rows[0])
+        self.result = _port_row(rows[0], parents[0].name if parents else None)
+
+
+class NameTaken(command.ReadOnlyCommand):
+    """True when an LSP with this name exists and is not a dpunet pod port."""
+
+    def __init__(self, api: Any, name: str) -> None:
+        super().__init__(api)
+        self.name = name
+
+    def run_idl(self, txn: Any) -> None:
+        self.result = any(not _is_pod(r) for r in _by_name(self.api, LSP, self.name))
+
+
+class Snapshot(command.ReadOnlyCommand):
+    """Registered nodes, owned pod ports, node scopes in use and foreign objects in the way."""
+
+    def run_idl(self, txn: Any) -> None:
+        snap = NbSnapshot()
+        for table in (LS, LR):
+            for row in self.api.tables[table].rows.values():
+                ext = row.external_ids
+                if row.name in (CLUSTER_ROUTER, JOIN_SWITCH) and not owned(ext):
+                    snap.conflicts.append(f"{table} {row.name}")
+                for obj in (row, *self._children(table, row)):
+                    if owned(obj.external_ids) and NODE_KEY in obj.external_ids:
+                        snap.scopes.add(obj.external_ids[NODE_KEY])
+                if table != LS:
+                    continue
+                if owned(ext) and ext.get(KIND_KEY) == Kind.NODE_SWITCH.value:
+                    try:
+                        snap.nodes[row.name] = NodeRecord.from_switch(
+                            row.name, row.other_config, ext
+                        )
+                    except (KeyError, ValueError) as exc:
+                        snap.bad_nodes[row.name] = f"incomplete node record: {exc}"
+                snap.ports.extend(_port_row(p, row.name) for p in row.ports if _is_pod(p))
+        linked = {p.uuid for p in snap.ports}
+        snap.ports.extend(
+            _port_row(r, None)
+            for r in self.api.tables[LSP].rows.values()
+            if _is_pod(r) and r.uuid not in linked
+        )
+        self.result = snap
+
+    @staticmethod
+    def _children(table: str, row: Row) -> list[Row]:
+        if table == LS:
+            return list(row.ports)
+        return [*row.ports, *row.static_routes, *row.nat]

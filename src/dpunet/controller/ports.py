@@ -1,0 +1,353 @@
+"""The port service: pod ports on request of a node (ARCHITECTURE.md section 3).
+
+PUT is idempotent per (pod uid, sandbox): the same request gets the same answer; a
+new sandbox of the same pod keeps the address and re-points the port; another uid
+for the same name (pod recreated) replaces the port with a new address. One lock per
+port name serializes requests for one pod; the address pools are only touched on the
+event loop, so concurrent requests never get the same address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from ipaddress import IPv4Address
+from typing import Any
+from uuid import UUID
+
+from dpunet.controller.auth import Principal
+from dpunet.controller.config import ControllerConfig
+from dpunet.controller.errors import (
+    BadRequest,
+    Conflict,
+    ControllerError,
+    DeadlineExceeded,
+    Exhausted,
+    Forbidden,
+    NotFound,
+    NotOwned,
+)
+from dpunet.controller.ipam import PoolExhausted
+from dpunet.controller.log import event
+from dpunet.controller.metrics import Metrics
+from dpunet.controller.models import DeleteResult, PortInfo, PortList, PortRequest, Route
+from dpunet.controller.nb import NbClient, NbOutcomeUnknown
+from dpunet.controller.nbcommands import (
+    DeletePort,
+    NameTaken,
+    PortRow,
+    ReadPort,
+    Snapshot,
+    WritePort,
+)
+from dpunet.controller.state import ClusterState
+from dpunet.controller.topology import NodeRecord, NodeRole, PodPort, pod_gateway, pod_lsp, pod_port
+
+log = logging.getLogger("dpunet.controller.ports")
+
+
+class PortService:
+    """Create, show, list and release pod ports."""
+
+    def __init__(
+        self,
+        cfg: ControllerConfig,
+        nb: NbClient,
+        state: ClusterState,
+        metrics: Metrics,
+        on_uncertain: Callable[[], None],
+    ) -> None:
+        self.cfg = cfg
+        self.nb = nb
+        self.state = state
+        self.metrics = metrics
+        self.on_uncertain = on_uncertain
+
+    def info(self, port: PodPort, up: bool) -> PortInfo:
+        """The API view of a port (CNI result data)."""
+        node = self.state.nodes.get(port.node)
+        gateways, routes, ips = [], [], [f"{port.ip}/32"]
+        if node is not None:
+            gw = str(pod_gateway(node))
+            gateways, routes = [gw], [Route(dst="0.0.0.0/0", gw=gw)]
+            ips = [f"{port.ip}/{node.subnet.prefixlen}"]
+        return PortInfo(
+            namespace=port.namespace,
+            name=port.pod,
+            node=port.node,
+            uid=port.uid,
+            sandbox=port.sandbox,
+            ifname=port.ifname,
+            pci=port.pci,
+            pf_mac=port.pf_mac,
+            vf_num=port.vf_num,
+            lsp=port.name,
+            mac=port.mac,
+            ips=ips,
+            gateways=gateways,
+            routes=routes,
+            mtu=self.cfg.mtu,
+            up=up,
+        )
+
+    # ------------------------------------------------------------------ PUT
+    async def put(
+        self, who: Principal, namespace: str, name: str, req: PortRequest, timeout: float | None
+    ) -> PortInfo:
+        """Allocate, write the LSP, wait for `up` (all within the request's deadline)."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + (timeout or self.cfg.port_timeout)
+        lsp = pod_port(namespace, name)
+        if not who.may_act_for(req.node):
+            raise Forbidden(f"{who} may not create ports on node {req.node}")
+        try:
+            async with (
+                self.state.gate.enter(deadline - loop.time()),
+                self.state.port_locks.hold(lsp),
+            ):
+                port, row_uuid, node, action = await self._put_locked(
+                    who, namespace, name, req, deadline
+                )
+            phase_done = loop.time()
+            if self.cfg.wait_for_up:
+                await self.nb.wait_port_up(
+                    lsp,
+                    row_uuid,
+                    deadline,
+                    f"Logical_Switch_Port {lsp} up=true (to be bound on chassis {node.chassis})",
+                )
+                self.metrics.port_setup.labels("wait_up").observe(loop.time() - phase_done)
+        except ControllerError as exc:
+            event(
+                log,
+                "port.put_failed",
+                logging.WARNING,
+                namespace=namespace,
+                pod=name,
+                uid=req.uid,
+                sandbox=req.sandbox,
+                node=req.node,
+                status=exc.status,
+                error=str(exc),
+            )
+            raise
+        total = loop.time() - started
+        self.metrics.port_setup.labels("total").observe(total)
+        event(
+            log,
+            "port.put",
+            namespace=namespace,
+            pod=name,
+            uid=req.uid,
+            sandbox=req.sandbox,
+            node=node.name,
+            action=action,
+            ip=str(port.ip),
+            mac=port.mac,
+            up=self.cfg.wait_for_up,
+            ms=round(total * 1000, 1),
+        )
+        return self.info(port, self.cfg.wait_for_up)
+
+    async def _put_locked(
+        self, who: Principal, namespace: str, name: str, req: PortRequest, deadline: float
+    ) -> tuple[PodPort, UUID, NodeRecord, str]:
+        loop = asyncio.get_running_loop()
+        lsp = pod_port(namespace, name)
+        started = loop.time()
+        node = self.state.nodes.get(req.node)
+        if node is None:
+            raise NotFound(f"node {req.node} is not registered")
+        self._check_hardware(node, req)
+        current: PortRow | None = await self._within(
+            deadline, self.nb.read(lambda api: ReadPort(api, lsp)), "OVN Northbound (read)"
+        )
+        existing = current.port if current is not None else None
+        if current is None:
+            if await self._within(
+                deadline, self.nb.read(lambda api: NameTaken(api, lsp)), "OVN Northbound (read)"
+            ):
+                raise NotOwned(f"Logical_Switch_Port {lsp} exists and is not a dpunet pod port")
+        elif existing is not None and existing.node != req.node and not who.admin:
+            raise Conflict(
+                f"port {lsp} exists on node {existing.node}; it must be released there first"
+            )
+        same_pod = existing is not None and existing.uid == req.uid and existing.node == req.node
+        allocated: tuple[str, IPv4Address] | None = None
+        if existing is not None and same_pod:
+            ip = existing.ip
+        else:
+            try:
+                ip = self.state.pools[node.name].allocate()
+            except PoolExhausted as exc:
+                raise Exhausted(f"node {node.name}: {exc}") from exc
+            allocated = (node.name, ip)
+        port = PodPort(
+            namespace=namespace,
+            pod=name,
+            node=node.name,
+            uid=req.uid,
+            sandbox=req.sandbox,
+            ifname=req.ifname,
+            ip=ip,
+            pci=req.pci,
+            pf_mac=req.pf_mac,
+            vf_num=req.vf_num,
+        )
+        self.metrics.port_setup.labels("allocate").observe(loop.time() - started)
+        if existing is not None and same_pod:
+            hw_changed = (existing.pci, existing.pf_mac, existing.vf_num) != (
+                port.pci,
+                port.pf_mac,
+                port.vf_num,
+            )
+            fresh, action = hw_changed, ("unchanged" if existing == port else "repointed")
+        else:
+            fresh, action = current is not None, ("replaced" if current is not None else "created")
+        allowed = {req.uid} | ({current.uid} if current is not None and current.uid else set())
+        old = existing if existing is not None and not same_pod else None
+        written = loop.time()
+        row_uuid = await self._write(
+            node.name, pod_lsp(self.cfg, node, port), allowed, fresh, allocated, old, deadline
+        )
+        self.metrics.port_setup.labels("nb_write").observe(loop.time() - written)
+        return port, row_uuid, node, action
+
+    def _check_hardware(self, node: NodeRecord, req: PortRequest) -> None:
+        if node.role is NodeRole.DPU_HOST and not req.is_vf:
+            raise BadRequest(
+                f"node {node.name} is a dpu-host node: pci, pf_mac and vf_num are required"
+            )
+        if node.role is NodeRole.FULL and req.is_vf:
+            raise BadRequest(f"node {node.name} is a full node: its ports are veths, not VFs")
+        if (
+            node.mgmt_pf_mac is not None
+            and req.pf_mac == node.mgmt_pf_mac
+            and req.vf_num == node.mgmt_vf_num
+        ):
+            raise Conflict(f"VF {req.vf_num} of {req.pf_mac} is node {node.name}'s management port")
+
+    async def _within(self, deadline: float, coro: Any, what: str) -> Any:
+        remaining = deadline - asyncio.get_running_loop().time()
+        try:
+            return await asyncio.wait_for(coro, max(remaining, 0.001))
+        except TimeoutError:
+            raise DeadlineExceeded(f"timed out waiting for {what}") from None
+
+    async def _write(
+        self,
+        node: str,
+        spec: Any,
+        allowed: set[str],
+        fresh: bool,
+        allocated: tuple[str, IPv4Address] | None,
+        old: PodPort | None,
+        deadline: float,
+    ) -> UUID:
+        """Write the LSP; the pools are settled when the write is really over, even after
+        the request has given up waiting for it."""
+        task = asyncio.ensure_future(
+            self.nb.write(lambda api: WritePort(api, node, spec, allowed, fresh))
+        )
+
+        def settle(t: asyncio.Future[Any]) -> None:
+            exc = None if t.cancelled() else t.exception()
+            if t.cancelled() or isinstance(exc, NbOutcomeUnknown):
+                self.on_uncertain()  # keep the address until a reload from NB settles it
+                return
+            if exc is not None:
+                if allocated is not None and (pool := self.state.pools.get(allocated[0])):
+                    pool.release(allocated[1])
+                return
+            if allocated is not None and (pool := self.state.pools.get(allocated[0])):
+                pool.commit(allocated[1])
+            if (
+                old is not None
+                and (old.node, old.ip) != allocated
+                and (pool := self.state.pools.get(old.node))
+            ):
+                pool.release(old.ip)
+
+        task.add_done_callback(settle)
+        result: UUID = await self._within(
+            deadline, asyncio.shield(task), f"the OVN Northbound write of {spec.name}"
+        )
+        return result
+
+    # ------------------------------------------------------------ GET / DELETE
+    async def get(self, who: Principal, namespace: str, name: str) -> PortInfo:
+        """One port; 404 when absent."""
+        lsp = pod_port(namespace, name)
+        row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
+        if row is None or row.port is None:
+            raise NotFound(f"no port {namespace}/{name}")
+        if not who.may_act_for(row.port.node):
+            raise Forbidden(f"{who} may not read ports of node {row.port.node}")
+        return self.info(row.port, row.up)
+
+    async def list(
+        self, who: Principal, node: str | None = None, namespace: str | None = None
+    ) -> PortList:
+        """Ports, optionally of one node and/or namespace (a node sees only its own)."""
+        if not who.admin:
+            if node is not None and node != who.node:
+                raise Forbidden(f"{who} may not list ports of node {node}")
+            node = who.node
+        snap = await self.nb.read(Snapshot)
+        items = [
+            self.info(row.port, row.up)
+            for row in sorted(snap.ports, key=lambda r: r.name)
+            if row.port is not None
+            and (node is None or row.port.node == node)
+            and (namespace is None or row.port.namespace == namespace)
+        ]
+        return PortList(items=items)
+
+    async def delete(
+        self,
+        who: Principal,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        sandbox: str | None = None,
+    ) -> DeleteResult:
+        """Release a port; releasing an unknown port succeeds. With `uid`/`sandbox`, a
+        port that now belongs to another pod or sandbox is left in place."""
+        lsp = pod_port(namespace, name)
+        async with (
+            self.state.gate.enter(self.cfg.nb_timeout),
+            self.state.port_locks.hold(lsp),
+        ):
+            row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
+            if row is None:
+                return DeleteResult(deleted=False, detail=f"no port {namespace}/{name}")
+            owner = row.port.node if row.port is not None else (row.switch or "")
+            if not who.may_act_for(owner):
+                raise Forbidden(f"{who} may not delete ports of node {owner}")
+            if row.port is not None:
+                for key, want, have in (
+                    ("uid", uid, row.port.uid),
+                    ("sandbox", sandbox, row.port.sandbox),
+                ):
+                    if want is not None and want != have:
+                        return DeleteResult(
+                            deleted=False,
+                            detail=f"port {namespace}/{name} belongs to {key} {have}: left",
+                        )
+            removed: PodPort | None = await self.nb.write(
+                lambda api: DeletePort(api, lsp, uid=row.uid)
+            )
+            if removed is not None and (pool := self.state.pools.get(removed.node)):
+                pool.release(removed.ip)
+        event(
+            log,
+            "port.delete",
+            namespace=namespace,
+            pod=name,
+            uid=row.uid,
+            sandbox=row.port.sandbox if row.port else None,
+            node=owner,
+        )
+        return DeleteResult(deleted=True, detail=f"port {namespace}/{name} released")

@@ -1,0 +1,453 @@
+"""The OVN Northbound objects dpunet owns, as plain desired-state values.
+
+Names follow OVN-Kubernetes (ARCHITECTURE.md section 4). Everything dpunet writes
+carries `external_ids:dpunet:owner=dpunet`, a `dpunet:kind` and, when it belongs
+to one node, `dpunet:node`; objects without the owner mark are never touched.
+A node's registration is recorded on its logical switch (`other_config:subnet`
+plus `dpunet:*` external ids), so NB alone is enough to rebuild every allocation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+
+from dpunet.controller.config import ControllerConfig, PlugMode
+from dpunet.controller.ipam import mac_for_ip, mgmt_interface, router_interface, router_ip
+
+OWNER_KEY = "dpunet:owner"
+OWNER = "dpunet"
+KIND_KEY = "dpunet:kind"
+NODE_KEY = "dpunet:node"
+
+CLUSTER_ROUTER = "ovn_cluster_router"
+JOIN_SWITCH = "join"
+RTOJ_CLUSTER = f"rtoj-{CLUSTER_ROUTER}"
+JTOR_CLUSTER = f"jtor-{CLUSTER_ROUTER}"
+RESERVED_NODE_NAMES = frozenset({JOIN_SWITCH})
+
+
+class Kind(StrEnum):
+    """What an owned object is (`external_ids:dpunet:kind`)."""
+
+    CLUSTER_ROUTER = "cluster-router"
+    JOIN_SWITCH = "join-switch"
+    NODE_SWITCH = "node-switch"
+    EXT_SWITCH = "ext-switch"
+    GATEWAY_ROUTER = "gateway-router"
+    ROUTER_PORT = "router-port"
+    SWITCH_PORT = "switch-port"
+    MGMT_PORT = "mgmt-port"
+    LOCALNET_PORT = "localnet-port"
+    ROUTE = "route"
+    NAT = "nat"
+    POD = "pod"
+
+
+class NodeRole(StrEnum):
+    """How a node's pods are attached."""
+
+    DPU_HOST = "dpu-host"  # VFs, switched by the DPU's OVS (its chassis)
+    FULL = "full"  # the node runs OVS itself; veth pods
+
+
+def rtos(node: str) -> str:
+    """Cluster router port facing a node switch."""
+    return f"rtos-{node}"
+
+
+def stor(node: str) -> str:
+    """Node switch port facing the cluster router."""
+    return f"stor-{node}"
+
+
+def mgmt_port(node: str) -> str:
+    """The node's management port (`ovn-k8s-mp0`)."""
+    return f"k8s-{node}"
+
+
+def gateway_router(node: str) -> str:
+    """The node's gateway router."""
+    return f"GR_{node}"
+
+
+def ext_switch(node: str) -> str:
+    """The node's external switch (holds the localnet port)."""
+    return f"ext_{node}"
+
+
+def localnet_port(node: str, physnet: str) -> str:
+    """The localnet port of `ext_<node>` (two underscores: never a pod's `<ns>_<name>`)."""
+    return f"ext_{node}_{physnet}"
+
+
+def pod_port(namespace: str, name: str) -> str:
+    """LSP name of a pod (OVN-Kubernetes convention)."""
+    return f"{namespace}_{name}"
+
+
+def owned(external_ids: Mapping[str, str]) -> bool:
+    """True when dpunet owns the object."""
+    return external_ids.get(OWNER_KEY) == OWNER
+
+
+def ids(kind: Kind, node: str | None = None, **extra: str) -> dict[str, str]:
+    """Owner external ids of an object."""
+    out = {OWNER_KEY: OWNER, KIND_KEY: kind.value}
+    if node is not None:
+        out[NODE_KEY] = node
+    out.update(extra)
+    return out
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """A registered node, as recorded on its logical switch."""
+
+    name: str
+    role: NodeRole
+    chassis: str
+    node_ip: IPv4Interface
+    next_hop: IPv4Address
+    subnet: IPv4Network
+    join_ip: IPv4Address
+    gateway_mac: str
+    mgmt_pf_mac: str | None = None
+    mgmt_vf_num: int | None = None
+
+    def switch_ids(self) -> dict[str, str]:
+        """External ids of the node switch (the registration record)."""
+        extra = {
+            "dpunet:role": self.role.value,
+            "dpunet:chassis": self.chassis,
+            "dpunet:node-ip": str(self.node_ip),
+            "dpunet:next-hop": str(self.next_hop),
+            "dpunet:join-ip": str(self.join_ip),
+            "dpunet:gateway-mac": self.gateway_mac,
+        }
+        if self.mgmt_pf_mac is not None and self.mgmt_vf_num is not None:
+            extra["dpunet:mgmt-pf-mac"] = self.mgmt_pf_mac
+            extra["dpunet:mgmt-vf-num"] = str(self.mgmt_vf_num)
+        return ids(Kind.NODE_SWITCH, self.name, **extra)
+
+    @classmethod
+    def from_switch(
+        cls, name: str, other_config: Mapping[str, str], external_ids: Mapping[str, str]
+    ) -> NodeRecord:
+        """Parse a node switch; ValueError (or KeyError) when the record is incomplete."""
+        if external_ids.get(NODE_KEY) != name:
+            raise ValueError(f"switch {name} records node {external_ids.get(NODE_KEY)!r}")
+        pf_mac = external_ids.get("dpunet:mgmt-pf-mac")
+        vf = external_ids.get("dpunet:mgmt-vf-num")
+        return cls(
+            name=name,
+            role=NodeRole(external_ids["dpunet:role"]),
+            chassis=external_ids["dpunet:chassis"],
+            node_ip=IPv4Interface(external_ids["dpunet:node-ip"]),
+            next_hop=IPv4Address(external_ids["dpunet:next-hop"]),
+            subnet=IPv4Network(other_config["subnet"]),
+            join_ip=IPv4Address(external_ids["dpunet:join-ip"]),
+            gateway_mac=external_ids["dpunet:gateway-mac"],
+            mgmt_pf_mac=pf_mac,
+            mgmt_vf_num=int(vf) if vf is not None else None,
+        )
+
+
+# --------------------------------------------------------------- desired state
+@dataclass(frozen=True)
+class Lsp:
+    """A Logical_Switch_Port."""
+
+    name: str
+    external_ids: Mapping[str, str]
+    type: str = ""
+    addresses: tuple[str, ...] = ()
+    port_security: tuple[str, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Ls:
+    """A Logical_Switch and the ports of it that this desired state manages."""
+
+    name: str
+    external_ids: Mapping[str, str]
+    ports: tuple[Lsp, ...] = ()
+    other_config: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Lrp:
+    """A Logical_Router_Port."""
+
+    name: str
+    mac: str
+    networks: tuple[str, ...]
+    external_ids: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Route:
+    """A Logical_Router_Static_Route (identified by prefix + policy)."""
+
+    ip_prefix: str
+    nexthop: str
+    external_ids: Mapping[str, str]
+    policy: str = "dst-ip"
+    output_port: str | None = None
+
+
+@dataclass(frozen=True)
+class Nat:
+    """A NAT rule (identified by type + logical_ip)."""
+
+    type: str
+    external_ip: str
+    logical_ip: str
+    external_ids: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Lr:
+    """A Logical_Router and the children of it that this desired state manages."""
+
+    name: str
+    external_ids: Mapping[str, str]
+    ports: tuple[Lrp, ...] = ()
+    routes: tuple[Route, ...] = ()
+    nats: tuple[Nat, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Objects one writer (the cluster, or one node) manages.
+
+    Children of a listed parent that are owned, carry the same `dpunet:node` as
+    `scope` (none for the cluster) and are not listed are removed; pod ports are
+    never pruned here.
+    """
+
+    scope: str | None
+    switches: tuple[Ls, ...] = ()
+    routers: tuple[Lr, ...] = ()
+
+
+def _join_interface(cfg: ControllerConfig, ip: IPv4Address) -> str:
+    return f"{ip}/{cfg.join_subnet.prefixlen}"
+
+
+def cluster_join_ip(cfg: ControllerConfig) -> IPv4Address:
+    """`rtoj-ovn_cluster_router`: the first address of the join subnet."""
+    return cfg.join_subnet.network_address + 1
+
+
+def _cluster_router(ports: tuple[Lrp, ...], routes: tuple[Route, ...] = ()) -> Lr:
+    return Lr(CLUSTER_ROUTER, ids(Kind.CLUSTER_ROUTER), ports=ports, routes=routes)
+
+
+def _join_switch(ports: tuple[Lsp, ...]) -> Ls:
+    return Ls(JOIN_SWITCH, ids(Kind.JOIN_SWITCH), ports=ports)
+
+
+def _router_peer(name: str, router_port: str, node: str | None) -> Lsp:
+    return Lsp(
+        name,
+        ids(Kind.SWITCH_PORT, node),
+        type="router",
+        addresses=("router",),
+        options={"router-port": router_port},
+    )
+
+
+def cluster_desired(cfg: ControllerConfig) -> Desired:
+    """`ovn_cluster_router` and the `join` switch."""
+    join_ip = cluster_join_ip(cfg)
+    rtoj = Lrp(
+        RTOJ_CLUSTER, mac_for_ip(join_ip), (_join_interface(cfg, join_ip),), ids(Kind.ROUTER_PORT)
+    )
+    return Desired(
+        scope=None,
+        switches=(_join_switch((_router_peer(JTOR_CLUSTER, RTOJ_CLUSTER, None),)),),
+        routers=(_cluster_router((rtoj,)),),
+    )
+
+
+def mgmt_lsp(cfg: ControllerConfig, node: NodeRecord) -> Lsp:
+    """`k8s-<node>` with `.2`; on a dpu-host node plugged as its management VF."""
+    iface = mgmt_interface(node.subnet)
+    options = {"requested-chassis": node.chassis}
+    if node.role is NodeRole.DPU_HOST and node.mgmt_pf_mac is not None:
+        assert node.mgmt_vf_num is not None
+        options |= plug_options(cfg, node.mgmt_pf_mac, node.mgmt_vf_num)
+    return Lsp(
+        mgmt_port(node.name),
+        ids(Kind.MGMT_PORT, node.name),
+        addresses=(f"{mac_for_ip(iface.ip)} {iface.ip}",),
+        options=options,
+    )
+
+
+def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
+    """Everything one node needs: its switch, router port, management port and gateway."""
+    n = node.name
+    gw = router_interface(node.subnet)
+    gr = gateway_router(n)
+    rtoj_gr, rtoe_gr = f"rtoj-{gr}", f"rtoe-{gr}"
+    cluster = _cluster_router(
+        ports=(Lrp(rtos(n), mac_for_ip(gw.ip), (str(gw),), ids(Kind.ROUTER_PORT, n)),),
+        routes=(Route(str(node.subnet), str(node.join_ip), ids(Kind.ROUTE, n), policy="src-ip"),),
+    )
+    join = _join_switch((_router_peer(f"jtor-{gr}", rtoj_gr, n),))
+    node_switch = Ls(
+        n,
+        node.switch_ids(),
+        ports=(_router_peer(stor(n), rtos(n), n), mgmt_lsp(cfg, node)),
+        other_config={
+            "subnet": str(node.subnet),
+            "exclude_ips": f"{gw.ip}..{mgmt_interface(node.subnet).ip}",
+        },
+    )
+    gateway = Lr(
+        gr,
+        ids(Kind.GATEWAY_ROUTER, n),
+        options={"chassis": node.chassis},
+        ports=(
+            Lrp(
+                rtoj_gr,
+                mac_for_ip(node.join_ip),
+                (_join_interface(cfg, node.join_ip),),
+                ids(Kind.ROUTER_PORT, n),
+            ),
+            Lrp(rtoe_gr, node.gateway_mac, (str(node.node_ip),), ids(Kind.ROUTER_PORT, n)),
+        ),
+        routes=(
+            Route(str(cfg.cluster_cidr), str(cluster_join_ip(cfg)), ids(Kind.ROUTE, n)),
+            Route("0.0.0.0/0", str(node.next_hop), ids(Kind.ROUTE, n), output_port=rtoe_gr),
+        ),
+        nats=(Nat("snat", str(node.node_ip.ip), str(node.subnet), ids(Kind.NAT, n)),),
+    )
+    ext = Ls(
+        ext_switch(n),
+        ids(Kind.EXT_SWITCH, n),
+        ports=(
+            _router_peer(f"etor-{gr}", rtoe_gr, n),
+            Lsp(
+                localnet_port(n, cfg.physnet),
+                ids(Kind.LOCALNET_PORT, n),
+                type="localnet",
+                addresses=("unknown",),
+                options={"network_name": cfg.physnet},
+            ),
+        ),
+    )
+    return Desired(scope=n, switches=(join, node_switch, ext), routers=(cluster, gateway))
+
+
+# --------------------------------------------------------------------- pod ports
+def plug_options(cfg: ControllerConfig, pf_mac: str, vf_num: int) -> dict[str, str]:
+    """LSP options telling the DPU side which VF representor to plug."""
+    if cfg.plug_mode is PlugMode.OVN:
+        return {
+            "vif-plug-type": "representor",
+            "vif-plug:representor:pf-mac": pf_mac,
+            "vif-plug:representor:vf-num": str(vf_num),
+            "vif-plug-mtu-request": str(cfg.mtu),
+        }
+    return {
+        "dpunet-plug": "representor",
+        "dpunet-plug:pf-mac": pf_mac,
+        "dpunet-plug:vf-num": str(vf_num),
+        "dpunet-plug-mtu-request": str(cfg.mtu),
+    }
+
+
+@dataclass(frozen=True)
+class PodPort:
+    """One pod port as dpunet records it (request fields + its address)."""
+
+    namespace: str
+    pod: str
+    node: str
+    uid: str
+    sandbox: str
+    ifname: str
+    ip: IPv4Address
+    pci: str | None = None
+    pf_mac: str | None = None
+    vf_num: int | None = None
+
+    @property
+    def name(self) -> str:
+        """The LSP name."""
+        return pod_port(self.namespace, self.pod)
+
+    @property
+    def mac(self) -> str:
+        """The pod MAC, derived from its address."""
+        return mac_for_ip(self.ip)
+
+    @property
+    def is_vf(self) -> bool:
+        """True for an SR-IOV VF port (dpu-host node)."""
+        return self.pf_mac is not None
+
+    def external_ids(self) -> dict[str, str]:
+        """The LSP's `dpunet:*` external ids."""
+        extra = {
+            "dpunet:namespace": self.namespace,
+            "dpunet:pod": self.pod,
+            "dpunet:uid": self.uid,
+            "dpunet:sandbox": self.sandbox,
+            "dpunet:ifname": self.ifname,
+        }
+        if self.pci is not None:
+            extra["dpunet:pci"] = self.pci
+        if self.pf_mac is not None and self.vf_num is not None:
+            extra["dpunet:pf-mac"] = self.pf_mac
+            extra["dpunet:vf-num"] = str(self.vf_num)
+        return ids(Kind.POD, self.node, **extra)
+
+    @classmethod
+    def from_lsp(cls, addresses: list[str], external_ids: Mapping[str, str]) -> PodPort:
+        """Parse an owned pod LSP; ValueError/KeyError when it is malformed."""
+        if len(addresses) != 1:
+            raise ValueError(f"expected one address entry, found {addresses}")
+        mac, ip = addresses[0].split()
+        port = cls(
+            namespace=external_ids["dpunet:namespace"],
+            pod=external_ids["dpunet:pod"],
+            node=external_ids[NODE_KEY],
+            uid=external_ids["dpunet:uid"],
+            sandbox=external_ids["dpunet:sandbox"],
+            ifname=external_ids.get("dpunet:ifname", "eth0"),
+            ip=IPv4Address(ip),
+            pci=external_ids.get("dpunet:pci"),
+            pf_mac=external_ids.get("dpunet:pf-mac"),
+            vf_num=int(external_ids["dpunet:vf-num"]) if "dpunet:vf-num" in external_ids else None,
+        )
+        if mac != port.mac:
+            raise ValueError(f"MAC {mac} does not match address {ip}")
+        return port
+
+
+def pod_lsp(cfg: ControllerConfig, node: NodeRecord, port: PodPort) -> Lsp:
+    """The LSP of a pod exactly as ARCHITECTURE.md section 3 describes it."""
+    address = f"{port.mac} {port.ip}"
+    options = {"requested-chassis": node.chassis, "iface-id-ver": port.uid}
+    if port.pf_mac is not None and port.vf_num is not None:
+        options |= plug_options(cfg, port.pf_mac, port.vf_num)
+    return Lsp(
+        port.name,
+        port.external_ids(),
+        addresses=(address,),
+        port_security=(address,),
+        options=options,
+    )
+
+
+def pod_gateway(node: NodeRecord) -> IPv4Address:
+    """The pods' default gateway on a node."""
+    return router_ip(node.subnet)
