@@ -185,7 +185,9 @@ class LocalOvs:
                         )
                     )
             return OvsState(
-                synced=idl.state == ovs_idl.Idl.IDL_S_MONITORING and bool(ovs_rows),
+                synced=idl._session.is_connected()
+                and idl.state == ovs_idl.Idl.IDL_S_MONITORING
+                and bool(ovs_rows),
                 external_ids=dict(ovs_rows[0].external_ids) if ovs_rows else {},
                 bridges=frozenset(bridges),
                 ports=tuple(sorted(ports, key=lambda p: (p.bridge, p.name))),

@@ -246,7 +246,9 @@ class SbMonitor:
             t.condition_state.new is not None or t.condition_state.requested is not None
             for t in idl.tables.values()
         )
-        synced = idl.state == idl.IDL_S_MONITORING and not pending
+        # python-ovs keeps `state` at MONITORING while the session is down
+        connected = idl._session.is_connected()
+        synced = connected and idl.state == idl.IDL_S_MONITORING and not pending
         changed = idl.change_seqno != self._seqno
         self._seqno = idl.change_seqno
         if synced != self._synced:
@@ -254,7 +256,7 @@ class SbMonitor:
             if synced:
                 self.resyncs += 1
                 event(log, "sb-synced", remote=idl.session_name(), resyncs=self.resyncs)
-            elif idl.state != idl.IDL_S_MONITORING:
+            elif not connected or idl.state != idl.IDL_S_MONITORING:
                 event(log, "sb-disconnected", logging.WARNING, remotes=self.remotes)
             return True
         return changed
