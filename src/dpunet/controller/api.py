@@ -7,10 +7,11 @@ Every `/v1` call needs `Authorization: Bearer <token>` (see auth.py). Errors are
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, Path, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dpunet import __version__
 from dpunet.controller.auth import Principal
@@ -55,6 +56,35 @@ PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod
 _bearer = HTTPBearer(auto_error=False, description="'<token> node:<name>' or admin token")
 
 
+class _BodyLimit:
+    """413 (JSON) for a request body over `limit` bytes, declared or streamed."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body is larger than {self.limit} bytes"
+        length = dict(scope["headers"]).get(b"content-length", b"")
+        if length.isdigit() and int(length) > self.limit:
+            await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, limited, send)
+
+
 class _Unauthorized(Exception):
     """401 with `WWW-Authenticate: Bearer`."""
 
@@ -80,9 +110,9 @@ def create_app(ctl: "Controller") -> FastAPI:
         title="dpunet-controller",
         version=__version__,
         description="Pod ports and nodes of a dpunet cluster (OVN Northbound writer).",
-        max_body_size=ctl.cfg.max_body_bytes,
     )
     app.state.controller = ctl
+    app.add_middleware(_BodyLimit, limit=ctl.cfg.max_body_bytes)
 
     @app.exception_handler(ControllerError)
     async def _controller_error(request: Request, exc: ControllerError) -> JSONResponse:

@@ -8,7 +8,6 @@ not reused at once, which keeps stale ARP entries and conntrack state from bitin
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Iterable
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
@@ -150,7 +149,11 @@ class AddressPool:
 
 
 class SubnetPool:
-    """Node subnets of one prefix length carved from a CIDR (cluster subnets)."""
+    """Node subnets of one prefix length carved from a CIDR (cluster subnets).
+
+    Subnets found in NB that are not of this shape (the cluster CIDR or node prefix was
+    changed) can still be reserved: new allocations never overlap them.
+    """
 
     def __init__(self, cidr: IPv4Network, prefix: int) -> None:
         if not cidr.prefixlen <= prefix <= 29:
@@ -166,27 +169,28 @@ class SubnetPool:
 
     @property
     def free(self) -> int:
-        """Subnets not taken."""
-        return self.capacity - len(self._taken)
+        """Subnets of this pool still free."""
+        return sum(1 for s in self.cidr.subnets(new_prefix=self.prefix) if not self._overlaps(s))
 
     def owns(self, subnet: IPv4Network) -> bool:
         """True when `subnet` is one of this pool's subnets."""
         return subnet.prefixlen == self.prefix and subnet.subnet_of(self.cidr)
 
+    def _overlaps(self, subnet: IPv4Network) -> bool:
+        return any(subnet.overlaps(t) for t in self._taken)
+
     def allocate(self) -> IPv4Network:
         """The lowest free subnet; PoolExhausted when all are taken."""
         for subnet in self.cidr.subnets(new_prefix=self.prefix):
-            if subnet not in self._taken:
+            if not self._overlaps(subnet):
                 self._taken.add(subnet)
                 return subnet
         raise PoolExhausted(f"no free /{self.prefix} left in cluster CIDR {self.cidr}")
 
     def reserve(self, subnet: IPv4Network) -> None:
-        """Mark a subnet found in NB as taken; AddressInUse when it already is."""
-        if not self.owns(subnet):
-            raise ValueError(f"{subnet} is not a /{self.prefix} of {self.cidr}")
-        if subnet in self._taken:
-            raise AddressInUse(f"subnet {subnet} is already allocated")
+        """Mark a subnet found in NB as taken; AddressInUse when it overlaps a taken one."""
+        if self._overlaps(subnet):
+            raise AddressInUse(f"subnet {subnet} overlaps another node's subnet")
         self._taken.add(subnet)
 
     def release(self, subnet: IPv4Network) -> None:
@@ -225,8 +229,3 @@ class HostPool:
     def release(self, ip: IPv4Address) -> None:
         """Return an address; unknown ones are ignored."""
         self._taken.discard(int(ip))
-
-
-def parse_network(value: str) -> IPv4Network:
-    """An IPv4 network in CIDR form (host bits must be zero)."""
-    return ipaddress.IPv4Network(value, strict=True)

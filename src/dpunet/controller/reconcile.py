@@ -57,6 +57,15 @@ class Reconciler:
         """Rebuild the state from NB and repair. Nothing else may run meanwhile."""
         snap: NbSnapshot = await self.nb.read(Snapshot)
         report = self.state.load(snap)
+        for name, subnet in sorted(report.foreign_subnets.items()):
+            event(
+                log,
+                "reconcile.foreign_subnet",
+                logging.WARNING,
+                node=name,
+                subnet=subnet,
+                detail=f"not a /{self.cfg.node_prefix} of {self.cfg.cluster_cidr}; kept",
+            )
         counts = {"topology": 0, "orphan_nodes": 0, "orphan_ports": 0, "drifted_ports": 0}
         if snap.conflicts:
             event(

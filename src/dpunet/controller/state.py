@@ -87,6 +87,7 @@ class LoadReport:
     duplicate_ports: list[str] = field(default_factory=list)  # LSP names whose address is taken
     invalid_ports: dict[str, str] = field(default_factory=dict)  # LSP name -> reason
     bad_nodes: dict[str, str] = field(default_factory=dict)  # node -> reason
+    foreign_subnets: dict[str, str] = field(default_factory=dict)  # node -> its subnet
 
 
 class ClusterState:
@@ -111,11 +112,17 @@ class ClusterState:
         for name in sorted(snap.nodes):
             node = snap.nodes[name]
             problem = self._claim_node(node)
+            if not self.subnets.owns(node.subnet):
+                report.foreign_subnets[name] = str(node.subnet)
+            try:
+                addresses = AddressPool(node.subnet)
+            except ValueError as exc:
+                problem = problem or str(exc)
             if problem is not None:
                 report.bad_nodes[name] = problem
                 continue
             self.nodes[name] = node
-            self.pools[name] = AddressPool(node.subnet)
+            self.pools[name] = addresses
         for row in sorted(snap.ports, key=lambda r: r.name):
             port = row.port
             if port is None:
@@ -139,13 +146,15 @@ class ClusterState:
         """Reserve a node's subnet and join address; the problem when that fails."""
         try:
             self.subnets.reserve(node.subnet)
-        except (AddressInUse, ValueError) as exc:
+        except AddressInUse as exc:
             return f"subnet: {exc}"
         try:
             self.join.reserve(node.join_ip)
-        except (AddressInUse, ValueError) as exc:
+        except AddressInUse as exc:
             self.subnets.release(node.subnet)
             return f"join address: {exc}"
+        except ValueError:
+            pass  # outside the (changed) join subnet: kept, never handed out again
         return None
 
     def add_node(self, node: NodeRecord) -> None:
