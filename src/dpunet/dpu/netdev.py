@@ -7,6 +7,7 @@ per thread (the agent keeps one in its single worker thread).
 from __future__ import annotations
 
 import errno
+import socket
 from dataclasses import dataclass
 
 from pyroute2 import IPRoute
@@ -38,11 +39,12 @@ class Links:
     def get(self, name: str) -> LinkState | None:
         """The link `name`, or None when there is none."""
         try:
-            indexes = self.ipr.link_lookup(ifname=name)
-            if not indexes:
-                return None
-            msg = self.ipr.link("get", index=indexes[0])[0]
-        except NetlinkError as exc:
+            index = socket.if_nametoindex(name)
+        except OSError:  # no link of that name
+            return None
+        try:
+            msg = self.ipr.link("get", index=index)[0]
+        except NetlinkError as exc:  # gone in between
             if exc.code == errno.ENODEV:
                 return None
             raise
@@ -53,9 +55,10 @@ class Links:
             up=bool(msg["flags"] & IFF_UP),
         )
 
-    def names(self) -> dict[int, str]:
+    @staticmethod
+    def names() -> dict[int, str]:
         """ifindex -> name of every link in this network namespace."""
-        return {msg["index"]: msg.get("IFLA_IFNAME") for msg in self.ipr.link("dump")}
+        return dict(socket.if_nameindex())
 
     def set_mtu(self, index: int, mtu: int) -> None:
         """Set the MTU of link `index`."""

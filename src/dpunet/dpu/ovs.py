@@ -9,7 +9,7 @@ ovsdbapp thread) for every replicated change.
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,11 +72,20 @@ class IdsChange:
 
 
 class _Idl(connection.OvsdbIdl):
-    """An IDL that tells its owner about every change it replicates."""
+    """An IDL that tells its owner about every change it replicates and publishes
+    ovs-vswitchd's `cur_cfg` for `LocalOvs.wait_applied`."""
 
-    on_change: Callable[[], None] | None = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_change: Callable[[], None] | None = None
+        self.cur_cfg = -1
+        self.applied = threading.Condition()
 
     def notify(self, event: Any, row: Any, updates: Any = None) -> None:
+        if row._table.name == "Open_vSwitch" and event != ovs_idl.ROW_DELETE:
+            with self.applied:
+                self.cur_cfg = int(row.cur_cfg)
+                self.applied.notify_all()
         if self.on_change is not None:
             self.on_change()
 
@@ -219,13 +228,6 @@ class LocalOvs:
     def wait_applied(self, next_cfg: int, timeout: float) -> bool:
         """Wait until ovs-vswitchd applied `next_cfg` (`cur_cfg`); False after `timeout`."""
         assert self._conn is not None
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._conn.lock:
-                rows = list(self._conn.idl.tables["Open_vSwitch"].rows.values())
-                cur = int(rows[0].cur_cfg) if rows else -1
-            if cur >= next_cfg:
-                return True
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.01)
+        idl = self._conn.idl
+        with idl.applied:
+            return bool(idl.applied.wait_for(lambda: idl.cur_cfg >= next_cfg, timeout))
