@@ -551,3 +551,31 @@ def test_mgmt_port_config(tree: SysfsTree) -> None:
     assert ("rename", "pf0vf2", "mgmt0") in links.calls
     assert ("mtu", "mgmt0", "1400") in links.calls
     assert owned(ovs)["mgmt0"]["iface-id"] == "k8s-host1"
+
+
+def test_the_mgmt_binding_with_plug_options_is_served_as_the_management_port(
+    tree: SysfsTree,
+) -> None:
+    ovs = FakeOvs()
+    rec, _, _ = make(tree, ovs)
+    mgmt_row = binding(
+        "k8s-host1",
+        vf=0,
+        mac=("0a:58:c6:12:00:02 198.18.0.2",),
+        extra={"dpunet-plug-mtu-request": "1400", "iface-id-ver": "v7"},
+    )
+    result = rec.reconcile(snapshot(mgmt_row))
+    assert result.refusals == []
+    assert owned(ovs) == {
+        "ovn-k8s-mp0": {
+            "iface-id": "k8s-host1",
+            "iface-id-ver": "v7",
+            "attached-mac": "0a:58:c6:12:00:02",
+            "dpunet-owned": "true",
+        }
+    }
+    # without a management port of its own, the agent plugs that binding like any other
+    ovs = FakeOvs()
+    rec, _, _ = make(tree, ovs, mgmt_port={"enabled": False})
+    rec.reconcile(snapshot(mgmt_row))
+    assert owned(ovs)["ovn-k8s-mp0"]["iface-id"] == "k8s-host1"

@@ -97,6 +97,7 @@ class MgmtSpec:
     vf_index: int
     name: str
     iface_id: str
+    iface_id_ver: str | None = None
     attached_mac: str | None = None
     mtu: int | None = None
 
@@ -346,6 +347,7 @@ def resolve(
             desired[mgmt.name] = DesiredPort(
                 name=mgmt.name,
                 iface_id=mgmt.iface_id,
+                iface_id_ver=mgmt.iface_id_ver,
                 attached_mac=mgmt.attached_mac,
                 mtu=mgmt.mtu,
                 mgmt=True,
@@ -470,7 +472,9 @@ class Reconciler:
             self._links = None
 
     def mgmt_spec(self, sb: SbSnapshot) -> MgmtSpec | None:
-        """The management port wanted now (None when disabled or the host node unknown)."""
+        """The management port wanted now (None when disabled or the host node unknown).
+        The VF comes from the config; the `k8s-<node>` binding, when present, gives the
+        MAC, `iface-id-ver` and MTU (its plug options, if any, are not needed)."""
         mp = self.cfg.mgmt_port
         lport = self.identity.mgmt_lport
         if not mp.enabled or lport is None:
@@ -484,6 +488,7 @@ class Reconciler:
             vf_index=mp.vf_index,
             name=mp.name,
             iface_id=lport,
+            iface_id_ver=(row.options.get(IFACE_ID_VER_OPTION) or None) if row else None,
             attached_mac=binding_mac(row.mac) if row is not None else None,
             mtu=mtu,
         )
@@ -533,6 +538,9 @@ class Reconciler:
             result.waiting_for = "sb"
         elif self.cfg.plug_mode == "agent":
             requests, refused = wanted(sb, self.identity.chassis_names)
+            if mgmt is not None:  # the management port's binding is served by `mgmt`
+                requests = [r for r in requests if r.logical_port != mgmt.iface_id]
+                refused = [r for r in refused if r.logical_port != mgmt.iface_id]
             result.refusals += refused
         plugged = {
             p.name: p.external_ids.get(IFACE_ID, "")
