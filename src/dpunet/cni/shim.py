@@ -2,10 +2,12 @@
 """dpunet-cni: the CNI plugin the container runtime executes, and the wire rules it shares
 with the node daemon's CNI server.
 
-This file is self-contained on purpose: standard library only and no import of any other
-dpunet module, so it starts close to a bare interpreter and can be installed as a single
-file (``install -m 0755 shim.py /opt/cni/bin/dpunet-cni``; its shebang runs ``python3 -IS``).
-The server side (``dpunet.cni.server``) imports the shared rules from here.
+This file is self-contained on purpose: it imports only cheap standard-library modules
+(not even json, re, enum or socket, whose imports alone cost more than the interpreter's
+start) and nothing from dpunet, so it runs under ``python3 -IS`` and starts close to a bare
+interpreter. ``dpunet.cni.install.install_shim`` installs it as a launcher plus compiled
+module; the ``dpunet-cni`` console script and ``python -m dpunet.cni.shim`` run it too. The
+server side (``dpunet.cni.server``) imports the shared rules from here.
 
 What the shim does (CNI spec 1.1, https://github.com/containernetworking/cni/blob/main/SPEC.md):
 
@@ -37,14 +39,10 @@ when its presence cannot be determined) code 11.
 
 from __future__ import annotations
 
-import json
-import math
+import _socket
 import os
-import re
-import socket
 import sys
 import time
-from enum import IntEnum
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -70,12 +68,11 @@ TIMEOUT_ENV = "DPUNET_CNI_TIMEOUT"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
-_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")
-_VERSION_RE = re.compile(r"\d+(\.\d+){0,2}")
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _MAX_IFNAME = 15
 
 
-class ErrorCode(IntEnum):
+class ErrorCode:
     """The spec's well-known error codes."""
 
     INCOMPATIBLE_VERSION = 1
@@ -119,11 +116,250 @@ class CniError(Exception):
         return cls(code, msg, details)
 
 
+# --- JSON ---------------------------------------------------------------------------
+# The stdlib json module imports re and enum, which cost more start-up time than the
+# interpreter itself; this small codec covers what the shim reads and writes. It accepts
+# exactly RFC 8259 JSON (no NaN/Infinity) and writes what json.dumps writes by default.
+
+_WHITESPACE = " \t\n\r"
+_DIGITS = "0123456789"
+_HEX_DIGITS = "0123456789abcdefABCDEF"
+_UNESCAPE = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+_ESCAPE = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+_LITERALS = (("true", True), ("false", False), ("null", None))
+
+
+class _JsonParser:
+    """Recursive-descent parser over one JSON text."""
+
+    __slots__ = ("pos", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+
+    def error(self, problem: str) -> ValueError:
+        return ValueError(f"{problem} at offset {self.pos}")
+
+    def skip_whitespace(self) -> None:
+        text, pos = self.text, self.pos
+        while pos < len(text) and text[pos] in _WHITESPACE:
+            pos += 1
+        self.pos = pos
+
+    def value(self) -> object:
+        self.skip_whitespace()
+        char = self.text[self.pos : self.pos + 1]
+        if char == "{":
+            return self.parse_object()
+        if char == "[":
+            return self.parse_array()
+        if char == '"':
+            return self.parse_string()
+        if char != "" and char in "-0123456789":
+            return self.parse_number()
+        for literal, value in _LITERALS:
+            if self.text.startswith(literal, self.pos):
+                self.pos += len(literal)
+                return value
+        raise self.error("expected a value" if char else "unexpected end of input")
+
+    def expect(self, char: str) -> None:
+        self.skip_whitespace()
+        if not self.text.startswith(char, self.pos):
+            raise self.error(f"expected {char!r}")
+        self.pos += 1
+
+    def members(self, close: str) -> bool:
+        """After an opening bracket or a member: True when another member follows."""
+        self.skip_whitespace()
+        if self.text.startswith(close, self.pos):
+            self.pos += 1
+            return False
+        return True
+
+    def separator(self, close: str) -> bool:
+        """After a member: consume `,` (True) or the closing bracket (False)."""
+        self.skip_whitespace()
+        char = self.text[self.pos : self.pos + 1]
+        if char == "," or char == close:
+            self.pos += 1
+            return char == ","
+        raise self.error(f"expected ',' or {close!r}")
+
+    def parse_object(self) -> dict[str, object]:
+        self.pos += 1
+        result: dict[str, object] = {}
+        more = self.members("}")
+        while more:
+            self.skip_whitespace()
+            if not self.text.startswith('"', self.pos):
+                raise self.error("expected a string key")
+            key = self.parse_string()
+            self.expect(":")
+            result[key] = self.value()
+            more = self.separator("}")
+        return result
+
+    def parse_array(self) -> list[object]:
+        self.pos += 1
+        result: list[object] = []
+        more = self.members("]")
+        while more:
+            result.append(self.value())
+            more = self.separator("]")
+        return result
+
+    def parse_string(self) -> str:
+        text = self.text
+        pos = self.pos + 1
+        parts: list[str] = []
+        while True:
+            quote = text.find('"', pos)
+            if quote < 0:
+                self.pos = pos
+                raise self.error("unterminated string")
+            backslash = text.find("\\", pos, quote)
+            stop = quote if backslash < 0 else backslash
+            chunk = text[pos:stop]
+            if chunk and min(chunk) < " ":
+                self.pos = pos
+                raise self.error("control character in string")
+            parts.append(chunk)
+            if backslash < 0:
+                self.pos = quote + 1
+                return "".join(parts)
+            self.pos = backslash
+            escape = text[backslash + 1 : backslash + 2]
+            if escape == "u":
+                code = self.hex4(backslash + 2)
+                pos = backslash + 6
+                if 0xD800 <= code < 0xDC00 and text.startswith("\\u", pos):
+                    low = self.hex4(pos + 2)
+                    if 0xDC00 <= low < 0xE000:
+                        code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00)
+                        pos += 6
+                parts.append(chr(code))
+            elif escape in _UNESCAPE:
+                parts.append(_UNESCAPE[escape])
+                pos = backslash + 2
+            else:
+                raise self.error("invalid escape")
+
+    def hex4(self, start: int) -> int:
+        digits = self.text[start : start + 4]
+        if len(digits) != 4 or not all(c in _HEX_DIGITS for c in digits):
+            raise self.error("invalid \\u escape")
+        return int(digits, 16)
+
+    def digits(self, pos: int) -> int:
+        """The position after the run of digits at `pos`; ValueError when there is none."""
+        text, start = self.text, pos
+        while pos < len(text) and text[pos] in _DIGITS:
+            pos += 1
+        if pos == start:
+            self.pos = pos
+            raise self.error("expected a digit")
+        return pos
+
+    def parse_number(self) -> int | float:
+        text, start = self.text, self.pos
+        pos = start + 1 if text.startswith("-", start) else start
+        pos = pos + 1 if text.startswith("0", pos) else self.digits(pos)
+        fraction = text.startswith(".", pos)
+        if fraction:
+            pos = self.digits(pos + 1)
+        exponent = text[pos : pos + 1] in ("e", "E")
+        if exponent:
+            pos = self.digits(pos + 2 if text[pos + 1 : pos + 2] in ("+", "-") else pos + 1)
+        self.pos = pos
+        literal = text[start:pos]
+        return float(literal) if fraction or exponent else int(literal)
+
+
+def json_loads(text: str) -> object:
+    """Decode one JSON text; ValueError when it is not valid JSON."""
+    parser = _JsonParser(text)
+    try:
+        value = parser.value()
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    parser.skip_whitespace()
+    if parser.pos != len(text):
+        raise parser.error("extra data")
+    return value
+
+
+def json_dumps(value: object) -> str:
+    """Encode `value` (dict, list, tuple, str, int, float, bool, None) as json.dumps does."""
+    parts: list[str] = []
+    _encode(value, parts)
+    return "".join(parts)
+
+
+def _encode(value: object, out: list[str]) -> None:
+    if value is None or value is True or value is False:
+        out.append("null" if value is None else "true" if value else "false")
+    elif isinstance(value, str):
+        out.append(_quote(value))
+    elif isinstance(value, int):
+        out.append(int.__repr__(value))
+    elif isinstance(value, float):
+        if not -float("inf") < value < float("inf"):
+            raise ValueError(f"{value} is not valid JSON")
+        out.append(float.__repr__(value))
+    elif isinstance(value, dict):
+        out.append("{")
+        for index, (key, item) in enumerate(value.items()):
+            if not isinstance(key, str):
+                raise TypeError(f"JSON object keys must be strings, not {key!r}")
+            out.append(", " if index else "")
+            out.append(_quote(key))
+            out.append(": ")
+            _encode(item, out)
+        out.append("}")
+    elif isinstance(value, (list, tuple)):
+        out.append("[")
+        for index, item in enumerate(value):
+            out.append(", " if index else "")
+            _encode(item, out)
+        out.append("]")
+    else:
+        raise TypeError(f"cannot encode {type(value).__name__} as JSON")
+
+
+def _quote(text: str) -> str:
+    """`text` as an ASCII-only JSON string."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return f'"{text}"'
+    out = []
+    for char in text:
+        if char in _ESCAPE:
+            out.append(_ESCAPE[char])
+        elif " " <= char <= "~":
+            out.append(char)
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            code = ord(char) - 0x10000
+            out.append(f"\\u{0xD800 | code >> 10:04x}\\u{0xDC00 | code & 0x3FF:04x}")
+    return '"' + "".join(out) + '"'
+
+
 def parse_version(text: str) -> tuple[int, int, int]:
     """`"1.0.0"` -> (1, 0, 0); one to three numeric parts; ValueError otherwise."""
-    if not _VERSION_RE.fullmatch(text):
+    parts = text.split(".")
+    if len(parts) > 3 or not all(part.isascii() and part.isdigit() for part in parts):
         raise ValueError(f"invalid version {text!r}")
-    major, minor, micro = (*(int(part) for part in text.split(".")), 0, 0)[:3]
+    major, minor, micro = (*(int(part) for part in parts), 0, 0)[:3]
     return major, minor, micro
 
 
@@ -156,7 +392,7 @@ def format_cni_args(args: Mapping[str, str]) -> str:
 
 def is_valid_name(text: str) -> bool:
     """A valid container ID or network name (alphanumeric first, then `[A-Za-z0-9_.-]`)."""
-    return _NAME_RE.fullmatch(text) is not None
+    return text[:1] in _ALNUM and text[:1] != "" and all(c in _ALNUM or c in "_.-" for c in text)
 
 
 def ifname_problem(name: str) -> str | None:
@@ -225,25 +461,29 @@ class Invocation:
         return env.get(SOCKET_ENV) or DEFAULT_SOCKET
 
 
+def _input_version(stdin: bytes) -> object:
+    """The `cniVersion` value of the config on stdin, None when there is none."""
+    try:
+        config = json_loads(stdin.decode("utf-8"))
+    except ValueError:
+        return None
+    return config.get("cniVersion") if isinstance(config, dict) else None
+
+
 def reply_version(stdin: bytes) -> str:
     """The `cniVersion` for a reply: the config's when supported, else the latest."""
-    try:
-        version = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        return LATEST_VERSION
-    return version if version in SUPPORTED_VERSIONS else LATEST_VERSION
+    version = _input_version(stdin)
+    return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST_VERSION
 
 
 def version_reply(stdin: bytes) -> dict[str, object]:
     """The VERSION answer: the input's `cniVersion` echoed (latest when absent or invalid)."""
-    version = LATEST_VERSION
+    version = _input_version(stdin)
     try:
-        given = json.loads(stdin).get("cniVersion")
-    except (ValueError, AttributeError):
-        given = None
-    if isinstance(given, str) and _VERSION_RE.fullmatch(given):
-        version = given
-    return {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+        echoed = version if isinstance(version, str) and parse_version(version) else None
+    except ValueError:
+        echoed = None
+    return {"cniVersion": echoed or LATEST_VERSION, "supportedVersions": list(SUPPORTED_VERSIONS)}
 
 
 def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
@@ -294,7 +534,7 @@ def _decode_config(stdin: bytes) -> tuple[dict[str, object], str]:
     except UnicodeDecodeError as exc:
         raise CniError(ErrorCode.DECODE_FAILURE, "network config is not UTF-8", str(exc)) from None
     try:
-        config = json.loads(raw)
+        config = json_loads(raw)
     except ValueError as exc:
         raise CniError(ErrorCode.DECODE_FAILURE, "network config is not JSON", str(exc)) from None
     if not isinstance(config, dict):
@@ -343,13 +583,13 @@ def encode_request(env: Mapping[str, str], raw_config: str) -> bytes:
     """The shim's request: the CNI_* variables and the config text."""
     cni_env = {name: env[name] for name in CNI_ENV_VARS if name in env}
     request = {"protocol": PROTOCOL_VERSION, "env": cni_env, "config": raw_config}
-    return json.dumps(request).encode()
+    return json_dumps(request).encode()
 
 
 def decode_response(data: bytes) -> dict[str, object] | None:
     """The result of a daemon response (None: nothing to print); raises the CniError it
     carries; ValueError when the response is malformed."""
-    response = json.loads(data)
+    response = json_loads(data.decode("utf-8"))
     if not isinstance(response, dict) or response.get("protocol") != PROTOCOL_VERSION:
         raise ValueError("not a dpunet CNI response")
     if "error" in response:
@@ -364,11 +604,12 @@ def exchange(path: str, request: bytes, timeout: float) -> bytes:
     """Send `request` to the daemon at `path` and read its whole answer within `timeout`
     seconds; OSError (TimeoutError included) or ValueError (too large) on failure."""
     deadline = time.monotonic() + timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
         sock.settimeout(timeout)
         sock.connect(path)
         sock.sendall(request)
-        sock.shutdown(socket.SHUT_WR)
+        sock.shutdown(_socket.SHUT_WR)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -383,6 +624,8 @@ def exchange(path: str, request: bytes, timeout: float) -> bytes:
             if size > MAX_MESSAGE_BYTES:
                 raise ValueError("answer larger than the limit")
             chunks.append(chunk)
+    finally:
+        sock.close()
 
 
 def request_timeout(env: Mapping[str, str]) -> float:
@@ -393,8 +636,8 @@ def request_timeout(env: Mapping[str, str]) -> float:
     try:
         value = float(text)
     except ValueError:
-        value = math.nan
-    if not (value > 0 and math.isfinite(value)):
+        value = -1.0
+    if not 0 < value < float("inf"):
         raise CniError(ErrorCode.INVALID_ENV, f"{TIMEOUT_ENV} {text!r} is not a positive number")
     return value
 
@@ -461,7 +704,7 @@ def main() -> None:
     else:
         status, output = run(os.environ, stdin)
     if output is not None:
-        sys.stdout.write(json.dumps(output) + "\n")
+        sys.stdout.write(json_dumps(output) + "\n")
         sys.stdout.flush()
     sys.exit(status)
 

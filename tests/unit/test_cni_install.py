@@ -1,0 +1,44 @@
+"""Installing dpunet-cni as a launcher + compiled module, and running it like a runtime."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from cni_harness import attachment_env, netconf, run_shim
+
+from dpunet.cni.install import SHIM_MODULE_NAME, install_shim
+from dpunet.cni.shim import ErrorCode
+
+
+def test_installed_launcher_runs_the_shim(tmp_path: Path) -> None:
+    bin_dir, lib_dir = tmp_path / "opt" / "cni" / "bin", tmp_path / "lib" / "dpunet"
+    launcher = install_shim(bin_dir, lib_dir, python=sys.executable)
+    assert launcher == bin_dir / "dpunet-cni"
+    assert os.access(launcher, os.X_OK)
+    assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
+    assert list((lib_dir / "__pycache__").glob(f"{SHIM_MODULE_NAME}.*.pyc"))
+    assert install_shim(bin_dir, lib_dir, python=sys.executable) == launcher  # idempotent
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["dpunet-cni"]
+
+    version = run_shim({"CNI_COMMAND": "VERSION"}, {"cniVersion": "0.3.1"}, command=[str(launcher)])
+    assert (version.returncode, version.output["cniVersion"]) == (0, "0.3.1")
+    down = run_shim(
+        attachment_env("ADD"), netconf(), socket=tmp_path / "none.sock", command=[str(launcher)]
+    )
+    assert down.code == ErrorCode.TRY_AGAIN_LATER
+
+
+def test_launcher_does_not_depend_on_the_virtualenv(tmp_path: Path) -> None:
+    launcher = install_shim(tmp_path / "bin", tmp_path / "lib", python="/usr/bin/python3")
+    proc = subprocess.run(
+        [str(launcher)],
+        input=b"{}",
+        env={"CNI_COMMAND": "VERSION"},
+        capture_output=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert b'"supportedVersions"' in proc.stdout
