@@ -218,9 +218,14 @@ def agent(lab: Lab, tmp_path: Path) -> Iterator[Agent]:
 
 
 def test_plugs_representors_and_the_management_port(lab: Lab, agent: Agent) -> None:
+    started = time.monotonic()
     mac_a = lab.lsp("ns_a", 1, mtu=1400, ip=11)
+    wait("ns_a up in NB", lambda: lab.lsp_up("ns_a"))
+    print(f"LSP created -> up in NB: {time.monotonic() - started:.3f}s")
     mac_b = lab.lsp("ns_b", 2, ip=12)
-    wait("ns_a and ns_b up in NB", lambda: lab.lsp_up("ns_a") and lab.lsp_up("ns_b"))
+    # the management port's LSP as the controller writes it (plug options for VF0)
+    mac_mp = lab.lsp("k8s-host1", 0, mtu=1400, ver="mp-1", ip=2)
+    wait("ns_b, k8s-host1 up in NB", lambda: lab.lsp_up("ns_b") and lab.lsp_up("k8s-host1"))
     owned = lab.owned()
     for port, lport, mac in (("pf0vf1", "ns_a", mac_a), ("pf0vf2", "ns_b", mac_b)):
         ids = owned[port]
@@ -233,8 +238,11 @@ def test_plugs_representors_and_the_management_port(lab: Lab, agent: Agent) -> N
     # management port: VF0's representor renamed and plugged as k8s-<host node>
     assert lab.link("pf0vf0") is None
     mp = lab.link("ovn-k8s-mp0")
-    assert mp is not None and "UP" in mp["flags"]
+    assert mp is not None and "UP" in mp["flags"] and mp["mtu"] == 1400
     assert owned["ovn-k8s-mp0"]["iface-id"] == "k8s-host1"
+    assert owned["ovn-k8s-mp0"]["iface-id-ver"] == "mp-1"
+    assert owned["ovn-k8s-mp0"]["attached-mac"] == mac_mp
+    assert not agent.events("binding-refused")
     assert set(owned) == {"pf0vf1", "pf0vf2", "ovn-k8s-mp0"}
     sysfs = Sysfs(Path(lab.env["DPUNET_SYSFS_ROOT"]))
     assert (sysfs.netdev("ovn-k8s-mp0") / "phys_port_name").read_text().strip() == "pf0vf0"
