@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,14 @@ def conf(daemon: Daemon, version: str = "1.0.0", **extra: object) -> dict[str, o
     return netconf(version, daemon.state_dir, **extra)
 
 
+def write_checkpoint(state_dir: Path) -> Path:
+    """What a node daemon leaves while the test sandbox holds resources."""
+    path = state_dir / "sandboxes" / f"{CONTAINER_ID}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text('{"phase": "attached"}')
+    return path
+
+
 def prev_result(version: str) -> dict[str, object]:
     return sample_result(NETNS).render(version)
 
@@ -72,7 +81,11 @@ def prev_result(version: str) -> dict[str, object]:
 # --- VERSION -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [SHIM_MODULE, SHIM_FILE], ids=["module", "single-file"])
+@pytest.mark.parametrize(
+    "command",
+    [SHIM_MODULE, SHIM_FILE, [str(Path(sys.executable).with_name("dpunet-cni"))]],
+    ids=["module", "single-file", "console-script"],
+)
 def test_version_is_answered_without_a_daemon(command: list[str], workdir: Path) -> None:
     run = run_shim(
         attachment_env("VERSION"),
@@ -344,9 +357,23 @@ def test_invalid_dpunet_fields_are_code_7(daemon: Daemon, change: dict) -> None:
 
 def test_state_dir_other_than_the_daemons_is_refused(daemon: Daemon, workdir: Path) -> None:
     config = netconf("1.0.0", workdir / "elsewhere")
-    run = run_shim(attachment_env("DEL"), config, socket=daemon.socket)
+    run = run_shim(attachment_env("ADD"), config, socket=daemon.socket)
     assert run.code == ErrorCode.INVALID_CONFIG
     assert "stateDir" in run.output["msg"]
+
+
+@pytest.mark.parametrize(
+    "change", [{"deviceID": "zz"}, {"stateDir": "/elsewhere"}, {"prevResult": {"ips": 5}}]
+)
+def test_del_with_a_refused_config_is_gated_on_the_checkpoint(daemon: Daemon, change: dict) -> None:
+    # The ADD with this config failed before attaching anything: its DEL must not fail.
+    config = conf(daemon, **change)
+    run = run_shim(attachment_env("DEL"), config, socket=daemon.socket)
+    assert (run.returncode, run.stdout) == (0, ""), run
+    write_checkpoint(daemon.state_dir)
+    run = run_shim(attachment_env("DEL"), config, socket=daemon.socket)
+    assert run.code == ErrorCode.INVALID_CONFIG
+    assert daemon.handler.calls == []
 
 
 def test_ipam_delegate_is_an_unsupported_field(daemon: Daemon) -> None:
@@ -434,9 +461,7 @@ def test_del_with_daemon_down_and_no_checkpoint_succeeds(workdir: Path) -> None:
 
 
 def test_del_with_daemon_down_and_a_checkpoint_is_try_again(workdir: Path) -> None:
-    checkpoint = workdir / "sandboxes" / f"{CONTAINER_ID}.json"
-    checkpoint.parent.mkdir()
-    checkpoint.write_text("{}")
+    checkpoint = write_checkpoint(workdir)
     run = run_shim(attachment_env("DEL"), netconf("1.0.0", workdir), socket=workdir / "down.sock")
     assert run.code == ErrorCode.TRY_AGAIN_LATER
     assert str(checkpoint) in run.output["details"]
@@ -480,8 +505,7 @@ def test_daemon_dropping_the_connection_keeps_del_gated_on_the_checkpoint(
     try:
         config = netconf("1.0.0", workdir)
         assert run_shim(attachment_env("DEL"), config, socket=sock_path).returncode == 0
-        (workdir / "sandboxes").mkdir()
-        (workdir / "sandboxes" / f"{CONTAINER_ID}.json").write_text("{}")
+        write_checkpoint(workdir)
         run = run_shim(attachment_env("DEL"), config, socket=sock_path)
         assert run.code == ErrorCode.TRY_AGAIN_LATER
         assert run_shim(attachment_env("ADD"), config, socket=sock_path).code == 11

@@ -13,8 +13,10 @@ Per request the server re-validates env and config with the shim's rules, valida
 dpunet fields, refuses a config whose `stateDir` is not the daemon's (the shim's DEL
 fallback relies on it), serializes requests of one container, calls the handler with a
 typed request, renders the result for the request's CNI version and logs one
-`event=cni ...` line. Handler exceptions other than `CniError` become code 11 (or 5 for an
-`OSError`, 50 for STATUS) with a one-line message; the traceback goes to the daemon log only.
+`event=cni ...` line. A DEL whose config the daemon refuses succeeds without calling the
+handler when the sandbox has no checkpoint (nothing can have been attached with it).
+Handler exceptions other than `CniError` become code 11 (5 for an `OSError`, 50 for
+STATUS) with a one-line message; the traceback goes to the daemon log only.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from dpunet.cni.results import AddResult
 from dpunet.cni.shim import (
     DEFAULT_SOCKET,
     DEFAULT_STATE_DIR,
+    LATEST_VERSION,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
     VALID_ATTACHMENTS_KEY,
@@ -55,6 +58,7 @@ from dpunet.cni.shim import (
     Invocation,
     parse_invocation,
     reply_version,
+    sandbox_checkpoint_path,
     version_reply,
 )
 
@@ -215,7 +219,7 @@ class CniServer:
             env, config = _decode_request(data)
         except CniError as exc:
             log.warning("event=cni_bad_request code=%d msg=%r", exc.code, exc.msg)
-            return {"protocol": PROTOCOL_VERSION, "error": exc.to_json(reply_version(b""))}
+            return {"protocol": PROTOCOL_VERSION, "error": exc.to_json(LATEST_VERSION)}
         return await self.handle(env, config)
 
     async def handle(self, env: Mapping[str, str], config: bytes) -> dict[str, Any]:
@@ -238,13 +242,21 @@ class CniServer:
         return {"protocol": PROTOCOL_VERSION, **outcome}
 
     async def _dispatch(self, inv: Invocation) -> dict[str, Any] | None:
-        conf = parse_netconf(inv.config)
-        if os.path.normpath(conf.state_dir) != os.path.normpath(self.state_dir):
-            raise CniError(
-                ErrorCode.INVALID_CONFIG,
-                f"stateDir {conf.state_dir} is not this daemon's state directory {self.state_dir}",
-                "set stateDir in the network config to the daemon's state directory",
-            )
+        try:
+            conf = self._netconf(inv)
+            prev = _prev_result(conf)
+        except CniError as exc:
+            # A config the daemon refuses cannot have attached anything: a DEL for a
+            # sandbox without checkpoint succeeds, so a failed ADD never blocks teardown.
+            if inv.command == "DEL" and not self._has_checkpoint(inv.container_id):
+                log.warning(
+                    "event=cni_del_nothing_to_undo container=%s code=%d msg=%r",
+                    inv.container_id,
+                    exc.code,
+                    exc.msg,
+                )
+                return None
+            raise
         common: dict[str, Any] = {
             "command": inv.command,
             "cni_version": inv.cni_version,
@@ -262,13 +274,29 @@ class CniServer:
                 )
             await self.handler.gc(GcRequest(**common, valid_attachments=conf.valid_attachments))
         else:
-            return await self._attachment(inv, conf, common)
+            return await self._attachment(inv, prev, common)
         return None
 
+    def _netconf(self, inv: Invocation) -> NetConf:
+        conf = parse_netconf(inv.config)
+        if os.path.normpath(conf.state_dir) != os.path.normpath(self.state_dir):
+            raise CniError(
+                ErrorCode.INVALID_CONFIG,
+                f"stateDir {conf.state_dir} is not this daemon's state directory {self.state_dir}",
+                "set stateDir in the network config to the daemon's state directory",
+            )
+        return conf
+
+    def _has_checkpoint(self, container_id: str) -> bool:
+        try:
+            os.stat(sandbox_checkpoint_path(str(self.state_dir), container_id))
+        except FileNotFoundError:
+            return False
+        return True
+
     async def _attachment(
-        self, inv: Invocation, conf: NetConf, common: dict[str, Any]
+        self, inv: Invocation, prev: AddResult | None, common: dict[str, Any]
     ) -> dict[str, Any] | None:
-        prev = _prev_result(conf)
         if inv.command == "CHECK" and prev is None:
             raise CniError(ErrorCode.INVALID_CONFIG, "CHECK needs prevResult in the config")
         fields = {
@@ -319,7 +347,10 @@ def _decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
         or not isinstance(config, str)
     ):
         raise CniError(ErrorCode.DECODE_FAILURE, "request needs env (strings) and config (text)")
-    return env, config.encode()
+    try:
+        return env, config.encode()
+    except UnicodeEncodeError as exc:
+        raise CniError(ErrorCode.DECODE_FAILURE, "config is not valid text", str(exc)) from None
 
 
 def _prev_result(conf: NetConf) -> AddResult | None:

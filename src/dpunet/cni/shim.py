@@ -392,7 +392,7 @@ def format_cni_args(args: Mapping[str, str]) -> str:
 
 def is_valid_name(text: str) -> bool:
     """A valid container ID or network name (alphanumeric first, then `[A-Za-z0-9_.-]`)."""
-    return text[:1] in _ALNUM and text[:1] != "" and all(c in _ALNUM or c in "_.-" for c in text)
+    return text[:1] != "" and text[0] in _ALNUM and all(c in _ALNUM or c in "_.-" for c in text)
 
 
 def ifname_problem(name: str) -> str | None:
