@@ -10,8 +10,9 @@ from collections.abc import Iterator
 import pytest
 
 from dpunet.dpu import logs
-from dpunet.dpu.metrics import Metrics, check_handler, metrics_handler, start_http
+from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.sb import port_binding_condition
+from dpunet.observability import check_handler, metrics_handler, start_http
 
 
 async def _request(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -37,7 +38,7 @@ def test_http_endpoints() -> None:
             "127.0.0.1",
             0,
             {
-                "/metrics": metrics_handler(metrics),
+                "/metrics": metrics_handler(metrics.registry),
                 "/healthz": check_handler(lambda: (healthy["ok"], "detail")),
             },
         )

@@ -28,11 +28,12 @@ from dpunet.dpu.config import (
     setup_config,
 )
 from dpunet.dpu.logs import event
-from dpunet.dpu.metrics import Metrics, check_handler, metrics_handler, start_http
+from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.ovs import LocalOvs
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
+from dpunet.observability import check_handler, metrics_handler, start_http
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup import ovsdb
 from dpunet.setup.netlink import Netlink
@@ -116,7 +117,7 @@ class Agent:
             return
         host, port = parse_listen(self.cfg.metrics_address)
         routes = {
-            "/metrics": metrics_handler(self.metrics),
+            "/metrics": metrics_handler(self.metrics.registry),
             "/healthz": check_handler(self.health),
             "/readyz": check_handler(self.readiness),
         }

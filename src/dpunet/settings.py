@@ -1,0 +1,69 @@
+"""Loading a daemon's settings: defaults < YAML/JSON file < `DPUNET_*` env < flags.
+
+Each daemon describes its settings as one pydantic model; `load_settings` fills it
+from those sources, in that order of precedence, and turns every problem into
+one readable `SettingsError` line naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+ENV_PREFIX = "DPUNET_"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class SettingsError(Exception):
+    """The settings are unreadable or invalid (message is for a person)."""
+
+
+def _from_env(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
+    """`DPUNET_<FIELD>` values; list fields are comma-separated."""
+    out: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        raw = environ.get(ENV_PREFIX + name.upper())
+        if raw is None:
+            continue
+        is_list = getattr(field.annotation, "__origin__", None) is list
+        out[name] = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
+    return out
+
+
+def describe(exc: ValidationError, source: str = "config") -> str:
+    """One line per problem: `field: what is wrong`."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or source}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def load_settings(
+    model: type[M],
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> M:
+    """Defaults < file < environment (`os.environ` when None) < overrides (None values skipped)."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise SettingsError(f"cannot read config {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise SettingsError(f"config {path} is not valid YAML/JSON: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise SettingsError(f"config {path} must be a mapping of settings")
+        data.update(loaded or {})
+    data.update(_from_env(model, os.environ if environ is None else environ))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise SettingsError(f"invalid settings: {describe(exc)}") from exc
