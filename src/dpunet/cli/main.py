@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from dpunet import __version__
+from dpunet.cli.controller_cmds import controller, nodes, ports
+from dpunet.cli.dpu_agent_cmds import dpu_run
 from dpunet.cli.lab import lab
 from dpunet.cli.setup_cmds import dpu, host
 from dpunet.cli.sriov import sriov
@@ -16,7 +18,8 @@ def cli() -> None:
     """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
 
 
-for command in (lab, sriov, host, dpu):
+dpu.add_command(dpu_run)
+for command in (lab, sriov, host, dpu, controller, nodes, ports):
     cli.add_command(command)
 
 
