@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from dpunet.dpu import logs
+from dpunet import logs
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.sb import port_binding_condition
 from dpunet.observability import check_handler, metrics_handler, start_http

@@ -14,8 +14,8 @@ from typing import Any
 
 import click
 
+from dpunet import logs
 from dpunet.cli.output import fail
-from dpunet.dpu import logs
 from dpunet.dpu.agent import Agent, AgentError
 from dpunet.dpu.config import ConfigError, DpuAgentConfig, load_config
 

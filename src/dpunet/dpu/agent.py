@@ -27,12 +27,12 @@ from dpunet.dpu.config import (
     resolve_identity,
     setup_config,
 )
-from dpunet.dpu.logs import event
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.ovs import LocalOvs
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
+from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup import ovsdb

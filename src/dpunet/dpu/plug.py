@@ -20,7 +20,6 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from dpunet.dpu.config import DpuAgentConfig, Identity
-from dpunet.dpu.logs import event
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.netdev import Links, LinkState
 from dpunet.dpu.ovs import (
@@ -38,6 +37,7 @@ from dpunet.dpu.ovs import (
 from dpunet.dpu.sb import PortBindingRow, SbSnapshot
 from dpunet.hw.representors import Representor, RepresentorKind, list_representors
 from dpunet.hw.sysfs import Sysfs
+from dpunet.logs import event
 
 PLUG_OPTION = "dpunet-plug"
 PLUG_REPRESENTOR = "representor"

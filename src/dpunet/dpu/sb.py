@@ -26,7 +26,7 @@ from ovs import jsonrpc, poller, stream
 from ovs.db import idl as ovs_idl
 
 from dpunet.dpu.config import SslConfig
-from dpunet.dpu.logs import event
+from dpunet.logs import event
 
 SB_SCHEMA = "OVN_Southbound"
 PORT_BINDING_COLUMNS = [
