@@ -392,8 +392,8 @@ def _log_request(
     }
     if inv is not None:
         namespace, name = inv.args.get("K8S_POD_NAMESPACE"), inv.args.get("K8S_POD_NAME")
-        if namespace and name:
-            fields["pod"] = f"{namespace}/{name}"
+        if name:
+            fields["pod"] = f"{namespace}/{name}" if namespace else name
         if inv.command != "VERSION":
             fields["cni_version"] = inv.cni_version
     error = outcome.get("error")
