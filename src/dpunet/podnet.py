@@ -134,8 +134,10 @@ def move_link(ifname: str, temp_name: str, src_netns: str | None, dst_netns: str
         os.close(fd)
 
 
-def configure(netns: str, current_name: str, cfg: InterfaceConfig) -> None:
-    """Rename, address, route and bring up the interface inside the pod namespace."""
+def configure(netns: str | None, current_name: str, cfg: InterfaceConfig) -> None:
+    """Rename, address, route and bring up the interface inside `netns` (None: this one).
+
+    The link must be down when it needs a new name (links fresh from a move are)."""
     with netlink(netns) as ipr:
         idx = _index(ipr, current_name)
         if idx is None:
@@ -173,7 +175,7 @@ def restore(name_now: str, state: HostLinkState, netns: str | None = None) -> No
                 ipr.link("set", index=idx, state="up")
 
 
-def check(netns: str, cfg: InterfaceConfig) -> list[str]:
+def check(netns: str | None, cfg: InterfaceConfig) -> list[str]:
     """What differs between the interface in the pod and `cfg` (empty: all as configured)."""
     problems: list[str] = []
     with netlink(netns) as ipr:
@@ -189,19 +191,31 @@ def check(netns: str, cfg: InterfaceConfig) -> list[str]:
         }
         if str(cfg.address) not in addrs:
             problems.append(f"{cfg.ifname} lacks address {cfg.address}")
-        if cfg.gateway is not None:
-            gateways = {
-                r.get_attr("RTA_GATEWAY")
-                for r in ipr.get_routes(family=socket.AF_INET, oif=idx)
-                if r["dst_len"] == 0
-            }
-            if str(cfg.gateway) not in gateways:
-                problems.append(f"no default route via {cfg.gateway} on {cfg.ifname}")
+        routes = {
+            (f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}", r.get_attr("RTA_GATEWAY"))
+            for r in ipr.get_routes(family=socket.AF_INET, oif=idx)
+        }
+        wanted = [Route(ipaddress.IPv4Network("0.0.0.0/0"), cfg.gateway)] if cfg.gateway else []
+        for route in [*wanted, *cfg.routes]:
+            if (str(route.dst), str(route.gateway)) not in routes:
+                problems.append(f"no route {route.dst} via {route.gateway} on {cfg.ifname}")
     return problems
 
 
-def _socket_in_netns(netns: str, family: int, kind: int, proto: int) -> socket.socket:
+def set_down(ifname: str, netns: str | None = None) -> None:
+    """Set a link administratively down (needed before renaming it)."""
+    with netlink(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            raise PodNetError(f"link {ifname} not found in {netns or 'host'} namespace")
+        with _step(f"set {ifname} down"):
+            ipr.link("set", index=idx, state="down")
+
+
+def _socket_in_netns(netns: str | None, family: int, kind: int, proto: int) -> socket.socket:
     """A socket created inside `netns` (setns in a throwaway thread; this one is untouched)."""
+    if netns is None:
+        return socket.socket(family, kind, proto)
     result: list[socket.socket | OSError] = []
 
     def enter_and_open() -> None:
@@ -225,7 +239,7 @@ def _socket_in_netns(netns: str, family: int, kind: int, proto: int) -> socket.s
     return result[0]
 
 
-def announce(netns: str, ifname: str, mac: str, ip: ipaddress.IPv4Address) -> None:
+def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address) -> None:
     """Send one gratuitous ARP from the pod so switches and neighbours learn it at once."""
     mac_bytes = bytes.fromhex(mac.replace(":", ""))
     frame = (

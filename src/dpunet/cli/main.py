@@ -7,6 +7,7 @@ import click
 from dpunet import __version__
 from dpunet.cli.controller_cmds import controller, nodes, ports
 from dpunet.cli.dpu_agent_cmds import dpu_run
+from dpunet.cli.host_agent_cmds import host_run
 from dpunet.cli.lab import lab
 from dpunet.cli.setup_cmds import dpu, host
 from dpunet.cli.sriov import sriov
@@ -19,6 +20,7 @@ def cli() -> None:
 
 
 dpu.add_command(dpu_run)
+host.add_command(host_run)
 for command in (lab, sriov, host, dpu, controller, nodes, ports):
     cli.add_command(command)
 

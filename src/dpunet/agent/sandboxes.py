@@ -1,10 +1,10 @@
-"""The host agent's checkpoint: which sandbox holds which VF, on disk, crash-safe.
+"""Which sandbox holds which device: on disk, crash-safe.
 
-One JSON file per attached sandbox at `<state_dir>/sandboxes/<container id>.json`
-(the contract the CNI shim relies on: no file means "nothing to undo"). A record
-is written before the VF is touched and removed only after the VF is back in the
-host and the port is released, so a daemon killed at any instant finds, on
-restart, every VF that might be away from the host.
+One JSON file per sandbox at `<state_dir>/sandboxes/<container id>.json` — the
+contract the CNI shim relies on (docs/cni.md: no file means "nothing to undo").
+A record is written before the device is touched and removed only after the
+device is back and the port is released, so a daemon killed at any instant finds,
+on restart, every device that might be away.
 
 Writes are atomic: a temporary file in the same directory, fsync, rename, fsync
 of the directory.
@@ -15,28 +15,26 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from dpunet.podnet import HostLinkState
-
-_CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+from dpunet.cni.shim import is_valid_name, sandbox_checkpoint_path
 
 
 class Phase(StrEnum):
-    """How far an ADD got."""
+    """How far an ADD got (or how far a DEL is)."""
 
-    RESERVED = "reserved"  # VF taken, nothing moved yet
-    MOVED = "moved"  # VF may be in the pod namespace
+    RESERVED = "reserved"  # device chosen, port not confirmed, nothing moved
+    PLUGGING = "plugging"  # port exists; the device may be half-way into the pod
     ATTACHED = "attached"  # ADD completed
+    RELEASING = "releasing"  # device is back; the port release is pending
 
 
 @dataclass
 class SandboxRecord:
-    """One sandbox's claim on a VF."""
+    """One sandbox's claim on a device and the port the controller gave it."""
 
     container_id: str
     netns: str
@@ -44,53 +42,43 @@ class SandboxRecord:
     namespace: str
     pod: str
     pod_uid: str
-    pci: str
-    pf_mac: str
-    vf_num: int
-    host_link: HostLinkState
+    device: dict[str, Any]
     phase: Phase = Phase.RESERVED
-    result: dict[str, Any] = field(default_factory=dict)
+    port: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """Serialised form."""
-        data = asdict(self)
-        data["phase"] = self.phase.value
-        return json.dumps(data, indent=2, sort_keys=True)
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> SandboxRecord:
-        """Parse a record (ValueError when it is not one)."""
-        data = json.loads(text)
+        """Parse a record; ValueError when the text is not one."""
         try:
-            data["host_link"] = HostLinkState(**data["host_link"])
+            data = json.loads(text)
             data["phase"] = Phase(data["phase"])
             return cls(**data)
-        except (KeyError, TypeError) as exc:
+        except (KeyError, TypeError, json.JSONDecodeError) as exc:
             raise ValueError(f"not a sandbox record: {exc}") from exc
 
 
-def valid_container_id(container_id: str) -> bool:
-    """Whether a container id is safe to use as a file name."""
-    return bool(_CONTAINER_ID_RE.match(container_id))
-
-
-class CheckpointStore:
-    """The directory of sandbox records."""
+class SandboxStore:
+    """The directory of sandbox records of one node daemon."""
 
     def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
         self.dir = state_dir / "sandboxes"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, container_id: str) -> Path:
-        """The record file of a sandbox."""
-        if not valid_container_id(container_id):
+        """The record file of a sandbox; ValueError for an unsafe container id."""
+        if not is_valid_name(container_id):
             raise ValueError(f"invalid container id {container_id!r}")
-        return self.dir / f"{container_id}.json"
+        return Path(sandbox_checkpoint_path(str(self.state_dir), container_id))
 
     def save(self, record: SandboxRecord) -> None:
-        """Write (or replace) a record atomically."""
+        """Write (or replace) a record atomically and durably."""
         final = self.path(record.container_id)
-        tmp = final.with_suffix(".tmp")
+        tmp = final.with_name(f".{final.name}.tmp")
         with open(tmp, "w") as f:
             f.write(record.to_json())
             f.flush()
@@ -112,7 +100,7 @@ class CheckpointStore:
             self._sync_dir()
 
     def all(self) -> list[SandboxRecord]:
-        """Every readable record; unreadable files (torn by nothing, but hand-edited) are skipped."""
+        """Every readable record (a hand-damaged file is skipped, not fatal)."""
         out = []
         for path in sorted(self.dir.glob("*.json")):
             try:
@@ -120,10 +108,6 @@ class CheckpointStore:
             except (OSError, ValueError):
                 continue
         return out
-
-    def by_pci(self) -> dict[str, SandboxRecord]:
-        """Records keyed by the PCI address of the VF they hold."""
-        return {r.pci: r for r in self.all()}
 
     def _sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)

@@ -1,0 +1,404 @@
+"""The CNI flow of a node daemon against the controller's port API.
+
+`PodAgent` implements the CNI verbs (ARCHITECTURE.md section 3) for any kind of
+pod interface; an `Attacher` supplies what is device-specific (a VF on a
+dpu-host node, a veth on a full node). ADD: claim a device, record the claim,
+ask the controller for the port (it answers once OVN reports the port up), plug
+the device into the pod, record success. Any failure after the claim undoes
+everything in reverse. DEL undoes a recorded sandbox and is idempotent. A
+periodic reconcile releases what belongs to sandboxes that are gone and
+finishes what a crash interrupted.
+
+Error codes beyond the CNI spec's (all >= 100, as the spec reserves 0-99):
+100 no free device, 101 the controller refused the port, 102 plugging into the
+pod failed, 103 CHECK found a difference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore
+from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
+from dpunet.cni.results import AddResult, Interface, IPConfig
+from dpunet.cni.results import Route as ResultRoute
+from dpunet.cni.shim import CniError
+from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.logs import event
+from dpunet.podnet import InterfaceConfig, PodNetError, Route
+
+ERR_TRY_AGAIN = 11
+ERR_UNKNOWN_CONTAINER = 3
+ERR_NO_DEVICE = 100
+ERR_CONTROLLER = 101
+ERR_PLUG = 102
+ERR_CHECK = 103
+
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+log = logging.getLogger("dpunet.agent")
+
+
+class Attacher(Protocol):
+    """The device-specific half of a node daemon. Methods block; they run in a thread."""
+
+    kind: str  # "vf" or "veth", for logs and metrics
+
+    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
+        """Pick a device for `req` that is not among `held`; CniError when there is none."""
+        ...
+
+    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
+        """Device fields of the controller's port request (pci, pf_mac, vf_num for a VF)."""
+        ...
+
+    def plug(self, record: SandboxRecord, cfg: InterfaceConfig) -> None:
+        """Put the device into the pod's namespace as `cfg` describes."""
+        ...
+
+    def unplug(self, record: SandboxRecord) -> None:
+        """Return the device from wherever it is (idempotent); PodNetError if impossible."""
+        ...
+
+
+class AgentMetrics:
+    """ADD/DEL latency by phase, outcomes, sandboxes held."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str) -> None:
+        self.registry = registry
+        self.phase_seconds = Histogram(
+            f"{prefix}_cni_phase_seconds",
+            "Time spent in each phase of a CNI ADD/DEL.",
+            ["verb", "phase"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            f"{prefix}_cni_requests_total", "CNI requests by verb and result.", ["verb", "result"],
+            registry=registry,
+        )  # fmt: skip
+        self.sandboxes = Gauge(
+            f"{prefix}_sandboxes", "Sandboxes holding a device, by phase.", ["phase"],
+            registry=registry,
+        )  # fmt: skip
+        self.reconcile_actions = Counter(
+            f"{prefix}_reconcile_actions_total", "Repairs made by the reconcile loop.", ["action"],
+            registry=registry,
+        )  # fmt: skip
+
+
+def pod_identity(req: AddRequest | DelRequest) -> tuple[str, str, str]:
+    """(namespace, name, uid) of the pod: from CNI_ARGS (Kubernetes, podman) or, for a bare
+    runtime, `default` / `c-<container id prefix>` / the container id."""
+    namespace = (req.pod_namespace or "default").lower()
+    name = (req.pod_name or f"c-{req.container_id[:12]}").lower()
+    uid = req.pod_uid or req.container_id
+    for what, value in (("K8S_POD_NAMESPACE", namespace), ("K8S_POD_NAME", name)):
+        if not _DNS_LABEL.match(value):
+            raise CniError(7, f"{what} {value!r} is not a DNS label", "lowercase a-z, 0-9 and '-'")
+    return namespace, name, uid
+
+
+def interface_config(ifname: str, port: Mapping[str, Any]) -> InterfaceConfig:
+    """The pod interface the controller's port answer describes."""
+    gateways = [ipaddress.IPv4Address(g) for g in port.get("gateways", [])]
+    gateway = gateways[0] if gateways else None
+    routes = tuple(
+        Route(ipaddress.IPv4Network(r["dst"]), ipaddress.IPv4Address(r["gw"]))
+        for r in port.get("routes", [])
+        if ipaddress.IPv4Network(r["dst"]).prefixlen > 0
+    )
+    return InterfaceConfig(
+        ifname=ifname,
+        mac=port["mac"],
+        mtu=int(port["mtu"]),
+        address=ipaddress.IPv4Interface(port["ips"][0]),
+        gateway=gateway,
+        routes=routes,
+    )
+
+
+def cni_result(record: SandboxRecord, pci: str | None) -> AddResult:
+    """The CNI result of an attached sandbox."""
+    port = record.port
+    gateways = port.get("gateways", [])
+    return AddResult(
+        interfaces=(
+            Interface(
+                name=record.ifname,
+                mac=port["mac"],
+                mtu=int(port["mtu"]),
+                sandbox=record.netns,
+                pciID=pci,
+            ),
+        ),
+        ips=tuple(
+            IPConfig(address=ip, gateway=gateways[0] if gateways else None, interface=0)
+            for ip in port["ips"]
+        ),
+        routes=(
+            *((ResultRoute(dst="0.0.0.0/0", gw=gateways[0]),) if gateways else ()),
+            *(ResultRoute(dst=r["dst"], gw=r["gw"]) for r in port.get("routes", [])),
+        ),
+    )
+
+
+def _controller_error(exc: ClientError, what: str) -> CniError:
+    if exc.status == 0 or exc.status >= 500:
+        return CniError(ERR_TRY_AGAIN, f"{what}: controller unavailable", exc.detail)
+    return CniError(ERR_CONTROLLER, f"{what}: controller refused", exc.detail)
+
+
+class PodAgent:
+    """CNI handler of a node daemon (see module docstring)."""
+
+    def __init__(
+        self,
+        node: str,
+        attacher: Attacher,
+        store: SandboxStore,
+        client: ControllerClient,
+        metrics: AgentMetrics,
+        port_timeout: float = 60.0,
+    ) -> None:
+        self.node = node
+        self.attacher = attacher
+        self.store = store
+        self.client = client
+        self.metrics = metrics
+        self.port_timeout = port_timeout
+        self._claim_lock = asyncio.Lock()
+        self._busy: set[str] = set()  # container ids with a verb in flight
+
+    # ----------------------------------------------------------------- ADD
+    async def add(self, req: AddRequest) -> AddResult:
+        """Claim a device, get the port, plug the device into the pod."""
+        cid = req.container_id
+        self._busy.add(cid)
+        started = time.monotonic()
+        try:
+            result = await self._add(req)
+        except BaseException:
+            self.metrics.requests.labels("ADD", "error").inc()
+            raise
+        finally:
+            self._busy.discard(cid)
+        self.metrics.requests.labels("ADD", "ok").inc()
+        self.metrics.phase_seconds.labels("ADD", "total").observe(time.monotonic() - started)
+        return result
+
+    async def _add(self, req: AddRequest) -> AddResult:
+        namespace, name, uid = pod_identity(req)
+        existing = await asyncio.to_thread(self.store.load, req.container_id)
+        if existing is not None:
+            if existing.phase is Phase.ATTACHED and existing.ifname == req.ifname:
+                return cni_result(existing, existing.device.get("pci"))
+            await self._undo(existing, "readd")
+
+        phase_started = time.monotonic()
+        async with self._claim_lock:
+            held = [r.device for r in await asyncio.to_thread(self.store.all)]
+            device = await asyncio.to_thread(self.attacher.claim, req, held)
+            record = SandboxRecord(
+                container_id=req.container_id,
+                netns=req.netns,
+                ifname=req.ifname,
+                namespace=namespace,
+                pod=name,
+                pod_uid=uid,
+                device=device,
+            )
+            await asyncio.to_thread(self.store.save, record)
+        self._observe("ADD", "claim", phase_started)
+        event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
+        try:
+            phase_started = time.monotonic()
+            body = {
+                "node": self.node,
+                "sandbox": req.container_id,
+                "uid": uid,
+                "ifname": req.ifname,
+                **self.attacher.port_fields(device),
+            }
+            try:
+                record.port = await asyncio.to_thread(
+                    self.client.put_port, namespace, name, body, self.port_timeout
+                )
+            except ClientError as exc:
+                raise _controller_error(exc, f"port for {namespace}/{name}") from exc
+            self._observe("ADD", "controller", phase_started)
+            record.phase = Phase.PLUGGING
+            await asyncio.to_thread(self.store.save, record)
+
+            phase_started = time.monotonic()
+            cfg = interface_config(req.ifname, record.port)
+            try:
+                await asyncio.to_thread(self.attacher.plug, record, cfg)
+            except PodNetError as exc:
+                raise CniError(
+                    ERR_PLUG, f"plugging {self.attacher.kind} into the pod failed", str(exc)
+                ) from exc
+            self._observe("ADD", "plug", phase_started)
+            record.phase = Phase.ATTACHED
+            await asyncio.to_thread(self.store.save, record)
+        except BaseException:
+            try:
+                await self._undo(record, "rollback")
+            except CniError as exc:  # the record stays: the reconcile loop finishes the undo
+                event(log, "rollback-incomplete", sandbox=req.container_id[:12], error=str(exc))
+            raise
+        event(
+            log,
+            "attached", pod=f"{namespace}/{name}", sandbox=req.container_id[:12],
+            ip=record.port["ips"][0], mac=record.port["mac"],
+        )  # fmt: skip
+        return cni_result(record, device.get("pci"))
+
+    # ----------------------------------------------------------------- DEL
+    async def delete(self, req: DelRequest) -> None:
+        """Undo the sandbox's ADD; nothing recorded (or another ifname) means nothing to do."""
+        started = time.monotonic()
+        self._busy.add(req.container_id)
+        try:
+            record = await asyncio.to_thread(self.store.load, req.container_id)
+            if record is not None and record.ifname == req.ifname:
+                await self._undo(record, "del")
+        finally:
+            self._busy.discard(req.container_id)
+        self.metrics.requests.labels("DEL", "ok").inc()
+        self.metrics.phase_seconds.labels("DEL", "total").observe(time.monotonic() - started)
+
+    async def _undo(self, record: SandboxRecord, why: str) -> None:
+        """Return the device, release the port, forget the sandbox (each step idempotent)."""
+        if record.phase is not Phase.RELEASING:
+            try:
+                await asyncio.to_thread(self.attacher.unplug, record)
+            except PodNetError as exc:
+                raise CniError(
+                    ERR_TRY_AGAIN, f"cannot return the {self.attacher.kind}", str(exc)
+                ) from exc
+            record.phase = Phase.RELEASING
+            await asyncio.to_thread(self.store.save, record)
+        try:
+            await asyncio.to_thread(
+                self.client.delete_port,
+                record.namespace,
+                record.pod,
+                record.pod_uid,
+                record.container_id,
+            )
+        except ClientError as exc:
+            raise _controller_error(
+                exc, f"release of port {record.namespace}/{record.pod}"
+            ) from exc
+        await asyncio.to_thread(self.store.remove, record.container_id)
+        event(
+            log,
+            "released", why=why, pod=f"{record.namespace}/{record.pod}",
+            sandbox=record.container_id[:12], device=record.device,
+        )  # fmt: skip
+
+    # --------------------------------------------------------- CHECK/STATUS/GC
+    async def check(self, req: CheckRequest) -> None:
+        """The pod's interface and the controller's port still match the ADD."""
+        record = await asyncio.to_thread(self.store.load, req.container_id)
+        if record is None or record.phase is not Phase.ATTACHED or record.ifname != req.ifname:
+            raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}")
+        from dpunet import podnet
+
+        problems = await asyncio.to_thread(
+            podnet.check, req.netns, interface_config(req.ifname, record.port)
+        )
+        try:
+            port = await asyncio.to_thread(self.client.get_port, record.namespace, record.pod)
+        except ClientError as exc:
+            if exc.status == 404:
+                problems.append("the controller has no port for this pod")
+            else:
+                raise _controller_error(exc, "CHECK") from exc
+        else:
+            if port.get("sandbox") != record.container_id:
+                problems.append(f"the controller's port belongs to sandbox {port.get('sandbox')}")
+        if problems:
+            raise CniError(ERR_CHECK, "attachment differs from what ADD made", "; ".join(problems))
+
+    async def status(self, req: StatusRequest) -> None:
+        """Ready when the controller answers for this node."""
+        try:
+            await asyncio.to_thread(self.client.get_node, self.node)
+        except ClientError as exc:
+            raise CniError(50, "the controller is unavailable", exc.detail) from exc
+
+    async def gc(self, req: GcRequest) -> None:
+        """Release every recorded sandbox that is not a valid attachment."""
+        valid = {(a.container_id, a.ifname) for a in req.valid_attachments}
+        for record in await asyncio.to_thread(self.store.all):
+            if (
+                record.container_id,
+                record.ifname,
+            ) not in valid and record.container_id not in self._busy:
+                await self._undo(record, "gc")
+
+    # ------------------------------------------------------------ reconcile
+    async def reconcile(self) -> None:
+        """Finish interrupted work and release sandboxes that are gone."""
+        records = await asyncio.to_thread(self.store.all)
+        for record in records:
+            if record.container_id in self._busy:
+                continue
+            gone = not os.path.exists(record.netns)
+            if record.phase is Phase.ATTACHED and not gone:
+                continue
+            action = (
+                "sandbox-gone"
+                if record.phase is Phase.ATTACHED
+                else f"interrupted-{record.phase.value}"
+            )
+            try:
+                await self._undo(record, action)
+                self.metrics.reconcile_actions.labels(action).inc()
+            except CniError as exc:
+                event(log, "reconcile-failed", sandbox=record.container_id[:12], error=str(exc))
+        await self._release_orphan_ports({r.container_id for r in records})
+        self._count_sandboxes(await asyncio.to_thread(self.store.all))
+
+    async def _release_orphan_ports(self, known_sandboxes: set[str]) -> None:
+        """Ports the controller holds for this node that no record knows (a crash between
+        the controller's answer and the record, or a record removed by hand)."""
+        try:
+            ports = await asyncio.to_thread(self.client.list_ports, self.node)
+        except ClientError as exc:
+            event(log, "reconcile-controller-unavailable", error=exc.detail)
+            return
+        for port in ports:
+            sandbox = port.get("sandbox")
+            if sandbox in known_sandboxes or sandbox in self._busy:
+                continue
+            if await asyncio.to_thread(self.store.load, sandbox) is not None:
+                continue  # recorded since the listing
+            try:
+                await asyncio.to_thread(
+                    self.client.delete_port, port["namespace"], port["name"], port["uid"], sandbox
+                )
+            except ClientError as exc:
+                event(log, "orphan-release-failed", port=port.get("lsp"), error=exc.detail)
+                continue
+            self.metrics.reconcile_actions.labels("orphan-port").inc()
+            event(log, "orphan-port-released", port=port.get("lsp"), sandbox=str(sandbox)[:12])
+
+    def _count_sandboxes(self, records: list[SandboxRecord]) -> None:
+        for phase in Phase:
+            self.metrics.sandboxes.labels(phase.value).set(sum(r.phase is phase for r in records))
+
+    def _observe(self, verb: str, phase: str, started: float) -> None:
+        self.metrics.phase_seconds.labels(verb, phase).observe(time.monotonic() - started)

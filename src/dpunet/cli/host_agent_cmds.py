@@ -1,0 +1,62 @@
+"""`dpunet host run`: the dpu-host node daemon (`dpunet-host`) in the foreground.
+
+Exported as the click command `host_run` (mounted under the `host` group by the main CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dpunet import logs
+from dpunet.cli.output import fail
+from dpunet.controller.client import ClientError
+from dpunet.host.config import HostAgentConfig
+from dpunet.host.daemon import HostDaemon
+from dpunet.hw.pools import PoolConfigError
+from dpunet.settings import SettingsError, load_settings
+
+
+async def _main(cfg: HostAgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await HostDaemon(cfg).run(stop)
+
+
+@click.command("run")
+@click.option(
+    "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML/JSON config file (see docs/host-agent.md).",
+)  # fmt: skip
+@click.option("--node", help="This node's name (as registered with the controller).")
+@click.option("--controller-url", help="Controller API.  [default: http://127.0.0.1:9477]")
+@click.option("--token-file", type=click.Path(path_type=Path), help="Controller bearer token.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[default: /var/lib/dpunet]")
+@click.option(
+    "--cni-socket", type=click.Path(path_type=Path), help="[default: /run/dpunet/cni.sock]"
+)
+@click.option("--sysfs-root", type=click.Path(path_type=Path), help="[default: $DPUNET_SYSFS_ROOT]")
+@click.option("--pf", help="The DPU NIC's PF.  [default: enp2s0f0np0]")
+@click.option("--pool-config", type=click.Path(path_type=Path), help="Device-plugin config.json.")
+@click.option("--mgmt-vf", type=int, help="Management VF index.  [default: 0]")
+@click.option("--metrics-address", help="HOST:PORT of /metrics.  [default: 127.0.0.1:9478]")
+@click.option("--reconcile-interval", type=float, help="Seconds between reconciles.  [default: 10]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def host_run(config_file: Path | None, **options: Any) -> None:
+    """Run the dpu-host daemon: CNI server, VF hand-out, management port, reconcile."""
+    try:
+        cfg = load_settings(HostAgentConfig, config_file, overrides=options)
+        logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
+        asyncio.run(_main(cfg))
+    except (SettingsError, PoolConfigError, ClientError, OSError) as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    host_run()

@@ -1,0 +1,74 @@
+"""`HostAgentConfig`: settings of `dpunet-host` (file < `DPUNET_*` env < flags).
+
+Every default is listed in docs/host-agent.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dpunet.cni.shim import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from dpunet.hw.pools import ManagementVf, PoolConfig, load_pool_config, parse_pool_config
+
+SEED_RESOURCE = "mlnx_sriov_cx6"
+
+
+class HostAgentConfig(BaseModel):
+    """Settings of the dpu-host node daemon."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    node: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", description="this node's name"
+    )
+    controller_url: str = Field(
+        default="http://127.0.0.1:9477", description="controller API: http://HOST:PORT or unix:PATH"
+    )
+    token_file: Path = Field(
+        default=Path("/etc/dpunet/host/token"), description="bearer token for the controller"
+    )
+    state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="sandbox records")
+    cni_socket: Path = Field(default=Path(DEFAULT_SOCKET), description="where dpunet-cni connects")
+    sysfs_root: Path | None = Field(default=None, description="default: $DPUNET_SYSFS_ROOT or /sys")
+    pf: str = Field(default="enp2s0f0np0", description="the DPU NIC's PF on this host")
+    pool_config: Path | None = Field(
+        default=None,
+        description="sriov-network-device-plugin config.json (or its ConfigMap); default: one "
+        "pool of all VFs of `pf` named mellanox.com/mlnx_sriov_cx6, as in the seed",
+    )
+    resource_prefix: str = Field(default="mellanox.com", description="prefix of unprefixed pools")
+    mgmt_vf: int | None = Field(
+        default=0, ge=0, description="VF index of `pf` used as the management port (None: none)"
+    )
+    mgmt_ifname: str = Field(default="ovn-k8s-mp0", max_length=15)
+    metrics_address: str | None = Field(
+        default="127.0.0.1:9478", description="HOST:PORT of /metrics, /healthz, /readyz"
+    )
+    reconcile_interval: float = Field(default=10.0, gt=0, description="seconds between reconciles")
+    port_timeout: float = Field(default=60.0, gt=0, le=600, description="wait for a port (s)")
+    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    log_format: str = Field(default="kv", pattern=r"^(kv|json)$")
+
+    def pools(self) -> PoolConfig:
+        """The VF pools this node hands out."""
+        if self.pool_config is not None:
+            return load_pool_config(self.pool_config, self.resource_prefix)
+        seed_like = {
+            "resourceList": [
+                {
+                    "resourceName": SEED_RESOURCE,
+                    "selectors": {
+                        "vendors": ["15b3"],
+                        "drivers": ["mlx5_core"],
+                        "pfNames": [self.pf],
+                    },
+                }
+            ]
+        }
+        return parse_pool_config(seed_like, self.resource_prefix)
+
+    def management_vfs(self) -> tuple[ManagementVf, ...]:
+        """The management VF, excluded from every pool."""
+        return () if self.mgmt_vf is None else (ManagementVf(self.pf, self.mgmt_vf),)

@@ -1,0 +1,127 @@
+"""`dpunet-host`: the dpu-host node daemon.
+
+Serves the CNI socket with a `PodAgent` over VFs, keeps the management port
+(`ovn-k8s-mp0`) in shape, reconciles sandbox records against namespaces and the
+controller on start and periodically, and exports `/metrics`, `/healthz` and
+`/readyz`. No OVS and no OVN access on this node: everything goes through the
+controller's port API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from prometheus_client import CollectorRegistry, Gauge
+
+from dpunet.agent.pods import AgentMetrics, PodAgent
+from dpunet.agent.sandboxes import SandboxStore
+from dpunet.cni.server import CniServer
+from dpunet.controller.client import ClientError, ControllerClient, read_token_file
+from dpunet.host.config import HostAgentConfig
+from dpunet.host.mgmt import ensure_management_port
+from dpunet.host.vfs import VfAttacher
+from dpunet.hw.sysfs import Sysfs
+from dpunet.logs import event
+from dpunet.observability import check_handler, metrics_handler, start_http
+from dpunet.podnet import PodNetError
+
+log = logging.getLogger("dpunet.host")
+
+
+class HostDaemon:
+    """One dpu-host node's daemon (see module docstring)."""
+
+    def __init__(self, cfg: HostAgentConfig) -> None:
+        self.cfg = cfg
+        self.sysfs = Sysfs.from_env(cfg.sysfs_root)
+        self.client = ControllerClient(
+            cfg.controller_url, read_token_file(str(cfg.token_file)), timeout=cfg.port_timeout + 30
+        )
+        self.registry = CollectorRegistry()
+        self.attacher = VfAttacher(self.sysfs, cfg.pools(), cfg.management_vfs())
+        self.agent = PodAgent(
+            cfg.node,
+            self.attacher,
+            SandboxStore(cfg.state_dir),
+            self.client,
+            AgentMetrics(self.registry, "dpunet_host"),
+            cfg.port_timeout,
+        )
+        self.vfs = Gauge(
+            "dpunet_host_pool_vfs", "VFs per pool, by state.", ["resource", "state"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.last_reconcile_ok = 0.0
+        self.mgmt_ok = cfg.mgmt_vf is None
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Serve until `stop` is set."""
+        server = CniServer(self.agent, self.cfg.cni_socket, state_dir=self.cfg.state_dir)
+        await server.start()
+        http = None
+        if self.cfg.metrics_address:
+            host, _, port = self.cfg.metrics_address.rpartition(":")
+            http = await start_http(
+                host,
+                int(port),
+                {
+                    "/metrics": metrics_handler(self.registry),
+                    "/healthz": check_handler(lambda: (True, "alive")),
+                    "/readyz": check_handler(self.readiness),
+                },
+            )
+        event(log, "started", node=self.cfg.node, socket=self.cfg.cni_socket)
+        try:
+            while not stop.is_set():
+                await self.reconcile_once()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.cfg.reconcile_interval)
+        finally:
+            await server.close()
+            if http is not None:
+                http.close()
+            self.client.close()
+            event(log, "stopped", node=self.cfg.node)
+
+    async def reconcile_once(self) -> None:
+        """Management port, sandboxes, pool gauges; failures are logged, never fatal."""
+        await self._ensure_mgmt()
+        try:
+            await self.agent.reconcile()
+            self.last_reconcile_ok = time.monotonic()
+        except Exception as exc:  # keep serving; the next pass retries
+            event(log, "reconcile-error", level=logging.ERROR, error=repr(exc))
+        held = [r.device for r in await asyncio.to_thread(self.agent.store.all)]
+        usage = await asyncio.to_thread(self.attacher.pool_usage, held)
+        for resource, (used, total) in usage.items():
+            self.vfs.labels(resource, "used").set(used)
+            self.vfs.labels(resource, "free").set(total - used)
+
+    async def _ensure_mgmt(self) -> None:
+        if self.cfg.mgmt_vf is None:
+            return
+        try:
+            node = await asyncio.to_thread(self.client.get_node, self.cfg.node)
+            changes = await asyncio.to_thread(
+                ensure_management_port,
+                self.sysfs, self.cfg.pf, self.cfg.mgmt_vf, node, self.cfg.mgmt_ifname,
+            )  # fmt: skip
+        except (ClientError, PodNetError) as exc:
+            self.mgmt_ok = False
+            event(log, "mgmt-port-error", level=logging.WARNING, error=str(exc))
+            return
+        self.mgmt_ok = True
+        if changes:
+            event(log, "mgmt-port-configured", ifname=self.cfg.mgmt_ifname, changes=changes)
+
+    def readiness(self) -> tuple[bool, str]:
+        """Ready once a reconcile succeeded recently and the management port is in place."""
+        fresh = time.monotonic() - self.last_reconcile_ok < 3 * self.cfg.reconcile_interval + 5
+        if not fresh:
+            return False, "no successful reconcile recently (controller unreachable?)"
+        if not self.mgmt_ok:
+            return False, "management port not configured"
+        return True, "ready"

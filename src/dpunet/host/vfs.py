@@ -1,0 +1,155 @@
+"""VFs as pod interfaces: the dpu-host node's `Attacher`.
+
+A VF comes from the network config (`deviceID`/`pciBusID`, injected by multus
+from the device plugin's allocation) or, in standalone mode, from this node's
+own pools (the sriov-network-device-plugin `config.json` format). Plugging moves
+the VF into the pod's namespace under a temporary name (so nothing clashes),
+then renames and configures it; unplugging finds the VF wherever it is — still
+in the pod, or returned to the host by the kernel as `eth0` or `devN` after the
+pod's namespace died — and restores its host name, MAC and MTU.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from dpunet import podnet
+from dpunet.agent.pods import ERR_NO_DEVICE
+from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.cni.models import AddRequest
+from dpunet.cni.shim import CniError
+from dpunet.hw.host import find_vf_by_pci
+from dpunet.hw.pools import (
+    ManagementVf,
+    PoolAssignment,
+    PoolConfig,
+    assign_pools,
+    discover_pool_devices,
+    read_default_route_netdevs,
+)
+from dpunet.hw.sysfs import Sysfs
+
+
+def temp_name(pci: str) -> str:
+    """A name for the VF while it crosses namespaces: unique per VF, at most 15 chars."""
+    return "dpn" + "".join(c for c in pci.split(":", 1)[-1] if c.isalnum())[-10:]
+
+
+class VfAttacher:
+    """Hands out the VFs of this node's pools (see module docstring)."""
+
+    kind = "vf"
+
+    def __init__(
+        self,
+        sysfs: Sysfs,
+        pools: PoolConfig,
+        management_vfs: tuple[ManagementVf, ...] = (),
+    ) -> None:
+        self.sysfs = sysfs
+        self.pools = pools
+        self.management_vfs = management_vfs
+
+    def assignment(self) -> PoolAssignment:
+        """The node's VFs sorted into pools (re-read each time: VFs come and go)."""
+        return assign_pools(
+            self.pools,
+            discover_pool_devices(self.sysfs),
+            default_route_netdevs=read_default_route_netdevs(),
+            management_vfs=self.management_vfs,
+        )
+
+    def pool_usage(self, held: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+        """resource -> (VFs in use, VFs in the pool)."""
+        taken = {d.get("pci") for d in held}
+        return {
+            pool.resource: (sum(d.address in taken for d in pool.devices), len(pool.devices))
+            for pool in self.assignment().pools
+        }
+
+    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
+        """The VF named by the config, else a free one of the requested (or first) pool."""
+        taken = {d.get("pci"): d for d in held}
+        assignment = self.assignment()
+        members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
+        wanted = req.config.vf_pci_address
+        if wanted is not None:
+            if wanted not in members:
+                why = next(
+                    (e.reason for e in assignment.excluded if e.device.address == wanted), None
+                )
+                raise CniError(
+                    ERR_NO_DEVICE, f"VF {wanted} is not one this node hands out",
+                    why or "no such VF on this node",
+                )  # fmt: skip
+            if wanted in taken:
+                raise CniError(ERR_NO_DEVICE, f"VF {wanted} is already in use by another sandbox")
+            return self._describe(wanted, members[wanted])
+        resource = req.config.resource_name
+        pools = [
+            p for p in assignment.pools if resource in (None, p.resource, p.resource.split("/")[-1])
+        ]
+        if not pools:
+            known = ", ".join(p.resource for p in assignment.pools) or "none"
+            raise CniError(
+                ERR_NO_DEVICE, f"no VF pool {resource!r} on this node", f"pools: {known}"
+            )
+        pool = pools[0]
+        for device in sorted(pool.devices, key=lambda d: (d.pf_address or "", d.vf_index or 0)):
+            if device.address not in taken and device.netdev is not None:
+                return self._describe(device.address, pool.resource)
+        raise CniError(
+            ERR_NO_DEVICE,
+            f"no free VF in pool {pool.resource}",
+            f"all {len(pool.devices)} VFs are in use or away from the host",
+        )
+
+    def _describe(self, pci: str, resource: str) -> dict[str, Any]:
+        vf = find_vf_by_pci(self.sysfs, pci)
+        if vf is None or vf.netdev is None:
+            raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
+        if vf.pf_mac is None:
+            raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
+        link = podnet.link_state(vf.netdev)
+        if link is None:
+            raise CniError(ERR_NO_DEVICE, f"VF {pci} netdev {vf.netdev} vanished")
+        return {
+            "pci": pci,
+            "resource": resource,
+            "pf_mac": vf.pf_mac,
+            "vf_num": vf.index,
+            "host_link": asdict(link),
+        }
+
+    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
+        """What the controller needs to have the DPU plug this VF's representor."""
+        return {"pci": device["pci"], "pf_mac": device["pf_mac"], "vf_num": device["vf_num"]}
+
+    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
+        """Move the VF into the pod and configure it there."""
+        host = podnet.HostLinkState(**record.device["host_link"])
+        tmp = temp_name(record.device["pci"])
+        podnet.move_link(host.name, tmp, None, record.netns)
+        podnet.configure(record.netns, tmp, cfg)
+
+    def unplug(self, record: SandboxRecord) -> None:
+        """Bring the VF back to the host as it was, from wherever it is."""
+        host = podnet.HostLinkState(**record.device["host_link"])
+        pci = record.device["pci"]
+        tmp = temp_name(pci)
+        if os.path.exists(record.netns):
+            for name in (record.ifname, tmp):
+                if podnet.link_exists(name, record.netns):
+                    podnet.move_link(name, tmp, record.netns, None)
+                    podnet.restore(tmp, host)
+                    return
+        vf = find_vf_by_pci(self.sysfs, pci)
+        if vf is not None and vf.netdev is not None:
+            podnet.restore(vf.netdev, host)  # in the host: never moved, or returned by the kernel
+            return
+        raise podnet.PodNetError(
+            f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
+        )
