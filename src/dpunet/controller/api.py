@@ -9,8 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dpunet import __version__
@@ -118,6 +121,19 @@ def create_app(ctl: "Controller") -> FastAPI:
     async def _controller_error(request: Request, exc: ControllerError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.status)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # list every method of the path, not just one route's
+            methods = {
+                m
+                for r in app.router.routes
+                if isinstance(r, APIRoute) and r.matches(request.scope)[0] is not Match.NONE
+                for m in r.methods or ()
+            }
+            headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
     @app.middleware("http")
     async def _count(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
@@ -212,7 +228,7 @@ def create_app(ctl: "Controller") -> FastAPI:
         req: PortRequest,
         timeout: Annotated[
             float | None,
-            Query(gt=0, le=600, description="deadline in seconds (default: port_timeout)"),
+            Query(ge=1, le=600, description="deadline in seconds (default: port_timeout)"),
         ] = None,
     ) -> PortInfo:
         """Allocate address and MAC, write the LSP, wait until it is up; idempotent per

@@ -23,6 +23,9 @@ OPAQUE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 IFNAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$"
 PCI = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+IPV4 = rf"^({_OCTET}\.){{3}}{_OCTET}$"
+IPV4_CIDR = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"
 
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
 Mac = Annotated[str, StringConstraints(pattern=MAC)]
@@ -59,9 +62,12 @@ class NodeSpec(_Body):
         description="OVN chassis (OVS system-id) of the node, for a dpu-host: its DPU's",
     )
     node_ip: IPv4Interface = Field(
-        description="the node's underlay address with prefix, e.g. 192.0.2.101/24"
+        description="the node's underlay address with prefix, e.g. 192.0.2.101/24",
+        json_schema_extra={"pattern": IPV4_CIDR},
     )
-    next_hop: IPv4Address = Field(description="gateway next hop on the underlay")
+    next_hop: IPv4Address = Field(
+        description="gateway next hop on the underlay", json_schema_extra={"pattern": IPV4}
+    )
     gateway_mac: Mac | None = Field(
         default=None,
         description="MAC of the gateway router's external port (default 0a:58 + node IP)",

@@ -54,7 +54,8 @@ class Gate:
         """Run an operation; waits up to `timeout` while a reload is going on."""
         async with self._cond:
             try:
-                await asyncio.wait_for(self._cond.wait_for(lambda: self.is_open), timeout)
+                if not self.is_open:
+                    await asyncio.wait_for(self._cond.wait_for(lambda: self.is_open), timeout)
             except TimeoutError:
                 raise Unavailable(
                     "the controller is (re)loading its state from OVN Northbound; retry"
