@@ -452,7 +452,7 @@ def test_vf_outlives_the_netns_it_was_moved_into(nic: NicLab) -> None:
     run("ip", "-n", pod, "link", "set", "enp2s0f0v1", "name", "eth0")
     run("ip", "-n", pod, "link", "set", "eth0", "address", "02:aa:00:00:00:01", "mtu", "1400", "up")
     run("ip", "netns", "del", pod)
-    wait_until("VF 1 back in the host netns", lambda: "eth0" in links(nic.host_ns))
+    wait_until("VF 1 back in the host netns", lambda: "eth0" in nic.marked(nic.host_ns))
     vf = links(nic.host_ns)["eth0"]
     assert (vf["address"], vf["mtu"]) == ("02:aa:00:00:00:01", 1400)
     assert "UP" not in vf["flags"]  # a VF returned by the kernel is down
@@ -469,7 +469,7 @@ def test_vf_outlives_the_netns_it_was_moved_into(nic: NicLab) -> None:
     ifindex = links(pod)["eth0"]["ifindex"]
     run("ip", "-n", nic.host_ns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
     run("ip", "netns", "del", pod)
-    wait_until(f"VF 1 back as dev{ifindex}", lambda: f"dev{ifindex}" in links(nic.host_ns))
+    wait_until(f"VF 1 back as dev{ifindex}", lambda: f"dev{ifindex}" in nic.marked(nic.host_ns))
     assert links(nic.host_ns)[f"dev{ifindex}"]["address"] == "02:aa:00:00:00:01"
     assert os.listdir(nic.host / "bus/pci/devices/0000:02:00.4/net") == [f"dev{ifindex}"]
     assert "rep-pod1" in links(dpu)
@@ -495,7 +495,7 @@ def test_vf_followed_from_pod_to_pod(nic: NicLab) -> None:
     )
     time.sleep(3 * nic.config.sweep_interval)
     run("ip", "netns", "del", pod2)
-    wait_until("VF 2 back as net1", lambda: "net1" in links(nic.host_ns))
+    wait_until("VF 2 back as net1", lambda: "net1" in nic.marked(nic.host_ns))
     assert links(nic.host_ns)["net1"]["address"] == "02:aa:00:00:00:02"
     assert os.listdir(nic.host / "bus/pci/devices/0000:02:00.5/net") == ["net1"]
 
@@ -509,8 +509,8 @@ def test_a_deleted_pair_comes_back_as_it_was(nic: NicLab) -> None:
     wait_until(
         "both pairs back",
         lambda: (
-            {"pf0vf0", "pf0hpf"} <= set(links(nic.dpu_ns))
-            and set(before) <= set(links(nic.host_ns))
+            {"pf0vf0", "pf0hpf"} <= set(nic.marked(nic.dpu_ns))
+            and set(before) <= set(nic.marked(nic.host_ns))
         ),
     )
     host = links(nic.host_ns)
@@ -553,7 +553,7 @@ def test_ovs_keeps_switching_a_recreated_representor(nic: NicLab) -> None:
         run("ip", "netns", "exec", pod, "ping", "-c1", "-W2", "192.0.2.1")
         rep_index = links(nic.dpu_ns)["pf0vf1"]["ifindex"]
         run("ip", "netns", "del", pod)
-        wait_until("VF 1 back", lambda: "enp2s0f0v1" in links(nic.host_ns))
+        wait_until("VF 1 back", lambda: "enp2s0f0v1" in nic.marked(nic.host_ns))
         assert links(nic.dpu_ns)["pf0vf1"]["ifindex"] != rep_index
         run("ip", "-n", nic.host_ns, "addr", "add", "192.0.2.2/24", "dev", "enp2s0f0v1")
         run("ip", "-n", nic.host_ns, "link", "set", "enp2s0f0v1", "up")

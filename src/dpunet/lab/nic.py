@@ -24,6 +24,7 @@ import socket
 import struct
 import threading
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from pyroute2 import IPRoute
@@ -211,9 +212,14 @@ class Link:
 
 
 def _as_set(previous: Link | None, link: Link, change: int) -> Link:
-    """``link`` with the admin state it was given: a close by the kernel on the way
-    to deletion or a netns move is not an ``ip link set down``."""
-    if change == _KERNEL_CLOSE and previous is not None and previous.up and not link.up:
+    """``link`` with the admin state it was given.
+
+    Only an explicit up/down (``IFF_UP`` in ``ifi_change``) changes it: a close
+    by the kernel on the way to deletion or a netns move (``IFF_UP|IFF_RUNNING``)
+    and the events that follow it (linkwatch, ``ifi_change`` 0) do not.
+    """
+    explicit = change & _IFF_UP and change != _KERNEL_CLOSE
+    if previous is not None and previous.up and not link.up and not explicit:
         return replace(link, flags=link.flags | _IFF_UP)
     return link
 
@@ -332,18 +338,22 @@ class EmulatedNic:
     lock: threading.RLock
     numvfs: int = 0
     tracks: dict[int, FunctionTrack] = field(default_factory=dict)
+    generation: int = 0
+    """Bumped whenever a view changes (lets readers cache what they derive)."""
+    pending: dict[str, tuple[int, bool]] = field(default_factory=dict)
+    """Names of pair ends being created, recognised before their marker is set."""
 
-    @property
+    @cached_property
     def pf_address(self) -> PciAddress:
         """PCI address of the host PF."""
         return PciAddress.parse(self.cfg.pf_pci)
 
-    @property
+    @cached_property
     def dpu_address(self) -> PciAddress:
         """PCI address of the DPU's own PF (parent of p0 and the representors)."""
         return PciAddress.parse(self.cfg.dpu_pci)
 
-    @property
+    @cached_property
     def pf_number(self) -> int:
         """BlueField's ``pf<N>``: the PCI function number of the host PF."""
         return self.pf_address.function
@@ -360,11 +370,16 @@ class EmulatedNic:
         """The ifalias marker of the DPU's uplink (p0)."""
         return f"dpunet-lab:{self.lab}:{self.cfg.dpu_node}:uplink"
 
-    def role(self, link: Link) -> tuple[int, bool] | None:
-        """``(slot, is_representor)`` of one of our pair ends, else None."""
+    def role(self, link: Link, side: NetnsSide | None = None) -> tuple[int, bool] | None:
+        """``(slot, is_representor)`` of one of our pair ends, else None.
+
+        ``side``: the netns the link is seen in, if it is the host's or the
+        DPU's (there a pair end being created is recognised by its name).
+        """
         prefix = f"dpunet-lab:{self.lab}:{self.cfg.host_node}:"
         if not link.alias.startswith(prefix):
-            return None
+            pending = self.pending.get(link.name) if side is not None and not link.alias else None
+            return pending if pending is not None and pending[1] == (side is self.dpu) else None
         parts = link.alias[len(prefix) :].split(":")
         rep = parts[:1] == ["rep"]
         if rep:
@@ -377,7 +392,7 @@ class EmulatedNic:
 
     def host_device(self, link: Link) -> PciAddress | None:
         """PCI address a host-side netdev belongs to (None for virtual ones)."""
-        role = self.role(link)
+        role = self.role(link, self.host)
         if role is None or role[1]:
             return None
         slot = role[0]
@@ -389,7 +404,7 @@ class EmulatedNic:
         """``phys_port_name`` of a DPU-side netdev (None if it is not an eSwitch port)."""
         if link.alias == self.uplink_marker:
             return f"p{self.pf_number}"
-        role = self.role(link)
+        role = self.role(link, self.dpu)
         if role is None or not role[1]:
             return None
         slot = role[0]
@@ -400,8 +415,7 @@ class EmulatedNic:
     def find(self, slot: int, rep: bool) -> Link | None:
         """The end of ``slot``'s pair currently visible in its home netns."""
         side = self.dpu if rep else self.host
-        marker = self.marker(slot, rep)
-        return next((link for link in side.links.values() if link.alias == marker), None)
+        return next((ln for ln in side.links.values() if self.role(ln, side) == (slot, rep)), None)
 
     def vf_mac(self, slot: int) -> str:
         """Deterministic MAC of a fresh VF (or the PF)."""
@@ -431,11 +445,12 @@ class EmulatedNic:
         link = Link.from_msg(msg)
         deleted = kind == RTM_DELLINK
         if nsid is None:
+            self.generation += 1
             if deleted:
                 side.links.pop(link.index, None)
             else:
                 side.links[link.index] = link
-        role = self.role(link)
+        role = self.role(link, side if nsid is None else None)
         if role is None:
             return (
                 side is self.dpu
@@ -549,6 +564,27 @@ class EmulatedNic:
 
     def create_pair(self, slot: int, host_end: EndSpec, rep_end: EndSpec) -> None:
         """Create the veth pair of ``slot``; on failure nothing is left behind."""
+        with self.lock:
+            self.pending = {host_end.name: (slot, False), rep_end.name: (slot, True)}
+            self.generation += 1
+        try:
+            self._create_pair(slot, host_end, rep_end)
+        finally:
+            with self.lock:
+                self.pending = {}
+                self.generation += 1
+        log_event(
+            self.log,
+            "pair_created",
+            host=self.cfg.host_node,
+            function="pf" if slot == PF else f"vf{slot}",
+            host_if=host_end.name,
+            mac=host_end.mac,
+            rep=rep_end.name,
+            up=host_end.up,
+        )
+
+    def _create_pair(self, slot: int, host_end: EndSpec, rep_end: EndSpec) -> None:
         try:
             self.host.ipr.link(
                 "add",
@@ -565,16 +601,17 @@ class EmulatedNic:
             )
         except NetlinkError as exc:
             raise os_error(exc) from exc
+        ends = ((self.dpu, rep_end, True), (self.host, host_end, False))
         try:
-            for side, end, rep in ((self.host, host_end, False), (self.dpu, rep_end, True)):
-                index = side.ipr.link_lookup(ifname=end.name)[0]
-                side.ipr.link(
-                    "set",
-                    index=index,
-                    ifalias=self.marker(slot, rep),
-                    state="up" if end.up else "down",
-                )
+            # The representor comes up first; the markers come last, so a pair
+            # that carries both markers is complete.
+            indexes = [side.ipr.link_lookup(ifname=end.name)[0] for side, end, _ in ends]
+            for (side, end, _), index in zip(ends, indexes, strict=True):
+                if end.up:
+                    side.ipr.link("set", index=index, state="up")
                 side.disable_tx_csum(end.name)
+            for (side, _, rep), index in zip(ends, indexes, strict=True):
+                side.ipr.link("set", index=index, ifalias=self.marker(slot, rep))
                 self._refresh(side, index)
         except (NetlinkError, OSError, IndexError) as exc:
             self._delete_by_name(self.host, host_end.name)
@@ -583,16 +620,6 @@ class EmulatedNic:
             if isinstance(exc, IndexError):
                 raise OSError(errno.ENODEV, f"{host_end.name} vanished while created") from exc
             raise
-        log_event(
-            self.log,
-            "pair_created",
-            host=self.cfg.host_node,
-            function="pf" if slot == PF else f"vf{slot}",
-            host_if=host_end.name,
-            mac=host_end.mac,
-            rep=rep_end.name,
-            up=host_end.up,
-        )
 
     def _refresh(self, side: NetnsSide, index: int) -> None:
         # An ifalias change of a down link emits no netlink event: read the link back.

@@ -8,8 +8,10 @@ once the mount is up and the initial VFs exist. SIGTERM (or SIGINT/SIGHUP)
 unmounts, deletes every pair and removes the pid and ready files.
 
 Threads: the main thread waits for signals; one engine thread owns every
-netlink change (jobs, event-driven repairs, a periodic sweep); libfuse's
-threads answer filesystem requests from the netlink views.
+netlink change (jobs, event-driven repairs, a periodic sweep); one libfuse
+thread answers filesystem requests, one at a time, from the netlink views
+(single-threaded FUSE halves the latency of a read here; a ``sriov_numvfs``
+write holds other requests until it is done).
 """
 
 from __future__ import annotations
@@ -349,6 +351,7 @@ def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
                 ops,
                 str(cfg.mountpoint),
                 foreground=True,
+                nothreads=True,
                 allow_other=True,
                 fsname=f"dpunet-lab-{cfg.lab}",
                 subtype=_FUSE_SUBTYPE,

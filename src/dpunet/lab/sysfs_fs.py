@@ -93,6 +93,16 @@ class _PciFunction:
     slot: int | None  # PF, VF number, or None for the DPU's own PF
 
 
+@dataclass(frozen=True)
+class _Devices:
+    """What one node's tree is made of, for one state of the NIC."""
+
+    key: tuple[int, int]
+    functions: dict[str, _PciFunction]
+    netdevs: dict[str, tuple[Link, PciAddress | None]]
+    virtual: list[str]
+
+
 def _text(value: object) -> Callable[[], bytes]:
     data = f"{value}\n".encode()
     return lambda: data
@@ -110,6 +120,7 @@ class SysfsTree:
 
     def __init__(self, nics: list[EmulatedNic], backend: Backend) -> None:
         self._backend = backend
+        self._cache: dict[tuple[int, bool], _Devices] = {}  # used under the backend's lock
         self._roots: dict[str, tuple[EmulatedNic, bool]] = {}
         for nic in nics:
             self._roots[nic.cfg.host_node] = (nic, False)
@@ -149,10 +160,19 @@ class SysfsTree:
             out[link.name] = (link, address)
         return out
 
+    def _devices(self, nic: EmulatedNic, dpu: bool) -> _Devices:
+        key = (nic.generation, nic.numvfs)
+        cached = self._cache.get((id(nic), dpu))
+        if cached is None or cached.key != key:
+            netdevs = self._netdevs(nic, dpu)
+            virtual = sorted(name for name, (_, address) in netdevs.items() if address is None)
+            cached = _Devices(key, self._functions(nic, dpu), netdevs, virtual)
+            self._cache[(id(nic), dpu)] = cached
+        return cached
+
     def _node_root(self, nic: EmulatedNic, dpu: bool, parts: list[str]) -> Node | None:
-        fns = self._functions(nic, dpu)
-        netdevs = self._netdevs(nic, dpu)
-        virtual = sorted(name for name, (_, address) in netdevs.items() if address is None)
+        devices = self._devices(nic, dpu)
+        fns, netdevs, virtual = devices.functions, devices.netdevs, devices.virtual
         match parts:
             case []:
                 return Dir(["bus", "class", "devices"])
