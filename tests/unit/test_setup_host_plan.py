@@ -8,9 +8,10 @@ import pytest
 from hw_sysfs_tree import SEED_PF, SEED_PF_ADDRESS, ari_address, seed_host
 from pydantic import ValidationError
 
+from dpunet.ethtool import Feature
 from dpunet.hw.host import find_pf, list_vfs
 from dpunet.setup.host import HostSetupConfig, HostState, plan_host, wait_for_vfs
-from dpunet.setup.netlink import Feature, Link
+from dpunet.setup.netlink import Link
 from dpunet.setup.plan import Outcome, SetupError
 
 PF_LINK_DOWN = Link(SEED_PF, 3, "10:70:fd:09:81:aa", False)

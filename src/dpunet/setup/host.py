@@ -18,10 +18,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from dpunet.ethtool import Feature
 from dpunet.hw.host import PhysicalFunction, VirtualFunction, find_pf, list_vfs
 from dpunet.hw.sysfs import Sysfs
 from dpunet.setup import netlink
-from dpunet.setup.netlink import Feature, Link, Netlink
+from dpunet.setup.netlink import Link, Netlink
 from dpunet.setup.plan import IfName, Outcome, Plan, SetupError, Step, show, step
 
 HW_TC_OFFLOAD = "hw-tc-offload"

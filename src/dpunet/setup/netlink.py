@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from pyroute2 import IPRoute
-from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
+from dpunet import ethtool
+from dpunet.ethtool import Feature
 from dpunet.setup.plan import SetupError
 
 IFF_UP = 0x1
@@ -224,33 +225,17 @@ def kernel_has_ovs_datapath() -> bool:
     return True
 
 
-@dataclass(frozen=True)
-class Feature:
-    """An ethtool feature of a netdev: enabled now, and whether the device lets it change."""
-
-    enabled: bool
-    changeable: bool
-
-
 def read_feature(ifname: str, name: str) -> Feature | None:
     """The ethtool feature `name` (e.g. `hw-tc-offload`) of `ifname`, or None when unknown."""
-    with Ethtool() as eth:
-        try:
-            features = eth.get_features(ifname).features
-        except OSError as exc:
-            raise SetupError(f"cannot read ethtool features of {ifname}: {exc.strerror}") from exc
-    feature = features.get(name)
-    if feature is None:
-        return None
-    return Feature(enabled=bool(feature.enable), changeable=bool(feature.available))
+    try:
+        return ethtool.read_feature(ifname, name)
+    except ethtool.EthtoolError as exc:
+        raise SetupError(str(exc)) from exc
 
 
 def enable_feature(ifname: str, name: str) -> None:
     """Turn the ethtool feature `name` of `ifname` on (`ethtool -K <ifname> <name> on`)."""
-    with Ethtool() as eth:
-        try:
-            features = eth.get_features(ifname)
-            features.features[name].enable = True
-            eth.set_features(ifname, features)
-        except OSError as exc:
-            raise SetupError(f"cannot enable {name} on {ifname}: {exc.strerror}") from exc
+    try:
+        ethtool.set_features(ifname, {name: True})
+    except ethtool.EthtoolError as exc:
+        raise SetupError(str(exc)) from exc
