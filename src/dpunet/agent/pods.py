@@ -62,6 +62,11 @@ class Attacher(Protocol):
         """Device fields of the controller's port request (pci, pf_mac, vf_num for a VF)."""
         ...
 
+    def prepare(self, record: SandboxRecord) -> None:
+        """Before the port request (the record is saved): what must exist for OVN to report
+        the port up; a full node plugs its veth's host end into br-int here."""
+        ...
+
     def plug(self, record: SandboxRecord, cfg: InterfaceConfig) -> None:
         """Put the device into the pod's namespace as `cfg` describes."""
         ...
@@ -222,6 +227,14 @@ class PodAgent:
         self._observe("ADD", "claim", phase_started)
         event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
         try:
+            phase_started = time.monotonic()
+            try:
+                await asyncio.to_thread(self.attacher.prepare, record)
+            except PodNetError as exc:
+                raise CniError(
+                    ERR_PLUG, f"preparing the {self.attacher.kind} failed", str(exc)
+                ) from exc
+            self._observe("ADD", "prepare", phase_started)
             phase_started = time.monotonic()
             body = {
                 "node": self.node,

@@ -128,6 +128,9 @@ class VfAttacher:
         """What the controller needs to have the DPU plug this VF's representor."""
         return {"pci": device["pci"], "pf_mac": device["pf_mac"], "vf_num": device["vf_num"]}
 
+    def prepare(self, record: SandboxRecord) -> None:
+        """Nothing: the DPU plugs the VF's representor."""
+
     def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
         """Move the VF into the pod and configure it there."""
         host = podnet.HostLinkState(**record.device["host_link"])
