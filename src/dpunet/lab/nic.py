@@ -250,9 +250,8 @@ class NetnsSide:
     ``links`` by any thread holding the engine lock.
     """
 
-    def __init__(self, node: str, netns: str, listen_all_nsid: bool) -> None:
-        self.node = node
-        self.netns = netns
+    def __init__(self, netns: str, listen_all_nsid: bool) -> None:
+        """Open the sockets in ``netns`` (a name in /run/netns or a path)."""
         path = netns if "/" in netns else f"/run/netns/{netns}"
         self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         self.links: dict[int, Link] = {}

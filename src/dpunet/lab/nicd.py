@@ -33,12 +33,10 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-import mfusepy
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet.lab.nic import EmulatedNic, NetnsSide, PciAddress, log_event, parse_kstrtou16
-from dpunet.lab.sysfs_fs import SysfsFuse, SysfsTree
 
 T = TypeVar("T")
 log = logging.getLogger("dpunet.lab.nicd")
@@ -230,9 +228,9 @@ class Engine:
 
     def _open(self) -> None:
         for pair in self.cfg.pairs:
-            host = NetnsSide(pair.host_node, pair.host_netns, listen_all_nsid=True)
+            host = NetnsSide(pair.host_netns, listen_all_nsid=True)
             try:
-                dpu = NetnsSide(pair.dpu_node, pair.dpu_netns, listen_all_nsid=False)
+                dpu = NetnsSide(pair.dpu_netns, listen_all_nsid=False)
             except BaseException:
                 host.close()
                 raise
@@ -340,6 +338,11 @@ def _take_signal(timeout: float) -> bool:
 
 def _serve(cfg: NicDaemonConfig, engine: Engine) -> int:
     """Mount, announce readiness, wait for a stop signal (or FUSE's end), unmount."""
+    # Imported here: they load libfuse3, which users of the config model need not have.
+    import mfusepy
+
+    from dpunet.lab.sysfs_fs import SysfsFuse, SysfsTree
+
     mounted = threading.Event()
     ended = threading.Event()
     fuse_error: list[BaseException] = []
