@@ -45,10 +45,11 @@ def run(
     log_level: str | None,
 ) -> None:
     """Run the controller (file < DPUNET_* env < flags)."""
+    from dpunet import logs
     from dpunet.controller.app import serve
     from dpunet.controller.auth import TokenFileError
-    from dpunet.controller.config import ConfigError, load_config
-    from dpunet.controller.log import setup_logging
+    from dpunet.controller.config import ControllerConfig
+    from dpunet.settings import SettingsError, load_settings
 
     overrides: dict[str, Any] = {
         "listen": list(listen) or None,
@@ -59,10 +60,10 @@ def run(
         "log_level": log_level,
     }
     try:
-        cfg = load_config(config_path, os.environ, overrides)
-        setup_logging(cfg.log_level)
+        cfg = load_settings(ControllerConfig, config_path, os.environ, overrides)
+        logs.configure(cfg.log_format, cfg.log_level)
         asyncio.run(serve(cfg))
-    except (ConfigError, TokenFileError) as exc:
+    except (SettingsError, TokenFileError) as exc:
         fail(escape(str(exc)))
     except OSError as exc:
         fail(escape(f"cannot listen: {exc}"))

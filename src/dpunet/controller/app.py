@@ -14,7 +14,6 @@ import uvicorn
 from dpunet.controller.api import create_app
 from dpunet.controller.auth import TokenStore
 from dpunet.controller.config import ControllerConfig
-from dpunet.controller.log import event
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.models import Health
 from dpunet.controller.nb import NbClient
@@ -22,6 +21,7 @@ from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
 from dpunet.controller.state import ClusterState
+from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller")
 _TICK_S = 0.5

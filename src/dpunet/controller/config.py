@@ -1,30 +1,23 @@
-"""`ControllerConfig`: the controller's settings from a YAML/JSON file, `DPUNET_*` env and flags.
+"""`ControllerConfig`: the controller's settings.
 
-Precedence, lowest first: the model's defaults, the file, the environment
-(`DPUNET_<FIELD>`, lists comma-separated, e.g. `DPUNET_NB_REMOTES=tcp:a:6641,tcp:b:6641`),
-then command-line flags. Every default is documented in docs/controller.md.
+Loaded with `dpunet.settings.load_settings`: defaults < YAML/JSON file < `DPUNET_<FIELD>`
+environment (lists comma-separated, e.g. `DPUNET_NB_REMOTES=tcp:a:6641,tcp:b:6641`) <
+command-line flags. Every default is documented in docs/controller.md.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from enum import StrEnum
 from ipaddress import IPv4Network
 from pathlib import Path
-from typing import Any
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENV_PREFIX = "DPUNET_"
 DEFAULT_PORT = 9477
 _REMOTE_RE = re.compile(r"^(unix:/.+|tcp:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$")
 _LISTEN_RE = re.compile(r"^(unix:/.+|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5})$")
-
-
-class ConfigError(Exception):
-    """The configuration is unreadable or invalid (message is for a person)."""
 
 
 class PlugMode(StrEnum):
@@ -72,7 +65,8 @@ class ControllerConfig(BaseModel):
     nb_workers: int = Field(default=8, ge=1, le=64)
     reconcile_interval: float = Field(default=60.0, ge=1)
     max_body_bytes: int = Field(default=16384, ge=1024)
-    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["kv", "json"] = "kv"
 
     @field_validator("nb_remotes")
     @classmethod
@@ -109,43 +103,3 @@ class ControllerConfig(BaseModel):
         if self.join_subnet.num_addresses < 4:
             raise ValueError(f"join_subnet {self.join_subnet} is too small")
         return self
-
-
-def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for name, field in ControllerConfig.model_fields.items():
-        raw = environ.get(ENV_PREFIX + name.upper())
-        if raw is None:
-            continue
-        is_list = getattr(field.annotation, "__origin__", None) is list
-        out[name] = [v.strip() for v in raw.split(",") if v.strip()] if is_list else raw
-    return out
-
-
-def load_config(
-    path: Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Any] | None = None,
-) -> ControllerConfig:
-    """Defaults < file < `DPUNET_*` environment < overrides (None values are ignored)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"config {path} is not valid YAML/JSON: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ConfigError(f"config {path} must be a mapping of settings")
-        data.update(loaded or {})
-    data.update(_from_env(environ or {}))
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    try:
-        return ControllerConfig.model_validate(data)
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid controller config: {problems}") from exc

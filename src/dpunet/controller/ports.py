@@ -29,7 +29,6 @@ from dpunet.controller.errors import (
     NotOwned,
 )
 from dpunet.controller.ipam import PoolExhausted
-from dpunet.controller.log import event
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.models import DeleteResult, PortInfo, PortList, PortRequest, Route
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
@@ -43,6 +42,7 @@ from dpunet.controller.nbcommands import (
 )
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import NodeRecord, NodeRole, PodPort, pod_gateway, pod_lsp, pod_port
+from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.ports")
 

@@ -18,7 +18,6 @@ from functools import partial
 
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import ControllerError
-from dpunet.controller.log import event
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import (
@@ -34,6 +33,7 @@ from dpunet.controller.nbcommands import (
 )
 from dpunet.controller.state import ClusterState, LoadReport
 from dpunet.controller.topology import Desired, cluster_desired, node_desired, pod_lsp
+from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.reconcile")
 
