@@ -9,22 +9,19 @@ such as `/var/run/netns/cni-...` or `/proc/<pid>/ns/net`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
 import ipaddress
 import os
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-_CLONE_NEWNET = 0x40000000
+from dpunet.netns import iproute_at, socket_at
+
 _ETH_P_ARP = 0x0806
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 class PodNetError(RuntimeError):
@@ -65,7 +62,7 @@ class HostLinkState:
 def netlink(netns: str | None = None) -> Iterator[IPRoute]:
     """An IPRoute socket in `netns` (a path), or in this process's namespace."""
     try:
-        ipr = IPRoute(netns=netns) if netns else IPRoute()
+        ipr = iproute_at(netns)
     except (OSError, NetlinkError) as exc:
         raise PodNetError(f"cannot open netlink in {netns or 'host'} namespace: {exc}") from exc
     try:
@@ -212,33 +209,6 @@ def set_down(ifname: str, netns: str | None = None) -> None:
             ipr.link("set", index=idx, state="down")
 
 
-def _socket_in_netns(netns: str | None, family: int, kind: int, proto: int) -> socket.socket:
-    """A socket created inside `netns` (setns in a throwaway thread; this one is untouched)."""
-    if netns is None:
-        return socket.socket(family, kind, proto)
-    result: list[socket.socket | OSError] = []
-
-    def enter_and_open() -> None:
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                result.append(OSError(err, f"setns({netns}): {os.strerror(err)}"))
-                return
-            result.append(socket.socket(family, kind, proto))
-        except OSError as exc:
-            result.append(exc)
-        finally:
-            os.close(fd)
-
-    thread = threading.Thread(target=enter_and_open, name="netns-socket")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
-
-
 def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address) -> None:
     """Send one gratuitous ARP from the pod so switches and neighbours learn it at once."""
     mac_bytes = bytes.fromhex(mac.replace(":", ""))
@@ -253,7 +223,7 @@ def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address
         + ip.packed
     )
     try:
-        sock = _socket_in_netns(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
+        sock = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
         with sock:
             sock.bind((ifname, _ETH_P_ARP))
             sock.send(frame)

@@ -133,6 +133,15 @@ def interface_config(ifname: str, port: Mapping[str, Any]) -> InterfaceConfig:
     )
 
 
+def _routes(port: Mapping[str, Any]) -> list[dict[str, str]]:
+    """The port's routes, with a default route via the first gateway when it has none."""
+    routes = list(port.get("routes", []))
+    gateways = port.get("gateways", [])
+    if gateways and not any(ipaddress.IPv4Network(r["dst"]).prefixlen == 0 for r in routes):
+        routes.insert(0, {"dst": "0.0.0.0/0", "gw": gateways[0]})
+    return routes
+
+
 def cni_result(record: SandboxRecord, pci: str | None) -> AddResult:
     """The CNI result of an attached sandbox."""
     port = record.port
@@ -151,10 +160,7 @@ def cni_result(record: SandboxRecord, pci: str | None) -> AddResult:
             IPConfig(address=ip, gateway=gateways[0] if gateways else None, interface=0)
             for ip in port["ips"]
         ),
-        routes=(
-            *((ResultRoute(dst="0.0.0.0/0", gw=gateways[0]),) if gateways else ()),
-            *(ResultRoute(dst=r["dst"], gw=r["gw"]) for r in port.get("routes", [])),
-        ),
+        routes=tuple(ResultRoute(dst=r["dst"], gw=r["gw"]) for r in _routes(port)),
     )
 
 

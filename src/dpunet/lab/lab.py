@@ -21,7 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dpunet.lab import daemons, nic_control
+from dpunet.lab import daemons, nic_control, services
 from dpunet.lab.inventory import nic_inventory
 from dpunet.lab.runner import (
     LabError,
@@ -148,6 +148,20 @@ class Lab:
             Step(f"ovn-controller on {n.name}", partial(self._start_controller, n))
             for n in plan.ovs_nodes
         ]
+        out.append(Step("dpunet-controller on cp", partial(services.start_controller, plan)))
+        for pair in plan.pairs:
+            out.append(
+                Step(
+                    f"dpunet-dpu on {pair.dpu.name}",
+                    partial(services.start_dpu_agent, plan, pair.dpu),
+                )
+            )
+            out.append(
+                Step(
+                    f"dpunet-host on {pair.host.name}",
+                    partial(services.start_host_agent, plan, pair.host),
+                )
+            )
         return out
 
     # --------------------------------------------------------------- steps
@@ -293,7 +307,11 @@ class Lab:
                     "underlay_ip": str(node.underlay_ip) if node.underlay_ip else None,
                     "addresses": _addresses(node.netns) if present else [],
                     "processes": [
-                        _process_status(d.name, d.pidfile) for d in daemons.node_daemons(plan, node)
+                        _process_status(d.name, d.pidfile)
+                        for d in [
+                            *daemons.node_daemons(plan, node),
+                            *services.node_services(plan, node),
+                        ]
                     ],
                 }
             )

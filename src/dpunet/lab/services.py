@@ -1,0 +1,247 @@
+"""dpunet's own daemons in the lab: controller, DPU agents, host agents, node agent.
+
+Each runs as `python -m dpunet.cli.main ...` inside its node's namespace with a
+generated config, token and log file under the node's run directory, the way an
+operator would start them on real machines. The lab registers its nodes with the
+controller (Kubernetes would do that through Node objects).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dpunet.cni.install import install_shim
+from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.lab.daemons import Daemon, nbctl
+from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, wait_for
+from dpunet.lab.topology import (
+    CP_ADDRESS,
+    EXT_ADDRESS,
+    LAB_CLUSTER_CIDR,
+    LAB_JOIN_SUBNET,
+    LAB_SERVICE_CIDR,
+    POD_MTU,
+    LabPlan,
+    Node,
+    Role,
+)
+
+CONTROLLER_PORT = 9477
+CNI_NETWORK = "dpunet"
+
+
+def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
+    """The dpunet daemons a node runs."""
+    names = {
+        Role.CONTROL_PLANE: ["dpunet-controller"],
+        Role.DPU: ["dpunet-dpu"],
+        Role.DPU_HOST: ["dpunet-host"],
+    }.get(node.role, [])
+    d = plan.node_dir(node)
+    return [Daemon(node.name, n, d / f"{n}.pid", d / f"{n}.log") for n in names]
+
+
+def _service(plan: LabPlan, node: Node, name: str) -> Daemon:
+    return next(s for s in node_services(plan, node) if s.name == name)
+
+
+def spawn(plan: LabPlan, node: Node, service: Daemon, args: list[str]) -> None:
+    """Start `dpunet ARGS` detached inside the node; its pid goes to the service's pidfile."""
+    argv = in_netns(
+        node.netns, [sys.executable, "-m", "dpunet.cli.main", *args], plan.node_env(node)
+    )
+    with open(service.logfile, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    service.pidfile.write_text(f"{proc.pid}\n")  # ip netns exec / env exec, so the pid stays
+
+
+def _alive_or_fail(service: Daemon) -> None:
+    if not pid_alive(read_pid(service.pidfile)):
+        tail = (
+            service.logfile.read_text(errors="replace")[-1500:] if service.logfile.exists() else ""
+        )
+        raise LabError(f"{service.name} on {service.node} exited: {tail.strip()}")
+
+
+# --------------------------------------------------------------------- tokens
+def token_path(plan: LabPlan, subject: str) -> Path:
+    """The file holding the token of `subject` (`admin` or a node name)."""
+    return plan.run_dir / "tokens" / subject
+
+
+def write_tokens(plan: LabPlan) -> None:
+    """One random token per node agent and one for the admin; the controller's token file."""
+    (plan.run_dir / "tokens").mkdir(mode=0o700)
+    lines = []
+    for subject in ["admin", plan.cp.name, *(p.host.name for p in plan.pairs)]:
+        token = secrets.token_urlsafe(24)
+        path = token_path(plan, subject)
+        path.write_text(token + "\n")
+        path.chmod(0o600)
+        lines.append(f"{token} {'admin' if subject == 'admin' else 'node:' + subject}")
+    controller_tokens = plan.run_dir / "tokens" / "controller"
+    controller_tokens.write_text("\n".join(lines) + "\n")
+    controller_tokens.chmod(0o600)
+
+
+def controller_socket(plan: LabPlan) -> Path:
+    """The controller API's unix socket (reachable from any namespace of the machine)."""
+    return plan.node_dir(plan.cp) / "controller.sock"
+
+
+def admin_client(plan: LabPlan) -> ControllerClient:
+    """A client of the lab's controller with the admin token."""
+    token = token_path(plan, "admin").read_text().strip()
+    return ControllerClient(f"unix:{controller_socket(plan)}", token, timeout=30)
+
+
+# ----------------------------------------------------------------- controller
+def start_controller(plan: LabPlan) -> None:
+    """The controller in cp, listening on the underlay and on a unix socket; nodes registered."""
+    cp = plan.cp
+    write_tokens(plan)
+    config = plan.node_dir(cp) / "controller.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "nb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnnb_db.sock"],
+                "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
+                "token_file": str(plan.run_dir / "tokens" / "controller"),
+                "cluster_cidr": LAB_CLUSTER_CIDR,
+                "service_cidr": LAB_SERVICE_CIDR,
+                "join_subnet": LAB_JOIN_SUBNET,
+                "node_prefix": 24,
+                "mtu": POD_MTU,
+                "reconcile_interval": 10,
+            }
+        )
+    )
+    service = _service(plan, cp, "dpunet-controller")
+    spawn(plan, cp, service, ["controller", "run", "--config", str(config)])
+
+    def ready() -> bool:
+        _alive_or_fail(service)
+        try:
+            with admin_client(plan) as client:
+                client.list_nodes()
+        except ClientError:
+            return False
+        return True
+
+    wait_for("the dpunet controller", ready, timeout=30)
+    register_nodes(plan)
+
+
+def register_nodes(plan: LabPlan) -> None:
+    """cp as a full node, each dpu-host with its DPU's chassis and management VF."""
+    specs: dict[str, dict[str, Any]] = {
+        plan.cp.name: {
+            "role": "full",
+            "chassis": plan.cp.name,
+            "node_ip": f"{plan.gateway_ip(plan.cp)}/{plan.underlay_prefix}",
+            "next_hop": str(EXT_ADDRESS),
+        }
+    }
+    for pair in plan.pairs:
+        specs[pair.host.name] = {
+            "role": "dpu-host",
+            "chassis": pair.dpu.name,
+            "node_ip": f"{plan.gateway_ip(pair.host)}/{plan.underlay_prefix}",
+            "next_hop": str(EXT_ADDRESS),
+            "mgmt_pf_mac": pair.pf_mac(plan.lab_id),
+            "mgmt_vf_num": 0,
+        }
+    try:
+        with admin_client(plan) as client:
+            for name, spec in specs.items():
+                client.put_node(name, spec)
+    except ClientError as exc:
+        raise LabError(f"registering the lab's nodes failed: {exc}") from exc
+
+
+# ------------------------------------------------------------------ DPU agent
+def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
+    """dpunet-dpu in a DPU namespace; waits until the host's management port is bound."""
+    service = _service(plan, dpu, "dpunet-dpu")
+    spawn(plan, dpu, service, ["dpu", "run", "--log-level", "info"])
+    host = plan.node(dpu.peer or "")
+
+    def mgmt_up() -> bool:
+        _alive_or_fail(service)
+        return nbctl(plan, "lsp-get-up", f"k8s-{host.name}").strip() == "up"
+
+    wait_for(f"dpunet-dpu on {dpu.name} to plug the management port", mgmt_up, timeout=30)
+
+
+# ----------------------------------------------------------------- host agent
+def start_host_agent(plan: LabPlan, host: Node) -> None:
+    """dpunet-host in a dpu-host namespace; waits until its management port is configured."""
+    d = plan.node_dir(host)
+    d.mkdir(parents=True, exist_ok=True)
+    config = d / "dpunet-host.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "node": host.name,
+                "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+                "token_file": str(token_path(plan, host.name)),
+                "state_dir": str(d / "state"),
+                "cni_socket": str(d / "cni.sock"),
+                "sysfs_root": str(plan.sysfs_root(host)),
+                "reconcile_interval": 2.0,
+            }
+        )
+    )
+    service = _service(plan, host, "dpunet-host")
+    spawn(plan, host, service, ["host", "run", "--config", str(config)])
+
+    def ready() -> bool:
+        _alive_or_fail(service)
+        out = subprocess.run(
+            in_netns(host.netns, ["ip", "-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0"]),
+            capture_output=True, text=True, check=False,
+        ).stdout  # fmt: skip
+        return "inet " in out
+
+    wait_for(f"dpunet-host on {host.name} (management port ovn-k8s-mp0)", ready, timeout=30)
+    write_cni_config(plan, host)
+
+
+# ------------------------------------------------------------------------ CNI
+def cni_dir(plan: LabPlan, node: Node) -> Path:
+    """The node's CNI config directory (a conflist for its daemon's socket)."""
+    return plan.node_dir(node) / "cni"
+
+
+def shim_dir(plan: LabPlan) -> Path:
+    """Where the lab installs the `dpunet-cni` launcher (the CNI_PATH of its runtimes)."""
+    return plan.run_dir / "cni-bin"
+
+
+def write_cni_config(plan: LabPlan, node: Node) -> Path:
+    """Install the shim (once) and the node's conflist; returns the conflist's path."""
+    launcher = shim_dir(plan) / "dpunet-cni"
+    if not launcher.exists():
+        install_shim(shim_dir(plan), plan.run_dir / "cni-lib")
+    d = cni_dir(plan, node)
+    d.mkdir(parents=True, exist_ok=True)
+    conflist = d / f"{CNI_NETWORK}.conflist"
+    plugin = {
+        "type": "dpunet-cni",
+        "socket": str(plan.node_dir(node) / "cni.sock"),
+        "stateDir": str(plan.node_dir(node) / "state"),
+    }
+    conflist.write_text(
+        json.dumps({"cniVersion": "1.0.0", "name": CNI_NETWORK, "plugins": [plugin]}, indent=2)
+    )
+    return conflist
