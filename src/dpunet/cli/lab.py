@@ -10,6 +10,7 @@ from rich.tree import Tree
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab.lab import Lab, down, exec_in_node, lab_names, load_plan
+from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
 from dpunet.lab.runner import LabError, run
 from dpunet.lab.selftest import CheckResult, run_checks
 from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
@@ -169,6 +170,71 @@ def demo(name: str, hosts: int, keep: bool) -> None:
     else:
         console.print("[bold red]demo failed[/]")
         raise SystemExit(1)
+
+
+# ---------------------------------------------------------------------- pods
+@lab.group()
+def pod() -> None:
+    """Workloads (podman containers or bare netns) attached through dpunet's CNI."""
+
+
+@pod.command("add")
+@name_option
+@click.argument("pod_name")
+@click.option("--node", default="host1", show_default=True, help="dpu-host node or cp.")
+@click.option("--engine", type=click.Choice(ENGINES), default="podman", show_default=True)
+def pod_add(name: str, pod_name: str, node: str, engine: str) -> None:
+    """Start POD_NAME on NODE; its eth0 is a VF (dpu-host) or a veth (cp)."""
+    try:
+        created = add_pod(load_plan(name), pod_name, node, engine)
+    except (LabError, KeyError) as exc:
+        fail(str(exc).strip('"'))
+    via = f"VF {created.pci}" if created.pci else "veth"
+    console.print(
+        f"pod [bold]{created.name}[/] on {created.node}: eth0 {created.ip} {created.mac} ({via})"
+    )
+
+
+@pod.command("del")
+@name_option
+@click.argument("pod_name")
+def pod_del(name: str, pod_name: str) -> None:
+    """Detach (CNI DEL) and remove POD_NAME."""
+    try:
+        del_pod(load_plan(name), pod_name)
+    except LabError as exc:
+        fail(str(exc))
+    console.print(f"pod [bold]{pod_name}[/] removed")
+
+
+@pod.command("list")
+@name_option
+@output_option()
+def pod_list(name: str, output: str) -> None:
+    """Pods with their address, MAC, VF and representor."""
+    try:
+        rows = pod_rows(load_plan(name))
+    except LabError as exc:
+        fail(str(exc))
+    if emit_data(rows, output):
+        return
+    columns = ["name", "node", "ip", "mac", "pci", "representor", "engine", "netns"]
+    console.print(table(None, columns, [[r[c] for c in columns] for r in rows]))
+
+
+@pod.command("exec", context_settings={"ignore_unknown_options": True})
+@name_option
+@click.argument("pod_name")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def pod_exec_cmd(name: str, pod_name: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND (of this machine) inside POD_NAME's network namespace."""
+    try:
+        proc = pod_exec(load_plan(name), pod_name, list(command))
+    except LabError as exc:
+        fail(str(exc))
+    click.echo(proc.stdout, nl=False)
+    click.echo(proc.stderr, nl=False, err=True)
+    raise SystemExit(proc.returncode)
 
 
 # ------------------------------------------------------------------ printing

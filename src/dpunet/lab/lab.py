@@ -9,6 +9,7 @@ cleans up after a crashed or half-built lab.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dpunet.lab import daemons, nic_control, services
+from dpunet.lab import daemons, nic_control, pods, services
 from dpunet.lab.inventory import nic_inventory
 from dpunet.lab.runner import (
     LabError,
@@ -355,6 +356,8 @@ def down(name: str) -> list[str]:
     """Remove every namespace, process, mount and file of lab `name`; returns what was removed."""
     removed: list[str] = []
     run_dir = RUN_ROOT / name
+    with contextlib.suppress(LabError):  # no readable state: no pods were started through it
+        removed += pods.remove_all_pods(load_plan(name))
     if nic_control.stop(run_dir):
         removed.append("emulated NIC daemon")
     namespaces = sorted(n for n in list_netns() if n.startswith(f"{name}-"))
@@ -369,9 +372,18 @@ def down(name: str) -> list[str]:
     )
     removed += [f"netns {ns}" for ns in namespaces]
     if run_dir.exists():
+        _unmount_below(run_dir)
         shutil.rmtree(run_dir)
         removed.append(str(run_dir))
     return removed
+
+
+def _unmount_below(path: Path) -> None:
+    """Detach mounts a runtime may have left under the lab's run dir (e.g. container shm)."""
+    prefix = str(path) + "/"
+    mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+    for mount in sorted((m for m in mounts if m.startswith(prefix)), reverse=True):
+        subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
 
 
 def lab_names() -> list[str]:

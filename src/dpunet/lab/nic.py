@@ -32,6 +32,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from dpunet.netns import socket_in_netns
+
 if TYPE_CHECKING:
     from dpunet.lab.nicd import NicPairConfig
 
@@ -54,14 +56,12 @@ _KERNEL_CLOSE = _IFF_UP | _IFF_RUNNING
 move); an administrative ``ip link set down`` sends ``IFF_UP`` only."""
 _SOL_NETLINK = 270
 _NETLINK_LISTEN_ALL_NSID = 8
-_CLONE_NEWNET = 0x40000000
 _SIOCETHTOOL = 0x8946
 _ETHTOOL_STXCSUM = 0x17
 _IFREQ_SIZE = 40
 _EVENT_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = 33
 
-_libc = ctypes.CDLL(None, use_errno=True)
 _PCI_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
@@ -145,29 +145,6 @@ def log_event(log: logging.Logger, event: str, **fields: object) -> None:
 def os_error(exc: NetlinkError) -> OSError:
     """The OSError equivalent of a netlink error."""
     return OSError(exc.code, os.strerror(exc.code))
-
-
-def socket_in_netns(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """Open a socket that lives in the netns ``ns_fd`` (without touching this thread's netns)."""
-    result: list[socket.socket | OSError] = []
-
-    def enter_and_open() -> None:
-        # setns() affects the calling thread only; this short-lived thread is discarded.
-        if _libc.setns(ns_fd, _CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            result.append(OSError(err, f"setns: {os.strerror(err)}"))
-            return
-        try:
-            result.append(socket.socket(family, kind, proto))
-        except OSError as exc:
-            result.append(exc)
-
-    thread = threading.Thread(target=enter_and_open, name="netns-socket")
-    thread.start()
-    thread.join()
-    if isinstance(result[0], OSError):
-        raise result[0]
-    return result[0]
 
 
 @dataclass(frozen=True)

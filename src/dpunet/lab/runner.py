@@ -23,8 +23,13 @@ class LabError(RuntimeError):
 def in_netns(
     netns: str | None, argv: Sequence[str], env: Mapping[str, str] | None = None
 ) -> list[str]:
-    """The argv that runs `argv` inside `netns` with extra environment `env`."""
-    prefix: list[str] = ["ip", "netns", "exec", netns] if netns else []
+    """The argv that runs `argv` inside `netns` (a name, or a path such as a container's
+    `/proc/<pid>/ns/net`) with extra environment `env`."""
+    prefix: list[str] = []
+    if netns and "/" in netns:
+        prefix = ["nsenter", f"--net={netns}"]
+    elif netns:
+        prefix = ["ip", "netns", "exec", netns]
     if env:
         prefix += ["env", *(f"{k}={v}" for k, v in env.items())]
     return prefix + list(argv)

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from dpunet.lab import daemons
+from dpunet.lab import daemons, pods
 from dpunet.lab.runner import LabError, ip, run, wait_for
 from dpunet.lab.topology import EXT_ADDRESS, LabPlan, Node
 
@@ -32,13 +32,9 @@ class CheckResult:
 
 
 def ping(netns: str, address: str, count: int = 3) -> tuple[bool, str]:
-    """Ping from a namespace; succeeds on the first reply (up to `count` tries)."""
-    proc = run(
-        ["ping", "-c", str(count), "-i", "0.2", "-W", "1", "-w", str(count + 1), "-A", address],
-        netns=netns,
-        check=False,
-        timeout=count + 5,
-    )
+    """Ping from a namespace (a name or a path); succeeds on any reply."""
+    argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "1", "-w", str(count + 1), "-A", address]
+    proc = run(argv, netns=netns, check=False, timeout=count + 5)
     replies = proc.stdout.count("bytes from")
     return replies > 0, f"{replies}/{count} replies"
 
@@ -124,6 +120,51 @@ def geneve_checks(plan: LabPlan) -> list[CheckResult]:
     return results
 
 
+def pod_checks(plan: LabPlan) -> list[CheckResult]:
+    """The connectivity matrix of the lab's pods: pod <-> pod on the same node and across
+    nodes, node -> pod through its management port, pod -> ext through the gateway.
+
+    `ext` has no route to the cluster CIDR, so a reply to a pod proves the gateway
+    SNATed the pod's traffic to its underlay address.
+    """
+    results = []
+    all_pods = [p for p in pods.load_pods(plan) if p.ip]
+    for src in all_pods:
+        for dst in all_pods:
+            if src.name == dst.name:
+                continue
+            where = "same node" if src.node == dst.node else "across nodes"
+            ok, detail = ping(src.netns, dst.ip or "", count=2)
+            results.append(
+                CheckResult(
+                    f"pod-pod ({where})",
+                    f"{src.name}@{src.node}",
+                    f"{dst.name} {dst.ip}",
+                    ok,
+                    detail,
+                )
+            )
+    for pod in all_pods:
+        node = plan.node(pod.node)
+        ok, detail = ping(node.netns, pod.ip or "", count=2)
+        results.append(
+            CheckResult(
+                "node-pod (mgmt port)",
+                f"{node.name} ovn-k8s-mp0",
+                f"{pod.name} {pod.ip}",
+                ok,
+                detail,
+            )
+        )
+        ok, detail = ping(pod.netns, str(EXT_ADDRESS), count=2)
+        results.append(
+            CheckResult(
+                "pod-ext (gateway SNAT)", f"{pod.name} {pod.ip}", f"ext {EXT_ADDRESS}", ok, detail
+            )
+        )
+    return results
+
+
 def run_checks(plan: LabPlan) -> list[CheckResult]:
-    """All lab wiring checks."""
-    return underlay_checks(plan) + geneve_checks(plan)
+    """All lab checks: wiring, then the pods' connectivity matrix."""
+    return underlay_checks(plan) + geneve_checks(plan) + pod_checks(plan)

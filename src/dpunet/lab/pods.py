@@ -1,0 +1,314 @@
+"""Workloads in the lab: podman containers or bare network namespaces, attached by CNI.
+
+Both engines drive the real `dpunet-cni` shim the way a runtime does: podman
+(CNI backend, runc) executes it itself; the `netns` engine executes it with the
+CNI environment and the node's network config. Each pod is recorded in
+`<run dir>/pods/<name>.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import subprocess
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from dpunet.lab import services
+from dpunet.lab.runner import LabError, ip, list_netns, run
+from dpunet.lab.topology import LabPlan, Node, Role
+
+ENGINES = ("podman", "netns")
+_POD_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+BUSYBOX = Path("/bin/busybox")
+POD_COMMAND = ["/bin/busybox", "sleep", "1000000"]
+
+
+@dataclass
+class Pod:
+    """A lab workload and what CNI gave it."""
+
+    name: str
+    node: str
+    engine: str
+    container_id: str
+    netns: str
+    ip: str | None = None
+    mac: str | None = None
+    pci: str | None = None
+    lsp: str | None = None  # the OVN Logical_Switch_Port (`<namespace>_<pod name>`)
+
+
+def pods_dir(plan: LabPlan) -> Path:
+    """Where pod records live."""
+    return plan.run_dir / "pods"
+
+
+def load_pods(plan: LabPlan) -> list[Pod]:
+    """Every recorded pod of the lab."""
+    d = pods_dir(plan)
+    if not d.is_dir():
+        return []
+    return [Pod(**json.loads(p.read_text())) for p in sorted(d.glob("*.json"))]
+
+
+def get_pod(plan: LabPlan, name: str) -> Pod:
+    """One pod; LabError naming the existing ones."""
+    for pod in load_pods(plan):
+        if pod.name == name:
+            return pod
+    known = ", ".join(p.name for p in load_pods(plan)) or "none"
+    raise LabError(f"no pod {name!r} in lab {plan.name!r} (pods: {known})")
+
+
+def _save(plan: LabPlan, pod: Pod) -> None:
+    pods_dir(plan).mkdir(exist_ok=True)
+    (pods_dir(plan) / f"{pod.name}.json").write_text(json.dumps(asdict(pod), indent=2))
+
+
+def _cni_node(plan: LabPlan, node_name: str) -> Node:
+    node = plan.node(node_name)
+    if node.role not in (Role.DPU_HOST, Role.CONTROL_PLANE):
+        raise LabError(
+            f"pods run on dpu-host nodes and cp, not on {node.role.value} node {node_name}"
+        )
+    if not (plan.node_dir(node) / "cni.sock").exists():
+        raise LabError(f"no dpunet daemon serves CNI on {node_name} (is the lab up?)")
+    return node
+
+
+# ---------------------------------------------------------------------- netns
+def _plugin_config(plan: LabPlan, node: Node) -> dict[str, Any]:
+    conflist = json.loads(
+        (services.cni_dir(plan, node) / f"{services.CNI_NETWORK}.conflist").read_text()
+    )
+    return {
+        "cniVersion": conflist["cniVersion"],
+        "name": conflist["name"],
+        **conflist["plugins"][0],
+    }
+
+
+def invoke_cni(
+    plan: LabPlan, node: Node, command: str, container_id: str, netns: str, pod: str
+) -> dict[str, Any]:
+    """Execute the installed `dpunet-cni` as a runtime would; its parsed answer."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": container_id,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(services.shim_dir(plan)),
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+    }
+    proc = subprocess.run(
+        [str(services.shim_dir(plan) / "dpunet-cni")],
+        input=json.dumps(_plugin_config(plan, node)),
+        env=env, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    try:
+        answer: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise LabError(
+            f"dpunet-cni {command} printed no JSON: {proc.stdout!r} {proc.stderr!r}"
+        ) from exc
+    if proc.returncode != 0:
+        detail = f"{answer.get('msg')}: {answer.get('details', '')}"
+        raise LabError(f"CNI {command} failed (code {answer.get('code')}): {detail}")
+    return answer
+
+
+# --------------------------------------------------------------------- podman
+def _rootfs(plan: LabPlan) -> Path:
+    root = plan.run_dir / "rootfs"
+    if not (root / "bin" / "busybox").exists():
+        (root / "bin").mkdir(parents=True, exist_ok=True)
+        for d in ("proc", "sys", "dev", "etc", "tmp"):
+            (root / d).mkdir(exist_ok=True)
+        shutil.copy(BUSYBOX, root / "bin" / "busybox")
+    return root
+
+
+def _podman(
+    plan: LabPlan, node: Node, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    base = plan.run_dir / "podman"
+    conf = base / f"containers-{node.name}.conf"
+    if not conf.exists():
+        base.mkdir(exist_ok=True)
+        conf.write_text(
+            "[network]\n"
+            'network_backend = "cni"\n'
+            f'cni_plugin_dirs = ["{services.shim_dir(plan)}"]\n'
+            f'network_config_dir = "{services.cni_dir(plan, node)}"\n'
+            "[engine]\n"
+            'events_logger = "file"\n'
+            'cgroup_manager = "cgroupfs"\n'
+        )
+    argv = [
+        "podman", "--storage-driver", "vfs", "--root", str(base / "root"),
+        "--runroot", str(base / "runroot"), "--runtime", "/usr/sbin/runc", *args,
+    ]  # fmt: skip
+    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    try:
+        return subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError as exc:
+        raise LabError("podman is not installed (run scripts/install-deps.sh)") from exc
+
+
+def _container_name(plan: LabPlan, name: str) -> str:
+    return f"{plan.name}-{name}"
+
+
+# ------------------------------------------------------------------ add / del
+def add_pod(plan: LabPlan, name: str, node_name: str, engine: str = "podman") -> Pod:
+    """Start a workload on `node_name` and attach it through CNI."""
+    if not _POD_NAME.match(name):
+        raise LabError(f"pod name {name!r} must be a DNS label of at most 20 characters")
+    if engine not in ENGINES:
+        raise LabError(f"engine must be one of {', '.join(ENGINES)}")
+    if any(p.name == name for p in load_pods(plan)):
+        raise LabError(f"pod {name!r} exists already (dpunet lab pod del {name})")
+    node = _cni_node(plan, node_name)
+    if engine == "netns":
+        pod = _add_netns_pod(plan, name, node)
+    else:
+        pod = _add_podman_pod(plan, name, node)
+    _save(plan, pod)
+    return pod
+
+
+def _add_netns_pod(plan: LabPlan, name: str, node: Node) -> Pod:
+    netns_name = f"{plan.name}-pod-{name}"
+    ip("netns", "add", netns_name)
+    ip("link", "set", "lo", "up", netns=netns_name)
+    netns = f"/run/netns/{netns_name}"
+    container_id = secrets.token_hex(16)
+    try:
+        result = invoke_cni(plan, node, "ADD", container_id, netns, name)
+    except LabError:
+        ip("netns", "del", netns_name, check=False)
+        raise
+    pod = Pod(name, node.name, "netns", container_id, netns)
+    _fill_from_result(pod, result)
+    _fill_from_sandbox(plan, pod)
+    return pod
+
+
+def _add_podman_pod(plan: LabPlan, name: str, node: Node) -> Pod:
+    proc = _podman(
+        plan, node, "run", "-d", "--name", _container_name(plan, name), "--hostname", name,
+        "--network", services.CNI_NETWORK, "--ulimit", "nofile=1024:1024",
+        "--ulimit", "nproc=1024:1024", "--rootfs", str(_rootfs(plan)), *POD_COMMAND,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        _podman(plan, node, "rm", "-f", _container_name(plan, name))
+        raise LabError(f"podman run failed: {proc.stderr.strip()}")
+    inspect = _podman(plan, node, "inspect", _container_name(plan, name))
+    info = json.loads(inspect.stdout)[0]
+    netns = info["NetworkSettings"]["SandboxKey"]
+    pod = Pod(name, node.name, "podman", info["Id"], netns)
+    networks = info["NetworkSettings"].get("Networks", {})
+    net = networks.get(services.CNI_NETWORK, {})
+    pod.ip = net.get("IPAddress") or None
+    pod.mac = net.get("MacAddress") or None
+    _fill_from_sandbox(plan, pod)
+    return pod
+
+
+def _fill_from_result(pod: Pod, result: dict[str, Any]) -> None:
+    iface = (result.get("interfaces") or [{}])[0]
+    pod.mac = iface.get("mac")
+    ips = result.get("ips") or []
+    pod.ip = ips[0]["address"].split("/")[0] if ips else None
+
+
+def _fill_from_sandbox(plan: LabPlan, pod: Pod) -> None:
+    """The VF PCI address from the host agent's sandbox record (VF pods only)."""
+    record = plan.node_dir(plan.node(pod.node)) / "state" / "sandboxes" / f"{pod.container_id}.json"
+    try:
+        data = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return
+    pod.pci = data.get("device", {}).get("pci")
+    pod.lsp = f"{data.get('namespace')}_{data.get('pod')}"
+    port = data.get("port", {})
+    pod.ip = pod.ip or (port.get("ips") or [""])[0].split("/")[0] or None
+    pod.mac = pod.mac or port.get("mac")
+
+
+def del_pod(plan: LabPlan, name: str) -> None:
+    """Detach (CNI DEL) and remove a pod."""
+    pod = get_pod(plan, name)
+    node = plan.node(pod.node)
+    if pod.engine == "netns":
+        invoke_cni(plan, node, "DEL", pod.container_id, pod.netns, pod.name)
+        netns_name = Path(pod.netns).name
+        if netns_name in list_netns():
+            ip("netns", "del", netns_name)
+    else:
+        proc = _podman(plan, node, "rm", "-f", "-t", "0", _container_name(plan, name))
+        if proc.returncode != 0:
+            raise LabError(f"podman rm failed: {proc.stderr.strip()}")
+    (pods_dir(plan) / f"{name}.json").unlink()
+
+
+def pod_exec(
+    plan: LabPlan, name: str, command: list[str], check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run a command of this machine inside the pod's network namespace."""
+    return run(command, netns=get_pod(plan, name).netns, check=check, timeout=60)
+
+
+def pod_rows(plan: LabPlan) -> list[dict[str, Any]]:
+    """`lab pod list`: each pod with its address, VF and representor."""
+    rows = []
+    for pod in load_pods(plan):
+        if pod.pci is None:
+            _fill_from_sandbox(plan, pod)
+        rows.append({**asdict(pod), "representor": _representor(plan, pod)})
+    return rows
+
+
+def _representor(plan: LabPlan, pod: Pod) -> str | None:
+    """The DPU-side port of a VF pod (br-int port whose iface-id is the pod's LSP)."""
+    node = plan.node(pod.node)
+    if node.role is not Role.DPU_HOST or node.peer is None or pod.lsp is None:
+        return None
+    dpu = plan.node(node.peer)
+    out = run(
+        ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface",
+         f"external_ids:iface-id={pod.lsp}"],
+        netns=dpu.netns, env=plan.node_env(dpu), check=False,
+    ).stdout  # fmt: skip
+    return out.strip() or None
+
+
+def remove_all_pods(plan: LabPlan) -> list[str]:
+    """Detach and remove every pod of the lab, best effort (used by `lab down`)."""
+    removed = []
+    for pod in load_pods(plan):
+        try:
+            del_pod(plan, pod.name)
+        except (LabError, OSError):
+            if pod.engine == "podman":  # daemon gone: podman still removes the container
+                _podman(
+                    plan,
+                    plan.node(pod.node),
+                    "rm",
+                    "-f",
+                    "-t",
+                    "0",
+                    _container_name(plan, pod.name),
+                )
+        removed.append(f"pod {pod.name}")
+    if (plan.run_dir / "podman").is_dir():
+        _podman(plan, plan.cp, "rm", "-f", "-a", "-t", "0")
+    return removed
