@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from rich.tree import Tree
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.lab import services
 from dpunet.lab.lab import Lab, down, exec_in_node, lab_names, load_plan
 from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
 from dpunet.lab.runner import LabError, run
@@ -133,43 +134,63 @@ def check(name: str, output: str) -> None:
         raise SystemExit(1)
 
 
+DEMO_PODS = (("web1", "host1"), ("web2", "host1"), ("ctl1", "cp"))
+
+
 @lab.command()
 @name_option
-@click.option("--hosts", default=1, show_default=True, help="Number of dpu-host/DPU pairs.")
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
-def demo(name: str, hosts: int, keep: bool) -> None:
-    """Bring a lab up, show it as the seed deployment looks, check it, tear it down."""
-    plan = LabPlan(_spec(name, hosts, 4, 16))
+def demo(name: str, keep: bool) -> None:
+    """The seed deployment, emulated: lab up, pods on VFs, the DPU's OVS, checks, down."""
+    plan = LabPlan(_spec(name, 1, 4, 16))
     ok = False
     try:
         _bring_up(plan)
         _print_summary(Lab(plan).status())
+        console.rule("[bold]pods (podman containers, attached by dpunet-cni)")
+        for pod_name, node in DEMO_PODS:
+            created = add_pod(plan, pod_name, node, "podman")
+            via = f"a VF, PCI {created.pci}" if created.pci else "a veth on cp's own OVS"
+            console.print(f"  {pod_name} on {node}: eth0 = {via}, {created.ip} {created.mac}")
         dpu = plan.pairs[0].dpu
-        console.rule(f"[bold]{dpu.name}[/]: ovs-vsctl show (the seed's DPU picture)")
-        console.print(
-            run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout,
-            highlight=False,
-        )
+        console.rule(f"[bold]{dpu.name}[/]: ovs-vsctl show (the seed's final DPU picture)")
+        show = run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout
+        console.print(show, highlight=False, markup=False)
         console.rule("[bold]checks")
         results = run_checks(plan)
         _print_checks(results)
         ok = all(r.ok for r in results)
-    except LabError as exc:
+    except (LabError, KeyError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
     finally:
         if keep and plan.run_dir.exists():
             console.print(
-                f"Lab left up: `dpunet lab exec {plan.pairs[0].dpu.name} -- ovs-vsctl show`, "
+                f"Lab left up: `dpunet lab pod list --name {plan.name}`, "
                 f"`dpunet lab down --name {plan.name}` when done."
             )
         else:
             down(plan.name)
             console.print(f"Lab [bold]{plan.name}[/] torn down.")
     if ok:
-        console.print("[bold green]demo passed[/]: the emulated seed deployment works.")
+        console.print(
+            "[bold green]demo passed[/]: pods on VFs, switched by OVN on the emulated DPU."
+        )
     else:
         console.print("[bold red]demo failed[/]")
         raise SystemExit(1)
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+@click.argument("service")
+def restart(name: str, node: str, service: str) -> None:
+    """Start a dpunet daemon of NODE again (e.g. after `kill -9`): dpunet-host, dpunet-dpu, ..."""
+    try:
+        pid = services.restart(load_plan(name), node, service)
+    except (LabError, KeyError) as exc:
+        fail(str(exc).strip('"'))
+    console.print(f"{service} on {node} started again (pid {pid})")
 
 
 # ---------------------------------------------------------------------- pods

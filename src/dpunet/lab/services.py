@@ -53,7 +53,9 @@ def _service(plan: LabPlan, node: Node, name: str) -> Daemon:
 
 
 def spawn(plan: LabPlan, node: Node, service: Daemon, args: list[str]) -> None:
-    """Start `dpunet ARGS` detached inside the node; its pid goes to the service's pidfile."""
+    """Start `dpunet ARGS` detached inside the node; its pid goes to the service's pidfile
+    and its arguments next to it (for `restart`)."""
+    service.pidfile.with_suffix(".args").write_text(json.dumps(args))
     argv = in_netns(
         node.netns, [sys.executable, "-m", "dpunet.cli.main", *args], plan.node_env(node)
     )
@@ -63,6 +65,25 @@ def spawn(plan: LabPlan, node: Node, service: Daemon, args: list[str]) -> None:
             start_new_session=True,
         )  # fmt: skip
     service.pidfile.write_text(f"{proc.pid}\n")  # ip netns exec / env exec, so the pid stays
+
+
+def restart(plan: LabPlan, node_name: str, service_name: str) -> int:
+    """Start a lab service again as it was started at `up` (after a crash or a kill);
+    returns the new pid. LabError when it is still running or unknown."""
+    node = plan.node(node_name)
+    known = {s.name: s for s in node_services(plan, node)}
+    if service_name not in known:
+        raise LabError(
+            f"{node_name} runs no {service_name} (it runs: {', '.join(known) or 'none'})"
+        )
+    service = known[service_name]
+    if pid_alive(read_pid(service.pidfile)):
+        raise LabError(f"{service_name} on {node_name} is still running")
+    args = json.loads(service.pidfile.with_suffix(".args").read_text())
+    spawn(plan, node, service, args)
+    pid = read_pid(service.pidfile)
+    assert pid is not None
+    return pid
 
 
 def _alive_or_fail(service: Daemon) -> None:

@@ -1,0 +1,245 @@
+"""The data path end to end in the lab: containers get VFs, OVN on the DPU switches them.
+
+Runs against its own lab (`dp`): some tests kill daemons.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpunet.lab import pods, services
+from dpunet.lab.lab import Lab, down
+from dpunet.lab.runner import LabError, read_pid, run
+from dpunet.lab.selftest import ping, pod_checks
+from dpunet.lab.topology import LabPlan, LabSpec
+
+pytestmark = pytest.mark.lab
+
+LAB = "dp"
+DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabPlan]:
+    down(LAB)
+    proc = subprocess.run([*DPUNET, "lab", "up", "--name", LAB], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    yield LabPlan(LabSpec(name=LAB))
+    down(LAB)
+
+
+@pytest.fixture
+def clean(lab: LabPlan) -> Iterator[LabPlan]:
+    """Each test starts and ends without pods, with every daemon running."""
+    yield lab
+    for pod in pods.load_pods(lab):
+        pods.del_pod(lab, pod.name)
+    for node, service in (
+        ("host1", "dpunet-host"),
+        ("dpu1", "dpunet-dpu"),
+        ("cp", "dpunet-controller"),
+    ):
+        try:
+            services.restart(lab, node, service)
+        except LabError:
+            pass  # still running
+
+
+def host_vfs(plan: LabPlan) -> dict[str, dict[str, Any]]:
+    """VF PCI address -> what `lab status` shows of it."""
+    nic = Lab(plan).status()["nics"][0]
+    return {vf["pci"]: vf for vf in nic["vfs"]}
+
+
+def dpunet_ports(plan: LabPlan) -> set[str]:
+    """br-int ports on dpu1 that dpunet-dpu owns."""
+    dpu = plan.node("dpu1")
+    out = run(
+        [
+            "ovs-vsctl",
+            "--bare",
+            "--columns=name",
+            "find",
+            "Interface",
+            "external_ids:dpunet-owned=true",
+        ],
+        netns=dpu.netns,
+        env=plan.node_env(dpu),
+    ).stdout
+    return set(out.split())
+
+
+def controller_ports(plan: LabPlan) -> list[dict[str, Any]]:
+    with services.admin_client(plan) as client:
+        return client.list_ports(node="host1")
+
+
+def sandboxes(plan: LabPlan) -> set[str]:
+    d = plan.node_dir(plan.node("host1")) / "state" / "sandboxes"
+    return {p.stem for p in d.glob("*.json")}
+
+
+def wait_until(what: str, predicate: Any, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def converged(plan: LabPlan, original: dict[str, dict[str, Any]]) -> bool:
+    """Nothing leaked, nothing stale: VFs, records, ports, representors agree with the pods."""
+    live = pods.load_pods(plan)
+    held = {p.pci for p in live}
+    vfs = host_vfs(plan)
+    for pci, vf in original.items():
+        if vf["netdev"] == "ovn-k8s-mp0" or pci in held:
+            continue
+        if (vfs[pci]["netdev"], vfs[pci]["mac"]) != (vf["netdev"], vf["mac"]):
+            return False
+    ports = controller_ports(plan)
+    ips = [p["ips"][0] for p in ports]
+    return (
+        sandboxes(plan) == {p.container_id for p in live}
+        and {p["sandbox"] for p in ports} == {p.container_id for p in live}
+        and len(ips) == len(set(ips))
+        and dpunet_ports(plan)
+        == {"ovn-k8s-mp0"} | {f"pf0vf{int(p.pci[-1]) - 3}" for p in live if p.pci}
+    )
+
+
+def test_podman_containers_get_vfs_and_pass_the_matrix(clean: LabPlan) -> None:
+    plan = clean
+    web1 = pods.add_pod(plan, "web1", "host1", "podman")
+    web2 = pods.add_pod(plan, "web2", "host1", "podman")
+    assert {web1.pci, web2.pci} == {"0000:02:00.4", "0000:02:00.5"}  # VF0 is the mgmt port
+    by_sandbox = {p["sandbox"]: p for p in controller_ports(plan)}
+    for pod in (web1, web2):
+        port = by_sandbox[pod.container_id]
+        assert (pod.ip, pod.mac) == (port["ips"][0].split("/")[0], port["mac"])
+        link = json.loads(
+            pods.pod_exec(plan, pod.name, ["ip", "-j", "addr", "show", "eth0"]).stdout
+        )[0]
+        assert link["address"] == port["mac"] and link["mtu"] == 1400
+        assert f"{pod.ip}/24" in {f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"]}
+    results = pod_checks(plan)
+    assert results and all(r.ok for r in results), [r for r in results if not r.ok]
+    assert {"pod-pod (same node)", "node-pod (mgmt port)", "pod-ext (gateway SNAT)"} <= {
+        r.check for r in results
+    }
+
+
+def test_del_returns_the_vf_with_its_name_and_mac(clean: LabPlan) -> None:
+    plan = clean
+    before = host_vfs(plan)
+    pod = pods.add_pod(plan, "tmp", "host1", "podman")
+    assert pod.pci is not None
+    assert host_vfs(plan)[pod.pci]["netdev"] is None  # away in the container
+    assert "pf0vf1" in dpunet_ports(plan)
+    pods.del_pod(plan, "tmp")
+    after = host_vfs(plan)[pod.pci]
+    assert (after["netdev"], after["mac"]) == (before[pod.pci]["netdev"], before[pod.pci]["mac"])
+    assert "pf0vf1" not in dpunet_ports(plan)
+    assert controller_ports(plan) == [] and sandboxes(plan) == set()
+
+
+def test_port_security_drops_a_changed_mac_or_ip(clean: LabPlan) -> None:
+    plan = clean
+    pod = pods.add_pod(plan, "spoof", "host1", "netns")
+    gateway = "198.18.1.1"
+    assert ping(pod.netns, gateway)[0]
+    run(["ip", "link", "set", "eth0", "address", "0a:58:de:ad:be:ef"], netns=pod.netns)
+    assert not ping(pod.netns, gateway)[0], "a spoofed source MAC must be dropped on the DPU"
+    run(["ip", "link", "set", "eth0", "address", pod.mac or ""], netns=pod.netns)
+    assert ping(pod.netns, gateway)[0]
+    run(["ip", "addr", "add", "198.18.1.250/24", "dev", "eth0"], netns=pod.netns)
+    spoofed = run(
+        ["ping", "-c", "2", "-W", "1", "-I", "198.18.1.250", gateway], netns=pod.netns, check=False
+    )
+    assert "bytes from" not in spoofed.stdout, "a spoofed source IP must be dropped on the DPU"
+
+
+def test_exhaustion_is_a_clear_error_and_leaks_nothing(clean: LabPlan) -> None:
+    plan = clean
+    before = host_vfs(plan)
+    for name in ("ex1", "ex2", "ex3"):
+        pods.add_pod(plan, name, "host1", "netns")
+    with pytest.raises(LabError, match="no free VF"):
+        pods.add_pod(plan, "ex4", "host1", "netns")
+    assert len(controller_ports(plan)) == 3 and len(sandboxes(plan)) == 3
+    assert not [ns for ns in os.listdir("/run/netns") if ns == f"{LAB}-pod-ex4"]
+    pods.del_pod(plan, "ex2")
+    pods.add_pod(plan, "ex4", "host1", "netns")
+    assert converged(plan, before)
+
+
+def test_netns_deleted_under_a_pod_then_del_recovers_the_vf(clean: LabPlan) -> None:
+    plan = clean
+    before = host_vfs(plan)
+    pod = pods.add_pod(plan, "gone", "host1", "netns")
+    run(["ip", "netns", "del", Path(pod.netns).name])  # the container crashed, no DEL
+    pods.invoke_cni(plan, plan.node("host1"), "DEL", pod.container_id, pod.netns, pod.name)
+    (pods.pods_dir(plan) / "gone.json").unlink()
+    wait_until("the VF back under its own name", lambda: converged(plan, before))
+
+
+def test_del_with_a_stale_sandbox_id_does_nothing(clean: LabPlan) -> None:
+    plan = clean
+    pod = pods.add_pod(plan, "keep", "host1", "netns")
+    pods.invoke_cni(plan, plan.node("host1"), "DEL", "0123456789abcdef", pod.netns, pod.name)
+    assert ping(pod.netns, "198.18.1.1")[0]
+    assert {p["sandbox"] for p in controller_ports(plan)} == {pod.container_id}
+
+
+def _burst(plan: LabPlan, errors: list[str]) -> None:
+    """8 ADD/DELs on host1's three pod VFs."""
+    for i in range(8):
+        name = f"b{i}"
+        try:
+            pods.add_pod(plan, name, "host1", "netns")
+        except LabError as exc:
+            errors.append(str(exc))
+        if i % 2 == 1:
+            for old in pods.load_pods(plan)[:1]:
+                try:
+                    pods.del_pod(plan, old.name)
+                except LabError as exc:
+                    errors.append(str(exc))
+
+
+@pytest.mark.parametrize(
+    ("node", "service"),
+    [("host1", "dpunet-host"), ("dpu1", "dpunet-dpu"), ("cp", "dpunet-controller")],
+)
+def test_kill9_during_a_burst_converges(clean: LabPlan, node: str, service: str) -> None:
+    plan = clean
+    before = host_vfs(plan)
+    errors: list[str] = []
+    burst = threading.Thread(target=_burst, args=(plan, errors))
+    burst.start()
+    time.sleep(1.0)
+    pid = read_pid(plan.node_dir(plan.node(node)) / f"{service}.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    services.restart(plan, node, service)
+    burst.join(timeout=240)
+    assert not burst.is_alive()
+    # Pods whose DEL failed while the daemon was down are deleted again now.
+    for pod in pods.load_pods(plan):
+        if not ping(pod.netns, "198.18.1.1", count=2)[0]:
+            pods.del_pod(plan, pod.name)
+    wait_until("convergence after kill -9", lambda: converged(plan, before), timeout=30)
+    results = pod_checks(plan)
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
