@@ -5,6 +5,7 @@ Runs against its own lab (`dp`): some tests kill daemons.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,10 +51,8 @@ def clean(lab: LabPlan) -> Iterator[LabPlan]:
         ("dpu1", "dpunet-dpu"),
         ("cp", "dpunet-controller"),
     ):
-        try:
+        with contextlib.suppress(LabError):  # still running
             services.restart(lab, node, service)
-        except LabError:
-            pass  # still running
 
 
 def host_vfs(plan: LabPlan) -> dict[str, dict[str, Any]]:
