@@ -29,6 +29,7 @@ from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from dpunet.controller.errors import Conflict, ControllerError, DeadlineExceeded, Unavailable
 from dpunet.controller.nbcommands import LR, LRP, LS, LSP, NAT, ROUTE, PortRow, ReadPort
+from dpunet.logs import event
 
 LOCK_NAME = "dpunet_controller"
 SCHEMA = "OVN_Northbound"
@@ -117,13 +118,15 @@ class NbClient:
             try:
                 await self._loop.run_in_executor(self._executor, self._connect_blocking)
             except Exception as exc:
-                log.warning(
-                    "event=nb.connect_failed remotes=%s error=%r",
-                    ",".join(self.remotes),
-                    str(exc),
+                event(
+                    log,
+                    "nb.connect_failed",
+                    logging.WARNING,
+                    remotes=",".join(self.remotes),
+                    error=str(exc) or repr(exc),
                 )
                 await asyncio.sleep(retry_interval)
-        log.info("event=nb.connected remotes=%s", ",".join(self.remotes))
+        event(log, "nb.connected", remotes=",".join(self.remotes))
 
     def _connect_blocking(self) -> None:
         remote = ",".join(self.remotes)
