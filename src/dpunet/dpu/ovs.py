@@ -32,7 +32,7 @@ COLUMNS = {
     "Open_vSwitch": ["external_ids", "next_cfg", "cur_cfg", "bridges"],
     "Bridge": ["name", "ports"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "external_ids", "ofport", "error"],
+    "Interface": ["name", "type", "external_ids", "ofport", "error", "mac", "mtu_request"],
 }
 
 
@@ -208,14 +208,19 @@ class LocalOvs:
         remove: Iterable[str] = (),
         add: Mapping[str, Mapping[str, str]] | None = None,
         update: Sequence[IdsChange] = (),
+        columns: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> int | None:
         """One transaction: delete ports `remove`, add ports `add` (name -> interface
-        external_ids) to `bridge`, change interface ids; the new `next_cfg` (None when
-        there was nothing to do). Raises on a failed transaction."""
+        external_ids; `columns`: other Interface columns of an added port, e.g. `type`,
+        `mac`, `mtu_request`) to `bridge`, change interface ids; the new `next_cfg` (None
+        when there was nothing to do). Raises on a failed transaction."""
         api = self._api
         commands: list[Any] = [api.del_port(name, if_exists=True) for name in remove]
         for name, ids in (add or {}).items():
-            commands.append(api.add_port(bridge, name, may_exist=False, external_ids=dict(ids)))
+            extra = dict((columns or {}).get(name, {}))
+            commands.append(
+                api.add_port(bridge, name, may_exist=False, external_ids=dict(ids), **extra)
+            )
         commands += [_SetIds(api, change) for change in update]
         if not commands:
             return None

@@ -1,0 +1,61 @@
+"""`dpunet node run`: the full-node daemon (`dpunet-node`) in the foreground.
+
+Exported as the click command `node_run` (to be mounted under a `node` group by the main CLI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dpunet import logs
+from dpunet.cli.output import fail
+from dpunet.controller.client import ClientError
+from dpunet.node.config import NodeAgentConfig
+from dpunet.node.daemon import NodeDaemon
+from dpunet.settings import SettingsError, load_settings
+
+
+async def _main(cfg: NodeAgentConfig) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await NodeDaemon(cfg).run(stop)
+
+
+@click.command("run")
+@click.option(
+    "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
+    help="YAML/JSON config file (see docs/node-agent.md).",
+)  # fmt: skip
+@click.option("--node", help="This node's name (as registered with the controller).")
+@click.option("--controller-url", help="Controller API.  [default: http://127.0.0.1:9477]")
+@click.option("--token-file", type=click.Path(path_type=Path), help="Controller bearer token.")
+@click.option("--state-dir", type=click.Path(path_type=Path), help="[default: /var/lib/dpunet]")
+@click.option(
+    "--cni-socket", type=click.Path(path_type=Path), help="[default: /run/dpunet/cni.sock]"
+)
+@click.option("--ovs-db", help="Local OVS database.  [default: unix:$OVS_RUNDIR/db.sock]")
+@click.option("--integration-bridge", help="[default: br-int]")
+@click.option("--mgmt-port/--no-mgmt-port", default=None, help="Keep ovn-k8s-mp0 in place.")
+@click.option("--metrics-address", help="HOST:PORT of /metrics.  [default: 127.0.0.1:9479]")
+@click.option("--reconcile-interval", type=float, help="Seconds between reconciles.  [default: 10]")
+@click.option("--port-timeout", type=float, help="Seconds to wait for a port.  [default: 60]")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+def node_run(config_file: Path | None, **options: Any) -> None:
+    """Run the full-node daemon: CNI server, veth pods on br-int, management port, reconcile."""
+    try:
+        cfg = load_settings(NodeAgentConfig, config_file, overrides=options)
+        logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
+        asyncio.run(_main(cfg))
+    except (SettingsError, ClientError, OSError) as exc:
+        fail(str(exc))
+
+
+if __name__ == "__main__":
+    node_run()

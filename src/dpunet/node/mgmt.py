@@ -1,0 +1,69 @@
+"""The management port of a full node: an OVS internal port `ovn-k8s-mp0` on br-int.
+
+It is LSP `k8s-<node>` (`external_ids:iface-id`), carries the node subnet's `.2`
+with the MAC and MTU of the controller's node record (also written to the
+Interface's `mac` and `mtu_request`, so ovs-vswitchd keeps them), and routes to
+the cluster and service CIDRs via the node's router port (`.1`): the node reaches
+its pods (kubelet probes) and the cluster through it. Re-ensured periodically,
+so a port removed or changed by hand heals. A port of that name that dpunet
+does not own is left alone (an error).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dpunet import podnet
+from dpunet.dpu.ovs import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs
+from dpunet.host.mgmt import MGMT_IFNAME, management_config
+
+APPLY_TIMEOUT = 10.0
+
+
+def mgmt_lsp(node: str) -> str:
+    """The management port's logical port."""
+    return f"k8s-{node}"
+
+
+def ensure_management_port(
+    ovs: LocalOvs,
+    bridge: str,
+    node: Mapping[str, Any],
+    ifname: str = MGMT_IFNAME,
+) -> list[str]:
+    """Make `ifname` the management port the node record describes; what had to change."""
+    cfg = management_config(node, ifname)
+    ids = {IFACE_ID: mgmt_lsp(node["name"]), OWNED_KEY: OWNED_VALUE}
+    port = next((p for p in ovs.state().ports if p.name == ifname), None)
+    if port is not None and not port.owned:
+        raise podnet.PodNetError(f"port {ifname} on {port.bridge} is not dpunet's; not touching it")
+    link = podnet.link_state(ifname)
+    changes = []
+    if port is None:
+        changes.append(f"port {ifname} added to {bridge}")
+    elif port.bridge != bridge or any(port.external_ids.get(k) != v for k, v in ids.items()):
+        changes.append(f"port {ifname} re-plugged as {ids[IFACE_ID]} on {bridge}")
+    elif link is None:
+        changes.append(f"netdev {ifname} re-created")
+    elif (link.mac, link.mtu) != (cfg.mac, cfg.mtu):
+        changes.append(f"{ifname} MAC/MTU {link.mac}/{link.mtu} -> {cfg.mac}/{cfg.mtu}")
+    if changes:
+        columns = {"type": "internal", "mac": cfg.mac, "mtu_request": cfg.mtu}
+        try:
+            next_cfg = ovs.apply(
+                bridge,
+                remove=[] if port is None else [ifname],
+                add={ifname: ids},
+                columns={ifname: columns},
+            )
+        except Exception as exc:  # ovsdbapp raises many kinds
+            raise podnet.PodNetError(f"plugging {ifname}: OVS transaction failed: {exc}") from exc
+        if next_cfg is not None and not ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
+            raise podnet.PodNetError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
+        if not podnet.link_exists(ifname):
+            raise podnet.PodNetError(f"ovs-vswitchd created no netdev {ifname}")
+    problems = podnet.check(None, cfg)
+    if problems or changes:
+        podnet.configure(None, ifname, cfg)
+    return changes + problems

@@ -1,0 +1,167 @@
+"""Veth pairs as pod interfaces: the full node's `Attacher`.
+
+Per sandbox one veth pair, named after the container id: the host end `dpv<hash>`
+goes into the local br-int with `external_ids:iface-id=<ns>_<pod>` (the LSP),
+`iface-id-ver=<pod uid>` and `dpunet-owned=true`; the pod end is created as
+`dpt<hash>` and, once the controller answered, moved into the pod's namespace,
+renamed and configured there. The host end is plugged before the port request
+(`prepare`): on a full node nobody else plugs it, and the controller answers only
+once OVN reports the port up. Both ends get tx checksum offload off (userspace
+OVS datapath). Unplugging deletes the OVS port and the veth (the pod end goes with
+its peer, and with the pod's namespace).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from pyroute2.netlink.exceptions import NetlinkError
+
+from dpunet import ethtool, podnet
+from dpunet.agent.pods import ERR_NO_DEVICE
+from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.cni.models import AddRequest
+from dpunet.cni.shim import CniError
+from dpunet.dpu.ovs import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs
+
+HOST_PREFIX = "dpv"
+POD_PREFIX = "dpt"
+APPLY_TIMEOUT = 10.0
+
+
+def veth_names(container_id: str) -> tuple[str, str]:
+    """(host end, pod end's temporary name) of a sandbox: 15 chars, stable per container."""
+    digest = hashlib.sha256(container_id.encode()).hexdigest()[:12]
+    return HOST_PREFIX + digest, POD_PREFIX + digest
+
+
+def lsp_name(record: SandboxRecord) -> str:
+    """The pod's Logical_Switch_Port (OVN-Kubernetes convention `<ns>_<pod>`)."""
+    return f"{record.namespace}_{record.pod}"
+
+
+def _delete_link(ifname: str) -> bool:
+    """Delete a link of this namespace; False when it did not exist."""
+    with podnet.netlink() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return False
+        try:
+            ipr.link("del", index=found[0])
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise podnet.PodNetError(f"delete {ifname}: {exc}") from exc
+    return True
+
+
+class VethAttacher:
+    """Plugs veth pairs into the local br-int (see module docstring)."""
+
+    kind = "veth"
+
+    def __init__(self, ovs: LocalOvs, bridge: str = "br-int") -> None:
+        self.ovs = ovs
+        self.bridge = bridge
+        # prepare() and sweep() exclude each other: a sweep never sees a fresh veth
+        # whose sandbox record it has not read yet.
+        self._lock = threading.Lock()
+
+    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
+        """The veth names of this container (refused on a hash clash with a held one)."""
+        host, pod = veth_names(req.container_id)
+        if any(d.get("veth") == host for d in held):
+            raise CniError(ERR_NO_DEVICE, f"veth name {host} is taken by another sandbox")
+        return {"veth": host, "peer": pod}
+
+    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
+        """Nothing: a veth port has no device fields."""
+        return {}
+
+    def prepare(self, record: SandboxRecord) -> None:
+        """Create the pair and plug the host end into br-int (replacing leftovers)."""
+        host, pod = record.device["veth"], record.device["peer"]
+        ids = {
+            IFACE_ID: lsp_name(record),
+            IFACE_ID_VER: record.pod_uid,
+            OWNED_KEY: OWNED_VALUE,
+        }
+        with self._lock:
+            _delete_link(host)
+            _delete_link(pod)
+            with podnet.netlink() as ipr:
+                try:
+                    ipr.link("add", ifname=host, kind="veth", peer={"ifname": pod})
+                    ipr.link("set", index=ipr.link_lookup(ifname=host)[0], state="up")
+                except NetlinkError as exc:
+                    raise podnet.PodNetError(f"create veth {host}/{pod}: {exc}") from exc
+            for end in (host, pod):
+                try:
+                    ethtool.disable_tx_checksum(end)
+                except ethtool.EthtoolError as exc:
+                    raise podnet.PodNetError(str(exc)) from exc
+            self._apply(f"plug {host} into {self.bridge}", remove=[host], add={host: ids})
+        error = next((p.error for p in self.ovs.state().ports if p.name == host), None)
+        if error:
+            raise podnet.PodNetError(f"OVS cannot use {host}: {error}")
+
+    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
+        """Move the pod end into the pod and configure it; the host end takes the MTU."""
+        host, pod = record.device["veth"], record.device["peer"]
+        with podnet.netlink() as ipr:
+            found = ipr.link_lookup(ifname=host)
+            if not found:
+                raise podnet.PodNetError(f"veth {host} vanished")
+            try:
+                ipr.link("set", index=found[0], mtu=cfg.mtu)
+            except NetlinkError as exc:
+                raise podnet.PodNetError(f"MTU {cfg.mtu} on {host}: {exc}") from exc
+        podnet.move_link(pod, pod, None, record.netns)
+        podnet.configure(record.netns, pod, cfg)
+
+    def unplug(self, record: SandboxRecord) -> None:
+        """Delete the OVS port and the veth (idempotent)."""
+        host, pod = record.device["veth"], record.device["peer"]
+        self._apply(f"unplug {host}", remove=[host])
+        _delete_link(host)
+        _delete_link(pod)
+
+    def sweep(self, known_sandboxes: Callable[[], Iterable[str]]) -> list[str]:
+        """Remove owned `dpv*` ports and `dpv*`/`dpt*` links of sandboxes that
+        `known_sandboxes()` does not list (records removed by hand, lost state)."""
+        with self._lock:
+            ports = [
+                p.name
+                for p in self.ovs.state().ports
+                if p.owned and p.bridge == self.bridge and p.name.startswith(HOST_PREFIX)
+            ]
+            with podnet.netlink() as ipr:
+                links = [
+                    name
+                    for link in ipr.get_links()
+                    if (name := link.get_attr("IFLA_IFNAME")).startswith((HOST_PREFIX, POD_PREFIX))
+                ]
+            keep = {name for cid in known_sandboxes() for name in veth_names(cid)}
+            stale_ports = [p for p in ports if p not in keep]
+            if stale_ports:
+                self._apply("remove stale ports", remove=stale_ports)
+            removed = set(stale_ports)
+            for name in links:
+                if name not in keep and _delete_link(name):
+                    removed.add(name)
+        return sorted(removed)
+
+    def _apply(
+        self, what: str, remove: list[str], add: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        """One OVS transaction, waited for until ovs-vswitchd applied it."""
+        try:
+            next_cfg = self.ovs.apply(self.bridge, remove=remove, add=add)
+        except Exception as exc:  # ovsdbapp raises many kinds; the step's name says enough
+            raise podnet.PodNetError(f"{what}: OVS transaction failed: {exc}") from exc
+        if next_cfg is not None and not self.ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
+            raise podnet.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
