@@ -17,6 +17,7 @@ from controller_harness import (
     node_token,
     register,
     running,
+    wait_until,
 )
 
 pytestmark = pytest.mark.lab
@@ -240,4 +241,50 @@ def test_sigkill_mid_burst_then_restart_rebuilds_from_nb() -> None:
         assert "reconcile.orphan_node_removed" in log and "node=ghost" in log
     finally:
         ctl.close()
+        ovn.close()
+
+
+def test_standby_controller_takes_over_and_reconcile_repairs_drift() -> None:
+    """Two controllers on one NB: only the holder of the NB lock is ready; when it dies
+    the other takes over. Periodic reconcile repairs owned objects edited by hand and
+    leaves the others alone."""
+    ovn = OvnCentral(northd=False).start()
+    first = ControllerProc(ovn.nb_remotes, ("sb1",), reconcile_interval=1)
+    second = ControllerProc(ovn.nb_remotes, ("sb1",), reconcile_interval=1)
+    try:
+        first.start()
+        second.start(wait_ready=False)
+        with first.client() as admin:
+            register(admin, "sb1", node_ip="192.0.2.81/24")
+            port = admin.put("/v1/ports/sb/p", json={"node": "sb1", "uid": "u", "sandbox": "s"})
+            assert port.status_code == 200
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{second.url}/healthz", timeout=2).json()["nb_connected"]
+            except httpx.HTTPError:
+                return False
+
+        wait_until("the second controller to answer", answers)
+        health = httpx.get(f"{second.url}/readyz", timeout=5)
+        assert health.status_code == 503 and health.json()["nb_lock"] is False
+        first.kill(signal.SIGKILL)
+        second.wait_ready(15)
+        ovn.nbctl("lr-route-del", "GR_sb1", "0.0.0.0/0")
+        ovn.nbctl("set", "Logical_Switch_Port", "sb_p", "options:iface-id-ver=tampered")
+        ovn.nbctl("ls-add", "hands-off", "--", "lsp-add", "sb1", "hands-off-port")
+
+        def repaired() -> bool:
+            routes = ovn.nbctl("lr-route-list", "GR_sb1")
+            options = ovn.nbctl("get", "Logical_Switch_Port", "sb_p", "options")
+            return "0.0.0.0/0" in routes and "iface-id-ver=u" in options
+
+        wait_until("reconcile to repair the route and the port", repaired, timeout=10)
+        show = ovn.nbctl("show")
+        assert "hands-off" in show and "hands-off-port" in show
+        with second.client() as admin:
+            assert admin.get("/v1/ports/sb/p").json()["ips"] == port.json()["ips"]
+    finally:
+        first.close()
+        second.close()
         ovn.close()
