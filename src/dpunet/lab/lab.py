@@ -143,7 +143,7 @@ class Lab:
                 Step(f"DPU bridge brp0 on {pair.dpu.name}", partial(self._setup_dpu, pair.dpu))
             )
             out.append(
-                Step(f"host PF address on {pair.host.name}", partial(self._setup_host, pair.host))
+                Step(f"host setup on {pair.host.name}", partial(self._setup_host, pair.host))
             )
         out += [
             Step(f"ovn-controller on {n.name}", partial(self._start_controller, n))
@@ -261,16 +261,20 @@ class Lab:
         )  # fmt: skip
 
     def _setup_host(self, host: Node) -> None:
+        """The seed's "Worker-host SR-IOV Configuration", through `dpunet host setup`
+        (the emulated NIC starts with no VFs), then the host's underlay address."""
         ns = host.netns
-        ip(
-            "addr",
-            "add",
-            f"{host.underlay_ip}/{self.plan.underlay_prefix}",
-            "dev",
-            HOST_PF_NAME,
+        run(
+            [
+                sys.executable, "-m", "dpunet.cli.main", "host", "setup",
+                "--pf", HOST_PF_NAME, "--num-vfs", str(self.plan.spec.vfs), "--mgmt-vf", "0",
+            ],
             netns=ns,
-        )
-        ip("link", "set", HOST_PF_NAME, "up", netns=ns)
+            env=self.plan.node_env(host),
+            timeout=60,
+        )  # fmt: skip
+        prefix = self.plan.underlay_prefix
+        ip("addr", "add", f"{host.underlay_ip}/{prefix}", "dev", HOST_PF_NAME, netns=ns)
         ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=ns)
 
     def _start_controller(self, node: Node) -> None:

@@ -43,7 +43,7 @@ def daemon_config(plan: LabPlan) -> NicDaemonConfig:
                 dpu_pci=DPU_PF_PCI,
                 uplink_netdev=DPU_UPLINK,
                 sriov_totalvfs=plan.spec.total_vfs,
-                numvfs=plan.spec.vfs,
+                numvfs=0,  # `dpunet host setup` creates them, as on a real host
                 pf_mac=pair.pf_mac(plan.lab_id),
                 vf_mac_prefix=pair.vf_mac_prefix(plan.lab_id),
                 phys_switch_id=pair.switch_id(plan.lab_id),
