@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpunet import podnet
-from dpunet.dpu.ovs import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs
+from dpunet.dpu.ovs import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 from dpunet.host.mgmt import MGMT_IFNAME, management_config
 
 APPLY_TIMEOUT = 10.0
@@ -24,6 +24,28 @@ APPLY_TIMEOUT = 10.0
 def mgmt_lsp(node: str) -> str:
     """The management port's logical port."""
     return f"k8s-{node}"
+
+
+def needed_changes(
+    port: OvsPort | None,
+    link: podnet.HostLinkState | None,
+    bridge: str,
+    ids: Mapping[str, str],
+    cfg: podnet.InterfaceConfig,
+) -> list[str]:
+    """Why the OVS port must be (re)created (empty: it is in place); PodNetError for a
+    port of that name that dpunet does not own."""
+    if port is None:
+        return [f"port {cfg.ifname} added to {bridge}"]
+    if not port.owned:
+        raise podnet.PodNetError(f"port {port.name} on {port.bridge} is not dpunet's; leaving it")
+    if port.bridge != bridge or any(port.external_ids.get(k) != v for k, v in ids.items()):
+        return [f"port {cfg.ifname} re-plugged as {ids[IFACE_ID]} on {bridge}"]
+    if link is None:
+        return [f"netdev {cfg.ifname} re-created"]
+    if (link.mac, link.mtu) != (cfg.mac, cfg.mtu):
+        return [f"{cfg.ifname} MAC/MTU {link.mac}/{link.mtu} -> {cfg.mac}/{cfg.mtu}"]
+    return []
 
 
 def ensure_management_port(
@@ -36,18 +58,7 @@ def ensure_management_port(
     cfg = management_config(node, ifname)
     ids = {IFACE_ID: mgmt_lsp(node["name"]), OWNED_KEY: OWNED_VALUE}
     port = next((p for p in ovs.state().ports if p.name == ifname), None)
-    if port is not None and not port.owned:
-        raise podnet.PodNetError(f"port {ifname} on {port.bridge} is not dpunet's; not touching it")
-    link = podnet.link_state(ifname)
-    changes = []
-    if port is None:
-        changes.append(f"port {ifname} added to {bridge}")
-    elif port.bridge != bridge or any(port.external_ids.get(k) != v for k, v in ids.items()):
-        changes.append(f"port {ifname} re-plugged as {ids[IFACE_ID]} on {bridge}")
-    elif link is None:
-        changes.append(f"netdev {ifname} re-created")
-    elif (link.mac, link.mtu) != (cfg.mac, cfg.mtu):
-        changes.append(f"{ifname} MAC/MTU {link.mac}/{link.mtu} -> {cfg.mac}/{cfg.mtu}")
+    changes = needed_changes(port, podnet.link_state(ifname), bridge, ids, cfg)
     if changes:
         columns = {"type": "internal", "mac": cfg.mac, "mtu_request": cfg.mtu}
         try:

@@ -26,7 +26,7 @@ from dpunet.agent.pods import ERR_NO_DEVICE
 from dpunet.agent.sandboxes import SandboxRecord
 from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
-from dpunet.dpu.ovs import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs
+from dpunet.dpu.ovs import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 HOST_PREFIX = "dpv"
 POD_PREFIX = "dpt"
@@ -57,6 +57,24 @@ def _delete_link(ifname: str) -> bool:
                 return False
             raise podnet.PodNetError(f"delete {ifname}: {exc}") from exc
     return True
+
+
+def stale(
+    ports: Iterable[OvsPort], links: Iterable[str], bridge: str, keep: set[str]
+) -> tuple[list[str], list[str]]:
+    """(ports, links) left over from sandboxes whose veth names are not in `keep`: owned
+    `dpv*` ports on `bridge`, and `dpv*`/`dpt*` links (records removed by hand, lost
+    state). Foreign ports and other links are never listed."""
+    stale_ports = [
+        p.name
+        for p in ports
+        if p.owned and p.bridge == bridge and p.name.startswith(HOST_PREFIX)
+        and p.name not in keep
+    ]  # fmt: skip
+    stale_links = [
+        name for name in links if name.startswith((HOST_PREFIX, POD_PREFIX)) and name not in keep
+    ]
+    return stale_ports, stale_links
 
 
 class VethAttacher:
@@ -131,27 +149,19 @@ class VethAttacher:
         _delete_link(pod)
 
     def sweep(self, known_sandboxes: Callable[[], Iterable[str]]) -> list[str]:
-        """Remove owned `dpv*` ports and `dpv*`/`dpt*` links of sandboxes that
-        `known_sandboxes()` does not list (records removed by hand, lost state)."""
+        """Remove what `stale` finds for the sandboxes `known_sandboxes()` lists; the
+        names removed."""
         with self._lock:
-            ports = [
-                p.name
-                for p in self.ovs.state().ports
-                if p.owned and p.bridge == self.bridge and p.name.startswith(HOST_PREFIX)
-            ]
+            ports = self.ovs.state().ports
             with podnet.netlink() as ipr:
-                links = [
-                    name
-                    for link in ipr.get_links()
-                    if (name := link.get_attr("IFLA_IFNAME")).startswith((HOST_PREFIX, POD_PREFIX))
-                ]
+                links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
             keep = {name for cid in known_sandboxes() for name in veth_names(cid)}
-            stale_ports = [p for p in ports if p not in keep]
+            stale_ports, stale_links = stale(ports, links, self.bridge, keep)
             if stale_ports:
                 self._apply("remove stale ports", remove=stale_ports)
             removed = set(stale_ports)
-            for name in links:
-                if name not in keep and _delete_link(name):
+            for name in stale_links:
+                if _delete_link(name):
                     removed.add(name)
         return sorted(removed)
 
