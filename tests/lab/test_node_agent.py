@@ -28,7 +28,7 @@ import pytest
 from dpunet.controller.client import ClientError
 from dpunet.lab import daemons, services
 from dpunet.lab.lab import down, exec_argv
-from dpunet.lab.runner import pid_alive, read_pid, run, terminate
+from dpunet.lab.runner import in_netns, pid_alive, read_pid, run, terminate
 from dpunet.lab.topology import LabPlan, LabSpec
 
 pytestmark = pytest.mark.lab
@@ -97,6 +97,30 @@ class Lab:
             if run(["ping", "-c1", "-W1", ip], netns=netns, check=False).returncode == 0:
                 return True
         return False
+
+    def tcp(self, server_netns: str, ip: str, client_netnses: list[str]) -> None:
+        """An HTTP GET (TCP through the userspace datapath) from each client to `ip`."""
+        server = subprocess.Popen(
+            in_netns(server_netns, [sys.executable, "-m", "http.server", "8080", "--bind", ip]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/usr/share/doc",
+        )  # fmt: skip
+        fetch = (
+            "import sys, time, urllib.request\n"
+            "for _ in range(50):\n"
+            "    try:\n"
+            f"        sys.exit(0 if urllib.request.urlopen('http://{ip}:8080/', timeout=3)"
+            ".read() else 1)\n"
+            "    except OSError:\n"
+            "        time.sleep(0.1)\n"
+            "sys.exit(1)\n"
+        )
+        try:
+            for netns in client_netnses:
+                proc = run([sys.executable, "-c", fetch], netns=netns, check=False)
+                assert proc.returncode == 0, f"TCP {netns} -> {ip}: {proc.stderr}"
+        finally:
+            server.terminate()
+            server.wait(5)
 
     def http(self, path: str) -> int:
         """Status of GET `path` on the daemon (0 when nothing listens)."""
@@ -337,6 +361,7 @@ def test_management_port_and_pod_traffic(lab: Lab, agent: NodeAgent, pods: Pods)
     pod_ip_b = result_b["ips"][0]["address"].split("/")[0]
     assert pod_ip_b != pod_ip_a
     assert lab.ping(ns_a, pod_ip_b) and lab.ping(ns_b, pod_ip_a), "pod <-> pod on cp"
+    lab.tcp(ns_b, pod_ip_b, [ns_a, lab.cp.netns])
 
     # CHECK with the ADD's result passes
     code, out = agent.cni("CHECK", cid_a, ns_a, "a", prevResult=result)
