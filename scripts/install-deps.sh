@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     openvswitch-switch ovn-central ovn-host podman runc busybox-static
     iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 libfuse3-3
-    python3 python3-venv
+    python3 python3-venv graphviz
 )
 VENV=${VENV:-.venv}
 
