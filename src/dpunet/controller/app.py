@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import socket
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
@@ -130,8 +132,15 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
+def _after_shutdown(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal once it has shut down; the controller then only
+    has to finish its own cleanup, so the signal is absorbed here."""
+
+
 async def serve(cfg: ControllerConfig) -> None:
     """Run the controller until SIGINT/SIGTERM."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _after_shutdown)
     ctl = Controller(cfg)
     sockets = [_bind(a) for a in cfg.listen]
     server = uvicorn.Server(
