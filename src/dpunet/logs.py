@@ -77,6 +77,7 @@ def configure(fmt: Literal["kv", "json"] = "kv", level: str = "info") -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    # python-ovs/ovsdbapp are chatty at INFO about every reconnect attempt
-    for noisy in ("ovsdbapp", "ovs"):
+    # python-ovs/ovsdbapp are chatty at INFO about every reconnect attempt, httpx about
+    # every request
+    for noisy in ("ovsdbapp", "ovs", "httpx"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

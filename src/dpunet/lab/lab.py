@@ -150,6 +150,9 @@ class Lab:
             for n in plan.ovs_nodes
         ]
         out.append(Step("dpunet-controller on cp", partial(services.start_controller, plan)))
+        out.append(
+            Step("dpunet-node on cp", partial(services.start_full_node_agent, plan, plan.cp))
+        )
         for pair in plan.pairs:
             out.append(
                 Step(

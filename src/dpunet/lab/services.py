@@ -40,7 +40,7 @@ CNI_NETWORK = "dpunet"
 def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
     """The dpunet daemons a node runs."""
     names = {
-        Role.CONTROL_PLANE: ["dpunet-controller"],
+        Role.CONTROL_PLANE: ["dpunet-controller", "dpunet-node"],
         Role.DPU: ["dpunet-dpu"],
         Role.DPU_HOST: ["dpunet-host"],
     }.get(node.role, [])
@@ -204,38 +204,51 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
     wait_for(f"dpunet-dpu on {dpu.name} to plug the management port", mgmt_up, timeout=30)
 
 
-# ----------------------------------------------------------------- host agent
+# ----------------------------------------------------------------- node agents
 def start_host_agent(plan: LabPlan, host: Node) -> None:
     """dpunet-host in a dpu-host namespace; waits until its management port is configured."""
-    d = plan.node_dir(host)
+    _start_node_agent(
+        plan, host, "dpunet-host", ["host", "run"], {"sysfs_root": str(plan.sysfs_root(host))}
+    )
+
+
+def start_full_node_agent(plan: LabPlan, node: Node) -> None:
+    """dpunet-node on cp (a full node: veth pods on its own OVS)."""
+    _start_node_agent(plan, node, "dpunet-node", ["node", "run"], {})
+
+
+def _start_node_agent(
+    plan: LabPlan, node: Node, name: str, command: list[str], extra: dict[str, Any]
+) -> None:
+    d = plan.node_dir(node)
     d.mkdir(parents=True, exist_ok=True)
-    config = d / "dpunet-host.yaml"
+    config = d / f"{name}.yaml"
     config.write_text(
         yaml.safe_dump(
             {
-                "node": host.name,
+                "node": node.name,
                 "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
-                "token_file": str(token_path(plan, host.name)),
+                "token_file": str(token_path(plan, node.name)),
                 "state_dir": str(d / "state"),
                 "cni_socket": str(d / "cni.sock"),
-                "sysfs_root": str(plan.sysfs_root(host)),
                 "reconcile_interval": 2.0,
+                **extra,
             }
         )
     )
-    service = _service(plan, host, "dpunet-host")
-    spawn(plan, host, service, ["host", "run", "--config", str(config)])
+    service = _service(plan, node, name)
+    spawn(plan, node, service, [*command, "--config", str(config)])
 
     def ready() -> bool:
         _alive_or_fail(service)
         out = subprocess.run(
-            in_netns(host.netns, ["ip", "-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0"]),
+            in_netns(node.netns, ["ip", "-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0"]),
             capture_output=True, text=True, check=False,
         ).stdout  # fmt: skip
         return "inet " in out
 
-    wait_for(f"dpunet-host on {host.name} (management port ovn-k8s-mp0)", ready, timeout=30)
-    write_cni_config(plan, host)
+    wait_for(f"{name} on {node.name} (management port ovn-k8s-mp0)", ready, timeout=30)
+    write_cni_config(plan, node)
 
 
 # ------------------------------------------------------------------------ CNI
