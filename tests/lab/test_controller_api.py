@@ -247,6 +247,49 @@ def test_port_lifecycle_and_idempotency(ovn: OvnCentral, ctl: ControllerProc) ->
         stale = host.delete("/v1/ports/default/web-1", params={"sandbox": "sb-1"})
         assert stale.status_code == 200 and stale.json()["deleted"] is False
 
+        # the restarted pod got another VF: same address, a fresh LSP row (up re-awaited)
+        row = ovn.nbctl("get", "Logical_Switch_Port", "default_web-1", "_uuid").strip()
+        vf2 = host.put("/v1/ports/default/web-1", json=vf_port("host9", sandbox="sb-3", vf=2))
+        assert vf2.json()["ips"] == body["ips"] and vf2.json()["vf_num"] == 2
+        assert ovn.nbctl("get", "Logical_Switch_Port", "default_web-1", "_uuid").strip() != row
+        assert (
+            ovn.nbctl(
+                "get", "Logical_Switch_Port", "default_web-1", 'options:"dpunet-plug:vf-num"'
+            ).strip()
+            == '"2"'
+        )
+
+        # the node's DPU moved to another chassis: its ports follow
+        register(
+            admin,
+            "host9",
+            role="dpu-host",
+            chassis="dpu9b",
+            node_ip="192.0.2.109/24",
+            mgmt_pf_mac="02:d5:00:09:00:01",
+            mgmt_vf_num=0,
+        )
+        assert (
+            ovn.nbctl(
+                "get", "Logical_Switch_Port", "default_web-1", "options:requested-chassis"
+            ).strip()
+            == "dpu9b"
+        )
+        assert ovn.nbctl("get", "Logical_Router", "GR_host9", "options:chassis").strip() == "dpu9b"
+        register(
+            admin,
+            "host9",
+            role="dpu-host",
+            chassis="dpu9",
+            node_ip="192.0.2.109/24",
+            mgmt_pf_mac="02:d5:00:09:00:01",
+            mgmt_vf_num=0,
+        )
+
+        # the management VF is not for pods
+        mgmt_vf = {**vf_port("host9", uid="uid-x"), "pf_mac": "02:d5:00:09:00:01", "vf_num": 0}
+        assert host.put("/v1/ports/default/sneaky", json=mgmt_vf).status_code == 409
+
         # pod recreated (new uid): replaced, with a new address
         new = host.put("/v1/ports/default/web-1", json=vf_port("host9", uid="uid-2"))
         assert new.status_code == 200 and new.json()["ips"] != body["ips"]

@@ -108,6 +108,21 @@ def test_registered_nodes_have_the_topology(lab: tuple[LabPlan, Client]) -> None
         plan, "--bare", "--columns=options", "find", "Port_Binding", "logical_port=rtoj-GR_host1"
     )
     assert "l3gateway-chassis=dpu1" in l3gw
+    # the lab's DPU agent plugged host1's management VF on dpu1
+    mgmt = json.loads(
+        _sb(
+            plan,
+            "--format=json",
+            "--columns=requested_chassis,chassis,options",
+            "find",
+            "Port_Binding",
+            "logical_port=k8s-host1",
+        )
+    )["data"][0]
+    dpu1 = _sb(plan, "--bare", "--columns=_uuid", "find", "Chassis", "name=dpu1").strip()
+    assert mgmt[0] == mgmt[1] == ["uuid", dpu1]
+    assert dict(mgmt[2][1])["dpunet-plug"] == "representor"
+    assert daemons.nbctl(plan, "get", "Logical_Switch_Port", "k8s-host1", "up").strip() == "true"
     with client("host1") as host:
         node = host.get("/v1/nodes/host1").json()
         assert host.get("/v1/nodes/cp").status_code == 403
