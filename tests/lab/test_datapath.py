@@ -242,3 +242,77 @@ def test_kill9_during_a_burst_converges(clean: LabPlan, node: str, service: str)
     wait_until("convergence after kill -9", lambda: converged(plan, before), timeout=30)
     results = pod_checks(plan)
     assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+def _cni(
+    plan: LabPlan, command: str, env_extra: dict[str, str], config: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Run the installed shim as a runtime would; (exit code, parsed stdout)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "CNI_COMMAND": command,
+        "CNI_PATH": str(services.shim_dir(plan)),
+        **env_extra,
+    }
+    proc = subprocess.run(
+        [str(services.shim_dir(plan) / "dpunet-cni")],
+        input=json.dumps(config), env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def test_cni_verbs_against_the_real_host_agent(clean: LabPlan) -> None:
+    plan = clean
+    host = plan.node("host1")
+    conf = pods._plugin_config(plan, host)
+    pod = pods.add_pod(plan, "verbs", "host1", "netns")
+    attachment = {
+        "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": pod.netns, "CNI_IFNAME": "eth0",
+        "CNI_ARGS": "K8S_POD_NAMESPACE=default;K8S_POD_NAME=verbs",
+    }  # fmt: skip
+    add_result = json.loads(
+        (plan.node_dir(host) / "state" / "sandboxes" / f"{pod.container_id}.json").read_text()
+    )["port"]
+    prev = {
+        "cniVersion": "1.0.0",
+        "interfaces": [{"name": "eth0", "mac": add_result["mac"], "sandbox": pod.netns}],
+        "ips": [
+            {"address": add_result["ips"][0], "gateway": add_result["gateways"][0], "interface": 0}
+        ],
+    }
+    assert _cni(plan, "CHECK", attachment, {**conf, "prevResult": prev})[0] == 0
+    assert _cni(plan, "STATUS", {}, {**conf, "cniVersion": "1.1.0"})[0] == 0
+    run(["ip", "addr", "flush", "dev", "eth0"], netns=pod.netns)
+    code, err = _cni(plan, "CHECK", attachment, {**conf, "prevResult": prev})
+    assert code != 0 and err["code"] == 103 and "lacks address" in err["details"]
+    # GC with no valid attachments releases the pod's VF and port.
+    gc_conf = {**conf, "cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
+    assert _cni(plan, "GC", {}, gc_conf)[0] == 0
+    assert controller_ports(plan) == [] and sandboxes(plan) == set()
+    (pods.pods_dir(plan) / "verbs.json").unlink()
+    run(["ip", "netns", "del", Path(pod.netns).name])
+
+
+def test_cni_with_the_host_agent_down(clean: LabPlan) -> None:
+    plan = clean
+    conf = pods._plugin_config(plan, plan.node("host1"))
+    pod = pods.add_pod(plan, "down", "host1", "netns")
+    pid = read_pid(plan.node_dir(plan.node("host1")) / "dpunet-host.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.3)
+    base = {"CNI_NETNS": pod.netns, "CNI_IFNAME": "eth0"}
+    code, err = _cni(plan, "ADD", {**base, "CNI_CONTAINERID": "feedface"}, conf)
+    assert (code, err["code"]) == (1, 11)
+    code, err = _cni(plan, "DEL", {**base, "CNI_CONTAINERID": pod.container_id}, conf)
+    assert (code, err["code"]) == (1, 11)  # a record exists: the VF must still be returned
+    assert (
+        _cni(plan, "DEL", {**base, "CNI_CONTAINERID": "feedface"}, conf)[0] == 0
+    )  # nothing to undo
+    code, err = _cni(plan, "STATUS", {}, {**conf, "cniVersion": "1.1.0"})
+    assert (code, err["code"]) == (1, 50)
+    services.restart(plan, "host1", "dpunet-host")
+    wait_until(
+        "the host agent serving again",
+        lambda: _cni(plan, "STATUS", {}, {**conf, "cniVersion": "1.1.0"})[0] == 0,
+    )
