@@ -339,7 +339,7 @@ class WritePort(_Writer):
             if in_parent and all(getattr(row, c) == v for c, v in cols.items()):
                 self.result = row.uuid  # already as wanted (e.g. a retried transaction)
                 return
-            if row.external_ids.get("dpunet:uid") not in self.allowed_uids:
+            if row.external_ids.get("dpunet:uid", "") not in self.allowed_uids:
                 raise Conflict(f"port {self.spec.name} changed concurrently; retry")
             if self.fresh:
                 for old in _parents(self.api, LS, "ports", row):

@@ -206,7 +206,8 @@ class PortService:
             fresh, action = hw_changed, ("unchanged" if existing == port else "repointed")
         else:
             fresh, action = current is not None, ("replaced" if current is not None else "created")
-        allowed = {req.uid} | ({current.uid} if current is not None and current.uid else set())
+        # the uid the row carries now ("" for a malformed row, which is replaced)
+        allowed = {req.uid} | ({current.uid or ""} if current is not None else set())
         old = existing if existing is not None and not same_pod else None
         written = loop.time()
         row_uuid = await self._write(
