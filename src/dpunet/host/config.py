@@ -6,6 +6,7 @@ Every default is listed in docs/host-agent.md.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +44,24 @@ class HostAgentConfig(BaseModel):
         default=0, ge=0, description="VF index of `pf` used as the management port (None: none)"
     )
     mgmt_ifname: str = Field(default="ovn-k8s-mp0", max_length=15)
+    device_plugin: bool = Field(
+        default=False, description="serve kubelet's device plugin API, one resource per pool"
+    )
+    pod_resources: bool = Field(
+        default=False,
+        description="find a pod's VF through kubelet's PodResources API when the network "
+        "config names none (Kubernetes without multus)",
+    )
+    kubelet_dir: Path = Field(default=Path("/var/lib/kubelet"), description="kubelet's root dir")
+    device_info_dir: Path = Field(
+        default=Path("/var/run/k8s.cni.cncf.io/devinfo/dp"),
+        description="where Allocate writes the device-info files multus reads",
+    )
+    plugin_registration: Literal["auto", "kubelet", "watcher"] = Field(
+        default="auto",
+        description="kubelet: Register on kubelet.sock; watcher: a socket in plugins_registry; "
+        "auto: watcher when <kubelet_dir>/plugins_registry exists",
+    )
     metrics_address: str | None = Field(
         default="127.0.0.1:9478", description="HOST:PORT of /metrics, /healthz, /readyz"
     )

@@ -3,8 +3,9 @@
 Serves the CNI socket with a `PodAgent` over VFs, keeps the management port
 (`ovn-k8s-mp0`) in shape, reconciles sandbox records against namespaces and the
 controller on start and periodically, and exports `/metrics`, `/healthz` and
-`/readyz`. No OVS and no OVN access on this node: everything goes through the
-controller's port API.
+`/readyz`. With `device_plugin` it also serves kubelet's device plugin API (one
+resource per pool, health from sysfs and the management port). No OVS and no
+OVN access on this node: everything goes through the controller's port API.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -24,6 +26,9 @@ from dpunet.host.config import HostAgentConfig
 from dpunet.host.mgmt import ensure_management_port
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
+from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, Inventory, survey
+from dpunet.k8s.podresources import SOCKET as POD_RESOURCES_SOCKET
+from dpunet.k8s.podresources import PodResourcesResolver
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
 from dpunet.podnet import PodNetError
@@ -41,7 +46,15 @@ class HostDaemon:
             cfg.controller_url, read_token_file(str(cfg.token_file)), timeout=cfg.port_timeout + 30
         )
         self.registry = CollectorRegistry()
-        self.attacher = VfAttacher(self.sysfs, cfg.pools(), cfg.management_vfs())
+        pools = cfg.pools()
+        resolver = (
+            PodResourcesResolver(
+                cfg.kubelet_dir / POD_RESOURCES_SOCKET, [r.full_name for r in pools.resource_list]
+            )
+            if cfg.pod_resources
+            else None
+        )
+        self.attacher = VfAttacher(self.sysfs, pools, cfg.management_vfs(), resolver)
         self.agent = PodAgent(
             cfg.node,
             self.attacher,
@@ -56,6 +69,16 @@ class HostDaemon:
         )  # fmt: skip
         self.last_reconcile_ok = 0.0
         self.mgmt_ok = cfg.mgmt_vf is None
+        self.device_plugin = (
+            DevicePluginManager(
+                DevicePluginSettings(cfg.kubelet_dir, cfg.device_info_dir, cfg.plugin_registration),
+                pools.resource_list,
+                self._survey_vfs,
+                self.registry,
+            )
+            if cfg.device_plugin
+            else None
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until `stop` is set."""
@@ -74,12 +97,21 @@ class HostDaemon:
                 },
             )
         event(log, "started", node=self.cfg.node, socket=self.cfg.cni_socket)
+        plugin: asyncio.Task[None] | None = None
         try:
             while not stop.is_set():
                 await self.reconcile_once()
+                if self.device_plugin is not None:  # started once the DPU's state is known
+                    if plugin is None:
+                        plugin = asyncio.create_task(self.device_plugin.run(stop))
+                    self.device_plugin.poke()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), self.cfg.reconcile_interval)
         finally:
+            if plugin is not None:
+                plugin.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await plugin
             await server.close()
             if http is not None:
                 http.close()
@@ -116,6 +148,13 @@ class HostDaemon:
         self.mgmt_ok = True
         if changes:
             event(log, "mgmt-port-configured", ifname=self.cfg.mgmt_ifname, changes=changes)
+
+    def _survey_vfs(self, allocated: Collection[str]) -> Inventory:
+        """The device plugin's view of the pools: a VF is held by a pod when a sandbox
+        record or kubelet (`allocated`) says so; the DPU is ready with the management port."""
+        held = {str(r.device.get("pci")) for r in self.agent.store.all()} | set(allocated)
+        dpu = (self.mgmt_ok, "" if self.mgmt_ok else "management port not configured")
+        return survey(self.sysfs, self.attacher.assignment(), held, dpu)
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once a reconcile succeeded recently and the management port is in place."""

@@ -1,7 +1,8 @@
 """VFs as pod interfaces: the dpu-host node's `Attacher`.
 
 A VF comes from the network config (`deviceID`/`pciBusID`, injected by multus
-from the device plugin's allocation) or, in standalone mode, from this node's
+from the device plugin's allocation), else (Kubernetes without multus) from
+kubelet's PodResources API through a resolver, else from this node's
 own pools (the sriov-network-device-plugin `config.json` format). Plugging moves
 the VF into the pod's namespace under a temporary name (so nothing clashes),
 then renames and configures it; unplugging finds the VF wherever it is — still
@@ -12,7 +13,7 @@ pod's namespace died — and restores its host name, MAC and MTU.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -48,10 +49,14 @@ class VfAttacher:
         sysfs: Sysfs,
         pools: PoolConfig,
         management_vfs: tuple[ManagementVf, ...] = (),
+        resolver: Callable[[AddRequest, Collection[str]], str | None] | None = None,
     ) -> None:
+        """`resolver` names the pod's VF when the config does not (Kubernetes: kubelet's
+        PodResources); None from it means "take one from the pool"."""
         self.sysfs = sysfs
         self.pools = pools
         self.management_vfs = management_vfs
+        self.resolver = resolver
 
     def assignment(self) -> PoolAssignment:
         """The node's VFs sorted into pools (re-read each time: VFs come and go)."""
@@ -71,11 +76,14 @@ class VfAttacher:
         }
 
     def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
-        """The VF named by the config, else a free one of the requested (or first) pool."""
+        """The VF named by the config, else the resolver's, else a free one of the requested
+        (or first) pool."""
         taken = {d.get("pci"): d for d in held}
         assignment = self.assignment()
         members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         wanted = req.config.vf_pci_address
+        if wanted is None and self.resolver is not None:
+            wanted = self.resolver(req, {pci for pci in taken if pci})
         if wanted is not None:
             if wanted not in members:
                 why = next(

@@ -1,0 +1,1 @@
+"""The kubelet-facing side of dpunet: device plugin, PodResources, deployment manifests."""
