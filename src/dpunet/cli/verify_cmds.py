@@ -1,0 +1,206 @@
+"""`dpunet verify offload|topology`: is the traffic offloaded (and why not), is the layout right."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.lab.runner import LabError
+from dpunet.setup.plan import SetupError
+from dpunet.verify.layout import LayoutReport, verify_layout
+from dpunet.verify.offload import OffloadReport, analyse, collect
+from dpunet.verify.targets import DEFAULT_PF, DpuTarget, HostTarget, select_targets
+from dpunet.verify.unixctl import UnixctlError
+
+FLOWS_SHOWN = 20
+
+lab_option = click.option(
+    "--lab", default=None, help="Inspect the nodes of this lab instead of this machine."
+)
+node_option = click.option(
+    "--node", default=None, help="Only this node of the lab (dpuN or hostN, with its peer)."
+)
+pf_option = click.option(
+    "--pf", default=DEFAULT_PF, show_default=True, help="The DPU NIC's PF on a dpu-host."
+)
+
+
+def _targets(
+    lab: str | None, node: str | None, pf: str
+) -> tuple[list[DpuTarget], list[HostTarget]]:
+    try:
+        return select_targets(lab, node, pf)
+    except (LabError, ValueError) as exc:
+        fail(escape(str(exc)))
+        raise AssertionError("unreachable") from exc
+
+
+@click.group()
+def verify() -> None:
+    """Check a node: offload of pod traffic, OVS and host layout."""
+
+
+@verify.command("offload")
+@lab_option
+@node_option
+@click.option("--all-flows", is_flag=True, help="List every software flow, not the busiest 20.")
+@output_option()
+def offload_cmd(lab: str | None, node: str | None, all_flows: bool, output: str) -> None:
+    """Per pod: flows and bytes in hardware vs software, and why each software flow is there.
+
+    Exits 1 when some pod traffic is not offloaded (always so on the lab's userspace
+    datapath)."""
+    dpus, _ = _targets(lab, node, DEFAULT_PF)
+    if not dpus:
+        fail("this machine runs no OVS: run `verify offload` on the DPU (or give --lab)")
+    reports = []
+    for target in dpus:
+        try:
+            reports.append(analyse(collect(target)))
+        except (UnixctlError, SetupError, OSError) as exc:
+            fail(f"{target.name}: {escape(str(exc))}")
+    if not emit_data([r.to_dict() for r in reports], output):
+        for report in reports:
+            _print_offload(report, all_flows)
+    if not all(_fully_offloaded(r) for r in reports):
+        raise SystemExit(1)
+
+
+def _fully_offloaded(report: OffloadReport) -> bool:
+    return report.offload_possible and all(
+        p.packets_software == 0 and p.flows_tc_software + p.flows_ovs == 0 for p in report.pods
+    )
+
+
+def _print_offload(report: OffloadReport, all_flows: bool) -> None:
+    verdict = (
+        "[green]offload possible[/]"
+        if report.offload_possible
+        else "[red]nothing can be offloaded[/]"
+    )
+    console.print(
+        f"[bold]{report.node}[/]: datapath {report.datapath}, hw-offload "
+        f"{'on' if report.hw_offload else 'off'} — {verdict}"
+    )
+    for note in report.notes:
+        console.print(f"  [yellow]![/] {escape(note)}")
+    rows = [
+        (
+            p.pod,
+            p.representor,
+            f"{p.flows_hardware}/{p.flows_tc_software}/{p.flows_ovs}",
+            f"{p.packets_hardware}/{p.packets_software}",
+            f"{p.bytes_hardware}/{p.bytes_software}",
+            "; ".join(f"{k} ({v})" for k, v in sorted(p.reasons.items(), key=lambda kv: -kv[1])),
+        )
+        for p in report.pods
+    ]
+    console.print(
+        table(
+            "pods",
+            [
+                "pod",
+                "representor",
+                "flows hw/tc-sw/ovs",
+                "packets hw/sw",
+                "bytes hw/sw",
+                "why software",
+            ],
+            rows,
+        )
+    )
+    software = [f for f in report.flows if f.layer != "hardware" and (f.pods or all_flows)]
+    software.sort(key=lambda f: -f.packets)
+    shown = software if all_flows else software[:FLOWS_SHOWN]
+    flow_rows = [
+        (
+            f"{f.in_port} -> {','.join(f.outputs) or '-'}",
+            ", ".join(f.pods) or "-",
+            f.layer,
+            f.packets,
+            escape(f.actions[:60]),
+            escape("; ".join(r.split(":", 1)[0] for r in f.reasons)),
+        )
+        for f in shown
+    ]
+    if software:
+        title = f"software flows ({len(shown)} of {len(software)})"
+        columns = ["in -> out", "pods", "where", "packets", "actions", "why"]
+        console.print(table(title, columns, flow_rows))
+    else:
+        console.print(
+            "no software datapath flow touches a pod right now (idle flows expire after "
+            "about 10 s: send traffic, then look again)"
+        )
+    rep_rows = [
+        (
+            r.name,
+            r.pod or "-",
+            "-" if r.tc_in_hw is None else f"{r.tc_in_hw}/{r.tc_not_in_hw}",
+            "-" if r.tc_hw_packets is None else f"{r.tc_hw_packets}/{r.tc_sw_packets}",
+            "-" if r.vport is None else _share(r.vport.offloaded_share),
+            {True: "on", False: "off", None: "-"}[r.hw_tc_offload],
+        )
+        for r in report.representors
+    ]
+    console.print(
+        table(
+            "representors",
+            [
+                "netdev",
+                "pod",
+                "tc in_hw/not_in_hw",
+                "tc packets hw/sw",
+                "vport offloaded",
+                "hw-tc-offload",
+            ],
+            rep_rows,
+        )
+    )
+
+
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+@verify.command("topology")
+@lab_option
+@node_option
+@pf_option
+@output_option()
+def topology_cmd(lab: str | None, node: str | None, pf: str, output: str) -> None:
+    """The DPU's OVS and the host's VFs against the expected layout; each deviation with
+    its fix. Exits 1 on any deviation."""
+    dpus, hosts = _targets(lab, node, pf)
+    try:
+        report = verify_layout(dpus, hosts)
+    except (SetupError, OSError) as exc:
+        fail(escape(str(exc)))
+        raise AssertionError("unreachable") from exc
+    if not emit_data(report.to_dict(), output):
+        _print_layout(report)
+    if report.deviations:
+        raise SystemExit(1)
+
+
+def _print_layout(report: LayoutReport) -> None:
+    rows: list[Any] = [
+        (
+            f.node,
+            escape(f.check),
+            "[green]ok[/]" if f.ok else "[red]DEVIATION[/]",
+            escape(f.found),
+            escape(f.fix),
+        )
+        for f in report.findings
+    ]
+    console.print(table(None, ["node", "check", "result", "found", "fix"], rows))
+    n = len(report.deviations)
+    console.print("[green]layout as expected[/]" if not n else f"[red]{n} deviation(s)[/]")
+
+
+if __name__ == "__main__":
+    verify()

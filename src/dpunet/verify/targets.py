@@ -1,0 +1,131 @@
+"""Where `verify` and `topology` look: this machine, or nodes of a lab.
+
+A DPU target is its OVS run directory (database and vswitchd control socket; unix
+sockets work from any namespace), its network namespace (for netlink and ethtool) and
+its sysfs root. A host target is its namespace, sysfs root and the dpunet-host state
+directory (sandbox records: which pod holds which VF).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dpunet.agent.sandboxes import SandboxRecord, SandboxStore
+from dpunet.setup.ovsdb import DEFAULT_OVS_RUNDIR
+
+DEFAULT_HOST_STATE = Path("/var/lib/dpunet")
+DEFAULT_PF = "enp2s0f0np0"
+
+
+@dataclass(frozen=True)
+class DpuTarget:
+    """A DPU (or any node running OVS) to inspect."""
+
+    name: str
+    ovs_rundir: Path
+    netns: str | None = None  # a path such as /run/netns/<name>; None: this namespace
+    sysfs_root: Path = Path("/sys")
+    host_node: str | None = None  # the dpu-host it serves, when known
+    sb_remote: str | None = None  # default: external_ids:ovn-remote of its OVS
+
+    @property
+    def ovs_db(self) -> str:
+        """The OVSDB remote of its Open_vSwitch database."""
+        return f"unix:{self.ovs_rundir}/db.sock"
+
+
+@dataclass(frozen=True)
+class HostTarget:
+    """A dpu-host node to inspect."""
+
+    name: str
+    netns: str | None = None
+    sysfs_root: Path = Path("/sys")
+    state_dir: Path = DEFAULT_HOST_STATE
+    pf: str = DEFAULT_PF
+    mgmt_ifname: str = "ovn-k8s-mp0"
+    mgmt_vf: int | None = 0
+    dpu: str | None = None
+
+    def sandboxes(self) -> list[SandboxRecord]:
+        """The dpunet-host sandbox records (empty when the directory does not exist)."""
+        if not (self.state_dir / "sandboxes").is_dir():
+            return []
+        return SandboxStore(self.state_dir).all()
+
+
+def local_dpu(name: str | None = None) -> DpuTarget:
+    """This machine as a DPU (OVS_RUNDIR, DPUNET_SYSFS_ROOT honoured)."""
+    rundir = Path(os.environ.get("OVS_RUNDIR") or DEFAULT_OVS_RUNDIR)
+    sysfs = Path(os.environ.get("DPUNET_SYSFS_ROOT") or "/sys")
+    return DpuTarget(name or os.uname().nodename, rundir, None, sysfs)
+
+
+def local_host(
+    name: str | None = None, pf: str = DEFAULT_PF, state_dir: Path = DEFAULT_HOST_STATE
+) -> HostTarget:
+    """This machine as a dpu-host node."""
+    sysfs = Path(os.environ.get("DPUNET_SYSFS_ROOT") or "/sys")
+    return HostTarget(name or os.uname().nodename, None, sysfs, state_dir, pf)
+
+
+def is_dpu_here() -> bool:
+    """Whether this machine runs OVS (a DPU or a full node) rather than being a dpu-host."""
+    return (local_dpu().ovs_rundir / "db.sock").exists()
+
+
+def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
+    """Every DPU and dpu-host node of lab `lab` (LabError when it is not up)."""
+    from dpunet.lab.lab import load_plan
+    from dpunet.lab.topology import HOST_PF_NAME
+
+    plan = load_plan(lab)
+    dpus, hosts = [], []
+    for pair in plan.pairs:
+        dpu_sysfs = plan.sysfs_root(pair.dpu)
+        host_sysfs = plan.sysfs_root(pair.host)
+        assert dpu_sysfs is not None and host_sysfs is not None
+        dpus.append(
+            DpuTarget(
+                pair.dpu.name,
+                plan.ovs_dir(pair.dpu),
+                f"/run/netns/{pair.dpu.netns}",
+                dpu_sysfs,
+                pair.host.name,
+                f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock",
+            )
+        )
+        hosts.append(
+            HostTarget(
+                pair.host.name,
+                f"/run/netns/{pair.host.netns}",
+                host_sysfs,
+                plan.node_dir(pair.host) / "state",
+                HOST_PF_NAME,
+                dpu=pair.dpu.name,
+            )
+        )
+    return dpus, hosts
+
+
+def select_targets(
+    lab: str | None, node: str | None, pf: str = DEFAULT_PF
+) -> tuple[list[DpuTarget], list[HostTarget]]:
+    """The targets a command looks at: the nodes of `lab` (only `node` and its peer when
+    given), else this machine as a DPU (when it runs OVS) or as a dpu-host.
+    ValueError when `node` names no dpu-host or DPU of the lab."""
+    if lab is None:
+        if is_dpu_here():
+            return [local_dpu(node)], []
+        return [], [local_host(node, pf)]
+    dpus, hosts = lab_targets(lab)
+    if node is None:
+        return dpus, hosts
+    dpus_out = [d for d in dpus if node in (d.name, d.host_node)]
+    hosts_out = [h for h in hosts if node in (h.name, h.dpu)]
+    if not dpus_out and not hosts_out:
+        names = ", ".join(sorted([*(d.name for d in dpus), *(h.name for h in hosts)]))
+        raise ValueError(f"lab {lab} has no dpu-host or DPU node {node!r} (nodes: {names})")
+    return dpus_out, hosts_out
