@@ -1,0 +1,729 @@
+"""Kubernetes manifests of a dpunet deployment, from one small `DeployValues`.
+
+`render(values)` gives the install manifests (namespace, accounts, RBAC, config maps, the
+controller and OVN central on the control plane, `dpunet-host` on `k8s.ovn.org/dpu-host=`
+nodes, `dpunet-dpu` on `k8s.ovn.org/dpu=` nodes, `dpunet-node` on full nodes and, with
+multus, the seed's NetworkAttachmentDefinition); `dpu_static_pod` is the DPU agent for a
+DPU that is not a Kubernetes node; `example_pod` is the seed's `ovs-offload-pod1`.
+Defaults are the seed's cluster (docs/kubernetes.md maps every value to it).
+"""
+
+from __future__ import annotations
+
+import json
+from ipaddress import IPv4Address, IPv4Network
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dpunet.hw.pools import check_resource_prefix, parse_function_ranges
+
+Manifest = dict[str, Any]
+
+APP = "dpunet"
+CNI_TYPE = "dpunet-cni"
+CONTROLLER_PORT = 9477
+DPU_HOST_LABEL = "k8s.ovn.org/dpu-host"
+DPU_LABEL = "k8s.ovn.org/dpu"
+RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
+TOKEN_AUDIENCE = "dpunet"
+TOKEN_DIR = "/var/run/secrets/dpunet"
+CNI_LIB_DIR = "/opt/dpunet/cni"
+
+
+class DeployValues(BaseModel):
+    """The few facts a deployment needs (`dpunet k8s render --values FILE`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    image: str = Field(default="dpunet:0.1.0", min_length=1, description="dpunet image")
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    namespace: str = Field(default="dpunet", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    api_server: str = Field(
+        default="https://192.168.40.111:6443",
+        description="the API server as nodes reach it (the seed runs without kube-proxy, so "
+        "pods on the host network cannot use the kubernetes Service)",
+    )
+    cluster_cidr: IPv4Network = IPv4Network("10.233.64.0/18")
+    node_prefix: int = Field(default=24, ge=8, le=29)
+    service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    ovn_central: IPv4Address | None = Field(
+        default=None, description="OVN NB/SB and the controller's address; default: API server's"
+    )
+    deploy_ovn_central: bool = Field(default=True, description="run OVN NB/SB/northd pods")
+    resource_name: str = Field(default="mellanox.com/mlnx_sriov_cx6")
+    pf: str = Field(default="enp2s0f0np0", min_length=1, max_length=15)
+    mgmt_vf: int = Field(default=0, ge=0)
+    pool_vfs: str = Field(default="1-2", description="VF indices of `pf` in the pool")
+    multus: bool = Field(default=True, description="render the seed's NetworkAttachmentDefinition")
+    full_node_selector: dict[str, str] = Field(
+        default={"node-role.kubernetes.io/control-plane": ""},
+        description="nodes running OVS themselves (dpunet-node)",
+    )
+    example_namespace: str = "default"
+
+    @field_validator("resource_name")
+    @classmethod
+    def _resource(cls, value: str) -> str:
+        prefix, slash, name = value.partition("/")
+        if not slash or not name:
+            raise ValueError(f"{value!r} is not <prefix>/<name>")
+        check_resource_prefix(prefix)
+        return value
+
+    @field_validator("pool_vfs")
+    @classmethod
+    def _ranges(cls, value: str) -> str:
+        parse_function_ranges(value)
+        return value
+
+    @field_validator("api_server")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        url = urlsplit(value)
+        if url.scheme != "https" or not url.hostname:
+            raise ValueError(f"{value!r} is not https://HOST[:PORT]")
+        return value
+
+    @model_validator(mode="after")
+    def _disjoint(self) -> DeployValues:
+        if self.cluster_cidr.overlaps(self.service_cidr):
+            raise ValueError(f"cluster_cidr {self.cluster_cidr} overlaps {self.service_cidr}")
+        if self.node_prefix < self.cluster_cidr.prefixlen:
+            raise ValueError(f"node_prefix /{self.node_prefix} is wider than the cluster CIDR")
+        if self.mgmt_vf in parse_function_ranges(self.pool_vfs):
+            raise ValueError(f"mgmt_vf {self.mgmt_vf} is also in pool_vfs {self.pool_vfs}")
+        return self
+
+    @property
+    def api_host(self) -> str:
+        """The API server's host."""
+        return urlsplit(self.api_server).hostname or ""
+
+    @property
+    def api_port(self) -> int:
+        """The API server's port."""
+        return urlsplit(self.api_server).port or 443
+
+    @property
+    def central(self) -> str:
+        """Where OVN NB/SB and the controller listen."""
+        return str(self.ovn_central or self.api_host)
+
+    @property
+    def resource_prefix(self) -> str:
+        """`mellanox.com` of `mellanox.com/mlnx_sriov_cx6`."""
+        return self.resource_name.split("/")[0]
+
+    @property
+    def resource_short(self) -> str:
+        """`mlnx_sriov_cx6` of `mellanox.com/mlnx_sriov_cx6`."""
+        return self.resource_name.split("/")[1]
+
+
+# --- building blocks ---------------------------------------------------------------------
+
+
+def _meta(values: DeployValues, name: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "namespace": values.namespace,
+        "labels": {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": name},
+        **extra,
+    }
+
+
+def _host_path(name: str, path: str, kind: str = "DirectoryOrCreate") -> dict[str, Any]:
+    return {"name": name, "hostPath": {"path": path, "type": kind}}
+
+
+def _mount(name: str, path: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "mountPath": path, **extra}
+
+
+def _api_env(values: DeployValues) -> list[dict[str, Any]]:
+    """In-cluster clients read these; the API server as nodes reach it."""
+    return [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": values.api_host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(values.api_port)},
+    ]
+
+
+def _node_env() -> list[dict[str, Any]]:
+    return [{"name": "DPUNET_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
+
+
+def _token_volume() -> dict[str, Any]:
+    """A ServiceAccount token for the controller (audience `dpunet`, rotated by kubelet)."""
+    source = {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "path": "token"}}
+    return {"name": "dpunet-token", "projected": {"sources": [source]}}
+
+
+def _container(values: DeployValues, name: str, args: list[str], **extra: Any) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": values.image,
+        "imagePullPolicy": values.image_pull_policy,
+        "args": args,
+        **extra,
+    }
+
+
+def _probe(port: int, path: str) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port, "host": "127.0.0.1"}, "periodSeconds": 10}
+
+
+def _privileged() -> dict[str, Any]:
+    return {"privileged": True}
+
+
+def _daemonset(
+    values: DeployValues, name: str, selector: dict[str, str], pod: dict[str, Any]
+) -> Manifest:
+    labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": _meta(values, name),
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "updateStrategy": {"type": "RollingUpdate"},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeSelector": selector,
+                    "hostNetwork": True,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "priorityClassName": "system-node-critical",
+                    "tolerations": [{"operator": "Exists"}],
+                    **pod,
+                },
+            },
+        },
+    }
+
+
+def _config_files(values: DeployValues) -> dict[str, str]:
+    controller_url = f"http://{values.central}:{CONTROLLER_PORT}"
+    files: dict[str, dict[str, Any]] = {
+        "controller.yaml": {
+            "nb_remotes": [f"tcp:{values.central}:6641"],
+            "listen": [f"0.0.0.0:{CONTROLLER_PORT}"],
+            "cluster_cidr": str(values.cluster_cidr),
+            "node_prefix": values.node_prefix,
+            "service_cidr": str(values.service_cidr),
+            "log_format": "json",
+        },
+        "host.yaml": {
+            "controller_url": controller_url,
+            "token_file": f"{TOKEN_DIR}/token",
+            "pf": values.pf,
+            "mgmt_vf": values.mgmt_vf,
+            "pool_config": "/etc/dpunet/pools/config.json",
+            "resource_prefix": values.resource_prefix,
+            "device_plugin": True,
+            "pod_resources": True,
+            "kubelet_dir": "/var/lib/kubelet",
+            "metrics_address": "127.0.0.1:9478",
+            "log_format": "json",
+        },
+        "dpu.yaml": {
+            "run_setup": False,
+            "metrics_address": "127.0.0.1:9476",
+            "log_format": "json",
+        },
+        "node.yaml": {
+            "controller_url": controller_url,
+            "token_file": f"{TOKEN_DIR}/token",
+            "metrics_address": "127.0.0.1:9479",
+            "log_format": "json",
+        },
+    }
+    return {name: yaml.safe_dump(body, sort_keys=False) for name, body in files.items()}
+
+
+def pool_config(values: DeployValues) -> dict[str, Any]:
+    """The sriov-network-device-plugin `config.json` of the seed, from the values."""
+    return {
+        "resourceList": [
+            {
+                "resourceName": values.resource_short,
+                "resourcePrefix": values.resource_prefix,
+                "selectors": {
+                    "vendors": ["15b3"],
+                    "devices": ["101e"],
+                    "drivers": ["mlx5_core"],
+                    "pfNames": [f"{values.pf}#{values.pool_vfs}"],
+                },
+            }
+        ]
+    }
+
+
+def cni_config(name: str = "dpunet") -> dict[str, Any]:
+    """The node's CNI config file (`10-dpunet.conflist`): dpunet as the default network."""
+    return {"cniVersion": "1.0.0", "name": name, "plugins": [{"type": CNI_TYPE}]}
+
+
+# --- the manifests -----------------------------------------------------------------------
+
+
+def _namespace(values: DeployValues) -> Manifest:
+    enforce = {"pod-security.kubernetes.io/enforce": "privileged"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {
+            "name": values.namespace,
+            "labels": {"app.kubernetes.io/name": APP, **enforce},
+        },
+    }
+
+
+def _accounts(values: DeployValues) -> list[Manifest]:
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(values, name)}
+        for name in ("dpunet-controller", "dpunet-host", "dpunet-node")
+    ]
+
+
+def _rbac(values: DeployValues) -> list[Manifest]:
+    rbac = "rbac.authorization.k8s.io/v1"
+    subject = {"kind": "ServiceAccount", "name": "dpunet-controller", "namespace": values.namespace}
+    cluster_rules = [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {
+            "apiGroups": ["authentication.k8s.io"],
+            "resources": ["tokenreviews"],
+            "verbs": ["create"],
+        },
+    ]
+    lease_rules = [
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "verbs": ["get", "create", "update"],
+        }
+    ]
+    role_ref = {"apiGroup": "rbac.authorization.k8s.io", "name": "dpunet-controller"}
+    cluster_meta = {"name": "dpunet-controller", "labels": {"app.kubernetes.io/name": APP}}
+    return [
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRole",
+            "metadata": cluster_meta,
+            "rules": cluster_rules,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "ClusterRoleBinding",
+            "metadata": cluster_meta,
+            "roleRef": {**role_ref, "kind": "ClusterRole"},
+            "subjects": [subject],
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "Role",
+            "metadata": _meta(values, "dpunet-controller"),
+            "rules": lease_rules,
+        },
+        {
+            "apiVersion": rbac,
+            "kind": "RoleBinding",
+            "metadata": _meta(values, "dpunet-controller"),
+            "roleRef": {**role_ref, "kind": "Role"},
+            "subjects": [subject],
+        },
+    ]
+
+
+def _config_maps(values: DeployValues) -> list[Manifest]:
+    pools = json.dumps(pool_config(values), indent=4) + "\n"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(values, "dpunet-config"),
+            "data": _config_files(values),
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta(values, "sriovdp-config"),
+            "data": {"config.json": pools},
+        },
+    ]
+
+
+def _control_plane_pod() -> dict[str, Any]:
+    return {
+        "nodeSelector": {"node-role.kubernetes.io/control-plane": ""},
+        "tolerations": [
+            {"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"},
+            {"key": "node.kubernetes.io/not-ready", "operator": "Exists"},
+        ],
+        "hostNetwork": True,
+        "dnsPolicy": "ClusterFirstWithHostNet",
+        "priorityClassName": "system-cluster-critical",
+    }
+
+
+def _controller(values: DeployValues) -> list[Manifest]:
+    labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "dpunet-controller"}
+    container = _container(
+        values,
+        "controller",
+        ["controller", "run", "--config", "/etc/dpunet/controller.yaml"],
+        env=_api_env(values),
+        ports=[{"name": "api", "containerPort": CONTROLLER_PORT}],
+        readinessProbe={
+            "httpGet": {"path": "/readyz", "port": CONTROLLER_PORT},
+            "periodSeconds": 5,
+        },
+        livenessProbe={
+            "httpGet": {"path": "/healthz", "port": CONTROLLER_PORT},
+            "periodSeconds": 10,
+        },
+        volumeMounts=[
+            _mount("config", "/etc/dpunet/controller.yaml", subPath="controller.yaml"),
+            _mount("tokens", "/etc/dpunet/controller", readOnly=True),
+        ],
+    )
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta(values, "dpunet-controller"),
+            "spec": {
+                "replicas": 1,
+                "strategy": {"type": "Recreate"},  # host network: one port per node
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        **_control_plane_pod(),
+                        "serviceAccountName": "dpunet-controller",
+                        "containers": [container],
+                        "volumes": [
+                            {"name": "config", "configMap": {"name": "dpunet-config"}},
+                            {
+                                "name": "tokens",
+                                "secret": {
+                                    "secretName": "dpunet-controller-tokens",
+                                    "optional": True,
+                                },
+                            },
+                        ],
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta(values, "dpunet-controller"),
+            "spec": {
+                "selector": labels,
+                "ports": [{"name": "api", "port": CONTROLLER_PORT, "targetPort": CONTROLLER_PORT}],
+            },
+        },
+    ]
+
+
+def _ovn_central(values: DeployValues) -> Manifest:
+    labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "ovn-central"}
+    mounts = [_mount("ovn-db", "/var/lib/ovn"), _mount("ovn-run", "/var/run/ovn")]
+    ctl = "/usr/share/ovn/scripts/ovn-ctl"
+
+    def db(name: str, run: str, remote_flag: str) -> dict[str, Any]:
+        return _container(
+            values, name, [], command=[ctl, run, f"{remote_flag}=yes"], volumeMounts=mounts
+        )
+
+    northd = _container(
+        values,
+        "northd",
+        [],
+        command=[
+            "ovn-northd",
+            "--ovnnb-db=unix:/var/run/ovn/ovnnb_db.sock",
+            "--ovnsb-db=unix:/var/run/ovn/ovnsb_db.sock",
+            "-vconsole:info",
+        ],
+        volumeMounts=mounts,
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(values, "ovn-central"),
+        "spec": {
+            "replicas": 1,
+            "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **_control_plane_pod(),
+                    "automountServiceAccountToken": False,
+                    "containers": [
+                        db("nb-ovsdb", "run_nb_ovsdb", "--db-nb-create-insecure-remote"),
+                        db("sb-ovsdb", "run_sb_ovsdb", "--db-sb-create-insecure-remote"),
+                        northd,
+                    ],
+                    "volumes": [
+                        _host_path("ovn-db", "/var/lib/ovn"),
+                        {"name": "ovn-run", "emptyDir": {}},
+                    ],
+                },
+            },
+        },
+    }
+
+
+def _host(values: DeployValues) -> Manifest:
+    install = _container(
+        values,
+        "install-cni",
+        ["k8s", "install-cni", "--lib-dir", CNI_LIB_DIR],
+        securityContext=_privileged(),
+        volumeMounts=[
+            _mount("cni-bin", "/opt/cni/bin"),
+            _mount("cni-lib", CNI_LIB_DIR),
+            _mount("cni-conf", "/etc/cni/net.d"),
+        ],
+    )
+    agent = _container(
+        values,
+        "dpunet-host",
+        ["host", "run", "--config", "/etc/dpunet/host.yaml"],
+        env=[*_node_env(), *_api_env(values)],
+        securityContext=_privileged(),
+        readinessProbe=_probe(9478, "/readyz"),
+        livenessProbe=_probe(9478, "/healthz"),
+        volumeMounts=[
+            _mount("config", "/etc/dpunet/host.yaml", subPath="host.yaml"),
+            _mount("pools", "/etc/dpunet/pools", readOnly=True),
+            _mount("dpunet-token", TOKEN_DIR, readOnly=True),
+            _mount("kubelet", "/var/lib/kubelet", mountPropagation="HostToContainer"),
+            _mount("run-dpunet", "/run/dpunet"),
+            _mount("state", "/var/lib/dpunet"),
+            _mount("devinfo", "/var/run/k8s.cni.cncf.io/devinfo"),
+            _mount("netns", "/var/run/netns", mountPropagation="HostToContainer"),
+            _mount("sys", "/sys"),
+        ],
+    )
+    return _daemonset(
+        values,
+        "dpunet-host",
+        {DPU_HOST_LABEL: ""},
+        {
+            "serviceAccountName": "dpunet-host",
+            "hostPID": True,
+            "initContainers": [install],
+            "containers": [agent],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "dpunet-config"}},
+                {"name": "pools", "configMap": {"name": "sriovdp-config"}},
+                _token_volume(),
+                _host_path("kubelet", "/var/lib/kubelet", "Directory"),
+                _host_path("run-dpunet", "/run/dpunet"),
+                _host_path("state", "/var/lib/dpunet"),
+                _host_path("devinfo", "/var/run/k8s.cni.cncf.io/devinfo"),
+                _host_path("netns", "/var/run/netns"),
+                _host_path("sys", "/sys", "Directory"),
+                _host_path("cni-bin", "/opt/cni/bin"),
+                _host_path("cni-lib", CNI_LIB_DIR),
+                _host_path("cni-conf", "/etc/cni/net.d"),
+            ],
+        },
+    )
+
+
+def _ovn_controller(values: DeployValues) -> dict[str, Any]:
+    return _container(
+        values,
+        "ovn-controller",
+        [],
+        command=[
+            "ovn-controller",
+            "unix:/var/run/openvswitch/db.sock",
+            "-vconsole:info",
+            "--pidfile=/var/run/ovn/ovn-controller.pid",
+        ],
+        securityContext=_privileged(),
+        volumeMounts=[_mount("ovs-run", "/var/run/openvswitch"), _mount("ovn-run", "/var/run/ovn")],
+    )
+
+
+def _dpu_pod_spec(values: DeployValues) -> dict[str, Any]:
+    agent = _container(
+        values,
+        "dpunet-dpu",
+        ["dpu", "run", "--config", "/etc/dpunet/dpu.yaml"],
+        securityContext=_privileged(),
+        readinessProbe=_probe(9476, "/readyz"),
+        livenessProbe=_probe(9476, "/healthz"),
+        volumeMounts=[
+            _mount("config", "/etc/dpunet/dpu.yaml", subPath="dpu.yaml"),
+            _mount("ovs-run", "/var/run/openvswitch"),
+            _mount("sys", "/sys"),
+        ],
+    )
+    return {
+        "automountServiceAccountToken": False,  # the DPU has no Kubernetes credentials
+        "containers": [agent, _ovn_controller(values)],
+        "volumes": [
+            {"name": "config", "configMap": {"name": "dpunet-config"}},
+            _host_path("ovs-run", "/var/run/openvswitch", "Directory"),
+            _host_path("ovn-run", "/var/run/ovn"),
+            _host_path("sys", "/sys", "Directory"),
+        ],
+    }
+
+
+def _dpu(values: DeployValues) -> Manifest:
+    return _daemonset(values, "dpunet-dpu", {DPU_LABEL: ""}, _dpu_pod_spec(values))
+
+
+def _full_node(values: DeployValues) -> Manifest:
+    install = _container(
+        values,
+        "install-cni",
+        ["k8s", "install-cni", "--lib-dir", CNI_LIB_DIR],
+        securityContext=_privileged(),
+        volumeMounts=[
+            _mount("cni-bin", "/opt/cni/bin"),
+            _mount("cni-lib", CNI_LIB_DIR),
+            _mount("cni-conf", "/etc/cni/net.d"),
+        ],
+    )
+    agent = _container(
+        values,
+        "dpunet-node",
+        ["node", "run", "--config", "/etc/dpunet/node.yaml"],
+        env=[*_node_env(), *_api_env(values)],
+        securityContext=_privileged(),
+        readinessProbe=_probe(9479, "/readyz"),
+        livenessProbe=_probe(9479, "/healthz"),
+        volumeMounts=[
+            _mount("config", "/etc/dpunet/node.yaml", subPath="node.yaml"),
+            _mount("dpunet-token", TOKEN_DIR, readOnly=True),
+            _mount("ovs-run", "/var/run/openvswitch"),
+            _mount("run-dpunet", "/run/dpunet"),
+            _mount("state", "/var/lib/dpunet"),
+            _mount("netns", "/var/run/netns", mountPropagation="HostToContainer"),
+        ],
+    )
+    return _daemonset(
+        values,
+        "dpunet-node",
+        dict(values.full_node_selector),
+        {
+            "serviceAccountName": "dpunet-node",
+            "hostPID": True,
+            "initContainers": [install],
+            "containers": [agent, _ovn_controller(values)],
+            "volumes": [
+                {"name": "config", "configMap": {"name": "dpunet-config"}},
+                _token_volume(),
+                _host_path("ovs-run", "/var/run/openvswitch", "Directory"),
+                _host_path("ovn-run", "/var/run/ovn"),
+                _host_path("run-dpunet", "/run/dpunet"),
+                _host_path("state", "/var/lib/dpunet"),
+                _host_path("netns", "/var/run/netns"),
+                _host_path("cni-bin", "/opt/cni/bin"),
+                _host_path("cni-lib", CNI_LIB_DIR),
+                _host_path("cni-conf", "/etc/cni/net.d"),
+            ],
+        },
+    )
+
+
+def network_attachment_definition(values: DeployValues) -> Manifest:
+    """The seed's NAD `kube-system/default`, with dpunet's CNI type."""
+    config = {
+        "cniVersion": "0.3.1",
+        "name": "ovn-kubernetes",
+        "type": CNI_TYPE,
+        "ipam": {},
+        "dns": {},
+    }
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {
+            "name": "default",
+            "namespace": "kube-system",
+            "annotations": {RESOURCE_NAME_ANNOTATION: values.resource_name},
+        },
+        "spec": {"config": json.dumps(config, separators=(",", ":"))},
+    }
+
+
+def render(values: DeployValues) -> list[Manifest]:
+    """The install manifests, in apply order."""
+    manifests = [
+        _namespace(values),
+        *_accounts(values),
+        *_rbac(values),
+        *_config_maps(values),
+        *([_ovn_central(values)] if values.deploy_ovn_central else []),
+        *_controller(values),
+        _host(values),
+        _dpu(values),
+        _full_node(values),
+    ]
+    if values.multus:
+        manifests.append(network_attachment_definition(values))
+    return manifests
+
+
+def dpu_static_pod(values: DeployValues) -> Manifest:
+    """`dpunet-dpu` as a static pod (`/etc/kubernetes/manifests/`) for a DPU whose kubelet
+    is not part of the cluster: the config is inlined, nothing comes from the API."""
+    spec = _dpu_pod_spec(values)
+    spec["volumes"][0] = _host_path("config", "/etc/dpunet", "Directory")
+    spec["containers"][0]["volumeMounts"][0] = _mount("config", "/etc/dpunet", readOnly=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": _meta(values, "dpunet-dpu", namespace="kube-system"),
+        "spec": {"hostNetwork": True, "priorityClassName": "system-node-critical", **spec},
+    }
+
+
+def example_pod(values: DeployValues) -> Manifest:
+    """The seed's `ovs-offload-pod1`: one VF of the resource as its primary interface."""
+    annotations = (
+        {"v1.multus-cni.io/default-network": "kube-system/default"} if values.multus else {}
+    )
+    request = {values.resource_name: "1"}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "ovs-offload-pod1",
+            "namespace": values.example_namespace,
+            **({"annotations": annotations} if annotations else {}),
+        },
+        "spec": {
+            "containers": [
+                {
+                    "name": "appcntr1",
+                    "image": "alpine",
+                    "command": ["sleep", "604800"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "resources": {"requests": request, "limits": request},
+                }
+            ]
+        },
+    }
+
+
+def dump_all(manifests: list[Manifest]) -> str:
+    """Manifests as one multi-document YAML stream."""
+    return yaml.safe_dump_all(manifests, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,188 @@
+"""Rendered manifests: valid against the Kubernetes schemas (offline), consistent with the
+daemons' settings, and the same as the committed files under deploy/."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from dpunet.cli.k8s_cmds import k8s
+from dpunet.cni.models import parse_netconf
+from dpunet.controller.config import ControllerConfig
+from dpunet.dpu.config import DpuAgentConfig
+from dpunet.host.config import HostAgentConfig
+from dpunet.hw.pools import parse_pool_config
+from dpunet.k8s.manifests import (
+    CNI_TYPE,
+    DeployValues,
+    cni_config,
+    dpu_static_pod,
+    example_pod,
+    render,
+)
+from dpunet.node.config import NodeAgentConfig
+
+DEPLOY = Path(__file__).parents[2] / "deploy"
+# the seed's cluster ran 1.25; the newest schemas catch removed or renamed fields
+KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
+OTHER_VALUES = DeployValues(
+    image="registry.example.com/dpunet:1.2.3",
+    api_server="https://k8s.example.com",
+    ovn_central="198.18.0.10",
+    cluster_cidr="198.18.64.0/18",
+    service_cidr="198.19.0.0/16",
+    resource_name="nvidia.com/bf2_vfs",
+    pf="ens1f0np0",
+    mgmt_vf=3,
+    pool_vfs="0-2,4-7",
+    multus=False,
+    deploy_ovn_central=False,
+    full_node_selector={"dpunet.example.com/full": "true"},
+)
+
+
+def all_manifests(values: DeployValues) -> list[dict[str, Any]]:
+    return [*render(values), dpu_static_pod(values), example_pod(values)]
+
+
+def check_nad(manifest: dict[str, Any]) -> None:
+    """The NetworkAttachmentDefinition CRD's shape (k8s.cni.cncf.io/v1) and its config."""
+    assert manifest["apiVersion"] == "k8s.cni.cncf.io/v1"
+    assert set(manifest) == {"apiVersion", "kind", "metadata", "spec"}
+    assert set(manifest["spec"]) == {"config"}
+    assert isinstance(manifest["spec"]["config"], str)
+    metadata = manifest["metadata"]
+    assert metadata["name"] and metadata["namespace"]
+    assert all(isinstance(v, str) for v in metadata.get("annotations", {}).values())
+    config = parse_netconf(json.loads(manifest["spec"]["config"]))
+    assert config.type == CNI_TYPE
+
+
+@pytest.mark.parametrize("values", [DeployValues(), OTHER_VALUES], ids=["seed", "other"])
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_manifest_validates(values: DeployValues, version: str) -> None:
+    for manifest in all_manifests(values):
+        if manifest["kind"] == "NetworkAttachmentDefinition":
+            check_nad(manifest)
+        else:
+            kubernetes_validate.validate(manifest, version, strict=True)
+
+
+def test_validation_is_not_vacuous() -> None:
+    [host] = [m for m in render(DeployValues()) if m["kind"] == "DaemonSet"][:1]
+    broken = copy.deepcopy(host)
+    broken["spec"]["template"]["spec"]["containers"][0]["volumeMount"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSIONS[0], strict=True)
+
+
+def test_seed_shapes() -> None:
+    manifests = {(m["kind"], m["metadata"]["name"]): m for m in render(DeployValues())}
+    nad = manifests["NetworkAttachmentDefinition", "default"]
+    assert nad["metadata"]["namespace"] == "kube-system"
+    assert nad["metadata"]["annotations"] == {
+        "k8s.v1.cni.cncf.io/resourceName": "mellanox.com/mlnx_sriov_cx6"
+    }
+    assert json.loads(nad["spec"]["config"]) == {
+        "cniVersion": "0.3.1", "name": "ovn-kubernetes", "type": "dpunet-cni",
+        "ipam": {}, "dns": {},
+    }  # fmt: skip
+    host = manifests["DaemonSet", "dpunet-host"]["spec"]["template"]["spec"]
+    assert host["nodeSelector"] == {"k8s.ovn.org/dpu-host": ""}
+    assert host["hostNetwork"] and host["containers"][0]["securityContext"]["privileged"]
+    paths = {v["hostPath"]["path"] for v in host["volumes"] if "hostPath" in v}
+    assert {"/var/lib/kubelet", "/run/dpunet", "/opt/cni/bin", "/etc/cni/net.d", "/sys"} <= paths
+    assert host["initContainers"][0]["args"][:2] == ["k8s", "install-cni"]
+    dpu = manifests["DaemonSet", "dpunet-dpu"]["spec"]["template"]["spec"]
+    assert dpu["nodeSelector"] == {"k8s.ovn.org/dpu": ""}
+    assert dpu["automountServiceAccountToken"] is False
+    pod = example_pod(DeployValues())
+    assert pod["metadata"]["name"] == "ovs-offload-pod1"
+    limits = pod["spec"]["containers"][0]["resources"]["limits"]
+    assert limits == {"mellanox.com/mlnx_sriov_cx6": "1"}
+
+
+def test_seed_device_plugin_configmap_is_the_seeds() -> None:
+    manifests = {(m["kind"], m["metadata"]["name"]): m for m in render(DeployValues())}
+    pools = json.loads(manifests["ConfigMap", "sriovdp-config"]["data"]["config.json"])
+    config = parse_pool_config(pools)
+    [resource] = config.resource_list
+    assert resource.full_name == "mellanox.com/mlnx_sriov_cx6"
+    [selector] = resource.selectors
+    assert [e.text for e in selector.pf_names or ()] == ["enp2s0f0np0#1-2"]
+    assert selector.vendors == ("15b3",) and selector.devices == ("101e",)
+
+
+@pytest.mark.parametrize("values", [DeployValues(), OTHER_VALUES], ids=["seed", "other"])
+def test_daemon_configs_load(values: DeployValues) -> None:
+    [config_map] = [m for m in render(values) if m["metadata"]["name"] == "dpunet-config"]
+    files = {name: yaml.safe_load(text) for name, text in config_map["data"].items()}
+    controller = ControllerConfig.model_validate(files["controller.yaml"])
+    assert controller.cluster_cidr == values.cluster_cidr
+    assert controller.service_cidr == values.service_cidr
+    host = HostAgentConfig.model_validate({**files["host.yaml"], "node": "dpu-host"})
+    assert host.device_plugin and host.pod_resources
+    assert (host.pf, host.mgmt_vf, host.resource_prefix) == (
+        values.pf,
+        values.mgmt_vf,
+        values.resource_prefix,
+    )
+    NodeAgentConfig.model_validate({**files["node.yaml"], "node": "cp"})
+    DpuAgentConfig.model_validate(files["dpu.yaml"])
+
+
+def test_bad_values_are_refused() -> None:
+    for bad in (
+        {"resource_name": "mlnx_sriov_cx6"},
+        {"pool_vfs": "0-1", "mgmt_vf": 0},
+        {"cluster_cidr": "10.96.0.0/16"},
+        {"api_server": "http://x:6443"},
+        {"unknown": 1},
+    ):
+        with pytest.raises(ValueError):
+            DeployValues.model_validate(bad)
+
+
+@pytest.mark.parametrize(
+    ("name", "part"),
+    [("dpunet.yaml", "install"), ("dpu-static-pod.yaml", "dpu-static-pod"),
+     ("example-pod.yaml", "example-pod")],
+)  # fmt: skip
+def test_committed_deploy_files_are_the_rendered_ones(name: str, part: str) -> None:
+    result = CliRunner().invoke(
+        k8s, ["render", "--values", str(DEPLOY / "values.yaml"), "--part", part]
+    )
+    assert result.exit_code == 0, result.output
+    committed = (DEPLOY / name).read_text()
+    header = committed.splitlines(keepends=True)[0]
+    assert header.startswith("# Generated by `dpunet k8s render")
+    assert committed[len(header) :] == result.output, f"re-render deploy/{name}"
+
+
+def test_render_json_and_value_errors(tmp_path: Path) -> None:
+    result = CliRunner().invoke(k8s, ["render", "-o", "json", "--part", "example-pod"])
+    assert json.loads(result.output)["items"][0]["kind"] == "Pod"
+    values = tmp_path / "values.yaml"
+    values.write_text("pool_vfs: 0-2\n")
+    result = CliRunner().invoke(k8s, ["render", "--values", str(values)])
+    assert result.exit_code != 0
+    assert "mgmt_vf 0 is also in pool_vfs" in result.output
+
+
+def test_install_cni(tmp_path: Path) -> None:
+    bin_dir, lib_dir, conf_dir = tmp_path / "bin", tmp_path / "lib", tmp_path / "net.d"
+    args = ["install-cni", "--bin-dir", str(bin_dir), "--lib-dir", str(lib_dir)]
+    result = CliRunner().invoke(k8s, [*args, "--conf-dir", str(conf_dir)])
+    assert result.exit_code == 0, result.output
+    assert (bin_dir / "dpunet-cni").stat().st_mode & 0o111
+    assert str(lib_dir) in (bin_dir / "dpunet-cni").read_text()
+    conf = json.loads((conf_dir / "10-dpunet.conflist").read_text())
+    assert conf == cni_config()
+    assert conf["plugins"] == [{"type": "dpunet-cni"}]
