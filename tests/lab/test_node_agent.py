@@ -106,17 +106,18 @@ class Lab:
         )  # fmt: skip
         fetch = (
             "import sys, time, urllib.request\n"
-            "for _ in range(50):\n"
+            "deadline = time.monotonic() + 30\n"
+            "while time.monotonic() < deadline:\n"
             "    try:\n"
             f"        sys.exit(0 if urllib.request.urlopen('http://{ip}:8080/', timeout=3)"
             ".read() else 1)\n"
             "    except OSError:\n"
-            "        time.sleep(0.1)\n"
+            "        time.sleep(0.2)\n"
             "sys.exit(1)\n"
         )
         try:
             for netns in client_netnses:
-                proc = run([sys.executable, "-c", fetch], netns=netns, check=False)
+                proc = run([sys.executable, "-c", fetch], netns=netns, check=False, timeout=60)
                 assert proc.returncode == 0, f"TCP {netns} -> {ip}: {proc.stderr}"
         finally:
             server.terminate()

@@ -6,9 +6,7 @@ Runnable on its own as well: `python -m dpunet.cli.dpu_agent_cmds [OPTIONS]`.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +15,8 @@ import click
 from dpunet import logs
 from dpunet.cli.output import fail
 from dpunet.dpu.agent import Agent, AgentError
-from dpunet.dpu.config import ConfigError, DpuAgentConfig, load_config
+from dpunet.dpu.config import ConfigError, load_config
+from dpunet.lifecycle import run_until_signalled
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
@@ -30,14 +29,6 @@ def _flags(options: dict[str, Any]) -> dict[str, Any]:
         "mtu": options.pop("mgmt_mtu"),
     }
     return {**options, "mgmt_port": mgmt}
-
-
-async def _main(cfg: DpuAgentConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await Agent(cfg).run(stop)
 
 
 @click.command("run")
@@ -90,7 +81,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
         return
     logs.configure(cfg.log_format, cfg.log_level)
     try:
-        asyncio.run(_main(cfg))
+        run_until_signalled(Agent(cfg).run)
     except AgentError as exc:
         fail(str(exc))
 

@@ -5,8 +5,6 @@ Exported as the click command `node_run` (to be mounted under a `node` group by 
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -15,17 +13,10 @@ import click
 from dpunet import logs
 from dpunet.cli.output import fail
 from dpunet.controller.client import ClientError
+from dpunet.lifecycle import run_until_signalled
 from dpunet.node.config import NodeAgentConfig
 from dpunet.node.daemon import NodeDaemon
 from dpunet.settings import SettingsError, load_settings
-
-
-async def _main(cfg: NodeAgentConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await NodeDaemon(cfg).run(stop)
 
 
 @click.command("run")
@@ -52,7 +43,7 @@ def node_run(config_file: Path | None, **options: Any) -> None:
     try:
         cfg = load_settings(NodeAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
-        asyncio.run(_main(cfg))
+        run_until_signalled(NodeDaemon(cfg).run)
     except (SettingsError, ClientError, OSError) as exc:
         fail(str(exc))
 
