@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
     openvswitch-switch ovn-central ovn-host podman runc busybox-static
     iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 libfuse3-3
-    python3 python3-venv graphviz
+    python3 python3-venv graphviz containernetworking-plugins
 )
 VENV=${VENV:-.venv}
 
@@ -25,7 +25,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     # The packages' own services are not used (the lab starts its daemons in
     # namespaces); policy-rc.d stops the postinst scripts from starting them.
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" containernetworking-plugins
+    apt-get install -y -qq "${missing[@]}"
     rm -f /usr/sbin/policy-rc.d
 fi
 
