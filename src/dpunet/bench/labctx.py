@@ -1,0 +1,34 @@
+"""The lab a benchmark runs in: an existing one (left as found) or one brought up for the
+run and always taken down again."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+
+from dpunet.lab.lab import Lab, down, load_plan
+from dpunet.lab.topology import LabPlan, LabSpec
+
+DEFAULT_BENCH_LAB = "bench"
+DEFAULT_BENCH_VFS = 8
+
+
+@contextlib.contextmanager
+def bench_lab(
+    existing: str | None,
+    name: str = DEFAULT_BENCH_LAB,
+    vfs: int = DEFAULT_BENCH_VFS,
+    say: Callable[[str], None] = lambda _: None,
+) -> Iterator[LabPlan]:
+    """`existing` lab's plan, or a new lab `name` with `vfs` VFs, downed on exit."""
+    if existing is not None:
+        yield load_plan(existing)
+        return
+    plan = LabPlan(LabSpec(name=name, vfs=vfs, total_vfs=max(16, vfs)))
+    say(f"bringing up lab {name} ({vfs} VFs)")
+    try:
+        Lab(plan).up(lambda title, elapsed: None)
+        yield plan
+    finally:
+        say(f"taking lab {name} down")
+        down(name)

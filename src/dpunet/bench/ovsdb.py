@@ -1,0 +1,99 @@
+"""ovsdbapp connections for the benchmarks' raw floors: OVS, OVN NB and OVN SB.
+
+Each API gets its own connection (ovsdbapp keeps one per class otherwise). The IDL
+records, as updates arrive, which interfaces have `external_ids:ovn-installed=true`
+and which logical switch ports have `up=true`, so a waiter sleeps on a condition
+instead of polling the replica.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ovs.db import idl as ovs_idl
+from ovsdbapp.backend.ovs_idl import connection, idlutils
+from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl
+from ovsdbapp.schema.ovn_northbound import impl_idl as nb_impl
+from ovsdbapp.schema.ovn_southbound import impl_idl as sb_impl
+
+TIMEOUT = 60.0
+
+
+class WatchedIdl(connection.OvsdbIdl):
+    """An IDL that keeps the sets `installed` (Interface names) and `up` (LSP names) and
+    lets a callback see every Port_Binding change (the stand-in chassis)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.changed = threading.Condition()
+        self.installed: set[str] = set()
+        self.up: set[str] = set()
+        self.on_port_binding: Callable[[str, Any], None] | None = None
+
+    def notify(self, event: str, row: Any, updates: Any = None) -> None:
+        table = row._table.name
+        if table == "Port_Binding" and self.on_port_binding is not None:
+            self.on_port_binding(event, row)
+            return
+        if table not in ("Interface", "Logical_Switch_Port"):
+            return
+        with self.changed:
+            if table == "Interface":
+                done = (
+                    event != ovs_idl.ROW_DELETE and row.external_ids.get("ovn-installed") == "true"
+                )
+                (self.installed.add if done else self.installed.discard)(row.name)
+            else:
+                done = event != ovs_idl.ROW_DELETE and list(row.up) == [True]
+                (self.up.add if done else self.up.discard)(row.name)
+            self.changed.notify_all()
+
+    def wait_member(self, which: str, name: str, timeout: float = TIMEOUT) -> None:
+        """Until `name` is in the set `which` ("installed" or "up"); TimeoutError after."""
+        members: set[str] = getattr(self, which)
+        with self.changed:
+            if not self.changed.wait_for(lambda: name in members, timeout):
+                raise TimeoutError(f"{name} not {which} within {timeout:.0f}s")
+
+
+def _own_connection(base: type) -> type:
+    """`base` (an ovsdbapp API class) with a per-instance connection."""
+
+    class Api(base):
+        @property
+        def ovsdb_connection(self) -> connection.Connection:
+            return self._own
+
+        @ovsdb_connection.setter
+        def ovsdb_connection(self, conn: connection.Connection) -> None:
+            self._own = conn
+
+    return Api
+
+
+OvsApi = _own_connection(ovs_impl.OvsdbIdl)
+NbApi = _own_connection(nb_impl.OvnNbApiIdlImpl)
+SbApi = _own_connection(sb_impl.OvnSbApiIdlImpl)
+
+
+@contextmanager
+def open_api(
+    remote: str, schema: str, api_class: type, tables: list[str] | None = None
+) -> Iterator[tuple[Any, WatchedIdl]]:
+    """(api, idl) connected to `remote` for `schema`; closed on exit."""
+    helper = idlutils.get_schema_helper(remote, schema)
+    if tables:
+        for table in tables:
+            helper.register_table(table)
+    else:
+        helper.register_all()
+    idl = WatchedIdl(remote, helper)
+    conn = connection.Connection(idl, TIMEOUT)
+    api = api_class(conn)
+    try:
+        yield api, idl
+    finally:
+        conn.stop()

@@ -1,0 +1,468 @@
+"""`dpunet bench pod-setup`: CNI ADD invocation -> "the container reaches its gateway".
+
+dpunet: the installed `dpunet-cni` executed as a runtime does (`invoke_cni`), then ICMP
+echo to the gateway from the pod's namespace until it answers.
+
+The floor, the same operations done raw in the same lab: one NB transaction creating
+the Logical_Switch_Port (addresses, port security, requested-chassis), one OVS
+transaction adding the VF representor to br-int with its `iface-id`, the representor
+set up, wait for `ovn-installed`, wait for NB `up`, the reference `host-device` CNI
+plugin (static IPAM) moving the VF into the pod, then the same ICMP wait.
+
+Phases of dpunet's time come from the daemons' histograms (host agent: claim, prepare,
+controller, plug; controller: allocate, nb_write, wait_up; DPU agent: plug latency),
+as means over the run; `ovn-installed-ts` of each pod's interface gives the OVN-side
+milestone per pod, comparable to ovn-heater's binding -> ovn-installed figure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from dpunet.bench.icmp import wait_reachable
+from dpunet.bench.metrics import Samples, http_get, parse_exposition, phase_means
+from dpunet.bench.ovsdb import NbApi, OvsApi, open_api
+from dpunet.bench.stats import ratio, summarize
+from dpunet.lab import services
+from dpunet.lab.pods import invoke_cni
+from dpunet.lab.runner import LabError, in_netns, ip
+from dpunet.lab.topology import HOST_PF_NAME, LabPlan, NicPair
+
+REFERENCE_PLUGINS = Path("/usr/lib/cni")
+HOST_AGENT_METRICS = "127.0.0.1:9478"
+DPU_AGENT_METRICS = "127.0.0.1:9476"
+FLOOR_HOST_OFFSET = 200  # floor pods use .200+ of the node subnet (the controller starts low)
+
+
+@dataclass
+class PodSample:
+    """One pod of one round."""
+
+    mode: str  # dpunet | floor
+    round: int
+    pod: str
+    ready_s: float | None = None  # CNI ADD start -> first echo reply from the gateway
+    add_s: float | None = None  # the CNI ADD alone (dpunet) / host-device ADD (floor)
+    del_s: float | None = None
+    ovn_installed_s: float | None = None  # CNI ADD start -> ovn-installed-ts
+    steps: dict[str, float] = field(default_factory=dict)  # floor: per raw step
+    error: str | None = None
+    started: float = 0.0  # perf_counter at ADD start
+    finished: float = 0.0  # perf_counter at the first reply
+    wall_started: float = 0.0  # time.time() at ADD start (to compare with ovn-installed-ts)
+    cid: str = ""
+
+
+@dataclass(frozen=True)
+class FreeVf:
+    """A VF the floor may use: its index, host netdev, MAC and ifalias."""
+
+    index: int
+    netdev: str
+    mac: str
+    alias: str = ""
+
+
+# ----------------------------------------------------------------- helpers
+def free_vfs(plan: LabPlan, pair: NicPair) -> list[FreeVf]:
+    """VFs in the host namespace that no pod holds (the management VF excluded)."""
+    from dpunet.hw.host import find_pf, list_vfs
+    from dpunet.hw.sysfs import Sysfs
+
+    root = plan.sysfs_root(pair.host)
+    assert root is not None
+    sysfs = Sysfs(root)
+    pf = find_pf(sysfs, HOST_PF_NAME)
+    if pf is None:
+        raise LabError(f"{pair.host.name} has no PF {HOST_PF_NAME}")
+    from dpunet.netns import iproute_at
+
+    out = []
+    with iproute_at(f"/run/netns/{pair.host.netns}") as ipr:
+        for vf in list_vfs(sysfs, pf):
+            if vf.index == 0 or vf.netdev is None:
+                continue
+            links = ipr.get_links(ifname=vf.netdev)
+            alias = links[0].get_attr("IFLA_IFALIAS") if links else None
+            out.append(FreeVf(vf.index, vf.netdev, vf.mac or "", alias or ""))
+    return out
+
+
+def restore_vf(pair: NicPair, vf: FreeVf) -> None:
+    """Give a VF back its ifalias and up state after the reference `host-device` plugin
+    used it: the plugin keeps the host name in the ifalias, where the emulated NIC keeps
+    the marker it recognises its VFs by (a real VF does not care)."""
+    from dpunet.netns import iproute_at
+
+    with iproute_at(f"/run/netns/{pair.host.netns}") as ipr:
+        index = ipr.link_lookup(ifname=vf.netdev)[0]
+        ipr.link("set", index=index, ifalias=vf.alias)
+        ipr.link("set", index=index, state="up")  # a down link reports no alias change
+
+
+def scrape(netns: str | None, address: str) -> Samples:
+    """A daemon's metrics (empty when it does not answer)."""
+    try:
+        return parse_exposition(http_get(netns, address))
+    except OSError:
+        return {}
+
+
+@dataclass
+class Scrapes:
+    """The three daemons' metrics at one instant."""
+
+    host: Samples
+    controller: Samples
+    dpu: Samples
+
+
+def scrape_all(plan: LabPlan, pair: NicPair) -> Scrapes:
+    """Host agent, controller and DPU agent metrics."""
+    return Scrapes(
+        scrape(f"/run/netns/{pair.host.netns}", HOST_AGENT_METRICS),
+        scrape(None, f"unix:{services.controller_socket(plan)}"),
+        scrape(f"/run/netns/{pair.dpu.netns}", DPU_AGENT_METRICS),
+    )
+
+
+def phase_split(before: Scrapes, after: Scrapes) -> dict[str, Any]:
+    """Mean seconds per phase over the run, from each daemon's histograms."""
+    host = phase_means(before.host, after.host, "dpunet_host_cni_phase_seconds", "phase")
+    ctl = phase_means(
+        before.controller, after.controller, "dpunet_controller_port_setup_seconds", "phase"
+    )
+    dpu = phase_means(before.dpu, after.dpu, "dpunet_dpu_plug_latency_seconds")
+    return {
+        "host_agent": {k: asdict(v) for k, v in host.items()},
+        "controller": {k: asdict(v) for k, v in ctl.items()},
+        "dpu_agent": {"plug": asdict(dpu[""])} if "" in dpu else {},
+    }
+
+
+def _netns(name: str) -> str:
+    ip("netns", "add", name)
+    ip("link", "set", "lo", "up", netns=name)
+    return f"/run/netns/{name}"
+
+
+def _drop_netns(name: str) -> None:
+    ip("netns", "del", name, check=False)
+
+
+def _ovn_installed(plan: LabPlan, pair: NicPair) -> dict[str, float]:
+    """iface-id -> ovn-installed-ts (epoch seconds) of the DPU's br-int interfaces."""
+    from dpunet.verify.ovsview import read_ovs
+
+    view = read_ovs(f"unix:{plan.ovs_dir(pair.dpu)}/db.sock")
+    out = {}
+    for iface in view.interfaces.values():
+        ts = iface.external_ids.get("ovn-installed-ts")
+        if iface.iface_id and ts and ts.isdigit():
+            out[iface.iface_id] = int(ts) / 1000.0
+    return out
+
+
+# ----------------------------------------------------------------- dpunet
+def _dpunet_add(plan: LabPlan, pair: NicPair, pod: str, round_no: int) -> PodSample:
+    sample = PodSample("dpunet", round_no, pod)
+    netns = _netns(f"{plan.name}-bp-{pod}")
+    sample.cid = secrets.token_hex(16)
+    sample.wall_started = time.time()
+    sample.started = time.perf_counter()
+    try:
+        result = invoke_cni(plan, pair.host, "ADD", sample.cid, netns, pod)
+        added = time.perf_counter()
+        sample.add_s = added - sample.started
+        gateway = result["ips"][0]["gateway"]
+        sample.finished = wait_reachable(netns, gateway)
+        sample.ready_s = sample.finished - sample.started
+    except (LabError, TimeoutError, KeyError, IndexError) as exc:
+        sample.error = str(exc)
+    return sample
+
+
+def _dpunet_del(plan: LabPlan, pair: NicPair, sample: PodSample) -> None:
+    netns_name = f"{plan.name}-bp-{sample.pod}"
+    started = time.perf_counter()
+    try:
+        invoke_cni(
+            plan, pair.host, "DEL", sample.cid, f"/run/netns/{netns_name}",
+            sample.pod,
+        )  # fmt: skip
+        sample.del_s = time.perf_counter() - started
+    except LabError as exc:
+        sample.error = sample.error or f"DEL: {exc}"
+    _drop_netns(netns_name)
+
+
+def run_dpunet(
+    plan: LabPlan, pair: NicPair, pods: int, concurrency: int, rounds: int,
+    say: Callable[[str], None],
+) -> list[PodSample]:  # fmt: skip
+    """`rounds` rounds of `pods` pod ADDs (`concurrency` at a time), each pod deleted
+    after its round."""
+    out: list[PodSample] = []
+    for r in range(rounds):
+        names = [f"b{r}x{i}" for i in range(pods)]
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            samples = list(pool.map(partial(_dpunet_add, plan, pair, round_no=r), names))
+        installed = _ovn_installed(plan, pair)
+        for s in samples:
+            ts = installed.get(f"default_{s.pod}")
+            if ts is not None:
+                s.ovn_installed_s = ts - s.wall_started
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(lambda s: _dpunet_del(plan, pair, s), samples))
+        out += samples
+        failed = sum(s.error is not None for s in samples)
+        say(
+            f"  dpunet round {r + 1}/{rounds}: {pods} pods"
+            + (f", {failed} failed" if failed else "")
+        )
+    return out
+
+
+# ------------------------------------------------------------------ floor
+class Floor:
+    """The raw operations, with one NB and one OVS connection shared by all pods."""
+
+    def __init__(self, plan: LabPlan, pair: NicPair, nb: Any, nb_idl: Any, ovs: Any, ovs_idl: Any):
+        self.plan, self.pair = plan, pair
+        self.nb, self.nb_idl, self.ovs, self.ovs_idl = nb, nb_idl, ovs, ovs_idl
+        with services.admin_client(plan) as client:
+            node = client.get_node(pair.host.name)
+        self.gateway = node["gateway_ip"].split("/")[0]
+        self.prefix = node["subnet"].split("/")[1]
+        self.base = node["subnet"].split("/")[0].rsplit(".", 1)[0]
+        self.switch = pair.host.name
+        self.chassis = pair.dpu.name
+        self.conf_dir = Path(tempfile.mkdtemp(prefix="dpunet-bench-floor-"))
+
+    def close(self) -> None:
+        """Remove the temporary plugin configs."""
+        shutil.rmtree(self.conf_dir, ignore_errors=True)
+
+    def _host_device(self, command: str, vf: FreeVf, cid: str, netns: str, address: str) -> float:
+        config = {
+            "cniVersion": "1.0.0",
+            "name": "floor",
+            "type": "host-device",
+            "device": vf.netdev,
+            "ipam": {
+                "type": "static",
+                "addresses": [{"address": f"{address}/{self.prefix}", "gateway": self.gateway}],
+                "routes": [{"dst": "0.0.0.0/0", "gw": self.gateway}],
+            },
+        }
+        env = {
+            "PATH": os.environ.get("PATH", os.defpath),
+            "CNI_COMMAND": command,
+            "CNI_CONTAINERID": cid,
+            "CNI_NETNS": netns,
+            "CNI_IFNAME": "eth0",
+            "CNI_PATH": str(REFERENCE_PLUGINS),
+        }
+        argv = in_netns(
+            f"/run/netns/{self.pair.host.netns}", [str(REFERENCE_PLUGINS / "host-device")]
+        )
+        started = time.perf_counter()
+        proc = subprocess.run(
+            argv, input=json.dumps(config), env=env, capture_output=True, text=True,
+            timeout=60, check=False,
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise LabError(f"host-device {command}: {proc.stdout.strip()} {proc.stderr.strip()}")
+        return time.perf_counter() - started
+
+    def add(self, vf: FreeVf, pod: str, round_no: int) -> PodSample:
+        """The raw pod setup of one VF."""
+        from dpunet.netns import iproute_at
+
+        sample = PodSample("floor", round_no, pod)
+        netns = _netns(f"{self.plan.name}-bp-{pod}")
+        lsp = f"bench-floor_{pod}"
+        rep = f"pf0vf{vf.index}"
+        address = f"{self.base}.{FLOOR_HOST_OFFSET + vf.index}"
+        mac_ip = f"{vf.mac} {address}"
+        sample.cid = cid = secrets.token_hex(16)
+        steps = sample.steps
+        sample.started = t = time.perf_counter()
+        try:
+            with self.nb.transaction(check_error=True) as txn:
+                txn.add(self.nb.lsp_add(self.switch, lsp))
+                txn.add(self.nb.lsp_set_addresses(lsp, [mac_ip]))
+                txn.add(self.nb.lsp_set_port_security(lsp, [mac_ip]))
+                txn.add(self.nb.lsp_set_options(lsp, **{"requested-chassis": self.chassis}))
+            steps["nb_lsp_txn"] = -t + (t := time.perf_counter())
+            with self.ovs.transaction(check_error=True) as txn:
+                txn.add(self.ovs.add_port("br-int", rep))
+                txn.add(self.ovs.db_set("Interface", rep, ("external_ids", {"iface-id": lsp})))
+            steps["ovs_add_port_txn"] = -t + (t := time.perf_counter())
+            with iproute_at(f"/run/netns/{self.pair.dpu.netns}") as ipr:
+                ipr.link("set", index=ipr.link_lookup(ifname=rep)[0], state="up")
+            steps["representor_up"] = -t + (t := time.perf_counter())
+            self.ovs_idl.wait_member("installed", rep)
+            steps["wait_ovn_installed"] = -t + (t := time.perf_counter())
+            self.nb_idl.wait_member("up", lsp)
+            steps["wait_nb_up"] = -t + (t := time.perf_counter())
+            sample.add_s = self._host_device("ADD", vf, cid, netns, address)
+            steps["host_device_add"] = -t + (t := time.perf_counter())
+            sample.finished = wait_reachable(netns, self.gateway)
+            steps["gateway_reply"] = sample.finished - t
+            sample.ready_s = sample.finished - sample.started
+        except (LabError, TimeoutError, RuntimeError, OSError) as exc:
+            sample.error = f"{type(exc).__name__}: {exc}"
+        return sample
+
+    def delete(self, vf: FreeVf, sample: PodSample) -> None:
+        """Undo one floor pod."""
+        netns_name = f"{self.plan.name}-bp-{sample.pod}"
+        started = time.perf_counter()
+        try:
+            self._host_device("DEL", vf, sample.cid, f"/run/netns/{netns_name}", "0.0.0.0")
+            restore_vf(self.pair, vf)
+            self.ovs.del_port(f"pf0vf{vf.index}", if_exists=True).execute(check_error=True)
+            self.nb.lsp_del(f"bench-floor_{sample.pod}", if_exists=True).execute(check_error=True)
+            sample.del_s = time.perf_counter() - started
+        except (LabError, RuntimeError) as exc:
+            sample.error = sample.error or f"DEL: {exc}"
+        _drop_netns(netns_name)
+
+
+def run_floor(
+    plan: LabPlan, pair: NicPair, pods: int, concurrency: int, rounds: int,
+    say: Callable[[str], None],
+) -> list[PodSample]:  # fmt: skip
+    """The floor, with the same shape of run as `run_dpunet`."""
+    vfs = free_vfs(plan, pair)[:pods]
+    if len(vfs) < pods:
+        raise LabError(f"only {len(vfs)} free VFs for {pods} floor pods")
+    nb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
+    ovs_remote = f"unix:{plan.ovs_dir(pair.dpu)}/db.sock"
+    out: list[PodSample] = []
+    with (
+        open_api(nb_remote, "OVN_Northbound", NbApi) as (nb, nb_idl),
+        open_api(ovs_remote, "Open_vSwitch", OvsApi) as (ovs, ovs_idl),
+    ):
+        floor = Floor(plan, pair, nb, nb_idl, ovs, ovs_idl)
+        try:
+            for r in range(rounds):
+                jobs = [(vf, f"f{r}x{i}") for i, vf in enumerate(vfs)]
+                with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                    samples = list(
+                        pool.map(partial(floor.add, round_no=r), *zip(*jobs, strict=True))
+                    )
+                with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                    list(
+                        pool.map(
+                            lambda p: floor.delete(p[0][0], p[1]), zip(jobs, samples, strict=True)
+                        )
+                    )
+                out += samples
+                failed = sum(s.error is not None for s in samples)
+                say(
+                    f"  floor round {r + 1}/{rounds}: {pods} pods"
+                    + (f", {failed} failed" if failed else "")
+                )
+        finally:
+            floor.close()
+    return out
+
+
+# ---------------------------------------------------------------- summary
+def _rate(samples: Sequence[PodSample]) -> float | None:
+    """Median over rounds of pods / (last first-reply - first ADD start)."""
+    rates = []
+    for r in sorted({s.round for s in samples}):
+        batch = [s for s in samples if s.round == r and s.ready_s is not None]
+        if batch:
+            span = max(s.finished for s in batch) - min(s.started for s in batch)
+            if span > 0:
+                rates.append(len(batch) / span)
+    return summarize(rates).get("median") if rates else None
+
+
+def summarize_run(samples: Sequence[PodSample]) -> dict[str, Any]:
+    """Latency summaries (ms) and pods/s of one mode's samples."""
+    ok = [s for s in samples if s.error is None]
+
+    def ms(values: list[float | None]) -> dict[str, Any]:
+        return summarize([v * 1000 for v in values if v is not None])
+
+    steps: dict[str, list[float]] = {}
+    for s in ok:
+        for k, v in s.steps.items():
+            steps.setdefault(k, []).append(v * 1000)
+    return {
+        "ready_ms": ms([s.ready_s for s in ok]),
+        "add_ms": ms([s.add_s for s in ok]),
+        "del_ms": ms([s.del_s for s in ok]),
+        "ovn_installed_ms": ms([s.ovn_installed_s for s in ok]),
+        "steps_mean_ms": {k: sum(v) / len(v) for k, v in steps.items()},
+        "pods_per_s": _rate(ok),
+        "errors": [s.error for s in samples if s.error is not None],
+        "samples_ms": [round(s.ready_s * 1000, 3) for s in ok if s.ready_s is not None],
+    }
+
+
+def sysfs_discovery_ms(plan: LabPlan, pair: NicPair, repeat: int = 5) -> dict[str, float]:
+    """Median time of the host agent's VF discovery on the emulated (FUSE) sysfs and on a
+    copy of the same tree on a regular filesystem (what a real /sys costs)."""
+    from dpunet.bench.stats import percentile
+    from dpunet.hw.pools import discover_pool_devices
+    from dpunet.hw.sysfs import Sysfs
+
+    root = plan.sysfs_root(pair.host)
+    assert root is not None
+    copy = Path(tempfile.mkdtemp(prefix="dpunet-bench-sysfs-"))
+    try:
+        # attributes the kernel refuses to read (EOPNOTSUPP) are left empty by the copy
+        subprocess.run(["cp", "-a", f"{root}/.", str(copy)], capture_output=True, check=False)
+        out = {}
+        for label, tree in (("emulated_fuse", root), ("regular_fs_copy", copy)):
+            times = []
+            for _ in range(repeat):
+                started = time.perf_counter()
+                discover_pool_devices(Sysfs(tree))
+                times.append((time.perf_counter() - started) * 1000)
+            out[label] = percentile(times, 50)
+        return out
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def run_mode(
+    plan: LabPlan, pods: int, concurrency: int, rounds: int, floor: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """dpunet and its floor for one (pods, concurrency) setting."""
+    pair = plan.pairs[0]
+    before = scrape_all(plan, pair)
+    dpunet = run_dpunet(plan, pair, pods, concurrency, rounds, say)
+    after = scrape_all(plan, pair)
+    result: dict[str, Any] = {
+        "pods": pods,
+        "concurrency": concurrency,
+        "rounds": rounds,
+        "dpunet": summarize_run(dpunet),
+        "phases_mean_s": phase_split(before, after),
+    }
+    if floor:
+        result["floor"] = summarize_run(run_floor(plan, pair, pods, concurrency, rounds, say))
+        d, f = result["dpunet"]["ready_ms"], result["floor"]["ready_ms"]
+        result["ratio_median"] = ratio(d.get("median"), f.get("median"))
+        result["ratio_p99"] = ratio(d.get("p99"), f.get("p99"))
+    return result
