@@ -14,16 +14,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from dpunet.hw.host import find_vf
-from dpunet.hw.pools import assign_pools, discover_pool_devices, parse_pool_config
+from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, parse_pool_config
 from dpunet.hw.sysfs import Sysfs
-from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, Inventory, survey
+from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
 from dpunet.k8s.fakekubelet import FakeKubelet
 
 pytestmark = pytest.mark.lab
@@ -124,9 +124,8 @@ def test_device_plugin_on_the_emulated_nic(nic: Nic) -> None:
     vf1, vf2 = find_vf(nic.sysfs, PF, 1), find_vf(nic.sysfs, PF, 2)
     assert vf1 is not None and vf2 is not None and vf1.netdev is not None
 
-    def inventory(allocated: Collection[str]) -> Inventory:
-        assignment = assign_pools(config, discover_pool_devices(nic.sysfs))
-        return survey(nic.sysfs, assignment, set(allocated), (True, ""))
+    def assignment() -> PoolAssignment:
+        return assign_pools(config, discover_pool_devices(nic.sysfs))
 
     async def scenario() -> None:
         kubelet = FakeKubelet(nic.work / "kubelet")
@@ -134,7 +133,9 @@ def test_device_plugin_on_the_emulated_nic(nic: Nic) -> None:
         settings = DevicePluginSettings(
             nic.work / "kubelet", nic.work / "devinfo", "kubelet", poll_interval=0.1
         )
-        manager = DevicePluginManager(settings, config.resource_list, inventory)
+        manager = DevicePluginManager(
+            settings, config.resource_list, PoolSource(nic.sysfs, assignment)
+        )
         stop = asyncio.Event()
         task = asyncio.create_task(manager.run(stop))
 

@@ -16,11 +16,12 @@ import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, SEED_PF, SysfsTree, seed_host
 from prometheus_client import CollectorRegistry
 
-from dpunet.hw.pools import assign_pools, discover_pool_devices, load_pool_config
+from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, load_pool_config
 from dpunet.k8s.deviceplugin import (
     DevicePluginManager,
     DevicePluginSettings,
     Inventory,
+    PoolSource,
     Registration,
     allocation_envs,
     env_name,
@@ -50,11 +51,18 @@ class Node:
     held: set[str] = field(default_factory=set)
     dpu_ready: bool = True
 
-    def inventory(self, allocated: Collection[str]) -> Inventory:
+    def assignment(self) -> PoolAssignment:
         config = load_pool_config(self.config_path, "mellanox.com")
-        assignment = assign_pools(config, discover_pool_devices(self.tree.sysfs))
-        dpu = (self.dpu_ready, "" if self.dpu_ready else "management port not configured")
-        return survey(self.tree.sysfs, assignment, self.held | set(allocated), dpu)
+        return assign_pools(config, discover_pool_devices(self.tree.sysfs))
+
+    def dpu(self) -> tuple[bool, str]:
+        return self.dpu_ready, "" if self.dpu_ready else "management port not configured"
+
+    def source(self) -> PoolSource:
+        return PoolSource(self.tree.sysfs, self.assignment, lambda: set(self.held), self.dpu)
+
+    def inventory(self, allocated: Collection[str]) -> Inventory:
+        return survey(self.tree.sysfs, self.assignment(), self.held | set(allocated), self.dpu())
 
     def set_pf_carrier(self, up: bool) -> None:
         path = self.tree.netdev_dir(SEED_PF)
@@ -84,7 +92,7 @@ async def running(
     )
     config = load_pool_config(node.config_path, "mellanox.com")
     manager = DevicePluginManager(
-        settings, config.resource_list, node.inventory, CollectorRegistry()
+        settings, config.resource_list, node.source(), CollectorRegistry()
     )
     stop = asyncio.Event()
     task = asyncio.create_task(manager.run(stop))

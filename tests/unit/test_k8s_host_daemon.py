@@ -8,6 +8,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, SysfsTree, seed_host
@@ -76,15 +77,20 @@ def test_device_plugin_runs_in_the_daemon(base: Path) -> None:
     asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
+def daemon_survey(daemon: HostDaemon) -> Any:
+    assert daemon.device_plugin is not None
+    return daemon.device_plugin._survey()
+
+
 def test_survey_counts_sandbox_vfs_as_held(base: Path) -> None:
     cfg = config(base)
     daemon = HostDaemon(cfg)
     daemon.mgmt_ok = True
     SysfsTree(base / "sys").move_to_other_netns("enp2s0f0v1")  # into a pod, or vanished
-    health = {d.pci: d.health for d in daemon._survey_vfs(set())[RESOURCE]}
+    health = {d.pci: d.health for d in daemon_survey(daemon)[RESOURCE]}
     assert health == {"0000:02:00.4": "Unhealthy", "0000:02:00.5": "Healthy"}
     daemon.agent.store.save(
         SandboxRecord("c1", "/run/netns/x", "eth0", "ns", "pod", "uid", {"pci": "0000:02:00.4"})
     )
-    health = {d.pci: d.health for d in daemon._survey_vfs(set())[RESOURCE]}
+    health = {d.pci: d.health for d in daemon_survey(daemon)[RESOURCE]}
     assert health == {"0000:02:00.4": "Healthy", "0000:02:00.5": "Healthy"}

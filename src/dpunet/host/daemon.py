@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Collection
 
 from prometheus_client import CollectorRegistry, Gauge
 
@@ -26,7 +25,7 @@ from dpunet.host.config import HostAgentConfig
 from dpunet.host.mgmt import ensure_management_port
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
-from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, Inventory, survey
+from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
 from dpunet.k8s.podresources import SOCKET as POD_RESOURCES_SOCKET
 from dpunet.k8s.podresources import PodResourcesResolver
 from dpunet.logs import event
@@ -73,7 +72,7 @@ class HostDaemon:
             DevicePluginManager(
                 DevicePluginSettings(cfg.kubelet_dir, cfg.device_info_dir, cfg.plugin_registration),
                 pools.resource_list,
-                self._survey_vfs,
+                PoolSource(self.sysfs, self.attacher.assignment, self._held_vfs, self._dpu_ready),
                 self.registry,
             )
             if cfg.device_plugin
@@ -149,12 +148,13 @@ class HostDaemon:
         if changes:
             event(log, "mgmt-port-configured", ifname=self.cfg.mgmt_ifname, changes=changes)
 
-    def _survey_vfs(self, allocated: Collection[str]) -> Inventory:
-        """The device plugin's view of the pools: a VF is held by a pod when a sandbox
-        record or kubelet (`allocated`) says so; the DPU is ready with the management port."""
-        held = {str(r.device.get("pci")) for r in self.agent.store.all()} | set(allocated)
-        dpu = (self.mgmt_ok, "" if self.mgmt_ok else "management port not configured")
-        return survey(self.sysfs, self.attacher.assignment(), held, dpu)
+    def _held_vfs(self) -> set[str]:
+        """The VFs this node's sandboxes hold (for the device plugin's health)."""
+        return {str(r.device.get("pci")) for r in self.agent.store.all()}
+
+    def _dpu_ready(self) -> tuple[bool, str]:
+        """The DPU is ready for pods once the management port is in place."""
+        return self.mgmt_ok, "" if self.mgmt_ok else "management port not configured"
 
     def readiness(self) -> tuple[bool, str]:
         """Ready once a reconcile succeeded recently and the management port is in place."""

@@ -381,6 +381,21 @@ class ResourcePlugin:
 # --- all resources, kept registered and up to date ---------------------------------------
 
 
+def _ready() -> tuple[bool, str]:
+    return True, ""
+
+
+@dataclass(frozen=True)
+class PoolSource:
+    """Where the plugin's view of the pools comes from (called in a worker thread): the
+    pools as sysfs shows them, the VFs this node's sandboxes hold, the DPU's readiness."""
+
+    sysfs: Sysfs
+    assignment: Callable[[], PoolAssignment]
+    held: Callable[[], Collection[str]] = frozenset
+    dpu_ready: Callable[[], tuple[bool, str]] = _ready
+
+
 @dataclass(frozen=True)
 class DevicePluginSettings:
     """Where kubelet lives and how to register with it."""
@@ -411,13 +426,11 @@ class DevicePluginManager:
         self,
         settings: DevicePluginSettings,
         resources: Sequence[ResourceConfig],
-        inventory: Callable[[Collection[str]], Inventory],
+        source: PoolSource,
         registry: CollectorRegistry | None = None,
     ) -> None:
-        """`inventory(allocated)` surveys the pools (blocking; run in a thread) given the
-        VFs kubelet has allocated to pods."""
         self.settings = settings
-        self.inventory = inventory
+        self.source = source
         self.watcher = settings.watcher_mode()
         where = settings.kubelet_dir / (PLUGINS_REGISTRY if self.watcher else KUBELET_SOCKET.parent)
         info_dir = settings.device_info_dir
@@ -480,15 +493,22 @@ class DevicePluginManager:
                 self.device_gauge.labels(plugin.resource, health).set(count)
 
     def _survey(self) -> Inventory:
+        """sysfs first, then who holds VFs: a VF leaves the host only after its sandbox
+        record and kubelet's allocation exist, so a VF seen gone is never missed as held."""
+        assignment = self.source.assignment()
+        held = set(self.source.held()) | self._kubelet_allocated()
+        return survey(self.source.sysfs, assignment, held, self.source.dpu_ready())
+
+    def _kubelet_allocated(self) -> set[str]:
         socket = self.settings.kubelet_dir / podresources.SOCKET
-        allocated: set[str] = set()
-        if socket.exists():
-            try:
-                pods = podresources.list_pod_resources(socket, self.settings.register_timeout)
-                allocated = podresources.allocated_devices(pods, [p.resource for p in self.plugins])
-            except podresources.PodResourcesError as exc:
-                event(log, "pod-resources-unavailable", level=logging.DEBUG, error=str(exc))
-        return self.inventory(allocated)
+        if not socket.exists():
+            return set()
+        try:
+            pods = podresources.list_pod_resources(socket, self.settings.register_timeout)
+        except podresources.PodResourcesError as exc:
+            event(log, "pod-resources-unavailable", level=logging.DEBUG, error=str(exc))
+            return set()
+        return podresources.allocated_devices(pods, [p.resource for p in self.plugins])
 
     async def ensure_registered(self) -> None:
         """Serve anew where kubelet removed the socket; register where kubelet forgot us."""
