@@ -8,6 +8,7 @@ from dpunet import __version__
 from dpunet.cli.controller_cmds import controller, nodes, ports
 from dpunet.cli.dpu_agent_cmds import dpu_run
 from dpunet.cli.host_agent_cmds import host_run
+from dpunet.cli.k8s_cmds import k8s
 from dpunet.cli.lab import lab
 from dpunet.cli.node_agent_cmds import node_run
 from dpunet.cli.setup_cmds import dpu, host
@@ -20,8 +21,6 @@ def cli() -> None:
     """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
 
 
-
-
 @click.group()
 def node() -> None:
     """Commands for a full node (an ordinary node running OVS itself, e.g. the control plane)."""
@@ -30,7 +29,7 @@ def node() -> None:
 node.add_command(node_run)
 dpu.add_command(dpu_run)
 host.add_command(host_run)
-for command in (lab, sriov, host, dpu, node, controller, nodes, ports):
+for command in (lab, sriov, host, dpu, node, controller, nodes, ports, k8s):
     cli.add_command(command)
 
 
