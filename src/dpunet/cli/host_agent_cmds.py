@@ -5,8 +5,6 @@ Exported as the click command `host_run` (mounted under the `host` group by the 
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -18,15 +16,8 @@ from dpunet.controller.client import ClientError
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.daemon import HostDaemon
 from dpunet.hw.pools import PoolConfigError
+from dpunet.lifecycle import run_until_signalled
 from dpunet.settings import SettingsError, load_settings
-
-
-async def _main(cfg: HostAgentConfig) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await HostDaemon(cfg).run(stop)
 
 
 @click.command("run")
@@ -53,7 +44,7 @@ def host_run(config_file: Path | None, **options: Any) -> None:
     try:
         cfg = load_settings(HostAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
-        asyncio.run(_main(cfg))
+        run_until_signalled(HostDaemon(cfg).run)
     except (SettingsError, PoolConfigError, ClientError, OSError) as exc:
         fail(str(exc))
 

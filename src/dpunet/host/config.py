@@ -8,30 +8,20 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from dpunet.cni.shim import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from dpunet.agent.daemon import AgentSettings
 from dpunet.hw.pools import ManagementVf, PoolConfig, load_pool_config, parse_pool_config
 
 SEED_RESOURCE = "mlnx_sriov_cx6"
 
 
-class HostAgentConfig(BaseModel):
+class HostAgentConfig(AgentSettings):
     """Settings of the dpu-host node daemon."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    node: str = Field(
-        pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", description="this node's name"
-    )
-    controller_url: str = Field(
-        default="http://127.0.0.1:9477", description="controller API: http://HOST:PORT or unix:PATH"
-    )
     token_file: Path = Field(
         default=Path("/etc/dpunet/host/token"), description="bearer token for the controller"
     )
-    state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="sandbox records")
-    cni_socket: Path = Field(default=Path(DEFAULT_SOCKET), description="where dpunet-cni connects")
     sysfs_root: Path | None = Field(default=None, description="default: $DPUNET_SYSFS_ROOT or /sys")
     pf: str = Field(default="enp2s0f0np0", description="the DPU NIC's PF on this host")
     pool_config: Path | None = Field(
@@ -43,7 +33,6 @@ class HostAgentConfig(BaseModel):
     mgmt_vf: int | None = Field(
         default=0, ge=0, description="VF index of `pf` used as the management port (None: none)"
     )
-    mgmt_ifname: str = Field(default="ovn-k8s-mp0", max_length=15)
     device_plugin: bool = Field(
         default=False, description="serve kubelet's device plugin API, one resource per pool"
     )
@@ -65,10 +54,6 @@ class HostAgentConfig(BaseModel):
     metrics_address: str | None = Field(
         default="127.0.0.1:9478", description="HOST:PORT of /metrics, /healthz, /readyz"
     )
-    reconcile_interval: float = Field(default=10.0, gt=0, description="seconds between reconciles")
-    port_timeout: float = Field(default=60.0, gt=0, le=600, description="wait for a port (s)")
-    log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
-    log_format: str = Field(default="kv", pattern=r"^(kv|json)$")
 
     def pools(self) -> PoolConfig:
         """The VF pools this node hands out."""

@@ -13,14 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
+from collections.abc import Mapping
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Gauge
+from prometheus_client import Gauge
 
-from dpunet.agent.pods import AgentMetrics, PodAgent
-from dpunet.agent.sandboxes import SandboxStore
-from dpunet.cni.server import CniServer
-from dpunet.controller.client import ClientError, ControllerClient, read_token_file
+from dpunet.agent.daemon import AgentDaemon
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.mgmt import ensure_management_port
 from dpunet.host.vfs import VfAttacher
@@ -28,23 +26,18 @@ from dpunet.hw.sysfs import Sysfs
 from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
 from dpunet.k8s.podresources import SOCKET as POD_RESOURCES_SOCKET
 from dpunet.k8s.podresources import PodResourcesResolver
-from dpunet.logs import event
-from dpunet.observability import check_handler, metrics_handler, start_http
-from dpunet.podnet import PodNetError
 
 log = logging.getLogger("dpunet.host")
 
 
-class HostDaemon:
+class HostDaemon(AgentDaemon):
     """One dpu-host node's daemon (see module docstring)."""
 
+    metrics_prefix = "dpunet_host"
+
     def __init__(self, cfg: HostAgentConfig) -> None:
-        self.cfg = cfg
+        self.host_cfg = cfg
         self.sysfs = Sysfs.from_env(cfg.sysfs_root)
-        self.client = ControllerClient(
-            cfg.controller_url, read_token_file(str(cfg.token_file)), timeout=cfg.port_timeout + 30
-        )
-        self.registry = CollectorRegistry()
         pools = cfg.pools()
         resolver = (
             PodResourcesResolver(
@@ -54,20 +47,11 @@ class HostDaemon:
             else None
         )
         self.attacher = VfAttacher(self.sysfs, pools, cfg.management_vfs(), resolver)
-        self.agent = PodAgent(
-            cfg.node,
-            self.attacher,
-            SandboxStore(cfg.state_dir),
-            self.client,
-            AgentMetrics(self.registry, "dpunet_host"),
-            cfg.port_timeout,
-        )
+        super().__init__(cfg, self.attacher, cfg.mgmt_vf is not None)
         self.vfs = Gauge(
             "dpunet_host_pool_vfs", "VFs per pool, by state.", ["resource", "state"],
             registry=self.registry,
         )  # fmt: skip
-        self.last_reconcile_ok = 0.0
-        self.mgmt_ok = cfg.mgmt_vf is None
         self.device_plugin = (
             DevicePluginManager(
                 DevicePluginSettings(cfg.kubelet_dir, cfg.device_info_dir, cfg.plugin_registration),
@@ -78,75 +62,34 @@ class HostDaemon:
             if cfg.device_plugin
             else None
         )
+        self._plugin: asyncio.Task[None] | None = None
 
-    async def run(self, stop: asyncio.Event) -> None:
-        """Serve until `stop` is set."""
-        server = CniServer(self.agent, self.cfg.cni_socket, state_dir=self.cfg.state_dir)
-        await server.start()
-        http = None
-        if self.cfg.metrics_address:
-            host, _, port = self.cfg.metrics_address.rpartition(":")
-            http = await start_http(
-                host,
-                int(port),
-                {
-                    "/metrics": metrics_handler(self.registry),
-                    "/healthz": check_handler(lambda: (True, "alive")),
-                    "/readyz": check_handler(self.readiness),
-                },
-            )
-        event(log, "started", node=self.cfg.node, socket=self.cfg.cni_socket)
-        plugin: asyncio.Task[None] | None = None
-        try:
-            while not stop.is_set():
-                await self.reconcile_once()
-                if self.device_plugin is not None:  # started once the DPU's state is known
-                    if plugin is None:
-                        plugin = asyncio.create_task(self.device_plugin.run(stop))
-                    self.device_plugin.poke()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), self.cfg.reconcile_interval)
-        finally:
-            if plugin is not None:
-                plugin.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await plugin
-            await server.close()
-            if http is not None:
-                http.close()
-            self.client.close()
-            event(log, "stopped", node=self.cfg.node)
+    def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
+        """VF `mgmt_vf` of `pf` as `ovn-k8s-mp0`."""
+        assert self.host_cfg.mgmt_vf is not None
+        return ensure_management_port(
+            self.sysfs, self.host_cfg.pf, self.host_cfg.mgmt_vf, node, self.cfg.mgmt_ifname
+        )
 
-    async def reconcile_once(self) -> None:
-        """Management port, sandboxes, pool gauges; failures are logged, never fatal."""
-        await self._ensure_mgmt()
-        try:
-            await self.agent.reconcile()
-            self.last_reconcile_ok = time.monotonic()
-        except Exception as exc:  # keep serving; the next pass retries
-            event(log, "reconcile-error", level=logging.ERROR, error=repr(exc))
+    async def reconcile_extra(self) -> None:
+        """Pool gauges; the device plugin starts once the DPU's state is known, then is told
+        to re-check health after every reconcile."""
         held = [r.device for r in await asyncio.to_thread(self.agent.store.all)]
         usage = await asyncio.to_thread(self.attacher.pool_usage, held)
         for resource, (used, total) in usage.items():
             self.vfs.labels(resource, "used").set(used)
             self.vfs.labels(resource, "free").set(total - used)
+        if self.device_plugin is not None:
+            if self._plugin is None:
+                self._plugin = asyncio.create_task(self.device_plugin.run(asyncio.Event()))
+            self.device_plugin.poke()
 
-    async def _ensure_mgmt(self) -> None:
-        if self.cfg.mgmt_vf is None:
-            return
-        try:
-            node = await asyncio.to_thread(self.client.get_node, self.cfg.node)
-            changes = await asyncio.to_thread(
-                ensure_management_port,
-                self.sysfs, self.cfg.pf, self.cfg.mgmt_vf, node, self.cfg.mgmt_ifname,
-            )  # fmt: skip
-        except (ClientError, PodNetError) as exc:
-            self.mgmt_ok = False
-            event(log, "mgmt-port-error", level=logging.WARNING, error=str(exc))
-            return
-        self.mgmt_ok = True
-        if changes:
-            event(log, "mgmt-port-configured", ifname=self.cfg.mgmt_ifname, changes=changes)
+    async def disconnect(self) -> None:
+        """Stop the device plugin."""
+        if self._plugin is not None:
+            self._plugin.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._plugin
 
     def _held_vfs(self) -> set[str]:
         """The VFs this node's sandboxes hold (for the device plugin's health)."""
@@ -155,12 +98,3 @@ class HostDaemon:
     def _dpu_ready(self) -> tuple[bool, str]:
         """The DPU is ready for pods once the management port is in place."""
         return self.mgmt_ok, "" if self.mgmt_ok else "management port not configured"
-
-    def readiness(self) -> tuple[bool, str]:
-        """Ready once a reconcile succeeded recently and the management port is in place."""
-        fresh = time.monotonic() - self.last_reconcile_ok < 3 * self.cfg.reconcile_interval + 5
-        if not fresh:
-            return False, "no successful reconcile recently (controller unreachable?)"
-        if not self.mgmt_ok:
-            return False, "management port not configured"
-        return True, "ready"
