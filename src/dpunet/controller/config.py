@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from enum import StrEnum
-from ipaddress import IPv4Network
+from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
@@ -25,6 +25,13 @@ class PlugMode(StrEnum):
 
     AGENT = "agent"  # dpunet-dpu, from `options:dpunet-plug*`
     OVN = "ovn"  # ovn-controller's representor plug provider, from `options:vif-plug*`
+
+
+class ControllerMode(StrEnum):
+    """Where nodes, pods and callers come from."""
+
+    STANDALONE = "standalone"  # the port API is the truth; static tokens
+    KUBERNETES = "kubernetes"  # Node/Pod objects, TokenReview, Lease (docs/kubernetes.md)
 
 
 class ControllerConfig(BaseModel):
@@ -67,6 +74,41 @@ class ControllerConfig(BaseModel):
     max_body_bytes: int = Field(default=16384, ge=1024)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["kv", "json"] = "kv"
+    mode: ControllerMode = ControllerMode.STANDALONE
+    kubeconfig: Path | None = Field(
+        default=None,
+        description="kubernetes mode: kubeconfig file; default: the pod's service account, "
+        "else $KUBECONFIG or ~/.kube/config",
+    )
+    k8s_namespace: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$",
+        description="namespace of the Lease and the agents' service accounts; default: the "
+        "pod's own namespace, else dpunet",
+    )
+    k8s_audiences: list[str] = Field(
+        default=["dpunet"], description="audiences the agents' tokens must carry (TokenReview)"
+    )
+    k8s_agent_service_accounts: list[str] = Field(
+        default=["dpunet-host", "dpunet-node"],
+        description="service accounts (in k8s_namespace) whose tokens act for their node",
+    )
+    k8s_admin_users: list[str] = Field(
+        default=[], description="TokenReview user names with admin rights on the API"
+    )
+    k8s_next_hop: IPv4Address | None = Field(
+        default=None,
+        description="gateway next hop of nodes without the dpunet.io/gateway-next-hop annotation",
+    )
+    k8s_node_ip_prefix: int = Field(
+        default=24, ge=8, le=32, description="prefix of a node's InternalIP (no annotation)"
+    )
+    lease_name: str = Field(
+        default="dpunet-controller", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
+    )
+    lease_duration: float = Field(default=15.0, gt=0, le=300, description="seconds")
+    lease_renew_deadline: float = Field(default=10.0, gt=0, le=300, description="seconds")
+    lease_retry_period: float = Field(default=2.0, gt=0, le=60, description="seconds")
 
     @field_validator("nb_remotes")
     @classmethod
@@ -102,4 +144,6 @@ class ControllerConfig(BaseModel):
                     raise ValueError(f"{a} {nets[a]} overlaps {b} {nets[b]}")
         if self.join_subnet.num_addresses < 4:
             raise ValueError(f"join_subnet {self.join_subnet} is too small")
+        if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
+            raise ValueError("lease_retry_period < lease_renew_deadline < lease_duration must hold")
         return self
