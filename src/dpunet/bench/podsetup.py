@@ -176,7 +176,9 @@ def _ovn_installed(plan: LabPlan, pair: NicPair) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------- dpunet
-def _dpunet_add(plan: LabPlan, pair: NicPair, pod: str, round_no: int) -> PodSample:
+def add_dpunet_pod(plan: LabPlan, pair: NicPair, pod: str, round_no: int) -> PodSample:
+    """A bare-namespace pod attached through the installed `dpunet-cni`, timed to the
+    first answer of its gateway."""
     sample = PodSample("dpunet", round_no, pod)
     netns = _netns(f"{plan.name}-bp-{pod}")
     sample.cid = secrets.token_hex(16)
@@ -194,7 +196,8 @@ def _dpunet_add(plan: LabPlan, pair: NicPair, pod: str, round_no: int) -> PodSam
     return sample
 
 
-def _dpunet_del(plan: LabPlan, pair: NicPair, sample: PodSample) -> None:
+def del_dpunet_pod(plan: LabPlan, pair: NicPair, sample: PodSample) -> None:
+    """CNI DEL of a pod made by `add_dpunet_pod` (timed), then its namespace removed."""
     netns_name = f"{plan.name}-bp-{sample.pod}"
     started = time.perf_counter()
     try:
@@ -218,14 +221,14 @@ def run_dpunet(
     for r in range(rounds):
         names = [f"b{r}x{i}" for i in range(pods)]
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            samples = list(pool.map(partial(_dpunet_add, plan, pair, round_no=r), names))
+            samples = list(pool.map(partial(add_dpunet_pod, plan, pair, round_no=r), names))
         installed = _ovn_installed(plan, pair)
         for s in samples:
             ts = installed.get(f"default_{s.pod}")
             if ts is not None:
                 s.ovn_installed_s = ts - s.wall_started
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(lambda s: _dpunet_del(plan, pair, s), samples))
+            list(pool.map(lambda s: del_dpunet_pod(plan, pair, s), samples))
         out += samples
         failed = sum(s.error is not None for s in samples)
         say(

@@ -1,0 +1,327 @@
+"""`dpunet bench controller`: port PUT throughput and latency at N existing ports, against
+the lab's controller and OVN NB, vs one raw ovsdbapp transaction per port.
+
+`up` must arrive for a PUT to finish (the lab's controller runs with `wait_for_up`), so a
+stand-in chassis answers for the ports: a Chassis row registered in SB (its Geneve
+endpoint an unused underlay address) and a watcher that, for every Port_Binding
+requesting it, sets `chassis` and `up` the way ovn-controller does once a port is
+plugged; northd then sets `Logical_Switch_Port.up`. The ports live on bench nodes
+registered with the controller as full nodes served by that chassis (one /24 each, as
+the lab's controller hands out). Existing ports are added through the API; at each
+level a sample of PUTs is timed, then the floor: the same number of LSPs written raw
+(one transaction each, same columns), timed to commit and to `up`.
+
+Everything the run made is removed at the end: the bench nodes (with their ports),
+the floor's switch and the stand-in chassis.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from typing import Any
+
+from dpunet.bench.metrics import http_get, parse_exposition, phase_means
+from dpunet.bench.ovsdb import NbApi, SbApi, open_api
+from dpunet.bench.stats import ratio, summarize
+from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.lab import services
+from dpunet.lab.runner import LabError
+from dpunet.lab.topology import LabPlan
+
+STANDIN = "bench-standin"
+STANDIN_ENCAP_IP = "192.0.2.250"
+NODE_PREFIX = "bench-n"
+NAMESPACE = "bench"
+PORTS_PER_NODE = 250  # a /24 per node minus gateway, management port and margin
+FLOOR_SWITCH = "bench-floor"
+BIND_BATCH = 200
+
+
+class StandIn:
+    """A chassis that "binds" every Port_Binding requested on it (see module docstring)."""
+
+    def __init__(self, sb: Any, idl: Any) -> None:
+        self.sb, self.idl = sb, idl
+        self.pending: queue.Queue[uuid.UUID | None] = queue.Queue()
+        self.chassis_uuid: uuid.UUID | None = None
+        self.bound = 0
+        self._worker = threading.Thread(target=self._bind_loop, name="standin", daemon=True)
+
+    def start(self) -> None:
+        """Register the chassis, then bind what asks for it from now on."""
+        self.sb.chassis_del(STANDIN, if_exists=True).execute(check_error=True)  # a leftover
+        self.sb.chassis_add(STANDIN, ["geneve"], STANDIN_ENCAP_IP).execute(check_error=True)
+        row = self.sb.lookup("Chassis", STANDIN)
+        self.chassis_uuid = row.uuid
+        self.idl.on_port_binding = self._seen
+        self._worker.start()
+        with self.sb.ovsdb_connection.lock:  # bindings made before the watcher started
+            for pb in list(self.idl.tables["Port_Binding"].rows.values()):
+                self._seen("create", pb)
+
+    def _seen(self, event: str, row: Any) -> None:
+        """IDL thread: queue an unbound binding requested on the stand-in."""
+        if event == "delete" or row.chassis:
+            return
+        if row.options.get("requested-chassis") == STANDIN:
+            self.pending.put(row.uuid)
+
+    def _bind_loop(self) -> None:
+        while True:
+            first = self.pending.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < BIND_BATCH:
+                try:
+                    item = self.pending.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self.pending.put(None)
+                    break
+                batch.append(item)
+            try:
+                with self.sb.transaction(check_error=True) as txn:
+                    for pb in batch:
+                        txn.add(
+                            self.sb.db_set(
+                                "Port_Binding", pb, ("chassis", self.chassis_uuid), ("up", True)
+                            )
+                        )
+                self.bound += len(batch)
+            except Exception:  # a binding deleted meanwhile: bind the rest one by one
+                for pb in batch:
+                    try:
+                        self.sb.db_set(
+                            "Port_Binding", pb, ("chassis", self.chassis_uuid), ("up", True)
+                        ).execute(check_error=True)
+                        self.bound += 1
+                    except Exception:
+                        continue
+
+    def stop(self) -> None:
+        """Stop binding and remove the chassis."""
+        self.pending.put(None)
+        self._worker.join(timeout=10)
+        self.sb.chassis_del(STANDIN, if_exists=True).execute(check_error=True)
+
+
+@contextmanager
+def standin(plan: LabPlan) -> Iterator[StandIn]:
+    """A running stand-in chassis on the lab's SB; removed on exit."""
+    remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"
+    tables = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]
+    with open_api(remote, "OVN_Southbound", SbApi, tables) as (
+        sb,
+        idl,
+    ):
+        stand_in = StandIn(sb, idl)
+        stand_in.start()
+        try:
+            yield stand_in
+        finally:
+            stand_in.stop()
+
+
+def _client(plan: LabPlan) -> ControllerClient:
+    return services.admin_client(plan)
+
+
+def register_nodes(plan: LabPlan, count: int) -> list[str]:
+    """`count` bench nodes: full nodes served by the stand-in chassis."""
+    names = []
+    with _client(plan) as client:
+        for i in range(count):
+            name = f"{NODE_PREFIX}{i}"
+            client.put_node(
+                name,
+                {
+                    "role": "full",
+                    "chassis": STANDIN,
+                    "node_ip": f"198.19.200.{i + 1}/24",
+                    "next_hop": "198.19.200.254",
+                },
+            )
+            names.append(name)
+    return names
+
+
+def remove_nodes(plan: LabPlan) -> None:
+    """Every bench node (and with it its ports)."""
+    with _client(plan) as client:
+        for node in client.list_nodes():
+            if node["name"].startswith(NODE_PREFIX):
+                client.delete_node(node["name"])
+
+
+class Ports:
+    """Port PUTs spread over the bench nodes, numbered from 0."""
+
+    def __init__(self, plan: LabPlan, nodes: list[str]) -> None:
+        self.plan = plan
+        self.nodes = nodes
+        self.next = 0
+        self._local = threading.local()
+        self._clients: list[ControllerClient] = []
+        self._lock = threading.Lock()
+
+    def _http(self) -> ControllerClient:
+        client = getattr(self._local, "client", None)
+        if client is None:
+            client = _client(self.plan)
+            self._local.client = client
+            with self._lock:
+                self._clients.append(client)
+        return client
+
+    def put(self, k: int) -> float:
+        """PUT port `k`; its latency (s)."""
+        node = self.nodes[k % len(self.nodes)]
+        body = {"node": node, "sandbox": f"s{k}", "uid": f"u{k}", "ifname": "eth0"}
+        started = time.perf_counter()
+        self._http().put_port(NAMESPACE, f"p{k}", body, timeout=120)
+        return time.perf_counter() - started
+
+    def batch(self, n: int, concurrency: int) -> tuple[list[float], float]:
+        """PUT the next `n` ports; (latencies, wall seconds)."""
+        first, self.next = self.next, self.next + n
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            latencies = list(pool.map(self.put, range(first, first + n)))
+        return latencies, time.perf_counter() - started
+
+    def close(self) -> None:
+        """Close the HTTP clients."""
+        for client in self._clients:
+            client.close()
+
+
+def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict[str, Any]:
+    """`n` LSPs written raw (one transaction each, the controller's columns), then removed:
+    latency to commit, latency to `up`, throughput."""
+    commit: list[float] = []
+    to_up: list[float] = []
+    lock = threading.Lock()
+
+    def one(i: int) -> None:
+        name = f"bench-floor_{level}-{i}"
+        ip = f"198.19.{201 + i // 250}.{i % 250 + 1}"
+        mac = f"0a:58:c6:13:{201 + i // 250:02x}:{i % 250 + 1:02x}"
+        address = f"{mac} {ip}"
+        started = time.perf_counter()
+        with nb.transaction(check_error=True) as txn:
+            txn.add(nb.lsp_add(FLOOR_SWITCH, name))
+            txn.add(nb.lsp_set_addresses(name, [address]))
+            txn.add(nb.lsp_set_port_security(name, [address]))
+            txn.add(
+                nb.lsp_set_options(name, **{"requested-chassis": STANDIN, "iface-id-ver": f"u{i}"})
+            )
+            txn.add(nb.db_set("Logical_Switch_Port", name, ("external_ids", {"bench": "floor"})))
+        committed = time.perf_counter()
+        idl.wait_member("up", name, timeout=120)
+        done = time.perf_counter()
+        with lock:
+            commit.append(committed - started)
+            to_up.append(done - started)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        list(pool.map(one, range(n)))
+    wall = time.perf_counter() - started
+    with nb.transaction(check_error=True) as txn:
+        for i in range(n):
+            txn.add(nb.lsp_del(f"bench-floor_{level}-{i}", if_exists=True))
+    return {
+        "commit_ms": summarize([v * 1000 for v in commit]),
+        "up_ms": summarize([v * 1000 for v in to_up]),
+        "ports_per_s": n / wall if wall > 0 else None,
+    }
+
+
+def _controller_metrics(plan: LabPlan) -> Any:
+    try:
+        return parse_exposition(http_get(None, f"unix:{services.controller_socket(plan)}"))
+    except OSError:
+        return {}
+
+
+def run(
+    plan: LabPlan,
+    levels: Sequence[int],
+    sample: int,
+    concurrency: int,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Fill to each level through the API, time `sample` PUTs there, then the raw floor."""
+    levels = sorted(levels)
+    total = levels[-1] + sample * len(levels)
+    node_count = math.ceil(total / PORTS_PER_NODE)
+    nb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
+    out: dict[str, Any] = {"levels": [], "nodes": node_count, "concurrency": concurrency}
+    remove_nodes(plan)  # leftovers of an interrupted run
+    try:
+        with (
+            standin(plan) as stand_in,
+            open_api(
+                nb_remote, "OVN_Northbound", NbApi, ["Logical_Switch", "Logical_Switch_Port"]
+            ) as (nb, nb_idl),
+        ):
+            say(f"registering {node_count} bench nodes (chassis {STANDIN})")
+            nodes = register_nodes(plan, node_count)
+            nb.ls_add(FLOOR_SWITCH, may_exist=True).execute(check_error=True)
+            ports = Ports(plan, nodes)
+            try:
+                for level in levels:
+                    fill = level - ports.next
+                    if fill > 0:
+                        say(f"adding {fill} ports through the API (to {level} existing)")
+                        latencies, wall = ports.batch(fill, concurrency * 2)
+                        fill_rate = fill / wall
+                    else:
+                        fill_rate = None
+                    before = _controller_metrics(plan)
+                    say(f"timing {sample} PUTs at {ports.next} existing ports")
+                    latencies, wall = ports.batch(sample, concurrency)
+                    after = _controller_metrics(plan)
+                    phases = phase_means(
+                        before, after, "dpunet_controller_port_setup_seconds", "phase"
+                    )
+                    say(f"floor: {sample} raw transactions at {level} existing ports")
+                    floor = floor_batch(nb, nb_idl, level, sample, concurrency)
+                    put = summarize([v * 1000 for v in latencies])
+                    rate = sample / wall
+                    out["levels"].append(
+                        {
+                            "existing_ports": level,
+                            "put_ms": put,
+                            "put_ports_per_s": rate,
+                            "fill_ports_per_s": fill_rate,
+                            "phases_mean_ms": {
+                                k: (v.mean * 1000 if v.mean is not None else None)
+                                for k, v in phases.items()
+                            },
+                            "floor": floor,
+                            "ratio_median_vs_floor_up": ratio(
+                                put.get("median"), floor["up_ms"].get("median")
+                            ),
+                            "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
+                        }
+                    )
+            finally:
+                ports.close()
+                out["standin_bound"] = stand_in.bound
+                nb.ls_del(FLOOR_SWITCH, if_exists=True).execute(check_error=True)
+    except ClientError as exc:
+        raise LabError(f"controller: {exc}") from exc
+    finally:
+        say("removing the bench nodes and their ports")
+        remove_nodes(plan)
+    return out

@@ -1,0 +1,113 @@
+"""`dpunet bench memory`: steady-state memory of each dpunet daemon, idle and with every VF
+of the NIC held by a pod.
+
+RSS (`VmRSS`, what the target is about), PSS (shared pages divided among their users,
+from `smaps_rollup`) and the peak (`VmHWM`), each the median of a few samples taken
+after the daemons had time to settle. The OVS/OVN daemons are listed for scale.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from dpunet.bench.podsetup import add_dpunet_pod, del_dpunet_pod, free_vfs
+from dpunet.bench.stats import percentile
+from dpunet.lab.daemons import node_daemons
+from dpunet.lab.runner import pid_alive, read_pid
+from dpunet.lab.topology import LabPlan
+
+SETTLE_S = 5.0
+SAMPLES = 5
+
+
+def _kib(text: str, key: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(key + ":"):
+            return float(line.split()[1])
+    return None
+
+
+def process_memory(pid: int) -> dict[str, float | None]:
+    """RSS, PSS and peak RSS of a process, in MiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    try:
+        rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
+    except OSError:
+        rollup = ""
+
+    def mib(value: float | None) -> float | None:
+        return value / 1024 if value is not None else None
+
+    return {
+        "rss_mb": mib(_kib(status, "VmRSS")),
+        "pss_mb": mib(_kib(rollup, "Pss")),
+        "peak_rss_mb": mib(_kib(status, "VmHWM")),
+    }
+
+
+def daemons(plan: LabPlan) -> dict[str, tuple[int, bool]]:
+    """`<node>/<daemon>` -> (pid, is dpunet's) for every live daemon of the lab."""
+    out: dict[str, tuple[int, bool]] = {}
+    for node in plan.nodes:
+        node_dir = plan.node_dir(node)
+        for pidfile in sorted(node_dir.glob("dpunet-*.pid")) if node_dir.is_dir() else []:
+            pid = read_pid(pidfile)
+            if pid_alive(pid):
+                assert pid is not None
+                out[f"{node.name}/{pidfile.stem}"] = (pid, True)
+        for daemon in node_daemons(plan, node):
+            pid = read_pid(daemon.pidfile)
+            if pid_alive(pid):
+                assert pid is not None
+                out[f"{node.name}/{daemon.name}"] = (pid, False)
+    return out
+
+
+def snapshot(plan: LabPlan) -> dict[str, dict[str, Any]]:
+    """Median over `SAMPLES` samples (1 s apart) of every daemon's memory."""
+    found = daemons(plan)
+    samples: dict[str, list[dict[str, float | None]]] = {name: [] for name in found}
+    for i in range(SAMPLES):
+        for name, (pid, _) in found.items():
+            samples[name].append(process_memory(pid))
+        if i + 1 < SAMPLES:
+            time.sleep(1.0)
+    out = {}
+    for name, rows in samples.items():
+        entry: dict[str, Any] = {"dpunet": found[name][1]}
+        for key in ("rss_mb", "pss_mb", "peak_rss_mb"):
+            values = [r[key] for r in rows if r[key] is not None]
+            entry[key] = percentile(values, 50) if values else None  # type: ignore[arg-type]
+        out[name] = entry
+    return out
+
+
+def run(plan: LabPlan, say: Callable[[str], None]) -> dict[str, Any]:
+    """Idle, then with a pod on every free VF (all VFs but the management one)."""
+    pair = plan.pairs[0]
+    time.sleep(SETTLE_S)
+    say("sampling idle memory")
+    idle = snapshot(plan)
+    vfs = free_vfs(plan, pair)
+    say(f"attaching {len(vfs)} pods (every free VF)")
+    names = [f"mem{i}" for i in range(len(vfs))]
+    with ThreadPoolExecutor(max_workers=len(vfs) or 1) as pool:
+        pods = list(pool.map(lambda n: add_dpunet_pod(plan, pair, n, 0), names))
+    try:
+        failed = [p.error for p in pods if p.error]
+        time.sleep(SETTLE_S)
+        say("sampling memory with every VF in use")
+        loaded = snapshot(plan)
+    finally:
+        with ThreadPoolExecutor(max_workers=len(pods) or 1) as pool:
+            list(pool.map(lambda p: del_dpunet_pod(plan, pair, p), pods))
+    return {
+        "pods": len(pods) - len(failed),
+        "errors": failed,
+        "idle": idle,
+        "all_vfs_in_use": loaded,
+    }

@@ -1,0 +1,309 @@
+"""`dpunet bench ...`: benchmarks in the emulated lab, each against its floor or peer.
+
+Every command writes `<out-dir>/<bench>.json` and `<out-dir>/<bench>.png` and prints a
+table with the targets of issue 7. Without `--lab` a lab is brought up for the run (and
+always taken down); with `--lab NAME` an existing lab is used and left as found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.markup import escape
+
+from dpunet.bench import controller as controller_bench
+from dpunet.bench import memory as memory_bench
+from dpunet.bench import plots, podsetup
+from dpunet.bench import podman as podman_bench
+from dpunet.bench import shim as shim_bench
+from dpunet.bench.labctx import DEFAULT_BENCH_LAB, DEFAULT_BENCH_VFS, bench_lab
+from dpunet.bench.results import TARGETS, envelope, write_json
+from dpunet.cli.output import console, emit_data, err_console, fail, output_option, table
+from dpunet.controller.client import ClientError
+from dpunet.lab.runner import LabError
+from dpunet.lab.topology import LabPlan
+
+DEFAULT_OUT_DIR = Path("bench-results")
+
+
+def _say(message: str) -> None:
+    err_console.print(f"[dim]{escape(message)}[/]")
+
+
+def lab_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--lab, --name, --vfs, --out-dir and -o."""
+
+    @click.option("--lab", default=None, help="Run in this existing lab (left as found).")
+    @click.option(
+        "--name",
+        default=DEFAULT_BENCH_LAB,
+        show_default=True,
+        help="Name of the lab brought up for the run when --lab is not given.",
+    )
+    @click.option(
+        "--vfs",
+        default=DEFAULT_BENCH_VFS,
+        show_default=True,
+        help="VFs of the lab brought up for the run.",
+    )
+    @out_options
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def out_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """--out-dir and -o."""
+
+    @click.option(
+        "--out-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=DEFAULT_OUT_DIR,
+        show_default=True,
+        help="Where the JSON and PNG go.",
+    )
+    @output_option()
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@contextmanager
+def _lab(lab: str | None, name: str, vfs: int) -> Iterator[LabPlan]:
+    try:
+        with bench_lab(lab, name, vfs, _say) as plan:
+            yield plan
+    except (LabError, ClientError) as exc:
+        fail(escape(str(exc)))
+
+
+def _finish(
+    bench: str, params: dict[str, Any], results: dict[str, Any], out_dir: Path, output: str,
+    plot: Callable[[dict[str, Any], Path], Path], rows: list[tuple[str, Any, Any, Any]],
+) -> None:  # fmt: skip
+    doc = envelope(bench, params, results)
+    path = write_json(out_dir, bench, doc)
+    png = plot(results, out_dir / f"{bench}.png")
+    if emit_data(doc, output):
+        return
+    console.print(
+        table(
+            f"bench {bench}",
+            ["measure", "value", "target", "met"],
+            [(m, _fmt(v), "" if t is None else _fmt(t), _met(ok)) for m, v, t, ok in rows],
+        )
+    )
+    console.print(f"results: {path}, plot: {png}")
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return "-" if value is None else str(value)
+
+
+def _met(ok: Any) -> str:
+    if ok is None:
+        return ""
+    return "[green]yes[/]" if ok else "[red]no[/]"
+
+
+def _le(value: float | None, limit: float) -> bool | None:
+    return None if value is None else value <= limit
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks in the emulated lab: dpunet against its floor, with plots."""
+
+
+# ----------------------------------------------------------------- pod-setup
+@bench.command("pod-setup")
+@lab_options
+@click.option("--pods", type=int, default=None, help="Pods per round (default: every free VF).")
+@click.option("--concurrency", default=1, show_default=True, help="ADDs in flight at once.")
+@click.option("--rounds", default=3, show_default=True, help="Rounds (pods added, then deleted).")
+@click.option(
+    "--burst/--no-burst",
+    default=True,
+    show_default=True,
+    help="Also a burst: every free VF at once.",
+)
+@click.option("--floor/--no-floor", default=True, show_default=True, help="Also the raw floor.")
+def pod_setup_cmd(
+    lab: str | None, name: str, vfs: int, out_dir: Path, output: str, pods: int | None,
+    concurrency: int, rounds: int, burst: bool, floor: bool,
+) -> None:  # fmt: skip
+    """CNI ADD -> the container reaches its gateway: dpunet vs the raw floor."""
+    with _lab(lab, name, vfs) as plan:
+        free = len(podsetup.free_vfs(plan, plan.pairs[0]))
+        n = min(pods or free, free)
+        if n < 1:
+            fail("no free VF in the lab")
+        settings = [(n, concurrency)]
+        if burst and (n, concurrency) != (free, free):
+            settings.append((free, free))
+        runs = []
+        for count, conc in settings:
+            _say(f"pod-setup: {count} pods, concurrency {conc}, {rounds} rounds")
+            runs.append(podsetup.run_mode(plan, count, conc, rounds, floor, _say))
+        results: dict[str, Any] = {
+            "runs": runs,
+            "sysfs_discovery_ms": podsetup.sysfs_discovery_ms(plan, plan.pairs[0]),
+        }
+    first, last = runs[0], runs[-1]
+    rows: list[tuple[str, Any, Any, Any]] = [
+        (f"dpunet median ms ({first['pods']} pods, c={first['concurrency']})",
+         first["dpunet"]["ready_ms"].get("median"), None, None),
+        ("floor median ms", first.get("floor", {}).get("ready_ms", {}).get("median"), None, None),
+        ("median ratio dpunet/floor", first.get("ratio_median"),
+         TARGETS["pod_setup_median_ratio_max"],
+         _le(first.get("ratio_median"), TARGETS["pod_setup_median_ratio_max"])),
+        (f"burst p99 ms ({last['pods']} pods at once)", last["dpunet"]["ready_ms"].get("p99"),
+         TARGETS["pod_setup_burst_p99_ms_max"],
+         _le(last["dpunet"]["ready_ms"].get("p99"), TARGETS["pod_setup_burst_p99_ms_max"])),
+        ("burst pods/s (dpunet)", last["dpunet"].get("pods_per_s"), None, None),
+        ("burst pods/s (floor)", last.get("floor", {}).get("pods_per_s"), None, None),
+    ]  # fmt: skip
+    params = {"lab": lab or name, "vfs": vfs, "pods": n, "concurrency": concurrency,
+              "rounds": rounds, "burst": burst, "floor": floor}  # fmt: skip
+    _finish("pod-setup", params, results, out_dir, output, plots.plot_pod_setup, rows)
+
+
+# -------------------------------------------------------------------- podman
+@bench.command("podman")
+@lab_options
+@click.option("--repeat", default=10, show_default=True, help="Runs of each network.")
+def podman_cmd(
+    lab: str | None, name: str, vfs: int, out_dir: Path, output: str, repeat: int
+) -> None:
+    """`podman run --rm` with dpunet's CNI vs host-device + static on the same VFs."""
+    with _lab(lab, name, vfs) as plan:
+        results = podman_bench.run(plan, repeat, _say)
+    rows = [
+        ("dpunet median ms", results["dpunet_ms"].get("median"), None, None),
+        ("host-device median ms", results["host_device_ms"].get("median"), None, None),
+        ("ratio", results["ratio_median"], None, None),
+    ]
+    params = {"lab": lab or name, "vfs": vfs, "repeat": repeat}
+    _finish("podman", params, results, out_dir, output, plots.plot_podman, rows)
+
+
+# ---------------------------------------------------------------------- shim
+@bench.command("shim")
+@out_options
+@click.option("--repeat", default=100, show_default=True, help="Runs of each command.")
+def shim_cmd(out_dir: Path, output: str, repeat: int) -> None:
+    """`dpunet-cni VERSION` vs a bare interpreter start vs the Go reference plugin."""
+    try:
+        results = shim_bench.run(repeat, _say)
+    except (RuntimeError, OSError) as exc:
+        fail(escape(str(exc)))
+    s = results["summaries_ms"]
+    rows: list[tuple[str, Any, Any, Any]] = [
+        (f"{label} median ms (p95)", f"{v['median']:.1f} ({v['p95']:.1f})", None, None)
+        for label, v in s.items()
+    ]
+    rows.append(
+        ("dpunet-cni / bare python3", results["ratio_vs_bare_python"], TARGETS["shim_ratio_max"],
+         _le(results["ratio_vs_bare_python"], TARGETS["shim_ratio_max"]))
+    )  # fmt: skip
+    rows.append(("dpunet-cni / Go plugin", results["ratio_vs_go_plugin"], None, None))
+    _finish("shim", {"repeat": repeat}, results, out_dir, output, plots.plot_shim, rows)
+
+
+# ---------------------------------------------------------------- controller
+def _levels(_ctx: click.Context, _param: click.Parameter, value: str) -> list[int]:
+    try:
+        levels = sorted({int(v) for v in value.split(",") if v.strip()})
+    except ValueError:
+        raise click.BadParameter("a comma-separated list of port counts, e.g. 1000,5000") from None
+    if not levels or levels[0] < 0:
+        raise click.BadParameter("at least one non-negative port count")
+    return levels
+
+
+@bench.command("controller")
+@lab_options
+@click.option(
+    "--ports",
+    default="1000",
+    show_default=True,
+    callback=_levels,
+    help="Existing-port levels to measure at, comma-separated (e.g. 1000,5000,10000).",
+)
+@click.option("--sample", default=200, show_default=True, help="Timed PUTs per level.")
+@click.option("--concurrency", default=8, show_default=True, help="PUTs in flight at once.")
+def controller_cmd(
+    lab: str | None, name: str, vfs: int, out_dir: Path, output: str, ports: list[int],
+    sample: int, concurrency: int,
+) -> None:  # fmt: skip
+    """Port PUT throughput/latency at N existing ports vs one raw NB transaction per port."""
+    with _lab(lab, name, vfs) as plan:
+        results = controller_bench.run(plan, ports, sample, concurrency, _say)
+    target = TARGETS["controller_ports_per_s_at_10k_min"]
+    rows: list[tuple[str, Any, Any, Any]] = []
+    for lv in results["levels"]:
+        n = lv["existing_ports"]
+        rate = lv["put_ports_per_s"]
+        put, floor = lv["put_ms"], lv["floor"]
+        at_10k = n >= 10000
+        rows += [
+            (f"{n}: PUT median / p99 ms", f"{put['median']:.0f} / {put['p99']:.0f}", None, None),
+            (
+                f"{n}: PUT ports/s",
+                rate,
+                target if at_10k else None,
+                rate >= target if at_10k else None,
+            ),
+            (
+                f"{n}: raw txn commit / to-up median ms",
+                f"{floor['commit_ms']['median']:.1f} / {floor['up_ms']['median']:.0f}",
+                None,
+                None,
+            ),
+            (f"{n}: raw txn ports/s (to up)", floor["ports_per_s"], None, None),
+        ]
+    params = {"lab": lab or name, "levels": ports, "sample": sample, "concurrency": concurrency}
+    _finish(
+        "controller", params, results, out_dir, output,
+        lambda r, p: plots.plot_controller(r, p, target), rows,
+    )  # fmt: skip
+
+
+# -------------------------------------------------------------------- memory
+@bench.command("memory")
+@lab_options
+def memory_cmd(lab: str | None, name: str, vfs: int, out_dir: Path, output: str) -> None:
+    """Steady-state RSS of each daemon, idle and with every VF in use."""
+    with _lab(lab, name, vfs) as plan:
+        results = memory_bench.run(plan, _say)
+    target = TARGETS["dpu_agent_rss_mb_max"]
+    rows: list[tuple[str, Any, Any, Any]] = []
+    for daemon, idle in results["idle"].items():
+        if not idle["dpunet"]:
+            continue
+        loaded = results["all_vfs_in_use"].get(daemon, {}).get("rss_mb")
+        is_dpu = daemon.endswith("/dpunet-dpu")
+        worst = max(v for v in (idle["rss_mb"], loaded) if v is not None)
+        value = f"{idle['rss_mb']:.1f} / " + (f"{loaded:.1f}" if loaded is not None else "-")
+        label = f"{daemon} RSS MiB idle / {results['pods']} VFs in use"
+        rows.append((label, value, target if is_dpu else None, worst <= target if is_dpu else None))
+    params = {"lab": lab or name, "vfs": vfs}
+    _finish(
+        "memory", params, results, out_dir, output,
+        lambda r, p: plots.plot_memory(r, p, target), rows,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    bench()
