@@ -80,7 +80,7 @@ def test_node_objects_follow_ovn_kubernetes_names() -> None:
         ("198.18.1.1/24",),
     )
     gr = routers["GR_host1"]
-    assert gr.options == {"chassis": "dpu1"}
+    assert gr.options == {"chassis": "dpu1", "lb_force_snat_ip": "router_ip"}
     assert {p.name: p.networks for p in gr.ports} == {
         "rtoj-GR_host1": ("100.64.0.3/16",),
         "rtoe-GR_host1": ("192.0.2.101/24",),

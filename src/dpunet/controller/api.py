@@ -252,4 +252,7 @@ def create_app(ctl: "Controller") -> FastAPI:
         that still belongs to them is released."""
         return await ctl.ports.delete(who, namespace, name, uid, sandbox)
 
+    from dpunet.controller.service_api import service_routes  # imports this module
+
+    app.include_router(service_routes(ctl))
     return app

@@ -22,6 +22,7 @@ from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
+from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
 from dpunet.logs import event
 
@@ -44,6 +45,7 @@ class Controller:
         self.nodes = NodeService(
             cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload
         )
+        self.services = ServiceController(cfg, self.nb, self.metrics)
         self.reconciled = False
         self._reload_wanted = asyncio.Event()
 
@@ -147,6 +149,7 @@ async def serve(cfg: ControllerConfig) -> None:
         uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
     )
     supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
+    service_sync = asyncio.create_task(ctl.services.run(), name="dpunet-services")
 
     def _supervisor_done(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -168,8 +171,11 @@ async def serve(cfg: ControllerConfig) -> None:
         await server.serve(sockets=sockets)
     finally:
         supervisor.cancel()
+        service_sync.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await supervisor
+        with contextlib.suppress(asyncio.CancelledError):
+            await service_sync
         await ctl.close()
         for sock in sockets:
             sock.close()

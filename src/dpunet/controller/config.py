@@ -56,6 +56,11 @@ class ControllerConfig(BaseModel):
     cluster_cidr: IPv4Network = IPv4Network("10.233.64.0/18")
     node_prefix: int = Field(default=24, ge=8, le=29)
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
+    node_port_range: str = Field(
+        default="30000-32767",
+        pattern=r"^[0-9]{1,5}-[0-9]{1,5}$",
+        description="NodePort services: FIRST-LAST port on the nodes' gateway addresses.",
+    )
     join_subnet: IPv4Network = IPv4Network("100.64.0.0/16")
     mtu: int = Field(default=1400, ge=576, le=9000)
     plug_mode: PlugMode = PlugMode.AGENT
@@ -110,6 +115,12 @@ class ControllerConfig(BaseModel):
     lease_renew_deadline: float = Field(default=10.0, gt=0, le=300, description="seconds")
     lease_retry_period: float = Field(default=2.0, gt=0, le=60, description="seconds")
 
+    @property
+    def node_ports(self) -> range:
+        """`node_port_range` as a range."""
+        first, last = (int(p) for p in self.node_port_range.split("-"))
+        return range(first, last + 1)
+
     @field_validator("nb_remotes")
     @classmethod
     def _valid_remotes(cls, value: list[str]) -> list[str]:
@@ -144,6 +155,9 @@ class ControllerConfig(BaseModel):
                     raise ValueError(f"{a} {nets[a]} overlaps {b} {nets[b]}")
         if self.join_subnet.num_addresses < 4:
             raise ValueError(f"join_subnet {self.join_subnet} is too small")
+        first, last = (int(p) for p in self.node_port_range.split("-"))
+        if not 1 <= first <= last <= 65535:
+            raise ValueError(f"node_port_range {self.node_port_range} is not FIRST-LAST in 1-65535")
         if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
             raise ValueError("lease_retry_period < lease_renew_deadline < lease_duration must hold")
         return self

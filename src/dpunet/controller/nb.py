@@ -29,11 +29,12 @@ from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from dpunet.controller.errors import Conflict, ControllerError, DeadlineExceeded, Unavailable
 from dpunet.controller.nbcommands import LR, LRP, LS, LSP, NAT, ROUTE, PortRow, ReadPort
+from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
 
 LOCK_NAME = "dpunet_controller"
 SCHEMA = "OVN_Northbound"
-TABLES = (LS, LSP, LR, LRP, ROUTE, NAT)
+TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP)
 _RECHECK_S = 2.0
 _POLL_S = 0.1
 
@@ -51,13 +52,17 @@ class NbOutcomeUnknown(Unavailable):
 
 
 class _Idl(connection.OvsdbIdl):
-    """An IDL that reports every Logical_Switch_Port change to a listener."""
+    """An IDL that reports every Logical_Switch_Port change to a listener, and the table
+    of every change to the change listeners."""
 
     port_listener: Callable[[str], None] | None = None
+    change_listeners: tuple[Callable[[str], None], ...] = ()
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.port_listener is not None and row._table.name == LSP:
             self.port_listener(row.name)
+        for listener in self.change_listeners:
+            listener(row._table.name)
 
 
 class _Txn(transaction.Transaction):
@@ -109,6 +114,7 @@ class NbClient:
         self._idl: _Idl | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._change_listeners: tuple[Callable[[str], None], ...] = ()
 
     # ------------------------------------------------------------ connection
     async def connect(self, retry_interval: float = 1.0) -> None:
@@ -136,9 +142,15 @@ class NbClient:
         idl = _Idl(remote, helper, leader_only=True)
         idl.set_lock(LOCK_NAME)
         idl.port_listener = self._port_changed
+        idl.change_listeners = self._change_listeners
         conn = connection.Connection(idl, timeout=self.timeout)
         self.api = self._api_cls(conn)
         self._idl = idl
+
+    def on_change(self, listener: Callable[[str], None]) -> None:
+        """Call `listener(table)` (in the IDL thread) on every change NB reports; register
+        before `connect`."""
+        self._change_listeners += (listener,)
 
     @property
     def connected(self) -> bool:

@@ -313,7 +313,9 @@ def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
     gateway = Lr(
         gr,
         ids(Kind.GATEWAY_ROUTER, n),
-        options={"chassis": node.chassis},
+        # load-balanced traffic leaves with the router's own address, so replies of
+        # NodePort backends on other nodes come back here to be un-DNATed
+        options={"chassis": node.chassis, "lb_force_snat_ip": "router_ip"},
         ports=(
             Lrp(
                 rtoj_gr,

@@ -1,0 +1,189 @@
+"""The service controller: Services as OVN load balancers (see service_lbs.py).
+
+Level-triggered: a pass (service_nb.SyncServices) recomputes every service's load
+balancers from the specs stored in Northbound, the pod ports that are up and the
+registered nodes. Passes run once the controller holds the NB lock, whenever NB
+reports a change to pod ports, switches, routers or load balancers (a pod going away
+leaves its services within milliseconds), and every `reconcile_interval`. A PUT or
+DELETE is itself one pass that also admits the change, in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from functools import partial
+
+from prometheus_client import Counter, Gauge
+
+from dpunet.controller.auth import Principal
+from dpunet.controller.config import ControllerConfig
+from dpunet.controller.errors import Forbidden, NotFound
+from dpunet.controller.metrics import Metrics
+from dpunet.controller.models import DeleteResult
+from dpunet.controller.nb import NbClient
+from dpunet.controller.nbcommands import LR, LS, LSP
+from dpunet.controller.service_lbs import service_info, service_key
+from dpunet.controller.service_models import ServiceInfo, ServiceList, ServiceSpec
+from dpunet.controller.service_nb import (
+    LB,
+    LB_GROUP,
+    ReadServices,
+    ServiceState,
+    SyncResult,
+    SyncServices,
+)
+from dpunet.logs import event
+
+log = logging.getLogger("dpunet.controller.services")
+WATCHED = frozenset({LSP, LS, LR, LB, LB_GROUP})
+_TICK_S = 0.5
+_RETRY_S = 1.0
+
+
+class ServiceController:
+    """Service API operations and the sync loop."""
+
+    def __init__(self, cfg: ControllerConfig, nb: NbClient, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.nb = nb
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.syncs = Counter(
+            "dpunet_controller_service_syncs",
+            "Service load balancer passes by result",
+            ["result"],
+            registry=metrics.registry,
+        )
+        self.changes = Counter(
+            "dpunet_controller_service_changes",
+            "Load balancer columns and rows written by service passes",
+            registry=metrics.registry,
+        )
+        self.count = Gauge(
+            "dpunet_controller_services",
+            "Services in Northbound after the last pass",
+            registry=metrics.registry,
+        )
+        nb.on_change(self._changed)
+
+    def _changed(self, table: str) -> None:
+        """IDL thread: something in Northbound changed."""
+        loop = self._loop
+        if loop is not None and table in WATCHED:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    # ------------------------------------------------------------------ loop
+    async def run(self) -> None:
+        """Pass after pass, forever (cancel to stop)."""
+        self._loop = asyncio.get_running_loop()
+        synced = False  # a pass ran since NB became usable
+        last = float("-inf")
+        while True:
+            if not self.nb.ready:
+                synced = False
+            elif (
+                not synced
+                or self._wake.is_set()
+                or self._loop.time() - last >= self.cfg.reconcile_interval
+            ):
+                self._wake.clear()
+                try:
+                    await self.sync()
+                except Exception as exc:
+                    self.syncs.labels("error").inc()
+                    event(log, "service.sync_failed", logging.ERROR, error=str(exc) or repr(exc))
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                synced, last = True, self._loop.time()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _TICK_S)
+
+    async def sync(self) -> SyncResult:
+        """One pass."""
+        result = await self._write()
+        self.syncs.labels("ok").inc()
+        if result.changes:
+            event(log, "service.sync", changes=result.changes)
+        for key, reason in sorted(result.broken.items()):
+            event(log, "service.unreadable", logging.WARNING, service=key, reason=reason)
+        return result
+
+    async def _write(
+        self, key: str | None = None, spec: ServiceSpec | None = None, delete: bool = False
+    ) -> SyncResult:
+        result: SyncResult = await self.nb.write(
+            partial(
+                SyncServices,
+                cidr=self.cfg.service_cidr,
+                node_ports=self.cfg.node_ports,
+                key=key,
+                spec=spec,
+                delete=delete,
+            )
+        )
+        self.changes.inc(result.changes)
+        self.count.set(result.services)
+        return result
+
+    # ------------------------------------------------------------------ API
+    @staticmethod
+    def _admin(who: Principal, what: str) -> None:
+        if not who.admin:
+            raise Forbidden(f"only an admin token may {what} services")
+
+    async def put(
+        self, who: Principal, namespace: str, name: str, spec: ServiceSpec
+    ) -> ServiceInfo:
+        """Create or update a service (admin); repeating a PUT writes nothing."""
+        self._admin(who, "create or change")
+        key = service_key(namespace, name)
+        result = await self._write(key, spec)
+        state = result.state
+        assert state is not None
+        event(
+            log,
+            "service.put",
+            service=key,
+            action=("updated" if result.changes else "unchanged") if result.existed else "created",
+            cluster_ip=str(state.spec.cluster_ip),
+            ports=[f"{p.port}/{p.protocol.value}" for p in state.spec.ports],
+            backends=[str(ip) for ip in state.backends] or None,
+            changes=result.changes,
+        )
+        return _info(state)
+
+    async def get(self, who: Principal, namespace: str, name: str) -> ServiceInfo:
+        """One service; 404 when absent."""
+        key = service_key(namespace, name)
+        state: ServiceState | None = await self.nb.read(partial(ReadServices, key=key))
+        if state is None:
+            raise NotFound(f"no service {key}")
+        return _info(state)
+
+    async def list(self, who: Principal, namespace: str | None = None) -> ServiceList:
+        """Every service, optionally of one namespace."""
+        states: list[ServiceState] = await self.nb.read(ReadServices)
+        return ServiceList(
+            items=[
+                _info(s)
+                for s in states
+                if namespace is None or s.key.partition("/")[0] == namespace
+            ]
+        )
+
+    async def delete(self, who: Principal, namespace: str, name: str) -> DeleteResult:
+        """Remove a service and its load balancers (admin); unknown services succeed."""
+        self._admin(who, "delete")
+        key = service_key(namespace, name)
+        result = await self._write(key, delete=True)
+        event(log, "service.delete", service=key, existed=result.existed, changes=result.changes)
+        if not result.existed:
+            return DeleteResult(deleted=False, detail=f"no service {key}")
+        return DeleteResult(deleted=True, detail=f"service {key} removed")
+
+
+def _info(state: ServiceState) -> ServiceInfo:
+    return service_info(state.key, state.spec, state.backends, state.load_balancers)
