@@ -92,13 +92,15 @@ class _Unauthorized(Exception):
     """401 with `WWW-Authenticate: Bearer`."""
 
 
-def _principal(
+async def _principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
     if creds is None:
         raise _Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    who = request.app.state.controller.tokens.authenticate(creds.credentials)
+    who: Principal | None = await request.app.state.controller.authenticator.authenticate(
+        creds.credentials
+    )
     if who is None:
         raise _Unauthorized("unknown bearer token")
     return who

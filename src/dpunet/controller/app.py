@@ -14,8 +14,8 @@ from types import FrameType
 import uvicorn
 
 from dpunet.controller.api import create_app
-from dpunet.controller.auth import TokenStore
-from dpunet.controller.config import ControllerConfig
+from dpunet.controller.auth import Authenticator, StaticTokens, TokenStore
+from dpunet.controller.config import ControllerConfig, ControllerMode
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.models import Health
 from dpunet.controller.nb import NbClient
@@ -24,6 +24,7 @@ from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
+from dpunet.k8s.mode import KubeMode
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller")
@@ -36,15 +37,25 @@ class Controller:
 
     def __init__(self, cfg: ControllerConfig) -> None:
         self.cfg = cfg
-        self.tokens = TokenStore(cfg.token_file)
         self.nb = NbClient(cfg.nb_remotes, cfg.nb_timeout, cfg.nb_workers)
         self.state = ClusterState(cfg)
         self.metrics = Metrics(self.state.node_stats)
         self.reconciler = Reconciler(cfg, self.nb, self.state, self.metrics)
-        self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
+        self.kube: KubeMode | None = None
+        self.authenticator: Authenticator
+        self.ports: PortService
+        if cfg.mode is ControllerMode.KUBERNETES:
+            self.kube = KubeMode(cfg)
+            self.authenticator = self.kube.authenticator
+            self.ports = self.kube.ports(self.nb, self.state, self.metrics, self.request_reload)
+        else:
+            self.authenticator = StaticTokens(TokenStore(cfg.token_file))
+            self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
         self.nodes = NodeService(
             cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload
         )
+        if self.kube is not None:
+            self.kube.bind_nodes(self.nodes, self.state)
         self.services = ServiceController(cfg, self.nb, self.metrics)
         self.reconciled = False
         self._reload_wanted = asyncio.Event()
@@ -68,6 +79,14 @@ class Controller:
         self._reload_wanted.set()
 
     async def supervise(self) -> None:
+        """Standalone: `supervise_nb`. Kubernetes: once elected, `supervise_nb` and the
+        Node and Pod sources while the Lease is held."""
+        if self.kube is None:
+            await self.supervise_nb()
+        else:
+            await self.kube.run(self.supervise_nb)
+
+    async def supervise_nb(self) -> None:
         """Keep the state in step with NB: reload whenever NB (and its lock) come back,
         periodically, and on request; hold requests back while NB is unusable."""
         loop = asyncio.get_running_loop()

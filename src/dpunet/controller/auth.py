@@ -1,6 +1,10 @@
-"""Bearer tokens from a file: each token maps to one node, or to the admin.
+"""Who a request comes from: the `Authenticator` of the controller's mode.
 
-File format (one entry per line, `#` starts a comment, blank lines are ignored):
+Standalone mode (`StaticTokens`): bearer tokens from a file, each mapped to one node or
+to the admin. Kubernetes mode: ServiceAccount tokens through TokenReview
+(`dpunet.k8s.tokenreview`).
+
+Token file format (one entry per line, `#` starts a comment, blank lines are ignored):
 
     <token> node:<node-name>
     <token> admin
@@ -17,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
 _RECHECK_S = 1.0
@@ -116,3 +121,22 @@ class TokenStore:
             if hmac.compare_digest(known.encode(), token.encode()):
                 found = principal
         return found
+
+
+class Authenticator(Protocol):
+    """Maps a bearer token to its principal."""
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal of `token`, or None (401)."""
+        ...
+
+
+class StaticTokens:
+    """Standalone mode: the token file."""
+
+    def __init__(self, store: TokenStore) -> None:
+        self.store = store
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The principal the token file gives `token`, or None."""
+        return self.store.authenticate(token)
