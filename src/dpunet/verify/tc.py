@@ -166,7 +166,8 @@ def parse_action_stats(payload: bytes) -> tuple[Counters, Counters]:
 
 
 def parse_actions(payload: bytes) -> tuple[TcAction, ...]:
-    """`TCA_FLOWER_ACT` (one nested attribute per action, typed by its order)."""
+    """`TCA_FLOWER_ACT` (one nested attribute per action, typed by its order); entries
+    without an action kind are skipped."""
     out = []
     for _order, action in sorted(iter_attrs(payload), key=lambda item: item[0]):
         kind = ""
@@ -176,7 +177,8 @@ def parse_actions(payload: bytes) -> tuple[TcAction, ...]:
                 kind = value.split(b"\0", 1)[0].decode("ascii", "replace")
             elif attr == TCA_ACT_STATS:
                 total, hardware = parse_action_stats(value)
-        out.append(TcAction(kind, total, hardware))
+        if kind:
+            out.append(TcAction(kind, total, hardware))
     return tuple(out)
 
 
