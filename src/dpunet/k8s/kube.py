@@ -35,6 +35,8 @@ KubeErrors = (ApiError, httpx2.HTTPError, OSError)
 
 def make_client(cfg: ControllerConfig) -> AsyncClient:
     """A client from `cfg.kubeconfig`, else the pod's service account, else $KUBECONFIG."""
+    for noisy in ("httpx2", "httpcore2"):  # one line per request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     config = (
         KubeConfig.from_file(cfg.kubeconfig)
         if cfg.kubeconfig is not None
@@ -55,8 +57,8 @@ def own_namespace(cfg: ControllerConfig, sa_dir: Path = SERVICE_ACCOUNT_DIR) -> 
 
 def status_code(exc: BaseException) -> int:
     """The HTTP status of an API error (0 when the server was not reached)."""
-    if isinstance(exc, ApiError):
-        return exc.status.code or 0
+    if isinstance(exc, httpx2.HTTPStatusError):  # lightkube's ApiError is one too
+        return exc.response.status_code
     return 0
 
 
