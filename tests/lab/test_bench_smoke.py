@@ -1,0 +1,96 @@
+"""A small smoke run of every `dpunet bench` command in a lab of its own: each produces
+its JSON and plot, and leaves the lab as it found it. (Full runs: docs/performance.md.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dpunet.bench.controller import NODE_PREFIX, STANDIN
+from dpunet.lab import daemons, services
+from dpunet.lab.lab import Lab, down
+from dpunet.lab.topology import LabPlan, LabSpec
+
+pytestmark = pytest.mark.lab
+
+LAB = "bnst"
+
+
+def bench(*args: str) -> dict[str, Any]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dpunet.cli.bench_cmds", *args, "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, f"{proc.stdout}\n{proc.stderr}"
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabPlan]:
+    down(LAB)
+    plan = LabPlan(LabSpec(name=LAB, vfs=3))
+    try:
+        Lab(plan).up(lambda title, elapsed: None)
+        yield plan
+    finally:
+        down(LAB)
+
+
+def free_vf_count(plan: LabPlan) -> int:
+    return sum(1 for vf in Lab(plan).status()["nics"][0]["vfs"] if vf["netdev"] and vf["index"])
+
+
+def test_pod_setup_and_podman(lab: LabPlan, tmp_path: Path) -> None:
+    before = free_vf_count(lab)
+    doc = bench(
+        "pod-setup", "--lab", LAB, "--pods", "1", "--rounds", "1", "--no-burst",
+        "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    (run,) = doc["results"]["runs"]
+    assert run["dpunet"]["ready_ms"]["n"] == 1 and run["dpunet"]["errors"] == []
+    assert run["floor"]["ready_ms"]["n"] == 1 and run["floor"]["errors"] == []
+    assert run["ratio_median"] > 0
+    assert run["phases_mean_s"]["host_agent"]["ADD:claim"]["count"] == 1
+    assert run["phases_mean_s"]["controller"]["wait_up"]["count"] == 1
+    assert set(run["floor"]["steps_mean_ms"]) >= {"nb_lsp_txn", "wait_nb_up", "host_device_add"}
+    assert doc["machine"]["cpus"] >= 1
+    assert (tmp_path / "pod-setup.json").exists() and (tmp_path / "pod-setup.png").exists()
+    podman = bench("podman", "--lab", LAB, "--repeat", "1", "--out-dir", str(tmp_path))
+    assert (
+        podman["results"]["dpunet_ms"]["n"] == 1 and podman["results"]["host_device_ms"]["n"] == 1
+    )
+    assert free_vf_count(lab) == before  # every VF back, the emulated NIC still knows them
+
+
+def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
+    doc = bench(
+        "controller", "--lab", LAB, "--ports", "10", "--sample", "5", "--concurrency", "2",
+        "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    (level,) = doc["results"]["levels"]
+    assert level["existing_ports"] == 10 and level["put_ms"]["n"] == 5
+    assert level["floor"]["up_ms"]["n"] == 5
+    with services.admin_client(lab) as client:
+        assert not [n for n in client.list_nodes() if n["name"].startswith(NODE_PREFIX)]
+        assert not [p for p in client.list_ports() if p["namespace"] == "bench"]
+    assert STANDIN not in daemons.sbctl(lab, "--bare", "--columns=name", "list", "Chassis")
+
+
+def test_memory_and_shim(lab: LabPlan, tmp_path: Path) -> None:
+    doc = bench("memory", "--lab", LAB, "--out-dir", str(tmp_path))
+    results = doc["results"]
+    assert results["pods"] == 2 and results["errors"] == []
+    assert results["idle"]["dpu1/dpunet-dpu"]["rss_mb"] > 0
+    assert results["all_vfs_in_use"]["host1/dpunet-host"]["rss_mb"] > 0
+    shim = bench("shim", "--repeat", "3", "--out-dir", str(tmp_path))
+    assert shim["results"]["summaries_ms"]["dpunet-cni VERSION"]["n"] == 3
+    assert (tmp_path / "shim.png").exists()

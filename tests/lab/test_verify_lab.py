@@ -1,0 +1,112 @@
+"""`dpunet verify offload|topology` and `dpunet topology` in a lab of their own: pods on
+VFs, real OVS userspace datapath flows, a layout broken on purpose and repaired."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dpunet.lab import daemons
+from dpunet.lab.lab import down
+from dpunet.lab.pods import add_pod, load_pods
+from dpunet.lab.selftest import ping
+from dpunet.lab.topology import LabPlan, LabSpec
+
+pytestmark = pytest.mark.lab
+
+LAB = "vfyt"
+PODS = ("vfya", "vfyb")
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", f"dpunet.cli.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabPlan]:
+    """A lab with two pods on host1's VFs; removed afterwards."""
+    down(LAB)
+    proc = run("main", "lab", "up", "--name", LAB)
+    if proc.returncode != 0:
+        down(LAB)
+        pytest.fail(f"lab up failed:\n{proc.stdout}\n{proc.stderr}")
+    plan = LabPlan(LabSpec(name=LAB))
+    try:
+        for name in PODS:
+            add_pod(plan, name, "host1", "netns")
+        yield plan
+    finally:
+        down(LAB)
+
+
+def test_offload_on_the_userspace_datapath(lab: LabPlan) -> None:
+    a, b = (p for p in load_pods(lab) if p.name in PODS)
+    ok, detail = ping(a.netns, b.ip or "", count=3)
+    assert ok, detail
+    proc = run("verify_cmds", "offload", "--lab", lab.name, "--node", "dpu1", "-o", "json")
+    assert proc.returncode == 1, proc.stderr  # nothing is offloaded on this datapath
+    (report,) = json.loads(proc.stdout)
+    assert report["datapath"] == "netdev" and not report["offload_possible"]
+    assert "userspace (netdev) datapath" in report["notes"][0]
+    pods = {p["pod"]: p for p in report["pods"]}
+    for pod in (a, b):
+        entry = pods[f"default/{pod.name}"]
+        assert entry["representor"].startswith("pf0vf")
+        assert entry["flows_ovs"] >= 1 and entry["packets_software"] >= 1
+        assert entry["flows_hardware"] == 0
+    between = [
+        f for f in report["flows"] if set(f["pods"]) == {f"default/{a.name}", f"default/{b.name}"}
+    ]
+    assert between and all("userspace (netdev) datapath" in f["reasons"][0] for f in between)
+    table = run("verify_cmds", "offload", "--lab", lab.name)
+    assert "nothing can be offloaded" in table.stdout and f"default/{a.name}" in table.stdout
+
+
+def test_topology_reports_deviations_and_recovers(lab: LabPlan) -> None:
+    proc = run("verify_cmds", "topology", "--lab", lab.name, "-o", "json")
+    assert proc.returncode == 0, proc.stdout
+    checks = {f["check"] for f in json.loads(proc.stdout)["findings"]}
+    assert {f"representor of default_{p}" for p in PODS} <= checks
+    assert "geneve tunnel to cp (192.0.2.10)" in checks
+    dpu = lab.node("dpu1")
+    daemons.vsctl(lab, dpu, "set", "Open_vSwitch", ".", "other_config:hw-offload=false")
+    daemons.vsctl(lab, dpu, "add-port", "br-int", "nosuchdev")
+    try:
+        broken = run("verify_cmds", "topology", "--lab", lab.name, "--node", "dpu1", "-o", "json")
+        assert broken.returncode == 1
+        bad = {f["check"]: f["fix"] for f in json.loads(broken.stdout)["findings"] if not f["ok"]}
+        assert set(bad) == {"other_config:hw-offload=true", "interface nosuchdev works"}
+        assert "other_config:hw-offload=true" in bad["other_config:hw-offload=true"]
+        assert "del-port nosuchdev" in bad["interface nosuchdev works"]
+        table = run("verify_cmds", "topology", "--lab", lab.name)
+        assert "2 deviation(s)" in table.stdout
+    finally:
+        daemons.vsctl(lab, dpu, "--if-exists", "del-port", "br-int", "nosuchdev")
+        daemons.vsctl(lab, dpu, "set", "Open_vSwitch", ".", "other_config:hw-offload=true")
+    assert run("verify_cmds", "topology", "--lab", lab.name).returncode == 0
+
+
+def test_topology_picture(lab: LabPlan, tmp_path: Path) -> None:
+    svg = tmp_path / "lab.svg"
+    proc = run("topology_cmds", "--lab", lab.name, "--output-file", str(svg))
+    assert proc.returncode == 0, proc.stderr
+    for pod in PODS:
+        assert f"pod default/{pod}" in proc.stdout
+    assert "br-int" in proc.stdout and "ovn-cp-0" in proc.stdout
+    text = svg.read_text()
+    assert "<svg" in text and "default/vfya" in text and "pf0hpf" in text
+    data = json.loads(run("topology_cmds", "--lab", lab.name, "-o", "json").stdout)
+    (host,) = data["hosts"]
+    assert {vf["pod"] for vf in host["vfs"] if vf["pod"]} == {f"default/{p}" for p in PODS}
+    bad = run("topology_cmds", "--lab", lab.name, "--node", "nosuch")
+    assert bad.returncode == 1 and "no dpu-host or DPU node" in bad.stderr
