@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -32,7 +33,7 @@ from pydantic import ValidationError
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, NotFound, Unavailable
 from dpunet.controller.ipam import mac_for_ip
-from dpunet.controller.models import NodeSpec, PortInfo, PortRequest
+from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, PortRequest, check_node_name
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.state import ClusterState
@@ -68,6 +69,12 @@ def node_spec(node: Node, next_hop: IPv4Address | None, ip_prefix: int) -> NodeS
     labels = (meta and meta.labels) or {}
     notes = (meta and meta.annotations) or {}
     name = (meta and meta.name) or ""
+    if not re.match(NODE_NAME, name) or len(name) > 63:
+        raise NodeProblem(f"node name {name!r} is not usable as an OVN switch name (<= 63)")
+    try:
+        check_node_name(name)
+    except ValueError as exc:
+        raise NodeProblem(str(exc)) from None
     dpu_host = DPU_HOST_LABEL in labels
     chassis = notes.get(CHASSIS_ANNOTATION) or (None if dpu_host else name)
     if chassis is None:
