@@ -53,6 +53,11 @@ class DeployValues(BaseModel):
         default=None, description="OVN NB/SB and the controller's address; default: API server's"
     )
     deploy_ovn_central: bool = Field(default=True, description="run OVN NB/SB/northd pods")
+    gateway_next_hop: IPv4Address | None = Field(
+        default=IPv4Address("192.168.40.254"),
+        description="the nodes' gateway next hop (the seed's ovn-gw-nexthop); per node: the "
+        "dpunet.io/gateway-next-hop annotation",
+    )
     resource_name: str = Field(default="mellanox.com/mlnx_sriov_cx6")
     pf: str = Field(default="enp2s0f0np0", min_length=1, max_length=15)
     mgmt_vf: int = Field(default=0, ge=0)
@@ -214,6 +219,9 @@ def _config_files(values: DeployValues) -> dict[str, str]:
             "cluster_cidr": str(values.cluster_cidr),
             "node_prefix": values.node_prefix,
             "service_cidr": str(values.service_cidr),
+            "mode": "kubernetes",
+            "k8s_namespace": values.namespace,
+            **({"k8s_next_hop": str(values.gateway_next_hop)} if values.gateway_next_hop else {}),
             "log_format": "json",
         },
         "host.yaml": {
@@ -306,7 +314,7 @@ def _rbac(values: DeployValues) -> list[Manifest]:
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "create", "update"],
+            "verbs": ["get", "create", "update", "patch"],
         }
     ]
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "name": "dpunet-controller"}
