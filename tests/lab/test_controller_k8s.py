@@ -260,6 +260,20 @@ def test_dpu_failures_become_pod_events(
     assert event["source"] == {"component": "dpunet-controller"}
 
 
+def test_agent_reports_become_pod_events(kube: KubeMock, ctl: ControllerProc) -> None:
+    report = {"node": "host1", "uid": "uid-p3", "reason": "NoVirtualFunction", "message": "no VF"}
+    with ctl.client("tok-host1") as host1:
+        resp = host1.post("/v1/ports/default/pod3/events", json=report)
+        assert resp.status_code == 200 and resp.json() == {"recorded": True}
+        assert host1.post("/v1/ports/default/pod2/events", json=report).status_code == 409
+        other = {**report, "node": "cp"}
+        assert host1.post("/v1/ports/default/pod3/events", json=other).status_code == 403
+    with ctl.client("tok-cp-agent") as cp:
+        assert cp.post("/v1/ports/default/pod3/events", json=other).status_code == 403
+    [event] = [e for e in kube.events("default") if e["reason"] == "NoVirtualFunction"]
+    assert event["involvedObject"]["name"] == "pod3" and event["message"] == "no VF"
+
+
 def test_standby_takes_over_within_the_lease(
     ovn: OvnCentral, kube: KubeMock, ctl: ControllerProc, tmp_path: Path
 ) -> None:

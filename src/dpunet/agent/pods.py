@@ -190,6 +190,7 @@ class PodAgent:
         self.port_timeout = port_timeout
         self._claim_lock = asyncio.Lock()
         self._busy: set[str] = set()  # container ids with a verb in flight
+        self._reports: set[asyncio.Task[None]] = set()  # event reports in flight
 
     # ----------------------------------------------------------------- ADD
     async def add(self, req: AddRequest) -> AddResult:
@@ -219,7 +220,12 @@ class PodAgent:
         phase_started = time.monotonic()
         async with self._claim_lock:
             held = [r.device for r in await asyncio.to_thread(self.store.all)]
-            device = await asyncio.to_thread(self.attacher.claim, req, held)
+            try:
+                device = await asyncio.to_thread(self.attacher.claim, req, held)
+            except CniError as exc:
+                if exc.code == ERR_NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
+                    self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
+                raise
             record = SandboxRecord(
                 container_id=req.container_id,
                 netns=req.netns,
@@ -282,6 +288,20 @@ class PodAgent:
             ip=record.port["ips"][0], mac=record.port["mac"],
         )  # fmt: skip
         return cni_result(record, device.get("pci"))
+
+    def _report(self, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
+        """Tell the controller (an Event on a Kubernetes pod) in the background."""
+        report = {"node": self.node, "uid": uid, "reason": reason, "message": message[:1024]}
+
+        def send() -> None:
+            try:
+                self.client.report_event(namespace, name, report)
+            except ClientError as exc:
+                event(log, "report-failed", pod=f"{namespace}/{name}", error=str(exc))
+
+        task = asyncio.create_task(asyncio.to_thread(send))
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
 
     # ----------------------------------------------------------------- DEL
     async def delete(self, req: DelRequest) -> None:

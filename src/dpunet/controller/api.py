@@ -25,10 +25,12 @@ from dpunet.controller.models import (
     OPAQUE_ID,
     DeleteResult,
     ErrorBody,
+    EventResult,
     Health,
     NodeInfo,
     NodeList,
     NodeSpec,
+    PodEventReport,
     PortInfo,
     PortList,
     PortRequest,
@@ -253,6 +255,19 @@ def create_app(ctl: "Controller") -> FastAPI:
         """Release a pod port; an unknown port succeeds. With uid/sandbox, only a port
         that still belongs to them is released."""
         return await ctl.ports.delete(who, namespace, name, uid, sandbox)
+
+    @app.post(
+        "/v1/ports/{namespace}/{name}/events",
+        response_model=EventResult,
+        tags=["ports"],
+        responses=_ERRORS,
+    )
+    async def report_pod_event(
+        who: Who, namespace: Namespace, name: PodName, report: PodEventReport
+    ) -> EventResult:
+        """A node agent reports a failure the pod's user must see: a Kubernetes Event on
+        the pod in Kubernetes mode (the pod must run on the caller's node), logged always."""
+        return await ctl.pod_event(who, namespace, name, report)
 
     from dpunet.controller.service_api import service_routes  # imports this module
 

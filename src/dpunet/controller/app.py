@@ -14,10 +14,11 @@ from types import FrameType
 import uvicorn
 
 from dpunet.controller.api import create_app
-from dpunet.controller.auth import Authenticator, StaticTokens, TokenStore
+from dpunet.controller.auth import Authenticator, Principal, StaticTokens, TokenStore
 from dpunet.controller.config import ControllerConfig, ControllerMode
+from dpunet.controller.errors import Forbidden
 from dpunet.controller.metrics import Metrics
-from dpunet.controller.models import Health
+from dpunet.controller.models import EventResult, Health, PodEventReport
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
@@ -73,6 +74,22 @@ class Controller:
             nb_lock=self.nb.has_lock,
             reconciled=self.reconciled,
         )
+
+    async def pod_event(
+        self, who: Principal, namespace: str, name: str, report: PodEventReport
+    ) -> EventResult:
+        """Log a node agent's report; in Kubernetes mode also an Event on the pod."""
+        if not who.may_act_for(report.node):
+            raise Forbidden(f"{who} may not report events of node {report.node}")
+        event(
+            log, "pod.event", logging.WARNING, namespace=namespace, pod=name, uid=report.uid,
+            node=report.node, reason=report.reason, message=report.message,
+        )  # fmt: skip
+        if self.kube is None:
+            return EventResult(recorded=False)
+        await self.kube.pods.admit(namespace, name, report.uid, report.node)
+        await self.kube.events.pod(namespace, name, report.uid, report.reason, report.message)
+        return EventResult(recorded=True)
 
     def request_reload(self) -> None:
         """Ask for a reload from NB and a reconcile pass soon."""

@@ -112,3 +112,7 @@ class ControllerClient:
         """Release a pod port (unknown ports succeed)."""
         params = {k: v for k, v in (("uid", uid), ("sandbox", sandbox)) if v}
         return dict(self._call("DELETE", f"/v1/ports/{namespace}/{name}", params=params))
+
+    def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Report why a pod cannot be attached (a Kubernetes Event in Kubernetes mode)."""
+        return dict(self._call("POST", f"/v1/ports/{namespace}/{name}/events", json=report))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ipaddress import IPv4Address, IPv4Interface
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
@@ -189,6 +189,21 @@ class DeleteResult(BaseModel):
 
     deleted: bool
     detail: str
+
+
+class PodEventReport(_Body):
+    """`POST /v1/ports/{namespace}/{name}/events`: why a node agent cannot attach a pod."""
+
+    node: NodeName = Field(description="the node the pod runs on (must be the caller's)")
+    uid: str = Field(pattern=OPAQUE_ID, description="pod uid")
+    reason: Literal["NoVirtualFunction", "DPUNotReady"]
+    message: str = Field(min_length=1, max_length=1024)
+
+
+class EventResult(BaseModel):
+    """Answer of an event report."""
+
+    recorded: bool = Field(description="written as a Kubernetes Event (Kubernetes mode)")
 
 
 class ErrorBody(BaseModel):

@@ -72,7 +72,7 @@ class KubePortService(PortService):
         self, who: Principal, namespace: str, name: str, req: PortRequest, timeout: float | None
     ) -> PortInfo:
         """Admission, then the port, then the annotation (see class docstring)."""
-        await self.mode.pods.admit(namespace, name, req)
+        await self.mode.pods.admit(namespace, name, req.uid, req.node)
         try:
             port = await super().put(who, namespace, name, req, timeout)
         except DeadlineExceeded as exc:

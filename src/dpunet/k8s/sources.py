@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, NotFound, Unavailable
 from dpunet.controller.ipam import mac_for_ip
-from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, PortRequest, check_node_name
+from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.state import ClusterState
@@ -315,19 +315,18 @@ class PodSource:
             self.pods[(namespace, name)] = view
         return view
 
-    async def admit(self, namespace: str, name: str, req: PortRequest) -> None:
-        """A port PUT is for an existing pod on the requesting node, with that uid."""
+    async def admit(self, namespace: str, name: str, uid: str, node: str) -> None:
+        """A request about pod `namespace/name` names an existing pod with uid `uid` that
+        runs on `node` (the requesting node)."""
         view = self.pods.get((namespace, name))
-        if view is None or view.uid != req.uid or view.node != req.node:
+        if view is None or view.uid != uid or view.node != node:
             view = await self.live(namespace, name)  # the watch may lag behind
         if view is None:
             raise NotFound(f"pod {namespace}/{name} does not exist in Kubernetes")
-        if view.uid != req.uid:
-            raise Conflict(f"pod {namespace}/{name} has uid {view.uid}, not {req.uid}")
-        if view.node != req.node:
-            raise Forbidden(
-                f"pod {namespace}/{name} runs on {view.node or 'no node'}, not {req.node}"
-            )
+        if view.uid != uid:
+            raise Conflict(f"pod {namespace}/{name} has uid {view.uid}, not {uid}")
+        if view.node != node:
+            raise Forbidden(f"pod {namespace}/{name} runs on {view.node or 'no node'}, not {node}")
 
     async def publish(self, port: PortInfo) -> None:
         """Write the pod-networks annotation of a port's pod (uid-checked) when it differs."""
