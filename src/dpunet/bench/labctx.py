@@ -6,11 +6,9 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 
+from dpunet.bench import DEFAULT_BENCH_LAB, DEFAULT_BENCH_VFS
 from dpunet.lab.lab import Lab, down, load_plan
 from dpunet.lab.topology import LabPlan, LabSpec
-
-DEFAULT_BENCH_LAB = "bench"
-DEFAULT_BENCH_VFS = 8
 
 
 @contextlib.contextmanager

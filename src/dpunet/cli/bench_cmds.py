@@ -11,22 +11,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
 
-from dpunet.bench import controller as controller_bench
-from dpunet.bench import memory as memory_bench
-from dpunet.bench import plots, podsetup
-from dpunet.bench import podman as podman_bench
-from dpunet.bench import shim as shim_bench
-from dpunet.bench.labctx import DEFAULT_BENCH_LAB, DEFAULT_BENCH_VFS, bench_lab
+from dpunet.bench import DEFAULT_BENCH_LAB, DEFAULT_BENCH_VFS
 from dpunet.bench.results import TARGETS, envelope, write_json
 from dpunet.cli.output import console, emit_data, err_console, fail, output_option, table
-from dpunet.controller.client import ClientError
-from dpunet.lab.runner import LabError
-from dpunet.lab.topology import LabPlan
+
+if TYPE_CHECKING:
+    from dpunet.lab.topology import LabPlan
+
+# The benchmark modules are imported by the commands that use them: every `dpunet`
+# invocation (the daemons included) imports this module.
 
 DEFAULT_OUT_DIR = Path("bench-results")
 
@@ -79,6 +77,10 @@ def out_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 @contextmanager
 def _lab(lab: str | None, name: str, vfs: int) -> Iterator[LabPlan]:
+    from dpunet.bench.labctx import bench_lab
+    from dpunet.controller.client import ClientError
+    from dpunet.lab.runner import LabError
+
     try:
         with bench_lab(lab, name, vfs, _say) as plan:
             yield plan
@@ -144,6 +146,8 @@ def pod_setup_cmd(
     concurrency: int, rounds: int, burst: bool, floor: bool,
 ) -> None:  # fmt: skip
     """CNI ADD -> the container reaches its gateway: dpunet vs the raw floor."""
+    from dpunet.bench import plots, podsetup
+
     with _lab(lab, name, vfs) as plan:
         free = len(podsetup.free_vfs(plan, plan.pairs[0]))
         n = min(pods or free, free)
@@ -187,6 +191,9 @@ def podman_cmd(
     lab: str | None, name: str, vfs: int, out_dir: Path, output: str, repeat: int
 ) -> None:
     """`podman run --rm` with dpunet's CNI vs host-device + static on the same VFs."""
+    from dpunet.bench import plots
+    from dpunet.bench import podman as podman_bench
+
     with _lab(lab, name, vfs) as plan:
         results = podman_bench.run(plan, repeat, _say)
     rows = [
@@ -204,6 +211,9 @@ def podman_cmd(
 @click.option("--repeat", default=100, show_default=True, help="Runs of each command.")
 def shim_cmd(out_dir: Path, output: str, repeat: int) -> None:
     """`dpunet-cni VERSION` vs a bare interpreter start vs the Go reference plugin."""
+    from dpunet.bench import plots
+    from dpunet.bench import shim as shim_bench
+
     try:
         results = shim_bench.run(repeat, _say)
     except (RuntimeError, OSError) as exc:
@@ -248,6 +258,9 @@ def controller_cmd(
     sample: int, concurrency: int,
 ) -> None:  # fmt: skip
     """Port PUT throughput/latency at N existing ports vs one raw NB transaction per port."""
+    from dpunet.bench import controller as controller_bench
+    from dpunet.bench import plots
+
     with _lab(lab, name, vfs) as plan:
         results = controller_bench.run(plan, ports, sample, concurrency, _say)
     target = TARGETS["controller_ports_per_s_at_10k_min"]
@@ -285,6 +298,9 @@ def controller_cmd(
 @lab_options
 def memory_cmd(lab: str | None, name: str, vfs: int, out_dir: Path, output: str) -> None:
     """Steady-state RSS of each daemon, idle and with every VF in use."""
+    from dpunet.bench import memory as memory_bench
+    from dpunet.bench import plots
+
     with _lab(lab, name, vfs) as plan:
         results = memory_bench.run(plan, _say)
     target = TARGETS["dpu_agent_rss_mb_max"]

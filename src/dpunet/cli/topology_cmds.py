@@ -13,8 +13,6 @@ from dpunet.cli.output import console, emit_data, fail, output_option
 from dpunet.cli.verify_cmds import lab_option, node_option, pf_option
 from dpunet.lab.runner import LabError
 from dpunet.setup.plan import SetupError
-from dpunet.topology.model import gather
-from dpunet.topology.render import RenderError, trees, write_graph
 from dpunet.verify.targets import select_targets
 
 
@@ -33,6 +31,9 @@ def topology(
     lab: str | None, node: str | None, pf: str, output_file: Path | None, output: str
 ) -> None:
     """Draw the live topology of this machine (or of a lab's nodes)."""
+    from dpunet.topology.model import gather
+    from dpunet.topology.render import RenderError, trees, write_graph
+
     try:
         dpus, hosts = select_targets(lab, node, pf)
         picture = gather(dpus, hosts)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.markup import escape
@@ -10,10 +10,13 @@ from rich.markup import escape
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab.runner import LabError
 from dpunet.setup.plan import SetupError
-from dpunet.verify.layout import LayoutReport, verify_layout
-from dpunet.verify.offload import OffloadReport, analyse, collect
 from dpunet.verify.targets import DEFAULT_PF, DpuTarget, HostTarget, select_targets
-from dpunet.verify.unixctl import UnixctlError
+
+if TYPE_CHECKING:
+    from dpunet.verify.layout import LayoutReport
+    from dpunet.verify.offload import OffloadReport
+
+# verify's modules are imported by the commands: every `dpunet` invocation imports this one.
 
 FLOWS_SHOWN = 20
 
@@ -53,6 +56,9 @@ def offload_cmd(lab: str | None, node: str | None, all_flows: bool, output: str)
 
     Exits 1 when some pod traffic is not offloaded (always so on the lab's userspace
     datapath)."""
+    from dpunet.verify.offload import analyse, collect
+    from dpunet.verify.unixctl import UnixctlError
+
     dpus, _ = _targets(lab, node, DEFAULT_PF)
     if not dpus:
         fail("this machine runs no OVS: run `verify offload` on the DPU (or give --lab)")
@@ -174,6 +180,8 @@ def _share(value: float | None) -> str:
 def topology_cmd(lab: str | None, node: str | None, pf: str, output: str) -> None:
     """The DPU's OVS and the host's VFs against the expected layout; each deviation with
     its fix. Exits 1 on any deviation."""
+    from dpunet.verify.layout import verify_layout
+
     dpus, hosts = _targets(lab, node, pf)
     try:
         report = verify_layout(dpus, hosts)
