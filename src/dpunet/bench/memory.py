@@ -8,6 +8,8 @@ after the daemons had time to settle. The OVS/OVN daemons are listed for scale.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,6 +88,29 @@ def snapshot(plan: LabPlan) -> dict[str, dict[str, Any]]:
     return out
 
 
+IMPORT_PROBES = (
+    ("bare interpreter", "pass"),
+    ("import dpunet.dpu.agent", "import dpunet.dpu.agent"),
+    ("import dpunet.cli.dpu_agent_cmds", "import dpunet.cli.dpu_agent_cmds"),
+    ("import dpunet.cli.main (how the lab starts every daemon)", "import dpunet.cli.main"),
+)
+_RSS_PROBE = "import re; print(re.search(r'VmRSS:\\s+(\\d+)', open('/proc/self/status').read())[1])"
+
+
+def import_footprint() -> dict[str, float | None]:
+    """RSS (MiB) of a fresh interpreter after each import: what a daemon pays before doing
+    anything, depending on its entry point."""
+    out: dict[str, float | None] = {}
+    for label, statement in IMPORT_PROBES:
+        proc = subprocess.run(
+            [sys.executable, "-c", f"{statement}\n{_RSS_PROBE}"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        text = proc.stdout.strip()
+        out[label] = int(text) / 1024 if proc.returncode == 0 and text.isdigit() else None
+    return out
+
+
 def run(plan: LabPlan, say: Callable[[str], None]) -> dict[str, Any]:
     """Idle, then with a pod on every free VF (all VFs but the management one)."""
     pair = plan.pairs[0]
@@ -110,4 +135,5 @@ def run(plan: LabPlan, say: Callable[[str], None]) -> dict[str, Any]:
         "errors": failed,
         "idle": idle,
         "all_vfs_in_use": loaded,
+        "import_rss_mb": import_footprint(),
     }
