@@ -32,10 +32,10 @@ pf_option = click.option(
 
 
 def _targets(
-    lab: str | None, node: str | None, pf: str
+    lab: str | None, node: str | None, pf: str, sb_remote: str | None = None
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     try:
-        return select_targets(lab, node, pf)
+        return select_targets(lab, node, pf, sb_remote)
     except (LabError, ValueError) as exc:
         fail(escape(str(exc)))
         raise AssertionError("unreachable") from exc
@@ -176,13 +176,20 @@ def _share(value: float | None) -> str:
 @lab_option
 @node_option
 @pf_option
+@click.option(
+    "--sb-remote",
+    default=None,
+    help="OVN Southbound (unix:PATH or tcp:IP:PORT); default: external_ids:ovn-remote.",
+)
 @output_option()
-def topology_cmd(lab: str | None, node: str | None, pf: str, output: str) -> None:
+def topology_cmd(
+    lab: str | None, node: str | None, pf: str, sb_remote: str | None, output: str
+) -> None:
     """The DPU's OVS and the host's VFs against the expected layout; each deviation with
     its fix. Exits 1 on any deviation."""
     from dpunet.verify.layout import verify_layout
 
-    dpus, hosts = _targets(lab, node, pf)
+    dpus, hosts = _targets(lab, node, pf, sb_remote)
     try:
         report = verify_layout(dpus, hosts)
     except (SetupError, OSError) as exc:

@@ -9,7 +9,7 @@ directory (sandbox records: which pod holds which VF).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dpunet.agent.sandboxes import SandboxRecord, SandboxStore
@@ -111,14 +111,15 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
 
 
 def select_targets(
-    lab: str | None, node: str | None, pf: str = DEFAULT_PF
+    lab: str | None, node: str | None, pf: str = DEFAULT_PF, sb_remote: str | None = None
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     """The targets a command looks at: the nodes of `lab` (only `node` and its peer when
-    given), else this machine as a DPU (when it runs OVS) or as a dpu-host.
+    given), else this machine as a DPU (when it runs OVS; `sb_remote` overrides its
+    external_ids:ovn-remote) or as a dpu-host.
     ValueError when `node` names no dpu-host or DPU of the lab."""
     if lab is None:
         if is_dpu_here():
-            return [local_dpu(node)], []
+            return [replace(local_dpu(node), sb_remote=sb_remote)], []
         return [], [local_host(node, pf)]
     dpus, hosts = lab_targets(lab)
     if node is None:
