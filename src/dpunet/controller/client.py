@@ -116,3 +116,20 @@ class ControllerClient:
     def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
         """Report why a pod cannot be attached (a Kubernetes Event in Kubernetes mode)."""
         return dict(self._call("POST", f"/v1/ports/{namespace}/{name}/events", json=report))
+
+    def list_services(self, namespace: str | None = None) -> list[Any]:
+        """Services, optionally of one namespace."""
+        params = {"namespace": namespace} if namespace else {}
+        return list(self._call("GET", "/v1/services", params=params)["items"])
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any]:
+        """One service."""
+        return dict(self._call("GET", f"/v1/services/{namespace}/{name}"))
+
+    def put_service(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """Create or update a service (admin token)."""
+        return dict(self._call("PUT", f"/v1/services/{namespace}/{name}", json=spec))
+
+    def delete_service(self, namespace: str, name: str) -> dict[str, Any]:
+        """Remove a service (admin token; unknown services succeed)."""
+        return dict(self._call("DELETE", f"/v1/services/{namespace}/{name}"))

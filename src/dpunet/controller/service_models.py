@@ -96,8 +96,9 @@ class ServiceSpec(_Body):
         default=None, alias="clusterIP", description="inside service_cidr (default: allocated)"
     )
     ports: list[ServicePort] = Field(min_length=1, max_length=64)
-    endpoints: list[Ipv4] | None = Field(default=None, max_length=1000)
-    pods: list[PodName] | None = Field(default=None, max_length=1000)
+    # limits keep the largest valid body inside the default max_body_bytes (16 KiB)
+    endpoints: list[Ipv4] | None = Field(default=None, max_length=512)
+    pods: list[PodName] | None = Field(default=None, max_length=128)
     selector: dict[LabelKey, LabelValue] | None = Field(default=None, max_length=32)
     session_affinity: SessionAffinity = Field(default=SessionAffinity.NONE, alias="sessionAffinity")
     affinity_timeout: int | None = Field(

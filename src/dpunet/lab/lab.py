@@ -173,7 +173,14 @@ class Lab:
         for node in self.plan.nodes:
             ip("netns", "add", node.netns)
             ip("link", "set", "lo", "up", netns=node.netns)
-            for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.disable_ipv6=1"):
+            # arp_ignore: the userspace datapath leaves OVS ports (veth host ends) live in the
+            # node's stack, which must not answer ARP for the node's own addresses on them
+            # (a pod would then reach ovn-k8s-mp0 around OVN, e.g. past a service's un-DNAT)
+            for key in (
+                "net.ipv4.ip_forward=1",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv4.conf.all.arp_ignore=1",
+            ):
                 run(["sysctl", "-qw", key], netns=node.netns)
 
     def _wire(self, node: Node, ifname: str) -> None:

@@ -165,6 +165,13 @@ def pod_checks(plan: LabPlan) -> list[CheckResult]:
     return results
 
 
+def service_checks(plan: LabPlan) -> list[CheckResult]:
+    """The services' checks (svc.py), when the lab has services."""
+    from dpunet.lab import svc  # svc builds on this module
+
+    return svc.checks(plan)
+
+
 def run_checks(plan: LabPlan) -> list[CheckResult]:
-    """All lab checks: wiring, then the pods' connectivity matrix."""
-    return underlay_checks(plan) + geneve_checks(plan) + pod_checks(plan)
+    """All lab checks: wiring, the pods' connectivity matrix, then services."""
+    return underlay_checks(plan) + geneve_checks(plan) + pod_checks(plan) + service_checks(plan)

@@ -1,0 +1,254 @@
+"""Services in the lab: backends that answer with their pod name, and the service checks.
+
+`add_service` starts a responder (`python -m dpunet.lab.responder serve`) in each
+backend pod's network namespace on the target port and creates the service through
+the controller's API (backends selected by pod name). A responder ends by itself when
+its pod's namespace goes away. `checks` probes every service of the lab: pods on each
+node and the nodes themselves (through their management port) reach the cluster IP,
+`ext` reaches the node ports on each gateway router's address, connections spread over
+all backends (or stick to one with ClientIP affinity), and a service without backends
+refuses connections at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from dpunet.controller.client import ClientError
+from dpunet.lab import pods
+from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, run, wait_for
+from dpunet.lab.selftest import CheckResult
+from dpunet.lab.services import admin_client
+from dpunet.lab.topology import LabPlan, Node
+
+NAMESPACE = "default"  # the namespace of the lab's pods
+PROTOCOLS = ("tcp", "udp")
+_RESPONDER = [sys.executable, "-m", "dpunet.lab.responder"]
+PROBE_COUNT = 3
+SPREAD_COUNT = 24
+
+
+def responders_dir(plan: LabPlan, service: str) -> Path:
+    """Pid, ready and log files of a service's responders."""
+    return plan.run_dir / "services" / service
+
+
+# ------------------------------------------------------------------ responders
+def start_responders(
+    plan: LabPlan, service: str, backends: list[pods.Pod], protocol: str, port: int
+) -> None:
+    """One responder per backend pod on `port`, answering with the pod's name."""
+    stop_responders(plan, service)
+    d = responders_dir(plan, service)
+    d.mkdir(parents=True)
+    for pod in backends:
+        ready = d / f"{pod.name}.ready"
+        argv = [*_RESPONDER, "serve", pod.name, f"--{protocol}", str(port)]
+        argv += ["--watch", pod.netns, "--ready", str(ready)]
+        with open(d / f"{pod.name}.log", "ab") as log:
+            proc = subprocess.Popen(
+                in_netns(pod.netns, argv), stdin=subprocess.DEVNULL, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        (d / f"{pod.name}.pid").write_text(f"{proc.pid}\n")
+    for pod in backends:
+        pidfile = d / f"{pod.name}.pid"
+
+        def up(pod: pods.Pod = pod, pidfile: Path = pidfile) -> bool:
+            if not pid_alive(read_pid(pidfile)):
+                log = (d / f"{pod.name}.log").read_text(errors="replace")[-800:]
+                raise LabError(f"the responder in pod {pod.name} exited: {log.strip()}")
+            return (d / f"{pod.name}.ready").exists()
+
+        wait_for(f"the responder in pod {pod.name}", up, timeout=15)
+
+
+def stop_responders(plan: LabPlan, service: str) -> None:
+    """Stop a service's responders and remove their files."""
+    d = responders_dir(plan, service)
+    if not d.is_dir():
+        return
+    for pidfile in d.glob("*.pid"):
+        pid = read_pid(pidfile)
+        if pid_alive(pid) and "dpunet.lab.responder" in _cmdline(pid):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid or 0, signal.SIGTERM)
+    shutil.rmtree(d)
+
+
+def _cmdline(pid: int | None) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+# ------------------------------------------------------------------ services
+def add_service(
+    plan: LabPlan,
+    name: str,
+    port: int,
+    backends: list[str],
+    *,
+    protocol: str = "tcp",
+    target_port: int | None = None,
+    node_port: int | str | None = None,
+    affinity: bool = False,
+) -> dict[str, Any]:
+    """Responders in the `backends` pods and the service `default/<name>` over them;
+    `node_port`: a port, or `auto` to have one allocated (type NodePort)."""
+    if protocol not in PROTOCOLS:
+        raise LabError(f"protocol must be one of {', '.join(PROTOCOLS)}")
+    backend_pods = [pods.get_pod(plan, b) for b in backends]
+    target = target_port or port
+    spec_port: dict[str, Any] = {"port": port, "protocol": protocol.upper(), "targetPort": target}
+    spec: dict[str, Any] = {"ports": [spec_port], "pods": backends}
+    if node_port is not None:
+        spec["type"] = "NodePort"
+        if node_port != "auto":
+            spec_port["nodePort"] = int(node_port)
+    if affinity:
+        spec["sessionAffinity"] = "ClientIP"
+    start_responders(plan, name, backend_pods, protocol, target)
+    try:
+        with admin_client(plan) as client:
+            return client.put_service(NAMESPACE, name, spec)
+    except ClientError as exc:
+        stop_responders(plan, name)
+        raise LabError(f"service {name}: {exc}") from exc
+
+
+def del_service(plan: LabPlan, name: str) -> str:
+    """Remove service `default/<name>` and its responders; the controller's answer."""
+    try:
+        with admin_client(plan) as client:
+            detail = str(client.delete_service(NAMESPACE, name)["detail"])
+    except ClientError as exc:
+        raise LabError(f"service {name}: {exc}") from exc
+    stop_responders(plan, name)
+    return detail
+
+
+def list_services(plan: LabPlan) -> list[dict[str, Any]]:
+    """Every service the lab's controller knows."""
+    try:
+        with admin_client(plan) as client:
+            return client.list_services()
+    except ClientError as exc:
+        raise LabError(f"listing services: {exc}") from exc
+
+
+# ------------------------------------------------------------------ checks
+def probe(
+    netns: str, protocol: str, host: str, port: int, count: int = PROBE_COUNT
+) -> dict[str, Any]:
+    """`count` requests from inside `netns`: `answers` (count by responder name, or
+    `refused`, `reset`, `timeout`, `error:...`) and `peers` (client addresses the
+    responders saw)."""
+    argv = [*_RESPONDER, "probe", protocol, host, str(port), "--count", str(count)]
+    proc = run(argv, netns=netns, check=False, timeout=count * 4 + 10)
+    try:
+        result = json.loads(proc.stdout)
+        return {"answers": dict(result["answers"]), "peers": list(result["peers"])}
+    except (ValueError, KeyError) as exc:
+        raise LabError(f"probe in {netns} failed: {proc.stderr.strip()}") from exc
+
+
+_FAILURES = ("refused", "reset", "timeout", "empty")
+
+
+def _answered(answers: dict[str, int], expected: set[str] | None) -> bool:
+    names = set(answers)
+    if expected is not None:
+        return names <= expected and bool(names)
+    return not any(n in _FAILURES or n.startswith("error:") for n in names)
+
+
+def _detail(answers: dict[str, int]) -> str:
+    return " ".join(f"{k}×{v}" for k, v in sorted(answers.items()))
+
+
+def _clients(plan: LabPlan, backends: set[str]) -> list[pods.Pod]:
+    """One pod per node (host1..N, cp), preferring pods that are not backends."""
+    out = []
+    everyone = [p for p in pods.load_pods(plan) if p.ip]
+    for node in [*(pair.host for pair in plan.pairs), plan.cp]:
+        mine = sorted((p for p in everyone if p.node == node.name), key=lambda p: p.name)
+        mine.sort(key=lambda p: p.name in backends)
+        out += mine[:1]
+    return out
+
+
+def checks(plan: LabPlan) -> list[CheckResult]:
+    """Service checks for every service of the lab (none without services)."""
+    results: list[CheckResult] = []
+    for svc in list_services(plan):
+        results += _service_checks(plan, svc)
+    return results
+
+
+def _service_checks(plan: LabPlan, svc: dict[str, Any]) -> list[CheckResult]:
+    name = f"{svc['namespace']}/{svc['name']}"
+    port = svc["ports"][0]
+    protocol = str(port["protocol"]).lower()
+    if protocol not in PROTOCOLS:
+        return [CheckResult(f"service {name}", "-", "-", True, f"{protocol}: not probed")]
+    known = {p.name for p in pods.load_pods(plan)}
+    expected = set(svc["pods"]) & known if svc.get("pods") is not None else None
+    empty = not svc["backends"]
+    vip = f"{svc['clusterIP']}:{port['port']}/{protocol}"
+    results = []
+
+    def check(what: str, source: str, netns: str, host: str, target_port: int) -> None:
+        answers = probe(netns, protocol, host, target_port)["answers"]
+        if empty:
+            ok = set(answers) == {"refused"}
+            what += " (no backends: refused)"
+        else:
+            ok = _answered(answers, expected)
+        results.append(
+            CheckResult(
+                f"service {name}: {what}", source, f"{host}:{target_port}", ok, _detail(answers)
+            )
+        )
+
+    clients = _clients(plan, expected or set())
+    for pod in clients:
+        check("pod->clusterIP", f"{pod.name}@{pod.node}", pod.netns, svc["clusterIP"], port["port"])
+    hosts: list[Node] = [*(pair.host for pair in plan.pairs), plan.cp]
+    for node in hosts:
+        check(
+            "node->clusterIP (mgmt port)",
+            f"{node.name} ovn-k8s-mp0",
+            node.netns,
+            svc["clusterIP"],
+            port["port"],
+        )
+    if port.get("nodePort"):
+        for node in hosts:
+            check(
+                f"ext->nodePort ({node.name} gateway)",
+                "ext",
+                plan.ext.netns,
+                str(plan.gateway_ip(node)),
+                port["nodePort"],
+            )
+    if clients and expected and len(expected) > 1 and not empty:
+        src = clients[0]
+        answers = probe(src.netns, protocol, svc["clusterIP"], port["port"], SPREAD_COUNT)[
+            "answers"
+        ]
+        if svc["sessionAffinity"] == "ClientIP":
+            what, ok = "affinity (one backend)", len(answers) == 1 and set(answers) <= expected
+        else:
+            what, ok = "spread (every backend)", set(answers) == expected
+        results.append(CheckResult(f"service {name}: {what}", src.name, vip, ok, _detail(answers)))
+    return results
