@@ -69,7 +69,7 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
     """ECDFs of pod-ready latency per run, and the phase split of the first run."""
     plt = _pyplot()
     runs = results["runs"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1.1, 1]})
     styles = ["-", "--", ":", "-."]
     for i, run in enumerate(runs):
         style = styles[i % len(styles)]
@@ -99,7 +99,7 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
     ax2.set_title(
         f"where the time goes ({runs[0]['pods']} pods, concurrency {runs[0]['concurrency']})"
     )
-    ax2.legend(fontsize=6, loc="lower right")
+    ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
