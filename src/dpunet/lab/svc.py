@@ -29,7 +29,7 @@ from dpunet.lab.selftest import CheckResult
 from dpunet.lab.services import admin_client
 from dpunet.lab.topology import LabPlan, Node
 
-NAMESPACE = "default"  # the namespace of the lab's pods
+DEFAULT_NAMESPACE = "default"  # the namespace of the lab's netns pods
 PROTOCOLS = ("tcp", "udp")
 _RESPONDER = [sys.executable, "-m", "dpunet.lab.responder"]
 PROBE_COUNT = 3
@@ -39,6 +39,23 @@ SPREAD_COUNT = 24
 def responders_dir(plan: LabPlan, service: str) -> Path:
     """Pid, ready and log files of a service's responders."""
     return plan.run_dir / "services" / service
+
+
+def port_ref(pod: pods.Pod) -> tuple[str, str]:
+    """(namespace, pod name) of a lab pod's port (podman names both after the container)."""
+    if pod.lsp:
+        namespace, _, name = pod.lsp.partition("_")
+        return namespace, name
+    return DEFAULT_NAMESPACE, pod.name
+
+
+def _namespace(plan: LabPlan, service: str) -> str:
+    """The namespace `add_service` created a service in."""
+    record = responders_dir(plan, service) / "service.json"
+    try:
+        return str(json.loads(record.read_text())["namespace"])
+    except (OSError, ValueError, KeyError):
+        return DEFAULT_NAMESPACE
 
 
 # ------------------------------------------------------------------ responders
@@ -103,14 +120,20 @@ def add_service(
     node_port: int | str | None = None,
     affinity: bool = False,
 ) -> dict[str, Any]:
-    """Responders in the `backends` pods and the service `default/<name>` over them;
-    `node_port`: a port, or `auto` to have one allocated (type NodePort)."""
+    """Responders in the `backends` pods and service `<name>` over them, in the backends'
+    namespace; `node_port`: a port, or `auto` to have one allocated (type NodePort)."""
     if protocol not in PROTOCOLS:
         raise LabError(f"protocol must be one of {', '.join(PROTOCOLS)}")
     backend_pods = [pods.get_pod(plan, b) for b in backends]
+    refs = {p.name: port_ref(p) for p in backend_pods}
+    namespaces = sorted({namespace for namespace, _ in refs.values()})
+    if len(namespaces) > 1:
+        where = ", ".join(f"{pod} in {ref[0]}" for pod, ref in refs.items())
+        raise LabError(f"a service selects pods of one namespace ({where})")
+    namespace = namespaces[0]
     target = target_port or port
     spec_port: dict[str, Any] = {"port": port, "protocol": protocol.upper(), "targetPort": target}
-    spec: dict[str, Any] = {"ports": [spec_port], "pods": backends}
+    spec: dict[str, Any] = {"ports": [spec_port], "pods": [ref[1] for ref in refs.values()]}
     if node_port is not None:
         spec["type"] = "NodePort"
         if node_port != "auto":
@@ -118,19 +141,22 @@ def add_service(
     if affinity:
         spec["sessionAffinity"] = "ClientIP"
     start_responders(plan, name, backend_pods, protocol, target)
+    record = {"namespace": namespace, "name": name}
+    (responders_dir(plan, name) / "service.json").write_text(json.dumps(record))
     try:
         with admin_client(plan) as client:
-            return client.put_service(NAMESPACE, name, spec)
+            return client.put_service(namespace, name, spec)
     except ClientError as exc:
         stop_responders(plan, name)
         raise LabError(f"service {name}: {exc}") from exc
 
 
 def del_service(plan: LabPlan, name: str) -> str:
-    """Remove service `default/<name>` and its responders; the controller's answer."""
+    """Remove service `<name>` (made by `add_service`, else in `default`) and its
+    responders; the controller's answer."""
     try:
         with admin_client(plan) as client:
-            detail = str(client.delete_service(NAMESPACE, name)["detail"])
+            detail = str(client.delete_service(_namespace(plan, name), name)["detail"])
     except ClientError as exc:
         raise LabError(f"service {name}: {exc}") from exc
     stop_responders(plan, name)
@@ -213,8 +239,10 @@ def _service_checks(plan: LabPlan, svc: dict[str, Any]) -> list[CheckResult]:
     protocol = str(port["protocol"]).lower()
     if protocol not in PROTOCOLS:
         return [CheckResult(f"service {name}", "-", "-", True, f"{protocol}: not probed")]
-    known = {p.name for p in pods.load_pods(plan)}
-    expected = set(svc["pods"]) & known if svc.get("pods") is not None else None
+    expected = None
+    if svc.get("pods") is not None:
+        wanted = {(svc["namespace"], p) for p in svc["pods"]}
+        expected = {p.name for p in pods.load_pods(plan) if port_ref(p) in wanted}
     empty = not svc["backends"]
     sticky = svc["sessionAffinity"] == "ClientIP"
     vip = f"{svc['clusterIP']}:{port['port']}/{protocol}"
