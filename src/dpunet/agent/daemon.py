@@ -24,7 +24,7 @@ from dpunet.agent.pods import AgentMetrics, Attacher, PodAgent
 from dpunet.agent.sandboxes import SandboxStore
 from dpunet.cni.server import CniServer
 from dpunet.cni.shim import DEFAULT_SOCKET, DEFAULT_STATE_DIR
-from dpunet.controller.client import ClientError, ControllerClient, read_token_file
+from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
 from dpunet.podnet import PodNetError
@@ -64,7 +64,7 @@ class AgentDaemon(abc.ABC):
     def __init__(self, cfg: AgentSettings, attacher: Attacher, mgmt_enabled: bool) -> None:
         self.cfg = cfg
         self.client = ControllerClient(
-            cfg.controller_url, read_token_file(str(cfg.token_file)), timeout=cfg.port_timeout + 30
+            cfg.controller_url, token_file=str(cfg.token_file), timeout=cfg.port_timeout + 30
         )
         self.registry = CollectorRegistry()
         self.agent = PodAgent(

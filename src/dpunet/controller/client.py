@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from types import TracebackType
 from typing import Any
 
@@ -31,9 +33,16 @@ def read_token_file(path: str) -> str:
 
 
 class ControllerClient:
-    """`http://HOST:PORT` or `unix:/path/to/api.sock`, with a bearer token."""
+    """`http://HOST:PORT` or `unix:/path/to/api.sock`, with a bearer token, or a token file
+    that is re-read whenever it changes (projected ServiceAccount tokens rotate)."""
 
-    def __init__(self, url: str = DEFAULT_URL, token: str | None = None, timeout: float = 90.0):
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        token: str | None = None,
+        timeout: float = 90.0,
+        token_file: str | None = None,
+    ):
         self.url = url
         transport = None
         base = url
@@ -44,6 +53,16 @@ class ControllerClient:
         self._http = httpx.Client(
             base_url=base, transport=transport, headers=headers, timeout=timeout
         )
+        self._token_file = token_file
+        self._token_stamp: tuple[float, int] | None = None
+        if token_file is not None:
+            self._reload_token(os.stat(token_file))
+
+    def _reload_token(self, stat: os.stat_result) -> None:
+        stamp = (stat.st_mtime, stat.st_ino)
+        if stamp != self._token_stamp and self._token_file is not None:
+            self._http.headers["Authorization"] = f"Bearer {read_token_file(self._token_file)}"
+            self._token_stamp = stamp
 
     def __enter__(self) -> ControllerClient:
         return self
@@ -61,6 +80,9 @@ class ControllerClient:
         self._http.close()
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        if self._token_file is not None:
+            with contextlib.suppress(OSError, ClientError):  # keep the last good token
+                self._reload_token(os.stat(self._token_file))
         try:
             resp = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as exc:
