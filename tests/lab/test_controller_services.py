@@ -180,6 +180,26 @@ def test_backends_follow_pod_ports_that_are_up(ovn: OvnCentral, admin: httpx.Cli
     assert admin.get("/v1/services/default/web").json()["backends"] == [ip_a]
 
 
+def test_selector_matches_labels_given_at_port_creation(
+    ovn: OvnCentral, admin: httpx.Client
+) -> None:
+    body = {"node": "n1", "uid": "lab-a", "sandbox": "s", "labels": {"app": "shop", "v": "1"}}
+    port = admin.put("/v1/ports/default/lab-a", json=body)
+    assert port.status_code == 200 and port.json()["labels"] == {"app": "shop", "v": "1"}
+    assert admin.put("/v1/ports/default/lab-a", json=body).json() == port.json()  # idempotent
+    other = {"node": "n1", "uid": "lab-b", "sandbox": "s", "labels": {"app": "other"}}
+    assert admin.put("/v1/ports/default/lab-b", json=other).status_code == 200
+    for lsp in ("default_lab-a", "default_lab-b"):
+        set_up(ovn, lsp)
+    svc = admin.put(
+        "/v1/services/default/shop", json={"ports": [{"port": 80}], "selector": {"app": "shop"}}
+    )
+    ip = port.json()["ips"][0].split("/")[0]
+    assert svc.status_code == 200 and svc.json()["backends"] == [ip]
+    bad = admin.put("/v1/ports/default/lab-c", json={**body, "labels": {"-x": "y"}})
+    assert bad.status_code == 422
+
+
 def test_node_port_lbs_sit_on_each_gateway_router_and_follow_nodes(
     ovn: OvnCentral, admin: httpx.Client
 ) -> None:

@@ -27,8 +27,17 @@ _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
 IPV4 = rf"^({_OCTET}\.){{3}}{_OCTET}$"
 IPV4_CIDR = rf"^({_OCTET}\.){{3}}{_OCTET}/(3[0-2]|[12]?[0-9])$"
 
+# Kubernetes label syntax: an optional DNS-subdomain prefix and a name of up to 63 characters.
+LABEL_KEY = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
 Mac = Annotated[str, StringConstraints(pattern=MAC)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=253)]
+LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE, max_length=63)]
 
 
 def check_node_name(name: str) -> str:
@@ -134,6 +143,9 @@ class PortRequest(_Body):
     pci: str | None = Field(default=None, pattern=PCI, description="VF PCI address")
     pf_mac: Mac | None = Field(default=None, description="MAC of the PF the VF belongs to")
     vf_num: int | None = Field(default=None, ge=0, le=4095, description="VF index on that PF")
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=16, description="what service selectors match"
+    )
 
     _mac = field_validator("pf_mac")(_unicast_mac)
 
@@ -176,6 +188,7 @@ class PortInfo(BaseModel):
     routes: list[Route]
     mtu: int
     up: bool = Field(description="Logical_Switch_Port.up")
+    labels: dict[str, str] = Field(default_factory=dict)
 
 
 class PortList(BaseModel):

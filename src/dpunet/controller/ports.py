@@ -89,6 +89,7 @@ class PortService:
             routes=routes,
             mtu=self.cfg.mtu,
             up=up,
+            labels=dict(port.labels),
         )
 
     # ------------------------------------------------------------------ PUT
@@ -195,6 +196,7 @@ class PortService:
             pci=req.pci,
             pf_mac=req.pf_mac,
             vf_num=req.vf_num,
+            labels=tuple(sorted(req.labels.items())),
         )
         self.metrics.port_setup.labels("allocate").observe(loop.time() - started)
         if existing is not None and same_pod:

@@ -14,20 +14,12 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from dpunet.controller.models import DNS_LABEL, IPV4
+from dpunet.controller.models import DNS_LABEL, IPV4, LabelKey, LabelValue
 
-# Kubernetes label syntax: an optional DNS-subdomain prefix and a name of up to 63 characters.
-LABEL_KEY = (
-    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
-    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
-)
-LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default sessionAffinityConfig timeout (s)
 MAX_AFFINITY_TIMEOUT = 65535  # OVN's limit for options:affinity_timeout
 _BROADCAST = IPv4Address("255.255.255.255")
 
-LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=253)]
-LabelValue = Annotated[str, StringConstraints(pattern=LABEL_VALUE, max_length=63)]
 PodName = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 Ipv4 = Annotated[IPv4Address, Field(json_schema_extra={"pattern": IPV4})]
 Port = Annotated[int, Field(ge=1, le=65535)]

@@ -44,7 +44,6 @@ from dpunet.controller.topology import KIND_KEY, NODE_KEY, Kind, NodeRecord, Pod
 
 LB = "Load_Balancer"
 LB_GROUP = "Load_Balancer_Group"
-LABEL_PREFIX = "dpunet:label:"  # a pod port's labels on its LSP external_ids
 
 Row = Any  # ovs.db.idl.Row (untyped library)
 
@@ -106,13 +105,11 @@ def _load(api: Any) -> _View:
     for row in api.tables[LSP].rows.values():
         if _kind(row) != Kind.POD.value or not (row.up and row.up[0]):
             continue
-        ext = row.external_ids
         try:
-            port = PodPort.from_lsp(row.addresses, ext)
+            port = PodPort.from_lsp(row.addresses, row.external_ids)
         except (KeyError, ValueError):
             continue
-        labels = {k[len(LABEL_PREFIX) :]: v for k, v in ext.items() if k.startswith(LABEL_PREFIX)}
-        view.pods.append(PodBackend(port.namespace, port.pod, port.ip, labels))
+        view.pods.append(PodBackend(port.namespace, port.pod, port.ip, dict(port.labels)))
     for row in api.tables[LS].rows.values():
         if _kind(row) != Kind.NODE_SWITCH.value or row.name in view.nodes:
             continue

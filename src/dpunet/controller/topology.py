@@ -21,6 +21,7 @@ OWNER_KEY = "dpunet:owner"
 OWNER = "dpunet"
 KIND_KEY = "dpunet:kind"
 NODE_KEY = "dpunet:node"
+LABEL_PREFIX = "dpunet:label:"  # a pod port's labels (service selectors match them)
 
 CLUSTER_ROUTER = "ovn_cluster_router"
 JOIN_SWITCH = "join"
@@ -380,6 +381,7 @@ class PodPort:
     pci: str | None = None
     pf_mac: str | None = None
     vf_num: int | None = None
+    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
 
     @property
     def name(self) -> str:
@@ -410,6 +412,7 @@ class PodPort:
         if self.pf_mac is not None and self.vf_num is not None:
             extra["dpunet:pf-mac"] = self.pf_mac
             extra["dpunet:vf-num"] = str(self.vf_num)
+        extra |= {LABEL_PREFIX + k: v for k, v in self.labels}
         return ids(Kind.POD, self.node, **extra)
 
     @classmethod
@@ -429,6 +432,13 @@ class PodPort:
             pci=external_ids.get("dpunet:pci"),
             pf_mac=external_ids.get("dpunet:pf-mac"),
             vf_num=int(external_ids["dpunet:vf-num"]) if "dpunet:vf-num" in external_ids else None,
+            labels=tuple(
+                sorted(
+                    (k.removeprefix(LABEL_PREFIX), v)
+                    for k, v in external_ids.items()
+                    if k.startswith(LABEL_PREFIX)
+                )
+            ),
         )
         if mac != port.mac:
             raise ValueError(f"MAC {mac} does not match address {ip}")
