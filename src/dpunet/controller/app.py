@@ -10,6 +10,7 @@ import signal
 import socket
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import uvicorn
 
@@ -25,8 +26,10 @@ from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
-from dpunet.k8s.mode import KubeMode
 from dpunet.logs import event
+
+if TYPE_CHECKING:
+    from dpunet.k8s.mode import KubeMode
 
 log = logging.getLogger("dpunet.controller")
 _TICK_S = 0.5
@@ -46,6 +49,8 @@ class Controller:
         self.authenticator: Authenticator
         self.ports: PortService
         if cfg.mode is ControllerMode.KUBERNETES:
+            from dpunet.k8s.mode import KubeMode  # the Kubernetes client only in this mode
+
             self.kube = KubeMode(cfg)
             self.authenticator = self.kube.authenticator
             self.ports = self.kube.ports(self.nb, self.state, self.metrics, self.request_reload)
