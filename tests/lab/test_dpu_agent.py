@@ -185,7 +185,7 @@ class Agent:
 def lab() -> Iterator[Lab]:
     down(LAB)
     proc = subprocess.run(
-        [sys.executable, "-m", "dpunet.cli.main", "lab", "up", "--name", LAB],
+        [sys.executable, "-m", "dpunet.cli.main", "lab", "up", "--name", LAB, "--bare"],
         capture_output=True,
         text=True,
         timeout=300,

@@ -79,7 +79,8 @@ def test_every_ovn_controller_registered_a_geneve_chassis(lab: LabPlan) -> None:
 
 def test_dpu_has_the_seed_bridges(lab: LabPlan) -> None:
     ports = lab_exec("dpu1", "ovs-vsctl", "list-ports", "brp0").split()
-    assert sorted(ports) == ["p0", "pf0hpf"]
+    # The seed's two ports, plus the patch port of host1's gateway (localnet on physnet:brp0).
+    assert sorted(ports) == ["p0", "patch-ext_host1_physnet-to-br-int", "pf0hpf"]
     assert lab_exec("dpu1", "ovs-vsctl", "get", "Interface", "brp0", "type").strip() == "internal"
     assert "br-int" in lab_exec("dpu1", "ovs-vsctl", "list-br").split()
     assert (
@@ -136,7 +137,13 @@ def test_status_json_lists_nodes_processes_and_vfs(lab: LabPlan) -> None:
         "0000:02:00.5",
         "0000:02:00.6",
     ]
-    assert [vf["representor"] for vf in nic["vfs"]] == ["pf0vf0", "pf0vf1", "pf0vf2", "pf0vf3"]
+    # VF0 is the management port on both sides (renamed by dpunet-host and dpunet-dpu).
+    assert nic["vfs"][0]["netdev"] == "ovn-k8s-mp0"
+    assert [vf["representor"] for vf in nic["vfs"]] == ["ovn-k8s-mp0", "pf0vf1", "pf0vf2", "pf0vf3"]
+    host1 = next(n for n in data["nodes"] if n["name"] == "host1")
+    assert host1["processes"] == [
+        {"name": "dpunet-host", "pid": host1["processes"][0]["pid"], "alive": True}
+    ]
 
 
 def test_exec_runs_inside_the_node_with_its_environment(lab: LabPlan) -> None:

@@ -29,9 +29,9 @@ def lab() -> None:
     """Emulated DPU lab: control plane, dpu-host and DPU nodes in network namespaces."""
 
 
-def _spec(name: str, hosts: int, vfs: int, total_vfs: int) -> LabSpec:
+def _spec(name: str, hosts: int, vfs: int, total_vfs: int, bare: bool = False) -> LabSpec:
     try:
-        return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs)
+        return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs, bare=bare)
     except ValidationError as exc:
         fail(
             "; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors())
@@ -63,9 +63,10 @@ def _bring_up(plan: LabPlan) -> None:
 @click.option(
     "--total-vfs", default=16, show_default=True, help="sriov_totalvfs of each emulated NIC."
 )
-def up(name: str, hosts: int, vfs: int, total_vfs: int) -> None:
-    """Build a lab: namespaces, underlay, emulated NICs, OVS, OVN."""
-    plan = LabPlan(_spec(name, hosts, vfs, total_vfs))
+@click.option("--bare", is_flag=True, help="Infrastructure only: no dpunet controller or agents.")
+def up(name: str, hosts: int, vfs: int, total_vfs: int, bare: bool) -> None:
+    """Build a lab: namespaces, underlay, emulated NICs, OVS, OVN, dpunet's daemons."""
+    plan = LabPlan(_spec(name, hosts, vfs, total_vfs, bare))
     try:
         _bring_up(plan)
     except LabError as exc:

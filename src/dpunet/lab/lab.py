@@ -149,6 +149,8 @@ class Lab:
             Step(f"ovn-controller on {n.name}", partial(self._start_controller, n))
             for n in plan.ovs_nodes
         ]
+        if plan.spec.bare:
+            return out
         out.append(Step("dpunet-controller on cp", partial(services.start_controller, plan)))
         out.append(
             Step("dpunet-node on cp", partial(services.start_full_node_agent, plan, plan.cp))

@@ -38,7 +38,9 @@ CNI_NETWORK = "dpunet"
 
 
 def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
-    """The dpunet daemons a node runs."""
+    """The dpunet daemons a node runs (none in a bare lab)."""
+    if plan.spec.bare:
+        return []
     names = {
         Role.CONTROL_PLANE: ["dpunet-controller", "dpunet-node"],
         Role.DPU: ["dpunet-dpu"],

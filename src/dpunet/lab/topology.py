@@ -68,6 +68,7 @@ class LabSpec(BaseModel):
     hosts: int = Field(default=1, ge=1, le=MAX_HOSTS)
     vfs: int = Field(default=4, ge=0)
     total_vfs: int = Field(default=16, ge=1, le=64)
+    bare: bool = False  # infrastructure only: no dpunet controller/agents (component tests)
 
     @field_validator("name")
     @classmethod
