@@ -50,6 +50,7 @@ def clean(lab: LabPlan) -> Iterator[LabPlan]:
         ("host1", "dpunet-host"),
         ("dpu1", "dpunet-dpu"),
         ("cp", "dpunet-controller"),
+        ("cp", "dpunet-node"),
     ):
         with contextlib.suppress(LabError):  # still running
             services.restart(lab, node, service)
@@ -201,12 +202,12 @@ def test_del_with_a_stale_sandbox_id_does_nothing(clean: LabPlan) -> None:
     assert {p["sandbox"] for p in controller_ports(plan)} == {pod.container_id}
 
 
-def _burst(plan: LabPlan, errors: list[str]) -> None:
-    """8 ADD/DELs on host1's three pod VFs."""
+def _burst(plan: LabPlan, errors: list[str], node: str = "host1") -> None:
+    """8 ADD/DELs on `node` (on host1: its three pod VFs)."""
     for i in range(8):
         name = f"b{i}"
         try:
-            pods.add_pod(plan, name, "host1", "netns")
+            pods.add_pod(plan, name, node, "netns")
         except LabError as exc:
             errors.append(str(exc))
         if i % 2 == 1:
@@ -240,6 +241,47 @@ def test_kill9_during_a_burst_converges(clean: LabPlan, node: str, service: str)
         if not ping(pod.netns, "198.18.1.1", count=2)[0]:
             pods.del_pod(plan, pod.name)
     wait_until("convergence after kill -9", lambda: converged(plan, before), timeout=30)
+    results = pod_checks(plan)
+    assert all(r.ok for r in results), [r for r in results if not r.ok]
+
+
+def cp_converged(plan: LabPlan) -> bool:
+    """On cp: records, controller ports and dpunet's br-int ports match the live pods."""
+    cp = plan.cp
+    live = {p.container_id for p in pods.load_pods(plan)}
+    records = {p.stem for p in (plan.node_dir(cp) / "state" / "sandboxes").glob("*.json")}
+    with services.admin_client(plan) as client:
+        ports = client.list_ports(node="cp")
+    find = ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface"]
+    owned = run(
+        [*find, "external_ids:dpunet-owned=true"], netns=cp.netns, env=plan.node_env(cp)
+    ).stdout.split()
+    veths = run(["ip", "-o", "link", "show"], netns=cp.netns).stdout
+    return (
+        records == live
+        and {p["sandbox"] for p in ports} == live
+        and len([n for n in owned if n.startswith("dpv")]) == len(live)
+        and veths.count(": dpt") == 0  # no pod end left behind in cp
+    )
+
+
+def test_kill9_of_the_full_node_agent_during_a_burst_converges(clean: LabPlan) -> None:
+    plan = clean
+    errors: list[str] = []
+    burst = threading.Thread(target=_burst, args=(plan, errors, "cp"))
+    burst.start()
+    time.sleep(1.0)
+    pid = read_pid(plan.node_dir(plan.cp) / "dpunet-node.pid")
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    services.restart(plan, "cp", "dpunet-node")
+    burst.join(timeout=240)
+    assert not burst.is_alive()
+    for pod in pods.load_pods(plan):
+        if not ping(pod.netns, "198.18.0.1", count=2)[0]:
+            pods.del_pod(plan, pod.name)
+    wait_until("convergence after kill -9 of dpunet-node", lambda: cp_converged(plan), timeout=30)
     results = pod_checks(plan)
     assert all(r.ok for r in results), [r for r in results if not r.ok]
 
