@@ -63,6 +63,8 @@ class Controller:
         if self.kube is not None:
             self.kube.bind_nodes(self.nodes, self.state)
         self.services = ServiceController(cfg, self.nb, self.metrics)
+        if self.kube is not None:
+            self.kube.bind_services(self.services)
         self.reconciled = False
         self._reload_wanted = asyncio.Event()
 

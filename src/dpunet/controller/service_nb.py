@@ -173,7 +173,8 @@ class SyncResult:
 
 class SyncServices(command.BaseCommand):
     """Make the service load balancers match the stored specs, after admitting `spec` for
-    `key` (a PUT) or removing `key` (`delete`); result: a SyncResult."""
+    `key` (a PUT) or removing `key` (`delete`); or match `replace`, the complete set from
+    another source (Kubernetes: taken as it is, no allocation); result: a SyncResult."""
 
     def __init__(
         self,
@@ -183,8 +184,10 @@ class SyncServices(command.BaseCommand):
         key: str | None = None,
         spec: ServiceSpec | None = None,
         delete: bool = False,
+        replace: dict[str, ServiceSpec] | None = None,
     ) -> None:
         super().__init__(api)
+        self.replace = replace
         self.cidr = cidr
         self.node_ports = node_ports
         self.key = key
@@ -196,7 +199,13 @@ class SyncServices(command.BaseCommand):
         self.changes = 0
         view = _load(self.api)
         key, existed = self.key, False
-        if key is not None:
+        if self.replace is not None:
+            old_specs = view.specs
+            view.specs, view.broken = {}, {}
+            for k, s in self.replace.items():
+                old = old_specs.get(k)
+                view.specs[k] = (s, old[1] if old is not None and old[0] == s else encode(s))
+        elif key is not None:
             existed = key in view.specs or key in view.broken
             view.broken.pop(key, None)
             if self.delete:

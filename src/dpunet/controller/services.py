@@ -19,7 +19,7 @@ from prometheus_client import Counter, Gauge
 
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
-from dpunet.controller.errors import Forbidden, NotFound
+from dpunet.controller.errors import Conflict, Forbidden, NotFound
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.models import DeleteResult
 from dpunet.controller.nb import NbClient
@@ -50,6 +50,8 @@ class ServiceController:
         self.nb = nb
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._external = False  # specs come from Kubernetes, not from the API
+        self._specs: dict[str, ServiceSpec] | None = None  # the external set, once known
         self.syncs = Counter(
             "dpunet_controller_service_syncs",
             "Service load balancer passes by result",
@@ -68,6 +70,15 @@ class ServiceController:
         )
         nb.on_change(self._changed)
 
+    def use_external_source(self) -> None:
+        """Kubernetes mode: the service set comes from `replace_specs`; the API only reads."""
+        self._external = True
+
+    def replace_specs(self, specs: dict[str, ServiceSpec]) -> None:
+        """The complete service set (Kubernetes mode); applied by the next pass."""
+        self._specs = specs
+        self._wake.set()
+
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
         loop = self._loop
@@ -82,7 +93,7 @@ class ServiceController:
         synced = False  # a pass ran since NB became usable
         last = float("-inf")
         while True:
-            if not self.nb.ready:
+            if not self.nb.ready or (self._external and self._specs is None):
                 synced = False
             elif (
                 not synced
@@ -122,6 +133,7 @@ class ServiceController:
                 key=key,
                 spec=spec,
                 delete=delete,
+                replace=self._specs if self._external else None,
             )
         )
         self.changes.inc(result.changes)
@@ -129,10 +141,11 @@ class ServiceController:
         return result
 
     # ------------------------------------------------------------------ API
-    @staticmethod
-    def _admin(who: Principal, what: str) -> None:
+    def _admin(self, who: Principal, what: str) -> None:
         if not who.admin:
             raise Forbidden(f"only an admin token may {what} services")
+        if self._external:
+            raise Conflict("services come from Kubernetes Service objects in this mode")
 
     async def put(
         self, who: Principal, namespace: str, name: str, spec: ServiceSpec

@@ -1,5 +1,5 @@
 """The controller's Kubernetes mode: one API client, TokenReview authentication, the
-Lease, the Node and Pod sources, Events, and port admission (docs/kubernetes.md).
+Lease, the Node, Pod and Service sources, Events, and port admission (docs/kubernetes.md).
 
 `KubeMode.run(work)` waits to be elected, then runs `work` (the NB supervision) beside
 the sources while it renews the Lease; losing the Lease raises `LeadershipLost` (the
@@ -26,12 +26,14 @@ from dpunet.controller.models import PortInfo, PortRequest
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
+from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import mgmt_port
 from dpunet.k8s import events
 from dpunet.k8s.events import EventRecorder
 from dpunet.k8s.kube import make_client, own_namespace
 from dpunet.k8s.leader import LeaderElector
+from dpunet.k8s.services import ServiceSource
 from dpunet.k8s.sources import NodeSource, PodSource
 from dpunet.k8s.tokenreview import TokenReviewAuthenticator
 from dpunet.logs import event
@@ -133,6 +135,7 @@ class KubeMode:
         self._tasks: set[asyncio.Task[None]] = set()
         self.pods: PodSource
         self.nodes: NodeSource
+        self.services: ServiceSource
 
     def ports(
         self,
@@ -157,6 +160,10 @@ class KubeMode:
             self.cfg.reconcile_interval,
         )
 
+    def bind_services(self, services: ServiceController) -> None:
+        """Create the Service/EndpointSlice source of the service controller."""
+        self.services = ServiceSource(self.client, services)
+
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run `coro` (an Event write) in the background, bounded in time."""
 
@@ -177,6 +184,7 @@ class KubeMode:
                 tasks.create_task(work())
                 tasks.create_task(self.nodes.run())
                 tasks.create_task(self.pods.run())
+                tasks.create_task(self.services.run())
         finally:
             await asyncio.shield(self._stop())
 
