@@ -94,7 +94,8 @@ class ServiceController:
         last = float("-inf")
         while True:
             if not self.nb.ready or (self._external and self._specs is None):
-                synced = False
+                synced = False  # a pass runs as soon as it can; until then nothing to wake for
+                self._wake.clear()
             elif (
                 not synced
                 or self._wake.is_set()
@@ -110,7 +111,8 @@ class ServiceController:
                     continue
                 synced, last = True, self._loop.time()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _TICK_S)
+                async with asyncio.timeout(_TICK_S):  # (3.11's wait_for can lose a cancel)
+                    await self._wake.wait()
 
     async def sync(self) -> SyncResult:
         """One pass."""
