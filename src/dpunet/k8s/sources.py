@@ -146,7 +146,8 @@ class _Dirty:
     async def loop(self, work: Any) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wanted.wait(), self.interval)
+                async with asyncio.timeout(self.interval):  # (3.11's wait_for can lose a cancel)
+                    await self._wanted.wait()
             self._wanted.clear()
             try:
                 await work()
@@ -200,9 +201,12 @@ class NodeSource:
         self._dirty.poke()
 
     async def sync(self) -> None:
-        """Register what changed, remove what is gone (only after a complete list)."""
+        """Register what changed, remove what is gone (only after a complete list, and
+        with the registrations loaded from NB)."""
         if not self.synced:
             return
+        if not self.state.gate.is_open:
+            raise Unavailable("the controller is loading its state from OVN Northbound")
         wanted: set[str] = set()
         for name, node in sorted(self.objects.items()):
             if is_dpu(node):
