@@ -7,9 +7,15 @@ endpoint an unused underlay address) and a watcher that, for every Port_Binding
 requesting it, sets `chassis` and `up` the way ovn-controller does once a port is
 plugged; northd then sets `Logical_Switch_Port.up`. The ports live on bench nodes
 registered with the controller as full nodes served by that chassis (one /24 each, as
-the lab's controller hands out). Existing ports are added through the API; at each
-level a sample of PUTs is timed, then the floor: the same number of LSPs written raw
-(one transaction each, same columns), timed to commit and to `up`.
+the lab's controller hands out).
+
+The existing ports are written straight into NB with the controller's own command and
+format (`WritePort` of `pod_lsp`), hundreds per transaction, on "filler" nodes: through
+the API the fill alone would take hours at these sizes. The controller adopts them at
+its next periodic reload from NB, and the run waits for that (and for all of them to be
+`up`) before measuring. The timed PUTs go to separate "measure" nodes. At each level a
+sample of PUTs is timed, then the floor: the same number of LSPs written raw (one
+transaction each, same columns) on a switch of their own, timed to commit and to `up`.
 
 Everything the run made is removed at the end: the bench nodes (with their ports),
 the floor's switch and the stand-in chassis.
@@ -22,10 +28,10 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import NbApi, SbApi, open_api
@@ -37,11 +43,16 @@ from dpunet.lab.topology import LabPlan
 
 STANDIN = "bench-standin"
 STANDIN_ENCAP_IP = "192.0.2.250"
-NODE_PREFIX = "bench-n"
+NODE_PREFIX = "bench-"
+MEASURE_PREFIX = "bench-m"
+FILL_PREFIX = "bench-f"
 NAMESPACE = "bench"
 PORTS_PER_NODE = 250  # a /24 per node minus gateway, management port and margin
 FLOOR_SWITCH = "bench-floor"
 BIND_BATCH = 200
+FILL_BATCH = 250
+ADOPT_TIMEOUT = 600.0
+T = TypeVar("T")
 
 
 class StandIn:
@@ -135,18 +146,18 @@ def _client(plan: LabPlan) -> ControllerClient:
     return services.admin_client(plan)
 
 
-def register_nodes(plan: LabPlan, count: int) -> list[str]:
-    """`count` bench nodes: full nodes served by the stand-in chassis."""
+def register_nodes(plan: LabPlan, prefix: str, count: int, first_ip: int) -> list[str]:
+    """`count` bench nodes `<prefix><i>`: full nodes served by the stand-in chassis."""
     names = []
     with _client(plan) as client:
         for i in range(count):
-            name = f"{NODE_PREFIX}{i}"
+            name = f"{prefix}{i}"
             client.put_node(
                 name,
                 {
                     "role": "full",
                     "chassis": STANDIN,
-                    "node_ip": f"198.19.200.{i + 1}/24",
+                    "node_ip": f"198.19.200.{first_ip + i}/24",
                     "next_hop": "198.19.200.254",
                 },
             )
@@ -194,14 +205,69 @@ class Ports:
         """PUT the next `n` ports; (latencies, wall seconds)."""
         first, self.next = self.next, self.next + n
         started = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            latencies = list(pool.map(self.put, range(first, first + n)))
+        latencies = _parallel(self.put, range(first, first + n), concurrency)
         return latencies, time.perf_counter() - started
 
     def close(self) -> None:
         """Close the HTTP clients."""
         for client in self._clients:
             client.close()
+
+
+def _parallel(fn: Callable[[int], T], items: Iterable[int], concurrency: int) -> list[T]:
+    """`fn` over `items`, `concurrency` at a time; an interrupt cancels what has not begun."""
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def fill_raw(nb: Any, nodes: Sequence[str], start: int, count: int) -> list[str]:
+    """Ports `start`..`start+count-1` written into NB as the controller writes them, on
+    `nodes` (port k on node k // PORTS_PER_NODE, with address .3 + k % PORTS_PER_NODE of
+    its subnet, as the controller's pool hands them out), FILL_BATCH per transaction;
+    their LSP names."""
+    from dpunet.controller.config import ControllerConfig
+    from dpunet.controller.ipam import FIRST_POD_OFFSET
+    from dpunet.controller.nbcommands import WritePort
+    from dpunet.controller.topology import NodeRecord, PodPort, pod_lsp
+
+    cfg = ControllerConfig()
+    records: dict[str, NodeRecord] = {}
+    names: list[str] = []
+    for first in range(start, start + count, FILL_BATCH):
+        with nb.transaction(check_error=True) as txn:
+            for k in range(first, min(first + FILL_BATCH, start + count)):
+                node = nodes[k // PORTS_PER_NODE]
+                if node not in records:
+                    switch = nb.lookup("Logical_Switch", node)
+                    records[node] = NodeRecord.from_switch(
+                        node, switch.other_config, switch.external_ids
+                    )
+                record = records[node]
+                ip = record.subnet.network_address + FIRST_POD_OFFSET + k % PORTS_PER_NODE
+                port = PodPort(NAMESPACE, f"f{k}", node, f"uf{k}", f"sf{k}", "eth0", ip)
+                txn.add(WritePort(nb, node, pod_lsp(cfg, record, port), {port.uid}, fresh=False))
+                names.append(port.name)
+    return names
+
+
+def wait_adopted(
+    plan: LabPlan, idl: Any, names: Sequence[str], nodes: Sequence[str], total: int
+) -> float:
+    """Until every filled LSP is `up` and the controller counts `total` ports on `nodes`;
+    seconds waited."""
+    started = time.perf_counter()
+    deadline = started + ADOPT_TIMEOUT
+    for name in names:
+        idl.wait_member("up", name, timeout=max(deadline - time.perf_counter(), 1.0))
+    with _client(plan) as client:
+        while sum(client.get_node(n)["ports"] for n in nodes) < total:
+            if time.perf_counter() > deadline:
+                raise LabError(f"the controller did not adopt {total} filled ports in time")
+            time.sleep(1.0)
+    return time.perf_counter() - started
 
 
 def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict[str, Any]:
@@ -233,8 +299,7 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
             to_up.append(done - started)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        list(pool.map(one, range(n)))
+    _parallel(one, range(n), concurrency)
     wall = time.perf_counter() - started
     with nb.transaction(check_error=True) as txn:
         for i in range(n):
@@ -260,12 +325,17 @@ def run(
     concurrency: int,
     say: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Fill to each level through the API, time `sample` PUTs there, then the raw floor."""
+    """Fill to each level, time `sample` PUTs there, then the raw floor."""
     levels = sorted(levels)
-    total = levels[-1] + sample * len(levels)
-    node_count = math.ceil(total / PORTS_PER_NODE)
+    fill_nodes = math.ceil(levels[-1] / PORTS_PER_NODE)
+    measure_nodes = math.ceil(sample * len(levels) / PORTS_PER_NODE)
     nb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
-    out: dict[str, Any] = {"levels": [], "nodes": node_count, "concurrency": concurrency}
+    out: dict[str, Any] = {
+        "levels": [],
+        "fill_nodes": fill_nodes,
+        "measure_nodes": measure_nodes,
+        "concurrency": concurrency,
+    }
     remove_nodes(plan)  # leftovers of an interrupted run
     try:
         with (
@@ -274,21 +344,26 @@ def run(
                 nb_remote, "OVN_Northbound", NbApi, ["Logical_Switch", "Logical_Switch_Port"]
             ) as (nb, nb_idl),
         ):
-            say(f"registering {node_count} bench nodes (chassis {STANDIN})")
-            nodes = register_nodes(plan, node_count)
+            say(f"registering {measure_nodes}+{fill_nodes} bench nodes (chassis {STANDIN})")
+            measured = register_nodes(plan, MEASURE_PREFIX, measure_nodes, 1)
+            fillers = register_nodes(plan, FILL_PREFIX, fill_nodes, 1 + measure_nodes)
             nb.ls_add(FLOOR_SWITCH, may_exist=True).execute(check_error=True)
-            ports = Ports(plan, nodes)
+            ports = Ports(plan, measured)
+            filled = 0
             try:
                 for level in levels:
-                    fill = level - ports.next
+                    fill = level - filled - ports.next
+                    entry: dict[str, Any] = {"existing_ports": level}
                     if fill > 0:
-                        say(f"adding {fill} ports through the API (to {level} existing)")
-                        latencies, wall = ports.batch(fill, concurrency * 2)
-                        fill_rate = fill / wall
-                    else:
-                        fill_rate = None
+                        say(f"writing {fill} ports into NB (to {level} existing)")
+                        started = time.perf_counter()
+                        names = fill_raw(nb, fillers, filled, fill)
+                        entry["fill_write_s"] = time.perf_counter() - started
+                        filled += fill
+                        say("waiting until they are up and the controller has adopted them")
+                        entry["fill_adopt_s"] = wait_adopted(plan, nb_idl, names, fillers, filled)
                     before = _controller_metrics(plan)
-                    say(f"timing {sample} PUTs at {ports.next} existing ports")
+                    say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
                     latencies, wall = ports.batch(sample, concurrency)
                     after = _controller_metrics(plan)
                     phases = phase_means(
@@ -298,23 +373,20 @@ def run(
                     floor = floor_batch(nb, nb_idl, level, sample, concurrency)
                     put = summarize([v * 1000 for v in latencies])
                     rate = sample / wall
-                    out["levels"].append(
-                        {
-                            "existing_ports": level,
-                            "put_ms": put,
-                            "put_ports_per_s": rate,
-                            "fill_ports_per_s": fill_rate,
-                            "phases_mean_ms": {
-                                k: (v.mean * 1000 if v.mean is not None else None)
-                                for k, v in phases.items()
-                            },
-                            "floor": floor,
-                            "ratio_median_vs_floor_up": ratio(
-                                put.get("median"), floor["up_ms"].get("median")
-                            ),
-                            "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
-                        }
-                    )
+                    entry |= {
+                        "put_ms": put,
+                        "put_ports_per_s": rate,
+                        "phases_mean_ms": {
+                            k: (v.mean * 1000 if v.mean is not None else None)
+                            for k, v in phases.items()
+                        },
+                        "floor": floor,
+                        "ratio_median_vs_floor_up": ratio(
+                            put.get("median"), floor["up_ms"].get("median")
+                        ),
+                        "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
+                    }
+                    out["levels"].append(entry)
             finally:
                 ports.close()
                 out["standin_bound"] = stand_in.bound
