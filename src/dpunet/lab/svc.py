@@ -227,8 +227,12 @@ def _clients(plan: LabPlan, backends: set[str]) -> list[pods.Pod]:
 
 def checks(plan: LabPlan) -> list[CheckResult]:
     """Service checks for every service of the lab (none without services)."""
+    try:
+        items = list_services(plan)
+    except LabError as exc:
+        return [CheckResult("services", "lab", "dpunet controller", False, str(exc))]
     results: list[CheckResult] = []
-    for svc in list_services(plan):
+    for svc in items:
         results += _service_checks(plan, svc)
     return results
 
