@@ -8,6 +8,7 @@ import click
 from pydantic import ValidationError
 from rich.tree import Tree
 
+from dpunet.cli.lab_service_cmds import service
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab import services
 from dpunet.lab.lab import Lab, down, exec_in_node, lab_names, load_plan
@@ -192,6 +193,9 @@ def restart(name: str, node: str, service: str) -> None:
     except (LabError, KeyError) as exc:
         fail(str(exc).strip('"'))
     console.print(f"{service} on {node} started again (pid {pid})")
+
+
+lab.add_command(service)
 
 
 # ---------------------------------------------------------------------- pods

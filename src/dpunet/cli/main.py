@@ -11,6 +11,7 @@ from dpunet.cli.host_agent_cmds import host_run
 from dpunet.cli.k8s_cmds import k8s
 from dpunet.cli.lab import lab
 from dpunet.cli.node_agent_cmds import node_run
+from dpunet.cli.services_cmds import services
 from dpunet.cli.setup_cmds import dpu, host
 from dpunet.cli.sriov import sriov
 
@@ -29,7 +30,7 @@ def node() -> None:
 node.add_command(node_run)
 dpu.add_command(dpu_run)
 host.add_command(host_run)
-for command in (lab, sriov, host, dpu, node, controller, nodes, ports, k8s):
+for command in (lab, sriov, host, dpu, node, controller, nodes, ports, services, k8s):
     cli.add_command(command)
 
 
