@@ -14,8 +14,6 @@ import click
 
 from dpunet import logs
 from dpunet.cli.output import fail
-from dpunet.dpu.agent import Agent, AgentError
-from dpunet.dpu.config import ConfigError, load_config
 from dpunet.lifecycle import run_until_signalled
 
 
@@ -72,6 +70,10 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
     """Run the DPU daemon: `dpu setup`, then plug the representors of this chassis'
     Port_Bindings into br-int (plug mode agent) and the management port, level-triggered.
     Settings: config file < DPUNET_* environment < flags."""
+    # The daemon's modules load only when it runs (every `dpunet` command imports this one).
+    from dpunet.dpu.agent import Agent, AgentError
+    from dpunet.dpu.config import ConfigError, load_config
+
     try:
         cfg = load_config(config_file, flags=_flags(options))
     except ConfigError as exc:

@@ -12,10 +12,6 @@ import click
 
 from dpunet import logs
 from dpunet.cli.output import fail
-from dpunet.controller.client import ClientError
-from dpunet.host.config import HostAgentConfig
-from dpunet.host.daemon import HostDaemon
-from dpunet.hw.pools import PoolConfigError
 from dpunet.lifecycle import run_until_signalled
 from dpunet.settings import SettingsError, load_settings
 
@@ -41,6 +37,12 @@ from dpunet.settings import SettingsError, load_settings
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def host_run(config_file: Path | None, **options: Any) -> None:
     """Run the dpu-host daemon: CNI server, VF hand-out, management port, reconcile."""
+    # The daemon's modules load only when it runs (every `dpunet` command imports this one).
+    from dpunet.controller.client import ClientError
+    from dpunet.host.config import HostAgentConfig
+    from dpunet.host.daemon import HostDaemon
+    from dpunet.hw.pools import PoolConfigError
+
     try:
         cfg = load_settings(HostAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)

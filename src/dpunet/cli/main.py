@@ -1,37 +1,57 @@
-"""Entry point of the `dpunet` command."""
+"""Entry point of the `dpunet` command.
+
+Nouns load lazily: `dpunet host run` imports the host daemon's modules and not the
+lab's, the controller's or the benchmarks' (a daemon's start-up time and memory
+stay its own).
+"""
 
 from __future__ import annotations
+
+import importlib
+from typing import Any
 
 import click
 
 from dpunet import __version__
-from dpunet.cli.controller_cmds import controller, nodes, ports
-from dpunet.cli.dpu_agent_cmds import dpu_run
-from dpunet.cli.host_agent_cmds import host_run
-from dpunet.cli.k8s_cmds import k8s
-from dpunet.cli.lab import lab
-from dpunet.cli.node_agent_cmds import node_run
-from dpunet.cli.services_cmds import services
-from dpunet.cli.setup_cmds import dpu, host
-from dpunet.cli.sriov import sriov
+
+# noun -> "module:attribute" of its click group or command
+COMMANDS = {
+    "lab": "dpunet.cli.lab:lab",
+    "sriov": "dpunet.cli.sriov:sriov",
+    "host": "dpunet.cli.host_cmds:host",
+    "dpu": "dpunet.cli.dpu_cmds:dpu",
+    "node": "dpunet.cli.node_agent_cmds:node",
+    "controller": "dpunet.cli.controller_cmds:controller",
+    "nodes": "dpunet.cli.controller_cmds:nodes",
+    "ports": "dpunet.cli.controller_cmds:ports",
+    "services": "dpunet.cli.services_cmds:services",
+    "k8s": "dpunet.cli.k8s_cmds:k8s",
+    "bench": "dpunet.cli.bench_cmds:bench",
+    "verify": "dpunet.cli.verify_cmds:verify",
+    "topology": "dpunet.cli.topology_cmds:topology",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used (or listed in --help)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = COMMANDS.get(cmd_name)
+        if target is None:
+            return None
+        module, _, attribute = target.partition(":")
+        command: Any = getattr(importlib.import_module(module), attribute)
+        assert isinstance(command, click.Command)
+        return command
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="dpunet")
 def cli() -> None:
     """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
-
-
-@click.group()
-def node() -> None:
-    """Commands for a full node (an ordinary node running OVS itself, e.g. the control plane)."""
-
-
-node.add_command(node_run)
-dpu.add_command(dpu_run)
-host.add_command(host_run)
-for command in (lab, sriov, host, dpu, node, controller, nodes, ports, services, k8s):
-    cli.add_command(command)
 
 
 def main() -> None:

@@ -12,14 +12,16 @@ import click
 
 from dpunet import logs
 from dpunet.cli.output import fail
-from dpunet.controller.client import ClientError
 from dpunet.lifecycle import run_until_signalled
-from dpunet.node.config import NodeAgentConfig
-from dpunet.node.daemon import NodeDaemon
 from dpunet.settings import SettingsError, load_settings
 
 
-@click.command("run")
+@click.group()
+def node() -> None:
+    """Commands for a full node (an ordinary node running OVS itself, e.g. the control plane)."""
+
+
+@node.command("run")
 @click.option(
     "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
     help="YAML/JSON config file (see docs/node-agent.md).",
@@ -40,6 +42,11 @@ from dpunet.settings import SettingsError, load_settings
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 def node_run(config_file: Path | None, **options: Any) -> None:
     """Run the full-node daemon: CNI server, veth pods on br-int, management port, reconcile."""
+    # The daemon's modules load only when it runs (every `dpunet` command imports this one).
+    from dpunet.controller.client import ClientError
+    from dpunet.node.config import NodeAgentConfig
+    from dpunet.node.daemon import NodeDaemon
+
     try:
         cfg = load_settings(NodeAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
