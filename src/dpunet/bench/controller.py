@@ -52,6 +52,8 @@ FLOOR_SWITCH = "bench-floor"
 BIND_BATCH = 200
 FILL_BATCH = 250
 ADOPT_TIMEOUT = 600.0
+RETRY_DELAY = 0.5
+RETRY_LIMIT = 1800.0
 T = TypeVar("T")
 
 
@@ -180,6 +182,7 @@ class Ports:
         self.plan = plan
         self.nodes = nodes
         self.next = 0
+        self.unavailable = 0  # 503 answers (the controller reloading from NB)
         self._local = threading.local()
         self._clients: list[ControllerClient] = []
         self._lock = threading.Lock()
@@ -194,12 +197,22 @@ class Ports:
         return client
 
     def put(self, k: int) -> float:
-        """PUT port `k`; its latency (s)."""
+        """PUT port `k`, retried while the controller answers 503 (as the CNI runtime
+        retries "try again later"); its latency (s), retries included."""
         node = self.nodes[k % len(self.nodes)]
         body = {"node": node, "sandbox": f"s{k}", "uid": f"u{k}", "ifname": "eth0"}
         started = time.perf_counter()
-        self._http().put_port(NAMESPACE, f"p{k}", body, timeout=120)
-        return time.perf_counter() - started
+        while True:
+            try:
+                self._http().put_port(NAMESPACE, f"p{k}", body, timeout=120)
+            except ClientError as exc:
+                if exc.status != 503 or time.perf_counter() - started > RETRY_LIMIT:
+                    raise
+                with self._lock:
+                    self.unavailable += 1
+                time.sleep(RETRY_DELAY)
+                continue
+            return time.perf_counter() - started
 
     def batch(self, n: int, concurrency: int) -> tuple[list[float], float]:
         """PUT the next `n` ports; (latencies, wall seconds)."""
@@ -364,6 +377,7 @@ def run(
                         entry["fill_adopt_s"] = wait_adopted(plan, nb_idl, names, fillers, filled)
                     before = _controller_metrics(plan)
                     say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
+                    unavailable = ports.unavailable
                     latencies, wall = ports.batch(sample, concurrency)
                     after = _controller_metrics(plan)
                     phases = phase_means(
@@ -376,6 +390,7 @@ def run(
                     entry |= {
                         "put_ms": put,
                         "put_ports_per_s": rate,
+                        "put_503_retries": ports.unavailable - unavailable,
                         "phases_mean_ms": {
                             k: (v.mean * 1000 if v.mean is not None else None)
                             for k, v in phases.items()

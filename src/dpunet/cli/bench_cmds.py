@@ -285,6 +285,12 @@ def controller_cmd(
                 None,
             ),
             (f"{n}: raw txn ports/s (to up)", floor["ports_per_s"], None, None),
+            (
+                f"{n}: PUTs answered 503 (controller reloading), retried",
+                lv["put_503_retries"],
+                None,
+                None,
+            ),
         ]
     params = {"lab": lab or name, "levels": ports, "sample": sample, "concurrency": concurrency}
     _finish(
