@@ -31,6 +31,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
@@ -154,25 +155,36 @@ def register_nodes(plan: LabPlan, prefix: str, count: int, first_ip: int) -> lis
     with _client(plan) as client:
         for i in range(count):
             name = f"{prefix}{i}"
-            client.put_node(
-                name,
-                {
-                    "role": "full",
-                    "chassis": STANDIN,
-                    "node_ip": f"198.19.200.{first_ip + i}/24",
-                    "next_hop": "198.19.200.254",
-                },
-            )
+            spec = {
+                "role": "full",
+                "chassis": STANDIN,
+                "node_ip": f"198.19.200.{first_ip + i}/24",
+                "next_hop": "198.19.200.254",
+            }
+            _retrying(partial(client.put_node, name, spec))
             names.append(name)
     return names
+
+
+def _retrying(call: Callable[[], T]) -> T:
+    """`call()`, retried while the controller answers 503 (reloading from NB)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            return call()
+        except ClientError as exc:
+            if exc.status != 503 or time.perf_counter() - started > RETRY_LIMIT:
+                raise
+            time.sleep(RETRY_DELAY)
 
 
 def remove_nodes(plan: LabPlan) -> None:
     """Every bench node (and with it its ports)."""
     with _client(plan) as client:
-        for node in client.list_nodes():
-            if node["name"].startswith(NODE_PREFIX):
-                client.delete_node(node["name"])
+        for node in _retrying(client.list_nodes):
+            name = node["name"]
+            if name.startswith(NODE_PREFIX):
+                _retrying(partial(client.delete_node, name))
 
 
 class Ports:
