@@ -29,7 +29,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -61,6 +61,7 @@ from dpunet.cni.shim import (
     sandbox_checkpoint_path,
     version_reply,
 )
+from dpunet.keyedlocks import KeyedLocks
 
 log = logging.getLogger("dpunet.cni")
 
@@ -93,27 +94,6 @@ class CniHandler(Protocol):
         ...
 
 
-class _KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
-
-
 class CniServer:
     """Serves CNI requests from `dpunet-cni` on a unix socket (mode 0600)."""
 
@@ -131,7 +111,7 @@ class CniServer:
         self.read_timeout = read_timeout
         self._server: asyncio.AbstractServer | None = None
         self._identity: tuple[int, int] | None = None
-        self._locks = _KeyedLocks()
+        self._locks = KeyedLocks()
 
     async def __aenter__(self) -> CniServer:
         await self.start()

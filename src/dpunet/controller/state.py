@@ -17,28 +17,7 @@ from dpunet.controller.errors import Unavailable
 from dpunet.controller.ipam import AddressInUse, AddressPool, HostPool, SubnetPool
 from dpunet.controller.nbcommands import NbSnapshot
 from dpunet.controller.topology import NodeRecord
-
-
-class KeyedLocks:
-    """One asyncio lock per key, dropped when nobody holds or waits for it."""
-
-    def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
-
-    @contextlib.asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold the lock of `key`."""
-        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
-        self._locks[key] = (lock, users + 1)
-        try:
-            async with lock:
-                yield
-        finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+from dpunet.keyedlocks import KeyedLocks
 
 
 class Gate:
