@@ -54,6 +54,7 @@ BIND_BATCH = 200
 FILL_BATCH = 250
 ADOPT_TIMEOUT = 600.0
 RETRY_DELAY = 0.5
+CLIENT_TIMEOUT = 300.0
 RETRY_LIMIT = 1800.0
 T = TypeVar("T")
 
@@ -146,7 +147,11 @@ def standin(plan: LabPlan) -> Iterator[StandIn]:
 
 
 def _client(plan: LabPlan) -> ControllerClient:
-    return services.admin_client(plan)
+    """An admin client that waits as long as a PUT may take (reloads and `up` included)."""
+    token = services.token_path(plan, "admin").read_text().strip()
+    return ControllerClient(
+        f"unix:{services.controller_socket(plan)}", token, timeout=CLIENT_TIMEOUT
+    )
 
 
 def register_nodes(plan: LabPlan, prefix: str, count: int, first_ip: int) -> list[str]:
@@ -194,7 +199,7 @@ class Ports:
         self.plan = plan
         self.nodes = nodes
         self.next = 0
-        self.unavailable = 0  # 503 answers (the controller reloading from NB)
+        self.unavailable = 0  # 503 or no answer (the controller reloading from NB)
         self._local = threading.local()
         self._clients: list[ControllerClient] = []
         self._lock = threading.Lock()
@@ -209,8 +214,9 @@ class Ports:
         return client
 
     def put(self, k: int) -> float:
-        """PUT port `k`, retried while the controller answers 503 (as the CNI runtime
-        retries "try again later"); its latency (s), retries included."""
+        """PUT port `k`, retried (it is idempotent) while the controller answers 503 or not
+        at all, as a CNI runtime retries "try again later"; its latency (s), retries
+        included."""
         node = self.nodes[k % len(self.nodes)]
         body = {"node": node, "sandbox": f"s{k}", "uid": f"u{k}", "ifname": "eth0"}
         started = time.perf_counter()
@@ -218,7 +224,7 @@ class Ports:
             try:
                 self._http().put_port(NAMESPACE, f"p{k}", body, timeout=120)
             except ClientError as exc:
-                if exc.status != 503 or time.perf_counter() - started > RETRY_LIMIT:
+                if exc.status not in (0, 503) or time.perf_counter() - started > RETRY_LIMIT:
                     raise
                 with self._lock:
                     self.unavailable += 1
