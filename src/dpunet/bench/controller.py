@@ -199,7 +199,7 @@ class Ports:
         self.plan = plan
         self.nodes = nodes
         self.next = 0
-        self.unavailable = 0  # 503 or no answer (the controller reloading from NB)
+        self.unavailable = 0  # 5xx or no answer (reloading from NB, deadline exceeded)
         self._local = threading.local()
         self._clients: list[ControllerClient] = []
         self._lock = threading.Lock()
@@ -214,9 +214,9 @@ class Ports:
         return client
 
     def put(self, k: int) -> float:
-        """PUT port `k`, retried (it is idempotent) while the controller answers 503 or not
-        at all, as a CNI runtime retries "try again later"; its latency (s), retries
-        included."""
+        """PUT port `k`, retried (it is idempotent) while the controller answers 5xx or not
+        at all, as the CNI flow does (dpunet-host turns those into "try again later");
+        its latency (s), retries included."""
         node = self.nodes[k % len(self.nodes)]
         body = {"node": node, "sandbox": f"s{k}", "uid": f"u{k}", "ifname": "eth0"}
         started = time.perf_counter()
@@ -224,7 +224,7 @@ class Ports:
             try:
                 self._http().put_port(NAMESPACE, f"p{k}", body, timeout=120)
             except ClientError as exc:
-                if exc.status not in (0, 503) or time.perf_counter() - started > RETRY_LIMIT:
+                if 0 < exc.status < 500 or time.perf_counter() - started > RETRY_LIMIT:
                     raise
                 with self._lock:
                     self.unavailable += 1

@@ -286,7 +286,7 @@ def controller_cmd(
             ),
             (f"{n}: raw txn ports/s (to up)", floor["ports_per_s"], None, None),
             (
-                f"{n}: PUT retries (503 or no answer: controller reloading)",
+                f"{n}: PUT retries (5xx or no answer)",
                 lv["put_503_retries"],
                 None,
                 None,
