@@ -12,6 +12,7 @@ pod's namespace died — and restores its host name, MAC and MTU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
@@ -57,15 +58,20 @@ class VfAttacher:
         self.pools = pools
         self.management_vfs = management_vfs
         self.resolver = resolver
+        self._assignment: PoolAssignment | None = None
 
-    def assignment(self) -> PoolAssignment:
-        """The node's VFs sorted into pools (re-read each time: VFs come and go)."""
-        return assign_pools(
-            self.pools,
-            discover_pool_devices(self.sysfs),
-            default_route_netdevs=read_default_route_netdevs(),
-            management_vfs=self.management_vfs,
-        )
+    def assignment(self, refresh: bool = True) -> PoolAssignment:
+        """The node's VFs sorted into pools. Discovery reads much of sysfs, so an ADD takes
+        pool membership from the last result (`refresh=False`), checks its candidate VF
+        live, and rediscovers only when that finds none; the reconcile loop refreshes it."""
+        if refresh or self._assignment is None:
+            self._assignment = assign_pools(
+                self.pools,
+                discover_pool_devices(self.sysfs),
+                default_route_netdevs=read_default_route_netdevs(),
+                management_vfs=self.management_vfs,
+            )
+        return self._assignment
 
     def pool_usage(self, held: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
         """resource -> (VFs in use, VFs in the pool)."""
@@ -78,8 +84,15 @@ class VfAttacher:
     def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
         """The VF named by the config, else the resolver's, else a free one of the requested
         (or first) pool."""
+        try:
+            return self._claim(req, held, self.assignment(refresh=False))
+        except CniError:  # VFs may have come, gone or returned since the last discovery
+            return self._claim(req, held, self.assignment(refresh=True))
+
+    def _claim(
+        self, req: AddRequest, held: list[dict[str, Any]], assignment: PoolAssignment
+    ) -> dict[str, Any]:
         taken = {d.get("pci"): d for d in held}
-        assignment = self.assignment()
         members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         wanted = req.config.vf_pci_address
         if wanted is None and self.resolver is not None:
@@ -107,7 +120,9 @@ class VfAttacher:
             )
         pool = pools[0]
         for device in sorted(pool.devices, key=lambda d: (d.pf_address or "", d.vf_index or 0)):
-            if device.address not in taken and device.netdev is not None:
+            if device.address in taken:
+                continue
+            with contextlib.suppress(CniError):  # its netdev is away from the host right now
                 return self._describe(device.address, pool.resource)
         raise CniError(
             ERR_NO_DEVICE,
