@@ -52,7 +52,7 @@ PORTS_PER_NODE = 250  # a /24 per node minus gateway, management port and margin
 FLOOR_SWITCH = "bench-floor"
 BIND_BATCH = 200
 FILL_BATCH = 250
-ADOPT_TIMEOUT = 600.0
+ADOPT_TIMEOUT = 900.0
 RETRY_DELAY = 0.5
 CLIENT_TIMEOUT = 300.0
 RETRY_LIMIT = 1800.0
@@ -349,6 +349,54 @@ def _controller_metrics(plan: LabPlan) -> Any:
         return {}
 
 
+def _level(
+    plan: LabPlan,
+    nb: Any,
+    nb_idl: Any,
+    ports: Ports,
+    fillers: Sequence[str],
+    filled: int,
+    fill: int,
+    sample: int,
+    concurrency: int,
+    entry: dict[str, Any],
+    say: Callable[[str], None],
+) -> int:
+    """Fill `fill` more ports, time `sample` PUTs and the floor; results into `entry`.
+    Returns how many ports are filled now."""
+    level = entry["existing_ports"]
+    if fill > 0:
+        say(f"writing {fill} ports into NB (to {level} existing)")
+        started = time.perf_counter()
+        names = fill_raw(nb, fillers, filled, fill)
+        entry["fill_write_s"] = time.perf_counter() - started
+        filled += fill
+        say("waiting until they are up and the controller has adopted them")
+        entry["fill_adopt_s"] = wait_adopted(plan, nb_idl, names, fillers, filled)
+    before = _controller_metrics(plan)
+    say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
+    unavailable = ports.unavailable
+    latencies, wall = ports.batch(sample, concurrency)
+    after = _controller_metrics(plan)
+    phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
+    say(f"floor: {sample} raw transactions at {level} existing ports")
+    floor = floor_batch(nb, nb_idl, level, sample, concurrency)
+    put = summarize([v * 1000 for v in latencies])
+    rate = sample / wall
+    entry |= {
+        "put_ms": put,
+        "put_ports_per_s": rate,
+        "put_503_retries": ports.unavailable - unavailable,
+        "phases_mean_ms": {
+            k: (v.mean * 1000 if v.mean is not None else None) for k, v in phases.items()
+        },
+        "floor": floor,
+        "ratio_median_vs_floor_up": ratio(put.get("median"), floor["up_ms"].get("median")),
+        "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
+    }
+    return filled
+
+
 def run(
     plan: LabPlan,
     levels: Sequence[int],
@@ -385,40 +433,25 @@ def run(
                 for level in levels:
                     fill = level - filled - ports.next
                     entry: dict[str, Any] = {"existing_ports": level}
-                    if fill > 0:
-                        say(f"writing {fill} ports into NB (to {level} existing)")
-                        started = time.perf_counter()
-                        names = fill_raw(nb, fillers, filled, fill)
-                        entry["fill_write_s"] = time.perf_counter() - started
-                        filled += fill
-                        say("waiting until they are up and the controller has adopted them")
-                        entry["fill_adopt_s"] = wait_adopted(plan, nb_idl, names, fillers, filled)
-                    before = _controller_metrics(plan)
-                    say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
-                    unavailable = ports.unavailable
-                    latencies, wall = ports.batch(sample, concurrency)
-                    after = _controller_metrics(plan)
-                    phases = phase_means(
-                        before, after, "dpunet_controller_port_setup_seconds", "phase"
-                    )
-                    say(f"floor: {sample} raw transactions at {level} existing ports")
-                    floor = floor_batch(nb, nb_idl, level, sample, concurrency)
-                    put = summarize([v * 1000 for v in latencies])
-                    rate = sample / wall
-                    entry |= {
-                        "put_ms": put,
-                        "put_ports_per_s": rate,
-                        "put_503_retries": ports.unavailable - unavailable,
-                        "phases_mean_ms": {
-                            k: (v.mean * 1000 if v.mean is not None else None)
-                            for k, v in phases.items()
-                        },
-                        "floor": floor,
-                        "ratio_median_vs_floor_up": ratio(
-                            put.get("median"), floor["up_ms"].get("median")
-                        ),
-                        "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
-                    }
+                    try:
+                        filled = _level(
+                            plan,
+                            nb,
+                            nb_idl,
+                            ports,
+                            fillers,
+                            filled,
+                            fill,
+                            sample,
+                            concurrency,
+                            entry,
+                            say,
+                        )
+                    except (LabError, ClientError, TimeoutError) as exc:
+                        entry["error"] = str(exc)
+                        out["levels"].append(entry)
+                        say(f"level {level} not measured: {exc}")
+                        break
                     out["levels"].append(entry)
             finally:
                 ports.close()

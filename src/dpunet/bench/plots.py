@@ -146,7 +146,7 @@ def plot_shim(results: dict[str, Any], path: Path) -> Path:
 def plot_controller(results: dict[str, Any], path: Path, target: float) -> Path:
     """PUT latency and throughput against the number of existing ports, with the floor."""
     plt = _pyplot()
-    levels = results["levels"]
+    levels = [lv for lv in results["levels"] if "put_ms" in lv]  # not the failed ones
     xs = [lv["existing_ports"] for lv in levels]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
     ax1.plot(
