@@ -120,13 +120,21 @@ class KubeMock:
         }
         return self._send("POST", "/api/v1/nodes", body)
 
-    def pod(self, namespace: str, name: str, uid: str, node: str, vfs: int = 1) -> dict[str, Any]:
-        """Create a scheduled Pod requesting `vfs` of the seed's resource."""
-        resources = {"requests": {SEED_RESOURCE: str(vfs)}, "limits": {SEED_RESOURCE: str(vfs)}}
+    def pod(
+        self, namespace: str, name: str, uid: str, node: str, vfs: int = 1, **annotations: str
+    ) -> dict[str, Any]:
+        """Create a scheduled Pod requesting `vfs` of the seed's resource (none when 0)."""
+        amount = {SEED_RESOURCE: str(vfs)}
+        resources = {"requests": amount, "limits": amount} if vfs else {}
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
-            "metadata": {"name": name, "namespace": namespace, "uid": uid},
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": uid,
+                "annotations": annotations,
+            },
             "spec": {
                 "nodeName": node,
                 "containers": [{"name": "app", "image": "busybox", "resources": resources}],

@@ -184,6 +184,47 @@ class FakeKubelet:
         answer = await unary(channel, DEVICE_PLUGIN_SERVICE, "Allocate")(request, timeout=5)
         return answer.container_responses[0]
 
+    async def admit_pod(
+        self, namespace: str, name: str, resource: str, count: int = 1
+    ) -> dp.ContainerAllocateResponse:
+        """What kubelet's device manager does when it admits a pod of one container asking
+        for `count` devices of `resource`: pick among the Healthy devices no admitted pod
+        holds (through GetPreferredAllocation when the plugin offers it), Allocate them and
+        list them in PodResources. LookupError when too few are free."""
+        endpoint = self.endpoints.get(resource)
+        if endpoint is None:
+            raise LookupError(f"no device plugin registered {resource}")
+        held = {
+            i
+            for pod in self.pods
+            for c in pod.containers
+            for d in c.devices
+            if d.resource_name == resource
+            for i in d.device_ids
+        }
+        free = sorted(i for i, h in endpoint.devices.items() if h == "Healthy" and i not in held)
+        if len(free) < count:
+            raise LookupError(f"{resource}: {count} requested, {len(free)} free")
+        options = await self.call(resource, "GetDevicePluginOptions", dp.Empty())
+        chosen = free[:count]
+        if options.get_preferred_allocation_available:
+            ask = dp.ContainerPreferredAllocationRequest(
+                available_deviceIDs=free, allocation_size=count
+            )
+            preferred = await self.call(
+                resource,
+                "GetPreferredAllocation",
+                dp.PreferredAllocationRequest(container_requests=[ask]),
+            )
+            chosen = list(preferred.container_responses[0].deviceIDs)
+        answer = await self.allocate(resource, *chosen)
+        self.add_pod(namespace, name, {resource: chosen})
+        return answer
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        """Forget a pod (its devices are free again), as kubelet does once it is gone."""
+        self.pods = [p for p in self.pods if (p.namespace, p.name) != (namespace, name)]
+
     async def call(self, resource: str, method: str, request: Any) -> Any:
         """Any other DevicePlugin RPC of a registered resource."""
         channel = self.endpoints[resource].channel

@@ -1,0 +1,483 @@
+"""Kubernetes mode end to end in the lab (`k8sl`, a `--bare` lab: OVS/OVN, the emulated NIC,
+no dpunet daemons), with kmock as the API server and the fake kubelet over real gRPC.
+
+The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
+(`k8s.ovn.org/dpu-host=`, its DPU's chassis, management VF and gateway address as
+annotations) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered manifests run it:
+the controller in Kubernetes mode against kmock and the lab's OVN NB; `dpunet-dpu` on dpu1;
+`dpunet-host` on host1 with the device plugin (the seed's `sriovdp-config`, VF1 and VF2)
+registered with the fake kubelet, and a ServiceAccount token that TokenReview binds to
+host1 through its agent pod (Kubernetes 1.25, the seed's version, has no node claim);
+`dpunet-node` on cp with a node-bound token. Pods are created in kmock with the seed's
+resource request, admitted by the fake kubelet (GetPreferredAllocation, Allocate, then
+PodResources) and attached by executing `dpunet-cni` as multus delegates to it: the
+rendered NetworkAttachmentDefinition's config plus the allocated `deviceID`, the
+`K8S_POD_*` CNI_ARGS, and the lab's `socket`/`stateDir` (the lab keeps them under its run
+directory, the DaemonSet at the defaults). Checked: what kmock recorded, OVN NB, the
+connectivity matrix, and release when a pod is deleted without any CNI DEL.
+
+Controller runs in the test's namespace (kmock listens on its loopback) and serves the
+agents on a unix socket. Tests run in file order and build on each other.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from controller_harness import ControllerProc, wait_until
+from kube_harness import SEED_RESOURCE, KubeMock
+
+from dpunet.k8s.deviceplugin import env_name
+from dpunet.k8s.fakekubelet import FakeKubelet
+from dpunet.k8s.manifests import DeployValues, network_attachment_definition
+from dpunet.lab import daemons, services
+from dpunet.lab.daemons import Daemon
+from dpunet.lab.lab import down
+from dpunet.lab.runner import ip, run
+from dpunet.lab.selftest import ping
+from dpunet.lab.topology import (
+    EXT_ADDRESS,
+    LAB_CLUSTER_CIDR,
+    LAB_JOIN_SUBNET,
+    LAB_SERVICE_CIDR,
+    POD_MTU,
+    LabPlan,
+    LabSpec,
+    Node,
+)
+
+pytestmark = pytest.mark.lab
+
+LAB = "k8sl"
+NS = "dpunet"
+AUD = ["dpunet"]
+POD_NS = "ovn-kubernetes"  # the seed's ovs-offload-pod1
+HOST_SA = f"system:serviceaccount:{NS}:dpunet-host"
+NODE_SA = f"system:serviceaccount:{NS}:dpunet-node"
+HOST_AGENT_POD = ("dpunet-host-7xk2p", "uid-dpunet-host-7xk2p")
+SEED_POOLS = {
+    "resourceList": [
+        {
+            "resourceName": "mlnx_sriov_cx6",
+            "selectors": {
+                "vendors": ["15b3"],
+                "devices": ["101e"],
+                "drivers": ["mlx5_core"],
+                "pfNames": ["enp2s0f0np0#1-2"],
+            },
+        }
+    ]
+}
+DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
+
+
+@dataclass
+class K8sPod:
+    """A pod of the scripted cluster and what its attachment gave it."""
+
+    namespace: str
+    name: str
+    uid: str
+    node: str
+    sandbox: str
+    netns: str
+    pci: str | None = None
+    ip: str | None = None
+    mac: str | None = None
+    gateway: str | None = None
+
+    @property
+    def lsp(self) -> str:
+        return f"{self.namespace}_{self.name}"
+
+
+@dataclass
+class Cluster:
+    """The lab, the API server, kubelet and the controller of the scripted cluster."""
+
+    plan: LabPlan
+    kube: KubeMock
+    kubelet: FakeKubelet
+    ctl: ControllerProc
+    host_token: str
+    pods: dict[str, K8sPod]
+
+    def kubelet_call(self, method: Callable[..., Any], *args: Any) -> Any:
+        """Run a FakeKubelet coroutine method on its loop (kmock's)."""
+        return self.kube.call(method(*args))
+
+    def devices(self) -> dict[str, str]:
+        return self.kubelet.devices(SEED_RESOURCE)
+
+
+# ------------------------------------------------------------------------------ fixtures
+def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
+    pair = plan.pairs[0]
+    kube.node(
+        plan.cp.name,
+        str(plan.cp.underlay_ip),
+        {"node-role.kubernetes.io/control-plane": ""},
+        **{"k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, plan.cp)},
+    )
+    kube.node(
+        pair.host.name,
+        str(pair.host.underlay_ip),
+        {"k8s.ovn.org/dpu-host": ""},
+        **{
+            "k8s.ovn.org/node-chassis-id": pair.dpu.name,  # the DPU's OVS system-id
+            "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, pair.host),
+            "dpunet.io/mgmt-port": json.dumps({"pf_mac": pair.pf_mac(plan.lab_id), "vf_num": 0}),
+        },
+    )
+    kube.node(pair.dpu.name, str(pair.dpu.underlay_ip), {"k8s.ovn.org/dpu": ""})
+
+
+def _ifaddr(plan: LabPlan, node: Node) -> str:
+    """The node's gateway address in OVN-Kubernetes' annotation format (the lab gives each
+    gateway router its own underlay address)."""
+    return json.dumps({"ipv4": f"{plan.gateway_ip(node)}/{plan.underlay_prefix}"})
+
+
+def _start_agent(
+    plan: LabPlan, node: Node, name: str, command: list[str], settings: dict[str, Any]
+) -> None:
+    """A dpunet daemon in `node`'s namespace with this config; waits until it is ready."""
+    d = plan.node_dir(node)
+    d.mkdir(parents=True, exist_ok=True)
+    config = d / f"{name}.yaml"
+    config.write_text(yaml.safe_dump(settings))
+    daemon = Daemon(node.name, name, d / f"{name}.pid", d / f"{name}.log")
+    args = [*command, "--config", str(config)] if settings else command
+    services.spawn(plan, node, daemon, args)
+    services.wait_ready(plan, node, daemon)
+
+
+def _agent_settings(plan: LabPlan, node: Node, ctl: ControllerProc, token: str) -> dict[str, Any]:
+    d = plan.node_dir(node)
+    d.mkdir(parents=True, exist_ok=True)
+    token_file = d / "sa-token"
+    token_file.write_text(token + "\n")
+    token_file.chmod(0o600)
+    return {
+        "node": node.name,
+        "controller_url": f"unix:{ctl.socket}",
+        "token_file": str(token_file),
+        "state_dir": str(d / "state"),
+        "cni_socket": str(d / "cni.sock"),
+        "reconcile_interval": 1.0,
+        "metrics_address": None,
+    }
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    down(LAB)
+    proc = subprocess.run(
+        [*DPUNET, "lab", "up", "--name", LAB, "--bare"], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    plan = LabPlan(LabSpec(name=LAB, bare=True))
+    kube = KubeMock()
+    ctl: ControllerProc | None = None
+    kubelet: FakeKubelet | None = None
+    try:
+        _seed_nodes(kube, plan)
+        host_token, node_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
+        agent_pod, agent_uid = HOST_AGENT_POD
+        kube.pod(NS, agent_pod, agent_uid, "host1", vfs=0)
+        kube.user(
+            host_token,
+            HOST_SA,
+            AUD,
+            **{
+                "authentication.kubernetes.io/pod-name": agent_pod,
+                "authentication.kubernetes.io/pod-uid": agent_uid,
+            },
+        )
+        kube.user(node_token, NODE_SA, AUD, **{"authentication.kubernetes.io/node-name": "cp"})
+        kube.user("tok-admin", "kubernetes-admin", AUD)
+
+        async def new_kubelet() -> FakeKubelet:
+            fake = FakeKubelet(plan.run_dir / "kubelet")
+            await fake.start()
+            return fake
+
+        kubelet = kube.call(new_kubelet())
+        ctl = ControllerProc(
+            [f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"],
+            mode="kubernetes",
+            kubeconfig=str(kube.kubeconfig(tmp_path_factory.mktemp("k8sl") / "kubeconfig")),
+            k8s_namespace=NS,
+            k8s_admin_users=["kubernetes-admin"],
+            k8s_next_hop=str(EXT_ADDRESS),
+            cluster_cidr=LAB_CLUSTER_CIDR,
+            service_cidr=LAB_SERVICE_CIDR,
+            join_subnet=LAB_JOIN_SUBNET,
+            node_prefix=24,
+            mtu=POD_MTU,
+            wait_for_up=True,
+            reconcile_interval=2,
+        ).start()
+        services.write_cni_config(plan, plan.cp)  # installs the dpunet-cni launcher
+        pair = plan.pairs[0]
+        wait_until("host1 registered from its Node", lambda: "k8s-host1" in lsps(plan))
+        _start_agent(plan, pair.dpu, "dpunet-dpu", ["dpu", "run", "--log-level", "info"], {})
+        host_settings = _agent_settings(plan, pair.host, ctl, host_token)
+        pools = plan.node_dir(pair.host) / "sriovdp-config.json"
+        pools.write_text(json.dumps(SEED_POOLS))
+        _start_agent(
+            plan,
+            pair.host,
+            "dpunet-host",
+            ["host", "run"],
+            {
+                **host_settings,
+                "sysfs_root": str(plan.sysfs_root(pair.host)),
+                "pool_config": str(pools),
+                "device_plugin": True,
+                "kubelet_dir": str(plan.run_dir / "kubelet"),
+                "device_info_dir": str(plan.run_dir / "devinfo"),
+                "plugin_registration": "kubelet",
+                "port_timeout": 20,
+            },
+        )
+        _start_agent(
+            plan,
+            plan.cp,
+            "dpunet-node",
+            ["node", "run"],
+            _agent_settings(plan, plan.cp, ctl, node_token),
+        )
+        yield Cluster(plan, kube, kubelet, ctl, host_token, {})
+    finally:
+        if kubelet is not None:
+            kube.call(kubelet.stop())
+        if ctl is not None:
+            ctl.close()
+        kube.close()
+        down(LAB)
+
+
+# ------------------------------------------------------------------------------- helpers
+def lsps(plan: LabPlan) -> set[str]:
+    return set(
+        daemons.nbctl(plan, "--bare", "--columns=name", "list", "Logical_Switch_Port").split()
+    )
+
+
+def switches(plan: LabPlan) -> set[str]:
+    return set(daemons.nbctl(plan, "--bare", "--columns=name", "list", "Logical_Switch").split())
+
+
+def cni_config(plan: LabPlan, node: Node, device_id: str | None) -> dict[str, Any]:
+    """What multus hands the delegate: the rendered NAD's config, plus `deviceID` for a pod
+    that got a VF, plus the lab's socket and state dir."""
+    nad = network_attachment_definition(DeployValues())
+    config: dict[str, Any] = json.loads(nad["spec"]["config"])
+    if device_id is not None:
+        config["deviceID"] = device_id
+    d = plan.node_dir(node)
+    return {**config, "socket": str(d / "cni.sock"), "stateDir": str(d / "state")}
+
+
+def multus_delegate(
+    plan: LabPlan, pod: K8sPod, command: str, config: dict[str, Any]
+) -> tuple[int, dict[str, Any]]:
+    """Execute the installed `dpunet-cni` the way multus does; (exit code, parsed output)."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": pod.sandbox,
+        "CNI_NETNS": pod.netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": str(services.shim_dir(plan)),
+        "CNI_ARGS": (
+            f"IgnoreUnknown=true;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+            f"K8S_POD_INFRA_CONTAINER_ID={pod.sandbox};K8S_POD_UID={pod.uid}"
+        ),
+    }
+    proc = subprocess.run(
+        [str(services.shim_dir(plan) / "dpunet-cni")],
+        input=json.dumps(config), env=env, capture_output=True, text=True, timeout=180,
+        check=False,
+    )  # fmt: skip
+    return proc.returncode, json.loads(proc.stdout) if proc.stdout.strip() else {}
+
+
+def create_pod(c: Cluster, name: str, node: str, vfs: int) -> K8sPod:
+    """The pod in kmock (scheduled on `node`) and its sandbox namespace, as the runtime
+    creates it before CNI ADD."""
+    uid = f"uid-{name}-{secrets.token_hex(4)}"
+    annotations = {"v1.multus-cni.io/default-network": "default"} if vfs else {}
+    c.kube.pod(POD_NS, name, uid, node, vfs, **annotations)
+    netns = f"{LAB}-pod-{name}"
+    ip("netns", "add", netns)
+    ip("link", "set", "lo", "up", netns=netns)
+    pod = K8sPod(POD_NS, name, uid, node, secrets.token_hex(32), f"/run/netns/{netns}")
+    c.pods[name] = pod
+    return pod
+
+
+def attach(c: Cluster, pod: K8sPod, device_id: str | None) -> dict[str, Any]:
+    code, result = multus_delegate(
+        c.plan, pod, "ADD", cni_config(c.plan, c.plan.node(pod.node), device_id)
+    )
+    assert code == 0, result
+    pod.ip = result["ips"][0]["address"].split("/")[0]
+    pod.gateway = result["ips"][0]["gateway"]
+    pod.mac = result["interfaces"][0]["mac"]
+    return result
+
+
+def netns_name(pod: K8sPod) -> str:
+    return Path(pod.netns).name
+
+
+def host_vf_netdevs(plan: LabPlan) -> set[str]:
+    out = ip("-o", "link", "show", netns=plan.node("host1").netns).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def sandbox_record(plan: LabPlan, pod: K8sPod) -> dict[str, Any]:
+    d = plan.node_dir(plan.node(pod.node)) / "state" / "sandboxes"
+    return dict(json.loads((d / f"{pod.sandbox}.json").read_text()))
+
+
+def sandboxes(plan: LabPlan) -> set[str]:
+    d = plan.node_dir(plan.node("host1")) / "state" / "sandboxes"
+    return {p.stem for p in d.glob("*.json")}
+
+
+# --------------------------------------------------------------------------------- tests
+def test_cluster_from_node_objects(cluster: Cluster) -> None:
+    c = cluster
+    assert {"cp", "host1"} <= switches(c.plan) and "dpu1" not in switches(c.plan)
+    assert daemons.nbctl(c.plan, "lsp-get-up", "k8s-host1").strip() == "up"  # DPU plugged it
+    mp0 = ip("-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0", netns=c.plan.node("host1").netns)
+    assert "inet " in mp0.stdout
+    # the device plugin advertises the seed's pool (VF1, VF2; VF0 is ovn-k8s-mp0)
+    c.kubelet_call(
+        c.kubelet.wait_for,
+        lambda: c.devices() == {"0000:02:00.4": "Healthy", "0000:02:00.5": "Healthy"},
+        60,
+    )
+    [registration] = [r for r in c.kubelet.registrations if r.resource_name == SEED_RESOURCE]
+    assert registration.endpoint == "dpunet-mellanox.com-mlnx_sriov_cx6.sock"
+    reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+    assert c.host_token in {r.data["spec"]["token"] for r in reviews}
+    assert c.kube.requests("GET", f"/api/v1/namespaces/{NS}/pods/{HOST_AGENT_POD[0]}")
+
+
+def test_pods_get_vfs_through_device_plugin_and_multus(cluster: Cluster) -> None:
+    c = cluster
+    for name in ("ovs-offload-pod1", "ovs-offload-pod2"):
+        pod = create_pod(c, name, "host1", vfs=1)
+        answer = c.kubelet_call(c.kubelet.admit_pod, POD_NS, name, SEED_RESOURCE)
+        pci = answer.envs[env_name(SEED_RESOURCE)]
+        info = json.loads(answer.envs[env_name(SEED_RESOURCE) + "_INFO"])
+        assert info[pci]["generic"]["deviceID"] == pci
+        assert (
+            c.plan.run_dir / "devinfo" / f"{SEED_RESOURCE.replace('/', '-')}-{pci}-device.json"
+        ).exists()
+        result = attach(c, pod, pci)
+        pod.pci = pci
+        assert result["cniVersion"] == "0.3.1"  # the NAD's version (no pciID in it)
+        assert sandbox_record(c.plan, pod)["device"]["pci"] == pci  # the VF multus named
+        assert ip("link", "show", "eth0", netns=netns_name(pod)).returncode == 0
+    pod1, pod2 = c.pods["ovs-offload-pod1"], c.pods["ovs-offload-pod2"]
+    assert {pod1.pci, pod2.pci} == {"0000:02:00.4", "0000:02:00.5"}  # kubelet's two VFs
+    web = create_pod(c, "web", "cp", vfs=0)  # a pod of the full node, across the Geneve tunnel
+    attach(c, web, None)
+
+    assert {pod1.lsp, pod2.lsp, web.lsp} <= lsps(c.plan)
+    for pod in (pod1, pod2, web):
+        assert daemons.nbctl(c.plan, "lsp-get-up", pod.lsp).strip() == "up"
+        kpod = c.kube.get(f"/api/v1/namespaces/{POD_NS}/pods/{pod.name}")
+        assert kpod is not None
+        networks = json.loads(kpod["metadata"]["annotations"]["k8s.ovn.org/pod-networks"])
+        default = networks["default"]
+        assert default["mac_address"] == pod.mac
+        assert default["ip_addresses"][0].split("/")[0] == pod.ip
+        assert default["gateway_ips"] == [pod.gateway]
+        patches = c.kube.requests("PATCH", f"/api/v1/namespaces/{POD_NS}/pods/{pod.name}")
+        assert patches and patches[-1].data["metadata"]["uid"] == pod.uid
+    reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+    assert all(r.data["spec"]["audiences"] == AUD for r in reviews)
+    # the VF's representor on the DPU carries the pod's LSP
+    dpu = c.plan.node("dpu1")
+    iface = run(
+        ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface",
+         f"external_ids:iface-id={pod1.lsp}"],
+        netns=dpu.netns, env=c.plan.node_env(dpu),
+    ).stdout.strip()  # fmt: skip
+    assert iface == f"pf0vf{int(str(pod1.pci)[-1]) - 3}"
+
+
+def test_connectivity_matrix(cluster: Cluster) -> None:
+    c = cluster
+    pod1, pod2, web = (c.pods[n] for n in ("ovs-offload-pod1", "ovs-offload-pod2", "web"))
+    checks = {
+        "pod1 -> gateway": ping(netns_name(pod1), str(pod1.gateway)),
+        "pod1 -> pod2 (same node)": ping(netns_name(pod1), str(pod2.ip)),
+        "pod1 -> web (across nodes)": ping(netns_name(pod1), str(web.ip)),
+        "web -> pod2 (across nodes)": ping(netns_name(web), str(pod2.ip)),
+        "host1 ovn-k8s-mp0 -> pod1": ping(c.plan.node("host1").netns, str(pod1.ip)),
+        "host1 ovn-k8s-mp0 -> pod2": ping(c.plan.node("host1").netns, str(pod2.ip)),
+        "cp ovn-k8s-mp0 -> web": ping(c.plan.cp.netns, str(web.ip)),
+        "pod1 -> ext (gateway SNAT)": ping(netns_name(pod1), str(EXT_ADDRESS)),
+        "pod2 -> ext (gateway SNAT)": ping(netns_name(pod2), str(EXT_ADDRESS)),
+    }
+    failed = {k: detail for k, (ok, detail) in checks.items() if not ok}
+    assert not failed, failed
+
+
+def test_pod_deleted_without_cni_del_is_released(cluster: Cluster) -> None:
+    c = cluster
+    pod1 = c.pods["ovs-offload-pod1"]
+    netdevs = host_vf_netdevs(c.plan)
+    c.kube.delete(f"/api/v1/namespaces/{POD_NS}/pods/{pod1.name}")  # no CNI DEL ever comes
+    wait_until("the deleted pod's port released in NB", lambda: pod1.lsp not in lsps(c.plan))
+    with c.ctl.client("tok-admin") as admin:
+        ports = admin.get("/v1/ports", params={"node": "host1"}).json()["items"]
+    assert pod1.name not in {p["name"] for p in ports}
+    # the sandbox goes away without a DEL (kubelet crashed); the agent returns the VF
+    ip("netns", "del", netns_name(pod1))
+    c.kubelet.remove_pod(POD_NS, pod1.name)
+    wait_until("the sandbox record released", lambda: pod1.sandbox not in sandboxes(c.plan))
+    vf = f"enp2s0f0v{int(str(pod1.pci)[-1]) - 3}"
+    assert vf not in netdevs
+    wait_until(f"{vf} back on host1", lambda: vf in host_vf_netdevs(c.plan))
+    c.kubelet_call(c.kubelet.wait_for, lambda: c.devices()[str(pod1.pci)] == "Healthy", 30)
+
+
+def test_pod_deleted_after_cni_del(cluster: Cluster) -> None:
+    """The ordinary order: kubelet runs CNI DEL, removes the sandbox, then the pod goes."""
+    c = cluster
+    pod2 = c.pods["ovs-offload-pod2"]
+    code, _ = multus_delegate(
+        c.plan, pod2, "DEL", cni_config(c.plan, c.plan.node("host1"), pod2.pci)
+    )
+    assert code == 0
+    assert pod2.lsp not in lsps(c.plan) and pod2.sandbox not in sandboxes(c.plan)
+    ip("netns", "del", netns_name(pod2))
+    c.kubelet.remove_pod(POD_NS, pod2.name)
+    c.kube.delete(f"/api/v1/namespaces/{POD_NS}/pods/{pod2.name}")
+    vf = f"enp2s0f0v{int(str(pod2.pci)[-1]) - 3}"
+    wait_until(f"{vf} back on host1", lambda: vf in host_vf_netdevs(c.plan))
+    # a new pod gets a VF again: the freed one is allocatable
+    pod3 = create_pod(c, "ovs-offload-pod3", "host1", vfs=1)
+    answer = c.kubelet_call(c.kubelet.admit_pod, POD_NS, pod3.name, SEED_RESOURCE)
+    pod3.pci = answer.envs[env_name(SEED_RESOURCE)]
+    attach(c, pod3, pod3.pci)
+    ok, detail = ping(netns_name(pod3), str(c.pods["web"].ip))
+    assert ok, detail
