@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_until
 
 from dpunet.hw.representors import read_smart_nic_pf_mac
 from dpunet.hw.sysfs import Sysfs
@@ -36,18 +37,6 @@ LAB = "dpuag"
 SWITCH = "t-dpu"
 HTTP = "127.0.0.1:9477"
 OWNED = "dpunet-owned"
-
-
-def wait(what: str, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll until `predicate()` is truthy; its value, or an AssertionError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Lab:
@@ -206,12 +195,12 @@ def agent(lab: Lab, tmp_path: Path) -> Iterator[Agent]:
     a = Agent(lab, tmp_path / "agent.log")
     a.start()
     try:
-        wait("the agent to be ready", lambda: lab.http("/readyz")[0] == 200)
+        wait_until("the agent to be ready", lambda: lab.http("/readyz")[0] == 200)
         yield a
         lab.reset_switch()
         if a.proc is not None and a.proc.poll() is not None:
             a.start()
-        wait("pod ports to be unplugged", lambda: set(lab.owned()) <= {"ovn-k8s-mp0"})
+        wait_until("pod ports to be unplugged", lambda: set(lab.owned()) <= {"ovn-k8s-mp0"})
     finally:
         a.stop()
         print(a.log())
@@ -220,12 +209,12 @@ def agent(lab: Lab, tmp_path: Path) -> Iterator[Agent]:
 def test_plugs_representors_and_the_management_port(lab: Lab, agent: Agent) -> None:
     started = time.monotonic()
     mac_a = lab.lsp("ns_a", 1, mtu=1400, ip=11)
-    wait("ns_a up in NB", lambda: lab.lsp_up("ns_a"))
+    wait_until("ns_a up in NB", lambda: lab.lsp_up("ns_a"))
     print(f"LSP created -> up in NB: {time.monotonic() - started:.3f}s")
     mac_b = lab.lsp("ns_b", 2, ip=12)
     # the management port's LSP as the controller writes it (plug options for VF0)
     mac_mp = lab.lsp("k8s-host1", 0, mtu=1400, ver="mp-1", ip=2)
-    wait("ns_b, k8s-host1 up in NB", lambda: lab.lsp_up("ns_b") and lab.lsp_up("k8s-host1"))
+    wait_until("ns_b, k8s-host1 up in NB", lambda: lab.lsp_up("ns_b") and lab.lsp_up("k8s-host1"))
     owned = lab.owned()
     for port, lport, mac in (("pf0vf1", "ns_a", mac_a), ("pf0vf2", "ns_b", mac_b)):
         ids = owned[port]
@@ -262,7 +251,7 @@ def test_refuses_bad_bindings_and_plugs_nothing(lab: Lab, agent: Agent) -> None:
     lab.lsp("ns_novf", 9, ip=22)
     lab.lsp("ns_mgmtvf", 0, ip=23)
     lab.lsp("ns_garbage", "x", ip=24)
-    wait("four refusals", lambda: len(agent.events("binding-refused")) >= 4)
+    wait_until("four refusals", lambda: len(agent.events("binding-refused")) >= 4)
     lines = agent.events("binding-refused")
     reasons = {
         lsp: reason
@@ -297,11 +286,11 @@ def test_removes_deleted_and_moved_bindings_and_leaves_foreign_ports(
     try:
         lab.lsp("ns_a", 1, ip=31)
         lab.lsp("ns_b", 2, ip=32)
-        wait("both plugged", lambda: {"pf0vf1", "pf0vf2"} <= set(lab.owned()))
+        wait_until("both plugged", lambda: {"pf0vf1", "pf0vf2"} <= set(lab.owned()))
         lab.nbctl("lsp-del", "ns_b")
-        wait("pf0vf2 unplugged", lambda: "pf0vf2" not in lab.ports())
+        wait_until("pf0vf2 unplugged", lambda: "pf0vf2" not in lab.ports())
         lab.nbctl("set", "Logical_Switch_Port", "ns_a", "options:requested-chassis=cp")
-        wait("pf0vf1 unplugged", lambda: "pf0vf1" not in lab.ports())
+        wait_until("pf0vf1 unplugged", lambda: "pf0vf1" not in lab.ports())
         assert lab.ports()["foreign0"] == {"iface-id": "someone"}
 
         # a port dpunet does not own but named like a wanted representor: refused, kept
@@ -309,13 +298,13 @@ def test_removes_deleted_and_moved_bindings_and_leaves_foreign_ports(
             "add-port", "br-int", "pf0vf3", "--", "set", "Interface", "pf0vf3", "external_ids:x=y"
         )
         lab.lsp("ns_c", 3, ip=33)
-        wait(
+        wait_until(
             "refusal of ns_c", lambda: any("lsp=ns_c" in e for e in agent.events("binding-refused"))
         )
         time.sleep(1.5)
         assert lab.ports()["pf0vf3"] == {"x": "y"}
         lab.vsctl("del-port", "br-int", "pf0vf3")
-        wait("ns_c plugged once the port is gone", lambda: lab.lsp_up("ns_c"))
+        wait_until("ns_c plugged once the port is gone", lambda: lab.lsp_up("ns_c"))
         assert lab.owned()["pf0vf3"]["iface-id"] == "ns_c"
     finally:
         lab.vsctl("--if-exists", "del-port", "br-int", "foreign0")
@@ -324,7 +313,7 @@ def test_removes_deleted_and_moved_bindings_and_leaves_foreign_ports(
 def test_kill9_at_any_moment_then_restart_converges(lab: Lab, agent: Agent) -> None:
     lab.lsp("ns_a", 1, ip=41)
     lab.lsp("ns_b", 2, ip=42)
-    wait("both up", lambda: lab.lsp_up("ns_a") and lab.lsp_up("ns_b"))
+    wait_until("both up", lambda: lab.lsp_up("ns_a") and lab.lsp_up("ns_b"))
     renames_before = len(agent.events("mgmt-renamed"))
     rng = random.Random(5)
     # NB changes while the agent is dead, and kills at random points of its start-up
@@ -355,8 +344,8 @@ def test_kill9_at_any_moment_then_restart_converges(lab: Lab, agent: Agent) -> N
         pods.pop("ovn-k8s-mp0", None)
         return pods == expected and "ovn-k8s-mp0" in owned
 
-    wait("convergence after the restart", converged)
-    wait("ns_a, ns_b, ns_d up", lambda: all(lab.lsp_up(n) for n in ("ns_a", "ns_b", "ns_d")))
+    wait_until("convergence after the restart", converged)
+    wait_until("ns_a, ns_b, ns_d up", lambda: all(lab.lsp_up(n) for n in ("ns_a", "ns_b", "ns_d")))
     assert lab.link("pf0vf0") is None and lab.link("ovn-k8s-mp0") is not None
     assert len(agent.events("mgmt-renamed")) == renames_before  # already renamed: never again
 
@@ -364,15 +353,15 @@ def test_kill9_at_any_moment_then_restart_converges(lab: Lab, agent: Agent) -> N
 def test_sb_outage_freezes_ports_then_resyncs(lab: Lab, agent: Agent) -> None:
     lab.lsp("ns_a", 1, ip=51)
     lab.lsp("ns_b", 2, ip=52)
-    wait("both plugged", lambda: {"pf0vf1", "pf0vf2"} <= set(lab.owned()))
+    wait_until("both plugged", lambda: {"pf0vf1", "pf0vf2"} <= set(lab.owned()))
     sb = next(d for d in daemons.node_daemons(lab.plan, lab.plan.cp) if d.name == "ovn-sb")
     pid = daemons.daemon_pid(sb)
     assert pid is not None
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
     os.kill(pid, signal.SIGKILL)
-    wait("SB server gone", lambda: not pid_alive(pid))
+    wait_until("SB server gone", lambda: not pid_alive(pid))
     try:
-        wait("the agent to notice", lambda: agent.events("sb-disconnected"))
+        wait_until("the agent to notice", lambda: agent.events("sb-disconnected"))
         lab.nbctl("lsp-del", "ns_b")  # northd cannot tell SB yet
         time.sleep(2)
         assert {"pf0vf1", "pf0vf2"} <= set(lab.owned())  # nothing removed blindly
@@ -380,7 +369,7 @@ def test_sb_outage_freezes_ports_then_resyncs(lab: Lab, agent: Agent) -> None:
         with contextlib.suppress(FileNotFoundError):
             sb.pidfile.unlink()
         run(argv, netns=lab.plan.cp.netns, env=lab.plan.node_env(lab.plan.cp))
-    wait("pf0vf2 unplugged after the resync", lambda: "pf0vf2" not in lab.ports(), timeout=30)
+    wait_until("pf0vf2 unplugged after the resync", lambda: "pf0vf2" not in lab.ports(), timeout=30)
     assert "pf0vf1" in lab.owned()
     assert len(agent.events("sb-synced")) >= 2
 
@@ -404,4 +393,4 @@ def test_sb_replica_only_holds_this_chassis_bindings(lab: Lab, agent: Agent) -> 
     out = run([sys.executable, "-c", code], netns=lab.dpu.netns, env=lab.env).stdout.split()
     assert out[-1] == "True"
     assert sorted(out[:-1]) == ["ns_here"]  # not ns_there, not ns_plain; k8s-host1 absent
-    wait("ns_here up", lambda: lab.lsp_up("ns_here"))
+    wait_until("ns_here up", lambda: lab.lsp_up("ns_here"))

@@ -16,11 +16,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from polling import wait_until
 from pydantic import ValidationError
 
 from dpunet.lab.nic import PciAddress, parse_kstrtou16, vf_address
@@ -94,14 +95,6 @@ def run(*cmd: str) -> str:
 def links(ns: str) -> dict[str, dict[str, object]]:
     """`ip -j link` of a netns, by name."""
     return {link["ifname"]: link for link in json.loads(run("ip", "-j", "-n", ns, "link", "show"))}
-
-
-def wait_until(what: str, cond: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def write_attr(path: Path, data: str) -> None:

@@ -19,11 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from polling import wait_until
 
 from dpunet.controller.client import ClientError
 from dpunet.lab import daemons, services
@@ -36,18 +37,6 @@ pytestmark = pytest.mark.lab
 LAB = "ndag"
 HTTP = "127.0.0.1:9479"
 MGMT = "ovn-k8s-mp0"
-
-
-def wait(what: str, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-    """Poll until `predicate()` is truthy; its value, or an AssertionError naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Lab:
@@ -165,7 +154,7 @@ class NodeAgent:
         )  # fmt: skip
         with self.log_path.open("ab") as out:
             self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        wait("the node agent to be ready", lambda: self.lab.http("/readyz") == 200)
+        wait_until("the node agent to be ready", lambda: self.lab.http("/readyz") == 200)
 
     def kill9(self) -> None:
         assert self.proc is not None
@@ -299,8 +288,8 @@ def agent(lab: Lab, pods: Pods) -> Iterator[NodeAgent]:
         if a.proc is not None and a.proc.poll() is not None:
             a.start()
         pods.close()
-        wait("pod resources released", lambda: not a.records() and not lab.pod_ports())
-        wait("controller ports released", lambda: not lab.controller_ports())
+        wait_until("pod resources released", lambda: not a.records() and not lab.pod_ports())
+        wait_until("controller ports released", lambda: not lab.controller_ports())
         assert not lab.veths()
     finally:
         a.stop()
@@ -404,7 +393,7 @@ def test_kill9_during_add_then_restart_releases_everything(
     os.kill(northd_pid, signal.SIGSTOP)
     try:
         shim = agent.cni_start("ADD", "k-0001", netns, "k")
-        wait("the veth in br-int", lab.pod_ports, timeout=10)
+        wait_until("the veth in br-int", lab.pod_ports, timeout=10)
         time.sleep(0.3)
         agent.kill9()
     finally:
@@ -412,9 +401,9 @@ def test_kill9_during_add_then_restart_releases_everything(
     code, out = shim.wait_result()
     assert code != 0 and out is not None and out["code"] == 11, out
     agent.start()
-    wait("the interrupted ADD undone", lambda: not agent.records() and not lab.pod_ports())
+    wait_until("the interrupted ADD undone", lambda: not agent.records() and not lab.pod_ports())
     assert not lab.veths()
-    wait("its port released", lambda: not lab.controller_ports())
+    wait_until("its port released", lambda: not lab.controller_ports())
     assert "eth0" not in lab.links(netns)
     assert agent.cni("DEL", "k-0001", netns, "k")[0] == 0
     # the runtime retries the ADD: it works
@@ -426,7 +415,7 @@ def test_netns_deleted_without_del_is_released(lab: Lab, agent: NodeAgent, pods:
     ns_a, cid_a, _ = add_pod(agent, pods, "a")
     _, _, result_b = add_pod(agent, pods, "b")
     pods.remove(ns_a)
-    wait("a's sandbox released", lambda: cid_a not in agent.records(), timeout=10)
+    wait_until("a's sandbox released", lambda: cid_a not in agent.records(), timeout=10)
     assert lab.controller_port("default", "a") is None
     assert [ids["iface-id"] for ids in lab.pod_ports().values()] == ["default_b"]
     assert len([n for n in lab.veths() if n.startswith("dpv")]) == 1
@@ -444,17 +433,17 @@ def test_lost_record_and_broken_management_port_heal(
     agent.stop()
     (agent.state / "sandboxes" / f"{cid_a}.json").unlink()
     agent.start()
-    wait("the stale veth swept", lambda: not lab.pod_ports() and not lab.veths())
-    wait("the orphan port released", lambda: not lab.controller_ports())
+    wait_until("the stale veth swept", lambda: not lab.pod_ports() and not lab.veths())
+    wait_until("the orphan port released", lambda: not lab.controller_ports())
     assert "stale-veth-removed" in agent.log() and "orphan-port-released" in agent.log()
 
     # the management port removed from OVS, then its address removed: both heal
     lab.vsctl("del-port", "br-int", MGMT)
-    wait("the management port back", lambda: MGMT in lab.owned_ports())
+    wait_until("the management port back", lambda: MGMT in lab.owned_ports())
     with services.admin_client(lab.plan) as client:
         node = client.get_node("cp")
     run(["ip", "addr", "flush", "dev", MGMT], netns=lab.cp.netns, check=False)
-    wait(
+    wait_until(
         "the management address back",
         lambda: (
             node["mgmt_ip"]

@@ -8,6 +8,7 @@ CNI environment and the node's network config. Each pod is recorded in
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -194,6 +195,10 @@ def _add_netns_pod(plan: LabPlan, name: str, node: Node) -> Pod:
     try:
         result = invoke_cni(plan, node, "ADD", container_id, netns, name)
     except LabError:
+        # As a runtime does: DEL after a failed ADD; should that fail too, the daemon
+        # releases what the sandbox holds once it sees the namespace gone.
+        with contextlib.suppress(LabError):
+            invoke_cni(plan, node, "DEL", container_id, netns, name)
         ip("netns", "del", netns_name, check=False)
         raise
     pod = Pod(name, node.name, "netns", container_id, netns)

@@ -12,11 +12,14 @@ import json
 import secrets
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dpunet.cni import shim as cni_shim
 from dpunet.cni.install import install_shim
 from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.lab.daemons import Daemon, nbctl
@@ -83,9 +86,31 @@ def restart(plan: LabPlan, node_name: str, service_name: str) -> int:
         raise LabError(f"{service_name} on {node_name} is still running")
     args = json.loads(service.pidfile.with_suffix(".args").read_text())
     spawn(plan, node, service, args)
+    wait_ready(plan, node, service)
     pid = read_pid(service.pidfile)
     assert pid is not None
     return pid
+
+
+def wait_ready(plan: LabPlan, node: Node, service: Daemon) -> None:
+    """Block until `service` does its job again (LabError if it exits or takes > 30 s):
+    the controller answers, a DPU agent has its host's management port up, a node agent
+    has its management port and accepts CNI requests."""
+    ready: Callable[[], bool]
+    if service.name == "dpunet-controller":
+        what, ready = "the dpunet controller", partial(_controller_ready, plan)
+    elif service.name == "dpunet-dpu":
+        what = f"dpunet-dpu on {node.name} to plug the management port"
+        ready = partial(_mgmt_port_bound, plan, plan.node(node.peer or ""))
+    else:
+        what = f"{service.name} on {node.name} (management port and CNI socket)"
+        ready = partial(_node_agent_ready, plan, node)
+
+    def check() -> bool:
+        _alive_or_fail(service)
+        return ready()
+
+    wait_for(what, check, timeout=30)
 
 
 def _alive_or_fail(service: Daemon) -> None:
@@ -151,18 +176,17 @@ def start_controller(plan: LabPlan) -> None:
     )
     service = _service(plan, cp, "dpunet-controller")
     spawn(plan, cp, service, ["controller", "run", "--config", str(config)])
-
-    def ready() -> bool:
-        _alive_or_fail(service)
-        try:
-            with admin_client(plan) as client:
-                client.list_nodes()
-        except ClientError:
-            return False
-        return True
-
-    wait_for("the dpunet controller", ready, timeout=30)
+    wait_ready(plan, cp, service)
     register_nodes(plan)
+
+
+def _controller_ready(plan: LabPlan) -> bool:
+    try:
+        with admin_client(plan) as client:
+            client.list_nodes()
+    except ClientError:
+        return False
+    return True
 
 
 def register_nodes(plan: LabPlan) -> None:
@@ -197,13 +221,11 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
     """dpunet-dpu in a DPU namespace; waits until the host's management port is bound."""
     service = _service(plan, dpu, "dpunet-dpu")
     spawn(plan, dpu, service, ["dpu", "run", "--log-level", "info"])
-    host = plan.node(dpu.peer or "")
+    wait_ready(plan, dpu, service)
 
-    def mgmt_up() -> bool:
-        _alive_or_fail(service)
-        return nbctl(plan, "lsp-get-up", f"k8s-{host.name}").strip() == "up"
 
-    wait_for(f"dpunet-dpu on {dpu.name} to plug the management port", mgmt_up, timeout=30)
+def _mgmt_port_bound(plan: LabPlan, host: Node) -> bool:
+    return nbctl(plan, "lsp-get-up", f"k8s-{host.name}").strip() == "up"
 
 
 # ----------------------------------------------------------------- node agents
@@ -240,17 +262,27 @@ def _start_node_agent(
     )
     service = _service(plan, node, name)
     spawn(plan, node, service, [*command, "--config", str(config)])
-
-    def ready() -> bool:
-        _alive_or_fail(service)
-        out = subprocess.run(
-            in_netns(node.netns, ["ip", "-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0"]),
-            capture_output=True, text=True, check=False,
-        ).stdout  # fmt: skip
-        return "inet " in out
-
-    wait_for(f"{name} on {node.name} (management port ovn-k8s-mp0)", ready, timeout=30)
+    wait_ready(plan, node, service)
     write_cni_config(plan, node)
+
+
+def _node_agent_ready(plan: LabPlan, node: Node) -> bool:
+    out = subprocess.run(
+        in_netns(node.netns, ["ip", "-4", "-o", "addr", "show", "dev", "ovn-k8s-mp0"]),
+        capture_output=True, text=True, check=False,
+    ).stdout  # fmt: skip
+    if "inet " not in out:
+        return False
+    status = {
+        "cniVersion": "1.1.0",
+        "name": CNI_NETWORK,
+        "type": "dpunet-cni",
+        "socket": str(plan.node_dir(node) / "cni.sock"),
+        "stateDir": str(plan.node_dir(node) / "state"),
+    }
+    env = {"CNI_COMMAND": "STATUS", "CNI_PATH": str(shim_dir(plan))}
+    code, _ = cni_shim.run(env, json.dumps(status).encode())
+    return code == 0  # the daemon serves and its controller answers
 
 
 # ------------------------------------------------------------------------ CNI
@@ -272,12 +304,19 @@ def write_cni_config(plan: LabPlan, node: Node) -> Path:
     d = cni_dir(plan, node)
     d.mkdir(parents=True, exist_ok=True)
     conflist = d / f"{CNI_NETWORK}.conflist"
-    plugin = {
+    conflist.write_text(
+        json.dumps(
+            {"cniVersion": "1.0.0", "name": CNI_NETWORK, "plugins": [_cni_plugin(plan, node)]},
+            indent=2,
+        )
+    )
+    return conflist
+
+
+def _cni_plugin(plan: LabPlan, node: Node) -> dict[str, str]:
+    """The plugin entry of the node's network: the shim, its daemon's socket and state."""
+    return {
         "type": "dpunet-cni",
         "socket": str(plan.node_dir(node) / "cni.sock"),
         "stateDir": str(plan.node_dir(node) / "state"),
     }
-    conflist.write_text(
-        json.dumps({"cniVersion": "1.0.0", "name": CNI_NETWORK, "plugins": [plugin]}, indent=2)
-    )
-    return conflist
