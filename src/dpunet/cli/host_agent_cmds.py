@@ -11,23 +11,14 @@ from typing import Any
 import click
 
 from dpunet import logs
+from dpunet.cli.agent_options import node_agent_options
 from dpunet.cli.output import fail
 from dpunet.lifecycle import run_until_signalled
 from dpunet.settings import SettingsError, load_settings
 
 
 @click.command("run")
-@click.option(
-    "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
-    help="YAML/JSON config file (see docs/host-agent.md).",
-)  # fmt: skip
-@click.option("--node", help="This node's name (as registered with the controller).")
-@click.option("--controller-url", help="Controller API.  [default: http://127.0.0.1:9477]")
-@click.option("--token-file", type=click.Path(path_type=Path), help="Controller bearer token.")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="[default: /var/lib/dpunet]")
-@click.option(
-    "--cni-socket", type=click.Path(path_type=Path), help="[default: /run/dpunet/cni.sock]"
-)
+@node_agent_options("host-agent.md")
 @click.option("--sysfs-root", type=click.Path(path_type=Path), help="[default: $DPUNET_SYSFS_ROOT]")
 @click.option("--pf", help="The DPU NIC's PF.  [default: enp2s0f0np0]")
 @click.option("--pool-config", type=click.Path(path_type=Path), help="Device-plugin config.json.")

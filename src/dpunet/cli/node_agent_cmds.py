@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from dpunet import logs
+from dpunet.cli.agent_options import node_agent_options
 from dpunet.cli.output import fail
 from dpunet.lifecycle import run_until_signalled
 from dpunet.settings import SettingsError, load_settings
@@ -22,17 +23,7 @@ def node() -> None:
 
 
 @node.command("run")
-@click.option(
-    "-c", "--config", "config_file", type=click.Path(path_type=Path, dir_okay=False),
-    help="YAML/JSON config file (see docs/node-agent.md).",
-)  # fmt: skip
-@click.option("--node", help="This node's name (as registered with the controller).")
-@click.option("--controller-url", help="Controller API.  [default: http://127.0.0.1:9477]")
-@click.option("--token-file", type=click.Path(path_type=Path), help="Controller bearer token.")
-@click.option("--state-dir", type=click.Path(path_type=Path), help="[default: /var/lib/dpunet]")
-@click.option(
-    "--cni-socket", type=click.Path(path_type=Path), help="[default: /run/dpunet/cni.sock]"
-)
+@node_agent_options("node-agent.md")
 @click.option("--ovs-db", help="Local OVS database.  [default: unix:$OVS_RUNDIR/db.sock]")
 @click.option("--integration-bridge", help="[default: br-int]")
 @click.option("--mgmt-port/--no-mgmt-port", default=None, help="Keep ovn-k8s-mp0 in place.")
