@@ -22,7 +22,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -191,6 +191,8 @@ class PodAgent:
         self._claim_lock = asyncio.Lock()
         self._busy: set[str] = set()  # container ids with a verb in flight
         self._reports: set[asyncio.Task[None]] = set()  # event reports in flight
+        # why this node's DPU cannot take pods (None: it can); set by the VF daemon
+        self.dpu_problem: Callable[[], str | None] | None = None
 
     # ----------------------------------------------------------------- ADD
     async def add(self, req: AddRequest) -> AddResult:
@@ -200,6 +202,10 @@ class PodAgent:
         started = time.monotonic()
         try:
             result = await self._add(req)
+        except CniError as exc:
+            self.metrics.requests.labels("ADD", "error").inc()
+            self._report_dpu_not_ready(req, exc)
+            raise
         except BaseException:
             self.metrics.requests.labels("ADD", "error").inc()
             raise
@@ -288,6 +294,16 @@ class PodAgent:
             ip=record.port["ips"][0], mac=record.port["mac"],
         )  # fmt: skip
         return cni_result(record, device.get("pci"))
+
+    def _report_dpu_not_ready(self, req: AddRequest, exc: CniError) -> None:
+        """A Kubernetes pod whose port the controller refused while this node's DPU is not
+        ready gets a DPUNotReady event (timeouts the controller reports itself)."""
+        problem = self.dpu_problem() if self.dpu_problem is not None else None
+        if problem is None or exc.code != ERR_CONTROLLER or not req.pod_name:
+            return
+        namespace, name, uid = pod_identity(req)
+        message = f"{problem}; the port request failed: {exc}"
+        self._report(namespace, name, uid, "DPUNotReady", message)
 
     def _report(self, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
         """Tell the controller (an Event on a Kubernetes pod) in the background."""

@@ -48,6 +48,7 @@ class HostDaemon(AgentDaemon):
         )
         self.attacher = VfAttacher(self.sysfs, pools, cfg.management_vfs(), resolver)
         super().__init__(cfg, self.attacher, cfg.mgmt_vf is not None)
+        self.agent.dpu_problem = self._dpu_problem
         self.vfs = Gauge(
             "dpunet_host_pool_vfs", "VFs per pool, by state.", ["resource", "state"],
             registry=self.registry,
@@ -94,6 +95,17 @@ class HostDaemon(AgentDaemon):
     def _held_vfs(self) -> set[str]:
         """The VFs this node's sandboxes hold (for the device plugin's health)."""
         return {str(r.device.get("pci")) for r in self.agent.store.all()}
+
+    def _dpu_problem(self) -> str | None:
+        """Why pods cannot get a port on this node's DPU (for the DPUNotReady event)."""
+        if self.mgmt_ok:
+            return None
+        return (
+            f"the DPU of node {self.cfg.node} is not ready: the management port "
+            f"{self.cfg.mgmt_ifname} is not configured (the node is not registered with the "
+            "controller, e.g. its Node lacks the k8s.ovn.org/node-chassis-id annotation, "
+            "or the management VF is missing)"
+        )
 
     def _dpu_ready(self) -> tuple[bool, str]:
         """The DPU is ready for pods once the management port is in place."""
