@@ -474,10 +474,60 @@ def test_pod_deleted_after_cni_del(cluster: Cluster) -> None:
     c.kube.delete(f"/api/v1/namespaces/{POD_NS}/pods/{pod2.name}")
     vf = f"enp2s0f0v{int(str(pod2.pci)[-1]) - 3}"
     wait_until(f"{vf} back on host1", lambda: vf in host_vf_netdevs(c.plan))
-    # a new pod gets a VF again: the freed one is allocatable
-    pod3 = create_pod(c, "ovs-offload-pod3", "host1", vfs=1)
-    answer = c.kubelet_call(c.kubelet.admit_pod, POD_NS, pod3.name, SEED_RESOURCE)
-    pod3.pci = answer.envs[env_name(SEED_RESOURCE)]
-    attach(c, pod3, pod3.pci)
-    ok, detail = ping(netns_name(pod3), str(c.pods["web"].ip))
-    assert ok, detail
+
+
+def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
+    """kubelet re-registers a deleted Node without the operator's annotations: host1 has no
+    DPU chassis any more, so the port of a pod kubelet already gave a VF is refused and the
+    host agent reports DPUNotReady, which the controller writes as an Event on the pod.
+    Annotated again, the node comes back and the retried ADD attaches the pod."""
+    c = cluster
+    pod = create_pod(c, "ovs-offload-pod3", "host1", vfs=1)
+    answer = c.kubelet_call(c.kubelet.admit_pod, POD_NS, pod.name, SEED_RESOURCE)
+    pod.pci = answer.envs[env_name(SEED_RESOURCE)]
+    host1 = c.kube.get("/api/v1/nodes/host1")
+    assert host1 is not None
+    annotations = host1["metadata"]["annotations"]
+    c.kube.delete("/api/v1/nodes/host1")
+    wait_until("host1 deregistered", lambda: "host1" not in switches(c.plan))
+    c.kube.node("host1", str(c.plan.node("host1").underlay_ip), {"k8s.ovn.org/dpu-host": ""})
+    c.kubelet_call(
+        c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Unhealthy"}, 30
+    )  # the device plugin: DPU not ready
+
+    config = cni_config(c.plan, c.plan.node("host1"), pod.pci)
+    code, error = multus_delegate(c.plan, pod, "ADD", config)
+    assert (code, error["code"]) == (1, 101), error
+    assert "not registered" in error["details"]
+
+    def reasons() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in c.kube.events(POD_NS)
+            if e["involvedObject"]["name"] == pod.name and e["reason"] == "DPUNotReady"
+        ]
+
+    wait_until("a DPUNotReady event on the pod", lambda: bool(reasons()))
+    [event] = reasons()
+    assert event["involvedObject"]["uid"] == pod.uid and event["type"] == "Warning"
+    assert "k8s.ovn.org/node-chassis-id" in event["message"]
+    assert "not registered" in event["message"]
+    assert pod.sandbox not in sandboxes(c.plan)  # the failed ADD left nothing behind
+    code, _ = multus_delegate(c.plan, pod, "DEL", config)  # the runtime's DEL after a failure
+    assert code == 0
+
+    c.kube.patch("/api/v1/nodes/host1", {"metadata": {"annotations": annotations}})
+    wait_until(
+        "host1's management port up again",
+        lambda: (
+            "k8s-host1" in lsps(c.plan)
+            and daemons.nbctl(c.plan, "lsp-get-up", "k8s-host1").strip() == "up"
+        ),
+        timeout=60,
+    )
+    c.kubelet_call(c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Healthy"}, 60)
+    pod.sandbox = secrets.token_hex(32)  # kubelet retries with a new sandbox
+    attach(c, pod, pod.pci)
+    for target in (str(c.pods["web"].ip), str(EXT_ADDRESS), str(pod.gateway)):
+        ok, detail = ping(netns_name(pod), target)
+        assert ok, f"{target}: {detail}"
