@@ -76,6 +76,14 @@ def _index(ipr: IPRoute, ifname: str) -> int | None:
     return found[0] if found else None
 
 
+def _existing_index(ipr: IPRoute, ifname: str, netns: str | None) -> int:
+    """The index of `ifname`; PodNetError when the namespace has no such link."""
+    idx = _index(ipr, ifname)
+    if idx is None:
+        raise PodNetError(f"link {ifname} not found in {netns or 'host'} namespace")
+    return idx
+
+
 def _step(what: str) -> contextlib.AbstractContextManager[None]:
     """Turn netlink failures inside the block into a PodNetError naming `what`."""
 
@@ -118,9 +126,7 @@ def move_link(ifname: str, temp_name: str, src_netns: str | None, dst_netns: str
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
         with netlink(src_netns) as ipr:
-            idx = _index(ipr, ifname)
-            if idx is None:
-                raise PodNetError(f"link {ifname} not found in {src_netns or 'host'} namespace")
+            idx = _existing_index(ipr, ifname, src_netns)
             with _step(f"prepare {ifname} for the move"):
                 ipr.link("set", index=idx, state="down")
                 if ifname != temp_name:
@@ -136,9 +142,7 @@ def configure(netns: str | None, current_name: str, cfg: InterfaceConfig) -> Non
 
     The link must be down when it needs a new name (links fresh from a move are)."""
     with netlink(netns) as ipr:
-        idx = _index(ipr, current_name)
-        if idx is None:
-            raise PodNetError(f"link {current_name} not found in {netns}")
+        idx = _existing_index(ipr, current_name, netns)
         with _step(f"set name/MAC/MTU of {cfg.ifname}"):
             ipr.link("set", index=idx, ifname=cfg.ifname, address=cfg.mac, mtu=cfg.mtu)
         with _step(f"address {cfg.address} on {cfg.ifname}"):
@@ -162,9 +166,7 @@ def configure(netns: str | None, current_name: str, cfg: InterfaceConfig) -> Non
 def restore(name_now: str, state: HostLinkState, netns: str | None = None) -> None:
     """Give a returned VF back its host name, MAC, MTU and admin state."""
     with netlink(netns) as ipr:
-        idx = _index(ipr, name_now)
-        if idx is None:
-            raise PodNetError(f"link {name_now} not found in {netns or 'host'} namespace")
+        idx = _existing_index(ipr, name_now, netns)
         with _step(f"restore {state.name}"):
             ipr.link("set", index=idx, state="down")
             ipr.link("set", index=idx, ifname=state.name, address=state.mac, mtu=state.mtu)
@@ -202,9 +204,7 @@ def check(netns: str | None, cfg: InterfaceConfig) -> list[str]:
 def set_down(ifname: str, netns: str | None = None) -> None:
     """Set a link administratively down (needed before renaming it)."""
     with netlink(netns) as ipr:
-        idx = _index(ipr, ifname)
-        if idx is None:
-            raise PodNetError(f"link {ifname} not found in {netns or 'host'} namespace")
+        idx = _existing_index(ipr, ifname, netns)
         with _step(f"set {ifname} down"):
             ipr.link("set", index=idx, state="down")
 
