@@ -35,7 +35,7 @@ from typing import Any
 import pytest
 import yaml
 from controller_harness import ControllerProc, wait_until
-from kube_harness import SEED_RESOURCE, KubeMock
+from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
 
 from dpunet.k8s.deviceplugin import env_name
 from dpunet.k8s.fakekubelet import FakeKubelet
@@ -110,6 +110,7 @@ class Cluster:
     kubelet: FakeKubelet
     ctl: ControllerProc
     host_token: str
+    node_token: str
     pods: dict[str, K8sPod]
 
     def kubelet_call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -258,7 +259,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ["node", "run"],
             _agent_settings(plan, plan.cp, ctl, node_token),
         )
-        yield Cluster(plan, kube, kubelet, ctl, host_token, {})
+        yield Cluster(plan, kube, kubelet, ctl, host_token, node_token, {})
     finally:
         if kubelet is not None:
             kube.call(kubelet.stop())
@@ -371,8 +372,10 @@ def test_cluster_from_node_objects(cluster: Cluster) -> None:
         lambda: c.devices() == {"0000:02:00.4": "Healthy", "0000:02:00.5": "Healthy"},
         60,
     )
-    [registration] = [r for r in c.kubelet.registrations if r.resource_name == SEED_RESOURCE]
-    assert registration.endpoint == "dpunet-mellanox.com-mlnx_sriov_cx6.sock"
+    registrations = [r for r in c.kubelet.registrations if r.resource_name == SEED_RESOURCE]
+    assert registrations and {r.endpoint for r in registrations} == {
+        "dpunet-mellanox.com-mlnx_sriov_cx6.sock"
+    }
     reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
     assert c.host_token in {r.data["spec"]["token"] for r in reviews}
     assert c.kube.requests("GET", f"/api/v1/namespaces/{NS}/pods/{HOST_AGENT_POD[0]}")
@@ -413,6 +416,10 @@ def test_pods_get_vfs_through_device_plugin_and_multus(cluster: Cluster) -> None
         assert patches and patches[-1].data["metadata"]["uid"] == pod.uid
     reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
     assert all(r.data["spec"]["audiences"] == AUD for r in reviews)
+    assert {c.host_token, c.node_token} <= {r.data["spec"]["token"] for r in reviews}
+    # only the controller talks to the API server (the test scripts it without a token)
+    callers = {r.headers.get("Authorization") for r in c.kube.requests()}
+    assert callers == {None, f"Bearer {CONTROLLER_TOKEN}"}
     # the VF's representor on the DPU carries the pod's LSP
     dpu = c.plan.node("dpu1")
     iface = run(
