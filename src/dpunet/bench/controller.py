@@ -332,9 +332,9 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
     started = time.perf_counter()
     _parallel(one, range(n), concurrency)
     wall = time.perf_counter() - started
-    with nb.transaction(check_error=True) as txn:
-        for i in range(n):
-            txn.add(nb.lsp_del(f"bench-floor_{level}-{i}", if_exists=True))
+    # the switch goes with its ports (one lsp_del per port scans every switch for its parent)
+    nb.ls_del(FLOOR_SWITCH, if_exists=True).execute(check_error=True)
+    nb.ls_add(FLOOR_SWITCH).execute(check_error=True)
     return {
         "commit_ms": summarize([v * 1000 for v in commit]),
         "up_ms": summarize([v * 1000 for v in to_up]),

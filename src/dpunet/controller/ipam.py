@@ -78,7 +78,7 @@ class AddressPool:
     @property
     def free(self) -> int:
         """Addresses neither used nor pending."""
-        return self.capacity - len(self._used | self._pending)
+        return self.capacity - len(self._used) - len(self._pending)  # (never both)
 
     @property
     def used(self) -> frozenset[IPv4Address]:
@@ -100,11 +100,10 @@ class AddressPool:
 
     def allocate(self) -> IPv4Address:
         """Hand out the next free address (pending until `commit`); PoolExhausted if none."""
-        taken = self._used | self._pending
         span = self.capacity
         for step in range(span):
             candidate = self._first + (self._next - self._first + step) % span
-            if candidate not in taken:
+            if candidate not in self._used and candidate not in self._pending:
                 self._pending.add(candidate)
                 self._next = self._first + (candidate - self._first + 1) % span
                 self.version += 1

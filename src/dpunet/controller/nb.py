@@ -6,10 +6,18 @@
   two controllers on one NB never both allocate addresses.
 - Every blocking call runs in a thread pool, never on the event loop. A write is one
   transaction that ovsdbapp retries on transient failures for up to `nb_timeout`.
+- Writes go through one queue, committed in order, one transaction at a time. Writes
+  marked `coalesce` (commands on distinct objects, e.g. ports under their port lock)
+  that queue up while a transaction is in flight are committed together in the next
+  one; each caller still gets its own result or error: when such a shared transaction
+  fails for a reason of one command, each member is committed again on its own.
 - A write whose outcome cannot be known (the connection broke after the request was
   sent) raises `NbOutcomeUnknown`; callers then keep what they allocated until a
   resync with NB settles it.
-- `wait_port_up` is woken by IDL notifications and re-checks under the IDL lock.
+- `wait_port_up` needs no read: the IDL thread keeps the set of LSP rows that are up
+  (from its change notifications) and wakes the waiters of a port that changed; a read
+  under the IDL lock every few seconds catches a port removed or replaced meanwhile.
+  (Reads wait for the IDL lock, which a transaction holds for its whole round trip.)
 """
 
 from __future__ import annotations
@@ -19,16 +27,29 @@ import contextlib
 import logging
 import queue
 import uuid
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from ovs.db.idl import ROW_DELETE
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend.ovs_idl import connection, idlutils, transaction
 from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from dpunet.controller.errors import Conflict, ControllerError, DeadlineExceeded, Unavailable
-from dpunet.controller.nbcommands import LR, LRP, LS, LSP, NAT, ROUTE, PortRow, ReadPort
+from dpunet.controller.nbcommands import (
+    LR,
+    LRP,
+    LS,
+    LSP,
+    NAT,
+    ROUTE,
+    PortRow,
+    ReadPort,
+    read_column,
+)
 from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
 
@@ -37,6 +58,7 @@ SCHEMA = "OVN_Northbound"
 TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP)
 _RECHECK_S = 2.0
 _POLL_S = 0.1
+MAX_BATCH = 256  # commands in one coalesced transaction
 
 log = logging.getLogger("dpunet.controller.nb")
 T = TypeVar("T")
@@ -52,15 +74,15 @@ class NbOutcomeUnknown(Unavailable):
 
 
 class _Idl(connection.OvsdbIdl):
-    """An IDL that reports every Logical_Switch_Port change to a listener, and the table
-    of every change to the change listeners."""
+    """An IDL that reports every Logical_Switch_Port change (event, row) to a listener,
+    and the table of every change to the change listeners."""
 
-    port_listener: Callable[[str], None] | None = None
+    port_listener: Callable[[str, Any], None] | None = None
     change_listeners: tuple[Callable[[str], None], ...] = ()
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.port_listener is not None and row._table.name == LSP:
-            self.port_listener(row.name)
+            self.port_listener(event, row)
         for listener in self.change_listeners:
             listener(row._table.name)
 
@@ -101,6 +123,86 @@ def _translate(exc: BaseException) -> BaseException:
     return exc
 
 
+MakeCommand = Callable[[Any], Command]  # the API -> the command to run
+
+
+@dataclass
+class _QueuedWrite:
+    """A write waiting in the queue; `done` gets its result or error."""
+
+    make: MakeCommand
+    coalesce: bool
+    until: float  # event-loop time its caller stops waiting
+    done: asyncio.Future[Any]
+
+
+class WriteQueue:
+    """Commits queued writes in order, one transaction at a time, coalescing consecutive
+    `coalesce` writes into one transaction (see the module docstring)."""
+
+    def __init__(
+        self, commit: Callable[[list[MakeCommand], float], list[Any]], executor: Executor
+    ) -> None:
+        # commit(makes, timeout) -> one result or exception per command, run in `executor`
+        self._commit = commit
+        self._executor = executor
+        self._queue: deque[_QueuedWrite] = deque()
+        self._runner: asyncio.Task[None] | None = None
+        self.transactions = 0  # committed (or attempted) so far: lets tests see coalescing
+
+    async def submit(self, make: MakeCommand, coalesce: bool, until: float) -> Any:
+        """Queue a write and return its command's result (or raise its error)."""
+        loop = asyncio.get_running_loop()
+        item = _QueuedWrite(make, coalesce, until, loop.create_future())
+        self._queue.append(item)
+        if self._runner is None or self._runner.done():
+            self._runner = loop.create_task(self._run(), name="dpunet-nb-writes")
+        return await item.done
+
+    def _next_batch(self) -> list[_QueuedWrite]:
+        """The head of the queue: one plain write, or the coalescable writes before the
+        next plain one (at most MAX_BATCH); writes whose caller left are dropped."""
+        batch: list[_QueuedWrite] = []
+        while self._queue and len(batch) < MAX_BATCH:
+            item = self._queue[0]
+            if batch and not item.coalesce:
+                break
+            self._queue.popleft()
+            if item.done.done():  # cancelled before it was sent: nothing to do
+                continue
+            batch.append(item)
+            if not item.coalesce:
+                break
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        batch: list[_QueuedWrite] = []
+        try:
+            while self._queue:
+                batch = self._next_batch()
+                if not batch:
+                    continue
+                timeout = max(min(w.until for w in batch) - loop.time(), 1.0)
+                self.transactions += 1
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._commit, [w.make for w in batch], timeout
+                )
+                for item, outcome in zip(batch, outcomes, strict=True):
+                    if item.done.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        item.done.set_exception(outcome)
+                    else:
+                        item.done.set_result(outcome)
+                batch = []
+        finally:  # cancelled (shutdown): nobody may wait forever
+            for item in (*batch, *self._queue):
+                if not item.done.done():
+                    item.done.cancel()
+            self._queue.clear()
+
+
 class NbClient:
     """Northbound access for the controller (see the module docstring)."""
 
@@ -114,7 +216,9 @@ class NbClient:
         self._idl: _Idl | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
+        self._up_rows: dict[str, uuid.UUID] = {}  # LSP name -> its row, while up=true
         self._change_listeners: tuple[Callable[[str], None], ...] = ()
+        self.writes = WriteQueue(self._commit_batch, self._executor)
 
     # ------------------------------------------------------------ connection
     async def connect(self, retry_interval: float = 1.0) -> None:
@@ -193,32 +297,61 @@ class NbClient:
         api = await self._wait_ready(loop.time() + self.timeout, lock=False)
         return await loop.run_in_executor(self._executor, make(api).execute, True, False)
 
-    async def write(self, make: Callable[[Any], Command]) -> Any:
-        """Run one write command as one transaction and return its result. While NB is
-        unreachable or the lock is not held, waits and retries, up to `timeout`."""
+    async def write(self, make: MakeCommand, *, coalesce: bool = False) -> Any:
+        """Run one write command and return its result. With `coalesce`, it may share a
+        transaction with other coalescable writes queued meanwhile (only for commands on
+        distinct objects). While NB is unreachable or the lock is not held, waits and
+        retries, up to `timeout`."""
         loop = asyncio.get_running_loop()
         until = loop.time() + self.timeout
         while True:
-            api = await self._wait_ready(until, lock=True)
-            cmd = make(api)
-            budget = max(until - loop.time(), 1.0)
+            await self._wait_ready(until, lock=True)
             try:
-                return await loop.run_in_executor(self._executor, self._commit, api, cmd, budget)
+                return await self.writes.submit(make, coalesce, until)
             except NbUnavailable:
                 if loop.time() >= until:
                     raise
                 await asyncio.sleep(_POLL_S)
 
+    def _commit_batch(self, makes: list[MakeCommand], timeout: float) -> list[Any]:
+        """Worker thread: the commands of `makes` in one transaction; one result or
+        exception per command. When the transaction fails because of what a command
+        did (not because NB is unusable), each command is committed again on its own, so
+        only the failing ones fail."""
+        api = self.api
+        try:
+            commands = [make(api) for make in makes]
+            self._commit(api, commands, timeout)
+            return [cmd.result for cmd in commands]
+        except Exception as exc:
+            if len(makes) == 1 or isinstance(exc, Unavailable):
+                return [exc] * len(makes)
+        outcomes: list[Any] = []
+        for make in makes:
+            try:
+                cmd = make(api)
+                self._commit(api, [cmd], timeout)
+                outcomes.append(cmd.result)
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
     @staticmethod
-    def _commit(api: Any, cmd: Command, timeout: float) -> Any:
+    def _commit(api: Any, commands: list[Command], timeout: float) -> None:
         txn = _Txn(api, api.ovsdb_connection, timeout, check_error=True, log_errors=False)
-        txn.add(cmd)
+        for cmd in commands:
+            txn.add(cmd)
         txn.commit()
-        return cmd.result
 
     # ------------------------------------------------------------ port up
-    def _port_changed(self, name: str) -> None:
-        """IDL thread: some LSP changed; wake whoever waits for it."""
+    def _port_changed(self, event: str, row: Any) -> None:
+        """IDL thread: an LSP changed; note whether it is up and wake whoever waits for it."""
+        name = read_column(row, "name")
+        up = read_column(row, "up") if event != ROW_DELETE else []
+        if up and up[0]:
+            self._up_rows[name] = row.uuid
+        elif self._up_rows.get(name) == row.uuid:
+            del self._up_rows[name]
         loop = self._loop
         if loop is not None and name in self._waiters:
             with contextlib.suppress(RuntimeError):  # loop already closed
@@ -229,32 +362,48 @@ class NbClient:
             if not fut.done():
                 fut.set_result(None)
 
+    def _seen_up(self, name: str, row: uuid.UUID) -> bool:
+        """LSP `name` is row `row` with up=true in the replica (no lock needed)."""
+        idl = self._idl
+        return (
+            self._up_rows.get(name) == row
+            and idl is not None
+            and row in idl.tables[LSP].rows  # (not dropped by a reconnection since)
+        )
+
     async def wait_port_up(self, name: str, row: uuid.UUID, deadline: float, what: str) -> None:
         """Return once LSP `name` (row `row`) has `up=true`; DeadlineExceeded at `deadline`
         (event-loop time). `what` describes the wait for the error message."""
         loop = asyncio.get_running_loop()
         last_error = ""
+        read_at = loop.time() + _RECHECK_S
         while True:
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.setdefault(name, set()).add(fut)
             try:
-                try:
-                    state: PortRow | None = await asyncio.wait_for(
-                        self.read(lambda api: ReadPort(api, name)),
-                        max(deadline - loop.time(), _POLL_S),
-                    )
-                except (NbUnavailable, TimeoutError):
-                    last_error = " (OVN Northbound not connected meanwhile)"
-                else:
-                    if state is None or state.uuid != row:
-                        raise Conflict(f"port {name} was removed or replaced while waiting for it")
-                    if state.up:
-                        return
+                if self._seen_up(name, row):
+                    return
+                if loop.time() >= read_at:
+                    read_at = loop.time() + _RECHECK_S
+                    try:
+                        state: PortRow | None = await asyncio.wait_for(
+                            self.read(lambda api: ReadPort(api, name)),
+                            max(deadline - loop.time(), _POLL_S),
+                        )
+                    except (NbUnavailable, TimeoutError):
+                        last_error = " (OVN Northbound not connected meanwhile)"
+                    else:
+                        if state is None or state.uuid != row:
+                            raise Conflict(
+                                f"port {name} was removed or replaced while waiting for it"
+                            )
+                        if state.up:
+                            return
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise DeadlineExceeded(f"timed out waiting for {what}{last_error}")
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(fut, min(remaining, _RECHECK_S))
+                    await asyncio.wait_for(fut, min(remaining, max(read_at - loop.time(), 0)))
             finally:
                 waiters = self._waiters.get(name)
                 if waiters is not None:

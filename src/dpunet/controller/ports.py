@@ -4,7 +4,8 @@ PUT is idempotent per (pod uid, sandbox): the same request gets the same answer;
 new sandbox of the same pod keeps the address and re-points the port; another uid
 for the same name (pod recreated) replaces the port with a new address. One lock per
 port name serializes requests for one pod; the address pools are only touched on the
-event loop, so concurrent requests never get the same address.
+event loop, so concurrent requests never get the same address. Port writes of
+concurrent requests (distinct ports, thanks to that lock) share NB transactions.
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ from dpunet.controller.models import DeleteResult, PortInfo, PortList, PortReque
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
 from dpunet.controller.nbcommands import (
     DeletePort,
-    NameTaken,
     PortRow,
     ReadPort,
+    ReadPortName,
     Snapshot,
     WritePort,
 )
@@ -162,14 +163,13 @@ class PortService:
         if node is None:
             raise NotFound(f"node {req.node} is not registered")
         self._check_hardware(node, req)
-        current: PortRow | None = await self._within(
-            deadline, self.nb.read(lambda api: ReadPort(api, lsp)), "OVN Northbound (read)"
+        current: PortRow | None
+        current, foreign = await self._within(
+            deadline, self.nb.read(lambda api: ReadPortName(api, lsp)), "OVN Northbound (read)"
         )
         existing = current.port if current is not None else None
         if current is None:
-            if await self._within(
-                deadline, self.nb.read(lambda api: NameTaken(api, lsp)), "OVN Northbound (read)"
-            ):
+            if foreign:
                 raise NotOwned(f"Logical_Switch_Port {lsp} exists and is not a dpunet pod port")
         elif existing is not None and existing.node != req.node and not who.admin:
             raise Conflict(
@@ -252,7 +252,7 @@ class PortService:
         """Write the LSP; the pools are settled when the write is really over, even after
         the request has given up waiting for it."""
         task = asyncio.ensure_future(
-            self.nb.write(lambda api: WritePort(api, node, spec, allowed, fresh))
+            self.nb.write(lambda api: WritePort(api, node, spec, allowed, fresh), coalesce=True)
         )
 
         def settle(t: asyncio.Future[Any]) -> None:
@@ -340,7 +340,7 @@ class PortService:
                             detail=f"port {namespace}/{name} belongs to {key} {have}: left",
                         )
             removed: PodPort | None = await self.nb.write(
-                lambda api: DeletePort(api, lsp, uid=row.uid)
+                lambda api: DeletePort(api, lsp, uid=row.uid), coalesce=True
             )
             if removed is not None and (pool := self.state.pools.get(removed.node)):
                 pool.release(removed.ip)

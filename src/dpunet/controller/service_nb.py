@@ -17,13 +17,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, idlutils
 from pydantic import ValidationError
 
-from dpunet.controller.nbcommands import LR, LS, LSP
+from dpunet.controller.nbcommands import LR, LS, LSP, read_column
 from dpunet.controller.service_lbs import (
     CLUSTER_LB_GROUP,
     NODE_PORT_KIND,
@@ -57,7 +58,7 @@ def _refs(row: Row, column: str) -> list[Row]:
 
 
 def _kind(row: Row) -> str | None:
-    ext = row.external_ids
+    ext = read_column(row, "external_ids")
     return ext.get(KIND_KEY) if owned(ext) else None
 
 
@@ -68,10 +69,16 @@ class _View:
     specs: dict[str, tuple[ServiceSpec, str]] = field(default_factory=dict)
     broken: dict[str, str] = field(default_factory=dict)  # service key -> reason
     lbs: dict[str, list[Row]] = field(default_factory=dict)  # owned service LBs by name
-    pods: list[PodBackend] = field(default_factory=list)
     nodes: dict[str, NodeRecord] = field(default_factory=dict)
     switches: dict[str, Row] = field(default_factory=dict)
     routers: dict[str, Row] = field(default_factory=dict)
+    api: Any = None
+
+    @cached_property
+    def pods(self) -> list[PodBackend]:
+        """Every dpunet pod port that is up: read (a pass over all ports) only when some
+        service needs its backends."""
+        return _pod_backends(self.api)
 
     def backends(self, key: str) -> list[IPv4Address]:
         """The current backend addresses of a service."""
@@ -87,7 +94,7 @@ class _View:
 
 
 def _load(api: Any) -> _View:
-    view = _View()
+    view = _View(api=api)
     for row in api.tables[LB].rows.values():
         if _kind(row) in SERVICE_KINDS:
             view.lbs.setdefault(row.name, []).append(row)
@@ -102,14 +109,6 @@ def _load(api: Any) -> _View:
                 view.broken.pop(key, None)
             except (KeyError, ValidationError) as exc:
                 view.broken.setdefault(key, f"unreadable spec on {name}: {exc}")
-    for row in api.tables[LSP].rows.values():
-        if _kind(row) != Kind.POD.value or not (row.up and row.up[0]):
-            continue
-        try:
-            port = PodPort.from_lsp(row.addresses, row.external_ids)
-        except (KeyError, ValueError):
-            continue
-        view.pods.append(PodBackend(port.namespace, port.pod, port.ip, dict(port.labels)))
     for row in api.tables[LS].rows.values():
         if _kind(row) != Kind.NODE_SWITCH.value or row.name in view.nodes:
             continue
@@ -125,6 +124,21 @@ def _load(api: Any) -> _View:
         if _kind(row) == Kind.GATEWAY_ROUTER.value and node in view.nodes:
             view.routers.setdefault(node, row)
     return view
+
+
+def _pod_backends(api: Any) -> list[PodBackend]:
+    """Every dpunet pod port that is up, as a possible service backend."""
+    pods = []
+    for row in api.tables[LSP].rows.values():
+        up = read_column(row, "up")
+        if not (up and up[0]) or _kind(row) != Kind.POD.value:
+            continue
+        try:
+            port = PodPort.from_lsp(read_column(row, "addresses"), read_column(row, "external_ids"))
+        except (KeyError, ValueError):
+            continue
+        pods.append(PodBackend(port.namespace, port.pod, port.ip, dict(port.labels)))
+    return pods
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,11 @@
 Level-triggered: a pass (service_nb.SyncServices) recomputes every service's load
 balancers from the specs stored in Northbound, the pod ports that are up and the
 registered nodes. Passes run once the controller holds the NB lock, whenever NB
-reports a change to pod ports, switches, routers or load balancers (a pod going away
-leaves its services within milliseconds), and every `reconcile_interval`. A PUT or
-DELETE is itself one pass that also admits the change, in one transaction.
+reports a change to switches, routers, load balancers or (while there are services)
+pod ports, and every `reconcile_interval`. Passes woken by changes are at least
+`_SETTLE_S` apart, so a burst of port changes costs one pass, not one per port, and a
+pod going away leaves its services within a fraction of a second. A PUT or DELETE is
+itself one pass that also admits the change, in one transaction.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ log = logging.getLogger("dpunet.controller.services")
 WATCHED = frozenset({LSP, LS, LR, LB, LB_GROUP})
 _TICK_S = 0.5
 _RETRY_S = 1.0
+_SETTLE_S = 0.2
 
 
 class ServiceController:
@@ -52,6 +55,7 @@ class ServiceController:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._external = False  # specs come from Kubernetes, not from the API
         self._specs: dict[str, ServiceSpec] | None = None  # the external set, once known
+        self._any_service = True  # the last pass found services (or could not tell)
         self.syncs = Counter(
             "dpunet_controller_service_syncs",
             "Service load balancer passes by result",
@@ -82,6 +86,8 @@ class ServiceController:
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
         loop = self._loop
+        if table == LSP and not self._any_service:
+            return  # no service has backends to follow
         if loop is not None and table in WATCHED:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(self._wake.set)
@@ -110,6 +116,7 @@ class ServiceController:
                     await asyncio.sleep(_RETRY_S)
                     continue
                 synced, last = True, self._loop.time()
+                await asyncio.sleep(_SETTLE_S)  # changes meanwhile: one more pass for all
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(_TICK_S):  # (3.11's wait_for can lose a cancel)
                     await self._wake.wait()
@@ -127,6 +134,8 @@ class ServiceController:
     async def _write(
         self, key: str | None = None, spec: ServiceSpec | None = None, delete: bool = False
     ) -> SyncResult:
+        if spec is not None or (self._external and self._specs):
+            self._any_service = True  # follow port changes from now on
         result: SyncResult = await self.nb.write(
             partial(
                 SyncServices,
@@ -140,6 +149,7 @@ class ServiceController:
         )
         self.changes.inc(result.changes)
         self.count.set(result.services)
+        self._any_service = bool(result.services or result.broken)
         return result
 
     # ------------------------------------------------------------------ API
