@@ -14,6 +14,7 @@ from dpunet.hw.sysfs import (
     SysfsReadError,
     link_name,
     list_dir,
+    open_dir,
     read_attr,
     read_int_attr,
 )
@@ -100,6 +101,47 @@ def test_link_name(tmp_path: Path) -> None:
     assert link_name(tmp_path / "dev" / "driver") == "mlx5_core"
     assert link_name(tmp_path / "dev" / "plain") is None
     assert link_name(tmp_path / "dev" / "absent") is None
+
+
+def test_link_name_takes_the_targets_last_component(tmp_path: Path) -> None:
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "physfn").symlink_to("../0000:02:00.0")  # dangling is fine
+    (tmp_path / "dev" / "trailing").symlink_to("../drivers/mlx5_core/")
+    (tmp_path / "dev" / "absolute").symlink_to("/sys/bus/pci/drivers/vfio-pci")
+    (tmp_path / "dev" / "dots").symlink_to("..")
+    assert link_name(tmp_path / "dev" / "physfn") == "0000:02:00.0"
+    assert link_name(tmp_path / "dev" / "trailing") == "mlx5_core"
+    assert link_name(tmp_path / "dev" / "absolute") == "vfio-pci"
+    assert link_name(tmp_path / "dev" / "dots") is None
+
+
+def test_open_dir_reads_entries_like_the_path_readers(tmp_path: Path) -> None:
+    dev = tmp_path / "dev"
+    (dev / "net" / "eth1").mkdir(parents=True)
+    (dev / "net" / "eth0").mkdir()
+    (dev / "vendor").write_text("0x15b3\n")
+    (dev / "numa_node").write_text("-1\n")
+    (dev / "junk").write_text("n/a\n")
+    (dev / "driver").symlink_to("../drivers/mlx5_core")
+    (tmp_path / "link-to-dev").symlink_to("dev")
+    with open_dir(tmp_path / "link-to-dev") as d:
+        assert d is not None
+        assert d.read("vendor") == read_attr(dev / "vendor") == "0x15b3"
+        assert d.read_int("vendor", 16) == 0x15B3
+        assert d.read_int("numa_node") == -1
+        assert d.read_int("junk") is None
+        assert d.read("absent") is None and d.read_int("absent") is None
+        assert d.read("vendor/below-a-file") is None  # ENOTDIR reads as absent
+        assert d.link_name("driver") == "mlx5_core"
+        assert d.link_name("vendor") is None  # not a link
+        assert d.link_name("absent") is None
+        assert d.list("net") == ["eth0", "eth1"]
+        assert d.list("absent") == []
+        assert d.list("vendor") == []  # not a directory
+        with pytest.raises(SysfsReadError, match=r"cannot read .*net"):
+            d.read("net")  # EISDIR is not a kernel "absent"
+    with open_dir(tmp_path / "absent") as missing:
+        assert missing is None
 
 
 def test_list_dir_sorted_and_missing_empty(tmp_path: Path) -> None:

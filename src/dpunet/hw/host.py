@@ -21,7 +21,7 @@ from dpunet.hw.pci import (
     virtfn_links,
 )
 from dpunet.hw.representors import RepresentorKind, parse_phys_port_name
-from dpunet.hw.sysfs import Sysfs, read_attr
+from dpunet.hw.sysfs import Sysfs, list_dir, read_attr
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,16 @@ def find_vf_by_pci(sysfs: Sysfs, address: str) -> VirtualFunction | None:
         return None
     index = next((n for n, vf in virtfn_links(sysfs, pf.address).items() if vf == address), None)
     return _read_vf(sysfs, pf, index, address) if index is not None else None
+
+
+def function_netdev(sysfs: Sysfs, address: str) -> str | None:
+    """The netdev of the PCI function at `address` while it is in this namespace, else None
+    (a lighter `find_vf_by_pci(...).netdev`: one directory listing in the common case)."""
+    names = list_dir(sysfs.pci_device(address) / "net")
+    if len(names) <= 1:
+        return names[0] if names else None
+    device = read_pci_device(sysfs, address)
+    return primary_netdev(sysfs, device) if device is not None else None
 
 
 def find_vf_by_netdev(sysfs: Sysfs, netdev: str) -> VirtualFunction | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from dpunet.hw.pci import is_pci_address
-from dpunet.hw.sysfs import Sysfs, link_name, list_dir, read_attr, read_int_attr
+from dpunet.hw.sysfs import Sysfs, link_name, list_dir, open_dir, read_attr, read_int_attr
 
 # ARPHRD_* numbers of `<netdev>/type`, named as netlink/iproute2 name them.
 LINK_TYPE_NAMES = {1: "ether", 32: "infiniband", 772: "loopback", 65534: "none"}
@@ -34,23 +34,32 @@ def list_netdev_names(sysfs: Sysfs) -> list[str]:
 
 def read_netdev(sysfs: Sysfs, name: str) -> Netdev | None:
     """The netdev `name`, or None when it is not in this network namespace."""
-    path = sysfs.netdev(name)
-    if not path.exists():
-        return None
-    carrier = read_int_attr(path / "carrier")
-    arphrd = read_int_attr(path / "type")
-    return Netdev(
-        name=name,
-        ifindex=read_int_attr(path / "ifindex"),
-        mac=_lower(read_attr(path / "address")),
-        mtu=read_int_attr(path / "mtu"),
-        operstate=read_attr(path / "operstate"),
-        carrier=None if carrier is None else carrier == 1,
-        link_type=None if arphrd is None else LINK_TYPE_NAMES.get(arphrd, str(arphrd)),
-        pci_address=netdev_pci_address(sysfs, name),
-        phys_port_name=read_attr(path / "phys_port_name") or None,
-        phys_switch_id=read_attr(path / "phys_switch_id") or None,
-    )
+    with open_dir(sysfs.netdev(name)) as d:
+        if d is None:
+            return None
+        carrier = d.read_int("carrier")
+        parent = d.link_name("device")
+        return Netdev(
+            name=name,
+            ifindex=d.read_int("ifindex"),
+            mac=_lower(d.read("address")),
+            mtu=d.read_int("mtu"),
+            operstate=d.read("operstate"),
+            carrier=None if carrier is None else carrier == 1,
+            link_type=_link_type(d.read_int("type")),
+            pci_address=parent if parent is not None and is_pci_address(parent) else None,
+            phys_port_name=d.read("phys_port_name") or None,
+            phys_switch_id=d.read("phys_switch_id") or None,
+        )
+
+
+def netdev_link_type(sysfs: Sysfs, name: str) -> str | None:
+    """The link type of netdev `name` (`ether`, `infiniband`, ...), or None when absent."""
+    return _link_type(read_int_attr(sysfs.netdev(name) / "type"))
+
+
+def _link_type(arphrd: int | None) -> str | None:
+    return None if arphrd is None else LINK_TYPE_NAMES.get(arphrd, str(arphrd))
 
 
 def netdev_mac(sysfs: Sysfs, name: str) -> str | None:

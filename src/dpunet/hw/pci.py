@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dpunet.hw.sysfs import Sysfs, link_name, list_dir, read_attr, read_int_attr
+from dpunet.hw.sysfs import Sysfs, list_dir, open_dir
 
 PCI_ADDRESS_RE = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[01][0-9a-f]\.[0-7]$")
 NETWORK_CLASS_PREFIX = "0x02"
@@ -74,23 +74,23 @@ class PciDevice:
 
 def read_pci_device(sysfs: Sysfs, address: str) -> PciDevice | None:
     """The PCI function at `address`, or None when there is none."""
-    path = sysfs.pci_device(address)
-    if not path.exists():
-        return None
-    numa_node = read_int_attr(path / "numa_node")
-    return PciDevice(
-        address=address,
-        vendor=_hex_id(read_attr(path / "vendor")),
-        device=_hex_id(read_attr(path / "device")),
-        class_code=read_attr(path / "class") or None,
-        driver=link_name(path / "driver"),
-        numa_node=numa_node if numa_node is not None and numa_node >= 0 else None,
-        netdevs=tuple(list_dir(path / "net")),
-        physfn=link_name(path / "physfn"),
-        total_vfs=read_int_attr(path / "sriov_totalvfs"),
-        num_vfs=read_int_attr(path / "sriov_numvfs"),
-        is_rdma=bool(list_dir(path / "infiniband")),
-    )
+    with open_dir(sysfs.pci_device(address)) as d:
+        if d is None:
+            return None
+        numa_node = d.read_int("numa_node")
+        return PciDevice(
+            address=address,
+            vendor=_hex_id(d.read("vendor")),
+            device=_hex_id(d.read("device")),
+            class_code=d.read("class") or None,
+            driver=d.link_name("driver"),
+            numa_node=numa_node if numa_node is not None and numa_node >= 0 else None,
+            netdevs=tuple(d.list("net")),
+            physfn=d.link_name("physfn"),
+            total_vfs=d.read_int("sriov_totalvfs"),
+            num_vfs=d.read_int("sriov_numvfs"),
+            is_rdma=bool(d.list("infiniband")),
+        )
 
 
 def list_pci_devices(sysfs: Sysfs) -> list[PciDevice]:
@@ -102,12 +102,14 @@ def list_pci_devices(sysfs: Sysfs) -> list[PciDevice]:
 def virtfn_links(sysfs: Sysfs, pf_address: str) -> dict[int, str]:
     """VF index -> VF PCI address, from the PF's `virtfnN` links, by index."""
     links: dict[int, str] = {}
-    pf_path = sysfs.pci_device(pf_address)
-    for entry in list_dir(pf_path):
-        match = _VIRTFN_RE.match(entry)
-        target = link_name(pf_path / entry) if match else None
-        if match and target:
-            links[int(match.group(1))] = target
+    with open_dir(sysfs.pci_device(pf_address)) as pf_dir:
+        if pf_dir is None:
+            return links
+        for entry in pf_dir.list("."):
+            match = _VIRTFN_RE.match(entry)
+            target = pf_dir.link_name(entry) if match else None
+            if match and target:
+                links[int(match.group(1))] = target
     return dict(sorted(links.items()))
 
 

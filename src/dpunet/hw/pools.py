@@ -43,8 +43,9 @@ from pydantic import (
 )
 
 from dpunet.hw.host import primary_netdev
-from dpunet.hw.netdev import read_netdev
+from dpunet.hw.netdev import netdev_link_type
 from dpunet.hw.pci import (
+    PciDevice,
     is_pci_address,
     list_pci_devices,
     normalize_pci_address,
@@ -560,25 +561,32 @@ def _no_match_reason(config: PoolConfig, device: PoolDevice) -> str:
 
 
 def discover_pool_devices(sysfs: Sysfs) -> list[PoolDevice]:
-    """The node's PCI network functions as pool candidates, by PCI address."""
+    """The node's PCI network functions as pool candidates, by PCI address.
+
+    Every function is read once; each PF's netdev and `virtfnN` links are read once for
+    all its VFs."""
+    devices = list_pci_devices(sysfs)
+    by_address = {device.address: device for device in devices}
+    parents: dict[str, tuple[PciDevice | None, str | None, dict[str, int]]] = {}
+
+    def parent(address: str) -> tuple[PciDevice | None, str | None, dict[str, int]]:
+        if address not in parents:
+            pf = by_address.get(address) or read_pci_device(sysfs, address)
+            parents[address] = (
+                pf,
+                primary_netdev(sysfs, pf) if pf else None,
+                {vf: n for n, vf in virtfn_links(sysfs, address).items()} if pf else {},
+            )
+        return parents[address]
+
     candidates = []
-    for device in list_pci_devices(sysfs):
+    for device in devices:
         if not device.is_network:
             continue
-        pf = read_pci_device(sysfs, device.physfn) if device.physfn else None
-        pf_netdev = primary_netdev(sysfs, pf) if pf else None
-        vf_index = (
-            next(
-                (n for n, vf in virtfn_links(sysfs, pf.address).items() if vf == device.address),
-                None,
-            )
-            if pf
-            else None
-        )
+        pf, pf_netdev, vf_indexes = parent(device.physfn) if device.physfn else (None, None, {})
         netdev_name = primary_netdev(sysfs, device)
         # Like the plugin: the link type of the VF's netdev, else of its PF's.
         link_source = netdev_name or pf_netdev
-        link = read_netdev(sysfs, link_source) if link_source else None
         candidates.append(
             PoolDevice(
                 address=device.address,
@@ -587,11 +595,11 @@ def discover_pool_devices(sysfs: Sysfs) -> list[PoolDevice]:
                 driver=device.driver,
                 netdev=netdev_name,
                 netdevs=device.netdevs,
-                link_type=link.link_type if link else None,
+                link_type=netdev_link_type(sysfs, link_source) if link_source else None,
                 is_rdma=device.is_rdma,
                 pf_address=pf.address if pf else None,
                 pf_netdev=pf_netdev,
-                vf_index=vf_index,
+                vf_index=vf_indexes.get(device.address),
                 num_vfs=device.num_vfs,
             )
         )

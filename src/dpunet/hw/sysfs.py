@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,14 +62,23 @@ def read_int_attr(path: Path, base: int = 10) -> int | None:
 
 def link_name(path: Path) -> str | None:
     """The name of what a symlink points at (e.g. the driver of `<dev>/driver`), or None
-    when `path` is absent or not a symlink."""
+    when `path` is absent or not a symlink.
+
+    The last component of the link's own target: sysfs links end in the name of what they
+    point at, and resolving the whole path instead would stat every directory on the way
+    (each a filesystem request on an emulated sysfs)."""
     try:
-        os.readlink(path)
+        target = os.readlink(path)
     except OSError as exc:
         if _is_absent(exc):  # includes EINVAL: the path is not a symlink
             return None
         raise SysfsReadError(path, exc) from exc
-    return os.path.basename(os.path.realpath(path)) or None
+    return _target_name(target)
+
+
+def _target_name(target: str) -> str | None:
+    name = os.path.basename(os.path.normpath(target))
+    return name if name not in ("", ".", "..") else None
 
 
 def list_dir(path: Path) -> list[str]:
@@ -78,6 +89,83 @@ def list_dir(path: Path) -> list[str]:
         if _is_absent(exc):
             return []
         raise SysfsReadError(path, exc) from exc
+
+
+class SysfsDir:
+    """One open sysfs directory whose entries are read relative to it: each read looks up
+    one name instead of walking the whole path again (on the lab's emulated sysfs every
+    step of a walk is a filesystem request). Same "absent is None" rules as `read_attr`."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd = fd
+
+    def read(self, name: str) -> str | None:
+        """Like `read_attr(path / name)`."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC, dir_fd=self._fd)
+        except OSError as exc:
+            self._raise_unless_absent(name, exc)
+            return None
+        try:
+            data = os.read(fd, 65536)
+        except OSError as exc:
+            self._raise_unless_absent(name, exc)
+            return None
+        finally:
+            os.close(fd)
+        return data.decode("utf-8", errors="replace").strip()
+
+    def read_int(self, name: str, base: int = 10) -> int | None:
+        """Like `read_int_attr(path / name, base)`."""
+        text = self.read(name)
+        if not text:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            return None
+
+    def link_name(self, name: str) -> str | None:
+        """Like `link_name(path / name)`."""
+        try:
+            target = os.readlink(name, dir_fd=self._fd)
+        except OSError as exc:
+            self._raise_unless_absent(name, exc)
+            return None
+        return _target_name(target)
+
+    def list(self, name: str) -> list[str]:
+        """Like `list_dir(path / name)`."""
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=self._fd)
+        except OSError as exc:
+            self._raise_unless_absent(name, exc)
+            return []
+        try:
+            return sorted(os.listdir(fd))
+        finally:
+            os.close(fd)
+
+    def _raise_unless_absent(self, name: str, exc: OSError) -> None:
+        if not _is_absent(exc):
+            raise SysfsReadError(self.path / name, exc) from exc
+
+
+@contextmanager
+def open_dir(path: Path) -> Iterator[SysfsDir | None]:
+    """`path` opened as a `SysfsDir`, or None when there is no such directory."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as exc:
+        if _is_absent(exc):
+            yield None
+            return
+        raise SysfsReadError(path, exc) from exc
+    try:
+        yield SysfsDir(path, fd)
+    finally:
+        os.close(fd)
 
 
 @dataclass(frozen=True)
