@@ -20,7 +20,7 @@ from prometheus_client import Gauge
 
 from dpunet.agent.daemon import AgentDaemon
 from dpunet.host.config import HostAgentConfig
-from dpunet.host.mgmt import ensure_management_port
+from dpunet.host.mgmt import ManagementPort
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
 from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
@@ -47,6 +47,11 @@ class HostDaemon(AgentDaemon):
             else None
         )
         self.attacher = VfAttacher(self.sysfs, pools, cfg.management_vfs(), resolver)
+        self.mgmt_port = (
+            ManagementPort(self.sysfs, cfg.pf, cfg.mgmt_vf, cfg.mgmt_ifname)
+            if cfg.mgmt_vf is not None
+            else None
+        )
         super().__init__(cfg, self.attacher, cfg.mgmt_vf is not None)
         self.agent.dpu_problem = self._dpu_problem
         self.vfs = Gauge(
@@ -67,10 +72,8 @@ class HostDaemon(AgentDaemon):
 
     def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
         """VF `mgmt_vf` of `pf` as `ovn-k8s-mp0`."""
-        assert self.host_cfg.mgmt_vf is not None
-        return ensure_management_port(
-            self.sysfs, self.host_cfg.pf, self.host_cfg.mgmt_vf, node, self.cfg.mgmt_ifname
-        )
+        assert self.mgmt_port is not None
+        return self.mgmt_port.ensure(node)
 
     async def reconcile_extra(self) -> None:
         """Pool gauges; the device plugin starts once the DPU's state is known, then is told

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from dpunet import podnet
-from dpunet.hw.host import find_vf
+from dpunet.hw.host import find_vf, function_netdev
 from dpunet.hw.sysfs import Sysfs
 
 MGMT_IFNAME = "ovn-k8s-mp0"
@@ -36,20 +36,39 @@ def management_config(node: Mapping[str, Any], ifname: str = MGMT_IFNAME) -> pod
     )
 
 
-def ensure_management_port(
-    sysfs: Sysfs, pf: str, vf_index: int, node: Mapping[str, Any], ifname: str = MGMT_IFNAME
-) -> list[str]:
-    """Make VF `vf_index` of `pf` the management port; returns what had to change."""
-    vf = find_vf(sysfs, pf, vf_index)
-    if vf is None or vf.netdev is None:
-        raise podnet.PodNetError(f"management VF {pf}:{vf_index} has no netdev in the host")
-    cfg = management_config(node, ifname)
-    if vf.netdev == ifname:
-        problems = podnet.check(None, cfg)
-        if not problems:
-            return []
-    else:
-        problems = [f"{vf.netdev} renamed to {ifname}"]
-        podnet.set_down(vf.netdev)
-    podnet.configure(None, vf.netdev, cfg)
-    return problems
+class ManagementPort:
+    """VF `vf_index` of `pf` as the management port `ifname`, re-ensured periodically.
+
+    It remembers the VF's PCI address: while that function's netdev is still `ifname`, a
+    check reads one sysfs directory and netlink instead of walking the PF's VFs again."""
+
+    def __init__(self, sysfs: Sysfs, pf: str, vf_index: int, ifname: str = MGMT_IFNAME) -> None:
+        self.sysfs = sysfs
+        self.pf = pf
+        self.vf_index = vf_index
+        self.ifname = ifname
+        self._pci: str | None = None
+
+    def ensure(self, node: Mapping[str, Any]) -> list[str]:
+        """Make the VF the management port the node record describes; what had to change."""
+        cfg = management_config(node, self.ifname)
+        if self._pci is not None and function_netdev(self.sysfs, self._pci) == self.ifname:
+            problems = podnet.check(None, cfg)
+            if not problems:
+                return []
+        vf = find_vf(self.sysfs, self.pf, self.vf_index)
+        if vf is None or vf.netdev is None:
+            self._pci = None
+            raise podnet.PodNetError(
+                f"management VF {self.pf}:{self.vf_index} has no netdev in the host"
+            )
+        self._pci = vf.address
+        if vf.netdev == self.ifname:
+            problems = podnet.check(None, cfg)
+            if not problems:
+                return []
+        else:
+            problems = [f"{vf.netdev} renamed to {self.ifname}"]
+            podnet.set_down(vf.netdev)
+        podnet.configure(None, vf.netdev, cfg)
+        return problems

@@ -3,9 +3,10 @@
 A VF comes from the network config (`deviceID`/`pciBusID`, injected by multus
 from the device plugin's allocation), else (Kubernetes without multus) from
 kubelet's PodResources API through a resolver, else from this node's
-own pools (the sriov-network-device-plugin `config.json` format). Plugging moves
-the VF into the pod's namespace under a temporary name (so nothing clashes),
-then renames and configures it; unplugging finds the VF wherever it is — still
+own pools (the sriov-network-device-plugin `config.json` format). While the
+controller sets up the port, the VF moves into the pod's namespace under a
+temporary name (so nothing clashes); once the port is up it is renamed and
+configured there. Unplugging finds the VF wherever it is — still
 in the pod, or returned to the host by the kernel as `eth0` or `devN` after the
 pod's namespace died — and restores its host name, MAC and MTU.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -23,16 +25,21 @@ from dpunet.agent.pods import ERR_NO_DEVICE
 from dpunet.agent.sandboxes import SandboxRecord
 from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
-from dpunet.hw.host import find_vf_by_pci
+from dpunet.hw.host import find_vf_by_pci, function_netdev
 from dpunet.hw.pools import (
     ManagementVf,
     PoolAssignment,
     PoolConfig,
+    PoolDevice,
     assign_pools,
     discover_pool_devices,
     read_default_route_netdevs,
 )
 from dpunet.hw.sysfs import Sysfs
+
+# How old the pool discovery behind the reconcile's pool gauges may get (a full discovery
+# reads much of sysfs: tens of milliseconds on a kernel, far more on the lab's emulated one).
+POOL_REDISCOVERY_SECONDS = 30.0
 
 
 def temp_name(pci: str) -> str:
@@ -51,34 +58,44 @@ class VfAttacher:
         pools: PoolConfig,
         management_vfs: tuple[ManagementVf, ...] = (),
         resolver: Callable[[AddRequest, Collection[str]], str | None] | None = None,
+        rediscover_after: float = POOL_REDISCOVERY_SECONDS,
     ) -> None:
         """`resolver` names the pod's VF when the config does not (Kubernetes: kubelet's
-        PodResources); None from it means "take one from the pool"."""
+        PodResources); None from it means "take one from the pool". `pool_usage` runs a
+        new discovery once the last one is `rediscover_after` seconds old."""
         self.sysfs = sysfs
         self.pools = pools
         self.management_vfs = management_vfs
         self.resolver = resolver
         self._assignment: PoolAssignment | None = None
+        self._devices: dict[str, PoolDevice] = {}  # of the last discovery, by PCI address
+        self._discovered_at = 0.0
+        self.rediscover_after = rediscover_after
 
     def assignment(self, refresh: bool = True) -> PoolAssignment:
         """The node's VFs sorted into pools. Discovery reads much of sysfs, so an ADD takes
         pool membership from the last result (`refresh=False`), checks its candidate VF
         live, and rediscovers only when that finds none; the reconcile loop refreshes it."""
         if refresh or self._assignment is None:
+            devices = discover_pool_devices(self.sysfs)
             self._assignment = assign_pools(
                 self.pools,
-                discover_pool_devices(self.sysfs),
+                devices,
                 default_route_netdevs=read_default_route_netdevs(),
                 management_vfs=self.management_vfs,
             )
+            self._devices = {d.address: d for d in devices}
+            self._discovered_at = time.monotonic()
         return self._assignment
 
     def pool_usage(self, held: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-        """resource -> (VFs in use, VFs in the pool)."""
+        """resource -> (VFs in use, VFs in the pool), from a discovery at most
+        `rediscover_after` seconds old (a claim rediscovers at once when it finds no VF)."""
         taken = {d.get("pci") for d in held}
+        stale = time.monotonic() - self._discovered_at >= self.rediscover_after
         return {
             pool.resource: (sum(d.address in taken for d in pool.devices), len(pool.devices))
-            for pool in self.assignment().pools
+            for pool in self.assignment(refresh=stale).pools
         }
 
     def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
@@ -131,19 +148,38 @@ class VfAttacher:
         )
 
     def _describe(self, pci: str, resource: str) -> dict[str, Any]:
+        """The claim of VF `pci`, checked live: pool membership, VF index and PF come from
+        the last discovery; the VF's netdev from its sysfs `net/` directory, its link and
+        the PF's MAC from netlink (a handful of reads instead of re-walking the PF)."""
+        known = self._devices.get(pci)
+        if known is None or known.vf_index is None or known.pf_netdev is None:
+            return self._describe_from_sysfs(pci, resource)
+        netdev = function_netdev(self.sysfs, pci)
+        if netdev is None:
+            raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
+        pf_link = podnet.link_state(known.pf_netdev)
+        if pf_link is None or not pf_link.mac:
+            raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
+        return self._claimed(pci, resource, netdev, pf_link.mac.lower(), known.vf_index)
+
+    def _describe_from_sysfs(self, pci: str, resource: str) -> dict[str, Any]:
         vf = find_vf_by_pci(self.sysfs, pci)
         if vf is None or vf.netdev is None:
             raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
         if vf.pf_mac is None:
             raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
-        link = podnet.link_state(vf.netdev)
+        return self._claimed(pci, resource, vf.netdev, vf.pf_mac, vf.index)
+
+    @staticmethod
+    def _claimed(pci: str, resource: str, netdev: str, pf_mac: str, vf_num: int) -> dict[str, Any]:
+        link = podnet.link_state(netdev)
         if link is None:
-            raise CniError(ERR_NO_DEVICE, f"VF {pci} netdev {vf.netdev} vanished")
+            raise CniError(ERR_NO_DEVICE, f"VF {pci} netdev {netdev} vanished")
         return {
             "pci": pci,
             "resource": resource,
-            "pf_mac": vf.pf_mac,
-            "vf_num": vf.index,
+            "pf_mac": pf_mac,
+            "vf_num": vf_num,
             "host_link": asdict(link),
         }
 
@@ -154,12 +190,14 @@ class VfAttacher:
     def prepare(self, record: SandboxRecord) -> None:
         """Nothing: the DPU plugs the VF's representor."""
 
-    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
-        """Move the VF into the pod and configure it there."""
+    def stage(self, record: SandboxRecord) -> None:
+        """Move the VF into the pod under its temporary name (during the port request)."""
         host = podnet.HostLinkState(**record.device["host_link"])
-        tmp = temp_name(record.device["pci"])
-        podnet.move_link(host.name, tmp, None, record.netns)
-        podnet.configure(record.netns, tmp, cfg)
+        podnet.move_link(host.name, temp_name(record.device["pci"]), None, record.netns)
+
+    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
+        """Configure the VF `stage` moved into the pod."""
+        podnet.configure(record.netns, temp_name(record.device["pci"]), cfg)
 
     def unplug(self, record: SandboxRecord) -> None:
         """Bring the VF back to the host as it was, from wherever it is."""
