@@ -3,11 +3,11 @@
 `PodAgent` implements the CNI verbs (ARCHITECTURE.md section 3) for any kind of
 pod interface; an `Attacher` supplies what is device-specific (a VF on a
 dpu-host node, a veth on a full node). ADD: claim a device, record the claim,
-ask the controller for the port (it answers once OVN reports the port up), plug
-the device into the pod, record success. Any failure after the claim undoes
-everything in reverse. DEL undoes a recorded sandbox and is idempotent. A
-periodic reconcile releases what belongs to sandboxes that are gone and
-finishes what a crash interrupted.
+ask the controller for the port (it answers once OVN reports the port up) while
+the device is moved toward the pod, configure it in the pod, record success.
+Any failure after the claim undoes everything in reverse. DEL undoes a
+recorded sandbox and is idempotent. A periodic reconcile releases what belongs
+to sandboxes that are gone and finishes what a crash interrupted.
 
 Error codes beyond the CNI spec's (all >= 100, as the spec reserves 0-99):
 100 no free device, 101 the controller refused the port, 102 plugging into the
@@ -23,7 +23,8 @@ import os
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -42,6 +43,9 @@ ERR_NO_DEVICE = 100
 ERR_CONTROLLER = 101
 ERR_PLUG = 102
 ERR_CHECK = 103
+
+BLOCKING_THREADS = 64
+T = TypeVar("T")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -67,8 +71,13 @@ class Attacher(Protocol):
         the port up; a full node plugs its veth's host end into br-int here."""
         ...
 
+    def stage(self, record: SandboxRecord) -> None:
+        """While the port request is in flight: what `plug` can do without the port's
+        answer (a VF moves into the pod's namespace under a temporary name)."""
+        ...
+
     def plug(self, record: SandboxRecord, cfg: InterfaceConfig) -> None:
-        """Put the device into the pod's namespace as `cfg` describes."""
+        """After `stage`: put the device into the pod's namespace as `cfg` describes."""
         ...
 
     def unplug(self, record: SandboxRecord) -> None:
@@ -189,6 +198,10 @@ class PodAgent:
         self.metrics = metrics
         self.port_timeout = port_timeout
         self._claim_lock = asyncio.Lock()
+        # Each ADD in flight blocks up to two threads at once (the port request, which waits
+        # for OVN, and the staging); asyncio's default pool (cores + 4) would make a burst of
+        # ADDs queue their quick steps, claims included, behind other pods' port requests.
+        self._executor = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="pod-agent")
         self._busy: set[str] = set()  # container ids with a verb in flight
         self._reports: set[asyncio.Task[None]] = set()  # event reports in flight
         # why this node's DPU cannot take pods (None: it can); set by the VF daemon
@@ -217,7 +230,7 @@ class PodAgent:
 
     async def _add(self, req: AddRequest) -> AddResult:
         namespace, name, uid = pod_identity(req)
-        existing = await asyncio.to_thread(self.store.load, req.container_id)
+        existing = await self._thread(self.store.load, req.container_id)
         if existing is not None:
             if existing.phase is Phase.ATTACHED and existing.ifname == req.ifname:
                 return cni_result(existing, existing.device.get("pci"))
@@ -225,9 +238,9 @@ class PodAgent:
 
         phase_started = time.monotonic()
         async with self._claim_lock:
-            held = [r.device for r in await asyncio.to_thread(self.store.all)]
+            held = [r.device for r in await self._thread(self.store.all)]
             try:
-                device = await asyncio.to_thread(self.attacher.claim, req, held)
+                device = await self._thread(self.attacher.claim, req, held)
             except CniError as exc:
                 if exc.code == ERR_NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
                     self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
@@ -241,13 +254,13 @@ class PodAgent:
                 pod_uid=uid,
                 device=device,
             )
-            await asyncio.to_thread(self.store.save, record)
+            await self._thread(self.store.save, record)
         self._observe("ADD", "claim", phase_started)
         event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
         try:
             phase_started = time.monotonic()
             try:
-                await asyncio.to_thread(self.attacher.prepare, record)
+                await self._thread(self.attacher.prepare, record)
             except PodNetError as exc:
                 raise CniError(
                     ERR_PLUG, f"preparing the {self.attacher.kind} failed", str(exc)
@@ -261,27 +274,37 @@ class PodAgent:
                 "ifname": req.ifname,
                 **self.attacher.port_fields(device),
             }
-            try:
-                record.port = await asyncio.to_thread(
-                    self.client.put_port, namespace, name, body, self.port_timeout
-                )
-            except ClientError as exc:
-                raise _controller_error(exc, f"port for {namespace}/{name}") from exc
+            port, staged = await asyncio.gather(
+                self._thread(self.client.put_port, namespace, name, body, self.port_timeout),
+                self._thread(self._stage, record),
+                return_exceptions=True,
+            )
+            if isinstance(port, ClientError):
+                raise _controller_error(port, f"port for {namespace}/{name}") from port
+            if isinstance(port, BaseException):
+                raise port
+            if isinstance(staged, PodNetError):
+                raise CniError(
+                    ERR_PLUG, f"moving the {self.attacher.kind} toward the pod failed", str(staged)
+                ) from staged
+            if isinstance(staged, BaseException):
+                raise staged
+            record.port = port
             self._observe("ADD", "controller", phase_started)
             record.phase = Phase.PLUGGING
-            await asyncio.to_thread(self.store.save, record)
+            await self._thread(self.store.save, record)
 
             phase_started = time.monotonic()
             cfg = interface_config(req.ifname, record.port)
             try:
-                await asyncio.to_thread(self.attacher.plug, record, cfg)
+                await self._thread(self.attacher.plug, record, cfg)
             except PodNetError as exc:
                 raise CniError(
                     ERR_PLUG, f"plugging {self.attacher.kind} into the pod failed", str(exc)
                 ) from exc
             self._observe("ADD", "plug", phase_started)
             record.phase = Phase.ATTACHED
-            await asyncio.to_thread(self.store.save, record)
+            await self._thread(self.store.save, record)
         except BaseException:
             try:
                 await self._undo(record, "rollback")
@@ -294,6 +317,16 @@ class PodAgent:
             ip=record.port["ips"][0], mac=record.port["mac"],
         )  # fmt: skip
         return cni_result(record, device.get("pci"))
+
+    async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking `fn(*args)` in the agent's thread pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _stage(self, record: SandboxRecord) -> None:
+        """`Attacher.stage`, timed as its own phase (it overlaps the controller's)."""
+        started = time.monotonic()
+        self.attacher.stage(record)
+        self._observe("ADD", "stage", started)
 
     def _report_dpu_not_ready(self, req: AddRequest, exc: CniError) -> None:
         """A Kubernetes pod whose port the controller refused while this node's DPU is not
@@ -315,7 +348,7 @@ class PodAgent:
             except ClientError as exc:
                 event(log, "report-failed", pod=f"{namespace}/{name}", error=str(exc))
 
-        task = asyncio.create_task(asyncio.to_thread(send))
+        task = asyncio.create_task(self._thread(send))
         self._reports.add(task)
         task.add_done_callback(self._reports.discard)
 
@@ -325,7 +358,7 @@ class PodAgent:
         started = time.monotonic()
         self._busy.add(req.container_id)
         try:
-            record = await asyncio.to_thread(self.store.load, req.container_id)
+            record = await self._thread(self.store.load, req.container_id)
             if record is not None and record.ifname == req.ifname:
                 await self._undo(record, "del")
         finally:
@@ -337,15 +370,15 @@ class PodAgent:
         """Return the device, release the port, forget the sandbox (each step idempotent)."""
         if record.phase is not Phase.RELEASING:
             try:
-                await asyncio.to_thread(self.attacher.unplug, record)
+                await self._thread(self.attacher.unplug, record)
             except PodNetError as exc:
                 raise CniError(
                     ERR_TRY_AGAIN, f"cannot return the {self.attacher.kind}", str(exc)
                 ) from exc
             record.phase = Phase.RELEASING
-            await asyncio.to_thread(self.store.save, record)
+            await self._thread(self.store.save, record)
         try:
-            await asyncio.to_thread(
+            await self._thread(
                 self.client.delete_port,
                 record.namespace,
                 record.pod,
@@ -356,7 +389,7 @@ class PodAgent:
             raise _controller_error(
                 exc, f"release of port {record.namespace}/{record.pod}"
             ) from exc
-        await asyncio.to_thread(self.store.remove, record.container_id)
+        await self._thread(self.store.remove, record.container_id)
         event(
             log,
             "released", why=why, pod=f"{record.namespace}/{record.pod}",
@@ -366,16 +399,16 @@ class PodAgent:
     # --------------------------------------------------------- CHECK/STATUS/GC
     async def check(self, req: CheckRequest) -> None:
         """The pod's interface and the controller's port still match the ADD."""
-        record = await asyncio.to_thread(self.store.load, req.container_id)
+        record = await self._thread(self.store.load, req.container_id)
         if record is None or record.phase is not Phase.ATTACHED or record.ifname != req.ifname:
             raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}")
         from dpunet import podnet
 
-        problems = await asyncio.to_thread(
+        problems = await self._thread(
             podnet.check, req.netns, interface_config(req.ifname, record.port)
         )
         try:
-            port = await asyncio.to_thread(self.client.get_port, record.namespace, record.pod)
+            port = await self._thread(self.client.get_port, record.namespace, record.pod)
         except ClientError as exc:
             if exc.status == 404:
                 problems.append("the controller has no port for this pod")
@@ -390,14 +423,14 @@ class PodAgent:
     async def status(self, req: StatusRequest) -> None:
         """Ready when the controller answers for this node."""
         try:
-            await asyncio.to_thread(self.client.get_node, self.node)
+            await self._thread(self.client.get_node, self.node)
         except ClientError as exc:
             raise CniError(50, "the controller is unavailable", exc.detail) from exc
 
     async def gc(self, req: GcRequest) -> None:
         """Release every recorded sandbox that is not a valid attachment."""
         valid = {(a.container_id, a.ifname) for a in req.valid_attachments}
-        for record in await asyncio.to_thread(self.store.all):
+        for record in await self._thread(self.store.all):
             if (
                 record.container_id,
                 record.ifname,
@@ -407,7 +440,7 @@ class PodAgent:
     # ------------------------------------------------------------ reconcile
     async def reconcile(self) -> None:
         """Finish interrupted work and release sandboxes that are gone."""
-        records = await asyncio.to_thread(self.store.all)
+        records = await self._thread(self.store.all)
         for record in records:
             if record.container_id in self._busy:
                 continue
@@ -425,13 +458,13 @@ class PodAgent:
             except CniError as exc:
                 event(log, "reconcile-failed", sandbox=record.container_id[:12], error=str(exc))
         await self._release_orphan_ports({r.container_id for r in records})
-        self._count_sandboxes(await asyncio.to_thread(self.store.all))
+        self._count_sandboxes(await self._thread(self.store.all))
 
     async def _release_orphan_ports(self, known_sandboxes: set[str]) -> None:
         """Ports the controller holds for this node that no record knows (a crash between
         the controller's answer and the record, or a record removed by hand)."""
         try:
-            ports = await asyncio.to_thread(self.client.list_ports, self.node)
+            ports = await self._thread(self.client.list_ports, self.node)
         except ClientError as exc:
             event(log, "reconcile-controller-unavailable", error=exc.detail)
             return
@@ -439,10 +472,10 @@ class PodAgent:
             sandbox = port.get("sandbox")
             if sandbox in known_sandboxes or sandbox in self._busy:
                 continue
-            if await asyncio.to_thread(self.store.load, sandbox) is not None:
+            if await self._thread(self.store.load, sandbox) is not None:
                 continue  # recorded since the listing
             try:
-                await asyncio.to_thread(
+                await self._thread(
                     self.client.delete_port, port["namespace"], port["name"], port["uid"], sandbox
                 )
             except ClientError as exc:

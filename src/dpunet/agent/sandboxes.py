@@ -26,7 +26,7 @@ from dpunet.cni.shim import is_valid_name, sandbox_checkpoint_path
 class Phase(StrEnum):
     """How far an ADD got (or how far a DEL is)."""
 
-    RESERVED = "reserved"  # device chosen, port not confirmed, nothing moved
+    RESERVED = "reserved"  # device chosen, port not confirmed; it may be on its way in
     PLUGGING = "plugging"  # port exists; the device may be half-way into the pod
     ATTACHED = "attached"  # ADD completed
     RELEASING = "releasing"  # device is back; the port release is pending

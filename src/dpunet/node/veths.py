@@ -127,6 +127,9 @@ class VethAttacher:
         if error:
             raise podnet.PodNetError(f"OVS cannot use {host}: {error}")
 
+    def stage(self, record: SandboxRecord) -> None:
+        """Nothing: `prepare` made the pair, `plug` moves its pod end."""
+
     def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
         """Move the pod end into the pod and configure it; the host end takes the MTU."""
         host, pod = record.device["veth"], record.device["peer"]
