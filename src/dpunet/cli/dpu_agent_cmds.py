@@ -8,13 +8,21 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
 from dpunet import logs
-from dpunet.cli.output import fail
 from dpunet.lifecycle import run_until_signalled
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """`dpunet.cli.output.fail`, loaded only when needed: the running daemon does not carry
+    the terminal output modules (rich) in its memory."""
+    from dpunet.cli.output import fail as print_and_exit
+
+    print_and_exit(message, code=code)
+    raise AssertionError("unreachable")
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from dpunet.setup.dpu import DpuSetupConfig
@@ -249,6 +248,8 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 def read_config_file(path: Path) -> dict[str, Any]:
     """A YAML or JSON config file as a dict; ConfigError when unreadable or not a mapping."""
+    import yaml  # only with a config file: the daemon keeps its memory small without one
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
