@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
+from rich.markup import escape
 from rich.tree import Tree
 
 from dpunet.cli.lab_service_cmds import service
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab import services
-from dpunet.lab.lab import Lab, down, exec_in_node, lab_names, load_plan
+from dpunet.lab.lab import FAILED_LOGS_ROOT, Lab, down, exec_in_node, lab_names, load_plan
 from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
 from dpunet.lab.runner import LabError, run
 from dpunet.lab.selftest import CheckResult, run_checks
@@ -139,12 +141,31 @@ def check(name: str, output: str) -> None:
 DEMO_PODS = (("web1", "host1"), ("web2", "host1"), ("ctl1", "cp"))
 
 
+def default_topology_path(name: str) -> Path:
+    """Where `lab demo` writes its picture unless told: next to the logs a failed lab keeps
+    (the lab's run directory goes away with it)."""
+    return FAILED_LOGS_ROOT / f"dpunet-lab-{name}-topology.svg"
+
+
 @lab.command()
 @name_option
 @click.option("--keep", is_flag=True, help="Leave the lab up afterwards.")
-def demo(name: str, keep: bool) -> None:
-    """The seed deployment, emulated: lab up, pods on VFs, the DPU's OVS, checks, down."""
+@click.option(
+    "--topology-out",
+    type=click.Path(dir_okay=False, writable=True, path_type=Path),
+    default=None,
+    help="Where to write the topology picture while the pods are up: .svg, .png or .dot"
+    " [default: /tmp/dpunet-lab-NAME-topology.svg].",
+)
+def demo(name: str, keep: bool, topology_out: Path | None) -> None:
+    """The seed deployment, emulated: lab up, pods on VFs, the DPU's OVS, a topology
+    picture, checks, down."""
     plan = LabPlan(_spec(name, 1, 4, 16))
+    picture_path = topology_out or default_topology_path(plan.name)
+    if picture_path.suffix.lower() not in (".svg", ".png", ".dot", ".gv"):
+        fail(f"--topology-out {picture_path}: use a .svg, .png or .dot file name")
+    if not picture_path.parent.is_dir():
+        fail(f"--topology-out {picture_path}: directory {picture_path.parent} does not exist")
     ok = False
     try:
         _bring_up(plan)
@@ -158,6 +179,7 @@ def demo(name: str, keep: bool) -> None:
         console.rule(f"[bold]{dpu.name}[/]: ovs-vsctl show (the seed's final DPU picture)")
         show = run(["ovs-vsctl", "show"], netns=dpu.netns, env=plan.node_env(dpu)).stdout
         console.print(show, highlight=False, markup=False)
+        _demo_topology(plan.name, picture_path)
         console.rule("[bold]checks")
         results = run_checks(plan)
         _print_checks(results)
@@ -261,6 +283,24 @@ def pod_exec_cmd(name: str, pod_name: str, command: tuple[str, ...]) -> None:
     click.echo(proc.stdout, nl=False)
     click.echo(proc.stderr, nl=False, err=True)
     raise SystemExit(proc.returncode)
+
+
+def _demo_topology(name: str, path: Path) -> None:
+    """Print the lab's topology tree and write its picture to `path` (a picture that cannot
+    be drawn is a warning: the demo is about the network)."""
+    from dpunet.topology import lab_picture
+    from dpunet.topology.render import RenderError, trees, write_graph
+
+    console.rule(f"[bold]topology[/] (dpunet topology --lab {name})")
+    try:
+        picture = lab_picture(name)
+        for tree in trees(picture):
+            console.print(tree)
+        write_graph(picture, path)
+    except (LabError, RenderError, OSError, ValueError) as exc:
+        console.print(f"[yellow]warning:[/] topology picture not written: {escape(str(exc))}")
+        return
+    console.print(f"topology picture written to [bold]{escape(str(path))}[/]")
 
 
 # ------------------------------------------------------------------ printing
