@@ -13,6 +13,7 @@ from controller_harness import OvnCentral
 
 from dpunet.controller.errors import Conflict
 from dpunet.controller.nb import NbClient
+from dpunet.controller.nbcommands import Snapshot
 
 pytestmark = pytest.mark.lab
 
@@ -111,3 +112,59 @@ def test_writes_keep_their_order_and_plain_writes_run_alone(ovn: OvnCentral) -> 
     )
     assert ids.strip() == "round=2"
     assert {"order-a", "order-b"} <= _ports(ovn)
+
+
+def _pod_lsp_args(name: str, ip: str, uid: str) -> list[str]:
+    mac = "0a:58:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
+    ids = {
+        "dpunet:owner": "dpunet",
+        "dpunet:kind": "pod",
+        "dpunet:node": SWITCH,
+        "dpunet:namespace": "ns",
+        "dpunet:pod": name,
+        "dpunet:uid": uid,
+        "dpunet:sandbox": "s1",
+    }
+    return [
+        "--",
+        "lsp-add",
+        SWITCH,
+        name,
+        "--",
+        "lsp-set-addresses",
+        name,
+        f"{mac} {ip}",
+        "--",
+        "set",
+        "Logical_Switch_Port",
+        name,
+        *(f'external_ids:"{k}"="{v}"' for k, v in ids.items()),
+    ]
+
+
+def test_snapshot_from_kept_port_rows_matches_a_full_parse(ovn: OvnCentral) -> None:
+    ovn.nbctl(
+        *_pod_lsp_args("kept-a", "10.9.0.3", "u1"), *_pod_lsp_args("kept-b", "10.9.0.4", "u2")
+    )
+
+    async def body(nb: NbClient) -> tuple[Any, Any, Any, Any]:
+        first = await nb.snapshot()  # parsed on demand, kept from now on
+        # changed, removed and created while the client watches
+        await asyncio.to_thread(
+            ovn.nbctl, "set", "Logical_Switch_Port", "kept-a", 'external_ids:"dpunet:uid"=u9'
+        )
+        await asyncio.to_thread(ovn.nbctl, "lsp-del", "kept-b")
+        await asyncio.to_thread(ovn.nbctl, *_pod_lsp_args("kept-c", "10.9.0.5", "u3"))
+        for _ in range(200):  # until the client has seen all three changes
+            kept = await nb.snapshot()
+            now = {r.name: r.uid for r in kept.ports}
+            if now.get("kept-a") == "u9" and "kept-b" not in now and "kept-c" in now:
+                break
+            await asyncio.sleep(0.05)
+        parsed = await nb.read(lambda api: Snapshot(api))
+        return first, kept, parsed, {r.name: r.uid for r in kept.ports}
+
+    first, kept, parsed, uids = _with_client(ovn, body)
+    assert {r.name for r in first.ports} >= {"kept-a", "kept-b"}
+    assert sorted(kept.ports, key=lambda r: r.name) == sorted(parsed.ports, key=lambda r: r.name)
+    assert uids["kept-a"] == "u9" and "kept-b" not in uids and uids["kept-c"] == "u3"

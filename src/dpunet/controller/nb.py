@@ -46,8 +46,11 @@ from dpunet.controller.nbcommands import (
     LSP,
     NAT,
     ROUTE,
+    NbSnapshot,
     PortRow,
+    PortRows,
     ReadPort,
+    Snapshot,
     read_column,
 )
 from dpunet.controller.service_nb import LB, LB_GROUP
@@ -217,6 +220,7 @@ class NbClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._up_rows: dict[str, uuid.UUID] = {}  # LSP name -> its row, while up=true
+        self.port_rows = PortRows()
         self._change_listeners: tuple[Callable[[str], None], ...] = ()
         self.writes = WriteQueue(self._commit_batch, self._executor)
 
@@ -297,6 +301,11 @@ class NbClient:
         api = await self._wait_ready(loop.time() + self.timeout, lock=False)
         return await loop.run_in_executor(self._executor, make(api).execute, True, False)
 
+    async def snapshot(self) -> NbSnapshot:
+        """dpunet's view of NB (nbcommands.Snapshot), pod ports from the kept PortRows."""
+        snap: NbSnapshot = await self.read(lambda api: Snapshot(api, self.port_rows))
+        return snap
+
     async def write(self, make: MakeCommand, *, coalesce: bool = False) -> Any:
         """Run one write command and return its result. With `coalesce`, it may share a
         transaction with other coalescable writes queued meanwhile (only for commands on
@@ -346,6 +355,7 @@ class NbClient:
     # ------------------------------------------------------------ port up
     def _port_changed(self, event: str, row: Any) -> None:
         """IDL thread: an LSP changed; note whether it is up and wake whoever waits for it."""
+        self.port_rows.changed(event == ROW_DELETE, row)
         name = read_column(row, "name")
         up = read_column(row, "up") if event != ROW_DELETE else []
         if up and up[0]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, idlutils
@@ -473,6 +473,31 @@ def _port_row(row: Row, switch: str | None) -> PortRow:
     return PortRow(read_column(row, "name"), row.uuid, switch, up, uid, port, columns, problem)
 
 
+class PortRows:
+    """The PortRow of every pod LSP, kept current from the IDL's change notifications (in
+    the IDL thread, under the connection lock like every read), so that a snapshot does
+    not parse thousands of unchanged ports again."""
+
+    def __init__(self) -> None:
+        self._rows: dict[uuid.UUID, PortRow] = {}
+
+    def changed(self, deleted: bool, row: Row) -> None:
+        """IDL thread: LSP `row` was created, updated or (`deleted`) deleted."""
+        if deleted or row._changes or row._mutations or not _is_pod(row):
+            # (a row a transaction in flight is changing shows that transaction's values:
+            # parsed again when next asked for, when no transaction is in flight)
+            self._rows.pop(row.uuid, None)
+        else:
+            self._rows[row.uuid] = _port_row(row, None)
+
+    def get(self, row: Row, switch: str | None) -> PortRow:
+        """The PortRow of pod LSP `row` on `switch`."""
+        found = self._rows.get(row.uuid)
+        if found is None:  # (rows replaced after a reconnection are notified again)
+            found = self._rows[row.uuid] = _port_row(row, None)
+        return found if found.switch == switch else replace(found, switch=switch)
+
+
 class ReadPort(command.ReadOnlyCommand):
     """One pod LSP (None when absent or not a dpunet pod port)."""
 
@@ -508,7 +533,17 @@ class ReadPortName(command.ReadOnlyCommand):
 
 
 class Snapshot(command.ReadOnlyCommand):
-    """Registered nodes, owned pod ports, node scopes in use and foreign objects in the way."""
+    """Registered nodes, owned pod ports, node scopes in use and foreign objects in the way
+    (pod ports from `port_rows` when given)."""
+
+    def __init__(self, api: Any, port_rows: PortRows | None = None) -> None:
+        super().__init__(api)
+        self.port_rows = port_rows
+
+    def _port(self, row: Row, switch: str | None) -> PortRow:
+        if self.port_rows is None:
+            return _port_row(row, switch)
+        return self.port_rows.get(row, switch)
 
     def run_idl(self, txn: Any) -> None:
         snap = NbSnapshot()
@@ -530,12 +565,12 @@ class Snapshot(command.ReadOnlyCommand):
                         )
                     except (KeyError, ValueError) as exc:
                         snap.bad_nodes[row.name] = f"incomplete node record: {exc}"
-                snap.ports.extend(_port_row(p, row.name) for p in children if _is_pod(p))
+                snap.ports.extend(self._port(p, row.name) for p in children if _is_pod(p))
         linked = {p.uuid for p in snap.ports}
         snap.ports.extend(
-            _port_row(r, None)
+            self._port(r, None)
             for r in self.api.tables[LSP].rows.values()
-            if _is_pod(r) and r.uuid not in linked
+            if r.uuid not in linked and _is_pod(r)
         )
         self.result = snap
 

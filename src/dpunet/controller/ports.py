@@ -38,7 +38,6 @@ from dpunet.controller.nbcommands import (
     PortRow,
     ReadPort,
     ReadPortName,
-    Snapshot,
     WritePort,
 )
 from dpunet.controller.state import ClusterState
@@ -298,7 +297,7 @@ class PortService:
             if node is not None and node != who.node:
                 raise Forbidden(f"{who} may not list ports of node {node}")
             node = who.node
-        snap = await self.nb.read(Snapshot)
+        snap = await self.nb.snapshot()
         items = [
             self.info(row.port, row.up)
             for row in sorted(snap.ports, key=lambda r: r.name)

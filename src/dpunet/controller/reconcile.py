@@ -27,7 +27,6 @@ from dpunet.controller.nbcommands import (
     NbSnapshot,
     PortRow,
     ReadPort,
-    Snapshot,
     WritePort,
     lsp_columns,
 )
@@ -55,7 +54,7 @@ class Reconciler:
 
     async def reload(self) -> dict[str, int]:
         """Rebuild the state from NB and repair. Nothing else may run meanwhile."""
-        snap: NbSnapshot = await self.nb.read(Snapshot)
+        snap: NbSnapshot = await self.nb.snapshot()
         report = self.state.load(snap)
         for name, subnet in sorted(report.foreign_subnets.items()):
             event(
@@ -159,7 +158,7 @@ class Reconciler:
     async def repair_node_ports(self, node: str) -> int:
         """Rewrite the ports of one node after its registration changed (runs alongside
         other requests: takes each port's lock and re-reads it)."""
-        snap: NbSnapshot = await self.nb.read(Snapshot)
+        snap: NbSnapshot = await self.nb.snapshot()
         fixed = 0
         for row in snap.ports:
             if row.port is None or row.port.node != node:
