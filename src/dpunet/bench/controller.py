@@ -34,6 +34,8 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any, TypeVar
 
+from ovsdbapp.exceptions import TimeoutException as OvsdbTimeout
+
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import NbApi, SbApi, open_api
 from dpunet.bench.stats import ratio, summarize
@@ -447,7 +449,7 @@ def run(
                             entry,
                             say,
                         )
-                    except (LabError, ClientError, TimeoutError) as exc:
+                    except (LabError, ClientError, TimeoutError, OvsdbTimeout) as exc:
                         entry["error"] = str(exc)
                         out["levels"].append(entry)
                         say(f"level {level} not measured: {exc}")
