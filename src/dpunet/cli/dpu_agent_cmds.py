@@ -79,6 +79,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
     Port_Bindings into br-int (plug mode agent) and the management port, level-triggered.
     Settings: config file < DPUNET_* environment < flags."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
+    from dpunet.dpu import heap
     from dpunet.dpu.agent import Agent, AgentError
     from dpunet.dpu.config import ConfigError, load_config
 
@@ -90,6 +91,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
         click.echo(json.dumps(cfg.model_dump(mode="json"), indent=2))
         return
     logs.configure(cfg.log_format, cfg.log_level)
+    heap.limit_arenas()  # before the daemon's threads start
     try:
         run_until_signalled(Agent(cfg).run)
     except AgentError as exc:

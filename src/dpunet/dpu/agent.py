@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from dpunet.dpu import heap
 from dpunet.dpu.config import (
     ConfigError,
     DpuAgentConfig,
@@ -231,6 +232,8 @@ class Agent:
             self.metrics.reconcile_seconds.observe(elapsed)
             self._last_pass = time.monotonic()
         self.metrics.reconciles.labels(result="ok").inc()
+        if result.actions:  # ports came or went: hand the pass's garbage back
+            await self._blocking(heap.trim)
         if snapshot.synced and result.waiting_for is None:
             self._ready = True
         if result.actions or log.isEnabledFor(logging.DEBUG):
