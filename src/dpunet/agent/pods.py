@@ -237,24 +237,14 @@ class PodAgent:
             await self._undo(existing, "readd")
 
         phase_started = time.monotonic()
-        async with self._claim_lock:
-            held = [r.device for r in await self._thread(self.store.all)]
+        async with self._claim_lock:  # one thread hop: a burst's claims queue here
             try:
-                device = await self._thread(self.attacher.claim, req, held)
+                record = await self._thread(self._claim, req, namespace, name, uid)
             except CniError as exc:
                 if exc.code == ERR_NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
                     self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
                 raise
-            record = SandboxRecord(
-                container_id=req.container_id,
-                netns=req.netns,
-                ifname=req.ifname,
-                namespace=namespace,
-                pod=name,
-                pod_uid=uid,
-                device=device,
-            )
-            await self._thread(self.store.save, record)
+        device = record.device
         self._observe("ADD", "claim", phase_started)
         event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
         try:
@@ -317,6 +307,22 @@ class PodAgent:
             ip=record.port["ips"][0], mac=record.port["mac"],
         )  # fmt: skip
         return cni_result(record, device.get("pci"))
+
+    def _claim(self, req: AddRequest, namespace: str, name: str, uid: str) -> SandboxRecord:
+        """Pick a device no recorded sandbox holds and record the claim (under the claim
+        lock, blocking)."""
+        held = [r.device for r in self.store.all()]
+        record = SandboxRecord(
+            container_id=req.container_id,
+            netns=req.netns,
+            ifname=req.ifname,
+            namespace=namespace,
+            pod=name,
+            pod_uid=uid,
+            device=self.attacher.claim(req, held),
+        )
+        self.store.save(record)
+        return record
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in the agent's thread pool."""

@@ -69,6 +69,7 @@ class VfAttacher:
         self.resolver = resolver
         self._assignment: PoolAssignment | None = None
         self._devices: dict[str, PoolDevice] = {}  # of the last discovery, by PCI address
+        self._pf_macs: dict[str, str] = {}  # PF netdev -> MAC, read once per discovery
         self._discovered_at = 0.0
         self.rediscover_after = rediscover_after
 
@@ -85,6 +86,7 @@ class VfAttacher:
                 management_vfs=self.management_vfs,
             )
             self._devices = {d.address: d for d in devices}
+            self._pf_macs = {}
             self._discovered_at = time.monotonic()
         return self._assignment
 
@@ -148,19 +150,22 @@ class VfAttacher:
         )
 
     def _describe(self, pci: str, resource: str) -> dict[str, Any]:
-        """The claim of VF `pci`, checked live: pool membership, VF index and PF come from
-        the last discovery; the VF's netdev from its sysfs `net/` directory, its link and
-        the PF's MAC from netlink (a handful of reads instead of re-walking the PF)."""
+        """The claim of VF `pci`, checked live: pool membership, VF index, PF (and its MAC,
+        read once per discovery) come from the last discovery; the VF's netdev from its
+        sysfs `net/` directory and its link from netlink (instead of re-walking the PF)."""
         known = self._devices.get(pci)
         if known is None or known.vf_index is None or known.pf_netdev is None:
             return self._describe_from_sysfs(pci, resource)
         netdev = function_netdev(self.sysfs, pci)
         if netdev is None:
             raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
-        pf_link = podnet.link_state(known.pf_netdev)
-        if pf_link is None or not pf_link.mac:
-            raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
-        return self._claimed(pci, resource, netdev, pf_link.mac.lower(), known.vf_index)
+        pf_mac = self._pf_macs.get(known.pf_netdev)
+        if pf_mac is None:
+            pf_link = podnet.link_state(known.pf_netdev)
+            if pf_link is None or not pf_link.mac:
+                raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
+            pf_mac = self._pf_macs[known.pf_netdev] = pf_link.mac.lower()
+        return self._claimed(pci, resource, netdev, pf_mac, known.vf_index)
 
     def _describe_from_sysfs(self, pci: str, resource: str) -> dict[str, Any]:
         vf = find_vf_by_pci(self.sysfs, pci)
