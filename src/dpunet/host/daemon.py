@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import Gauge
 
@@ -23,9 +23,9 @@ from dpunet.host.config import HostAgentConfig
 from dpunet.host.mgmt import ManagementPort
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
-from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
-from dpunet.k8s.podresources import SOCKET as POD_RESOURCES_SOCKET
-from dpunet.k8s.podresources import PodResourcesResolver
+
+if TYPE_CHECKING:
+    from dpunet.k8s.deviceplugin import DevicePluginManager
 
 log = logging.getLogger("dpunet.host")
 
@@ -39,13 +39,13 @@ class HostDaemon(AgentDaemon):
         self.host_cfg = cfg
         self.sysfs = Sysfs.from_env(cfg.sysfs_root)
         pools = cfg.pools()
-        resolver = (
-            PodResourcesResolver(
-                cfg.kubelet_dir / POD_RESOURCES_SOCKET, [r.full_name for r in pools.resource_list]
+        resolver = None
+        if cfg.pod_resources:  # the kubelet APIs (gRPC) load only when configured
+            from dpunet.k8s.podresources import SOCKET, PodResourcesResolver
+
+            resolver = PodResourcesResolver(
+                cfg.kubelet_dir / SOCKET, [r.full_name for r in pools.resource_list]
             )
-            if cfg.pod_resources
-            else None
-        )
         self.attacher = VfAttacher(self.sysfs, pools, cfg.management_vfs(), resolver)
         self.mgmt_port = (
             ManagementPort(self.sysfs, cfg.pf, cfg.mgmt_vf, cfg.mgmt_ifname)
@@ -58,16 +58,20 @@ class HostDaemon(AgentDaemon):
             "dpunet_host_pool_vfs", "VFs per pool, by state.", ["resource", "state"],
             registry=self.registry,
         )  # fmt: skip
-        self.device_plugin = (
-            DevicePluginManager(
+        self.device_plugin: DevicePluginManager | None = None
+        if cfg.device_plugin:
+            from dpunet.k8s.deviceplugin import (
+                DevicePluginManager,
+                DevicePluginSettings,
+                PoolSource,
+            )
+
+            self.device_plugin = DevicePluginManager(
                 DevicePluginSettings(cfg.kubelet_dir, cfg.device_info_dir, cfg.plugin_registration),
                 pools.resource_list,
                 PoolSource(self.sysfs, self.attacher.assignment, self._held_vfs, self._dpu_ready),
                 self.registry,
             )
-            if cfg.device_plugin
-            else None
-        )
         self._plugin: asyncio.Task[None] | None = None
 
     def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
