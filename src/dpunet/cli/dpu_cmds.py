@@ -6,10 +6,9 @@ terminal rendering in its memory.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import click
+
+from dpunet.cli.lazy import LazyGroup
 
 # subcommand -> "module:attribute" of its click command
 SUBCOMMANDS = {
@@ -18,20 +17,6 @@ SUBCOMMANDS = {
 }
 
 
-class _LazyDpu(click.Group):
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(SUBCOMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = SUBCOMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module, _, attribute = target.partition(":")
-        command: Any = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-
-@click.group("dpu", cls=_LazyDpu)
+@click.group("dpu", cls=LazyGroup, lazy_commands=SUBCOMMANDS)
 def dpu() -> None:
     """Commands for the DPU (BlueField Arm side)."""

@@ -7,12 +7,10 @@ stay its own).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
 import click
 
 from dpunet import __version__
+from dpunet.cli.lazy import LazyGroup
 
 # noun -> "module:attribute" of its click group or command
 COMMANDS = {
@@ -32,23 +30,11 @@ COMMANDS = {
 }
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported when used (or listed in --help)."""
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = COMMANDS.get(cmd_name)
-        if target is None:
-            return None
-        module, _, attribute = target.partition(":")
-        command: Any = getattr(importlib.import_module(module), attribute)
-        assert isinstance(command, click.Command)
-        return command
-
-
-@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    cls=LazyGroup,
+    lazy_commands=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, prog_name="dpunet")
 def cli() -> None:
     """dpunet: DPU-offloaded pod networking (SR-IOV VFs + OVS/OVN on the DPU)."""
