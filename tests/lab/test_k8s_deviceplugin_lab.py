@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from seed import PF, RESOURCE, SEED_POOLS
 
 from dpunet.hw.host import find_vf
 from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, parse_pool_config
@@ -27,22 +28,6 @@ from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, P
 from dpunet.k8s.fakekubelet import FakeKubelet
 
 pytestmark = pytest.mark.lab
-
-PF = "enp2s0f0np0"
-RESOURCE = "mellanox.com/mlnx_sriov_cx6"
-SEED_POOLS = {
-    "resourceList": [
-        {
-            "resourceName": "mlnx_sriov_cx6",
-            "selectors": {
-                "vendors": ["15b3"],
-                "devices": ["101e"],
-                "drivers": ["mlx5_core"],
-                "pfNames": ["enp2s0f0np0#1-2"],
-            },
-        }
-    ]
-}
 
 
 @dataclass

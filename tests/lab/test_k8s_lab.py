@@ -36,6 +36,7 @@ import pytest
 import yaml
 from controller_harness import ControllerProc, wait_until
 from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
+from seed import SEED_POOLS
 
 from dpunet.k8s.deviceplugin import env_name
 from dpunet.k8s.fakekubelet import FakeKubelet
@@ -65,19 +66,6 @@ POD_NS = "ovn-kubernetes"  # the seed's ovs-offload-pod1
 HOST_SA = f"system:serviceaccount:{NS}:dpunet-host"
 NODE_SA = f"system:serviceaccount:{NS}:dpunet-node"
 HOST_AGENT_POD = ("dpunet-host-7xk2p", "uid-dpunet-host-7xk2p")
-SEED_POOLS = {
-    "resourceList": [
-        {
-            "resourceName": "mlnx_sriov_cx6",
-            "selectors": {
-                "vendors": ["15b3"],
-                "devices": ["101e"],
-                "drivers": ["mlx5_core"],
-                "pfNames": ["enp2s0f0np0#1-2"],
-            },
-        }
-    ]
-}
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 
 
