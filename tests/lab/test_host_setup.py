@@ -10,23 +10,18 @@ and destroys VF/representor veth pairs with the kernel's semantics.
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from nic_harness import PF, emulated_nic
 
 pytestmark = pytest.mark.lab
 
-PF = "enp2s0f0np0"
 TOTAL_VFS = 8
 
 
@@ -77,63 +72,10 @@ class Nic:
 
 @pytest.fixture
 def nic() -> Iterator[Nic]:
-    ident = uuid.uuid4().hex[:6]
-    host_ns, dpu_ns = f"dpst-{ident}-host", f"dpst-{ident}-dpu"
-    work = Path(tempfile.mkdtemp(prefix=f"dpst-{ident}-"))
-    made: list[str] = []
-    daemon: subprocess.Popen[bytes] | None = None
-    config = {
-        "lab": f"dpst{ident}",
-        "mountpoint": str(work / "sys"),
-        "pidfile": str(work / "nicd.pid"),
-        "ready_file": str(work / "ready"),
-        "log_file": str(work / "nicd.log"),
-        "pairs": [
-            {
-                "host_node": "host1",
-                "host_netns": host_ns,
-                "dpu_node": "dpu1",
-                "dpu_netns": dpu_ns,
-                "pf_netdev": PF,
-                "sriov_totalvfs": TOTAL_VFS,
-                "numvfs": 0,
-                "pf_mac": "02:00:00:aa:00:01",
-                "vf_mac_prefix": "02:00:00:bb",
-                "phys_switch_id": "0a0b0c0d",
-            }
-        ],
-    }
-    try:
-        for name in (host_ns, dpu_ns):
-            subprocess.run(["ip", "netns", "add", name], check=True)
-            made.append(name)
-        (work / "nicd.json").write_text(json.dumps(config))
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "dpunet.lab.nicd", str(work / "nicd.json")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while not (work / "ready").exists():
-            assert daemon.poll() is None, (work / "nicd.log").read_text()
-            assert time.monotonic() < deadline, "NIC daemon not ready"
-            time.sleep(0.1)
+    with emulated_nic("dpst", numvfs=0, total_vfs=TOTAL_VFS) as emulated:
         # start from the PF administratively down, as after a boot
-        subprocess.run(["ip", "-n", host_ns, "link", "set", PF, "down"], check=True)
-        yield Nic(host_ns, dpu_ns, work / "sys" / "host1")
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-        if str(work / "sys") in Path("/proc/mounts").read_text():
-            subprocess.run(["umount", "-l", str(work / "sys")], capture_output=True)
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
+        subprocess.run(["ip", "-n", emulated.host_ns, "link", "set", PF, "down"], check=True)
+        yield Nic(emulated.host_ns, emulated.dpu_ns, emulated.sysfs_root)
 
 
 def test_creates_vfs_from_zero_and_second_run_is_a_no_op(nic: Nic) -> None:

@@ -6,20 +6,14 @@ follows what really happens to the VF and PF netdevs in the host namespace.
 from __future__ import annotations
 
 import asyncio
-import json
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from seed import PF, RESOURCE, SEED_POOLS
+from nic_harness import PF, emulated_nic
+from seed import RESOURCE, SEED_POOLS
 
 from dpunet.hw.host import find_vf
 from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, parse_pool_config
@@ -44,64 +38,11 @@ class Nic:
 @pytest.fixture
 def nic() -> Iterator[Nic]:
     """A host/DPU pair of throwaway namespaces with 3 VFs, PF and its representor up."""
-    ident = uuid.uuid4().hex[:6]
-    host_ns, dpu_ns = f"dpk-{ident}-host", f"dpk-{ident}-dpu"
-    work = Path(tempfile.mkdtemp(prefix="dpk", dir="/tmp"))
-    made: list[str] = []
-    daemon: subprocess.Popen[bytes] | None = None
-    config = {
-        "lab": f"dpk{ident}",
-        "mountpoint": str(work / "sys"),
-        "pidfile": str(work / "nicd.pid"),
-        "ready_file": str(work / "ready"),
-        "log_file": str(work / "nicd.log"),
-        "pairs": [
-            {
-                "host_node": "host1",
-                "host_netns": host_ns,
-                "dpu_node": "dpu1",
-                "dpu_netns": dpu_ns,
-                "pf_netdev": PF,
-                "sriov_totalvfs": 8,
-                "numvfs": 3,
-                "pf_mac": "02:00:00:aa:00:01",
-                "vf_mac_prefix": "02:00:00:bb",
-                "phys_switch_id": "0a0b0c0d",
-            }
-        ],
-    }
-    try:
-        for name in (host_ns, dpu_ns):
-            subprocess.run(["ip", "netns", "add", name], check=True)
-            made.append(name)
-        (work / "nicd.json").write_text(json.dumps(config))
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "dpunet.lab.nicd", str(work / "nicd.json")],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20
-        while not (work / "ready").exists():
-            assert daemon.poll() is None, (work / "nicd.log").read_text()
-            assert time.monotonic() < deadline, "NIC daemon not ready"
-            time.sleep(0.1)
-        nic = Nic(host_ns, dpu_ns, Sysfs(work / "sys" / "host1"), work)
-        nic.ip(host_ns, "link", "set", PF, "up")
-        nic.ip(dpu_ns, "link", "set", "pf0hpf", "up")
+    with emulated_nic("dpk", numvfs=3) as emulated:
+        nic = Nic(emulated.host_ns, emulated.dpu_ns, Sysfs(emulated.sysfs_root), emulated.work)
+        nic.ip(nic.host_ns, "link", "set", PF, "up")
+        nic.ip(nic.dpu_ns, "link", "set", "pf0hpf", "up")
         yield nic
-    finally:
-        if daemon is not None and daemon.poll() is None:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
-                daemon.wait()
-        if str(work / "sys") in Path("/proc/mounts").read_text():
-            subprocess.run(["umount", "-l", str(work / "sys")], capture_output=True)
-        for name in made:
-            subprocess.run(["ip", "netns", "del", name], capture_output=True)
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def test_device_plugin_on_the_emulated_nic(nic: Nic) -> None:
