@@ -20,6 +20,14 @@ def _pyplot() -> Any:
     return plt
 
 
+def _save(plt: Any, fig: Any, path: Path) -> Path:
+    """Lay out, write and release a figure; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _ecdf(ax: Any, values: Sequence[float], label: str, color: str, style: str = "-") -> None:
     ordered = sorted(values)
     if not ordered:
@@ -100,10 +108,7 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
         f"where the time goes ({runs[0]['pods']} pods, concurrency {runs[0]['concurrency']})"
     )
     ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def _box(ax: Any, data: dict[str, list[float]], title: str, ylabel: str) -> None:
@@ -126,10 +131,7 @@ def plot_podman(results: dict[str, Any], path: Path) -> Path:
         "podman run --rm busybox true",
         "ms",
     )
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_shim(results: dict[str, Any], path: Path) -> Path:
@@ -137,10 +139,7 @@ def plot_shim(results: dict[str, Any], path: Path) -> Path:
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8, 4.5))
     _box(ax, results["samples_ms"], "CNI plugin start-up (VERSION)", "ms")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_controller(results: dict[str, Any], path: Path, target: float) -> Path:
@@ -193,10 +192,7 @@ def plot_controller(results: dict[str, Any], path: Path, target: float) -> Path:
     ax2.set_title(f"throughput (concurrency {results['concurrency']})")
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_memory(results: dict[str, Any], path: Path, target: float) -> Path:
@@ -221,7 +217,4 @@ def plot_memory(results: dict[str, Any], path: Path, target: float) -> Path:
     ax.set_title("dpunet daemon memory")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
