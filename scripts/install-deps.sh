@@ -1,14 +1,26 @@
 #!/usr/bin/env bash
-# Installs what dpunet needs on a Debian 12 machine: the distro packages (OVS,
-# OVN, podman, FUSE, ...) and a virtualenv with dpunet in it. Idempotent and
-# quick when everything is already there. Run as root (the lab needs root).
+# Installs what dpunet needs on a Debian 12 (bookworm) or Debian 13 (trixie)
+# machine: the distro packages (OVS, OVN, podman, containerd, FUSE, ...) and a
+# virtualenv with dpunet in it. Idempotent and quick when everything is already
+# there. Run as root (the lab needs root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# shellcheck source=/dev/null
+. /etc/os-release
+case "${VERSION_ID:-}" in
+    12) LIBFUSE=libfuse3-3 ;;  # fuse 3.14
+    13) LIBFUSE=libfuse3-4 ;;  # fuse 3.17 (a new soname)
+    *)
+        echo "dpunet supports Debian 12 and 13; this is ${PRETTY_NAME:-an unknown system}" >&2
+        exit 1
+        ;;
+esac
+
 APT_PACKAGES=(
-    openvswitch-switch ovn-central ovn-host podman runc busybox-static
-    iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 libfuse3-3
-    python3 python3-venv graphviz containernetworking-plugins
+    openvswitch-switch ovn-central ovn-host podman runc containerd busybox-static
+    iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 "$LIBFUSE" util-linux
+    python3 python3-venv graphviz containernetworking-plugins debootstrap
 )
 VENV=${VENV:-.venv}
 
