@@ -128,7 +128,7 @@ def plot_podman(results: dict[str, Any], path: Path) -> Path:
     _box(
         ax,
         {"dpunet CNI": samples["dpunet"], "host-device + static": samples["hostdev"]},
-        "podman run --rm busybox true",
+        "podman container network life (netns, CNI ADD, run --rm, DEL)",
         "ms",
     )
     return _save(plt, fig, path)

@@ -1,18 +1,20 @@
-"""`dpunet bench podman`: `podman run --rm` of a trivial container, dpunet's CNI vs the
+"""`dpunet bench podman`: a podman container's whole network life, dpunet's CNI vs the
 reference `host-device` + `static` plugins on the same VF pool.
 
-Both run the same podman (CNI backend, runc, a busybox rootfs) inside the dpu-host's
-namespace (where the VFs are), with one containers.conf listing both plugin
-directories and one network config directory holding both networks; the runs
-alternate so load from other work on the machine hits both alike. The container runs
-`/bin/busybox true`; its network is attached at start and detached at removal, so the
-wall time covers CNI ADD and DEL.
+The path measured is the one the lab's podman engine takes on Debian 12 and 13 alike
+(podman 5 has no CNI backend): a fresh network namespace, CNI ADD executed as a
+runtime executes it (the plugin binary, the CNI environment, the network config on
+stdin), `podman run --rm --network ns:PATH` (runc, a busybox rootfs, `busybox true`),
+CNI DEL, the namespace removed. Both networks take that path inside the dpu-host's
+namespace (where the VFs are), and the runs alternate so load from other work on the
+machine hits both alike.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
 import subprocess
 import tempfile
@@ -28,87 +30,113 @@ from dpunet.lab import services
 from dpunet.lab.runner import LabError, in_netns
 from dpunet.lab.topology import LabPlan
 
-REFERENCE_PLUGINS = "/usr/lib/cni"
+REFERENCE_PLUGINS = Path("/usr/lib/cni")
 REFERENCE_NETWORK = "hostdev"
 BUSYBOX = Path("/bin/busybox")
+PATH_MEASURED = (
+    "netns add + CNI ADD (plugin executed on the netns) + podman run --rm --network ns:PATH"
+    " + CNI DEL + netns del"
+)
 
 
 @contextmanager
 def podman_env(plan: LabPlan) -> Iterator[Path]:
-    """A private podman root with both networks; removed on exit."""
-    pair = plan.pairs[0]
+    """A private podman root and rootfs; removed on exit."""
     base = Path(tempfile.mkdtemp(prefix="dpb-podman-"))  # podman limits the runroot length
     try:
-        netdir = base / "net"
-        netdir.mkdir()
-        shutil.copy(services.cni_dir(plan, pair.host) / f"{services.CNI_NETWORK}.conflist", netdir)
         rootfs = base / "rootfs"
         for d in ("bin", "proc", "sys", "dev", "etc", "tmp"):
             (rootfs / d).mkdir(parents=True)
         shutil.copy(BUSYBOX, rootfs / "bin" / "busybox")
         (base / "containers.conf").write_text(
-            "[network]\n"
-            'network_backend = "cni"\n'
-            f'cni_plugin_dirs = ["{services.shim_dir(plan)}", "{REFERENCE_PLUGINS}"]\n'
-            f'network_config_dir = "{netdir}"\n'
-            "[engine]\n"
-            'events_logger = "file"\n'
-            'cgroup_manager = "cgroupfs"\n'
+            '[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n'
         )
         yield base
     finally:
         subprocess.run(["umount", "-R", str(base)], capture_output=True, check=False)
-        _run(plan, base, "rm", "-a", "-f", "-t", "0")
+        _podman(plan, base, "rm", "-a", "-f", "-t", "0")
         shutil.rmtree(base, ignore_errors=True)
 
 
-def write_reference_network(base: Path, device: str, address: str, gateway: str) -> None:
-    """The host-device + static network, pointed at one VF."""
-    conflist = {
+def dpunet_network(plan: LabPlan) -> tuple[Path, dict[str, Any]]:
+    """dpunet's plugin on the dpu-host and its network config (from the lab's conflist)."""
+    pair = plan.pairs[0]
+    conflist = json.loads(
+        (services.cni_dir(plan, pair.host) / f"{services.CNI_NETWORK}.conflist").read_text()
+    )
+    config = {"cniVersion": conflist["cniVersion"], "name": conflist["name"]}
+    return services.shim_dir(plan) / "dpunet-cni", {**config, **conflist["plugins"][0]}
+
+
+def reference_network(device: str, address: str, gateway: str) -> tuple[Path, dict[str, Any]]:
+    """The reference `host-device` plugin with `static` addressing, pointed at one VF."""
+    return REFERENCE_PLUGINS / "host-device", {
         "cniVersion": "1.0.0",
         "name": REFERENCE_NETWORK,
-        "plugins": [
-            {
-                "type": "host-device",
-                "device": device,
-                "ipam": {
-                    "type": "static",
-                    "addresses": [{"address": address, "gateway": gateway}],
-                    "routes": [{"dst": "0.0.0.0/0", "gw": gateway}],
-                },
-            }
-        ],
+        "type": "host-device",
+        "device": device,
+        "ipam": {
+            "type": "static",
+            "addresses": [{"address": address, "gateway": gateway}],
+            "routes": [{"dst": "0.0.0.0/0", "gw": gateway}],
+        },
     }
-    (base / "net" / f"{REFERENCE_NETWORK}.conflist").write_text(json.dumps(conflist, indent=2))
 
 
-def _run(plan: LabPlan, base: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _podman(plan: LabPlan, base: Path, *args: str) -> subprocess.CompletedProcess[str]:
     argv = [
         "podman", "--storage-driver", "vfs", "--root", str(base / "root"),
         "--runroot", str(base / "runroot"), "--runtime", "/usr/sbin/runc", *args,
     ]  # fmt: skip
     env = {**os.environ, "CONTAINERS_CONF": str(base / "containers.conf")}
-    # nsenter (a path), not `ip netns exec`: podman's netns mounts must stay visible to
-    # dpunet-host, which a private mount namespace would hide
     full = in_netns(f"/run/netns/{plan.pairs[0].host.netns}", argv)
     return subprocess.run(full, env=env, capture_output=True, text=True, timeout=120, check=False)
 
 
-def run_once(plan: LabPlan, base: Path, network: str, name: str) -> float:
-    """Wall seconds of one `podman run --rm` on `network`; LabError when it fails.
+def _cni(
+    plan: LabPlan, plugin: Path, config: dict[str, Any], command: str, cid: str, netns: str
+) -> None:
+    """Execute a CNI plugin in the dpu-host's namespace; LabError when it fails."""
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "CNI_COMMAND": command,
+        "CNI_CONTAINERID": cid,
+        "CNI_NETNS": netns,
+        "CNI_IFNAME": "eth0",
+        "CNI_PATH": f"{plugin.parent}:{REFERENCE_PLUGINS}",
+    }
+    proc = subprocess.run(
+        in_netns(f"/run/netns/{plan.pairs[0].host.netns}", [str(plugin)]),
+        input=json.dumps(config), env=env, capture_output=True, text=True, timeout=120,
+        check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise LabError(f"{plugin.name} {command} failed: {(proc.stdout + proc.stderr)[-400:]}")
+
+
+def run_once(plan: LabPlan, base: Path, network: tuple[Path, dict[str, Any]], name: str) -> float:
+    """Wall seconds of one container's network life on `network`; LabError when it fails.
 
     The container is named: dpunet takes the pod name from it and refuses podman's
     generated `adjective_name` (not a DNS label)."""
+    plugin, config = network
+    netns = f"dpb-{secrets.token_hex(4)}"
+    path, cid = f"/run/netns/{netns}", secrets.token_hex(32)
     started = time.perf_counter()
-    proc = _run(
-        plan, base, "run", "--rm", "--name", name, "--network", network,
-        "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
-        "--rootfs", str(base / "rootfs"), "/bin/busybox", "true",
-    )  # fmt: skip
-    elapsed = time.perf_counter() - started
-    if proc.returncode != 0:
-        raise LabError(f"podman run on {network} failed: {proc.stderr.strip()[-400:]}")
-    return elapsed
+    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
+    try:
+        _cni(plan, plugin, config, "ADD", cid, path)
+        proc = _podman(
+            plan, base, "run", "--rm", "--name", name, "--network", f"ns:{path}",
+            "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024",
+            "--rootfs", str(base / "rootfs"), "/bin/busybox", "true",
+        )  # fmt: skip
+        if proc.returncode != 0:
+            raise LabError(f"podman run on {config['name']} failed: {proc.stderr.strip()[-400:]}")
+        _cni(plan, plugin, config, "DEL", cid, path)
+    finally:
+        subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+    return time.perf_counter() - started
 
 
 def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any]:
@@ -127,9 +155,12 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
         for i in range(repeat + 1):
             vf = vfs[i % len(vfs)]
             address = f"{base_ip}.{FLOOR_HOST_OFFSET + vf.index}/{prefix}"
-            write_reference_network(base, vf.netdev, address, gateway)
-            for network in (services.CNI_NETWORK, REFERENCE_NETWORK):
-                elapsed = run_once(plan, base, network, f"bench-{network}-{i}")
+            networks = {
+                services.CNI_NETWORK: dpunet_network(plan),
+                REFERENCE_NETWORK: reference_network(vf.netdev, address, gateway),
+            }
+            for network, plugin_and_config in networks.items():
+                elapsed = run_once(plan, base, plugin_and_config, f"bench-{network}-{i}")
                 if network == REFERENCE_NETWORK:
                     restore_vf(pair, vf)
                 if i > 0:  # the first round warms podman's storage up
@@ -138,8 +169,15 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
                 say(f"  podman run {i}/{repeat}")
     dpunet, reference = summarize(times[services.CNI_NETWORK]), summarize(times[REFERENCE_NETWORK])
     return {
+        "path": PATH_MEASURED,
+        "podman": _podman_version(),
         "dpunet_ms": dpunet,
         "host_device_ms": reference,
         "ratio_median": ratio(dpunet.get("median"), reference.get("median")),
         "samples_ms": times,
     }
+
+
+def _podman_version() -> str:
+    proc = subprocess.run(["podman", "--version"], capture_output=True, text=True, check=False)
+    return proc.stdout.strip()

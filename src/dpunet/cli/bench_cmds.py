@@ -190,12 +190,14 @@ def pod_setup_cmd(
 def podman_cmd(
     lab: str | None, name: str, vfs: int, out_dir: Path, output: str, repeat: int
 ) -> None:
-    """`podman run --rm` with dpunet's CNI vs host-device + static on the same VFs."""
+    """A podman container's network life (netns, CNI ADD, `podman run --rm --network
+    ns:PATH`, CNI DEL) with dpunet's CNI vs host-device + static on the same VFs."""
     from dpunet.bench import plots
     from dpunet.bench import podman as podman_bench
 
     with _lab(lab, name, vfs) as plan:
         results = podman_bench.run(plan, repeat, _say)
+    _say(f"path measured ({results['podman']}): {results['path']}")
     rows = [
         ("dpunet median ms", results["dpunet_ms"].get("median"), None, None),
         ("host-device median ms", results["host_device_ms"].get("median"), None, None),

@@ -1,9 +1,11 @@
 """Workloads in the lab: podman containers or bare network namespaces, attached by CNI.
 
-Both engines drive the real `dpunet-cni` shim the way a runtime does: podman
-(CNI backend, runc) executes it itself; the `netns` engine executes it with the
-CNI environment and the node's network config. Each pod is recorded in
-`<run dir>/pods/<name>.json`.
+Both engines execute the real `dpunet-cni` shim the way a runtime does (the CNI
+environment and the node's network config on stdin) on a network namespace made
+for the pod; the `podman` engine then starts a container (runc) in that namespace
+with `--network ns:PATH`. This is one code path for podman 4 (Debian 12) and
+podman 5 (Debian 13, which has no CNI backend, only netavark). Each pod is
+recorded in `<run dir>/pods/<name>.json`.
 """
 
 from __future__ import annotations
@@ -139,18 +141,10 @@ def _podman(
     plan: LabPlan, node: Node, *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     base = plan.run_dir / "podman"
-    conf = base / f"containers-{node.name}.conf"
+    conf = base / "containers.conf"
     if not conf.exists():
         base.mkdir(exist_ok=True)
-        conf.write_text(
-            "[network]\n"
-            'network_backend = "cni"\n'
-            f'cni_plugin_dirs = ["{services.shim_dir(plan)}"]\n'
-            f'network_config_dir = "{services.cni_dir(plan, node)}"\n'
-            "[engine]\n"
-            'events_logger = "file"\n'
-            'cgroup_manager = "cgroupfs"\n'
-        )
+        conf.write_text('[engine]\nevents_logger = "file"\ncgroup_manager = "cgroupfs"\n')
     argv = [
         "podman", "--storage-driver", "vfs", "--root", str(base / "root"),
         "--runroot", str(base / "runroot"), "--runtime", "/usr/sbin/runc", *args,
@@ -186,12 +180,18 @@ def add_pod(plan: LabPlan, name: str, node_name: str, engine: str = "podman") ->
     return pod
 
 
-def _add_netns_pod(plan: LabPlan, name: str, node: Node) -> Pod:
-    netns_name = f"{plan.name}-pod-{name}"
+def _pod_netns(plan: LabPlan, name: str) -> str:
+    """The network namespace the lab makes for pod `name` (both engines)."""
+    return f"{plan.name}-pod-{name}"
+
+
+def _add_netns_pod(plan: LabPlan, name: str, node: Node, engine: str = "netns") -> Pod:
+    """A fresh netns attached by CNI ADD; nothing is left when the ADD fails."""
+    netns_name = _pod_netns(plan, name)
     ip("netns", "add", netns_name)
     ip("link", "set", "lo", "up", netns=netns_name)
     netns = f"/run/netns/{netns_name}"
-    container_id = secrets.token_hex(16)
+    container_id = secrets.token_hex(32)  # as runtimes make them: 64 hex digits
     try:
         result = invoke_cni(plan, node, "ADD", container_id, netns, name)
     except LabError:
@@ -201,30 +201,33 @@ def _add_netns_pod(plan: LabPlan, name: str, node: Node) -> Pod:
             invoke_cni(plan, node, "DEL", container_id, netns, name)
         ip("netns", "del", netns_name, check=False)
         raise
-    pod = Pod(name, node.name, "netns", container_id, netns)
+    pod = Pod(name, node.name, engine, container_id, netns)
     _fill_from_result(pod, result)
     _fill_from_sandbox(plan, pod)
     return pod
 
 
+def _del_netns_pod(plan: LabPlan, pod: Pod) -> None:
+    """CNI DEL, then the namespace goes."""
+    invoke_cni(plan, plan.node(pod.node), "DEL", pod.container_id, pod.netns, pod.name)
+    netns_name = Path(pod.netns).name
+    if netns_name in list_netns():
+        ip("netns", "del", netns_name)
+
+
 def _add_podman_pod(plan: LabPlan, name: str, node: Node) -> Pod:
+    """A container started by podman in a namespace that CNI ADD attached first."""
+    pod = _add_netns_pod(plan, name, node, engine="podman")
     proc = _podman(
         plan, node, "run", "-d", "--name", _container_name(plan, name), "--hostname", name,
-        "--network", services.CNI_NETWORK, "--ulimit", "nofile=1024:1024",
+        "--network", f"ns:{pod.netns}", "--ulimit", "nofile=1024:1024",
         "--ulimit", "nproc=1024:1024", "--rootfs", str(_rootfs(plan)), *POD_COMMAND,
     )  # fmt: skip
     if proc.returncode != 0:
-        _podman(plan, node, "rm", "-f", _container_name(plan, name))
+        _podman(plan, node, "rm", "-f", "-t", "0", _container_name(plan, name))
+        with contextlib.suppress(LabError):
+            _del_netns_pod(plan, pod)
         raise LabError(f"podman run failed: {proc.stderr.strip()}")
-    inspect = _podman(plan, node, "inspect", _container_name(plan, name))
-    info = json.loads(inspect.stdout)[0]
-    netns = info["NetworkSettings"]["SandboxKey"]
-    pod = Pod(name, node.name, "podman", info["Id"], netns)
-    networks = info["NetworkSettings"].get("Networks", {})
-    net = networks.get(services.CNI_NETWORK, {})
-    pod.ip = net.get("IPAddress") or None
-    pod.mac = net.get("MacAddress") or None
-    _fill_from_sandbox(plan, pod)
     return pod
 
 
@@ -250,18 +253,15 @@ def _fill_from_sandbox(plan: LabPlan, pod: Pod) -> None:
 
 
 def del_pod(plan: LabPlan, name: str) -> None:
-    """Detach (CNI DEL) and remove a pod."""
+    """Stop the workload, detach it (CNI DEL) and remove its namespace."""
     pod = get_pod(plan, name)
-    node = plan.node(pod.node)
-    if pod.engine == "netns":
-        invoke_cni(plan, node, "DEL", pod.container_id, pod.netns, pod.name)
-        netns_name = Path(pod.netns).name
-        if netns_name in list_netns():
-            ip("netns", "del", netns_name)
-    else:
-        proc = _podman(plan, node, "rm", "-f", "-t", "0", _container_name(plan, name))
+    if pod.engine == "podman":
+        proc = _podman(
+            plan, plan.node(pod.node), "rm", "-f", "-t", "0", _container_name(plan, name)
+        )
         if proc.returncode != 0:
             raise LabError(f"podman rm failed: {proc.stderr.strip()}")
+    _del_netns_pod(plan, pod)
     (pods_dir(plan) / f"{name}.json").unlink()
 
 
@@ -300,20 +300,12 @@ def remove_all_pods(plan: LabPlan) -> list[str]:
     """Detach and remove every pod of the lab, best effort (used by `lab down`)."""
     removed = []
     for pod in load_pods(plan):
-        try:
+        with contextlib.suppress(LabError, OSError):  # the lab's teardown removes the rest
             del_pod(plan, pod.name)
-        except (LabError, OSError):
-            if pod.engine == "podman":  # daemon gone: podman still removes the container
-                _podman(
-                    plan,
-                    plan.node(pod.node),
-                    "rm",
-                    "-f",
-                    "-t",
-                    "0",
-                    _container_name(plan, pod.name),
-                )
+        netns_name = Path(pod.netns).name
+        if netns_name in list_netns():
+            ip("netns", "del", netns_name, check=False)
         removed.append(f"pod {pod.name}")
-    if (plan.run_dir / "podman").is_dir():
+    if (plan.run_dir / "podman").is_dir():  # daemons gone: podman still removes containers
         _podman(plan, plan.cp, "rm", "-f", "-a", "-t", "0")
     return removed
