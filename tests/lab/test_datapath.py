@@ -187,6 +187,29 @@ def test_netns_deleted_under_a_pod_then_del_recovers_the_vf(clean: LabPlan) -> N
     wait_until("the VF back under its own name", lambda: converged(plan, before))
 
 
+def test_a_netns_path_that_cannot_be_entered(clean: LabPlan, tmp_path: Path) -> None:
+    """How containerd's `cni-*` netns mounts look to a daemon that cannot see them: a path
+    that exists but is an empty file. ADD fails and leaves nothing; a pod whose namespace
+    mount vanishes (the kernel returns its VF) is cleaned up by DEL."""
+    plan = clean
+    host = plan.node("host1")
+    before = host_vfs(plan)
+    empty = tmp_path / "cni-unenterable"
+    empty.touch()
+    with pytest.raises(LabError, match=r"code 102"):
+        pods.invoke_cni(plan, host, "ADD", "a" * 64, str(empty), "unenterable")
+    assert converged(plan, before)  # the VF never left: back under its name, nothing held
+
+    pod = pods.add_pod(plan, "hidden", "host1", "netns")
+    assert pod.pci is not None
+    run(["umount", pod.netns])  # the path stays as an empty file; the namespace dies
+    wait_until("the VF back in the host", lambda: host_vfs(plan)[pod.pci]["netdev"] is not None)
+    pods.invoke_cni(plan, host, "DEL", pod.container_id, pod.netns, pod.name)
+    os.unlink(pod.netns)
+    (pods.pods_dir(plan) / "hidden.json").unlink()
+    assert converged(plan, before)
+
+
 def test_del_with_a_stale_sandbox_id_does_nothing(clean: LabPlan) -> None:
     plan = clean
     pod = pods.add_pod(plan, "keep", "host1", "netns")

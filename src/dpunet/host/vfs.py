@@ -205,9 +205,19 @@ class VfAttacher:
         podnet.configure(record.netns, temp_name(record.device["pci"]), cfg)
 
     def unplug(self, record: SandboxRecord) -> None:
-        """Bring the VF back to the host as it was, from wherever it is."""
+        """Bring the VF back to the host as it was, from wherever it is.
+
+        The host namespace is looked at first, by PCI address: a VF that never left it
+        (a move that failed half-way leaves it renamed and down there) or that the kernel
+        returned when the pod's namespace died is restored without entering the pod's
+        namespace, whose path may exist and yet not be enterable (an empty file, or a
+        runtime's mount this daemon cannot see)."""
         host = podnet.HostLinkState(**record.device["host_link"])
         pci = record.device["pci"]
+        netdev = function_netdev(self.sysfs, pci)
+        if netdev is not None:
+            podnet.restore(netdev, host)
+            return
         tmp = temp_name(pci)
         if os.path.exists(record.netns):
             for name in (record.ifname, tmp):
@@ -215,10 +225,6 @@ class VfAttacher:
                     podnet.move_link(name, tmp, record.netns, None)
                     podnet.restore(tmp, host)
                     return
-        vf = find_vf_by_pci(self.sysfs, pci)
-        if vf is not None and vf.netdev is not None:
-            podnet.restore(vf.netdev, host)  # in the host: never moved, or returned by the kernel
-            return
         raise podnet.PodNetError(
             f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
         )
