@@ -42,7 +42,7 @@ def responders_dir(plan: LabPlan, service: str) -> Path:
 
 
 def port_ref(pod: pods.Pod) -> tuple[str, str]:
-    """(namespace, pod name) of a lab pod's port (podman names both after the container)."""
+    """(namespace, pod name) of a lab pod's port (from the host agent's record)."""
     if pod.lsp:
         namespace, _, name = pod.lsp.partition("_")
         return namespace, name
