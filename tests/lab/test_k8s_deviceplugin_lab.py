@@ -19,7 +19,7 @@ from dpunet.hw.host import find_vf
 from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, parse_pool_config
 from dpunet.hw.sysfs import Sysfs
 from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
-from dpunet.k8s.fakekubelet import FakeKubelet
+from fakekubelet import FakeKubelet
 
 pytestmark = pytest.mark.lab
 

@@ -39,7 +39,6 @@ from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
 from seed import SEED_POOLS
 
 from dpunet.k8s.deviceplugin import env_name
-from dpunet.k8s.fakekubelet import FakeKubelet
 from dpunet.k8s.manifests import DeployValues, network_attachment_definition
 from dpunet.lab import daemons, services
 from dpunet.lab.daemons import Daemon
@@ -56,6 +55,7 @@ from dpunet.lab.topology import (
     LabSpec,
     Node,
 )
+from fakekubelet import FakeKubelet
 
 pytestmark = pytest.mark.lab
 

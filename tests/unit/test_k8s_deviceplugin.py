@@ -27,8 +27,8 @@ from dpunet.k8s.deviceplugin import (
     env_name,
     survey,
 )
-from dpunet.k8s.fakekubelet import FakeKubelet
 from dpunet.k8s.proto import deviceplugin_pb2 as dp
+from fakekubelet import FakeKubelet
 
 RESOURCE = "mellanox.com/mlnx_sriov_cx6"
 VF1, VF2 = "0000:02:00.4", "0000:02:00.5"

@@ -17,7 +17,6 @@ from dpunet.cni.models import AddRequest, parse_netconf
 from dpunet.cni.shim import CniError
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.pools import load_pool_config
-from dpunet.k8s.fakekubelet import FakeKubelet
 from dpunet.k8s.podresources import (
     SOCKET,
     PodResourcesResolver,
@@ -25,6 +24,7 @@ from dpunet.k8s.podresources import (
     matching_resources,
     pod_devices,
 )
+from fakekubelet import FakeKubelet
 
 RESOURCE = "mellanox.com/mlnx_sriov_cx6"
 OTHER = "mellanox.com/other"

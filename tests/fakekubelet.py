@@ -1,4 +1,4 @@
-"""A stand-in for kubelet's gRPC side, for the tests and the lab (no kubelet runs there).
+"""A stand-in for kubelet's gRPC side, for the tests (no kubelet runs in the lab).
 
 `FakeKubelet` serves, under its own kubelet directory, what a device plugin and a CNI
 talk to: `Registration` on `device-plugins/kubelet.sock` and `PodResourcesLister` on
