@@ -119,6 +119,10 @@ def test_wanted_keeps_representor_bindings_of_this_chassis() -> None:
         (1, None, {}, "dpunet-plug:pf-mac=None"),
         (1, PF0_MAC, {"dpunet-plug-mtu-request": "9x"}, "is not an MTU"),
         (1, PF0_MAC, {"dpunet-plug-mtu-request": "40"}, "is not an MTU"),
+        ("²", PF0_MAC, {}, "is not a VF index"),  # str.isdigit() is true, int() raises
+        ("٣", PF0_MAC, {}, "is not a VF index"),  # int() reads it as 3
+        ("9" * 5000, PF0_MAC, {}, "is not a VF index"),  # over int()'s digit limit
+        (1, PF0_MAC, {"dpunet-plug-mtu-request": "¹⁴⁰⁰"}, "is not an MTU"),
     ],
 )
 def test_parse_request_refuses_bad_options(
@@ -452,6 +456,30 @@ def test_first_pass_plugs_pods_and_renames_the_mgmt_port(tree: SysfsTree) -> Non
     again = rec.reconcile(sb, rescan=False)
     assert again.actions == {} and ovs.transactions == 1
     assert sample(metrics, "dpunet_dpu_refusals_total", reason="no-representor") == 1
+
+
+def test_a_binding_with_unparsable_options_is_refused_and_the_others_are_plugged(
+    tree: SysfsTree,
+) -> None:
+    ovs = FakeOvs()
+    rec, _, metrics = make(tree, ovs)
+    sb = snapshot(
+        binding("ns_a", vf=1),
+        binding("ns_bad", vf="²"),
+        binding("ns_b", vf=2),
+        PortBindingRow(
+            "k8s-host1",
+            options={"dpunet-plug-mtu-request": "²"},
+            mac=("0a:58:c6:12:00:02 198.18.0.2",),
+        ),
+    )
+    result = rec.reconcile(sb)
+    assert set(owned(ovs)) == {"ovn-k8s-mp0", "pf0vf1", "pf0vf2"}
+    assert [(r.logical_port, r.reason) for r in result.refusals] == [
+        ("k8s-host1", Reason.BAD_OPTIONS),
+        ("ns_bad", Reason.BAD_OPTIONS),
+    ]
+    assert sample(metrics, "dpunet_dpu_refusals_total", reason="bad-options") == 2
 
 
 def test_restart_after_the_rename_is_idempotent(tree: SysfsTree) -> None:

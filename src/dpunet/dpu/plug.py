@@ -49,6 +49,7 @@ REQUESTED_CHASSIS_OPTION = "requested-chassis"
 VSWITCHD_TIMEOUT = 10.0
 
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_DECIMAL_RE = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also accepts "²"
 log = logging.getLogger(__name__)
 
 
@@ -171,26 +172,38 @@ def is_ours(row: PortBindingRow, names: frozenset[str], chassis_uuid: str | None
     return bool(main) and main in names
 
 
-def _positive_int(text: str | None) -> int | None:
-    if text is None or not text.strip().isdigit():
+def _decimal(text: str | None) -> int | None:
+    """A non-negative integer written in ASCII digits (surrounding blanks allowed), else
+    None: SB options come from another process and may hold anything."""
+    if text is None or not _DECIMAL_RE.fullmatch(text.strip()):
         return None
-    return int(text)
+    return int(text.strip())
+
+
+def parse_mtu(text: str | None) -> int | Refusal | None:
+    """The MTU option: None when absent, the MTU, or why it is unusable (as a Refusal
+    without its port, filled in by the caller)."""
+    if text is None:
+        return None
+    mtu = _decimal(text)
+    if mtu is None or not 68 <= mtu <= 65535:
+        return Refusal("", Reason.BAD_OPTIONS, f"{MTU_OPTION}={text!r} is not an MTU")
+    return mtu
 
 
 def parse_request(row: PortBindingRow) -> PlugRequest | Refusal:
     """A binding with `dpunet-plug=representor` as a PlugRequest, or why it is unusable."""
     pf_mac = row.options.get(PF_MAC_OPTION, "").strip().lower()
-    vf_num = _positive_int(row.options.get(VF_NUM_OPTION))
+    vf_num = _decimal(row.options.get(VF_NUM_OPTION))
     problems = []
     if not _MAC_RE.match(pf_mac):
         problems.append(f"{PF_MAC_OPTION}={row.options.get(PF_MAC_OPTION)!r} is not a MAC")
     if vf_num is None:
         problems.append(f"{VF_NUM_OPTION}={row.options.get(VF_NUM_OPTION)!r} is not a VF index")
-    mtu_text = row.options.get(MTU_OPTION)
-    mtu = _positive_int(mtu_text)
-    if mtu_text is not None and (mtu is None or not 68 <= mtu <= 65535):
-        problems.append(f"{MTU_OPTION}={mtu_text!r} is not an MTU")
-    if problems or vf_num is None:
+    mtu = parse_mtu(row.options.get(MTU_OPTION))
+    if isinstance(mtu, Refusal):
+        problems.append(mtu.detail)
+    if problems or vf_num is None or isinstance(mtu, Refusal):
         return Refusal(row.logical_port, Reason.BAD_OPTIONS, "; ".join(problems))
     return PlugRequest(
         logical_port=row.logical_port,
@@ -211,15 +224,19 @@ def _pod(external_ids: Mapping[str, str]) -> str | None:
 
 def wanted(snapshot: SbSnapshot, names: frozenset[str]) -> tuple[list[PlugRequest], list[Refusal]]:
     """The bindings of this chassis that ask for a representor, parsed; unusable ones as
-    refusals."""
+    refusals. One binding never stops the others: whatever goes wrong with one is its
+    refusal."""
     requests: list[PlugRequest] = []
     refusals: list[Refusal] = []
     for row in snapshot.bindings:
-        if row.options.get(PLUG_OPTION) != PLUG_REPRESENTOR:
-            continue
-        if not is_ours(row, names, snapshot.chassis_uuid):
-            continue
-        parsed = parse_request(row)
+        try:
+            if row.options.get(PLUG_OPTION) != PLUG_REPRESENTOR:
+                continue
+            if not is_ours(row, names, snapshot.chassis_uuid):
+                continue
+            parsed = parse_request(row)
+        except Exception as exc:  # a record no check above foresaw
+            parsed = Refusal(row.logical_port, Reason.BAD_OPTIONS, f"unreadable binding: {exc!r}")
         if isinstance(parsed, Refusal):
             refusals.append(parsed)
         else:
@@ -471,19 +488,25 @@ class Reconciler:
             self._links.close()
             self._links = None
 
-    def mgmt_spec(self, sb: SbSnapshot) -> MgmtSpec | None:
+    def mgmt_spec(self, sb: SbSnapshot) -> tuple[MgmtSpec | None, list[Refusal]]:
         """The management port wanted now (None when disabled or the host node unknown).
         The VF comes from the config; the `k8s-<node>` binding, when present, gives the
-        MAC, `iface-id-ver` and MTU (its plug options, if any, are not needed)."""
+        MAC, `iface-id-ver` and MTU (its plug options, if any, are not needed). An unusable
+        MTU option is refused and ignored: the port is plugged without it."""
         mp = self.cfg.mgmt_port
         lport = self.identity.mgmt_lport
         if not mp.enabled or lport is None:
-            return None
+            return None, []
         row = next((b for b in sb.bindings if b.logical_port == lport), None)
         mtu = mp.mtu
+        refusals = []
         if row is not None and mtu is None:
-            mtu = _positive_int(row.options.get(MTU_OPTION))
-        return MgmtSpec(
+            parsed = parse_mtu(row.options.get(MTU_OPTION))
+            if isinstance(parsed, Refusal):
+                refusals.append(replace(parsed, logical_port=lport))
+            else:
+                mtu = parsed
+        spec = MgmtSpec(
             pf_index=mp.pf_index,
             vf_index=mp.vf_index,
             name=mp.name,
@@ -492,6 +515,7 @@ class Reconciler:
             attached_mac=binding_mac(row.mac) if row is not None else None,
             mtu=mtu,
         )
+        return spec, refusals
 
     def representors(self, rescan: bool) -> list[Representor]:
         """The representors under their current names. sysfs is read again when `rescan`
@@ -524,7 +548,7 @@ class Reconciler:
             return result
 
         representors = self.representors(rescan)
-        mgmt = self.mgmt_spec(sb)
+        mgmt, result.refusals = self.mgmt_spec(sb)
         if mgmt is not None and self._ensure_mgmt_name(mgmt, representors, ovs_state, result):
             representors = self.representors(False)
             ovs_state = self.ovs.state()
