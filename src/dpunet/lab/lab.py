@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dpunet.lab import daemons, nic_control, pods, services
+from dpunet.lab.cri import engine as cri
 from dpunet.lab.inventory import nic_inventory
 from dpunet.lab.runner import (
     LabError,
@@ -328,6 +329,7 @@ class Lab:
                         for d in [
                             *daemons.node_daemons(plan, node),
                             *services.node_services(plan, node),
+                            *cri.node_daemons(plan, node),
                         ]
                     ],
                 }
@@ -374,6 +376,7 @@ def down(name: str) -> list[str]:
     run_dir = RUN_ROOT / name
     with contextlib.suppress(LabError):  # no readable state: no pods were started through it
         removed += pods.remove_all_pods(load_plan(name))
+    removed += cri.stop_all(run_dir)  # and what their sandboxes still hold
     if nic_control.stop(run_dir):
         removed.append("emulated NIC daemon")
     namespaces = sorted(n for n in list_netns() if n.startswith(f"{name}-"))

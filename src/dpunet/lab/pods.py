@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any
 
 from dpunet.lab import services
+from dpunet.lab.cri import engine as cri
 from dpunet.lab.runner import LabError, ip, list_netns, run
 from dpunet.lab.topology import LabPlan, Node, Role
 
-ENGINES = ("podman", "netns")
+ENGINES = ("podman", "netns", "cri")
 _POD_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 BUSYBOX = Path("/bin/busybox")
 POD_COMMAND = ["/bin/busybox", "sleep", "1000000"]
@@ -174,6 +175,10 @@ def add_pod(plan: LabPlan, name: str, node_name: str, engine: str = "podman") ->
     node = _cni_node(plan, node_name)
     if engine == "netns":
         pod = _add_netns_pod(plan, name, node)
+    elif engine == "cri":  # containerd's CRI, driven as kubelet drives it
+        sandbox_id, netns = cri.run_pod(plan, node, name)
+        pod = Pod(name, node.name, "cri", sandbox_id, netns)
+        _fill_from_sandbox(plan, pod)
     else:
         pod = _add_podman_pod(plan, name, node)
     _save(plan, pod)
@@ -261,7 +266,10 @@ def del_pod(plan: LabPlan, name: str) -> None:
         )
         if proc.returncode != 0:
             raise LabError(f"podman rm failed: {proc.stderr.strip()}")
-    _del_netns_pod(plan, pod)
+    if pod.engine == "cri":
+        cri.remove_pod(plan, plan.node(pod.node), pod.container_id)
+    else:
+        _del_netns_pod(plan, pod)
     (pods_dir(plan) / f"{name}.json").unlink()
 
 
