@@ -15,6 +15,7 @@ anything on the strength of an unsynced snapshot (at start the replica is empty)
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import threading
@@ -22,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovs import jsonrpc, poller, stream
+from ovs import jsonrpc, poller, stream, timeval
 from ovs.db import idl as ovs_idl
 
 from dpunet.dpu.config import SslConfig
@@ -79,8 +80,31 @@ def port_binding_condition(
     return clauses
 
 
+def transact(rpc: jsonrpc.Connection, request: jsonrpc.Message, timeout_ms: int) -> Any:
+    """`rpc.transact_block` with a deadline: (errno, reply), ETIMEDOUT when no reply came
+    in time (a server may accept a connection and never answer)."""
+    deadline_ms = timeval.msec() + timeout_ms
+    err = rpc.send(request)
+    while not err:
+        err, reply = rpc.recv()
+        if err == errno.EAGAIN:
+            err = 0
+            rpc.run()
+            if timeval.msec() >= deadline_ms:
+                return errno.ETIMEDOUT, None
+            wait = poller.Poller()
+            rpc.wait(wait)
+            rpc.recv_wait(wait)
+            wait.timer_wait_until(deadline_ms)
+            wait.block()
+        elif not err and reply.type in (reply.T_REPLY, reply.T_ERROR) and reply.id == request.id:
+            return 0, reply
+    return err, None
+
+
 def fetch_schema(remotes: Sequence[str], timeout_ms: int = SCHEMA_TIMEOUT_MS) -> Any:
-    """The SB schema (JSON) from the first remote that answers; OSError otherwise."""
+    """The SB schema (JSON) from the first remote that answers within `timeout_ms` (to
+    connect, then to answer); OSError naming each remote's failure otherwise."""
     errors = []
     for remote in remotes:
         err, strm = stream.Stream.open_block(stream.Stream.open(remote), timeout_ms)
@@ -89,8 +113,8 @@ def fetch_schema(remotes: Sequence[str], timeout_ms: int = SCHEMA_TIMEOUT_MS) ->
             continue
         rpc = jsonrpc.Connection(strm)
         try:
-            err, reply = rpc.transact_block(
-                jsonrpc.Message.create_request("get_schema", [SB_SCHEMA])
+            err, reply = transact(
+                rpc, jsonrpc.Message.create_request("get_schema", [SB_SCHEMA]), timeout_ms
             )
         finally:
             rpc.close()
