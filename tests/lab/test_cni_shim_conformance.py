@@ -1,11 +1,11 @@
-"""A real container runtime (podman, CNI backend, runc) drives the installed `dpunet-cni`
-against a CniServer whose test handler wires a veth end into the container as eth0."""
+"""A real container runtime (containerd's CRI plugin, runc), driven over CRI gRPC as kubelet
+drives it, executes the installed `dpunet-cni` against a CniServer whose test handler wires
+a veth end into the pod sandbox as eth0."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
 import tempfile
@@ -27,6 +27,9 @@ from dpunet.cni.models import (
 )
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.server import CniServer
+from dpunet.lab.cri.client import CriClient, CriError
+from dpunet.lab.cri.containerd import Containerd, sandbox_netns
+from dpunet.lab.cri.engine import sandbox_config
 
 pytestmark = pytest.mark.lab
 
@@ -85,42 +88,37 @@ class VethHandler:
 
 @dataclass
 class Runtime:
-    """A podman configured to find `dpunet-cni` and the test network."""
+    """A containerd of its own whose CRI plugin finds `dpunet-cni` and the test network."""
 
     workdir: Path
-    net_dir: Path
+    containerd: Containerd
 
     def write_network(self, version: str, socket: Path, state_dir: Path) -> None:
+        """The conflist, written before containerd starts (it loads it at start)."""
         plugin = {"type": "dpunet-cni", "socket": str(socket), "stateDir": str(state_dir)}
         conflist = {"cniVersion": version, "name": NETWORK, "plugins": [plugin]}
-        (self.net_dir / f"{NETWORK}.conflist").write_text(json.dumps(conflist))
+        (self.containerd.cni_conf_dir / f"{NETWORK}.conflist").write_text(json.dumps(conflist))
 
-    def run(self, *command: str) -> subprocess.CompletedProcess[str]:
-        env = {**os.environ, "CONTAINERS_CONF": str(self.workdir / "containers.conf")}
-        podman = ["podman", "--storage-driver", "vfs", "--root", str(self.workdir / "root")]
-        podman += ["--runroot", str(self.workdir / "runroot"), "--runtime", "/usr/sbin/runc"]
-        podman += ["--cgroup-manager", "cgroupfs", "run", "--rm", "--network", NETWORK]
-        podman += ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"]
-        podman += ["--rootfs", str(self.workdir / "rootfs"), *command]
-        return subprocess.run(podman, env=env, capture_output=True, text=True, timeout=120)
+    def cri(self) -> CriClient:
+        self.containerd.ensure_running()
+        return self.containerd.client(timeout=60)
 
 
 @pytest.fixture
 def runtime() -> Iterator[Runtime]:
     workdir = Path(tempfile.mkdtemp(prefix="cnipod", dir="/tmp"))
     install_shim(workdir / "bin", workdir / "lib", python="/usr/bin/python3")
-    net_dir = workdir / "net.d"
-    net_dir.mkdir()
-    (workdir / "rootfs" / "bin").mkdir(parents=True)
-    shutil.copy("/bin/busybox", workdir / "rootfs" / "bin" / "busybox")
-    (workdir / "containers.conf").write_text(
-        "[network]\n"
-        'network_backend = "cni"\n'
-        f'cni_plugin_dirs = ["{workdir / "bin"}", "/usr/lib/cni"]\n'
-        f'network_config_dir = "{net_dir}"\n'
+    (workdir / "net.d").mkdir()
+    containerd = Containerd(
+        base=workdir / "containerd",
+        cni_bin_dir=workdir / "bin",
+        cni_conf_dir=workdir / "net.d",
+        cgroup_parent="/dpunet-cni-conformance",
     )
-    yield Runtime(workdir, net_dir)
-    shutil.rmtree(workdir, ignore_errors=True)
+    yield Runtime(workdir, containerd)
+    containerd.stop()
+    assert not containerd.base.exists() and not containerd.shim_pids()
+    shutil.rmtree(workdir)
 
 
 @pytest.fixture
@@ -139,31 +137,46 @@ def daemon(runtime: Runtime) -> Iterator[tuple[CniServer, VethHandler]]:
 
 
 @pytest.mark.parametrize("version", ["0.3.1", "0.4.0", "1.0.0"])
-def test_podman_attaches_and_detaches_through_the_shim(
+def test_containerd_attaches_and_detaches_through_the_shim(
     runtime: Runtime, daemon: tuple[CniServer, VethHandler], version: str
 ) -> None:
     server, handler = daemon
     runtime.write_network(version, server.socket_path, server.state_dir)
-    proc = runtime.run("/bin/busybox", "ip", "-o", "addr", "show", "eth0")
-    assert proc.returncode == 0, proc.stderr
-    assert ADDRESS in proc.stdout
+    with runtime.cri() as cri:
+        sandbox_id = cri.run_pod_sandbox(sandbox_config(runtime.containerd, "conf-pod"))
+        assert cri.pod_sandbox_status(sandbox_id).status.network.ip == ADDRESS.split("/")[0]
+        netns = sandbox_netns(cri, sandbox_id)
+        assert netns is not None
+        assert ADDRESS in ip("-o", "addr", "show", "eth0", netns=netns)
+        cri.stop_pod_sandbox(sandbox_id)
+        cri.stop_pod_sandbox(sandbox_id)
+        cri.remove_pod_sandbox(sandbox_id)
+        assert cri.list_pod_sandbox() == []
 
-    add, delete = handler.calls
-    assert isinstance(add, AddRequest) and isinstance(delete, DelRequest)
-    assert add.cni_version == delete.cni_version == version
-    assert add.container_id == delete.container_id
+    add, *deletes = handler.calls  # a DEL per Stop and Remove
+    assert isinstance(add, AddRequest) and deletes
+    assert all(isinstance(d, DelRequest) for d in deletes)
+    delete = deletes[0]
+    assert {c.cni_version for c in handler.calls} == {version}
+    assert {c.container_id for c in handler.calls} == {sandbox_id}
     assert (add.ifname, add.config.name, add.config.type) == ("eth0", NETWORK, "dpunet-cni")
-    assert add.netns.startswith("/")
-    assert add.args.get("K8S_POD_NAME")  # podman passes the container name
+    assert add.netns == netns and delete.netns == netns
+    assert all(d.netns in (netns, None) for d in deletes)  # later DELs: namespace gone
+    assert add.args.get("K8S_POD_NAME") == "conf-pod"  # as kubelet's runtime passes them
+    assert add.args.get("K8S_POD_NAMESPACE") == "default"
+    assert add.args.get("K8S_POD_INFRA_CONTAINER_ID") == sandbox_id
     if version != "0.3.1":  # DEL gets the ADD's result back as prevResult from 0.4.0 on
         assert delete.prev_result is not None
         assert [str(i.address) for i in delete.prev_result.ips] == [ADDRESS]
     assert not Path(f"/sys/class/net/{VethHandler.host_end(add.container_id)}").exists()
+    assert not Path(netns).exists()
 
 
-def test_podman_reports_a_down_daemon(runtime: Runtime) -> None:
+def test_containerd_reports_a_down_daemon(runtime: Runtime) -> None:
     socket = runtime.workdir / "nobody.sock"
     runtime.write_network("1.0.0", socket, runtime.workdir / "state")
-    proc = runtime.run("/bin/busybox", "true")
-    assert proc.returncode != 0
-    assert f"dpunet daemon not reachable at {socket}; try again later" in proc.stderr
+    with runtime.cri() as cri:
+        with pytest.raises(CriError) as failed:
+            cri.run_pod_sandbox(sandbox_config(runtime.containerd, "conf-pod"))
+        assert f"dpunet daemon not reachable at {socket}; try again later" in failed.value.details
+        assert cri.list_pod_sandbox() == []
