@@ -4,10 +4,13 @@ Every `/v1` call needs `Authorization: Bearer <token>` (see auth.py). Errors are
 `{"detail": "<reason>"}` (422 carries FastAPI's list of validation problems).
 """
 
-from collections.abc import Awaitable, Callable
+import json
+import math
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -61,6 +64,71 @@ PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod
 _bearer = HTTPBearer(auto_error=False, description="'<token> node:<name>' or admin token")
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number: numbers must be finite")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of range: numbers must be finite")
+    return value
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as strict JSON (RFC 8259): no NaN/Infinity, no number that does not
+    fit a finite float or int; json.JSONDecodeError (a 422) naming the problem."""
+    try:
+        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
+    except json.JSONDecodeError:
+        raise
+    except (ValueError, RecursionError) as exc:  # a hook's refusal, an int over the digit limit
+        text = body.decode("utf-8", "replace")
+        raise json.JSONDecodeError(str(exc) or type(exc).__name__, text, 0) from None
+
+
+class _StrictJsonRequest(Request):
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = parse_json(await self.body())
+        return self._json
+
+
+class StrictJsonRoute(APIRoute):
+    """A route whose JSON body is parsed by `parse_json`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(_StrictJsonRequest(request.scope, request.receive))
+
+        return strict
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with every non-finite float and non-JSON object turned into a string, so an
+    error answer can always be serialised whatever input it quotes."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if value is None or isinstance(value, str | int | float):
+        return value
+    return str(value)
+
+
+class ErrorResponse(JSONResponse):
+    """A JSON error answer that renders whatever its content quotes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            json_safe(content), ensure_ascii=False, allow_nan=False, separators=(",", ":")
+        ).encode("utf-8")
+
+
 class _BodyLimit:
     """413 (JSON) for a request body over `limit` bytes, declared or streamed."""
 
@@ -74,7 +142,7 @@ class _BodyLimit:
             return
         detail = f"request body is larger than {self.limit} bytes"
         length = dict(scope["headers"]).get(b"content-length", b"")
-        if length.isdigit() and int(length) > self.limit:
+        if length.isdigit() and (len(length) > 18 or int(length) > self.limit):
             await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)
             return
         seen = 0
@@ -118,12 +186,17 @@ def create_app(ctl: "Controller") -> FastAPI:
         version=__version__,
         description="Pod ports and nodes of a dpunet cluster (OVN Northbound writer).",
     )
+    app.router.route_class = StrictJsonRoute
     app.state.controller = ctl
     app.add_middleware(_BodyLimit, limit=ctl.cfg.max_body_bytes)
 
     @app.exception_handler(ControllerError)
     async def _controller_error(request: Request, exc: ControllerError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+        return ErrorResponse({"detail": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return ErrorResponse({"detail": exc.errors()}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -136,7 +209,7 @@ def create_app(ctl: "Controller") -> FastAPI:
                 for m in r.methods or ()
             }
             headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+        return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
     @app.middleware("http")
     async def _count(
@@ -150,7 +223,7 @@ def create_app(ctl: "Controller") -> FastAPI:
 
     @app.exception_handler(_Unauthorized)
     async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        return JSONResponse(
+        return ErrorResponse(
             {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
         )
 

@@ -4,7 +4,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from dpunet.controller.api import Who
+from dpunet.controller.api import StrictJsonRoute, Who
 from dpunet.controller.models import DNS_LABEL, DeleteResult, ErrorBody
 from dpunet.controller.service_models import ServiceInfo, ServiceList, ServiceSpec
 
@@ -31,7 +31,9 @@ Name = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="servic
 
 def service_routes(ctl: "Controller") -> APIRouter:
     """The routes serving `ctl.services`."""
-    router = APIRouter(prefix="/v1/services", tags=["services"], responses=_ERRORS)
+    router = APIRouter(
+        prefix="/v1/services", tags=["services"], responses=_ERRORS, route_class=StrictJsonRoute
+    )
 
     @router.get("", response_model=ServiceList)
     async def list_services(

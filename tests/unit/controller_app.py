@@ -1,0 +1,45 @@
+"""The controller's ASGI app in-process (no NB connection): what requests that never
+reach OVN Northbound get (validation, authentication, authorization before lookups)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from dpunet.controller.api import create_app
+from dpunet.controller.app import Controller
+from dpunet.controller.config import ControllerConfig
+
+ADMIN_TOKEN = "admin-token-0123456789abcdef"
+NODE_TOKEN = "node-token-host1-0123456789"
+
+
+def token_file(directory: Path) -> Path:
+    """A token file (mode 0600) with an admin and a host1 token."""
+    path = directory / "tokens"
+    path.write_text(f"{ADMIN_TOKEN} admin\n{NODE_TOKEN} node:host1\n")
+    path.chmod(0o600)
+    return path
+
+
+@asynccontextmanager
+async def app_client(directory: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of an in-process controller app (its NB never connected)."""
+    cfg = ControllerConfig(
+        nb_remotes=[f"unix:{directory / 'no-nb.sock'}"],
+        token_file=token_file(directory),
+        nb_timeout=1,
+        port_timeout=1,
+        **settings,
+    )
+    ctl = Controller(cfg)
+    transport = httpx.ASGITransport(app=create_app(ctl))
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as client:
+            yield client
+    finally:
+        await ctl.close()
