@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from dpunet.lab.cri.client import CriClient, CriError
 from dpunet.lab.runner import LabError, pid_alive, read_pid, terminate, wait_for
@@ -229,25 +230,22 @@ class Containerd:
         if not self.alive():
             with contextlib.suppress(LabError):
                 self._start()
-        leftover_netns: list[str] = []
+        leftovers: list[dict[str, Any]] = []  # verbose info of sandboxes it could not stop
         if self.alive():
             with self.client(timeout=60) as cri:
                 sandboxes = []
                 with contextlib.suppress(CriError):
                     sandboxes = cri.list_pod_sandbox()
                 for sandbox in sandboxes:
-                    netns = sandbox_netns(cri, sandbox.id)
+                    info = sandbox_info(cri, sandbox.id)
                     try:
                         cri.stop_pod_sandbox(sandbox.id)
                         cri.remove_pod_sandbox(sandbox.id)
                     except CriError:
-                        leftover_netns += [netns] if netns else []
+                        leftovers.append(info)
         terminate([p for p in [read_pid(self.pidfile), *self.shim_pids()] if p is not None])
-        for netns in leftover_netns:
-            terminate(pids_in_netns(netns))
-            subprocess.run(["umount", netns], check=False, capture_output=True)
-            with contextlib.suppress(OSError):
-                os.unlink(netns)
+        for info in leftovers:
+            _tear_down(info)
         _unmount_below(self.base)
         shutil.rmtree(self.base, ignore_errors=True)
         _remove_cgroups(self.cgroup_parent)
@@ -269,16 +267,50 @@ class Containerd:
         return [p for p in pids if pid_alive(p)]
 
 
-def sandbox_netns(cri: CriClient, sandbox_id: str) -> str | None:
-    """The path of a sandbox's network namespace (from the runtime spec containerd
-    reports in the verbose status), or None."""
+def sandbox_info(cri: CriClient, sandbox_id: str) -> dict[str, Any]:
+    """containerd's details of a sandbox from the verbose status ({} if it has none): the
+    pause process's `pid`, the OCI `runtimeSpec`, ..."""
     try:
-        info = json.loads(cri.pod_sandbox_status(sandbox_id, verbose=True).info["info"])
-        namespaces = info["runtimeSpec"]["linux"]["namespaces"]
-    except (CriError, KeyError, ValueError, TypeError):
-        return None
+        info: dict[str, Any] = json.loads(
+            cri.pod_sandbox_status(sandbox_id, verbose=True).info["info"]
+        )
+    except (CriError, KeyError, ValueError):
+        return {}
+    return info
+
+
+def sandbox_netns(cri: CriClient, sandbox_id: str) -> str | None:
+    """The path of a sandbox's network namespace (from its runtime spec), or None."""
+    return _netns_path(sandbox_info(cri, sandbox_id))
+
+
+def _netns_path(info: dict[str, Any]) -> str | None:
+    namespaces = info.get("runtimeSpec", {}).get("linux", {}).get("namespaces", [])
     paths = [n.get("path") for n in namespaces if n.get("type") == "network"]
     return paths[0] if paths and paths[0] else None
+
+
+def _tear_down(info: dict[str, Any]) -> None:
+    """What containerd could not release of a sandbox: its pause process, its network
+    namespace mount."""
+    netns = _netns_path(info)
+    pids = pids_in_netns(netns) if netns else []
+    pause = info.get("pid")
+    if isinstance(pause, int) and pause > 0 and _is_pause(pause):
+        pids.append(pause)
+    terminate(sorted(set(pids)))
+    if netns:
+        subprocess.run(["umount", netns], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            os.unlink(netns)
+
+
+def _is_pause(pid: int) -> bool:
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return cmdline.split(b"\0")[:-1] == [arg.encode() for arg in PAUSE_COMMAND]
 
 
 def pids_in_netns(netns_path: str) -> list[int]:
