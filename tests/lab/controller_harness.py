@@ -168,6 +168,7 @@ class ControllerProc:
         self.socket = self.dir / "api.sock"
         tokens = [f"{ADMIN_TOKEN} admin"] + [f"{node_token(n)} node:{n}" for n in nodes]
         (self.dir / "tokens").write_text("# test tokens\n" + "\n".join(tokens) + "\n")
+        (self.dir / "tokens").chmod(0o600)
         self.settings = {
             "nb_remotes": nb_remotes,
             "listen": [f"127.0.0.1:{self.port}", f"unix:{self.socket}"],

@@ -55,7 +55,9 @@ class Controller:
             self.authenticator = self.kube.authenticator
             self.ports = self.kube.ports(self.nb, self.state, self.metrics, self.request_reload)
         else:
-            self.authenticator = StaticTokens(TokenStore(cfg.token_file))
+            store = TokenStore(cfg.token_file)
+            self.metrics.watch_token_file(store.valid)
+            self.authenticator = StaticTokens(store)
             self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
         self.nodes = NodeService(
             cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload

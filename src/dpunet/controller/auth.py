@@ -10,21 +10,30 @@ Token file format (one entry per line, `#` starts a comment, blank lines are ign
     <token> admin
 
 Tokens are 16 to 256 characters of `A-Z a-z 0-9 . _ ~ + / = -`. The file is re-read
-when its modification time changes, so tokens can be added without a restart.
+when it changes, so tokens can be added and revoked without a restart. It must not be
+accessible by group or others. Revocation fails closed: while the file is missing,
+malformed or open to others, no token is valid (`TokenStore.error` says why).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hmac
+import logging
+import os
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from dpunet.logs import event
+
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
 _RECHECK_S = 1.0
+log = logging.getLogger("dpunet.controller.auth")
 
 
 class TokenFileError(Exception):
@@ -72,48 +81,80 @@ def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
     return out
 
 
-class TokenStore:
-    """The token file, re-read when it changes."""
+def _signature(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when the file is edited, replaced or chmod-ed."""
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode)
 
-    def __init__(self, path: Path) -> None:
+
+class TokenStore:
+    """The token file, re-read when it changes; no token is valid while it is unusable."""
+
+    def __init__(self, path: Path, recheck_s: float = _RECHECK_S) -> None:
         self.path = path
+        self.recheck_s = recheck_s
+        self.error: str | None = None
         self._lock = threading.Lock()
-        self._mtime: float | None = None
+        self._signature: tuple[int, ...] | None = None
         self._checked = 0.0
         self._tokens: dict[str, Principal] = {}
         self.reload()
 
-    def reload(self) -> None:
-        """Read the file now; TokenFileError when it is unreadable or malformed."""
+    def _read(self) -> tuple[tuple[int, ...], dict[str, Principal]]:
         try:
-            stat = self.path.stat()
-            text = self.path.read_text()
-        except OSError as exc:
-            raise TokenFileError(f"cannot read token file {self.path}: {exc.strerror}") from exc
-        tokens = parse_tokens(text, str(self.path))
+            with self.path.open() as f:
+                st = os.fstat(f.fileno())
+                text = f.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise TokenFileError(f"cannot read token file {self.path}: {reason}") from exc
+        if st.st_mode & 0o077:
+            raise TokenFileError(
+                f"token file {self.path} is accessible by group or others (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            )
+        return _signature(st), parse_tokens(text, str(self.path))
+
+    def reload(self) -> None:
+        """Read the file now; TokenFileError when it is unreadable, malformed or open to
+        group/others (the tokens read before are then no longer valid)."""
+        try:
+            signature, tokens = self._read()
+        except TokenFileError as exc:
+            with self._lock:
+                self._tokens, self._signature = {}, None
+                self._checked = time.monotonic()
+                if self.error != str(exc):
+                    event(log, "auth.token_file_invalid", logging.ERROR, error=str(exc))
+                self.error = str(exc)
+            raise
         with self._lock:
-            self._tokens = tokens
-            self._mtime = stat.st_mtime
+            if self.error is not None:
+                event(log, "auth.token_file_valid", tokens=len(tokens))
+            self._tokens, self._signature, self.error = tokens, signature, None
             self._checked = time.monotonic()
 
-    def _refresh(self) -> None:
+    def refresh(self) -> None:
+        """Re-read the file if it changed (at most every `recheck_s`)."""
         now = time.monotonic()
-        if now - self._checked < _RECHECK_S:
+        if now - self._checked < self.recheck_s:
             return
         self._checked = now
         try:
-            mtime = self.path.stat().st_mtime
+            signature: tuple[int, ...] | None = _signature(self.path.stat())
         except OSError:
-            return  # keep the last good tokens
-        if mtime != self._mtime:
-            try:
+            signature = None
+        if signature is None or signature != self._signature:
+            with contextlib.suppress(TokenFileError):  # logged; no token is valid meanwhile
                 self.reload()
-            except TokenFileError:
-                return  # keep the last good tokens; the error shows at the next start
+
+    def valid(self) -> bool:
+        """The file is usable now (refreshed first)."""
+        self.refresh()
+        return self.error is None
 
     def authenticate(self, token: str) -> Principal | None:
         """The principal of `token`, or None."""
-        self._refresh()
+        self.refresh()
         with self._lock:
             items = list(self._tokens.items())
         found = None

@@ -65,3 +65,12 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(node_stats))
+
+    def watch_token_file(self, valid: Callable[[], bool]) -> None:
+        """Standalone mode: export whether the token file is usable (0: no token valid)."""
+        gauge = Gauge(
+            "dpunet_controller_token_file_valid",
+            "1 while the token file is readable, well-formed and private to its owner",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: 1.0 if valid() else 0.0)
