@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dpunet.lab.cri.client import CriClient, CriError
-from dpunet.lab.runner import LabError, pid_alive, read_pid, terminate, wait_for
+from dpunet.lab.runner import LabError, pid_alive, read_pid, run, terminate, wait_for
 
 BUSYBOX = Path("/bin/busybox")
 RUNC = Path("/usr/sbin/runc")
@@ -46,8 +46,9 @@ INSTANCE = "instance.json"  # how to start it again, for `stop` after a crash
 @dataclass(frozen=True)
 class Containerd:
     """One containerd instance: everything it writes lives under `base`, except the
-    network namespaces its CRI plugin mounts at /run/netns/cni-* and the runc shims'
-    sockets in /run/containerd/s (both removed when the sandboxes go)."""
+    network namespaces its CRI plugin mounts at /run/netns/cni-*, the runc shims'
+    sockets in /run/containerd/s and the sandboxes' cgroups below `cgroup_parent`
+    (all removed with the sandboxes, or by `stop`)."""
 
     base: Path
     cni_bin_dir: Path
@@ -113,7 +114,11 @@ class Containerd:
             if self.alive():
                 return
             self._start()
-            self._import_sandbox_image()
+            try:
+                self._import_sandbox_image()
+            except LabError:
+                self.stop()
+                raise
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
@@ -151,7 +156,11 @@ class Containerd:
                     return False
             return True
 
-        wait_for(f"containerd on {self.socket}", answers, timeout=START_TIMEOUT)
+        try:
+            wait_for(f"containerd on {self.socket}", answers, timeout=START_TIMEOUT)
+        except LabError:
+            terminate([proc.pid])
+            raise
 
     def _provide_loopback(self) -> None:
         """The CRI plugin brings up each sandbox's `lo` with the reference `loopback`
@@ -212,10 +221,10 @@ class Containerd:
             "ctr", "-n", K8S_NAMESPACE, "--address", str(self.socket), "images", "import",
             "--snapshotter", self.snapshotter, str(archive),
         ]  # fmt: skip
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        archive.unlink()
-        if proc.returncode != 0:
-            raise LabError(f"importing the sandbox image failed: {proc.stderr.strip()}")
+        try:
+            run(argv, timeout=60)
+        finally:
+            archive.unlink()
 
     # ------------------------------------------------------------------- stop
     def stop(self) -> bool:
