@@ -13,6 +13,11 @@ class KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
+    def held(self, key: str) -> bool:
+        """Whether someone holds the lock of `key` right now."""
+        entry = self._locks.get(key)
+        return entry is not None and entry[0].locked()
+
     @contextlib.asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
         """Hold the lock of `key`."""

@@ -118,7 +118,12 @@ class AgentDaemon(abc.ABC):
         try:
             if not await self.connect(stop):
                 return
-            server = CniServer(self.agent, self.cfg.cni_socket, state_dir=self.cfg.state_dir)
+            server = CniServer(
+                self.agent,
+                self.cfg.cni_socket,
+                state_dir=self.cfg.state_dir,
+                locks=self.agent.locks,
+            )
             await server.start()
             event(log, "started", node=self.cfg.node, socket=self.cfg.cni_socket)
             while not stop.is_set():

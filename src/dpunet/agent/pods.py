@@ -6,12 +6,28 @@ dpu-host node, a veth on a full node). ADD: claim a device, record the claim,
 ask the controller for the port (it answers once OVN reports the port up) while
 the device is moved toward the pod, configure it in the pod, record success.
 Any failure after the claim undoes everything in reverse. DEL undoes a
-recorded sandbox and is idempotent. A periodic reconcile releases what belongs
-to sandboxes that are gone and finishes what a crash interrupted.
+recorded attachment and is idempotent. A periodic reconcile releases what belongs
+to sandboxes that are gone and finishes what a crash interrupted; GC releases the
+attachments of its network that the runtime no longer lists.
+
+An attachment is (container id, CNI_IFNAME, network name): a sandbox may have
+several (multus secondary networks), each with its own device and record. The
+verbs run under the per-container lock of `PodAgent.locks`, which the CNI server
+takes for ADD/DEL/CHECK; reconcile and GC take it for each sandbox they touch and
+re-read its records under it, so they never act on a stale copy.
+
+A sandbox file this version cannot read (`UnreadableRecord`) is reported (log and
+the `sandbox_records_unreadable` gauge) and left alone: its devices, as far as
+they can be read, stay claimed, and its orphan-looking ports stay; ADD, DEL and
+CHECK of that sandbox fail with code 104 naming the file, since undoing what we
+cannot read could take a device or a port another version still uses. An
+operator (or the newer version) finishes it; removing the file by hand releases
+the claim.
 
 Error codes beyond the CNI spec's (all >= 100, as the spec reserves 0-99):
 100 no free device, 101 the controller refused the port, 102 plugging into the
-pod failed, 103 CHECK found a difference.
+pod failed, 103 CHECK found a difference, 104 the sandbox's record is unreadable,
+105 the interface name is attached to another network.
 """
 
 from __future__ import annotations
@@ -28,12 +44,14 @@ from typing import Any, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore
+from dpunet import podnet
+from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore, UnreadableRecord
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.results import Route as ResultRoute
 from dpunet.cni.shim import CniError
-from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.controller.client import ClientError
+from dpunet.keyedlocks import KeyedLocks
 from dpunet.logs import event
 from dpunet.podnet import InterfaceConfig, PodNetError, Route
 
@@ -43,6 +61,8 @@ ERR_NO_DEVICE = 100
 ERR_CONTROLLER = 101
 ERR_PLUG = 102
 ERR_CHECK = 103
+ERR_RECORD = 104
+ERR_IFNAME_IN_USE = 105
 
 BLOCKING_THREADS = 64
 T = TypeVar("T")
@@ -85,6 +105,39 @@ class Attacher(Protocol):
         ...
 
 
+class ControllerApi(Protocol):
+    """The controller's port API as PodAgent uses it (`ControllerClient` implements it).
+    Methods block; they run in a thread. Errors are `ClientError` (status 0: no answer)."""
+
+    def put_port(
+        self, namespace: str, name: str, request: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Create (or re-confirm) a pod port; answers once it is up."""
+        ...
+
+    def delete_port(
+        self, namespace: str, name: str, uid: str | None = None, sandbox: str | None = None
+    ) -> dict[str, Any]:
+        """Release a pod port if it still belongs to `uid`/`sandbox` (unknown: success)."""
+        ...
+
+    def get_port(self, namespace: str, name: str) -> dict[str, Any]:
+        """One pod port (404 when there is none)."""
+        ...
+
+    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[Any]:
+        """Pod ports, optionally of one node."""
+        ...
+
+    def get_node(self, name: str) -> dict[str, Any]:
+        """One node."""
+        ...
+
+    def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+        """Tell the controller why a pod cannot be attached."""
+        ...
+
+
 class AgentMetrics:
     """ADD/DEL latency by phase, outcomes, sandboxes held."""
 
@@ -109,6 +162,11 @@ class AgentMetrics:
             f"{prefix}_reconcile_actions_total", "Repairs made by the reconcile loop.", ["action"],
             registry=registry,
         )  # fmt: skip
+        self.unreadable_records = Gauge(
+            f"{prefix}_sandbox_records_unreadable",
+            "Sandbox files this version cannot read (their devices stay claimed).",
+            registry=registry,
+        )
 
 
 def pod_identity(req: AddRequest | DelRequest) -> tuple[str, str, str]:
@@ -173,6 +231,15 @@ def cni_result(record: SandboxRecord, pci: str | None) -> AddResult:
     )
 
 
+def _unreadable_error(exc: UnreadableRecord) -> CniError:
+    return CniError(
+        ERR_RECORD,
+        f"sandbox record {exc.path} is unreadable",
+        f"{exc.reason}; its devices stay claimed: let the dpunet version that wrote it "
+        "finish, or return them and remove the file by hand",
+    )
+
+
 def _controller_error(exc: ClientError, what: str) -> CniError:
     if exc.status == 0 or exc.status >= 500:
         return CniError(ERR_TRY_AGAIN, f"{what}: controller unavailable", exc.detail)
@@ -187,31 +254,35 @@ class PodAgent:
         node: str,
         attacher: Attacher,
         store: SandboxStore,
-        client: ControllerClient,
+        client: ControllerApi,
         metrics: AgentMetrics,
         port_timeout: float = 60.0,
+        interface_problems: Callable[[str | None, InterfaceConfig], list[str]] = podnet.check,
     ) -> None:
+        """`interface_problems` is CHECK's look into the pod (what differs from a config)."""
         self.node = node
         self.attacher = attacher
         self.store = store
         self.client = client
         self.metrics = metrics
         self.port_timeout = port_timeout
+        self.interface_problems = interface_problems
+        self.locks = KeyedLocks()  # per container id; the CNI server takes it for its verbs
         self._claim_lock = asyncio.Lock()
         # Each ADD in flight blocks up to two threads at once (the port request, which waits
         # for OVN, and the staging); asyncio's default pool (cores + 4) would make a burst of
         # ADDs queue their quick steps, claims included, behind other pods' port requests.
         self._executor = ThreadPoolExecutor(BLOCKING_THREADS, thread_name_prefix="pod-agent")
-        self._busy: set[str] = set()  # container ids with a verb in flight
+        self._unreadable_seen: set[tuple[str, str]] = set()  # (path, reason) logged once
         self._reports: set[asyncio.Task[None]] = set()  # event reports in flight
         # why this node's DPU cannot take pods (None: it can); set by the VF daemon
         self.dpu_problem: Callable[[], str | None] | None = None
 
     # ----------------------------------------------------------------- ADD
     async def add(self, req: AddRequest) -> AddResult:
-        """Claim a device, get the port, plug the device into the pod."""
-        cid = req.container_id
-        self._busy.add(cid)
+        """Claim a device, get the port, plug the device into the pod (the caller holds
+        `locks` of the container)."""
+        self._require_lock(req.container_id)
         started = time.monotonic()
         try:
             result = await self._add(req)
@@ -222,24 +293,31 @@ class PodAgent:
         except BaseException:
             self.metrics.requests.labels("ADD", "error").inc()
             raise
-        finally:
-            self._busy.discard(cid)
         self.metrics.requests.labels("ADD", "ok").inc()
         self.metrics.phase_seconds.labels("ADD", "total").observe(time.monotonic() - started)
         return result
 
     async def _add(self, req: AddRequest) -> AddResult:
         namespace, name, uid = pod_identity(req)
-        existing = await self._thread(self.store.load, req.container_id)
+        network = req.config.name
+        records = await self._load(req.container_id)
+        existing = next((r for r in records if r.ifname == req.ifname), None)
         if existing is not None:
-            if existing.phase is Phase.ATTACHED and existing.ifname == req.ifname:
+            if not existing.is_attachment(req.ifname, network):
+                raise CniError(
+                    ERR_IFNAME_IN_USE,
+                    f"{req.ifname} of sandbox {req.container_id} is attached to network "
+                    f"{existing.network}",
+                    "DEL it from that network first, or use another CNI_IFNAME",
+                )
+            if existing.phase is Phase.ATTACHED:
                 return cni_result(existing, existing.device.get("pci"))
             await self._undo(existing, "readd")
 
         phase_started = time.monotonic()
         async with self._claim_lock:  # one thread hop: a burst's claims queue here
             try:
-                record = await self._thread(self._claim, req, namespace, name, uid)
+                record = await self._thread(self._claim, req, network, namespace, name, uid)
             except CniError as exc:
                 if exc.code == ERR_NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
                     self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
@@ -304,14 +382,18 @@ class PodAgent:
         event(
             log,
             "attached", pod=f"{namespace}/{name}", sandbox=req.container_id[:12],
-            ip=record.port["ips"][0], mac=record.port["mac"],
+            ifname=req.ifname, network=network, ip=record.port["ips"][0],
+            mac=record.port["mac"],
         )  # fmt: skip
         return cni_result(record, device.get("pci"))
 
-    def _claim(self, req: AddRequest, namespace: str, name: str, uid: str) -> SandboxRecord:
-        """Pick a device no recorded sandbox holds and record the claim (under the claim
-        lock, blocking)."""
-        held = [r.device for r in self.store.all()]
+    def _claim(
+        self, req: AddRequest, network: str, namespace: str, name: str, uid: str
+    ) -> SandboxRecord:
+        """Pick a device no record (readable or not) holds and record the claim (under the
+        claim lock, blocking)."""
+        scan = self.store.scan()
+        self._note_unreadable(scan.unreadable)
         record = SandboxRecord(
             container_id=req.container_id,
             netns=req.netns,
@@ -319,10 +401,34 @@ class PodAgent:
             namespace=namespace,
             pod=name,
             pod_uid=uid,
-            device=self.attacher.claim(req, held),
+            device=self.attacher.claim(req, scan.devices),
+            network=network,
         )
         self.store.save(record)
         return record
+
+    def _require_lock(self, container_id: str) -> None:
+        if not self.locks.held(container_id):
+            raise RuntimeError(f"a verb for {container_id} without holding its lock")
+
+    async def _load(self, container_id: str) -> list[SandboxRecord]:
+        """The sandbox's records; CniError 104 when its file is unreadable."""
+        try:
+            return await self._thread(self.store.load, container_id)
+        except UnreadableRecord as exc:
+            self._note_unreadable([exc])
+            raise _unreadable_error(exc) from exc
+
+    def _note_unreadable(self, unreadable: list[UnreadableRecord]) -> None:
+        """Log each unreadable file once (per reason)."""
+        for exc in unreadable:
+            key = (str(exc.path), exc.reason)
+            if key not in self._unreadable_seen:
+                self._unreadable_seen.add(key)
+                event(
+                    log, "record-unreadable", level=logging.ERROR, path=exc.path,
+                    error=exc.reason, devices_kept=exc.devices,
+                )  # fmt: skip
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in the agent's thread pool."""
@@ -360,15 +466,17 @@ class PodAgent:
 
     # ----------------------------------------------------------------- DEL
     async def delete(self, req: DelRequest) -> None:
-        """Undo the sandbox's ADD; nothing recorded (or another ifname) means nothing to do."""
+        """Undo the attachment's ADD; nothing recorded means nothing to do (the caller holds
+        `locks` of the container)."""
+        self._require_lock(req.container_id)
         started = time.monotonic()
-        self._busy.add(req.container_id)
         try:
-            record = await self._thread(self.store.load, req.container_id)
-            if record is not None and record.ifname == req.ifname:
-                await self._undo(record, "del")
-        finally:
-            self._busy.discard(req.container_id)
+            for record in await self._load(req.container_id):
+                if record.is_attachment(req.ifname, req.config.name):
+                    await self._undo(record, "del")
+        except BaseException:
+            self.metrics.requests.labels("DEL", "error").inc()
+            raise
         self.metrics.requests.labels("DEL", "ok").inc()
         self.metrics.phase_seconds.labels("DEL", "total").observe(time.monotonic() - started)
 
@@ -395,23 +503,25 @@ class PodAgent:
             raise _controller_error(
                 exc, f"release of port {record.namespace}/{record.pod}"
             ) from exc
-        await self._thread(self.store.remove, record.container_id)
+        await self._thread(self.store.remove, record)
         event(
             log,
             "released", why=why, pod=f"{record.namespace}/{record.pod}",
-            sandbox=record.container_id[:12], device=record.device,
+            sandbox=record.container_id[:12], ifname=record.ifname, network=record.network,
+            device=record.device,
         )  # fmt: skip
 
     # --------------------------------------------------------- CHECK/STATUS/GC
     async def check(self, req: CheckRequest) -> None:
-        """The pod's interface and the controller's port still match the ADD."""
-        record = await self._thread(self.store.load, req.container_id)
-        if record is None or record.phase is not Phase.ATTACHED or record.ifname != req.ifname:
+        """The pod's interface and the controller's port still match the ADD (the caller
+        holds `locks` of the container)."""
+        self._require_lock(req.container_id)
+        records = await self._load(req.container_id)
+        record = next((r for r in records if r.is_attachment(req.ifname, req.config.name)), None)
+        if record is None or record.phase is not Phase.ATTACHED:
             raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}")
-        from dpunet import podnet
-
         problems = await self._thread(
-            podnet.check, req.netns, interface_config(req.ifname, record.port)
+            self.interface_problems, req.netns, interface_config(req.ifname, record.port)
         )
         try:
             port = await self._thread(self.client.get_port, record.namespace, record.pod)
@@ -434,22 +544,55 @@ class PodAgent:
             raise CniError(50, "the controller is unavailable", exc.detail) from exc
 
     async def gc(self, req: GcRequest) -> None:
-        """Release every recorded sandbox that is not a valid attachment."""
+        """Release every attachment of the GC's network that is not a valid attachment;
+        go on past failures and report them at the end (CNI spec). Records of format 1
+        (network unknown) are left to the reconcile."""
+        network = req.config.name
         valid = {(a.container_id, a.ifname) for a in req.valid_attachments}
-        for record in await self._thread(self.store.all):
-            if (
-                record.container_id,
-                record.ifname,
-            ) not in valid and record.container_id not in self._busy:
-                await self._undo(record, "gc")
+        errors: list[CniError] = []
+        for container_id in sorted((await self._thread(self.store.scan)).container_ids):
+            async with self.locks.hold(container_id):
+                try:
+                    records = await self._load(container_id)
+                except CniError:
+                    continue  # unreadable: reported, left alone
+                for record in records:
+                    if record.network != network or (container_id, record.ifname) in valid:
+                        continue
+                    try:
+                        await self._undo(record, "gc")
+                    except CniError as exc:
+                        errors.append(exc)
+        if errors:
+            raise CniError(
+                errors[0].code,
+                f"GC could not release {len(errors)} attachment(s)",
+                "; ".join(f"{e.msg}: {e.details}" if e.details else e.msg for e in errors),
+            )
 
     # ------------------------------------------------------------ reconcile
     async def reconcile(self) -> None:
-        """Finish interrupted work and release sandboxes that are gone."""
-        records = await self._thread(self.store.all)
-        for record in records:
-            if record.container_id in self._busy:
+        """Finish interrupted work and release sandboxes that are gone. A sandbox whose
+        lock is held is skipped: a verb is at work on it (the next pass looks again)."""
+        scan = await self._thread(self.store.scan)
+        self._note_unreadable(scan.unreadable)
+        for container_id in sorted({r.container_id for r in scan.records}):
+            if self.locks.held(container_id):
                 continue
+            async with self.locks.hold(container_id):
+                await self._reconcile_sandbox(container_id)
+        await self._release_orphan_ports(scan.container_ids)
+        final = await self._thread(self.store.scan)
+        self._count_sandboxes(final.records)
+        self.metrics.unreadable_records.set(len(final.unreadable))
+
+    async def _reconcile_sandbox(self, container_id: str) -> None:
+        """Undo what a crash interrupted and what belongs to a gone pod (under the lock)."""
+        try:
+            records = await self._load(container_id)
+        except CniError:
+            return  # became unreadable since the scan: reported
+        for record in records:
             gone = not os.path.exists(record.netns)
             if record.phase is Phase.ATTACHED and not gone:
                 continue
@@ -462,13 +605,11 @@ class PodAgent:
                 await self._undo(record, action)
                 self.metrics.reconcile_actions.labels(action).inc()
             except CniError as exc:
-                event(log, "reconcile-failed", sandbox=record.container_id[:12], error=str(exc))
-        await self._release_orphan_ports({r.container_id for r in records})
-        self._count_sandboxes(await self._thread(self.store.all))
+                event(log, "reconcile-failed", sandbox=container_id[:12], error=str(exc))
 
     async def _release_orphan_ports(self, known_sandboxes: set[str]) -> None:
-        """Ports the controller holds for this node that no record knows (a crash between
-        the controller's answer and the record, or a record removed by hand)."""
+        """Ports the controller holds for this node that no sandbox file knows (a crash
+        between the controller's answer and the record, or a record removed by hand)."""
         try:
             ports = await self._thread(self.client.list_ports, self.node)
         except ClientError as exc:
@@ -476,19 +617,23 @@ class PodAgent:
             return
         for port in ports:
             sandbox = port.get("sandbox")
-            if sandbox in known_sandboxes or sandbox in self._busy:
+            if not isinstance(sandbox, str) or sandbox in known_sandboxes:
                 continue
-            if await self._thread(self.store.load, sandbox) is not None:
-                continue  # recorded since the listing
-            try:
-                await self._thread(
-                    self.client.delete_port, port["namespace"], port["name"], port["uid"], sandbox
-                )
-            except ClientError as exc:
-                event(log, "orphan-release-failed", port=port.get("lsp"), error=exc.detail)
-                continue
+            if self.locks.held(sandbox):
+                continue  # a verb is at work on it
+            async with self.locks.hold(sandbox):
+                if await self._thread(self.store.exists, sandbox):
+                    continue  # recorded since the listing
+                try:
+                    await self._thread(
+                        self.client.delete_port,
+                        port["namespace"], port["name"], port["uid"], sandbox,
+                    )  # fmt: skip
+                except ClientError as exc:
+                    event(log, "orphan-release-failed", port=port.get("lsp"), error=exc.detail)
+                    continue
             self.metrics.reconcile_actions.labels("orphan-port").inc()
-            event(log, "orphan-port-released", port=port.get("lsp"), sandbox=str(sandbox)[:12])
+            event(log, "orphan-port-released", port=port.get("lsp"), sandbox=sandbox[:12])
 
     def _count_sandboxes(self, records: list[SandboxRecord]) -> None:
         for phase in Phase:

@@ -2,9 +2,19 @@
 
 One JSON file per sandbox at `<state_dir>/sandboxes/<container id>.json` — the
 contract the CNI shim relies on (docs/cni.md: no file means "nothing to undo").
-A record is written before the device is touched and removed only after the
-device is back and the port is released, so a daemon killed at any instant finds,
-on restart, every device that might be away.
+It holds one record per attachment of the sandbox, keyed by interface name and
+network (a multus secondary network is a second attachment). A record is written
+before the device is touched and removed only after the device is back and the
+port is released; the file goes with the sandbox's last record. So a daemon killed
+at any instant finds, on restart, every device that might be away.
+
+File format 2: the first record's fields at the top level (where format 1, one
+record per sandbox without `network`, had them) plus `"format": 2` and `"others"`,
+the sandbox's further records. A format-1 record reads as network None: it was
+written when a sandbox had one attachment, so it is whichever network asks. A file
+that does not parse (damaged by hand, or written by a newer version) is
+`Unreadable`: the devices still found in it stay claimed; nothing else is done
+with it.
 
 Writes are atomic: a temporary file in the same directory, fsync, rename, fsync
 of the directory.
@@ -15,12 +25,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from dpunet.cni.shim import is_valid_name, sandbox_checkpoint_path
+
+RECORD_FORMAT = 2
 
 
 class Phase(StrEnum):
@@ -34,7 +46,7 @@ class Phase(StrEnum):
 
 @dataclass
 class SandboxRecord:
-    """One sandbox's claim on a device and the port the controller gave it."""
+    """One attachment's claim on a device and the port the controller gave it."""
 
     container_id: str
     netns: str
@@ -45,20 +57,106 @@ class SandboxRecord:
     device: dict[str, Any]
     phase: Phase = Phase.RESERVED
     port: dict[str, Any] = field(default_factory=dict)
+    network: str | None = None  # None: a format-1 record (one attachment per sandbox)
 
-    def to_json(self) -> str:
-        """Serialised form."""
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+    def is_attachment(self, ifname: str, network: str) -> bool:
+        """Whether this records attachment (`ifname`, `network`) of its sandbox."""
+        return self.ifname == ifname and self.network in (None, network)
 
-    @classmethod
-    def from_json(cls, text: str) -> SandboxRecord:
-        """Parse a record; ValueError when the text is not one."""
-        try:
-            data = json.loads(text)
-            data["phase"] = Phase(data["phase"])
-            return cls(**data)
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"not a sandbox record: {exc}") from exc
+
+_TEXT_FIELDS = ("container_id", "netns", "ifname", "namespace", "pod", "pod_uid")
+_FIELDS = {f.name for f in fields(SandboxRecord)}
+
+
+class UnreadableRecord(Exception):
+    """A sandbox file this version cannot parse; `devices` are those still found in it."""
+
+    def __init__(
+        self, container_id: str, path: Path, reason: str, devices: list[dict[str, Any]]
+    ) -> None:
+        super().__init__(f"sandbox record {path} is unreadable: {reason}")
+        self.container_id = container_id
+        self.path = path
+        self.reason = reason
+        self.devices = devices
+
+
+def _record(data: object, container_id: str, fmt: int) -> SandboxRecord:
+    """One record of a file of format `fmt`; ValueError when `data` is not one."""
+    if not isinstance(data, dict):
+        raise ValueError("a record is not a JSON object")
+    allowed = _FIELDS if fmt == RECORD_FORMAT else _FIELDS - {"network"}
+    unknown = sorted(data.keys() - allowed)
+    missing = sorted(allowed - data.keys())
+    if unknown or missing:
+        raise ValueError(f"unknown fields {unknown}, missing fields {missing}")
+    if not all(isinstance(data[name], str) for name in _TEXT_FIELDS):
+        raise ValueError(f"{', '.join(_TEXT_FIELDS)} must be strings")
+    if not isinstance(data["device"], dict) or not isinstance(data["port"], dict):
+        raise ValueError("device and port must be objects")
+    network = data.get("network")
+    if network is not None and not isinstance(network, str):
+        raise ValueError("network must be a string or null")
+    if data["container_id"] != container_id:
+        raise ValueError(f"it is the record of sandbox {data['container_id']!r}")
+    return SandboxRecord(**{**data, "phase": Phase(data["phase"])})
+
+
+def parse_records(text: str, container_id: str) -> list[SandboxRecord]:
+    """The records of sandbox file `text`; ValueError when it is not one this version
+    reads."""
+    data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    fmt = data.pop("format", 1)
+    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
+        raise ValueError(f"format {fmt!r} (a newer dpunet?); this version reads up to 2")
+    others = data.pop("others", []) if fmt == RECORD_FORMAT else []
+    if not isinstance(others, list):
+        raise ValueError("others must be a list")
+    records = [_record(item, container_id, fmt) for item in [data, *others]]
+    if len({r.ifname for r in records}) != len(records):
+        raise ValueError("two records of one interface name")
+    return records
+
+
+def format_records(records: list[SandboxRecord]) -> str:
+    """The file of a sandbox's records (at least one)."""
+    first, *others = (asdict(r) for r in records)
+    return json.dumps({**first, "format": RECORD_FORMAT, "others": others}, indent=2)
+
+
+def _devices_in(data: object) -> list[dict[str, Any]]:
+    """Every `device` object anywhere in `data` (what an unreadable file still tells)."""
+    if isinstance(data, list):
+        return [d for item in data for d in _devices_in(item)]
+    if not isinstance(data, dict):
+        return []
+    found = []
+    for key, value in data.items():
+        if key == "device" and isinstance(value, dict):
+            found.append(value)
+        else:
+            found.extend(_devices_in(value))
+    return found
+
+
+@dataclass
+class StoreScan:
+    """Every sandbox file: readable records, and the files that are not."""
+
+    records: list[SandboxRecord]
+    unreadable: list[UnreadableRecord]
+
+    @property
+    def container_ids(self) -> set[str]:
+        """Sandboxes with a file, readable or not."""
+        return {r.container_id for r in self.records} | {u.container_id for u in self.unreadable}
+
+    @property
+    def devices(self) -> list[dict[str, Any]]:
+        """Devices claimed: by records, and as far as they can be read, by unreadable files."""
+        return [r.device for r in self.records] + [d for u in self.unreadable for d in u.devices]
 
 
 class SandboxStore:
@@ -70,44 +168,84 @@ class SandboxStore:
         self.dir.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def path(self, container_id: str) -> Path:
-        """The record file of a sandbox; ValueError for an unsafe container id."""
+        """The file of a sandbox; ValueError for an unsafe container id."""
         if not is_valid_name(container_id):
             raise ValueError(f"invalid container id {container_id!r}")
         return Path(sandbox_checkpoint_path(str(self.state_dir), container_id))
 
+    def exists(self, container_id: str) -> bool:
+        """Whether the sandbox has a file (readable or not); no file for an invalid id."""
+        return is_valid_name(container_id) and self.path(container_id).exists()
+
+    def load(self, container_id: str) -> list[SandboxRecord]:
+        """The records of a sandbox (none without a file); UnreadableRecord."""
+        path = self.path(container_id)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise UnreadableRecord(container_id, path, str(exc), []) from exc
+        return self._parse(container_id, path, text)
+
     def save(self, record: SandboxRecord) -> None:
-        """Write (or replace) a record atomically and durably."""
-        final = self.path(record.container_id)
+        """Write (or replace) the record of `record`'s interface, atomically and durably."""
+        records = [r for r in self.load(record.container_id) if r.ifname != record.ifname]
+        self._write(record.container_id, [*records, record])
+
+    def remove(self, record: SandboxRecord) -> None:
+        """Forget the record of `record`'s interface (no error when it is gone); the file
+        goes with the sandbox's last record."""
+        records = self.load(record.container_id)
+        rest = [r for r in records if r.ifname != record.ifname]
+        if len(rest) == len(records):
+            return
+        if rest:
+            self._write(record.container_id, rest)
+            return
+        with contextlib.suppress(FileNotFoundError):
+            self.path(record.container_id).unlink()
+            self._sync_dir()
+
+    def scan(self) -> StoreScan:
+        """Every sandbox file, parsed."""
+        scan = StoreScan([], [])
+        for path in sorted(self.dir.glob("*.json")):
+            container_id = path.name.removesuffix(".json")
+            try:
+                if not is_valid_name(container_id):
+                    raise UnreadableRecord(container_id, path, "not a container id", [])
+                scan.records.extend(self._parse(container_id, path, path.read_text()))
+            except UnreadableRecord as exc:
+                scan.unreadable.append(exc)
+            except OSError as exc:
+                scan.unreadable.append(UnreadableRecord(container_id, path, str(exc), []))
+        return scan
+
+    def all(self) -> list[SandboxRecord]:
+        """Every readable record."""
+        return self.scan().records
+
+    @staticmethod
+    def _parse(container_id: str, path: Path, text: str) -> list[SandboxRecord]:
+        try:
+            return parse_records(text, container_id)
+        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+            try:
+                devices = _devices_in(json.loads(text))
+            except ValueError:
+                devices = []
+            raise UnreadableRecord(container_id, path, str(exc), devices) from exc
+
+    def _write(self, container_id: str, records: list[SandboxRecord]) -> None:
+        final = self.path(container_id)
         tmp = final.with_name(f".{final.name}.tmp")
         with open(tmp, "w") as f:
-            f.write(record.to_json())
+            f.write(format_records(records))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
         self._sync_dir()
-
-    def load(self, container_id: str) -> SandboxRecord | None:
-        """The record of a sandbox, or None."""
-        try:
-            return SandboxRecord.from_json(self.path(container_id).read_text())
-        except FileNotFoundError:
-            return None
-
-    def remove(self, container_id: str) -> None:
-        """Forget a sandbox (no error when it is already gone)."""
-        with contextlib.suppress(FileNotFoundError):
-            self.path(container_id).unlink()
-            self._sync_dir()
-
-    def all(self) -> list[SandboxRecord]:
-        """Every readable record (a hand-damaged file is skipped, not fatal)."""
-        out = []
-        for path in sorted(self.dir.glob("*.json")):
-            try:
-                out.append(SandboxRecord.from_json(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        return out
 
     def _sync_dir(self) -> None:
         fd = os.open(self.dir, os.O_RDONLY | os.O_DIRECTORY)

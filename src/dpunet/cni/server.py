@@ -11,7 +11,8 @@ A daemon implements `CniHandler` and runs::
 
 Per request the server re-validates env and config with the shim's rules, validates the
 dpunet fields, refuses a config whose `stateDir` is not the daemon's (the shim's DEL
-fallback relies on it), serializes requests of one container, calls the handler with a
+fallback relies on it), serializes requests of one container (with `locks`, shared with
+whatever else must exclude them, e.g. the daemon's reconcile), calls the handler with a
 typed request, renders the result for the request's CNI version and logs one
 `event=cni ...` line. A DEL whose config the daemon refuses succeeds without calling the
 handler when the sandbox has no checkpoint (nothing can have been attached with it).
@@ -104,14 +105,17 @@ class CniServer:
         *,
         state_dir: str | Path = DEFAULT_STATE_DIR,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
+        locks: KeyedLocks | None = None,
     ) -> None:
+        """`locks`: the per-container locks ADD, DEL and CHECK hold (default: the
+        server's own)."""
         self.handler = handler
         self.socket_path = Path(socket_path)
         self.state_dir = Path(state_dir)
         self.read_timeout = read_timeout
         self._server: asyncio.AbstractServer | None = None
         self._identity: tuple[int, int] | None = None
-        self._locks = KeyedLocks()
+        self._locks = locks if locks is not None else KeyedLocks()
 
     async def __aenter__(self) -> CniServer:
         await self.start()

@@ -82,8 +82,8 @@ class HostDaemon(AgentDaemon):
     async def reconcile_extra(self) -> None:
         """Pool gauges; the device plugin starts once the DPU's state is known, then is told
         to re-check health after every reconcile."""
-        held = [r.device for r in await asyncio.to_thread(self.agent.store.all)]
-        usage = await asyncio.to_thread(self.attacher.pool_usage, held)
+        scan = await asyncio.to_thread(self.agent.store.scan)
+        usage = await asyncio.to_thread(self.attacher.pool_usage, scan.devices)
         for resource, (used, total) in usage.items():
             self.vfs.labels(resource, "used").set(used)
             self.vfs.labels(resource, "free").set(total - used)
@@ -100,8 +100,9 @@ class HostDaemon(AgentDaemon):
                 await self._plugin
 
     def _held_vfs(self) -> set[str]:
-        """The VFs this node's sandboxes hold (for the device plugin's health)."""
-        return {str(r.device.get("pci")) for r in self.agent.store.all()}
+        """The VFs this node's sandboxes hold (for the device plugin's health), unreadable
+        records' included."""
+        return {str(d.get("pci")) for d in self.agent.store.scan().devices}
 
     def _dpu_problem(self) -> str | None:
         """Why pods cannot get a port on this node's DPU (for the DPUNotReady event)."""

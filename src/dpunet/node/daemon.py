@@ -71,8 +71,9 @@ class NodeDaemon(AgentDaemon):
             self.agent.metrics.reconcile_actions.labels("stale-veth").inc()
             event(log, "stale-veth-removed", ifname=name)
 
-    def _known_sandboxes(self) -> list[str]:
-        return [r.container_id for r in self.agent.store.all()]
+    def _known_sandboxes(self) -> set[str]:
+        """Sandboxes with a file, unreadable ones included (their veths stay)."""
+        return self.agent.store.scan().container_ids
 
     def readiness_problem(self) -> str | None:
         """Not ready while the local OVS database is not connected."""
