@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 
-from dpunet.lab import pods, services
+from dpunet.lab import pods, services, svc
 from dpunet.lab.cri import api_pb2 as pb
 from dpunet.lab.cri.client import CriClient, CriError
 from dpunet.lab.cri.engine import node_containerd, sandbox_config
@@ -41,7 +41,7 @@ def lab() -> Iterator[LabPlan]:
     plan = LabPlan(LabSpec(name=LAB))
     yield plan
     removed = down(LAB)
-    assert "containerd on host1" in removed
+    assert {"containerd on host1", "containerd on cp"} <= set(removed)
     assert not _cni_netns(), "lab down left sandbox network namespaces"
     assert not Path("/run/containerd").exists()
 
@@ -102,6 +102,7 @@ def test_two_sandboxes_get_their_own_vfs_and_pass_the_matrix(clean: LabPlan) -> 
     plan = clean
     a = pods.add_pod(plan, "cria", "host1", "cri")
     b = pods.add_pod(plan, "crib", "host1", "cri")
+    c = pods.add_pod(plan, "cric", "cp", "cri")  # cp's own containerd; a veth on its OVS
     assert a.pci and b.pci and a.pci != b.pci
     assert a.ip and b.ip and a.ip != b.ip
     with cri(plan) as client:
@@ -115,12 +116,16 @@ def test_two_sandboxes_get_their_own_vfs_and_pass_the_matrix(clean: LabPlan) -> 
     for src, dst in ((a, b), (b, a)):
         assert ping(src.netns, dst.ip or "")[0], f"{src.name} -> {dst.name}"
         assert ping(src.netns, GATEWAY)[0], f"{src.name} -> gateway"
+    assert c.ip and c.pci is None and ping(c.netns, a.ip or "")[0]
+    svc.add_service(plan, "crisvc", 80, ["cria", "crib", "cric"])  # selects them like any pod
     check = subprocess.run(
         [*DPUNET, "lab", "check", "--name", LAB, "-o", "json"], capture_output=True, text=True
     )
+    svc.del_service(plan, "crisvc")
     assert check.returncode == 0, check.stdout + check.stderr
-    results = json.loads(check.stdout)
-    assert {"pod-pod (same node)", "pod-ext (gateway SNAT)"} <= {r["check"] for r in results}
+    checks = {r["check"] for r in json.loads(check.stdout)}
+    assert {"pod-pod (same node)", "pod-pod (across nodes)", "pod-ext (gateway SNAT)"} <= checks
+    assert "service default/crisvc: spread (every backend)" in checks
     host1 = next(n for n in Lab(plan).status()["nodes"] if n["name"] == "host1")
     assert {"name": "containerd", "alive": True} in [
         {"name": p["name"], "alive": p["alive"]} for p in host1["processes"]
