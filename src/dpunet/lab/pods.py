@@ -4,8 +4,10 @@ Both engines execute the real `dpunet-cni` shim the way a runtime does (the CNI
 environment and the node's network config on stdin) on a network namespace made
 for the pod; the `podman` engine then starts a container (runc) in that namespace
 with `--network ns:PATH`. This is one code path for podman 4 (Debian 12) and
-podman 5 (Debian 13, which has no CNI backend, only netavark). Each pod is
-recorded in `<run dir>/pods/<name>.json`.
+podman 5 (Debian 13, which has no CNI backend, only netavark). The `cri` engine
+(dpunet.lab.cri) hands the pod to the node's containerd as a CRI pod sandbox, and
+containerd executes the shim itself. Each pod is recorded in
+`<run dir>/pods/<name>.json`.
 """
 
 from __future__ import annotations
