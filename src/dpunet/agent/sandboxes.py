@@ -109,8 +109,10 @@ def parse_records(text: str, container_id: str) -> list[SandboxRecord]:
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     fmt = data.pop("format", 1)
-    if not isinstance(fmt, int) or fmt > RECORD_FORMAT:
-        raise ValueError(f"format {fmt!r} (a newer dpunet?); this version reads up to 2")
+    if type(fmt) is not int or fmt < 1:
+        raise ValueError(f"format {fmt!r} is not a format number")
+    if fmt > RECORD_FORMAT:
+        raise ValueError(f"format {fmt} (a newer dpunet); this version reads up to 2")
     others = data.pop("others", []) if fmt == RECORD_FORMAT else []
     if not isinstance(others, list):
         raise ValueError("others must be a list")
