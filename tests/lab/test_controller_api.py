@@ -304,7 +304,7 @@ def test_port_lifecycle_and_idempotency(ovn: OvnCentral, ctl: ControllerProc) ->
         assert "default_web-1" not in ovn.nbctl("show")
         again = host.delete("/v1/ports/default/web-1")
         assert again.status_code == 200 and again.json()["deleted"] is False
-        assert host.get("/v1/ports/default/web-1").status_code == 404
+        assert host.get("/v1/ports/default/web-1").status_code == 403  # not (any more) its own
 
 
 def test_full_node_port_is_a_plain_veth_port(ovn: OvnCentral, admin: httpx.Client) -> None:
@@ -323,6 +323,9 @@ def test_auth(ctl: ControllerProc) -> None:
         resp = anon.get("/v1/nodes")
         assert resp.status_code == 401 and resp.headers["www-authenticate"] == "Bearer"
         assert anon.get("/healthz").status_code == 200
+        assert anon.put("/v1/ports/default/x", content=b"{garbage").status_code == 401
+        for path in ("/metrics", "/openapi.json"):
+            assert anon.get(path).status_code == 401
     with ctl.client("not-a-token-0123456789") as bad:
         assert bad.get("/v1/ports").status_code == 401
     with ctl.client(ADMIN_TOKEN) as admin:
@@ -346,6 +349,21 @@ def test_auth(ctl: ControllerProc) -> None:
             assert resp.status_code == 403, resp.text
             assert resp.json()["detail"]
         assert other.get("/v1/nodes").json()["items"] == []
+    # another node's port and no port at all look the same to a node
+    with ctl.client(node_token("host9")) as host9:
+        put = host9.put("/v1/ports/default/theirs", json=vf_port("host9"))
+        assert put.status_code == 200, put.text
+    with ctl.client(node_token("cli1")) as other:
+        for pod in ("theirs", "nobody"):
+            assert other.get(f"/v1/ports/default/{pod}").status_code == 403
+            gone = other.delete(f"/v1/ports/default/{pod}")
+            assert gone.status_code == 200 and gone.json() == {
+                "deleted": False,
+                "detail": f"no port default/{pod} of node cli1",
+            }
+    with ctl.client(ADMIN_TOKEN) as admin:
+        assert admin.get("/v1/ports/default/nobody").status_code == 404
+        assert admin.delete("/v1/ports/default/theirs").json()["deleted"] is True
 
 
 BAD_PORT_REQUESTS: list[tuple[str, dict[str, Any], int]] = [
@@ -455,7 +473,8 @@ def test_concurrent_puts_never_share_an_address(
         assert nb[body["lsp"]] == f"{body['mac']} {body['ips'][0].split('/')[0]}"
     node = admin.get("/v1/nodes/burst").json()
     assert node["ports"] == 200 and node["free_ips"] == 252 - 200
-    metrics = httpx.get(f"{ctl.url}/metrics").text
+    assert httpx.get(f"{ctl.url}/metrics").status_code == 401
+    metrics = admin.get("/metrics").text
     assert 'dpunet_controller_ports{node="burst"} 200.0' in metrics
     assert 'dpunet_controller_free_ips{node="burst"} 52.0' in metrics
     for phase in ("allocate", "nb_write", "total"):

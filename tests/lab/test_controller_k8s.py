@@ -184,7 +184,7 @@ def test_port_admission_and_pod_networks(
     kube.pod("default", "pod2", "uid-p2", "cp")
     with ctl.client("tok-host1") as host1:
         assert (
-            host1.put("/v1/ports/default/nope", json=port_req("host1", "uid-x")).status_code == 404
+            host1.put("/v1/ports/default/nope", json=port_req("host1", "uid-x")).status_code == 403
         )
         assert (
             host1.put("/v1/ports/default/pod1", json=port_req("host1", "uid-old")).status_code

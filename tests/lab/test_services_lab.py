@@ -159,7 +159,13 @@ def nb_versions(plan: LabPlan) -> dict[str, str]:
 def service_passes(plan: LabPlan) -> int:
     transport = httpx.HTTPTransport(uds=str(services.controller_socket(plan)))
     try:
-        with httpx.Client(transport=transport, base_url="http://c", timeout=5) as http:
+        token = services.token_path(plan, "admin").read_text().strip()
+        with httpx.Client(
+            transport=transport,
+            base_url="http://c",
+            timeout=5,
+            headers={"Authorization": f"Bearer {token}"},
+        ) as http:
             text = http.get("/metrics").text
     except httpx.HTTPError:
         return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from controller_app import ADMIN_TOKEN, app_client
+from controller_app import ADMIN_TOKEN, NODE_TOKEN, app_client
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 PORT = '{"node": "host1", "uid": "u", "sandbox": "s", "pci": "0000:02:00.1", '
@@ -23,3 +23,42 @@ async def test_non_finite_numbers_get_a_422_with_a_reason(tmp_path: Path, number
             "/v1/ports/default/p", params={"timeout": number}, content=PORT % 1, headers=ADMIN
         )
         assert resp.status_code == 422, resp.text
+
+
+@pytest.mark.asyncio
+async def test_anonymous_requests_get_401_before_the_body_is_parsed(tmp_path: Path) -> None:
+    async with app_client(tmp_path) as client:
+        for body in ("{not json", PORT % "NaN", '{"surprise": 1}', PORT % 1):
+            resp = await client.put(
+                "/v1/ports/default/p", content=body, headers={"Content-Type": "application/json"}
+            )
+            assert resp.status_code == 401, resp.text
+            assert resp.headers["www-authenticate"] == "Bearer"
+        bad = {"Authorization": "Bearer not-a-token-0123456789"}
+        assert (await client.put("/v1/nodes/x", content="{", headers=bad)).status_code == 401
+        assert (await client.get("/v1/no/such/path")).status_code == 401
+
+
+@pytest.mark.asyncio
+async def test_only_health_checks_are_open_by_default(tmp_path: Path) -> None:
+    async with app_client(tmp_path) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.get("/readyz")).status_code == 503  # no NB: open, not ready
+        for path in ("/metrics", "/openapi.json"):
+            assert (await client.get(path)).status_code == 401, path
+        assert (await client.get("/docs")).status_code in (401, 404)
+        node = {"Authorization": f"Bearer {NODE_TOKEN}"}
+        assert (await client.get("/metrics", headers=node)).status_code == 403
+        assert (await client.get("/openapi.json", headers=node)).status_code == 200
+        admin = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        metrics = await client.get("/metrics", headers=admin)
+        assert metrics.status_code == 200 and "dpunet_controller_nb_ready" in metrics.text
+        assert (await client.get("/docs", headers=admin)).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_settings_open_metrics_and_docs(tmp_path: Path) -> None:
+    async with app_client(tmp_path, metrics_anonymous=True, api_docs=True) as client:
+        for path in ("/metrics", "/openapi.json", "/docs"):
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/v1/nodes")).status_code == 401

@@ -346,7 +346,10 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
 
 def _controller_metrics(plan: LabPlan) -> Any:
     try:
-        return parse_exposition(http_get(None, f"unix:{services.controller_socket(plan)}"))
+        token = services.token_path(plan, "admin").read_text().strip()
+        return parse_exposition(
+            http_get(None, f"unix:{services.controller_socket(plan)}", token=token)
+        )
     except OSError:
         return {}
 

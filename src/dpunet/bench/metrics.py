@@ -35,8 +35,15 @@ def parse_exposition(text: str) -> Samples:
     return out
 
 
-def http_get(netns: str | None, address: str, path: str = "/metrics", timeout: float = 5.0) -> str:
-    """GET `path` from `address` (HOST:PORT, or unix:PATH) inside namespace `netns`."""
+def http_get(
+    netns: str | None,
+    address: str,
+    path: str = "/metrics",
+    timeout: float = 5.0,
+    token: str | None = None,
+) -> str:
+    """GET `path` from `address` (HOST:PORT, or unix:PATH) inside namespace `netns`, with
+    `token` as bearer token when given."""
     from dpunet.netns import socket_at
 
     if address.startswith("unix:"):
@@ -49,7 +56,8 @@ def http_get(netns: str | None, address: str, path: str = "/metrics", timeout: f
     with sock:
         sock.settimeout(timeout)
         sock.connect(target)
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: metrics\r\n\r\n".encode())
+        auth = f"Authorization: Bearer {token}\r\n" if token else ""
+        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: metrics\r\n{auth}\r\n".encode())
         chunks = []
         while chunk := sock.recv(65536):
             chunks.append(chunk)

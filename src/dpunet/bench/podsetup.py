@@ -112,10 +112,10 @@ def restore_vf(pair: NicPair, vf: FreeVf) -> None:
         ipr.link("set", index=index, state="up")  # a down link reports no alias change
 
 
-def scrape(netns: str | None, address: str) -> Samples:
+def scrape(netns: str | None, address: str, token: str | None = None) -> Samples:
     """A daemon's metrics (empty when it does not answer)."""
     try:
-        return parse_exposition(http_get(netns, address))
+        return parse_exposition(http_get(netns, address, token=token))
     except OSError:
         return {}
 
@@ -133,7 +133,11 @@ def scrape_all(plan: LabPlan, pair: NicPair) -> Scrapes:
     """Host agent, controller and DPU agent metrics."""
     return Scrapes(
         scrape(f"/run/netns/{pair.host.netns}", HOST_AGENT_METRICS),
-        scrape(None, f"unix:{services.controller_socket(plan)}"),
+        scrape(
+            None,
+            f"unix:{services.controller_socket(plan)}",
+            services.token_path(plan, "admin").read_text().strip(),
+        ),
         scrape(f"/run/netns/{pair.dpu.netns}", DPU_AGENT_METRICS),
     )
 

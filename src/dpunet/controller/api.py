@@ -1,7 +1,9 @@
 """The controller's HTTP API (FastAPI): nodes, ports, health, readiness, metrics.
 
-Every `/v1` call needs `Authorization: Bearer <token>` (see auth.py). Errors are
-`{"detail": "<reason>"}` (422 carries FastAPI's list of validation problems).
+Every request but `/healthz` and `/readyz` (and `/metrics`, `/docs`, `/openapi.json` when
+the settings open them) needs `Authorization: Bearer <token>` (see auth.py), checked
+before the request is routed or its body read. Errors are `{"detail": "<reason>"}` (422
+carries FastAPI's list of validation problems).
 """
 
 import json
@@ -14,14 +16,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dpunet import __version__
-from dpunet.controller.auth import Principal
-from dpunet.controller.errors import ControllerError
+from dpunet.controller.auth import Authenticator, Principal
+from dpunet.controller.errors import ControllerError, Forbidden
 from dpunet.controller.models import (
     DNS_LABEL,
     NODE_NAME,
@@ -158,21 +161,52 @@ class _BodyLimit:
         await self.app(scope, limited, send)
 
 
-class _Unauthorized(Exception):
-    """401 with `WWW-Authenticate: Bearer`."""
+class _Authenticate:
+    """401 for a request without a valid bearer token, before it is routed or its body
+    read (anonymous garbage learns nothing); the principal goes to `request.state`."""
+
+    def __init__(self, app: ASGIApp, authenticator: Authenticator, open_paths: set[str]) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.open_paths = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.open_paths:
+            await self.app(scope, receive, send)
+            return
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        scheme, token = get_authorization_scheme_param(header)
+        response: Response | None = None
+        if scheme.lower() != "bearer" or not token:
+            response = _unauthorized("missing bearer token (Authorization: Bearer <token>)")
+        else:
+            try:
+                who = await self.authenticator.authenticate(token)
+            except ControllerError as exc:  # e.g. TokenReview unavailable
+                response = ErrorResponse({"detail": str(exc)}, status_code=exc.status)
+            else:
+                if who is None:
+                    response = _unauthorized("unknown bearer token")
+                else:
+                    scope.setdefault("state", {})["principal"] = who
+        if response is not None:
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _unauthorized(detail: str) -> Response:
+    return ErrorResponse(
+        {"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
+    )
 
 
 async def _principal(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
-    if creds is None:
-        raise _Unauthorized("missing bearer token (Authorization: Bearer <token>)")
-    who: Principal | None = await request.app.state.controller.authenticator.authenticate(
-        creds.credentials
-    )
-    if who is None:
-        raise _Unauthorized("unknown bearer token")
+    """The caller `_Authenticate` found (`_bearer` only documents the scheme)."""
+    who: Principal = request.state.principal
     return who
 
 
@@ -181,14 +215,23 @@ Who = Annotated[Principal, Depends(_principal)]
 
 def create_app(ctl: "Controller") -> FastAPI:
     """The ASGI app serving `ctl`."""
+    cfg = ctl.cfg
     app = FastAPI(
         title="dpunet-controller",
         version=__version__,
         description="Pod ports and nodes of a dpunet cluster (OVN Northbound writer).",
+        docs_url="/docs" if cfg.api_docs else None,
+        redoc_url=None,
     )
     app.router.route_class = StrictJsonRoute
     app.state.controller = ctl
-    app.add_middleware(_BodyLimit, limit=ctl.cfg.max_body_bytes)
+    app.add_middleware(_BodyLimit, limit=cfg.max_body_bytes)
+    open_paths = {"/healthz", "/readyz"}
+    if cfg.metrics_anonymous:
+        open_paths.add("/metrics")
+    if cfg.api_docs:
+        open_paths |= {"/docs", "/docs/oauth2-redirect", "/openapi.json"}
+    app.add_middleware(_Authenticate, authenticator=ctl.authenticator, open_paths=open_paths)
 
     @app.exception_handler(ControllerError)
     async def _controller_error(request: Request, exc: ControllerError) -> JSONResponse:
@@ -221,12 +264,6 @@ def create_app(ctl: "Controller") -> FastAPI:
         ctl.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
         return response
 
-    @app.exception_handler(_Unauthorized)
-    async def _unauthorized(request: Request, exc: _Unauthorized) -> JSONResponse:
-        return ErrorResponse(
-            {"detail": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
-        )
-
     # ---------------------------------------------------------------- health
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz() -> Health:
@@ -252,8 +289,11 @@ def create_app(ctl: "Controller") -> FastAPI:
         response_class=Response,
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
-    async def metrics() -> Response:
-        """Prometheus metrics."""
+    async def metrics(request: Request) -> Response:
+        """Prometheus metrics (admin token, unless `metrics_anonymous`)."""
+        who: Principal | None = getattr(request.state, "principal", None)
+        if not cfg.metrics_anonymous and (who is None or not who.admin):
+            raise Forbidden(f"{who} may not read the metrics (admin token)")
         ctl.metrics.nb_ready.set(1 if ctl.ready else 0)
         return Response(generate_latest(ctl.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 

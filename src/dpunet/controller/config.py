@@ -77,6 +77,14 @@ class ControllerConfig(BaseModel):
     nb_workers: int = Field(default=8, ge=1, le=64)
     reconcile_interval: float = Field(default=60.0, ge=1)
     max_body_bytes: int = Field(default=16384, ge=1024)
+    metrics_anonymous: bool = Field(
+        default=False, description="Serve /metrics without a token (else: admin token)."
+    )
+    api_docs: bool = Field(
+        default=False,
+        description="Serve /docs, and /docs and /openapi.json without a token (else: /docs "
+        "is off and /openapi.json needs a token).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["kv", "json"] = "kv"
     mode: ControllerMode = ControllerMode.STANDALONE

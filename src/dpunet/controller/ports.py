@@ -280,14 +280,16 @@ class PortService:
 
     # ------------------------------------------------------------ GET / DELETE
     async def get(self, who: Principal, namespace: str, name: str) -> PortInfo:
-        """One port; 404 when absent."""
+        """One port; 404 when absent (for a node token: 403 for any port not its own,
+        absent or not, so that it cannot learn which pods exist elsewhere)."""
         lsp = pod_port(namespace, name)
         row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
-        if row is None or row.port is None:
+        port = row.port if row is not None else None
+        if not who.admin and (port is None or port.node != who.node):
+            raise Forbidden(f"{who} has no port {namespace}/{name}")
+        if port is None:
             raise NotFound(f"no port {namespace}/{name}")
-        if not who.may_act_for(row.port.node):
-            raise Forbidden(f"{who} may not read ports of node {row.port.node}")
-        return self.info(row.port, row.up)
+        return self.info(port, row.up if row is not None else False)
 
     async def list(
         self, who: Principal, node: str | None = None, namespace: str | None = None
@@ -316,18 +318,18 @@ class PortService:
         sandbox: str | None = None,
     ) -> DeleteResult:
         """Release a port; releasing an unknown port succeeds. With `uid`/`sandbox`, a
-        port that now belongs to another pod or sandbox is left in place."""
+        port that now belongs to another pod or sandbox is left in place. For a node
+        token, another node's port is an unknown port (it learns nothing about it)."""
         lsp = pod_port(namespace, name)
         async with (
             self.state.gate.enter(self.cfg.nb_timeout),
             self.state.port_locks.hold(lsp),
         ):
             row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
-            if row is None:
-                return DeleteResult(deleted=False, detail=f"no port {namespace}/{name}")
-            owner = row.port.node if row.port is not None else (row.switch or "")
-            if not who.may_act_for(owner):
-                raise Forbidden(f"{who} may not delete ports of node {owner}")
+            owner = (row.port.node if row.port is not None else row.switch or "") if row else ""
+            if row is None or not who.may_act_for(owner):
+                mine = "" if who.admin else f" of node {who.node}"
+                return DeleteResult(deleted=False, detail=f"no port {namespace}/{name}{mine}")
             if row.port is not None:
                 for key, want, have in (
                     ("uid", uid, row.port.uid),

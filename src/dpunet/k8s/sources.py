@@ -31,7 +31,7 @@ from lightkube.types import PatchType
 from pydantic import ValidationError
 
 from dpunet.controller.auth import Principal
-from dpunet.controller.errors import Conflict, ControllerError, Forbidden, NotFound, Unavailable
+from dpunet.controller.errors import Conflict, ControllerError, Forbidden, Unavailable
 from dpunet.controller.ipam import mac_for_ip
 from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.controller.nodes import NodeService
@@ -325,12 +325,10 @@ class PodSource:
         view = self.pods.get((namespace, name))
         if view is None or view.uid != uid or view.node != node:
             view = await self.live(namespace, name)  # the watch may lag behind
-        if view is None:
-            raise NotFound(f"pod {namespace}/{name} does not exist in Kubernetes")
+        if view is None or view.node != node:  # the same answer: existence stays private
+            raise Forbidden(f"no pod {namespace}/{name} runs on node {node}")
         if view.uid != uid:
             raise Conflict(f"pod {namespace}/{name} has uid {view.uid}, not {uid}")
-        if view.node != node:
-            raise Forbidden(f"pod {namespace}/{name} runs on {view.node or 'no node'}, not {node}")
 
     async def publish(self, port: PortInfo) -> None:
         """Write the pod-networks annotation of a port's pod (uid-checked) when it differs."""
