@@ -9,7 +9,9 @@ audiences and it belongs to
   the pod looked up and its uid compared);
 - a user named in `k8s_admin_users`: admin.
 Nothing else is accepted (no static tokens in this mode). Accepted tokens are cached for
-a few seconds; concurrent requests with one token share one review.
+`CACHE_TTL_S`, rejected ones for `NEGATIVE_TTL_S`; concurrent requests with one token share
+one review, and at most `MAX_CONCURRENT_REVIEWS` reviews are in flight (the others wait),
+so a flood of bogus tokens costs the API server a bounded load.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ POD_NAME_CLAIM = "authentication.kubernetes.io/pod-name"
 POD_UID_CLAIM = "authentication.kubernetes.io/pod-uid"
 SA_PREFIX = "system:serviceaccount:"
 CACHE_TTL_S = 10.0
+NEGATIVE_TTL_S = 3.0
+MAX_CONCURRENT_REVIEWS = 8
 _CACHE_MAX = 4096
 
 
@@ -55,26 +59,34 @@ class TokenReviewAuthenticator:
         self.audiences = audiences
         self.agents = {f"{SA_PREFIX}{namespace}:{sa}" for sa in agent_service_accounts}
         self.admins = set(admin_users)
-        self._cache: dict[str, tuple[float, Principal]] = {}
+        self._cache: dict[str, tuple[float, Principal | None]] = {}
         self._inflight: dict[str, asyncio.Task[Principal | None]] = {}
+        self._reviews = asyncio.Semaphore(MAX_CONCURRENT_REVIEWS)
 
     async def authenticate(self, token: str) -> Principal | None:
-        """The principal of `token`, or None; Unavailable when the API cannot be asked."""
+        """The principal of `token`, or None; Unavailable when the API cannot be asked
+        (not cached: the next request asks again)."""
         key = hashlib.sha256(token.encode()).hexdigest()
-        now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and cached[0] > now:
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         task = self._inflight.get(key)
         if task is None:
-            task = asyncio.ensure_future(self._review(token))
+            task = asyncio.ensure_future(self._review_once(key, token))
             self._inflight[key] = task
             task.add_done_callback(lambda _: self._inflight.pop(key, None))
-        principal = await asyncio.shield(task)
-        if principal is not None:
-            if len(self._cache) >= _CACHE_MAX:
-                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
-            self._cache[key] = (now + CACHE_TTL_S, principal)
+        return await asyncio.shield(task)
+
+    async def _review_once(self, key: str, token: str) -> Principal | None:
+        """One review (waiting for a free slot), its answer cached."""
+        async with self._reviews:
+            principal = await self._review(token)
+        now = time.monotonic()
+        if len(self._cache) >= _CACHE_MAX:
+            self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            if len(self._cache) >= _CACHE_MAX:  # a flood of live entries: drop the oldest
+                del self._cache[next(iter(self._cache))]
+        self._cache[key] = (now + (CACHE_TTL_S if principal else NEGATIVE_TTL_S), principal)
         return principal
 
     async def _review(self, token: str) -> Principal | None:
