@@ -27,8 +27,12 @@ def token_file(directory: Path) -> Path:
 
 
 @asynccontextmanager
-async def app_client(directory: Path, **settings: Any) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of an in-process controller app (its NB never connected)."""
+async def app_client(
+    directory: Path, open_gate: bool = False, **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client of an in-process controller app (its NB never connected). With
+    `open_gate` requests are let in as if NB had been loaded, with no node registered:
+    a well-formed port request then ends at "node not registered" (404), before NB."""
     cfg = ControllerConfig(
         nb_remotes=[f"unix:{directory / 'no-nb.sock'}"],
         token_file=token_file(directory),
@@ -37,6 +41,8 @@ async def app_client(directory: Path, **settings: Any) -> AsyncIterator[httpx.As
         **settings,
     )
     ctl = Controller(cfg)
+    if open_gate:
+        await ctl.state.gate.open()
     transport = httpx.ASGITransport(app=create_app(ctl))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as client:
