@@ -71,6 +71,47 @@ def test_pod_setup_and_podman(lab: LabPlan, tmp_path: Path) -> None:
     assert free_vf_count(lab) == before  # every VF back, the emulated NIC still knows them
 
 
+def containerds(plan: LabPlan) -> list[str]:
+    """The lab's containerd directories, and the command lines of its containerd and
+    shim processes."""
+    found = [str(d) for d in plan.run_dir.glob("*/containerd*")]
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if "containerd" in Path(argv[0].decode()).name and any(
+            str(plan.run_dir).encode() in arg for arg in argv
+        ):
+            found.append(b" ".join(argv).decode())
+    return found
+
+
+def cgroups(plan: LabPlan) -> list[Path]:
+    """The sandbox cgroups of the lab's containerds (a leftover sandbox keeps its own),
+    in every cgroup hierarchy."""
+    mounts = [line.split() for line in Path("/proc/mounts").read_text().splitlines()]
+    hierarchies = [Path(m[1]) for m in mounts if m[2] in ("cgroup", "cgroup2")]
+    return [d for h in hierarchies for d in h.glob(f"dpunet-lab-{plan.name}-*")]
+
+
+def test_cri_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
+    before = free_vf_count(lab)
+    assert containerds(lab) == []
+    doc = bench("cri", "--lab", LAB, "--repeat", "1", "--out-dir", str(tmp_path))
+    results = doc["results"]
+    assert results["dpunet_ms"]["n"] == 1 and results["host_device_ms"]["n"] == 1
+    assert results["containerd"].startswith("containerd ")
+    assert results["ratio_median"] > 0
+    assert (tmp_path / "cri.json").exists() and (tmp_path / "cri.png").exists()
+    assert free_vf_count(lab) == before  # every VF back, the emulated NIC still knows them
+    assert containerds(lab) == [] and cgroups(lab) == []  # it started both: both stopped
+    host1 = lab.node_dir(lab.node("host1")) / "state" / "sandboxes"
+    assert list(host1.glob("*.json")) == []
+    with services.admin_client(lab) as client:
+        assert client.list_ports(node="host1") == []
+
+
 def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     doc = bench(
         "controller", "--lab", LAB, "--ports", "10", "--sample", "5", "--concurrency", "2",

@@ -120,18 +120,32 @@ def _box(ax: Any, data: dict[str, list[float]], title: str, ylabel: str) -> None
     ax.grid(True, axis="y", alpha=0.3)
 
 
-def plot_podman(results: dict[str, Any], path: Path) -> Path:
-    """Box plot of `podman run --rm` wall times."""
+def _plot_versus_host_device(results: dict[str, Any], path: Path, title: str) -> Path:
+    """Box plot of a runtime benchmark's wall times, dpunet's network vs host-device's."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.5))
     samples = results["samples_ms"]
     _box(
         ax,
         {"dpunet CNI": samples["dpunet"], "host-device + static": samples["hostdev"]},
-        "podman container network life (netns, CNI ADD, run --rm, DEL)",
+        title,
         "ms",
     )
     return _save(plt, fig, path)
+
+
+def plot_podman(results: dict[str, Any], path: Path) -> Path:
+    """Box plot of `podman run --rm` wall times."""
+    return _plot_versus_host_device(
+        results, path, "podman container network life (netns, CNI ADD, run --rm, DEL)"
+    )
+
+
+def plot_cri(results: dict[str, Any], path: Path) -> Path:
+    """Box plot of the CRI pod sandbox wall times."""
+    return _plot_versus_host_device(
+        results, path, "CRI pod sandbox network life (Run, Stop, Remove)"
+    )
 
 
 def plot_shim(results: dict[str, Any], path: Path) -> Path:

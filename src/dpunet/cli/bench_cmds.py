@@ -197,14 +197,43 @@ def podman_cmd(
 
     with _lab(lab, name, vfs) as plan:
         results = podman_bench.run(plan, repeat, _say)
-    _say(f"path measured ({results['podman']}): {results['path']}")
+    params = {"lab": lab or name, "vfs": vfs, "repeat": repeat}
+    _finish_versus_host_device(
+        "podman", results["podman"], params, results, out_dir, output, plots.plot_podman
+    )
+
+
+def _finish_versus_host_device(
+    bench_name: str, runtime: str, params: dict[str, Any], results: dict[str, Any],
+    out_dir: Path, output: str, plot: Callable[[dict[str, Any], Path], Path],
+) -> None:  # fmt: skip
+    """`_finish` of a runtime benchmark: dpunet's and host-device's medians, their ratio."""
+    _say(f"path measured ({runtime}): {results['path']}")
     rows = [
         ("dpunet median ms", results["dpunet_ms"].get("median"), None, None),
         ("host-device median ms", results["host_device_ms"].get("median"), None, None),
         ("ratio", results["ratio_median"], None, None),
     ]
+    _finish(bench_name, params, results, out_dir, output, plot, rows)
+
+
+# ----------------------------------------------------------------------- cri
+@bench.command("cri")
+@lab_options
+@click.option("--repeat", default=10, show_default=True, help="Runs of each network.")
+def cri_cmd(lab: str | None, name: str, vfs: int, out_dir: Path, output: str, repeat: int) -> None:
+    """A pod sandbox's network life through containerd's CRI (RunPodSandbox,
+    StopPodSandbox, RemovePodSandbox) with dpunet's CNI vs host-device + static on the
+    same VFs."""
+    from dpunet.bench import cri as cri_bench
+    from dpunet.bench import plots
+
+    with _lab(lab, name, vfs) as plan:
+        results = cri_bench.run(plan, repeat, _say)
     params = {"lab": lab or name, "vfs": vfs, "repeat": repeat}
-    _finish("podman", params, results, out_dir, output, plots.plot_podman, rows)
+    _finish_versus_host_device(
+        "cri", results["containerd"], params, results, out_dir, output, plots.plot_cri
+    )
 
 
 # ---------------------------------------------------------------------- shim

@@ -85,6 +85,12 @@ class CriClient:
         )
         return response
 
+    def status(self, verbose: bool = False) -> pb.StatusResponse:
+        """The runtime's conditions; with `verbose`, its details (loaded CNI config...) in
+        `info`."""
+        response: pb.StatusResponse = self._call("Status", pb.StatusRequest(verbose=verbose))
+        return response
+
     def list_pod_sandbox(self, labels: dict[str, str] | None = None) -> list[pb.PodSandbox]:
         """Sandboxes, optionally those carrying all of `labels`."""
         request = pb.ListPodSandboxRequest(filter=pb.PodSandboxFilter(label_selector=labels or {}))

@@ -110,11 +110,12 @@ def remove_pod(plan: LabPlan, node: Node, sandbox_id: str) -> None:
 
 
 def stop_all(run_dir: Path) -> list[str]:
-    """Stop every containerd started under a lab's run dir (sandboxes removed first);
-    what was stopped. Needs nothing but the run dir, like `lab down`."""
+    """Stop every containerd started under a lab's run dir (`<node>/containerd*`: the
+    node's own and any a benchmark added), sandboxes removed first; what was stopped.
+    Needs nothing but the run dir, like `lab down`."""
     stopped = []
-    for instance in sorted(run_dir.glob(f"*/{CONTAINERD_DIR}")):
+    for instance in sorted(run_dir.glob(f"*/{CONTAINERD_DIR}*")):
         containerd = Containerd.load(instance)
         if containerd is not None and containerd.stop():
-            stopped.append(f"containerd on {instance.parent.name}")
+            stopped.append(f"{instance.name} on {instance.parent.name}")
     return stopped
