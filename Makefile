@@ -4,7 +4,7 @@
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint deps unit
+.PHONY: demo test lint deps unit test-other-release
 
 deps:
 	@VENV=$(VENV) scripts/install-deps.sh
@@ -22,3 +22,8 @@ test: lint
 
 unit: deps
 	$(BIN)/pytest -m "not lab"
+
+# CI, after `make test`: unit tests and `make demo` in a chroot of the other
+# supported Debian release (13 on a Debian 12 host, 12 on 13).
+test-other-release: deps
+	scripts/other-release.sh
