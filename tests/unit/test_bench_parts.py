@@ -15,7 +15,7 @@ import pytest
 from dpunet.bench import icmp, plots
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.podsetup import PodSample, summarize_run
-from dpunet.bench.stats import percentile, ratio, summarize
+from dpunet.bench.stats import percentile, ratio, summarize, versus_host_device
 
 EXPOSITION_BEFORE = """\
 # HELP dpunet_host_cni_phase_seconds Time spent in each phase of a CNI ADD/DEL.
@@ -53,6 +53,15 @@ def test_percentiles() -> None:
     assert summarize([]) == {"n": 0}
     assert ratio(3.0, 2.0) == 1.5
     assert ratio(1.0, 0.0) is None and ratio(None, 1.0) is None and ratio(math.nan, 1.0) is None
+
+
+def test_versus_host_device() -> None:
+    samples = {"dpunet": [30.0, 10.0, 20.0], "hostdev": [10.0, 5.0]}
+    doc = versus_host_device(samples, "dpunet", "hostdev")
+    assert (doc["dpunet_ms"]["median"], doc["host_device_ms"]["median"]) == (20.0, 7.5)
+    assert doc["ratio_median"] == pytest.approx(20.0 / 7.5)
+    assert doc["samples_ms"] is samples
+    assert versus_host_device({"a": [], "b": [1.0]}, "a", "b")["ratio_median"] is None
 
 
 def test_prometheus_exposition_and_phase_means() -> None:

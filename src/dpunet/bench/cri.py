@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -27,7 +26,8 @@ from typing import Any
 
 from dpunet.bench.podman import REFERENCE_NETWORK, REFERENCE_PLUGINS, reference_network
 from dpunet.bench.podsetup import FLOOR_HOST_OFFSET, free_vfs, restore_vf
-from dpunet.bench.stats import ratio, summarize
+from dpunet.bench.results import first_line
+from dpunet.bench.stats import versus_host_device
 from dpunet.lab import services
 from dpunet.lab.cri.client import CriClient, CriError
 from dpunet.lab.cri.containerd import Containerd
@@ -146,20 +146,8 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
                 for network, seconds in elapsed.items():
                     times[network].append(seconds * 1000)
                 say(f"  cri sandbox {i}/{repeat}")
-    dpunet_ms, reference_ms = (
-        summarize(times[services.CNI_NETWORK]),
-        summarize(times[REFERENCE_NETWORK]),
-    )
     return {
         "path": PATH_MEASURED,
-        "containerd": _containerd_version(),
-        "dpunet_ms": dpunet_ms,
-        "host_device_ms": reference_ms,
-        "ratio_median": ratio(dpunet_ms.get("median"), reference_ms.get("median")),
-        "samples_ms": times,
+        "containerd": first_line(["containerd", "--version"]),
+        **versus_host_device(times, services.CNI_NETWORK, REFERENCE_NETWORK),
     }
-
-
-def _containerd_version() -> str:
-    proc = subprocess.run(["containerd", "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.strip()

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from dpunet.bench.podsetup import FLOOR_HOST_OFFSET, free_vfs, restore_vf
-from dpunet.bench.stats import ratio, summarize
+from dpunet.bench.results import first_line
+from dpunet.bench.stats import versus_host_device
 from dpunet.lab import services
 from dpunet.lab.runner import LabError, in_netns
 from dpunet.lab.topology import LabPlan
@@ -167,17 +168,8 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
                     times[network].append(elapsed * 1000)
             if i:
                 say(f"  podman run {i}/{repeat}")
-    dpunet, reference = summarize(times[services.CNI_NETWORK]), summarize(times[REFERENCE_NETWORK])
     return {
         "path": PATH_MEASURED,
-        "podman": _podman_version(),
-        "dpunet_ms": dpunet,
-        "host_device_ms": reference,
-        "ratio_median": ratio(dpunet.get("median"), reference.get("median")),
-        "samples_ms": times,
+        "podman": first_line(["podman", "--version"]),
+        **versus_host_device(times, services.CNI_NETWORK, REFERENCE_NETWORK),
     }
-
-
-def _podman_version() -> str:
-    proc = subprocess.run(["podman", "--version"], capture_output=True, text=True, check=False)
-    return proc.stdout.strip()

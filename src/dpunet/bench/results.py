@@ -19,7 +19,8 @@ TARGETS = {
 }
 
 
-def _first_line(argv: list[str]) -> str | None:
+def first_line(argv: list[str]) -> str | None:
+    """The first line a command prints (a version, say); None when it cannot run."""
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=10, check=False).stdout
     except (OSError, subprocess.TimeoutExpired):
@@ -54,10 +55,10 @@ def machine() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "memory_mb": _mem_total_mb(),
         "kernel": platform.release(),
-        "os": _first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "os": first_line(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
         "python": platform.python_version(),
-        "ovs": _first_line(["ovs-vswitchd", "--version"]),
-        "ovn": _first_line(["ovn-controller", "--version"]),
+        "ovs": first_line(["ovs-vswitchd", "--version"]),
+        "ovn": first_line(["ovn-controller", "--version"]),
         "loadavg": os.getloadavg(),
     }
 

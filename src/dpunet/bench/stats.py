@@ -40,3 +40,15 @@ def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0 or math.isnan(a) or math.isnan(b):
         return None
     return a / b
+
+
+def versus_host_device(samples_ms: dict[str, list[float]], ours: str, peer: str) -> dict[str, Any]:
+    """dpunet's samples (`samples_ms[ours]`) against the `host-device` + `static` peer's
+    (`samples_ms[peer]`): both summarised, the ratio of their medians, the samples."""
+    dpunet, reference = summarize(samples_ms[ours]), summarize(samples_ms[peer])
+    return {
+        "dpunet_ms": dpunet,
+        "host_device_ms": reference,
+        "ratio_median": ratio(dpunet.get("median"), reference.get("median")),
+        "samples_ms": samples_ms,
+    }
