@@ -9,7 +9,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dpunet.cni.shim import json_dumps, json_loads
+from dpunet.cni.shim import MAX_JSON_DEPTH, json_dumps, json_loads, run
 
 scalars = (
     st.none()
@@ -107,3 +107,20 @@ def test_dumps_refuses_what_json_cannot_carry() -> None:
             json_dumps(value)
     assert json_dumps(("a", 1)) == '["a", 1]'
     assert json_dumps("\x7f\U0001f600") == json.dumps("\x7f\U0001f600")
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a": '])
+def test_nesting_is_bounded(opener: str) -> None:
+    closer = "]" if opener == "[" else "}"
+    deepest = opener * MAX_JSON_DEPTH + "0" + closer * MAX_JSON_DEPTH
+    assert json_loads(deepest) == json.loads(deepest)
+    for depth in (MAX_JSON_DEPTH + 1, 100_000):
+        with pytest.raises(ValueError, match=f"nested deeper than {MAX_JSON_DEPTH}"):
+            json_loads(opener * depth + "0" + closer * depth)
+
+
+def test_the_shim_answers_a_deeply_nested_config_with_a_decode_error() -> None:
+    env = {"CNI_COMMAND": "STATUS"}
+    status, output = run(env, b'{"cniVersion": "1.1.0", "args": ' + b"[" * 100_000)
+    assert status == 1
+    assert output is not None and output["code"] == 6

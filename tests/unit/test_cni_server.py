@@ -200,3 +200,33 @@ def test_one_log_line_per_request(workdir: Path, caplog: pytest.LogCaptureFixtur
         r for r in caplog.records if r.getMessage().startswith("event=cni_handler_failed")
     )
     assert failure.exc_info is not None  # the traceback stays in the daemon's log
+
+
+def _nested_config(depth: int) -> str:
+    """A valid-looking config whose `args` holds `depth` nested arrays."""
+    config = {"cniVersion": "1.1.0", "name": "dpunet", "type": "dpunet-cni", "args": "HOLE"}
+    return json.dumps(config).replace('"HOLE"', "[" * depth + "]" * depth)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b"[" * 100_000,
+        b'{"protocol": 1, "env": {}, "config": ' + b"[" * 5_000 + b"]" * 5_000 + b"}",
+        encode_request(attachment_env("ADD"), _nested_config(5_000)),
+        encode_request(attachment_env("ADD"), _nested_config(900)),
+        encode_request(attachment_env("STATUS"), _nested_config(100_000)),
+    ],
+    ids=["envelope-unterminated", "envelope", "config", "config-near-limit", "config-huge"],
+)
+def test_deeply_nested_requests_get_a_decode_error(workdir: Path, payload: bytes) -> None:
+    handler = RecordingHandler()
+
+    async def scenario() -> Any:
+        async with server_in(workdir, handler) as server:
+            return await raw_exchange(server.socket_path, payload)
+
+    answer = asyncio.run(scenario())
+    assert answer["error"]["code"] == 6
+    assert "nested deeper than" in answer["error"]["details"]
+    assert handler.calls == []

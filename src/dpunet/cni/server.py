@@ -57,6 +57,7 @@ from dpunet.cni.shim import (
     CniError,
     ErrorCode,
     Invocation,
+    json_loads,
     parse_invocation,
     reply_version,
     sandbox_checkpoint_path,
@@ -314,9 +315,10 @@ async def _read_all(reader: asyncio.StreamReader) -> bytes:
 
 
 def _decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
+    """The request's env and config; the shim's codec bounds nesting (no RecursionError)."""
     try:
-        request = json.loads(data)
-    except ValueError as exc:
+        request = json_loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError included
         raise CniError(ErrorCode.DECODE_FAILURE, "request is not JSON", str(exc)) from None
     if not isinstance(request, dict) or request.get("protocol") != PROTOCOL_VERSION:
         raise CniError(

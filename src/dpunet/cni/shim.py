@@ -67,6 +67,9 @@ SOCKET_ENV = "DPUNET_CNI_SOCKET"
 TIMEOUT_ENV = "DPUNET_CNI_TIMEOUT"
 PROTOCOL_VERSION = 1
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+# Arrays and objects nested deeper than this are refused (a network config needs a few
+# levels; the limit keeps every parse far from the interpreter's recursion limit).
+MAX_JSON_DEPTH = 64
 
 _ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 _MAX_IFNAME = 15
@@ -119,7 +122,8 @@ class CniError(Exception):
 # --- JSON ---------------------------------------------------------------------------
 # The stdlib json module imports re and enum, which cost more start-up time than the
 # interpreter itself; this small codec covers what the shim reads and writes. It accepts
-# exactly RFC 8259 JSON (no NaN/Infinity) and writes what json.dumps writes by default.
+# exactly RFC 8259 JSON (no NaN/Infinity) nested at most MAX_JSON_DEPTH deep and writes
+# what json.dumps writes by default.
 
 _WHITESPACE = " \t\n\r"
 _DIGITS = "0123456789"
@@ -140,11 +144,12 @@ _LITERALS = (("true", True), ("false", False), ("null", None))
 class _JsonParser:
     """Recursive-descent parser over one JSON text."""
 
-    __slots__ = ("pos", "text")
+    __slots__ = ("depth", "pos", "text")
 
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.depth = 0
 
     def error(self, problem: str) -> ValueError:
         return ValueError(f"{problem} at offset {self.pos}")
@@ -158,10 +163,13 @@ class _JsonParser:
     def value(self) -> object:
         self.skip_whitespace()
         char = self.text[self.pos : self.pos + 1]
-        if char == "{":
-            return self.parse_object()
-        if char == "[":
-            return self.parse_array()
+        if char == "{" or char == "[":
+            if self.depth == MAX_JSON_DEPTH:
+                raise self.error(f"arrays and objects nested deeper than {MAX_JSON_DEPTH}")
+            self.depth += 1
+            nested = self.parse_object() if char == "{" else self.parse_array()
+            self.depth -= 1
+            return nested
         if char == '"':
             return self.parse_string()
         if char != "" and char in "-0123456789":
@@ -288,10 +296,7 @@ class _JsonParser:
 def json_loads(text: str) -> object:
     """Decode one JSON text; ValueError when it is not valid JSON."""
     parser = _JsonParser(text)
-    try:
-        value = parser.value()
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
+    value = parser.value()
     parser.skip_whitespace()
     if parser.pos != len(text):
         raise parser.error("extra data")
