@@ -189,14 +189,14 @@ def test_netns_deleted_under_a_pod_then_del_recovers_the_vf(clean: LabPlan) -> N
 
 def test_a_netns_path_that_cannot_be_entered(clean: LabPlan, tmp_path: Path) -> None:
     """How containerd's `cni-*` netns mounts look to a daemon that cannot see them: a path
-    that exists but is an empty file. ADD fails and leaves nothing; a pod whose namespace
-    mount vanishes (the kernel returns its VF) is cleaned up by DEL."""
+    that exists but is an empty file. ADD is refused (code 4) before anything is claimed;
+    a pod whose namespace mount vanishes (the kernel returns its VF) is cleaned up by DEL."""
     plan = clean
     host = plan.node("host1")
     before = host_vfs(plan)
     empty = tmp_path / "cni-unenterable"
     empty.touch()
-    with pytest.raises(LabError, match=r"code 102"):
+    with pytest.raises(LabError, match=r"code 4\b.*not a network namespace"):
         pods.invoke_cni(plan, host, "ADD", "a" * 64, str(empty), "unenterable")
     assert converged(plan, before)  # the VF never left: back under its name, nothing held
 

@@ -40,6 +40,11 @@ POD_ARGS = (
 VF_PCI = "0000:02:00.2"
 
 
+def any_netns(path: str) -> str | None:
+    """A CniServer `netns_check` that takes every path (the tests' netns paths are fake)."""
+    return None
+
+
 def sample_result(netns: str) -> AddResult:
     """What a dpu-host handler would return: a VF as eth0 with v4 + v6, routes, DNS."""
     return AddResult(

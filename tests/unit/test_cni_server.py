@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cni_harness import CONTAINER_ID, RecordingHandler, attachment_env, netconf
+from cni_harness import CONTAINER_ID, RecordingHandler, any_netns, attachment_env, netconf
 
 from dpunet.cni.models import AddRequest
 from dpunet.cni.results import AddResult
@@ -30,7 +30,12 @@ def workdir() -> Iterator[Path]:
 
 
 def server_in(workdir: Path, handler: Any = None) -> CniServer:
-    return CniServer(handler or RecordingHandler(), workdir / "cni.sock", state_dir=workdir)
+    return CniServer(
+        handler or RecordingHandler(),
+        workdir / "cni.sock",
+        state_dir=workdir,
+        netns_check=any_netns,
+    )
 
 
 async def raw_exchange(path: Path, payload: bytes) -> Any:

@@ -24,6 +24,7 @@ from cni_harness import (
     BackgroundLoop,
     Daemon,
     RecordingHandler,
+    any_netns,
     attachment_env,
     netconf,
     run_shim,
@@ -56,7 +57,8 @@ def loop() -> Iterator[BackgroundLoop]:
 def daemon(loop: BackgroundLoop, workdir: Path) -> Iterator[Daemon]:
     handler = RecordingHandler()
     state_dir = workdir / "state"
-    server = CniServer(handler, workdir / "run" / "dpunet" / "cni.sock", state_dir=state_dir)
+    socket_path = workdir / "run" / "dpunet" / "cni.sock"
+    server = CniServer(handler, socket_path, state_dir=state_dir, netns_check=any_netns)
     loop.run(server.start())
     yield Daemon(server, handler, state_dir)
     loop.run(server.close())

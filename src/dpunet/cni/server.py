@@ -11,8 +11,10 @@ A daemon implements `CniHandler` and runs::
 
 Per request the server re-validates env and config with the shim's rules, validates the
 dpunet fields, refuses a config whose `stateDir` is not the daemon's (the shim's DEL
-fallback relies on it), serializes requests of one container (with `locks`, shared with
-whatever else must exclude them, e.g. the daemon's reconcile), calls the handler with a
+fallback relies on it), refuses (code 4) an ADD or CHECK whose `CNI_NETNS` is no pod's
+network namespace (`dpunet.cni.netns`), serializes requests of one container (with
+`locks`, shared with whatever else must exclude them, e.g. the daemon's reconcile),
+calls the handler with a
 typed request, renders the result for the request's CNI version and logs one
 `event=cni ...` line. A DEL whose config the daemon refuses succeeds without calling the
 handler when the sandbox has no checkpoint (nothing can have been attached with it).
@@ -30,7 +32,7 @@ import os
 import socket
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,6 +48,7 @@ from dpunet.cni.models import (
     parse_netconf,
     validation_details,
 )
+from dpunet.cni.netns import netns_problem
 from dpunet.cni.results import AddResult
 from dpunet.cni.shim import (
     DEFAULT_SOCKET,
@@ -107,9 +110,10 @@ class CniServer:
         state_dir: str | Path = DEFAULT_STATE_DIR,
         read_timeout: float = DEFAULT_READ_TIMEOUT,
         locks: KeyedLocks | None = None,
+        netns_check: Callable[[str], str | None] = netns_problem,
     ) -> None:
         """`locks`: the per-container locks ADD, DEL and CHECK hold (default: the
-        server's own)."""
+        server's own); `netns_check`: why a CNI_NETNS path is no pod's namespace."""
         self.handler = handler
         self.socket_path = Path(socket_path)
         self.state_dir = Path(state_dir)
@@ -117,6 +121,7 @@ class CniServer:
         self._server: asyncio.AbstractServer | None = None
         self._identity: tuple[int, int] | None = None
         self._locks = locks if locks is not None else KeyedLocks()
+        self._netns_check = netns_check
 
     async def __aenter__(self) -> CniServer:
         await self.start()
@@ -284,6 +289,12 @@ class CniServer:
     ) -> dict[str, Any] | None:
         if inv.command == "CHECK" and prev is None:
             raise CniError(ErrorCode.INVALID_CONFIG, "CHECK needs prevResult in the config")
+        if inv.command in ("ADD", "CHECK"):
+            problem = self._netns_check(inv.netns)
+            if problem is not None:
+                raise CniError(
+                    ErrorCode.INVALID_ENV, f"CNI_NETNS {inv.netns!r} is refused", problem
+                )
         fields = {
             **common,
             "container_id": inv.container_id,
