@@ -172,7 +172,7 @@ class Described(VfAttacher):
         return {"pci": pci, "resource": resource}
 
 
-def test_claim_uses_the_resolver_only_without_device_id(tmp_path: Path) -> None:
+def test_claim_asks_the_resolver(tmp_path: Path) -> None:
     tree = seed_host(tmp_path / "sys")
     (tmp_path / "cm.yaml").write_text(SEED_CONFIGMAP)
     pools = load_pool_config(tmp_path / "cm.yaml", "mellanox.com")
@@ -180,16 +180,49 @@ def test_claim_uses_the_resolver_only_without_device_id(tmp_path: Path) -> None:
 
     def resolver(req: AddRequest, held: Any) -> str | None:
         asked.append(set(held))
-        return VF1 if req.pod_name else None
+        return req.config.vf_pci_address or (VF1 if req.pod_name else None)
 
     attacher = Described(tree.sysfs, pools, resolver=resolver)
     held = [{"pci": VF2}]
     assert attacher.claim(add_request(), held)["pci"] == VF1
     assert asked == [{VF2}]
-    assert attacher.claim(add_request(deviceID=VF2), [])["pci"] == VF2
-    assert len(asked) == 1  # multus named the VF: kubelet is not asked
-    assert attacher.claim(add_request(pod=None), [])["pci"] == VF1  # standalone: the pool
+    assert attacher.claim(add_request(deviceID=VF2), set())["pci"] == VF2
+    assert len(asked) == 2  # multus named the VF: kubelet's allocation is checked
+    assert attacher.claim(add_request(pod=None), set())["pci"] == VF1  # standalone: the pool
     with pytest.raises(CniError, match="already in use"):
         Described(tree.sysfs, pools, resolver=lambda r, h: VF2).claim(add_request(), held)
     with pytest.raises(CniError, match="not one this node hands out"):
-        Described(tree.sysfs, pools, resolver=lambda r, h: "0000:02:00.3").claim(add_request(), [])
+        stranger = Described(tree.sysfs, pools, resolver=lambda r, h: "0000:02:00.3")
+        stranger.claim(add_request(), set())
+
+
+def test_a_device_id_must_be_one_kubelet_gave_the_pod(kubelet_dir: Path) -> None:
+    """A config's deviceID is checked against kubelet's allocation: a NetworkAttachment-
+    Definition naming another pod's VF gets no VF."""
+
+    def setup(kubelet: FakeKubelet) -> None:
+        kubelet.add_pod("prod", "web", {RESOURCE: [VF1, VF2]})
+        kubelet.add_pod("prod", "other", {RESOURCE: [VF3]})
+
+    assert resolve_with(kubelet_dir, setup, add_request(deviceID=VF1)) == VF1
+    assert resolve_with(kubelet_dir, setup, add_request(pciBusID=VF2), held={VF1}) == VF2
+    for other in (VF3, "0000:02:00.7"):
+        with pytest.raises(CniError) as caught:
+            resolve_with(kubelet_dir, setup, add_request(deviceID=other))
+        assert caught.value.code == ERR_NO_DEVICE
+        assert f"VF {other} is not one kubelet allocated to pod prod/web" in caught.value.msg
+        assert f"{VF1}, {VF2}" in caught.value.details
+    # no Kubernetes pod named: nothing to check against
+    assert resolve_with(kubelet_dir, setup, add_request(pod=None, deviceID=VF3)) == VF3
+
+
+def test_claim_asks_the_resolver_about_a_device_id(tmp_path: Path) -> None:
+    tree = seed_host(tmp_path / "sys")
+    (tmp_path / "cm.yaml").write_text(SEED_CONFIGMAP)
+    pools = load_pool_config(tmp_path / "cm.yaml", "mellanox.com")
+
+    def resolver(req: AddRequest, held: Any) -> str | None:
+        raise CniError(ERR_NO_DEVICE, f"VF {req.config.vf_pci_address} is not the pod's")
+
+    with pytest.raises(CniError, match="is not the pod's"):
+        Described(tree.sysfs, pools, resolver=resolver).claim(add_request(deviceID=VF2), set())

@@ -114,7 +114,7 @@ class VfAttacher:
         taken = {d.get("pci"): d for d in held}
         members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         wanted = req.config.vf_pci_address
-        if wanted is None and self.resolver is not None:
+        if self.resolver is not None:  # also checks a deviceID against kubelet's allocation
             wanted = self.resolver(req, {pci for pci in taken if pci})
         if wanted is not None:
             if wanted not in members:

@@ -2,7 +2,9 @@
 
 Used when the network config names no VF (`deviceID`/`pciBusID`), i.e. dpunet is the
 pod's primary CNI without multus, or multus runs a default network whose
-NetworkAttachmentDefinition has no `k8s.v1.cni.cncf.io/resourceName` annotation.
+NetworkAttachmentDefinition has no `k8s.v1.cni.cncf.io/resourceName` annotation; and to
+check a VF the config does name: it must be one kubelet allocated to the pod (a
+NetworkAttachmentDefinition that names another pod's VF gets none).
 
 The rule for a pod holding several devices of the resource: multus hands a pod's devices
 of one resource to its networks in kubelet's order (the order `List` reports them,
@@ -94,10 +96,13 @@ class PodResourcesResolver:
         self.timeout = timeout
 
     def __call__(self, req: AddRequest, held: Collection[str]) -> str | None:
-        """The pod's VF; None for a runtime that names no Kubernetes pod (standalone)."""
+        """The pod's VF: the config's `deviceID` once kubelet is found to have allocated it
+        to the pod (CniError otherwise), else one of the pod's devices by the rule above;
+        the config's `deviceID` (or None) for a runtime that names no Kubernetes pod."""
         namespace, name = req.pod_namespace, req.pod_name
+        named = req.config.vf_pci_address
         if namespace is None or name is None:
-            return None
+            return named
         wanted = matching_resources(req.config.resource_name, self.resources)
         if not wanted:
             known = ", ".join(self.resources) or "none"
@@ -110,6 +115,8 @@ class PodResourcesResolver:
         except PodResourcesError as exc:
             raise CniError(ERR_TRY_AGAIN, "cannot ask kubelet for the pod's VF", str(exc)) from exc
         devices = pod_devices(pods, namespace, name)
+        if named is not None:
+            return _allocated_to_pod(named, [devices.get(r, []) for r in wanted], namespace, name)
         for resource in wanted:
             ids = devices.get(resource)
             if not ids:
@@ -127,3 +134,16 @@ class PodResourcesResolver:
             f"kubelet allocated no {' or '.join(wanted)} VF to pod {namespace}/{name}",
             "request the resource in the pod's resources.limits",
         )
+
+
+def _allocated_to_pod(pci: str, allocations: list[list[str]], namespace: str, name: str) -> str:
+    """`pci` (a config's deviceID) when kubelet allocated it to the pod; CniError otherwise."""
+    ids = [device for devices in allocations for device in devices]
+    if pci in ids:
+        return pci
+    raise CniError(
+        ERR_NO_DEVICE,
+        f"VF {pci} is not one kubelet allocated to pod {namespace}/{name}",
+        f"kubelet allocated {', '.join(ids) or 'none of this pool'}: "
+        "deviceID must name one of them (multus sets it from the allocation)",
+    )
