@@ -166,7 +166,9 @@ class ControllerProc:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.socket = self.dir / "api.sock"
-        tokens = [f"{ADMIN_TOKEN} admin"] + [f"{node_token(n)} node:{n}" for n in nodes]
+        # node tokens of every namespace: the tests use several (docs/controller.md)
+        node_lines = [f"{node_token(n)} node:{n} namespaces=*" for n in nodes]
+        tokens = [f"{ADMIN_TOKEN} admin", *node_lines]
         (self.dir / "tokens").write_text("# test tokens\n" + "\n".join(tokens) + "\n")
         (self.dir / "tokens").chmod(0o600)
         self.settings = {

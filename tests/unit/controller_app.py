@@ -18,24 +18,25 @@ ADMIN_TOKEN = "admin-token-0123456789abcdef"
 NODE_TOKEN = "node-token-host1-0123456789"
 
 
-def token_file(directory: Path) -> Path:
-    """A token file (mode 0600) with an admin and a host1 token."""
+def token_file(directory: Path, extra: str = "") -> Path:
+    """A token file (mode 0600) with an admin and a host1 token, and `extra` lines."""
     path = directory / "tokens"
-    path.write_text(f"{ADMIN_TOKEN} admin\n{NODE_TOKEN} node:host1\n")
+    path.write_text(f"{ADMIN_TOKEN} admin\n{NODE_TOKEN} node:host1\n{extra}")
     path.chmod(0o600)
     return path
 
 
 @asynccontextmanager
 async def app_client(
-    directory: Path, open_gate: bool = False, **settings: Any
+    directory: Path, open_gate: bool = False, tokens: str = "", **settings: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """An HTTP client of an in-process controller app (its NB never connected). With
     `open_gate` requests are let in as if NB had been loaded, with no node registered:
-    a well-formed port request then ends at "node not registered" (404), before NB."""
+    a well-formed port request then ends at "node not registered" (404), before NB.
+    `tokens`: more token file lines."""
     cfg = ControllerConfig(
         nb_remotes=[f"unix:{directory / 'no-nb.sock'}"],
-        token_file=token_file(directory),
+        token_file=token_file(directory, tokens),
         nb_timeout=1,
         port_timeout=1,
         **settings,

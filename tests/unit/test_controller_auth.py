@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from dpunet.controller.auth import Principal, TokenFileError, TokenStore, parse_tokens
+from dpunet.controller.auth import (
+    DEFAULT_NAMESPACES,
+    Principal,
+    TokenFileError,
+    TokenStore,
+    parse_tokens,
+)
 from dpunet.controller.metrics import Metrics
 
 GOOD = """
@@ -21,7 +27,7 @@ def test_parse_maps_tokens_to_principals() -> None:
     tokens = parse_tokens(GOOD)
     assert tokens["0123456789abcdef-admin"] == Principal(admin=True)
     host = tokens["0123456789abcdef-host1"]
-    assert host == Principal(admin=False, node="host1")
+    assert host == Principal(admin=False, node="host1", namespaces=DEFAULT_NAMESPACES)
     assert host.may_act_for("host1") and not host.may_act_for("host2")
     assert Principal(admin=True).may_act_for("anything")
 
@@ -61,7 +67,9 @@ def test_store_authenticates_and_rereads_a_changed_file(tmp_path: Path) -> None:
     assert store.authenticate("0123456789abcdef-admin") == Principal(admin=True)
     assert store.authenticate("nope") is None
     rewrite(path, GOOD + "0123456789abcdef-host2 node:host2\n")
-    assert store.authenticate("0123456789abcdef-host2") == Principal(admin=False, node="host2")
+    assert store.authenticate("0123456789abcdef-host2") == Principal(
+        admin=False, node="host2", namespaces=DEFAULT_NAMESPACES
+    )
     assert store.error is None
 
 

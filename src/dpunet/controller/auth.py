@@ -6,8 +6,11 @@ to the admin. Kubernetes mode: ServiceAccount tokens through TokenReview
 
 Token file format (one entry per line, `#` starts a comment, blank lines are ignored):
 
-    <token> node:<node-name>
+    <token> node:<node-name> [namespaces=<ns>[,<ns>...]|namespaces=*]
     <token> admin
+
+A node token may use (create, list ports of) the pod namespaces it names, `*` for all;
+without `namespaces=` only `default` (what a bare runtime's pods are in).
 
 Tokens are 16 to 256 characters of `A-Z a-z 0-9 . _ ~ + / = -`. The file is re-read
 when it changes, so tokens can be added and revoked without a restart. It must not be
@@ -32,6 +35,8 @@ from typing import Protocol
 from dpunet.logs import event
 
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9._~+/=-]{16,256}$")
+_DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DEFAULT_NAMESPACES = frozenset({"default"})
 _RECHECK_S = 1.0
 log = logging.getLogger("dpunet.controller.auth")
 
@@ -46,10 +51,15 @@ class Principal:
 
     admin: bool
     node: str | None = None
+    namespaces: frozenset[str] | None = None  # pod namespaces it may use (None: all)
 
     def may_act_for(self, node: str) -> bool:
         """True when the caller may create/delete ports of `node`."""
         return self.admin or self.node == node
+
+    def may_use_namespace(self, namespace: str) -> bool:
+        """True when the caller may create (or list) ports in `namespace`."""
+        return self.admin or self.namespaces is None or namespace in self.namespaces
 
     def __str__(self) -> str:
         return "admin" if self.admin else f"node:{self.node}"
@@ -64,21 +74,42 @@ def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
             continue
         parts = line.split()
         where = f"{source} line {lineno}"
-        if len(parts) != 2:
-            raise TokenFileError(f"{where}: expected '<token> node:<name>' or '<token> admin'")
-        token, subject = parts
+        if len(parts) not in (2, 3):
+            raise TokenFileError(
+                f"{where}: expected '<token> node:<name> [namespaces=<ns>,...]' or '<token> admin'"
+            )
+        token, subject = parts[:2]
         if not _TOKEN_RE.match(token):
             raise TokenFileError(f"{where}: token must be 16-256 characters [A-Za-z0-9._~+/=-]")
         if subject == "admin":
+            if len(parts) == 3:
+                raise TokenFileError(f"{where}: admin has every namespace; drop '{parts[2]}'")
             principal = Principal(admin=True)
         elif subject.startswith("node:") and len(subject) > len("node:"):
-            principal = Principal(admin=False, node=subject[len("node:") :])
+            namespaces = _namespaces(parts[2], where) if len(parts) == 3 else DEFAULT_NAMESPACES
+            principal = Principal(admin=False, node=subject[len("node:") :], namespaces=namespaces)
         else:
             raise TokenFileError(f"{where}: subject must be 'admin' or 'node:<name>'")
         if token in out:
             raise TokenFileError(f"{where}: duplicate token")
         out[token] = principal
     return out
+
+
+def _namespaces(clause: str, where: str) -> frozenset[str] | None:
+    """`namespaces=a,b` -> {a, b}; `namespaces=*` -> None (all)."""
+    key, _, value = clause.partition("=")
+    if key != "namespaces":
+        raise TokenFileError(f"{where}: third field must be namespaces=<ns>[,<ns>...] or '*'")
+    if not value:
+        raise TokenFileError(f"{where}: namespaces= needs a namespace list or '*'")
+    if value == "*":
+        return None
+    names = value.split(",")
+    for name in names:
+        if not _DNS_LABEL_RE.match(name):
+            raise TokenFileError(f"{where}: namespace {name!r} is not a DNS label")
+    return frozenset(names)
 
 
 def _signature(st: os.stat_result) -> tuple[int, ...]:

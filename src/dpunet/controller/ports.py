@@ -103,6 +103,8 @@ class PortService:
         lsp = pod_port(namespace, name)
         if not who.may_act_for(req.node):
             raise Forbidden(f"{who} may not create ports on node {req.node}")
+        if not who.may_use_namespace(namespace):
+            raise Forbidden(f"{who} may not use namespace {namespace} (token file: namespaces=)")
         try:
             async with (
                 self.state.gate.enter(deadline - loop.time()),
@@ -298,6 +300,8 @@ class PortService:
         if not who.admin:
             if node is not None and node != who.node:
                 raise Forbidden(f"{who} may not list ports of node {node}")
+            if namespace is not None and not who.may_use_namespace(namespace):
+                raise Forbidden(f"{who} may not use namespace {namespace}")
             node = who.node
         snap = await self.nb.snapshot()
         items = [
