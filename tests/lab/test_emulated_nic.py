@@ -24,8 +24,8 @@ import pytest
 from polling import wait_until
 from pydantic import ValidationError
 
-from dpunet.lab.nic import PciAddress, parse_kstrtou16, vf_address
-from dpunet.lab.nicd import NicDaemonConfig, NicPairConfig
+from dpunet.lab.nic import parse_kstrtou16, vf_address
+from dpunet.lab.nic_config import NicDaemonConfig, NicPairConfig, PciAddress
 
 LAB = "nictest"
 PF_MAC = "02:d5:7e:01:00:01"

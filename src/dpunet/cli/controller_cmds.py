@@ -46,9 +46,9 @@ def run(
 ) -> None:
     """Run the controller (file < DPUNET_* env < flags)."""
     from dpunet import logs
-    from dpunet.controller.app import serve
     from dpunet.controller.auth import TokenFileError
     from dpunet.controller.config import ControllerConfig
+    from dpunet.controller.daemon import serve
     from dpunet.settings import SettingsError, load_settings
 
     overrides: dict[str, Any] = {

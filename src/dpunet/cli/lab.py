@@ -13,10 +13,11 @@ from rich.tree import Tree
 from dpunet.cli.lab_service_cmds import service
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab import services
+from dpunet.lab.checks import CheckResult
 from dpunet.lab.lab import FAILED_LOGS_ROOT, Lab, down, exec_in_node, lab_names, load_plan
 from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
 from dpunet.lab.runner import LabError, run
-from dpunet.lab.selftest import CheckResult, run_checks
+from dpunet.lab.selftest import run_checks
 from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
 
 name_option = click.option(

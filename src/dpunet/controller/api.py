@@ -8,14 +8,13 @@ carries FastAPI's list of validation problems).
 
 import json
 import math
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request, Response
+from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.security.utils import get_authorization_scheme_param
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -41,6 +40,8 @@ from dpunet.controller.models import (
     PortList,
     PortRequest,
 )
+from dpunet.controller.routing import StrictJsonRoute, Who
+from dpunet.controller.service_api import service_routes
 
 if TYPE_CHECKING:
     from dpunet.controller.app import Controller
@@ -63,50 +64,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 NodeName = Annotated[str, Path(pattern=NODE_NAME, max_length=63, description="node name")]
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod namespace")]
 PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod name")]
-
-_bearer = HTTPBearer(auto_error=False, description="'<token> node:<name>' or admin token")
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number: numbers must be finite")
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text[:40]} is out of range: numbers must be finite")
-    return value
-
-
-def parse_json(body: bytes) -> Any:
-    """A request body as strict JSON (RFC 8259): no NaN/Infinity, no number that does not
-    fit a finite float or int; json.JSONDecodeError (a 422) naming the problem."""
-    try:
-        return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
-    except json.JSONDecodeError:
-        raise
-    except (ValueError, RecursionError) as exc:  # a hook's refusal, an int over the digit limit
-        text = body.decode("utf-8", "replace")
-        raise json.JSONDecodeError(str(exc) or type(exc).__name__, text, 0) from None
-
-
-class _StrictJsonRequest(Request):
-    async def json(self) -> Any:
-        if not hasattr(self, "_json"):
-            self._json = parse_json(await self.body())
-        return self._json
-
-
-class StrictJsonRoute(APIRoute):
-    """A route whose JSON body is parsed by `parse_json`."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def strict(request: Request) -> Response:
-            return await handler(_StrictJsonRequest(request.scope, request.receive))
-
-        return strict
 
 
 def json_safe(value: Any) -> Any:
@@ -199,18 +156,6 @@ def _unauthorized(detail: str) -> Response:
     return ErrorResponse(
         {"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
     )
-
-
-async def _principal(
-    request: Request,
-    creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> Principal:
-    """The caller `_Authenticate` found (`_bearer` only documents the scheme)."""
-    who: Principal = request.state.principal
-    return who
-
-
-Who = Annotated[Principal, Depends(_principal)]
 
 
 def create_app(ctl: "Controller") -> FastAPI:
@@ -381,8 +326,6 @@ def create_app(ctl: "Controller") -> FastAPI:
         """A node agent reports a failure the pod's user must see: a Kubernetes Event on
         the pod in Kubernetes mode (the pod must run on the caller's node), logged always."""
         return await ctl.pod_event(who, namespace, name, report)
-
-    from dpunet.controller.service_api import service_routes  # imports this module
 
     app.include_router(service_routes(ctl))
     return app

@@ -4,8 +4,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from dpunet.controller.api import StrictJsonRoute, Who
 from dpunet.controller.models import DNS_LABEL, DeleteResult, ErrorBody
+from dpunet.controller.routing import StrictJsonRoute, Who
 from dpunet.controller.service_models import ServiceInfo, ServiceList, ServiceSpec
 
 if TYPE_CHECKING:

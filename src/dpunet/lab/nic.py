@@ -25,17 +25,15 @@ import struct
 import threading
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
+from dpunet.lab.nic_config import NicPairConfig, PciAddress
 from dpunet.netns import socket_in_netns
-
-if TYPE_CHECKING:
-    from dpunet.lab.nicd import NicPairConfig
 
 VENDOR_MELLANOX = 0x15B3
 DEVICE_CX6DX_PF = 0x101D
@@ -62,7 +60,6 @@ _IFREQ_SIZE = 40
 _EVENT_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = 33
 
-_PCI_RE = re.compile(r"^([0-9a-f]{4}):([0-9a-f]{2}):([01][0-9a-f])\.([0-7])$")
 _DIGITS = {8: "01234567", 10: "0123456789", 16: "0123456789abcdefABCDEF"}
 
 
@@ -89,34 +86,6 @@ def parse_kstrtou16(data: bytes) -> int:
     if value > 0xFFFF:
         raise ValueError(f"out of range: {data!r}")
     return value
-
-
-@dataclass(frozen=True, order=True)
-class PciAddress:
-    """A PCI address ``DDDD:BB:dd.f``."""
-
-    domain: int
-    bus: int
-    device: int
-    function: int
-
-    @classmethod
-    def parse(cls, text: str) -> PciAddress:
-        """Parse ``0000:02:00.0``; raise ValueError if malformed."""
-        m = _PCI_RE.match(text)
-        if m is None or int(m.group(3), 16) > 31:
-            raise ValueError(f"not a PCI address: {text!r}")
-        return cls(int(m.group(1), 16), int(m.group(2), 16), int(m.group(3), 16), int(m.group(4)))
-
-    def __str__(self) -> str:
-        return f"{self.domain:04x}:{self.bus:02x}:{self.device:02x}.{self.function}"
-
-    def plus(self, offset: int) -> PciAddress:
-        """The address ``offset`` routing ids further (ARI numbering, may cross devices)."""
-        rid = (self.bus << 8 | self.device << 3 | self.function) + offset
-        if rid > 0xFFFF:
-            raise ValueError(f"{self} + {offset} leaves the PCI domain")
-        return PciAddress(self.domain, rid >> 8, (rid >> 3) & 0x1F, rid & 0x7)
 
 
 def vf_address(pf: PciAddress, vf: int) -> PciAddress:

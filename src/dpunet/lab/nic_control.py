@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dpunet.lab.nicd import NicDaemonConfig, NicPairConfig
+from dpunet.lab.nic_config import NicDaemonConfig, NicPairConfig
 from dpunet.lab.runner import LabError, pid_alive, read_pid, terminate, wait_for
 from dpunet.lab.topology import (
     DPU_PF_PCI,

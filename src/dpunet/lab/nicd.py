@@ -21,7 +21,6 @@ import errno
 import logging
 import os
 import queue
-import re
 import select
 import signal
 import sys
@@ -31,19 +30,17 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 from pyroute2.netlink.exceptions import NetlinkError
 
-from dpunet.lab.nic import EmulatedNic, NetnsSide, PciAddress, log_event, parse_kstrtou16
+from dpunet.lab.nic import EmulatedNic, NetnsSide, log_event, parse_kstrtou16
+from dpunet.lab.nic_config import NicDaemonConfig
 
 T = TypeVar("T")
 log = logging.getLogger("dpunet.lab.nicd")
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
-_MAC_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-_MAC_PREFIX_RE = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){3}$")
 _MNT_DETACH = 2
 _JOB_TIMEOUT = 120.0
 _MOUNT_TIMEOUT = 10.0
@@ -55,80 +52,6 @@ _MS_SHARED = 0x100000
 _MAX_STALE_MOUNTS = 8
 _FUSE_SUBTYPE = "dpunet-sysfs"
 _FUSE_TYPE = f"fuse.{_FUSE_SUBTYPE}"
-
-
-def _check(pattern: re.Pattern[str], what: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise ValueError(f"not {what}: {value!r}")
-        return value
-
-    return check
-
-
-def _check_pci(value: str) -> str:
-    PciAddress.parse(value)
-    return value
-
-
-NodeName = Annotated[str, AfterValidator(_check(_NAME_RE, "a node name ([A-Za-z0-9_.-]+)"))]
-IfName = Annotated[str, Field(min_length=1, max_length=15, pattern=r"^[^/:\s]+$")]
-Mac = Annotated[str, AfterValidator(_check(_MAC_RE, "a MAC address"))]
-MacPrefix = Annotated[str, AfterValidator(_check(_MAC_PREFIX_RE, "a 4-octet MAC prefix"))]
-PciAddr = Annotated[str, AfterValidator(_check_pci)]
-
-
-class NicPairConfig(BaseModel):
-    """One emulated NIC: a host node's PF/VFs and the DPU node that switches them."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    host_node: NodeName
-    host_netns: str = Field(description="netns name (in /run/netns) or path of the host node")
-    dpu_node: NodeName
-    dpu_netns: str = Field(description="netns name (in /run/netns) or path of the DPU node")
-    pf_netdev: IfName = "enp2s0f0np0"
-    pf_pci: PciAddr = "0000:02:00.0"
-    dpu_pci: PciAddr = "0000:03:00.0"
-    uplink_netdev: IfName = Field("p0", description="the DPU's uplink; marked at start")
-    sriov_totalvfs: int = Field(16, ge=1, le=255)
-    numvfs: int = Field(4, ge=0, description="VFs created at start")
-    pf_mac: Mac
-    vf_mac_prefix: MacPrefix = Field(description="4 octets; VF N gets <prefix>:01:<N in hex>")
-    phys_switch_id: str = Field(pattern=r"^[0-9a-f]{2,32}$")
-    mtu: int = Field(1500, ge=68, le=65535)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NicPairConfig:
-        if self.numvfs > self.sriov_totalvfs:
-            raise ValueError("numvfs exceeds sriov_totalvfs")
-        if self.host_node == self.dpu_node:
-            raise ValueError("host_node and dpu_node must differ")
-        if self.pf_mac.lower().startswith(f"{self.vf_mac_prefix.lower()}:01:"):
-            raise ValueError("pf_mac is one of the VF MACs <vf_mac_prefix>:01:NN")
-        PciAddress.parse(self.pf_pci).plus(2 + self.sriov_totalvfs)
-        return self
-
-
-class NicDaemonConfig(BaseModel):
-    """Configuration of ``python -m dpunet.lab.nicd`` (JSON file written by the lab)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    lab: NodeName
-    mountpoint: Path = Field(description="FUSE mount; <mountpoint>/<node>/ is a sysfs root")
-    pidfile: Path
-    ready_file: Path = Field(description="written once mounted and the initial VFs exist")
-    log_file: Path
-    pairs: list[NicPairConfig] = Field(min_length=1)
-    sweep_interval: float = Field(1.0, gt=0, description="seconds between safety sweeps")
-
-    @model_validator(mode="after")
-    def _unique_nodes(self) -> NicDaemonConfig:
-        nodes = [n for p in self.pairs for n in (p.host_node, p.dpu_node)]
-        if len(nodes) != len(set(nodes)):
-            raise ValueError("node names must be unique across pairs")
-        return self
 
 
 class Engine:

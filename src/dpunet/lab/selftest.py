@@ -9,26 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from dataclasses import dataclass
 
-from dpunet.lab import daemons, pods
+from dpunet.lab import daemons, pods, svc
+from dpunet.lab.checks import CheckResult
 from dpunet.lab.runner import LabError, ip, run, wait_for
 from dpunet.lab.topology import EXT_ADDRESS, LabPlan, Node
 
 SELFTEST_SWITCH = "dpunet-selftest"
 SELFTEST_SUBNET = "198.18.255"  # inside the lab's cluster range, never used by node subnets
 GENEVE_MTU = 1400
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One row of the check table."""
-
-    check: str
-    source: str
-    target: str
-    ok: bool
-    detail: str = ""
 
 
 def ping(netns: str, address: str, count: int = 3) -> tuple[bool, str]:
@@ -167,8 +156,6 @@ def pod_checks(plan: LabPlan) -> list[CheckResult]:
 
 def service_checks(plan: LabPlan) -> list[CheckResult]:
     """The services' checks (svc.py), when the lab has services."""
-    from dpunet.lab import svc  # svc builds on this module
-
     return svc.checks(plan)
 
 

@@ -24,8 +24,8 @@ from typing import Any
 
 from dpunet.controller.client import ClientError
 from dpunet.lab import pods
+from dpunet.lab.checks import CheckResult
 from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, run, wait_for
-from dpunet.lab.selftest import CheckResult
 from dpunet.lab.services import admin_client
 from dpunet.lab.topology import LabPlan, Node
 

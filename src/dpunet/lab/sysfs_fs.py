@@ -36,9 +36,9 @@ from dpunet.lab.nic import (
     EmulatedNic,
     FunctionTrack,
     Link,
-    PciAddress,
     vf_address,
 )
+from dpunet.lab.nic_config import PciAddress
 
 PCI_ROOT = "pci0000:00"
 SYSFS_FILE_SIZE = 4096

@@ -1,0 +1,91 @@
+"""The controller daemon: the Controller and its HTTP server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from pathlib import Path
+from types import FrameType
+
+import uvicorn
+
+from dpunet.controller.api import create_app
+from dpunet.controller.app import Controller
+from dpunet.controller.config import ControllerConfig
+from dpunet.logs import event
+
+log = logging.getLogger("dpunet.controller")
+
+
+def _bind(address: str) -> socket.socket:
+    """A listening socket for `HOST:PORT` or `unix:PATH` (a stale unix socket is replaced)."""
+    if address.startswith("unix:"):
+        path = Path(address[len("unix:") :])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.bind(str(path))
+        os.chmod(path, 0o660)
+    else:
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]") or "0.0.0.0"
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, int(port)))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def _after_shutdown(signum: int, frame: FrameType | None) -> None:
+    """uvicorn re-raises the stop signal once it has shut down; the controller then only
+    has to finish its own cleanup, so the signal is absorbed here."""
+
+
+async def serve(cfg: ControllerConfig) -> None:
+    """Run the controller until SIGINT/SIGTERM."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _after_shutdown)
+    ctl = Controller(cfg)
+    sockets = [_bind(a) for a in cfg.listen]
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
+    )
+    supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
+    service_sync = asyncio.create_task(ctl.services.run(), name="dpunet-services")
+
+    def _supervisor_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            event(
+                log, "controller.supervisor_failed", logging.CRITICAL, error=repr(task.exception())
+            )
+            server.should_exit = True
+
+    supervisor.add_done_callback(_supervisor_done)
+    event(
+        log,
+        "controller.start",
+        listen=",".join(cfg.listen),
+        nb=",".join(cfg.nb_remotes),
+        cluster_cidr=str(cfg.cluster_cidr),
+        node_prefix=cfg.node_prefix,
+    )
+    try:
+        await server.serve(sockets=sockets)
+    finally:
+        supervisor.cancel()
+        service_sync.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+        with contextlib.suppress(asyncio.CancelledError):
+            await service_sync
+        await ctl.close()
+        for sock in sockets:
+            sock.close()
+        event(log, "controller.stop")
