@@ -20,7 +20,8 @@ from typing import Any
 
 import grpc
 
-from dpunet.k8s.deviceplugin import (
+from dpunet.grpcglue import service_handler, unary, unary_stream, unix_target
+from dpunet.host.kubelet.deviceplugin import (
     API_VERSION,
     DEVICE_PLUGIN_SERVICE,
     KUBELET_REGISTRATION,
@@ -28,12 +29,11 @@ from dpunet.k8s.deviceplugin import (
     PLUGINS_REGISTRY,
     WATCHER_REGISTRATION,
 )
-from dpunet.k8s.podresources import SERVICE as POD_RESOURCES_SERVICE
-from dpunet.k8s.podresources import SOCKET as POD_RESOURCES_SOCKET
-from dpunet.k8s.proto import deviceplugin_pb2 as dp
-from dpunet.k8s.proto import pluginregistration_pb2 as reg
-from dpunet.k8s.proto import podresources_pb2 as pr
-from dpunet.k8s.rpc import service_handler, unary, unary_stream, unix_target
+from dpunet.host.kubelet.podresources import SERVICE as POD_RESOURCES_SERVICE
+from dpunet.host.kubelet.podresources import SOCKET as POD_RESOURCES_SOCKET
+from dpunet.host.kubelet.proto import deviceplugin_pb2 as dp
+from dpunet.host.kubelet.proto import pluginregistration_pb2 as reg
+from dpunet.host.kubelet.proto import podresources_pb2 as pr
 
 
 @dataclass

@@ -15,10 +15,10 @@ import pytest
 from nic_harness import PF, emulated_nic
 from seed import RESOURCE, SEED_POOLS
 
+from dpunet.host.kubelet.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
 from dpunet.hw.host import find_vf
 from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, parse_pool_config
 from dpunet.hw.sysfs import Sysfs
-from dpunet.k8s.deviceplugin import DevicePluginManager, DevicePluginSettings, PoolSource
 from fakekubelet import FakeKubelet
 
 pytestmark = pytest.mark.lab

@@ -38,8 +38,8 @@ from controller_harness import ControllerProc, wait_until
 from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
 from seed import SEED_POOLS
 
-from dpunet.k8s.deviceplugin import env_name
-from dpunet.k8s.manifests import DeployValues, network_attachment_definition
+from dpunet.deploy.manifests import DeployValues, network_attachment_definition
+from dpunet.host.kubelet.deviceplugin import env_name
 from dpunet.lab import daemons, services
 from dpunet.lab.daemons import Daemon
 from dpunet.lab.lab import down

@@ -16,8 +16,7 @@ import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, SEED_PF, SysfsTree, seed_host
 from prometheus_client import CollectorRegistry
 
-from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, load_pool_config
-from dpunet.k8s.deviceplugin import (
+from dpunet.host.kubelet.deviceplugin import (
     DevicePluginManager,
     DevicePluginSettings,
     Inventory,
@@ -27,7 +26,8 @@ from dpunet.k8s.deviceplugin import (
     env_name,
     survey,
 )
-from dpunet.k8s.proto import deviceplugin_pb2 as dp
+from dpunet.host.kubelet.proto import deviceplugin_pb2 as dp
+from dpunet.hw.pools import PoolAssignment, assign_pools, discover_pool_devices, load_pool_config
 from fakekubelet import FakeKubelet
 
 RESOURCE = "mellanox.com/mlnx_sriov_cx6"

@@ -16,7 +16,7 @@ from hw_sysfs_tree import SEED_CONFIGMAP, SysfsTree, seed_host
 from dpunet.agent.sandboxes import SandboxRecord
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.daemon import HostDaemon
-from dpunet.k8s.podresources import PodResourcesResolver
+from dpunet.host.kubelet.podresources import PodResourcesResolver
 from fakekubelet import FakeKubelet
 
 RESOURCE = "mellanox.com/mlnx_sriov_cx6"

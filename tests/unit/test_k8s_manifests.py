@@ -16,10 +16,7 @@ from click.testing import CliRunner
 from dpunet.cli.k8s_cmds import k8s
 from dpunet.cni.models import parse_netconf
 from dpunet.controller.config import ControllerConfig
-from dpunet.dpu.config import DpuAgentConfig
-from dpunet.host.config import HostAgentConfig
-from dpunet.hw.pools import parse_pool_config
-from dpunet.k8s.manifests import (
+from dpunet.deploy.manifests import (
     CNI_TYPE,
     DeployValues,
     cni_config,
@@ -27,6 +24,9 @@ from dpunet.k8s.manifests import (
     example_pod,
     render,
 )
+from dpunet.dpu.config import DpuAgentConfig
+from dpunet.host.config import HostAgentConfig
+from dpunet.hw.pools import parse_pool_config
 from dpunet.node.config import NodeAgentConfig
 
 DEPLOY = Path(__file__).parents[2] / "deploy"

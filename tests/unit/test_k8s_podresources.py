@@ -15,15 +15,15 @@ from hw_sysfs_tree import SEED_CONFIGMAP, seed_host
 from dpunet.agent.pods import ERR_NO_DEVICE, ERR_TRY_AGAIN
 from dpunet.cni.models import AddRequest, parse_netconf
 from dpunet.cni.shim import CniError
-from dpunet.host.vfs import VfAttacher
-from dpunet.hw.pools import load_pool_config
-from dpunet.k8s.podresources import (
+from dpunet.host.kubelet.podresources import (
     SOCKET,
     PodResourcesResolver,
     choose_primary_vf,
     matching_resources,
     pod_devices,
 )
+from dpunet.host.vfs import VfAttacher
+from dpunet.hw.pools import load_pool_config
 from fakekubelet import FakeKubelet
 
 RESOURCE = "mellanox.com/mlnx_sriov_cx6"

@@ -16,7 +16,7 @@ import pytest_asyncio
 from lightkube import AsyncClient, KubeConfig
 
 from dpunet.controller.auth import Principal
-from dpunet.k8s.tokenreview import MAX_CONCURRENT_REVIEWS, TokenReviewAuthenticator
+from dpunet.controller.k8s.tokenreview import MAX_CONCURRENT_REVIEWS, TokenReviewAuthenticator
 
 ADMIN_TOKEN = "good-admin-token-0123456789"
 REVIEWS = "/apis/authentication.k8s.io/v1/tokenreviews"

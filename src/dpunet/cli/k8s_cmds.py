@@ -34,7 +34,7 @@ def k8s() -> None:
 @click.option("-o", "--output", type=click.Choice(["yaml", "json"]), default="yaml")
 def render_cmd(values_file: Path | None, part: str, output: str) -> None:
     """Print the manifests of a dpunet deployment."""
-    from dpunet.k8s.manifests import DeployValues, dpu_static_pod, dump_all, example_pod, render
+    from dpunet.deploy.manifests import DeployValues, dpu_static_pod, dump_all, example_pod, render
 
     try:
         values = load_settings(DeployValues, values_file, environ={})
@@ -77,7 +77,7 @@ def render_cmd(values_file: Path | None, part: str, output: str) -> None:
 def install_cni(bin_dir: Path, lib_dir: Path, conf_dir: Path, conf_name: str, python: str) -> None:
     """Install the dpunet-cni shim and the node's CNI config (init container step)."""
     from dpunet.cni.install import install_shim
-    from dpunet.k8s.manifests import cni_config
+    from dpunet.deploy.manifests import cni_config
 
     try:
         launcher = install_shim(bin_dir, lib_dir, python)

@@ -22,7 +22,7 @@ from dpunet.controller.state import ClusterState
 from dpunet.logs import event
 
 if TYPE_CHECKING:
-    from dpunet.k8s.mode import KubeMode
+    from dpunet.controller.k8s.mode import KubeMode
 
 log = logging.getLogger("dpunet.controller")
 _TICK_S = 0.5
@@ -42,7 +42,7 @@ class Controller:
         self.authenticator: Authenticator
         self.ports: PortService
         if cfg.mode is ControllerMode.KUBERNETES:
-            from dpunet.k8s.mode import KubeMode  # the Kubernetes client only in this mode
+            from dpunet.controller.k8s.mode import KubeMode  # Kubernetes client: this mode only
 
             self.kube = KubeMode(cfg)
             self.authenticator = self.kube.authenticator

@@ -2,7 +2,7 @@
 
 Standalone mode (`StaticTokens`): bearer tokens from a file, each mapped to one node or
 to the admin. Kubernetes mode: ServiceAccount tokens through TokenReview
-(`dpunet.k8s.tokenreview`).
+(`dpunet.controller.k8s.tokenreview`).
 
 Token file format (one entry per line, `#` starts a comment, blank lines are ignored):
 

@@ -25,7 +25,7 @@ from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
 
 if TYPE_CHECKING:
-    from dpunet.k8s.deviceplugin import DevicePluginManager
+    from dpunet.host.kubelet.deviceplugin import DevicePluginManager
 
 log = logging.getLogger("dpunet.host")
 
@@ -41,7 +41,7 @@ class HostDaemon(AgentDaemon):
         pools = cfg.pools()
         resolver = None
         if cfg.pod_resources:  # the kubelet APIs (gRPC) load only when configured
-            from dpunet.k8s.podresources import SOCKET, PodResourcesResolver
+            from dpunet.host.kubelet.podresources import SOCKET, PodResourcesResolver
 
             resolver = PodResourcesResolver(
                 cfg.kubelet_dir / SOCKET, [r.full_name for r in pools.resource_list]
@@ -60,7 +60,7 @@ class HostDaemon(AgentDaemon):
         )  # fmt: skip
         self.device_plugin: DevicePluginManager | None = None
         if cfg.device_plugin:
-            from dpunet.k8s.deviceplugin import (
+            from dpunet.host.kubelet.deviceplugin import (
                 DevicePluginManager,
                 DevicePluginSettings,
                 PoolSource,

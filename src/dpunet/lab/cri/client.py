@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from dpunet.k8s.rpc import unary, unix_target
+from dpunet.grpcglue import unary, unix_target
 from dpunet.lab.cri import api_pb2 as pb
 
 SERVICE = pb.DESCRIPTOR.services_by_name["RuntimeService"]

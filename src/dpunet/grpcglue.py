@@ -1,4 +1,5 @@
-"""gRPC glue built from the services in the `.proto` descriptors (no generated stubs).
+"""gRPC glue built from the services in the `.proto` descriptors (no generated stubs), shared
+by the kubelet APIs (host/kubelet) and the lab's CRI client (lab/cri).
 
 `service_handler` turns an object with one (async) method per RPC into a handler for a
 `grpc.aio` server; `unary` / `unary_stream` make client callables on a channel. Method

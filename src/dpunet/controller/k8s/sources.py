@@ -33,12 +33,12 @@ from pydantic import ValidationError
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, Unavailable
 from dpunet.controller.ipam import mac_for_ip
+from dpunet.controller.k8s.kube import KubeErrors, list_and_watch, status_code
 from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import NodeRecord, NodeRole
-from dpunet.k8s.kube import KubeErrors, list_and_watch, status_code
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s.sources")

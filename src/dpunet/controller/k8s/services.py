@@ -24,6 +24,7 @@ from lightkube.models.discovery_v1 import Endpoint
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
+from dpunet.controller.k8s.kube import list_and_watch
 from dpunet.controller.service_lbs import service_key
 from dpunet.controller.service_models import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -35,7 +36,6 @@ from dpunet.controller.service_models import (
     SessionAffinity,
 )
 from dpunet.controller.services import ServiceController
-from dpunet.k8s.kube import list_and_watch
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s.services")

@@ -28,7 +28,7 @@ from lightkube.resources.core_v1 import Pod
 
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Unavailable
-from dpunet.k8s.kube import KubeErrors, status_code
+from dpunet.controller.k8s.kube import KubeErrors, status_code
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s.auth")

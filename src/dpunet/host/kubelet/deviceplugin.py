@@ -40,14 +40,14 @@ from typing import Any, Literal
 import grpc
 from prometheus_client import CollectorRegistry, Gauge
 
+from dpunet.grpcglue import service_handler, unary, unix_target
+from dpunet.host.kubelet import podresources
+from dpunet.host.kubelet.proto import deviceplugin_pb2 as dp
+from dpunet.host.kubelet.proto import pluginregistration_pb2 as reg
 from dpunet.hw.netdev import read_netdev
 from dpunet.hw.pci import read_pci_device
 from dpunet.hw.pools import PoolAssignment, PoolDevice, ResourceConfig
 from dpunet.hw.sysfs import Sysfs
-from dpunet.k8s import podresources
-from dpunet.k8s.proto import deviceplugin_pb2 as dp
-from dpunet.k8s.proto import pluginregistration_pb2 as reg
-from dpunet.k8s.rpc import service_handler, unary, unix_target
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.deviceplugin")

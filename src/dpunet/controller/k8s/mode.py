@@ -21,6 +21,13 @@ from ovsdbapp.backend.ovs_idl import command
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import DeadlineExceeded, Exhausted
+from dpunet.controller.k8s import events
+from dpunet.controller.k8s.events import EventRecorder
+from dpunet.controller.k8s.kube import make_client, own_namespace
+from dpunet.controller.k8s.leader import LeaderElector
+from dpunet.controller.k8s.services import ServiceSource
+from dpunet.controller.k8s.sources import NodeSource, PodSource
+from dpunet.controller.k8s.tokenreview import TokenReviewAuthenticator
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.models import PortInfo, PortRequest
 from dpunet.controller.nb import NbClient
@@ -29,13 +36,6 @@ from dpunet.controller.ports import PortService
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import mgmt_port
-from dpunet.k8s import events
-from dpunet.k8s.events import EventRecorder
-from dpunet.k8s.kube import make_client, own_namespace
-from dpunet.k8s.leader import LeaderElector
-from dpunet.k8s.services import ServiceSource
-from dpunet.k8s.sources import NodeSource, PodSource
-from dpunet.k8s.tokenreview import TokenReviewAuthenticator
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s")

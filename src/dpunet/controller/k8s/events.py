@@ -20,7 +20,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event
 from lightkube.types import PatchType
 
-from dpunet.k8s.kube import KubeErrors
+from dpunet.controller.k8s.kube import KubeErrors
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s.events")

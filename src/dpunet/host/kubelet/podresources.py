@@ -27,8 +27,8 @@ import grpc
 from dpunet.agent.pods import ERR_NO_DEVICE, ERR_TRY_AGAIN
 from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
-from dpunet.k8s.proto import podresources_pb2 as pb
-from dpunet.k8s.rpc import unary, unix_target
+from dpunet.grpcglue import unary, unix_target
+from dpunet.host.kubelet.proto import podresources_pb2 as pb
 
 SOCKET = Path("pod-resources/kubelet.sock")
 SERVICE = pb.DESCRIPTOR.services_by_name["PodResourcesLister"]

@@ -24,7 +24,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.types import PatchType
 
-from dpunet.k8s.kube import KubeErrors, status_code
+from dpunet.controller.k8s.kube import KubeErrors, status_code
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.k8s.leader")

@@ -1,0 +1,1 @@
+"""Deployment: the Kubernetes manifests `dpunet k8s render` writes (`manifests`)."""

@@ -1,1 +1,0 @@
-"""The kubelet-facing side of dpunet: device plugin, PodResources, deployment manifests."""
