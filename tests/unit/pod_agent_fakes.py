@@ -7,18 +7,28 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord, SandboxStore
+from dpunet.agent.sandboxes import SandboxRecord, SandboxStore, VfDevice
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, parse_netconf
 from dpunet.cni.results import AddResult
 from dpunet.cni.shim import CniError
+from dpunet.contract.api import (
+    DeleteResult,
+    EventResult,
+    NodeInfo,
+    NodeRole,
+    PodEventReport,
+    PortInfo,
+    PortRequest,
+    Route,
+)
+from dpunet.contract.lsp import pod_lsp_name
 from dpunet.controller.client import ClientError
-from dpunet.podnet import InterfaceConfig, PodNetError
+from dpunet.podnet import HostLinkState, InterfaceConfig, PodNetError
 
 NODE = "node1"
 HOST = ("host",)
@@ -113,23 +123,19 @@ class FakeAttacher(Scripted):
         self.devices = [f"0000:02:00.{n}" for n in range(2, 2 + count)]
         self.location: dict[str, tuple[str, ...]] = {pci: HOST for pci in self.devices}
 
-    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
+    def claim(self, req: AddRequest, held: set[str]) -> VfDevice:
         self.enter("claim")
-        taken = {d.get("pci") for d in held}
         for pci in self.devices:
-            if pci not in taken:
-                return {"pci": pci}
+            if pci not in held:
+                return vf_device(pci)
         raise CniError(ERR_NO_DEVICE, "no free device")
-
-    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
-        return {"pci": device["pci"]}
 
     def prepare(self, record: SandboxRecord) -> None:
         self.enter("prepare")
 
     def stage(self, record: SandboxRecord) -> None:
         self.enter("stage")
-        pci = record.device["pci"]
+        pci = record.device.key
         if self.location[pci] != HOST:
             raise PodNetError(f"{pci} is not on the host but {self.location[pci]}")
         if not Path(record.netns).exists():
@@ -139,7 +145,7 @@ class FakeAttacher(Scripted):
 
     def plug(self, record: SandboxRecord, cfg: InterfaceConfig) -> None:
         self.enter("plug")
-        pci = record.device["pci"]
+        pci = record.device.key
         if self.location[pci] != ("staged", record.netns):
             raise PodNetError(f"{pci} is not staged in {record.netns}")
         if ("pod", record.netns, cfg.ifname) in self.location.values():
@@ -149,7 +155,7 @@ class FakeAttacher(Scripted):
 
     def unplug(self, record: SandboxRecord) -> None:
         self.enter("unplug")
-        pci = record.device["pci"]
+        pci = record.device.key
         where = self.location[pci]
         if where != HOST and where[1] != record.netns:
             raise PodNetError(f"{pci} is neither on the host nor in {record.netns}")
@@ -169,77 +175,87 @@ class FakeAttacher(Scripted):
 
 
 class FakeController(Scripted):
-    """The controller's port API: one port per pod, released only for the sandbox and
-    uid given (as the real one does)."""
+    """The controller's port API: one port per (pod, network), released only for the
+    sandbox and uid given (as the real one does); the primary port alone has the default
+    route."""
 
     def __init__(self, world: World) -> None:
         super().__init__(world)
-        self.ports: dict[tuple[str, str], dict[str, Any]] = {}
-        self.events: list[dict[str, Any]] = []
+        self.ports: dict[tuple[str, str, str | None], PortInfo] = {}
+        self.events: list[PodEventReport] = []
         self._next = 10
 
     def put_port(
-        self, namespace: str, name: str, request: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, namespace: str, name: str, request: PortRequest, timeout: float | None = None
+    ) -> PortInfo:
         self.enter("put_port")
         self._next += 1
-        port = {
-            **request,
-            "namespace": namespace,
-            "name": name,
-            "lsp": f"{namespace}_{name}",
-            "mac": f"0a:58:0a:00:00:{self._next:02x}",
-            "ips": [f"10.0.0.{self._next}/24"],
-            "gateways": ["10.0.0.1"],
-            "routes": [],
-            "mtu": 1400,
-        }
-        self.ports[(namespace, name)] = port
+        gateway = "10.0.0.1"
+        port = PortInfo(
+            **request.model_dump(exclude={"labels"}),
+            namespace=namespace,
+            name=name,
+            lsp=pod_lsp_name(namespace, name, request.network),
+            mac=f"0a:58:0a:00:00:{self._next:02x}",
+            ips=[f"10.0.0.{self._next}/24"],
+            gateways=[gateway],
+            routes=[Route(dst="0.0.0.0/0", gw=gateway)] if request.network is None else [],
+            mtu=1400,
+            up=True,
+        )
+        self.ports[(namespace, name, request.network)] = port
         self.leave("put_port")
-        return dict(port)
+        return port
 
     def delete_port(
-        self, namespace: str, name: str, uid: str | None = None, sandbox: str | None = None
-    ) -> dict[str, Any]:
+        self,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        sandbox: str | None = None,
+        network: str | None = None,
+    ) -> DeleteResult:
         self.enter("delete_port")
-        port = self.ports.get((namespace, name))
-        if port is None:
-            return {"deleted": False}
-        if (uid is not None and uid != port["uid"]) or (
-            sandbox is not None and sandbox != port["sandbox"]
-        ):
-            return {"deleted": False}
-        del self.ports[(namespace, name)]
+        port = self.ports.get((namespace, name, network))
+        if port is None or uid not in (None, port.uid) or sandbox not in (None, port.sandbox):
+            return DeleteResult(deleted=False, detail="no such port")
+        del self.ports[(namespace, name, network)]
         self.leave("delete_port")
-        return {"deleted": True}
+        return DeleteResult(deleted=True, detail="released")
 
-    def get_port(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_port(self, namespace: str, name: str, network: str | None = None) -> PortInfo:
         self.enter("get_port")
-        port = self.ports.get((namespace, name))
+        port = self.ports.get((namespace, name, network))
         if port is None:
             raise ClientError(404, f"no port {namespace}/{name}")
-        return dict(port)
+        return port
 
-    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[Any]:
+    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[PortInfo]:
         self.enter("list_ports")
         return [
-            dict(p)
+            p
             for p in self.ports.values()
-            if node in (None, p["node"]) and namespace in (None, p["namespace"])
+            if node in (None, p.node) and namespace in (None, p.namespace)
         ]
 
-    def get_node(self, name: str) -> dict[str, Any]:
+    def get_node(self, name: str) -> NodeInfo:
         self.enter("get_node")
-        return {"name": name}
+        return NodeInfo(
+            name=name, role=NodeRole.DPU_HOST, chassis="dpu1", node_ip="192.0.2.11/24",
+            next_hop="192.0.2.1", gateway_mac="0a:58:c0:00:02:0b", subnet="10.0.0.0/24",
+            gateway_ip="10.0.0.1", mgmt_ip="10.0.0.2/24", mgmt_mac="0a:58:0a:00:00:02",
+            join_ip="100.64.0.3", cluster_cidr="10.0.0.0/16", service_cidr="10.96.0.0/12",
+            mtu=1400, ports=len(self.ports), free_ips=200,
+        )  # fmt: skip
 
-    def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+    def report_event(self, namespace: str, name: str, report: PodEventReport) -> EventResult:
         self.enter("report_event")
-        self.events.append({"namespace": namespace, "name": name, **report})
-        return {}
+        self.events.append(report)
+        return EventResult(recorded=False)
 
     def sandboxes(self) -> set[str]:
         """The sandboxes the controller holds ports for."""
-        return {p["sandbox"] for p in self.ports.values()}
+        return {p.sandbox for p in self.ports.values()}
 
 
 class CrashingStore(SandboxStore):
@@ -329,4 +345,22 @@ def gc_request(network: str, valid: list[tuple[str, str]]) -> GcRequest:
     return GcRequest(
         command="GC", cni_version="1.1.0", config=config, raw_config="{}",
         valid_attachments=config.valid_attachments or (),
+    )  # fmt: skip
+
+
+def vf_device(pci: str) -> VfDevice:
+    """A VF claim as the VF attacher makes it (VF index from the PCI function)."""
+    return VfDevice(
+        pci=pci, resource="example.com/vfs", pf_mac="b8:3f:d2:00:00:01",
+        vf_num=int(pci.rsplit(".", 1)[1]), host_link=HostLinkState(f"vf{pci[-1]}", "", 1500, True),
+    )  # fmt: skip
+
+
+def port_info(pod: str, sandbox: str, uid: str, network: str | None = None) -> PortInfo:
+    """The controller's port of pod default/`pod` on this node."""
+    return PortInfo(
+        namespace="default", name=pod, node=NODE, uid=uid, sandbox=sandbox,
+        ifname="eth0" if network is None else "net1", network=network,
+        lsp=pod_lsp_name("default", pod, network), mac="0a:58:0a:00:00:05",
+        ips=["10.0.0.5/24"], gateways=["10.0.0.1"], routes=[], mtu=1400, up=True,
     )  # fmt: skip

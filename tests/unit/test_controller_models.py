@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from dpunet.controller.models import NodeSpec, PortRequest, check_node_name
+from dpunet.contract.api import NodeSpec, PortRequest, check_node_name
 
 NODE = {"role": "dpu-host", "chassis": "dpu1", "node_ip": "192.0.2.101/24", "next_hop": "192.0.2.1"}
 PORT = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
@@ -17,6 +18,9 @@ from dpunet.controller.topology import (
     owned,
     pod_lsp,
 )
+from dpunet.dpu.plug import PlugRequest, parse_request
+from dpunet.dpu.sb import PortBindingRow
+from dpunet.verify.sbview import SbPort
 
 CFG = ControllerConfig(cluster_cidr=IPv4Network("198.18.0.0/16"))
 HOST1 = NodeRecord(
@@ -182,3 +186,32 @@ def test_malformed_pod_rows_are_rejected() -> None:
     del ids["dpunet:uid"]
     with pytest.raises(KeyError):
         PodPort.from_lsp(["0a:58:c6:12:01:07 198.18.1.7"], ids)
+
+
+def test_a_secondary_network_port_has_its_own_name_and_reads_back() -> None:
+    port = replace(POD, ifname="net1", network="sriov-a", ip=IPv4Address("198.18.1.8"))
+    lsp = pod_lsp(CFG, HOST1, port)
+    assert lsp.name == "sriov.a_default_web"  # OVN-Kubernetes' secondary-network form
+    assert lsp.external_ids["dpunet:network"] == "sriov-a"
+    assert lsp.external_ids["dpunet:ifname"] == "net1"
+    cols = lsp_columns(lsp)
+    assert PodPort.from_lsp(cols["addresses"], cols["external_ids"]) == port
+    assert "dpunet:network" not in pod_lsp(CFG, HOST1, POD).external_ids
+
+
+def test_the_dpu_agent_reads_what_the_controller_writes() -> None:
+    lsp = pod_lsp(CFG, HOST1, POD)  # northd copies options and external_ids to SB
+    row = PortBindingRow(
+        lsp.name, options=lsp.options, mac=lsp.addresses, external_ids=lsp.external_ids
+    )
+    assert parse_request(row) == PlugRequest(
+        logical_port="default_web",
+        pf_mac="02:d5:00:01:00:01",
+        vf_num=1,
+        iface_id_ver="8f1c",
+        attached_mac="0a:58:c6:12:01:07",
+        mtu=1400,
+        pod="default/web",
+        sandbox="c0ffee",
+    )
+    assert SbPort(lsp.name, lsp.options).representor

@@ -13,10 +13,10 @@ import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.core_v1 import Node
 
+from dpunet.contract.api import PortInfo, Route
 from dpunet.controller.k8s.events import EventRecorder
 from dpunet.controller.k8s.leader import LeaderElector
 from dpunet.controller.k8s.sources import NodeProblem, is_dpu, matches, node_spec, pod_networks
-from dpunet.controller.models import PortInfo, Route
 from dpunet.controller.topology import NodeRecord, NodeRole
 
 NEXT_HOP = IPv4Address("192.0.2.1")

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, SysfsTree, seed_host
+from pod_agent_fakes import vf_device
 
 from dpunet.agent.sandboxes import SandboxRecord
 from dpunet.host.config import HostAgentConfig
@@ -90,7 +91,7 @@ def test_survey_counts_sandbox_vfs_as_held(base: Path) -> None:
     health = {d.pci: d.health for d in daemon_survey(daemon)[RESOURCE]}
     assert health == {"0000:02:00.4": "Unhealthy", "0000:02:00.5": "Healthy"}
     daemon.agent.store.save(
-        SandboxRecord("c1", "/run/netns/x", "eth0", "ns", "pod", "uid", {"pci": "0000:02:00.4"})
+        SandboxRecord("c1", "/run/netns/x", "eth0", "ns", "pod", "uid", vf_device("0000:02:00.4"))
     )
     health = {d.pci: d.health for d in daemon_survey(daemon)[RESOURCE]}
     assert health == {"0000:02:00.4": "Healthy", "0000:02:00.5": "Healthy"}

@@ -183,7 +183,7 @@ def test_claim_asks_the_resolver(tmp_path: Path) -> None:
         return req.config.vf_pci_address or (VF1 if req.pod_name else None)
 
     attacher = Described(tree.sysfs, pools, resolver=resolver)
-    held = [{"pci": VF2}]
+    held = {VF2}
     assert attacher.claim(add_request(), held)["pci"] == VF1
     assert asked == [{VF2}]
     assert attacher.claim(add_request(deviceID=VF2), set())["pci"] == VF2

@@ -9,9 +9,9 @@ from typing import Any
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
+from dpunet.contract.services import ServiceSpec, ServiceType, SessionAffinity
 from dpunet.controller.k8s.services import backends, spec_of
 from dpunet.controller.service_lbs import encode
-from dpunet.controller.service_models import ServiceSpec, ServiceType, SessionAffinity
 
 
 def service(**spec: Any) -> Service:

@@ -6,20 +6,18 @@ import ipaddress
 
 import pytest
 
+from dpunet.contract.api import NodeInfo, NodeRole
 from dpunet.dpu.ovs import OvsPort
 from dpunet.host.mgmt import management_config
 from dpunet.node.mgmt import mgmt_lsp, needed_changes
 from dpunet.podnet import HostLinkState, PodNetError, Route
 
-NODE = {
-    "name": "cp",
-    "mgmt_mac": "0a:58:c6:12:00:02",
-    "mgmt_ip": "198.18.0.2/24",
-    "gateway_ip": "198.18.0.1",
-    "cluster_cidr": "198.18.0.0/16",
-    "service_cidr": "198.19.0.0/17",
-    "mtu": 1400,
-}
+NODE = NodeInfo(
+    name="cp", role=NodeRole.FULL, chassis="cp", node_ip="192.0.2.10/24", next_hop="192.0.2.1",
+    gateway_mac="0a:58:c0:00:02:0a", subnet="198.18.0.0/24", gateway_ip="198.18.0.1",
+    mgmt_ip="198.18.0.2/24", mgmt_mac="0a:58:c6:12:00:02", join_ip="100.64.0.2",
+    cluster_cidr="198.18.0.0/16", service_cidr="198.19.0.0/17", mtu=1400, ports=0, free_ips=250,
+)  # fmt: skip
 IDS = {"iface-id": "k8s-cp", "dpunet-owned": "true"}
 CFG = management_config(NODE)
 GOOD_LINK = HostLinkState("ovn-k8s-mp0", "0a:58:c6:12:00:02", 1400, True)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.agent.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.models import AddRequest, parse_netconf
 from dpunet.cni.shim import CniError
 from dpunet.dpu.ovs import OvsPort
@@ -16,7 +14,7 @@ from dpunet.node.veths import HOST_PREFIX, POD_PREFIX, VethAttacher, lsp_name, s
 OWNED = {"dpunet-owned": "true"}
 
 
-def add_request(container_id: str) -> AddRequest:
+def add_request(container_id: str, ifname: str = "eth0") -> AddRequest:
     config = parse_netconf({"cniVersion": "1.0.0", "name": "dpunet", "type": "dpunet-cni"})
     return AddRequest(
         command="ADD",
@@ -24,7 +22,7 @@ def add_request(container_id: str) -> AddRequest:
         config=config,
         raw_config="{}",
         container_id=container_id,
-        ifname="eth0",
+        ifname=ifname,
         netns="/run/netns/x",
     )
 
@@ -38,20 +36,27 @@ def test_veth_names_are_stable_short_and_distinct() -> None:
     assert veth_names("a")[0] != veth_names("b")[0]
 
 
-def test_lsp_name_follows_the_ovn_kubernetes_convention() -> None:
-    record = SandboxRecord("c1", "/run/netns/x", "eth0", "prod", "web-0", "uid", {})
-    assert lsp_name(record) == "prod_web-0"
+def test_lsp_names_follow_the_ovn_kubernetes_convention() -> None:
+    device = VethDevice(veth="dpv1", peer="dpt1")
+    primary = SandboxRecord("c1", "/run/netns/x", "eth0", "prod", "web-0", "uid", device)
+    assert lsp_name(primary) == "prod_web-0"
+    secondary = SandboxRecord(
+        "c1", "/run/netns/x", "net1", "prod", "web-0", "uid", device, network="sriov-a"
+    )
+    assert lsp_name(secondary) == "sriov.a_prod_web-0"
 
 
-def test_claim_names_the_pair_and_refuses_a_clash() -> None:
+def test_claim_names_the_pair_per_attachment_and_refuses_a_clash() -> None:
     attacher = VethAttacher(ovs=None, bridge="br-int")  # type: ignore[arg-type]
-    device = attacher.claim(add_request("c1"), [])
+    device = attacher.claim(add_request("c1"), set())
     host, pod = veth_names("c1")
-    assert device == {"veth": host, "peer": pod}
-    assert attacher.port_fields(device) == {}
-    held: list[dict[str, Any]] = [{"veth": host, "peer": pod}]
+    assert device == VethDevice(veth=host, peer=pod)
+    second = attacher.claim(add_request("c1", ifname="net1"), {host})
+    assert second.veth not in (host, pod) and second == VethDevice(
+        veth=veth_names("c1", "net1")[0], peer=veth_names("c1", "net1")[1]
+    )
     with pytest.raises(CniError) as err:
-        attacher.claim(add_request("c1"), held)
+        attacher.claim(add_request("c1"), {host})
     assert err.value.code == ERR_NO_DEVICE
 
 

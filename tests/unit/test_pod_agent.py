@@ -28,6 +28,8 @@ from pod_agent_fakes import (
     check_request,
     del_request,
     gc_request,
+    port_info,
+    vf_device,
 )
 from prometheus_client import CollectorRegistry
 
@@ -43,7 +45,7 @@ from dpunet.agent.pods import (
     AgentMetrics,
     PodAgent,
 )
-from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore
+from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
 from dpunet.cni.results import AddResult
 from dpunet.cni.server import CniServer
 from dpunet.cni.shim import CniError
@@ -130,7 +132,7 @@ def assert_settled(rig: Rig) -> None:
     scan = rig.store.scan()
     records = scan.records
     assert all(r.phase is Phase.ATTACHED for r in records), records
-    expected = {r.device["pci"]: ("pod", r.netns, r.ifname) for r in records}
+    expected = {r.device.key: ("pod", r.netns, r.ifname) for r in records}
     claimed_elsewhere = {d.get("pci") for u in scan.unreadable for d in u.devices}
     away = {pci: w for pci, w in rig.attacher.away().items() if pci not in claimed_elsewhere}
     assert away == expected
@@ -138,7 +140,7 @@ def assert_settled(rig: Rig) -> None:
         u.container_id for u in scan.unreadable
     }
     for r in records:
-        assert rig.controller.ports[(r.namespace, r.pod)]["sandbox"] == r.container_id
+        assert rig.controller.ports[(r.namespace, r.pod, r.port_network)].sandbox == r.container_id
 
 
 def assert_nothing_held(rig: Rig) -> None:
@@ -154,12 +156,13 @@ def test_add_attaches_a_device_and_records_it(rig: Rig) -> None:
         result = await rig.add("c1", "web")
         (record,) = rig.records()
         assert record.phase is Phase.ATTACHED and record.network == "dpunet"
-        pci = record.device["pci"]
+        pci = record.device.key
         assert rig.attacher.location[pci] == ("pod", record.netns, "eth0")
-        port = rig.controller.ports[("default", "web")]
-        assert port["sandbox"] == "c1" and port["pci"] == pci
-        assert result.interfaces[0].name == "eth0" and result.interfaces[0].mac == port["mac"]
-        assert str(result.ips[0].address) == port["ips"][0]
+        port = rig.controller.ports[("default", "web", None)]
+        assert port.sandbox == "c1" and port.pci == pci and port.lsp == "default_web"
+        assert result.interfaces[0].name == "eth0" and result.interfaces[0].mac == port.mac
+        assert str(result.ips[0].address) == port.ips[0]
+        assert [(str(r.dst), str(r.gw)) for r in result.routes] == [("0.0.0.0/0", "10.0.0.1")]
         assert_settled(rig)
 
     run(scenario)
@@ -247,7 +250,7 @@ def test_concurrent_adds_get_different_devices(rig: Rig) -> None:
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         assert len(failed) == 1 and isinstance(failed[0], CniError)
         assert failed[0].code == ERR_NO_DEVICE
-        pcis = [r.device["pci"] for r in rig.records()]
+        pcis = [r.device.key for r in rig.records()]
         assert sorted(pcis) == sorted(rig.attacher.devices)
         assert_settled(rig)
 
@@ -314,9 +317,9 @@ def test_reconcile_releases_orphan_ports_and_sandboxes_whose_pod_is_gone(rig: Ri
         await rig.add("c1", "web")
         await rig.add("c2", "db")
         rig.attacher.delete_netns(rig.world.netns("c1"))
-        rig.controller.ports[("default", "lost")] = {
-            **rig.controller.ports[("default", "db")], "name": "lost", "sandbox": "c9",
-        }  # fmt: skip
+        db = rig.controller.ports[("default", "db", None)]
+        lost = db.model_copy(update={"name": "lost", "sandbox": "c9"})
+        rig.controller.ports[("default", "lost", None)] = lost
         await rig.agent.reconcile()
         assert {r.container_id for r in rig.records()} == {"c2"}
         assert rig.controller.sandboxes() == {"c2"}
@@ -348,8 +351,8 @@ def test_a_late_reconcile_leaves_the_retried_add_alone(rig: Rig) -> None:
         await reconcile
         (record,) = rig.records()
         assert record.container_id == "x1" and record.phase is Phase.ATTACHED
-        assert rig.controller.ports[("default", "web")]["sandbox"] == "x1"
-        assert rig.attacher.location[record.device["pci"]] == ("pod", x_netns, "eth0")
+        assert rig.controller.ports[("default", "web", None)].sandbox == "x1"
+        assert rig.attacher.location[record.device.key] == ("pod", x_netns, "eth0")
         assert_settled(rig)
 
     run(scenario)
@@ -469,7 +472,7 @@ def test_check_reports_a_missing_resource_and_a_foreign_port(rig: Rig) -> None:
                 await rig.agent.check(req)
             assert err.value.code == ERR_CHECK and "eth0 is missing" in str(err.value.details)
             rig.inspect.problems = []
-            rig.controller.ports[("default", "web")]["sandbox"] = "other"
+            rig.controller.ports[("default", "web", None)].sandbox = "other"
             with pytest.raises(CniError) as err:
                 await rig.agent.check(req)
             assert err.value.code == ERR_CHECK
@@ -581,15 +584,12 @@ def test_a_newer_record_keeps_its_device_and_blocks_nothing_else(rig: Rig) -> No
         pci = rig.attacher.devices[0]
         rig.attacher.location[pci] = ("pod", netns, "eth0")
         path = _newer_record(rig, "g1", pci, netns)
-        rig.controller.ports[("default", "newer")] = {
-            "namespace": "default", "name": "newer", "node": NODE, "uid": "u",
-            "sandbox": "g1", "lsp": "default_newer",
-        }  # fmt: skip
+        rig.controller.ports[("default", "newer", None)] = port_info("newer", "g1", "u")
         await rig.add("c1", "web")
         (record,) = rig.records()
-        assert record.device["pci"] != pci
+        assert record.device.key != pci
         await rig.agent.reconcile()  # neither raises nor releases the newer sandbox
-        assert path.exists() and ("default", "newer") in rig.controller.ports
+        assert path.exists() and ("default", "newer", None) in rig.controller.ports
         assert rig.metric("sandbox_records_unreadable") == 1
         for verb in (rig.delete("g1", "newer"), rig.add("g1", "newer", netns=netns)):
             with pytest.raises(CniError) as err:
@@ -627,16 +627,14 @@ def test_a_record_of_the_previous_format_is_read_and_released(rig: Rig) -> None:
         netns = rig.world.netns("old")
         pci = rig.attacher.devices[0]
         rig.attacher.location[pci] = ("pod", netns, "eth0")
-        rig.controller.ports[("default", "legacy")] = {
-            "namespace": "default", "name": "legacy", "node": NODE, "uid": "u",
-            "sandbox": "old", "lsp": "default_legacy",
-        }  # fmt: skip
+        port = port_info("legacy", "old", "u")
+        rig.controller.ports[("default", "legacy", None)] = port
         path = rig.state_dir / "sandboxes" / "old.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         legacy = {
             "container_id": "old", "netns": netns, "ifname": "eth0", "namespace": "default",
-            "pod": "legacy", "pod_uid": "u", "device": {"pci": pci}, "phase": "attached",
-            "port": {"mac": "0a:58:0a:00:00:05", "ips": ["10.0.0.5/24"], "mtu": 1400},
+            "pod": "legacy", "pod_uid": "u", "device": device_json(vf_device(pci)),
+            "phase": "attached", "port": port.model_dump(mode="json", exclude={"network"}),
         }  # fmt: skip
         path.write_text(json.dumps(legacy))
         (record,) = rig.records()
@@ -644,9 +642,50 @@ def test_a_record_of_the_previous_format_is_read_and_released(rig: Rig) -> None:
         await rig.agent.gc(gc_request("dpunet", []))  # its network is unknown: kept
         assert path.exists()
         await rig.add("c1", "web")
-        assert rig.store.load("c1")[0].device["pci"] != pci
+        assert rig.store.load("c1")[0].device.key != pci
         await rig.delete("old", "legacy", network="ovn-kubernetes")
-        assert not path.exists() and ("default", "legacy") not in rig.controller.ports
+        assert not path.exists() and ("default", "legacy", None) not in rig.controller.ports
         assert rig.attacher.location[pci] == HOST
+
+    run(scenario)
+
+
+def test_each_network_of_a_pod_gets_its_own_port_and_only_eth0_the_default_route(
+    rig: Rig,
+) -> None:
+    async def scenario() -> None:
+        netns = rig.world.netns("c1")
+        primary = await rig.add("c1", "web", netns=netns)
+        net1 = await rig.add("c1", "web", netns=netns, ifname="net1", network="san-a")
+        await rig.add("c1", "web", netns=netns, ifname="net2", network="san-b")
+        ports = rig.controller.ports
+        assert sorted(ports, key=str) == sorted(
+            [("default", "web", None), ("default", "web", "san-a"), ("default", "web", "san-b")],
+            key=str,
+        )
+        assert ports[("default", "web", "san-a")].lsp == "san.a_default_web"
+        assert len({p.mac for p in ports.values()}) == len({p.ips[0] for p in ports.values()}) == 3
+        assert [str(r.dst) for r in primary.routes] == ["0.0.0.0/0"]
+        assert net1.routes == () and str(net1.ips[0].gateway) == "10.0.0.1"
+        assert_settled(rig)
+        await rig.delete("c1", "web", ifname="net1", network="san-a")
+        assert set(ports) == {("default", "web", None), ("default", "web", "san-b")}
+        assert sorted(r.ifname for r in rig.records()) == ["eth0", "net2"]
+        assert_settled(rig)
+
+    run(scenario)
+
+
+def test_the_orphan_sweep_matches_ports_per_attachment(rig: Rig) -> None:
+    async def scenario() -> None:
+        netns = rig.world.netns("c1")
+        await rig.add("c1", "web", netns=netns)
+        await rig.add("c1", "web", netns=netns, ifname="net1", network="san-a")
+        lost = port_info("web", "c1", "uid-web", network="san-b")  # its record is gone
+        rig.controller.ports[("default", "web", "san-b")] = lost
+        await rig.agent.reconcile()
+        assert set(rig.controller.ports) == {("default", "web", None), ("default", "web", "san-a")}
+        assert rig.metric("reconcile_actions_total", action="orphan-port") == 1
+        assert_settled(rig)
 
     run(scenario)

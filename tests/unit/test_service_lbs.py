@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from dpunet.cli.services_cmds import build_spec, parse_port
+from dpunet.contract.services import Protocol, ServiceSpec
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import BadRequest, Conflict, Exhausted
 from dpunet.controller.service_lbs import (
@@ -28,7 +29,6 @@ from dpunet.controller.service_lbs import (
     lb_name,
     node_lb_name,
 )
-from dpunet.controller.service_models import Protocol, ServiceSpec
 from dpunet.controller.topology import NodeRecord, NodeRole, owned
 
 CIDR = IPv4Network("198.19.0.0/24")

@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +22,7 @@ from dpunet.agent.pods import AgentMetrics, Attacher, PodAgent
 from dpunet.agent.sandboxes import SandboxStore
 from dpunet.cni.server import CniServer
 from dpunet.cni.shim import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from dpunet.contract.api import NodeInfo
 from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
@@ -88,7 +87,7 @@ class AgentDaemon(abc.ABC):
         """Release what `connect` opened."""
 
     @abc.abstractmethod
-    def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
+    def ensure_management_port(self, node: NodeInfo) -> list[str]:
         """Make the management port match the controller's node record; the changes made.
         Blocking (runs in a thread)."""
 

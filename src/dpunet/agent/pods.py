@@ -11,7 +11,9 @@ to sandboxes that are gone and finishes what a crash interrupted; GC releases th
 attachments of its network that the runtime no longer lists.
 
 An attachment is (container id, CNI_IFNAME, network name): a sandbox may have
-several (multus secondary networks), each with its own device and record. The
+several (multus secondary networks), each with its own device, record and port at the
+controller (`eth0` is the pod's primary port, with the default route; any other
+interface is a port of its network, `contract.api.port_network`). The
 verbs run under the per-container lock of `PodAgent.locks`, which the CNI server
 takes for ADD/DEL/CHECK; reconcile and GC take it for each sandbox they touch and
 re-read its records under it, so they never act on a stale copy.
@@ -38,18 +40,36 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from pydantic import ValidationError
 
 from dpunet import podnet
-from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore, UnreadableRecord
+from dpunet.agent.sandboxes import (
+    Device,
+    Phase,
+    SandboxRecord,
+    SandboxStore,
+    StoreScan,
+    UnreadableRecord,
+    VfDevice,
+)
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.results import Route as ResultRoute
 from dpunet.cni.shim import CniError
+from dpunet.contract.api import (
+    DeleteResult,
+    EventResult,
+    NodeInfo,
+    PodEventReport,
+    PortInfo,
+    PortRequest,
+    port_network,
+)
 from dpunet.controller.client import ClientError
 from dpunet.keyedlocks import KeyedLocks
 from dpunet.logs import event
@@ -78,12 +98,9 @@ class Attacher(Protocol):
 
     kind: str  # "vf" or "veth", for logs and metrics
 
-    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
-        """Pick a device for `req` that is not among `held`; CniError when there is none."""
-        ...
-
-    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
-        """Device fields of the controller's port request (pci, pf_mac, vf_num for a VF)."""
+    def claim(self, req: AddRequest, held: set[str]) -> Device:
+        """Pick a device for `req` whose key is not among `held`; CniError when there is
+        none."""
         ...
 
     def prepare(self, record: SandboxRecord) -> None:
@@ -110,30 +127,36 @@ class ControllerApi(Protocol):
     Methods block; they run in a thread. Errors are `ClientError` (status 0: no answer)."""
 
     def put_port(
-        self, namespace: str, name: str, request: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, namespace: str, name: str, request: PortRequest, timeout: float | None = None
+    ) -> PortInfo:
         """Create (or re-confirm) a pod port; answers once it is up."""
         ...
 
     def delete_port(
-        self, namespace: str, name: str, uid: str | None = None, sandbox: str | None = None
-    ) -> dict[str, Any]:
-        """Release a pod port if it still belongs to `uid`/`sandbox` (unknown: success)."""
+        self,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        sandbox: str | None = None,
+        network: str | None = None,
+    ) -> DeleteResult:
+        """Release a pod's port (primary, or of `network`) if it still belongs to
+        `uid`/`sandbox` (unknown: success)."""
         ...
 
-    def get_port(self, namespace: str, name: str) -> dict[str, Any]:
-        """One pod port (404 when there is none)."""
+    def get_port(self, namespace: str, name: str, network: str | None = None) -> PortInfo:
+        """A pod's port, primary or of `network` (404 when there is none)."""
         ...
 
-    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[Any]:
-        """Pod ports, optionally of one node."""
+    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[PortInfo]:
+        """Pod ports (every attachment's), optionally of one node."""
         ...
 
-    def get_node(self, name: str) -> dict[str, Any]:
+    def get_node(self, name: str) -> NodeInfo:
         """One node."""
         ...
 
-    def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+    def report_event(self, namespace: str, name: str, report: PodEventReport) -> EventResult:
         """Tell the controller why a pod cannot be attached."""
         ...
 
@@ -181,54 +204,66 @@ def pod_identity(req: AddRequest | DelRequest) -> tuple[str, str, str]:
     return namespace, name, uid
 
 
-def interface_config(ifname: str, port: Mapping[str, Any]) -> InterfaceConfig:
-    """The pod interface the controller's port answer describes."""
-    gateways = [ipaddress.IPv4Address(g) for g in port.get("gateways", [])]
-    gateway = gateways[0] if gateways else None
-    routes = tuple(
-        Route(ipaddress.IPv4Network(r["dst"]), ipaddress.IPv4Address(r["gw"]))
-        for r in port.get("routes", [])
-        if ipaddress.IPv4Network(r["dst"]).prefixlen > 0
-    )
+def interface_config(ifname: str, port: PortInfo) -> InterfaceConfig:
+    """The pod interface the controller's port answer describes: the default route only
+    when the answer has one (a primary port), the other routes as they are."""
+    default = next((r for r in port.routes if ipaddress.IPv4Network(r.dst).prefixlen == 0), None)
     return InterfaceConfig(
         ifname=ifname,
-        mac=port["mac"],
-        mtu=int(port["mtu"]),
-        address=ipaddress.IPv4Interface(port["ips"][0]),
-        gateway=gateway,
-        routes=routes,
+        mac=port.mac,
+        mtu=port.mtu,
+        address=ipaddress.IPv4Interface(port.ips[0]),
+        gateway=ipaddress.IPv4Address(default.gw) if default is not None else None,
+        routes=tuple(
+            Route(ipaddress.IPv4Network(r.dst), ipaddress.IPv4Address(r.gw))
+            for r in port.routes
+            if r is not default
+        ),
     )
 
 
-def _routes(port: Mapping[str, Any]) -> list[dict[str, str]]:
-    """The port's routes, with a default route via the first gateway when it has none."""
-    routes = list(port.get("routes", []))
-    gateways = port.get("gateways", [])
-    if gateways and not any(ipaddress.IPv4Network(r["dst"]).prefixlen == 0 for r in routes):
-        routes.insert(0, {"dst": "0.0.0.0/0", "gw": gateways[0]})
-    return routes
-
-
-def cni_result(record: SandboxRecord, pci: str | None) -> AddResult:
+def cni_result(record: SandboxRecord, port: PortInfo) -> AddResult:
     """The CNI result of an attached sandbox."""
-    port = record.port
-    gateways = port.get("gateways", [])
+    gateway = port.gateways[0] if port.gateways else None
     return AddResult(
         interfaces=(
             Interface(
                 name=record.ifname,
-                mac=port["mac"],
-                mtu=int(port["mtu"]),
+                mac=port.mac,
+                mtu=port.mtu,
                 sandbox=record.netns,
-                pciID=pci,
+                pciID=record.device.pci if isinstance(record.device, VfDevice) else None,
             ),
         ),
-        ips=tuple(
-            IPConfig(address=ip, gateway=gateways[0] if gateways else None, interface=0)
-            for ip in port["ips"]
-        ),
-        routes=tuple(ResultRoute(dst=r["dst"], gw=r["gw"]) for r in _routes(port)),
+        ips=tuple(IPConfig(address=ip, gateway=gateway, interface=0) for ip in port.ips),
+        routes=tuple(ResultRoute(dst=r.dst, gw=r.gw) for r in port.routes),
     )
+
+
+def port_request(node: str, record: SandboxRecord, network: str | None) -> PortRequest | CniError:
+    """The port request of an attachment, or why it cannot be made (code 101)."""
+    device = record.device
+    vf = (
+        {"pci": device.pci, "pf_mac": device.pf_mac, "vf_num": device.vf_num}
+        if isinstance(device, VfDevice)
+        else {}
+    )
+    try:
+        return PortRequest(
+            node=node, sandbox=record.container_id, uid=record.pod_uid, ifname=record.ifname,
+            network=network, **vf,
+        )  # fmt: skip
+    except ValidationError as exc:
+        return CniError(ERR_CONTROLLER, "invalid port request", str(exc))
+
+
+def _recorded(records: list[SandboxRecord], port: PortInfo) -> bool:
+    """Some record is the attachment `port` is the controller's port of."""
+    return any(
+        r.container_id == port.sandbox and r.ifname == port.ifname
+        and r.port_network == port.network
+        for r in records
+    )  # fmt: skip
 
 
 def _unreadable_error(exc: UnreadableRecord) -> CniError:
@@ -310,8 +345,8 @@ class PodAgent:
                     f"{existing.network}",
                     "DEL it from that network first, or use another CNI_IFNAME",
                 )
-            if existing.phase is Phase.ATTACHED:
-                return cni_result(existing, existing.device.get("pci"))
+            if existing.phase is Phase.ATTACHED and existing.port is not None:
+                return cni_result(existing, existing.port)
             await self._undo(existing, "readd")
 
         phase_started = time.monotonic()
@@ -335,13 +370,9 @@ class PodAgent:
                 ) from exc
             self._observe("ADD", "prepare", phase_started)
             phase_started = time.monotonic()
-            body = {
-                "node": self.node,
-                "sandbox": req.container_id,
-                "uid": uid,
-                "ifname": req.ifname,
-                **self.attacher.port_fields(device),
-            }
+            body = port_request(self.node, record, port_network(req.ifname, network))
+            if isinstance(body, CniError):
+                raise body
             port, staged = await asyncio.gather(
                 self._thread(self.client.put_port, namespace, name, body, self.port_timeout),
                 self._thread(self._stage, record),
@@ -363,7 +394,7 @@ class PodAgent:
             await self._thread(self.store.save, record)
 
             phase_started = time.monotonic()
-            cfg = interface_config(req.ifname, record.port)
+            cfg = interface_config(req.ifname, port)
             try:
                 await self._thread(self.attacher.plug, record, cfg)
             except PodNetError as exc:
@@ -382,10 +413,9 @@ class PodAgent:
         event(
             log,
             "attached", pod=f"{namespace}/{name}", sandbox=req.container_id[:12],
-            ifname=req.ifname, network=network, ip=record.port["ips"][0],
-            mac=record.port["mac"],
+            ifname=req.ifname, network=network, lsp=port.lsp, ip=port.ips[0], mac=port.mac,
         )  # fmt: skip
-        return cni_result(record, device.get("pci"))
+        return cni_result(record, port)
 
     def _claim(
         self, req: AddRequest, network: str, namespace: str, name: str, uid: str
@@ -401,7 +431,7 @@ class PodAgent:
             namespace=namespace,
             pod=name,
             pod_uid=uid,
-            device=self.attacher.claim(req, scan.devices),
+            device=self.attacher.claim(req, scan.claimed),
             network=network,
         )
         self.store.save(record)
@@ -450,9 +480,16 @@ class PodAgent:
         message = f"{problem}; the port request failed: {exc}"
         self._report(namespace, name, uid, "DPUNotReady", message)
 
-    def _report(self, namespace: str, name: str, uid: str, reason: str, message: str) -> None:
+    def _report(
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        reason: Literal["NoVirtualFunction", "DPUNotReady"],
+        message: str,
+    ) -> None:
         """Tell the controller (an Event on a Kubernetes pod) in the background."""
-        report = {"node": self.node, "uid": uid, "reason": reason, "message": message[:1024]}
+        report = PodEventReport(node=self.node, uid=uid, reason=reason, message=message[:1024])
 
         def send() -> None:
             try:
@@ -498,6 +535,7 @@ class PodAgent:
                 record.pod,
                 record.pod_uid,
                 record.container_id,
+                record.port_network,
             )
         except ClientError as exc:
             raise _controller_error(
@@ -518,21 +556,23 @@ class PodAgent:
         self._require_lock(req.container_id)
         records = await self._load(req.container_id)
         record = next((r for r in records if r.is_attachment(req.ifname, req.config.name)), None)
-        if record is None or record.phase is not Phase.ATTACHED:
+        if record is None or record.phase is not Phase.ATTACHED or record.port is None:
             raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}")
         problems = await self._thread(
             self.interface_problems, req.netns, interface_config(req.ifname, record.port)
         )
         try:
-            port = await self._thread(self.client.get_port, record.namespace, record.pod)
+            port = await self._thread(
+                self.client.get_port, record.namespace, record.pod, record.port_network
+            )
         except ClientError as exc:
             if exc.status == 404:
-                problems.append("the controller has no port for this pod")
+                problems.append("the controller has no port for this attachment")
             else:
                 raise _controller_error(exc, "CHECK") from exc
         else:
-            if port.get("sandbox") != record.container_id:
-                problems.append(f"the controller's port belongs to sandbox {port.get('sandbox')}")
+            if port.sandbox != record.container_id:
+                problems.append(f"the controller's port belongs to sandbox {port.sandbox}")
         if problems:
             raise CniError(ERR_CHECK, "attachment differs from what ADD made", "; ".join(problems))
 
@@ -581,7 +621,7 @@ class PodAgent:
                 continue
             async with self.locks.hold(container_id):
                 await self._reconcile_sandbox(container_id)
-        await self._release_orphan_ports(scan.container_ids)
+        await self._release_orphan_ports(scan)
         final = await self._thread(self.store.scan)
         self._count_sandboxes(final.records)
         self.metrics.unreadable_records.set(len(final.unreadable))
@@ -607,33 +647,38 @@ class PodAgent:
             except CniError as exc:
                 event(log, "reconcile-failed", sandbox=container_id[:12], error=str(exc))
 
-    async def _release_orphan_ports(self, known_sandboxes: set[str]) -> None:
-        """Ports the controller holds for this node that no sandbox file knows (a crash
-        between the controller's answer and the record, or a record removed by hand)."""
+    async def _release_orphan_ports(self, scan: StoreScan) -> None:
+        """Ports the controller holds for this node that no record knows (a crash between
+        the controller's answer and the record, or a record removed by hand), matched per
+        attachment; every port of a sandbox whose file is unreadable is left alone."""
         try:
             ports = await self._thread(self.client.list_ports, self.node)
         except ClientError as exc:
             event(log, "reconcile-controller-unavailable", error=exc.detail)
             return
+        unreadable = {u.container_id for u in scan.unreadable}
         for port in ports:
-            sandbox = port.get("sandbox")
-            if not isinstance(sandbox, str) or sandbox in known_sandboxes:
+            sandbox = port.sandbox
+            if sandbox in unreadable or _recorded(scan.records, port):
                 continue
             if self.locks.held(sandbox):
                 continue  # a verb is at work on it
             async with self.locks.hold(sandbox):
-                if await self._thread(self.store.exists, sandbox):
-                    continue  # recorded since the listing
+                try:
+                    if _recorded(await self._thread(self.store.load, sandbox), port):
+                        continue  # recorded since the listing
+                except UnreadableRecord:
+                    continue
                 try:
                     await self._thread(
                         self.client.delete_port,
-                        port["namespace"], port["name"], port["uid"], sandbox,
+                        port.namespace, port.name, port.uid, sandbox, port.network,
                     )  # fmt: skip
                 except ClientError as exc:
-                    event(log, "orphan-release-failed", port=port.get("lsp"), error=exc.detail)
+                    event(log, "orphan-release-failed", port=port.lsp, error=exc.detail)
                     continue
             self.metrics.reconcile_actions.labels("orphan-port").inc()
-            event(log, "orphan-port-released", port=port.get("lsp"), sandbox=sandbox[:12])
+            event(log, "orphan-port-released", port=port.lsp, sandbox=sandbox[:12])
 
     def _count_sandboxes(self, records: list[SandboxRecord]) -> None:
         for phase in Phase:

@@ -10,11 +10,13 @@ at any instant finds, on restart, every device that might be away.
 
 File format 2: the first record's fields at the top level (where format 1, one
 record per sandbox without `network`, had them) plus `"format": 2` and `"others"`,
-the sandbox's further records. A format-1 record reads as network None: it was
-written when a sandbox had one attachment, so it is whichever network asks. A file
-that does not parse (damaged by hand, or written by a newer version) is
-`Unreadable`: the devices still found in it stay claimed; nothing else is done
-with it.
+the sandbox's further records. A record's `device` is a `VfDevice` or a `VethDevice`
+and its `port` the controller's answer (`contract.api.PortInfo`), `{}` until there is
+one; both are parsed strictly, in the JSON form they are written in. A format-1
+record reads as network None: it was written when a sandbox had one attachment, so
+it is whichever network asks. A file that does not parse (damaged by hand, or
+written by a newer version) is `Unreadable`: the devices still found in it stay
+claimed; nothing else is done with it.
 
 Writes are atomic: a temporary file in the same directory, fsync, rename, fsync
 of the directory.
@@ -25,12 +27,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    StrictInt,
+    StrictStr,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+)
 
 from dpunet.cni.shim import is_valid_name, sandbox_checkpoint_path
+from dpunet.contract.api import PortInfo, port_network
+from dpunet.podnet import HostLinkState
 
 RECORD_FORMAT = 2
 
@@ -44,6 +59,82 @@ class Phase(StrEnum):
     RELEASING = "releasing"  # device is back; the port release is pending
 
 
+class _Device(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class VfDevice(_Device):
+    """A VF handed to a pod: how to find it again and how it looked in the host."""
+
+    pci: StrictStr
+    resource: StrictStr
+    pf_mac: StrictStr
+    vf_num: StrictInt
+    host_link: HostLinkState
+
+    @property
+    def key(self) -> str:
+        """What no two attachments may hold at once."""
+        return self.pci
+
+
+class VethDevice(_Device):
+    """A veth pair of a full node: its host end and its pod end's name before the move."""
+
+    veth: StrictStr
+    peer: StrictStr
+
+    @property
+    def key(self) -> str:
+        """What no two attachments may hold at once."""
+        return self.veth
+
+
+Device = VfDevice | VethDevice
+
+
+def _device_kind(data: Any) -> str:
+    if isinstance(data, VethDevice) or (isinstance(data, dict) and "veth" in data):
+        return "veth"
+    return "vf"
+
+
+_DEVICE: TypeAdapter[Device] = TypeAdapter(
+    Annotated[
+        Annotated[VfDevice, Tag("vf")] | Annotated[VethDevice, Tag("veth")],
+        Discriminator(_device_kind),
+    ]
+)
+
+
+def device_json(device: Device) -> dict[str, Any]:
+    """The JSON form of a device in a sandbox file."""
+    data: dict[str, Any] = device.model_dump(mode="json")
+    return data
+
+
+def parse_device(data: object) -> Device:
+    """A device of a sandbox file; ValueError when it is not one this version writes."""
+    try:
+        return _DEVICE.validate_python(data)
+    except ValidationError as exc:
+        raise ValueError(f"device: {_problems(exc)}") from None
+
+
+def _problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(x) for x in e['loc'][1:] or e['loc'])}: {e['msg']}" for e in exc.errors()
+    )
+
+
+def device_key(data: object) -> str | None:
+    """The key of a device as far as a file this version cannot read still tells."""
+    if not isinstance(data, dict):
+        return None
+    key = data.get("pci", data.get("veth"))
+    return key if isinstance(key, str) else None
+
+
 @dataclass
 class SandboxRecord:
     """One attachment's claim on a device and the port the controller gave it."""
@@ -54,14 +145,37 @@ class SandboxRecord:
     namespace: str
     pod: str
     pod_uid: str
-    device: dict[str, Any]
+    device: Device
     phase: Phase = Phase.RESERVED
-    port: dict[str, Any] = field(default_factory=dict)
+    port: PortInfo | None = None  # the controller's answer, once there is one
     network: str | None = None  # None: a format-1 record (one attachment per sandbox)
 
     def is_attachment(self, ifname: str, network: str) -> bool:
         """Whether this records attachment (`ifname`, `network`) of its sandbox."""
         return self.ifname == ifname and self.network in (None, network)
+
+    @property
+    def port_network(self) -> str | None:
+        """The `network` of this attachment's port at the controller: the answer's, else
+        the one its ADD asks for (a format-1 record's port is the pod's primary)."""
+        if self.port is not None:
+            return self.port.network
+        return None if self.network is None else port_network(self.ifname, self.network)
+
+    def to_json(self) -> dict[str, Any]:
+        """The record's JSON form in a sandbox file."""
+        return {
+            "container_id": self.container_id,
+            "netns": self.netns,
+            "ifname": self.ifname,
+            "namespace": self.namespace,
+            "pod": self.pod,
+            "pod_uid": self.pod_uid,
+            "device": device_json(self.device),
+            "phase": self.phase.value,
+            "port": {} if self.port is None else self.port.model_dump(mode="json"),
+            "network": self.network,
+        }
 
 
 _TEXT_FIELDS = ("container_id", "netns", "ifname", "namespace", "pod", "pod_uid")
@@ -71,9 +185,7 @@ _FIELDS = {f.name for f in fields(SandboxRecord)}
 class UnreadableRecord(Exception):
     """A sandbox file this version cannot parse; `devices` are those still found in it."""
 
-    def __init__(
-        self, container_id: str, path: Path, reason: str, devices: list[dict[str, Any]]
-    ) -> None:
+    def __init__(self, container_id: str, path: Path, reason: str, devices: list[Any]) -> None:
         super().__init__(f"sandbox record {path} is unreadable: {reason}")
         self.container_id = container_id
         self.path = path
@@ -92,14 +204,25 @@ def _record(data: object, container_id: str, fmt: int) -> SandboxRecord:
         raise ValueError(f"unknown fields {unknown}, missing fields {missing}")
     if not all(isinstance(data[name], str) for name in _TEXT_FIELDS):
         raise ValueError(f"{', '.join(_TEXT_FIELDS)} must be strings")
-    if not isinstance(data["device"], dict) or not isinstance(data["port"], dict):
-        raise ValueError("device and port must be objects")
+    if not isinstance(data["port"], dict):
+        raise ValueError("port must be an object")
     network = data.get("network")
     if network is not None and not isinstance(network, str):
         raise ValueError("network must be a string or null")
     if data["container_id"] != container_id:
         raise ValueError(f"it is the record of sandbox {data['container_id']!r}")
-    return SandboxRecord(**{**data, "phase": Phase(data["phase"])})
+    try:
+        port = PortInfo.model_validate(data["port"]) if data["port"] else None
+    except ValidationError as exc:
+        raise ValueError(f"port: {_problems(exc)}") from None
+    return SandboxRecord(
+        **{
+            **data,
+            "phase": Phase(data["phase"]),
+            "device": parse_device(data["device"]),
+            "port": port,
+        }
+    )
 
 
 def parse_records(text: str, container_id: str) -> list[SandboxRecord]:
@@ -124,11 +247,11 @@ def parse_records(text: str, container_id: str) -> list[SandboxRecord]:
 
 def format_records(records: list[SandboxRecord]) -> str:
     """The file of a sandbox's records (at least one)."""
-    first, *others = (asdict(r) for r in records)
+    first, *others = (r.to_json() for r in records)
     return json.dumps({**first, "format": RECORD_FORMAT, "others": others}, indent=2)
 
 
-def _devices_in(data: object) -> list[dict[str, Any]]:
+def _devices_in(data: object) -> list[Any]:
     """Every `device` object anywhere in `data` (what an unreadable file still tells)."""
     if isinstance(data, list):
         return [d for item in data for d in _devices_in(item)]
@@ -156,9 +279,12 @@ class StoreScan:
         return {r.container_id for r in self.records} | {u.container_id for u in self.unreadable}
 
     @property
-    def devices(self) -> list[dict[str, Any]]:
-        """Devices claimed: by records, and as far as they can be read, by unreadable files."""
-        return [r.device for r in self.records] + [d for u in self.unreadable for d in u.devices]
+    def claimed(self) -> set[str]:
+        """Keys of the devices claimed: by records, and as far as they can be read, by
+        unreadable files."""
+        keys = {r.device.key for r in self.records}
+        found = (device_key(d) for u in self.unreadable for d in u.devices)
+        return keys | {key for key in found if key is not None}
 
 
 class SandboxStore:

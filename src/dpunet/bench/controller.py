@@ -39,6 +39,7 @@ from ovsdbapp.exceptions import TimeoutException as OvsdbTimeout
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import NbApi, SbApi, open_api
 from dpunet.bench.stats import ratio, summarize
+from dpunet.contract.api import PortRequest
 from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.lab import services
 from dpunet.lab.runner import LabError
@@ -189,7 +190,7 @@ def remove_nodes(plan: LabPlan) -> None:
     """Every bench node (and with it its ports)."""
     with _client(plan) as client:
         for node in _retrying(client.list_nodes):
-            name = node["name"]
+            name = node.name
             if name.startswith(NODE_PREFIX):
                 _retrying(partial(client.delete_node, name))
 
@@ -220,7 +221,7 @@ class Ports:
         at all, as the CNI flow does (dpunet-host turns those into "try again later");
         its latency (s), retries included."""
         node = self.nodes[k % len(self.nodes)]
-        body = {"node": node, "sandbox": f"s{k}", "uid": f"u{k}", "ifname": "eth0"}
+        body = PortRequest(node=node, sandbox=f"s{k}", uid=f"u{k}")
         started = time.perf_counter()
         while True:
             try:
@@ -280,7 +281,7 @@ def fill_raw(nb: Any, nodes: Sequence[str], start: int, count: int) -> list[str]
                     )
                 record = records[node]
                 ip = record.subnet.network_address + FIRST_POD_OFFSET + k % PORTS_PER_NODE
-                port = PodPort(NAMESPACE, f"f{k}", node, f"uf{k}", f"sf{k}", "eth0", ip)
+                port = PodPort(NAMESPACE, f"f{k}", f"uf{k}", f"sf{k}", node=node, ip=ip)
                 txn.add(WritePort(nb, node, pod_lsp(cfg, record, port), {port.uid}, fresh=False))
                 names.append(port.name)
     return names
@@ -296,7 +297,7 @@ def wait_adopted(
     for name in names:
         idl.wait_member("up", name, timeout=max(deadline - time.perf_counter(), 1.0))
     with _client(plan) as client:
-        while sum(client.get_node(n)["ports"] for n in nodes) < total:
+        while sum(client.get_node(n).ports for n in nodes) < total:
             if time.perf_counter() > deadline:
                 raise LabError(f"the controller did not adopt {total} filled ports in time")
             time.sleep(1.0)

@@ -117,8 +117,8 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
     pair = plan.pairs[0]
     with services.admin_client(plan) as client:
         node = client.get_node(pair.host.name)
-    gateway = node["gateway_ip"].split("/")[0]
-    subnet, prefix = node["subnet"].split("/")
+    gateway = node.gateway_ip.split("/")[0]
+    subnet, prefix = node.subnet.split("/")
     vfs = free_vfs(plan, pair)
     if not vfs:
         raise LabError("no free VF for the reference network")

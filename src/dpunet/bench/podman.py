@@ -145,9 +145,9 @@ def run(plan: LabPlan, repeat: int, say: Callable[[str], None]) -> dict[str, Any
     pair = plan.pairs[0]
     with services.admin_client(plan) as client:
         node = client.get_node(pair.host.name)
-    gateway = node["gateway_ip"].split("/")[0]
-    prefix = node["subnet"].split("/")[1]
-    base_ip = node["subnet"].split("/")[0].rsplit(".", 1)[0]
+    gateway = node.gateway_ip.split("/")[0]
+    prefix = node.subnet.split("/")[1]
+    base_ip = node.subnet.split("/")[0].rsplit(".", 1)[0]
     vfs = free_vfs(plan, pair)
     if not vfs:
         raise LabError("no free VF for the reference network")

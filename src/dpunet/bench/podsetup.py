@@ -251,9 +251,9 @@ class Floor:
         self.nb, self.nb_idl, self.ovs, self.ovs_idl = nb, nb_idl, ovs, ovs_idl
         with services.admin_client(plan) as client:
             node = client.get_node(pair.host.name)
-        self.gateway = node["gateway_ip"].split("/")[0]
-        self.prefix = node["subnet"].split("/")[1]
-        self.base = node["subnet"].split("/")[0].rsplit(".", 1)[0]
+        self.gateway = node.gateway_ip.split("/")[0]
+        self.prefix = node.subnet.split("/")[1]
+        self.base = node.subnet.split("/")[0].rsplit(".", 1)[0]
         self.switch = pair.host.name
         self.chassis = pair.dpu.name
         self.conf_dir = Path(tempfile.mkdtemp(prefix="dpunet-bench-floor-"))

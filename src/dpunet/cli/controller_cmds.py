@@ -106,10 +106,14 @@ def _client(url: str, token: str | None, token_file: str | None) -> ControllerCl
 
 
 def _call(action: Callable[[], Any]) -> Any:
+    """The client's answer in its JSON form (wire names), for output; a clear failure."""
     try:
-        return action()
+        answer = action()
     except ClientError as exc:
         fail(escape(str(exc)))
+    if isinstance(answer, list):
+        return [item.model_dump(mode="json", by_alias=True) for item in answer]
+    return answer.model_dump(mode="json", by_alias=True)
 
 
 # ------------------------------------------------------------------ nodes

@@ -22,10 +22,9 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dpunet import __version__
-from dpunet.controller.auth import Authenticator, Principal
-from dpunet.controller.errors import ControllerError, Forbidden
-from dpunet.controller.models import (
+from dpunet.contract.api import (
     DNS_LABEL,
+    NETWORK,
     NODE_NAME,
     OPAQUE_ID,
     DeleteResult,
@@ -40,6 +39,8 @@ from dpunet.controller.models import (
     PortList,
     PortRequest,
 )
+from dpunet.controller.auth import Authenticator, Principal
+from dpunet.controller.errors import ControllerError, Forbidden
 from dpunet.controller.routing import StrictJsonRoute, Who
 from dpunet.controller.service_api import service_routes
 
@@ -64,6 +65,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 NodeName = Annotated[str, Path(pattern=NODE_NAME, max_length=63, description="node name")]
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod namespace")]
 PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod name")]
+NetworkQuery = Annotated[
+    str | None,
+    Query(pattern=NETWORK, description="a secondary network's port; absent: the primary port"),
+]
 
 
 def json_safe(value: Any) -> Any:
@@ -276,9 +281,11 @@ def create_app(ctl: "Controller") -> FastAPI:
     @app.get(
         "/v1/ports/{namespace}/{name}", response_model=PortInfo, tags=["ports"], responses=_ERRORS
     )
-    async def get_port(who: Who, namespace: Namespace, name: PodName) -> PortInfo:
+    async def get_port(
+        who: Who, namespace: Namespace, name: PodName, network: NetworkQuery = None
+    ) -> PortInfo:
         """One pod port."""
-        return await ctl.ports.get(who, namespace, name)
+        return await ctl.ports.get(who, namespace, name, network)
 
     @app.put(
         "/v1/ports/{namespace}/{name}", response_model=PortInfo, tags=["ports"], responses=_ERRORS
@@ -309,10 +316,11 @@ def create_app(ctl: "Controller") -> FastAPI:
         name: PodName,
         uid: Annotated[str | None, Query(pattern=OPAQUE_ID)] = None,
         sandbox: Annotated[str | None, Query(pattern=OPAQUE_ID)] = None,
+        network: NetworkQuery = None,
     ) -> DeleteResult:
         """Release a pod port; an unknown port succeeds. With uid/sandbox, only a port
         that still belongs to them is released."""
-        return await ctl.ports.delete(who, namespace, name, uid, sandbox)
+        return await ctl.ports.delete(who, namespace, name, uid, sandbox, network)
 
     @app.post(
         "/v1/ports/{namespace}/{name}/events",

@@ -8,11 +8,11 @@ import contextlib
 import logging
 from typing import TYPE_CHECKING
 
+from dpunet.contract.api import EventResult, Health, PodEventReport
 from dpunet.controller.auth import Authenticator, Principal, StaticTokens, TokenStore
 from dpunet.controller.config import ControllerConfig, ControllerMode
 from dpunet.controller.errors import Forbidden
 from dpunet.controller.metrics import Metrics
-from dpunet.controller.models import EventResult, Health, PodEventReport
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService

@@ -1,15 +1,32 @@
-"""A small synchronous client of the controller API (CLI, lab, host agents)."""
+"""A small synchronous client of the controller API (CLI, lab, host agents): requests
+and answers are the models of `dpunet.contract`, which the server validates with too."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Mapping
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
+from pydantic import BaseModel, ValidationError
+
+from dpunet.contract.api import (
+    DeleteResult,
+    EventResult,
+    NodeInfo,
+    NodeList,
+    NodeSpec,
+    PodEventReport,
+    PortInfo,
+    PortList,
+    PortRequest,
+)
+from dpunet.contract.services import ServiceInfo, ServiceList, ServiceSpec
 
 DEFAULT_URL = "http://127.0.0.1:9477"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ClientError(Exception):
@@ -79,7 +96,9 @@ class ControllerClient:
         """Close the HTTP connection pool."""
         self._http.close()
 
-    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def _call(self, method: str, path: str, answer: type[M], **kwargs: Any) -> M:
+        """One request; its answer as `answer`; ClientError for an error answer, no answer
+        (status 0) or one that does not fit the API (502)."""
         if self._token_file is not None:
             with contextlib.suppress(OSError, ClientError):  # keep the last good token
                 self._reload_token(os.stat(self._token_file))
@@ -94,64 +113,92 @@ class ControllerClient:
         if resp.is_error:
             detail = body.get("detail") if isinstance(body, dict) else body
             raise ClientError(resp.status_code, str(detail))
-        return body
+        try:
+            return answer.model_validate(body)
+        except ValidationError as exc:
+            raise ClientError(502, f"{method} {path}: unexpected answer: {exc}") from exc
 
-    def list_nodes(self) -> list[dict[str, Any]]:
+    def list_nodes(self) -> list[NodeInfo]:
         """Registered nodes."""
-        return list(self._call("GET", "/v1/nodes")["items"])
+        return self._call("GET", "/v1/nodes", NodeList).items
 
-    def get_node(self, name: str) -> dict[str, Any]:
+    def get_node(self, name: str) -> NodeInfo:
         """One node."""
-        return dict(self._call("GET", f"/v1/nodes/{name}"))
+        return self._call("GET", f"/v1/nodes/{name}", NodeInfo)
 
-    def put_node(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Register or update a node (admin token)."""
-        return dict(self._call("PUT", f"/v1/nodes/{name}", json=spec))
+    def put_node(self, name: str, spec: NodeSpec | Mapping[str, Any]) -> NodeInfo:
+        """Register or update a node (admin token); a mapping is sent as it is, for the
+        server to validate (what a person typed gets the server's reasons)."""
+        return self._call("PUT", f"/v1/nodes/{name}", NodeInfo, json=_body(spec))
 
-    def delete_node(self, name: str) -> dict[str, Any]:
+    def delete_node(self, name: str) -> DeleteResult:
         """Remove a node and its ports (admin token)."""
-        return dict(self._call("DELETE", f"/v1/nodes/{name}"))
+        return self._call("DELETE", f"/v1/nodes/{name}", DeleteResult)
 
-    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[Any]:
-        """Pod ports, optionally filtered."""
-        params = {k: v for k, v in (("node", node), ("namespace", namespace)) if v}
-        return list(self._call("GET", "/v1/ports", params=params)["items"])
+    def list_ports(self, node: str | None = None, namespace: str | None = None) -> list[PortInfo]:
+        """Pod ports (every attachment's), optionally filtered."""
+        params = _params(node=node, namespace=namespace)
+        return self._call("GET", "/v1/ports", PortList, params=params).items
 
-    def get_port(self, namespace: str, name: str) -> dict[str, Any]:
-        """One pod port."""
-        return dict(self._call("GET", f"/v1/ports/{namespace}/{name}"))
+    def get_port(self, namespace: str, name: str, network: str | None = None) -> PortInfo:
+        """A pod's primary port, or its port in secondary `network`."""
+        params = _params(network=network)
+        return self._call("GET", f"/v1/ports/{namespace}/{name}", PortInfo, params=params)
 
     def put_port(
-        self, namespace: str, name: str, request: dict[str, Any], timeout: float | None = None
-    ) -> dict[str, Any]:
+        self, namespace: str, name: str, request: PortRequest, timeout: float | None = None
+    ) -> PortInfo:
         """Create (or re-confirm) a pod port and wait until it is up."""
         params = {"timeout": timeout} if timeout else {}
-        return dict(self._call("PUT", f"/v1/ports/{namespace}/{name}", json=request, params=params))
+        return self._call(
+            "PUT", f"/v1/ports/{namespace}/{name}", PortInfo, json=_body(request), params=params
+        )
 
     def delete_port(
-        self, namespace: str, name: str, uid: str | None = None, sandbox: str | None = None
-    ) -> dict[str, Any]:
-        """Release a pod port (unknown ports succeed)."""
-        params = {k: v for k, v in (("uid", uid), ("sandbox", sandbox)) if v}
-        return dict(self._call("DELETE", f"/v1/ports/{namespace}/{name}", params=params))
+        self,
+        namespace: str,
+        name: str,
+        uid: str | None = None,
+        sandbox: str | None = None,
+        network: str | None = None,
+    ) -> DeleteResult:
+        """Release a pod's primary port, or its port in `network` (unknown ports succeed)."""
+        params = _params(uid=uid, sandbox=sandbox, network=network)
+        return self._call("DELETE", f"/v1/ports/{namespace}/{name}", DeleteResult, params=params)
 
-    def report_event(self, namespace: str, name: str, report: dict[str, Any]) -> dict[str, Any]:
+    def report_event(self, namespace: str, name: str, report: PodEventReport) -> EventResult:
         """Report why a pod cannot be attached (a Kubernetes Event in Kubernetes mode)."""
-        return dict(self._call("POST", f"/v1/ports/{namespace}/{name}/events", json=report))
+        path = f"/v1/ports/{namespace}/{name}/events"
+        return self._call("POST", path, EventResult, json=_body(report))
 
-    def list_services(self, namespace: str | None = None) -> list[Any]:
+    def list_services(self, namespace: str | None = None) -> list[ServiceInfo]:
         """Services, optionally of one namespace."""
-        params = {"namespace": namespace} if namespace else {}
-        return list(self._call("GET", "/v1/services", params=params)["items"])
+        params = _params(namespace=namespace)
+        return self._call("GET", "/v1/services", ServiceList, params=params).items
 
-    def get_service(self, namespace: str, name: str) -> dict[str, Any]:
+    def get_service(self, namespace: str, name: str) -> ServiceInfo:
         """One service."""
-        return dict(self._call("GET", f"/v1/services/{namespace}/{name}"))
+        return self._call("GET", f"/v1/services/{namespace}/{name}", ServiceInfo)
 
-    def put_service(self, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Create or update a service (admin token)."""
-        return dict(self._call("PUT", f"/v1/services/{namespace}/{name}", json=spec))
+    def put_service(
+        self, namespace: str, name: str, spec: ServiceSpec | Mapping[str, Any]
+    ) -> ServiceInfo:
+        """Create or update a service (admin token); a mapping is sent as it is, for the
+        server to validate."""
+        return self._call("PUT", f"/v1/services/{namespace}/{name}", ServiceInfo, json=_body(spec))
 
-    def delete_service(self, namespace: str, name: str) -> dict[str, Any]:
+    def delete_service(self, namespace: str, name: str) -> DeleteResult:
         """Remove a service (admin token; unknown services succeed)."""
-        return dict(self._call("DELETE", f"/v1/services/{namespace}/{name}"))
+        return self._call("DELETE", f"/v1/services/{namespace}/{name}", DeleteResult)
+
+
+def _body(request: BaseModel | Mapping[str, Any]) -> Any:
+    """A request as the JSON the API takes: of a model, the fields the caller set, by wire
+    name."""
+    if isinstance(request, BaseModel):
+        return request.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    return dict(request)
+
+
+def _params(**values: str | None) -> dict[str, str]:
+    return {k: v for k, v in values.items() if v is not None}

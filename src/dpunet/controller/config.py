@@ -15,16 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dpunet.contract.lsp import PlugMode
+
 DEFAULT_PORT = 9477
 _REMOTE_RE = re.compile(r"^(unix:/.+|tcp:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$")
 _LISTEN_RE = re.compile(r"^(unix:/.+|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5})$")
-
-
-class PlugMode(StrEnum):
-    """Who plugs the VF representor into br-int on the DPU."""
-
-    AGENT = "agent"  # dpunet-dpu, from `options:dpunet-plug*`
-    OVN = "ovn"  # ovn-controller's representor plug provider, from `options:vif-plug*`
 
 
 class ControllerMode(StrEnum):

@@ -15,6 +15,7 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, idlutils
 
+from dpunet.contract import lsp
 from dpunet.controller.errors import Conflict, NotFound, NotOwned
 from dpunet.controller.topology import (
     CLUSTER_ROUTER,
@@ -376,7 +377,7 @@ class WritePort(_Writer):
             if in_parent and all(getattr(row, c) == v for c, v in cols.items()):
                 self.result = row.uuid  # already as wanted (e.g. a retried transaction)
                 return
-            if row.external_ids.get("dpunet:uid", "") not in self.allowed_uids:
+            if row.external_ids.get(lsp.UID, "") not in self.allowed_uids:
                 raise Conflict(f"port {self.spec.name} changed concurrently; retry")
             if self.fresh:
                 for old in _parents(self.api, LS, "ports", row):
@@ -418,7 +419,7 @@ class DeletePort(_Writer):
         row = rows[0]
         if not _is_pod(row):
             raise NotOwned(f"Logical_Switch_Port {self.name} is not a dpunet pod port")
-        if self.uid is not None and row.external_ids.get("dpunet:uid") != self.uid:
+        if self.uid is not None and row.external_ids.get(lsp.UID) != self.uid:
             return
         try:
             self.result = PodPort.from_lsp(row.addresses, row.external_ids)
@@ -469,7 +470,7 @@ def _port_row(row: Row, switch: str | None) -> PortRow:
         problem = None
     except (KeyError, ValueError) as exc:
         port, problem = None, f"malformed pod port: {exc}"
-    uid = columns["external_ids"].get("dpunet:uid")
+    uid = columns["external_ids"].get(lsp.UID)
     return PortRow(read_column(row, "name"), row.uuid, switch, up, uid, port, columns, problem)
 
 

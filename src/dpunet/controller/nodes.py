@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
+from dpunet.contract.api import DeleteResult, NodeInfo, NodeList, NodeSpec, check_node_name
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound
 from dpunet.controller.ipam import PoolExhausted, mac_for_ip, mgmt_interface, router_ip
-from dpunet.controller.models import DeleteResult, NodeInfo, NodeList, NodeSpec, check_node_name
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
 from dpunet.controller.nbcommands import DeleteScope, EnsureDesired
 from dpunet.controller.state import ClusterState

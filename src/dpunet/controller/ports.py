@@ -1,9 +1,11 @@
 """The port service: pod ports on request of a node (ARCHITECTURE.md section 3).
 
-PUT is idempotent per (pod uid, sandbox): the same request gets the same answer; a
+A pod has a port per attachment: its primary port and one per secondary network
+(`network`), each its own LSP with its own address on the node's switch. PUT is
+idempotent per (pod uid, sandbox): the same request gets the same answer; a
 new sandbox of the same pod keeps the address and re-points the port; another uid
 for the same name (pod recreated) replaces the port with a new address. One lock per
-port name serializes requests for one pod; the address pools are only touched on the
+LSP name serializes requests for one attachment; the address pools are only touched on the
 event loop, so concurrent requests never get the same address. Port writes of
 concurrent requests (distinct ports, thanks to that lock) share NB transactions.
 """
@@ -17,6 +19,8 @@ from ipaddress import IPv4Address
 from typing import Any
 from uuid import UUID
 
+from dpunet.contract.api import DeleteResult, PortInfo, PortList, PortRequest, Route
+from dpunet.contract.lsp import pod_lsp_name
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import (
@@ -31,7 +35,6 @@ from dpunet.controller.errors import (
 )
 from dpunet.controller.ipam import PoolExhausted
 from dpunet.controller.metrics import Metrics
-from dpunet.controller.models import DeleteResult, PortInfo, PortList, PortRequest, Route
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
 from dpunet.controller.nbcommands import (
     DeletePort,
@@ -41,7 +44,7 @@ from dpunet.controller.nbcommands import (
     WritePort,
 )
 from dpunet.controller.state import ClusterState
-from dpunet.controller.topology import NodeRecord, NodeRole, PodPort, pod_gateway, pod_lsp, pod_port
+from dpunet.controller.topology import NodeRecord, NodeRole, PodPort, pod_gateway, pod_lsp
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.ports")
@@ -65,12 +68,14 @@ class PortService:
         self.on_uncertain = on_uncertain
 
     def info(self, port: PodPort, up: bool) -> PortInfo:
-        """The API view of a port (CNI result data)."""
+        """The API view of a port (CNI result data): the primary port gets the default
+        route; a secondary port only its subnet (on-link through its address's prefix)."""
         node = self.state.nodes.get(port.node)
         gateways, routes, ips = [], [], [f"{port.ip}/32"]
         if node is not None:
             gw = str(pod_gateway(node))
-            gateways, routes = [gw], [Route(dst="0.0.0.0/0", gw=gw)]
+            gateways = [gw]
+            routes = [Route(dst="0.0.0.0/0", gw=gw)] if port.network is None else []
             ips = [f"{port.ip}/{node.subnet.prefixlen}"]
         return PortInfo(
             namespace=port.namespace,
@@ -79,6 +84,7 @@ class PortService:
             uid=port.uid,
             sandbox=port.sandbox,
             ifname=port.ifname,
+            network=port.network,
             pci=port.pci,
             pf_mac=port.pf_mac,
             vf_num=port.vf_num,
@@ -100,7 +106,7 @@ class PortService:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + (timeout or self.cfg.port_timeout)
-        lsp = pod_port(namespace, name)
+        lsp = pod_lsp_name(namespace, name, req.network)
         if not who.may_act_for(req.node):
             raise Forbidden(f"{who} may not create ports on node {req.node}")
         if not who.may_use_namespace(namespace):
@@ -129,6 +135,7 @@ class PortService:
                 logging.WARNING,
                 namespace=namespace,
                 pod=name,
+                network=req.network,
                 uid=req.uid,
                 sandbox=req.sandbox,
                 node=req.node,
@@ -143,6 +150,7 @@ class PortService:
             "port.put",
             namespace=namespace,
             pod=name,
+            network=req.network,
             uid=req.uid,
             sandbox=req.sandbox,
             node=node.name,
@@ -158,7 +166,7 @@ class PortService:
         self, who: Principal, namespace: str, name: str, req: PortRequest, deadline: float
     ) -> tuple[PodPort, UUID, NodeRecord, str]:
         loop = asyncio.get_running_loop()
-        lsp = pod_port(namespace, name)
+        lsp = pod_lsp_name(namespace, name, req.network)
         started = loop.time()
         node = self.state.nodes.get(req.node)
         if node is None:
@@ -175,6 +183,16 @@ class PortService:
         elif existing is not None and existing.node != req.node and not who.admin:
             raise Conflict(
                 f"port {lsp} exists on node {existing.node}; it must be released there first"
+            )
+        elif existing is not None and (existing.namespace, existing.pod, existing.network) != (
+            namespace,
+            name,
+            req.network,
+        ):
+            raise Conflict(
+                f"port {lsp} is the port of {existing.namespace}/{existing.pod} in network "
+                f"{existing.network or '(primary)'}: network names that differ only in '-' "
+                "and '.' share a port name"
             )
         same_pod = existing is not None and existing.uid == req.uid and existing.node == req.node
         allocated: tuple[str, IPv4Address] | None = None
@@ -193,6 +211,7 @@ class PortService:
             uid=req.uid,
             sandbox=req.sandbox,
             ifname=req.ifname,
+            network=req.network,
             ip=ip,
             pci=req.pci,
             pf_mac=req.pf_mac,
@@ -281,16 +300,19 @@ class PortService:
         return result
 
     # ------------------------------------------------------------ GET / DELETE
-    async def get(self, who: Principal, namespace: str, name: str) -> PortInfo:
-        """One port; 404 when absent (for a node token: 403 for any port not its own,
-        absent or not, so that it cannot learn which pods exist elsewhere)."""
-        lsp = pod_port(namespace, name)
+    async def get(
+        self, who: Principal, namespace: str, name: str, network: str | None = None
+    ) -> PortInfo:
+        """One port (the primary, or that of `network`); 404 when absent (for a node token:
+        403 for any port not its own, absent or not, so that it cannot learn which pods
+        exist elsewhere)."""
+        lsp = pod_lsp_name(namespace, name, network)
         row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
-        port = row.port if row is not None else None
+        port = row.port if row is not None and _is_attachment(row.port, name, network) else None
         if not who.admin and (port is None or port.node != who.node):
             raise Forbidden(f"{who} has no port {namespace}/{name}")
         if port is None:
-            raise NotFound(f"no port {namespace}/{name}")
+            raise NotFound(f"no port {namespace}/{name}{_in(network)}")
         return self.info(port, row.up if row is not None else False)
 
     async def list(
@@ -320,20 +342,27 @@ class PortService:
         name: str,
         uid: str | None = None,
         sandbox: str | None = None,
+        network: str | None = None,
     ) -> DeleteResult:
-        """Release a port; releasing an unknown port succeeds. With `uid`/`sandbox`, a
-        port that now belongs to another pod or sandbox is left in place. For a node
-        token, another node's port is an unknown port (it learns nothing about it)."""
-        lsp = pod_port(namespace, name)
+        """Release a port (the primary, or that of `network`); releasing an unknown port
+        succeeds. With `uid`/`sandbox`, a port that now belongs to another pod or sandbox
+        is left in place. For a node token, another node's port is an unknown port (it
+        learns nothing about it)."""
+        lsp = pod_lsp_name(namespace, name, network)
+        what = f"{namespace}/{name}{_in(network)}"
         async with (
             self.state.gate.enter(self.cfg.nb_timeout),
             self.state.port_locks.hold(lsp),
         ):
             row: PortRow | None = await self.nb.read(lambda api: ReadPort(api, lsp))
             owner = (row.port.node if row.port is not None else row.switch or "") if row else ""
-            if row is None or not who.may_act_for(owner):
+            if (
+                row is None
+                or not who.may_act_for(owner)
+                or (row.port is not None and not _is_attachment(row.port, name, network))
+            ):
                 mine = "" if who.admin else f" of node {who.node}"
-                return DeleteResult(deleted=False, detail=f"no port {namespace}/{name}{mine}")
+                return DeleteResult(deleted=False, detail=f"no port {what}{mine}")
             if row.port is not None:
                 for key, want, have in (
                     ("uid", uid, row.port.uid),
@@ -342,7 +371,7 @@ class PortService:
                     if want is not None and want != have:
                         return DeleteResult(
                             deleted=False,
-                            detail=f"port {namespace}/{name} belongs to {key} {have}: left",
+                            detail=f"port {what} belongs to {key} {have}: left",
                         )
             removed: PodPort | None = await self.nb.write(
                 lambda api: DeletePort(api, lsp, uid=row.uid), coalesce=True
@@ -354,8 +383,19 @@ class PortService:
             "port.delete",
             namespace=namespace,
             pod=name,
+            network=network,
             uid=row.uid,
             sandbox=row.port.sandbox if row.port else None,
             node=owner,
         )
-        return DeleteResult(deleted=True, detail=f"port {namespace}/{name} released")
+        return DeleteResult(deleted=True, detail=f"port {what} released")
+
+
+def _is_attachment(port: PodPort | None, pod: str, network: str | None) -> bool:
+    """The port found under an LSP name is that of `pod` in `network` (network names that
+    differ only in '-' and '.' map to one LSP name)."""
+    return port is not None and port.pod == pod and port.network == network
+
+
+def _in(network: str | None) -> str:
+    return f" in network {network}" if network is not None else ""

@@ -4,9 +4,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Path, Query
 
-from dpunet.controller.models import DNS_LABEL, DeleteResult, ErrorBody
+from dpunet.contract.api import DNS_LABEL, DeleteResult, ErrorBody
+from dpunet.contract.services import ServiceInfo, ServiceList, ServiceSpec
 from dpunet.controller.routing import StrictJsonRoute, Who
-from dpunet.controller.service_models import ServiceInfo, ServiceList, ServiceSpec
 
 if TYPE_CHECKING:
     from dpunet.controller.app import Controller

@@ -19,8 +19,7 @@ from collections.abc import Iterable, Mapping, Set
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
-from dpunet.controller.errors import BadRequest, Conflict, Exhausted
-from dpunet.controller.service_models import (
+from dpunet.contract.services import (
     Protocol,
     ServiceInfo,
     ServicePort,
@@ -28,6 +27,7 @@ from dpunet.controller.service_models import (
     ServiceSpec,
     ServiceType,
 )
+from dpunet.controller.errors import BadRequest, Conflict, Exhausted
 from dpunet.controller.topology import KIND_KEY, NODE_KEY, OWNER, OWNER_KEY, NodeRecord
 
 SERVICE_KIND = "service"  # a cluster load balancer (carries the spec)

@@ -24,6 +24,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command, idlutils
 from pydantic import ValidationError
 
+from dpunet.contract.services import ServiceSpec
 from dpunet.controller.nbcommands import LR, LS, LSP, read_column
 from dpunet.controller.service_lbs import (
     CLUSTER_LB_GROUP,
@@ -40,7 +41,6 @@ from dpunet.controller.service_lbs import (
     desired_lbs,
     encode,
 )
-from dpunet.controller.service_models import ServiceSpec
 from dpunet.controller.topology import KIND_KEY, NODE_KEY, Kind, NodeRecord, PodPort, owned
 
 LB = "Load_Balancer"
@@ -127,7 +127,8 @@ def _load(api: Any) -> _View:
 
 
 def _pod_backends(api: Any) -> list[PodBackend]:
-    """Every dpunet pod port that is up, as a possible service backend."""
+    """Every dpunet primary pod port that is up, as a possible service backend (services
+    live on the pods' primary network)."""
     pods = []
     for row in api.tables[LSP].rows.values():
         up = read_column(row, "up")
@@ -137,7 +138,8 @@ def _pod_backends(api: Any) -> list[PodBackend]:
             port = PodPort.from_lsp(read_column(row, "addresses"), read_column(row, "external_ids"))
         except (KeyError, ValueError):
             continue
-        pods.append(PodBackend(port.namespace, port.pod, port.ip, dict(port.labels)))
+        if port.network is None:
+            pods.append(PodBackend(port.namespace, port.pod, port.ip, dict(port.labels)))
     return pods
 
 

@@ -19,15 +19,15 @@ from functools import partial
 
 from prometheus_client import Counter, Gauge
 
+from dpunet.contract.api import DeleteResult
+from dpunet.contract.services import ServiceInfo, ServiceList, ServiceSpec
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import Conflict, Forbidden, NotFound
 from dpunet.controller.metrics import Metrics
-from dpunet.controller.models import DeleteResult
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import LR, LS, LSP
 from dpunet.controller.service_lbs import service_info, service_key
-from dpunet.controller.service_models import ServiceInfo, ServiceList, ServiceSpec
 from dpunet.controller.service_nb import (
     LB,
     LB_GROUP,

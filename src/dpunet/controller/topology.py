@@ -14,20 +14,19 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
-from dpunet.controller.config import ControllerConfig, PlugMode
+from dpunet.contract.api import JOIN_SWITCH, NodeRole
+from dpunet.contract.lsp import PodIds, VfPlug, lsp_options
+from dpunet.controller.config import ControllerConfig
 from dpunet.controller.ipam import mac_for_ip, mgmt_interface, router_interface, router_ip
 
 OWNER_KEY = "dpunet:owner"
 OWNER = "dpunet"
 KIND_KEY = "dpunet:kind"
 NODE_KEY = "dpunet:node"
-LABEL_PREFIX = "dpunet:label:"  # a pod port's labels (service selectors match them)
 
 CLUSTER_ROUTER = "ovn_cluster_router"
-JOIN_SWITCH = "join"
 RTOJ_CLUSTER = f"rtoj-{CLUSTER_ROUTER}"
 JTOR_CLUSTER = f"jtor-{CLUSTER_ROUTER}"
-RESERVED_NODE_NAMES = frozenset({JOIN_SWITCH})
 
 
 class Kind(StrEnum):
@@ -45,13 +44,6 @@ class Kind(StrEnum):
     ROUTE = "route"
     NAT = "nat"
     POD = "pod"
-
-
-class NodeRole(StrEnum):
-    """How a node's pods are attached."""
-
-    DPU_HOST = "dpu-host"  # VFs, switched by the DPU's OVS (its chassis)
-    FULL = "full"  # the node runs OVS itself; veth pods
 
 
 def rtos(node: str) -> str:
@@ -82,11 +74,6 @@ def ext_switch(node: str) -> str:
 def localnet_port(node: str, physnet: str) -> str:
     """The localnet port of `ext_<node>` (two underscores: never a pod's `<ns>_<name>`)."""
     return f"ext_{node}_{physnet}"
-
-
-def pod_port(namespace: str, name: str) -> str:
-    """LSP name of a pod (OVN-Kubernetes convention)."""
-    return f"{namespace}_{name}"
 
 
 def owned(external_ids: Mapping[str, str]) -> bool:
@@ -279,15 +266,15 @@ def cluster_desired(cfg: ControllerConfig) -> Desired:
 def mgmt_lsp(cfg: ControllerConfig, node: NodeRecord) -> Lsp:
     """`k8s-<node>` with `.2`; on a dpu-host node plugged as its management VF."""
     iface = mgmt_interface(node.subnet)
-    options = {"requested-chassis": node.chassis}
+    plug = None
     if node.role is NodeRole.DPU_HOST and node.mgmt_pf_mac is not None:
         assert node.mgmt_vf_num is not None
-        options |= plug_options(cfg, node.mgmt_pf_mac, node.mgmt_vf_num)
+        plug = VfPlug(node.mgmt_pf_mac, node.mgmt_vf_num, cfg.mtu)
     return Lsp(
         mgmt_port(node.name),
         ids(Kind.MGMT_PORT, node.name),
         addresses=(f"{mac_for_ip(iface.ip)} {iface.ip}",),
-        options=options,
+        options=lsp_options(node.chassis, plug, cfg.plug_mode),
     )
 
 
@@ -350,43 +337,17 @@ def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
 
 
 # --------------------------------------------------------------------- pod ports
-def plug_options(cfg: ControllerConfig, pf_mac: str, vf_num: int) -> dict[str, str]:
-    """LSP options telling the DPU side which VF representor to plug."""
-    if cfg.plug_mode is PlugMode.OVN:
-        return {
-            "vif-plug-type": "representor",
-            "vif-plug:representor:pf-mac": pf_mac,
-            "vif-plug:representor:vf-num": str(vf_num),
-            "vif-plug-mtu-request": str(cfg.mtu),
-        }
-    return {
-        "dpunet-plug": "representor",
-        "dpunet-plug:pf-mac": pf_mac,
-        "dpunet-plug:vf-num": str(vf_num),
-        "dpunet-plug-mtu-request": str(cfg.mtu),
-    }
-
-
 @dataclass(frozen=True)
-class PodPort:
-    """One pod port as dpunet records it (request fields + its address)."""
+class PodPort(PodIds):
+    """One pod port as dpunet records it: its attachment's ids, node and address."""
 
-    namespace: str
-    pod: str
-    node: str
-    uid: str
-    sandbox: str
-    ifname: str
-    ip: IPv4Address
-    pci: str | None = None
-    pf_mac: str | None = None
-    vf_num: int | None = None
-    labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
+    node: str = field(kw_only=True)
+    ip: IPv4Address = field(kw_only=True)
 
     @property
     def name(self) -> str:
         """The LSP name."""
-        return pod_port(self.namespace, self.pod)
+        return self.lsp_name
 
     @property
     def mac(self) -> str:
@@ -399,21 +360,8 @@ class PodPort:
         return self.pf_mac is not None
 
     def external_ids(self) -> dict[str, str]:
-        """The LSP's `dpunet:*` external ids."""
-        extra = {
-            "dpunet:namespace": self.namespace,
-            "dpunet:pod": self.pod,
-            "dpunet:uid": self.uid,
-            "dpunet:sandbox": self.sandbox,
-            "dpunet:ifname": self.ifname,
-        }
-        if self.pci is not None:
-            extra["dpunet:pci"] = self.pci
-        if self.pf_mac is not None and self.vf_num is not None:
-            extra["dpunet:pf-mac"] = self.pf_mac
-            extra["dpunet:vf-num"] = str(self.vf_num)
-        extra |= {LABEL_PREFIX + k: v for k, v in self.labels}
-        return ids(Kind.POD, self.node, **extra)
+        """The LSP's external ids: owner marks and the attachment's ids."""
+        return ids(Kind.POD, self.node, **super().external_ids())
 
     @classmethod
     def from_lsp(cls, addresses: list[str], external_ids: Mapping[str, str]) -> PodPort:
@@ -421,25 +369,8 @@ class PodPort:
         if len(addresses) != 1:
             raise ValueError(f"expected one address entry, found {addresses}")
         mac, ip = addresses[0].split()
-        port = cls(
-            namespace=external_ids["dpunet:namespace"],
-            pod=external_ids["dpunet:pod"],
-            node=external_ids[NODE_KEY],
-            uid=external_ids["dpunet:uid"],
-            sandbox=external_ids["dpunet:sandbox"],
-            ifname=external_ids.get("dpunet:ifname", "eth0"),
-            ip=IPv4Address(ip),
-            pci=external_ids.get("dpunet:pci"),
-            pf_mac=external_ids.get("dpunet:pf-mac"),
-            vf_num=int(external_ids["dpunet:vf-num"]) if "dpunet:vf-num" in external_ids else None,
-            labels=tuple(
-                sorted(
-                    (k.removeprefix(LABEL_PREFIX), v)
-                    for k, v in external_ids.items()
-                    if k.startswith(LABEL_PREFIX)
-                )
-            ),
-        )
+        attachment = PodIds.parse(external_ids)
+        port = cls(**vars(attachment), node=external_ids[NODE_KEY], ip=IPv4Address(ip))
         if mac != port.mac:
             raise ValueError(f"MAC {mac} does not match address {ip}")
         return port
@@ -448,15 +379,15 @@ class PodPort:
 def pod_lsp(cfg: ControllerConfig, node: NodeRecord, port: PodPort) -> Lsp:
     """The LSP of a pod exactly as ARCHITECTURE.md section 3 describes it."""
     address = f"{port.mac} {port.ip}"
-    options = {"requested-chassis": node.chassis, "iface-id-ver": port.uid}
+    plug = None
     if port.pf_mac is not None and port.vf_num is not None:
-        options |= plug_options(cfg, port.pf_mac, port.vf_num)
+        plug = VfPlug(port.pf_mac, port.vf_num, cfg.mtu)
     return Lsp(
         port.name,
         port.external_ids(),
         addresses=(address,),
         port_security=(address,),
-        options=options,
+        options=lsp_options(node.chassis, plug, cfg.plug_mode, iface_id_ver=port.uid),
     )
 
 

@@ -13,12 +13,12 @@ killed process) left behind.
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
+from dpunet.contract import lsp
 from dpunet.dpu.config import DpuAgentConfig, Identity
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.netdev import Links, LinkState
@@ -39,17 +39,8 @@ from dpunet.hw.representors import Representor, RepresentorKind, list_represento
 from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
 
-PLUG_OPTION = "dpunet-plug"
-PLUG_REPRESENTOR = "representor"
-PF_MAC_OPTION = "dpunet-plug:pf-mac"
-VF_NUM_OPTION = "dpunet-plug:vf-num"
-MTU_OPTION = "dpunet-plug-mtu-request"
-IFACE_ID_VER_OPTION = "iface-id-ver"
-REQUESTED_CHASSIS_OPTION = "requested-chassis"
 VSWITCHD_TIMEOUT = 10.0
 
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-_DECIMAL_RE = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also accepts "²"
 log = logging.getLogger(__name__)
 
 
@@ -158,7 +149,7 @@ def binding_mac(macs: Iterable[str]) -> str | None:
     """The Ethernet address of a Port_Binding's `mac` column (`"<mac> <ip>..."`), if any."""
     for entry in macs:
         first = entry.split()[0].lower() if entry.split() else ""
-        if _MAC_RE.match(first):
+        if lsp.is_mac(first):
             return first
     return None
 
@@ -167,59 +158,35 @@ def is_ours(row: PortBindingRow, names: frozenset[str], chassis_uuid: str | None
     """The binding's requested (main) chassis is this one."""
     if chassis_uuid is not None and row.requested_chassis == chassis_uuid:
         return True
-    requested = row.options.get(REQUESTED_CHASSIS_OPTION, "")
-    main = requested.split(",")[0].strip()
+    main = lsp.requested_chassis(row.options)
     return bool(main) and main in names
 
 
-def _decimal(text: str | None) -> int | None:
-    """A non-negative integer written in ASCII digits (surrounding blanks allowed), else
-    None: SB options come from another process and may hold anything."""
-    if text is None or not _DECIMAL_RE.fullmatch(text.strip()):
-        return None
-    return int(text.strip())
-
-
-def parse_mtu(text: str | None) -> int | Refusal | None:
+def parse_mtu(options: Mapping[str, str]) -> int | Refusal | None:
     """The MTU option: None when absent, the MTU, or why it is unusable (as a Refusal
     without its port, filled in by the caller)."""
-    if text is None:
-        return None
-    mtu = _decimal(text)
-    if mtu is None or not 68 <= mtu <= 65535:
-        return Refusal("", Reason.BAD_OPTIONS, f"{MTU_OPTION}={text!r} is not an MTU")
-    return mtu
+    try:
+        return lsp.parse_mtu(options)
+    except ValueError as exc:
+        return Refusal("", Reason.BAD_OPTIONS, str(exc))
 
 
 def parse_request(row: PortBindingRow) -> PlugRequest | Refusal:
     """A binding with `dpunet-plug=representor` as a PlugRequest, or why it is unusable."""
-    pf_mac = row.options.get(PF_MAC_OPTION, "").strip().lower()
-    vf_num = _decimal(row.options.get(VF_NUM_OPTION))
-    problems = []
-    if not _MAC_RE.match(pf_mac):
-        problems.append(f"{PF_MAC_OPTION}={row.options.get(PF_MAC_OPTION)!r} is not a MAC")
-    if vf_num is None:
-        problems.append(f"{VF_NUM_OPTION}={row.options.get(VF_NUM_OPTION)!r} is not a VF index")
-    mtu = parse_mtu(row.options.get(MTU_OPTION))
-    if isinstance(mtu, Refusal):
-        problems.append(mtu.detail)
-    if problems or vf_num is None or isinstance(mtu, Refusal):
-        return Refusal(row.logical_port, Reason.BAD_OPTIONS, "; ".join(problems))
+    try:
+        plug = lsp.parse_vf_plug(row.options)
+    except ValueError as exc:
+        return Refusal(row.logical_port, Reason.BAD_OPTIONS, str(exc))
     return PlugRequest(
         logical_port=row.logical_port,
-        pf_mac=pf_mac,
-        vf_num=vf_num,
-        iface_id_ver=row.options.get(IFACE_ID_VER_OPTION) or None,
+        pf_mac=plug.pf_mac,
+        vf_num=plug.vf_num,
+        iface_id_ver=row.options.get(lsp.IFACE_ID_VER) or None,
         attached_mac=binding_mac(row.mac),
-        mtu=mtu,
-        pod=_pod(row.external_ids),
-        sandbox=row.external_ids.get("dpunet:sandbox"),
+        mtu=plug.mtu,
+        pod=lsp.pod_of(row.external_ids),
+        sandbox=row.external_ids.get(lsp.SANDBOX),
     )
-
-
-def _pod(external_ids: Mapping[str, str]) -> str | None:
-    ns, name = external_ids.get("dpunet:namespace"), external_ids.get("dpunet:pod")
-    return f"{ns}/{name}" if ns and name else None
 
 
 def wanted(snapshot: SbSnapshot, names: frozenset[str]) -> tuple[list[PlugRequest], list[Refusal]]:
@@ -230,7 +197,7 @@ def wanted(snapshot: SbSnapshot, names: frozenset[str]) -> tuple[list[PlugReques
     refusals: list[Refusal] = []
     for row in snapshot.bindings:
         try:
-            if row.options.get(PLUG_OPTION) != PLUG_REPRESENTOR:
+            if not lsp.agent_plugs(row.options):
                 continue
             if not is_ours(row, names, snapshot.chassis_uuid):
                 continue
@@ -501,7 +468,7 @@ class Reconciler:
         mtu = mp.mtu
         refusals = []
         if row is not None and mtu is None:
-            parsed = parse_mtu(row.options.get(MTU_OPTION))
+            parsed = parse_mtu(row.options)
             if isinstance(parsed, Refusal):
                 refusals.append(replace(parsed, logical_port=lport))
             else:
@@ -511,7 +478,7 @@ class Reconciler:
             vf_index=mp.vf_index,
             name=mp.name,
             iface_id=lport,
-            iface_id_ver=(row.options.get(IFACE_ID_VER_OPTION) or None) if row else None,
+            iface_id_ver=(row.options.get(lsp.IFACE_ID_VER) or None) if row else None,
             attached_mac=binding_mac(row.mac) if row is not None else None,
             mtu=mtu,
         )

@@ -26,6 +26,7 @@ from typing import Any
 from ovs import jsonrpc, poller, stream, timeval
 from ovs.db import idl as ovs_idl
 
+from dpunet.contract.lsp import REQUESTED_CHASSIS
 from dpunet.dpu.config import SslConfig
 from dpunet.logs import event
 
@@ -71,7 +72,7 @@ def port_binding_condition(
 ) -> list[Any]:
     """The OVSDB `where` clauses (ORed) that select this chassis' Port_Binding rows."""
     clauses: list[Any] = [
-        ["options", "includes", ["map", [["requested-chassis", name]]]]
+        ["options", "includes", ["map", [[REQUESTED_CHASSIS, name]]]]
         for name in sorted(chassis_names)
     ]
     if chassis_uuid:

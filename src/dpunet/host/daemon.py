@@ -13,12 +13,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
 from dpunet.agent.daemon import AgentDaemon
+from dpunet.contract.api import NodeInfo
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.mgmt import ManagementPort
 from dpunet.host.vfs import VfAttacher
@@ -74,7 +74,7 @@ class HostDaemon(AgentDaemon):
             )
         self._plugin: asyncio.Task[None] | None = None
 
-    def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
+    def ensure_management_port(self, node: NodeInfo) -> list[str]:
         """VF `mgmt_vf` of `pf` as `ovn-k8s-mp0`."""
         assert self.mgmt_port is not None
         return self.mgmt_port.ensure(node)
@@ -83,7 +83,7 @@ class HostDaemon(AgentDaemon):
         """Pool gauges; the device plugin starts once the DPU's state is known, then is told
         to re-check health after every reconcile."""
         scan = await asyncio.to_thread(self.agent.store.scan)
-        usage = await asyncio.to_thread(self.attacher.pool_usage, scan.devices)
+        usage = await asyncio.to_thread(self.attacher.pool_usage, scan.claimed)
         for resource, (used, total) in usage.items():
             self.vfs.labels(resource, "used").set(used)
             self.vfs.labels(resource, "free").set(total - used)
@@ -102,7 +102,7 @@ class HostDaemon(AgentDaemon):
     def _held_vfs(self) -> set[str]:
         """The VFs this node's sandboxes hold (for the device plugin's health), unreadable
         records' included."""
-        return {str(d.get("pci")) for d in self.agent.store.scan().devices}
+        return self.agent.store.scan().claimed
 
     def _dpu_problem(self) -> str | None:
         """Why pods cannot get a port on this node's DPU (for the DPUNotReady event)."""

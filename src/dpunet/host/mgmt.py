@@ -10,28 +10,27 @@ hand heals.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
-from typing import Any
 
 from dpunet import podnet
+from dpunet.contract.api import NodeInfo
 from dpunet.hw.host import find_vf, function_netdev
 from dpunet.hw.sysfs import Sysfs
 
 MGMT_IFNAME = "ovn-k8s-mp0"
 
 
-def management_config(node: Mapping[str, Any], ifname: str = MGMT_IFNAME) -> podnet.InterfaceConfig:
+def management_config(node: NodeInfo, ifname: str = MGMT_IFNAME) -> podnet.InterfaceConfig:
     """The management interface the controller's node record describes."""
-    gateway = ipaddress.IPv4Address(node["gateway_ip"].split("/")[0])
+    gateway = ipaddress.IPv4Address(node.gateway_ip.split("/")[0])
     return podnet.InterfaceConfig(
         ifname=ifname,
-        mac=node["mgmt_mac"],
-        mtu=int(node["mtu"]),
-        address=ipaddress.IPv4Interface(node["mgmt_ip"]),
+        mac=node.mgmt_mac,
+        mtu=node.mtu,
+        address=ipaddress.IPv4Interface(node.mgmt_ip),
         gateway=None,
         routes=tuple(
             podnet.Route(ipaddress.IPv4Network(cidr), gateway)
-            for cidr in (node["cluster_cidr"], node["service_cidr"])
+            for cidr in (node.cluster_cidr, node.service_cidr)
         ),
     )
 
@@ -49,7 +48,7 @@ class ManagementPort:
         self.ifname = ifname
         self._pci: str | None = None
 
-    def ensure(self, node: Mapping[str, Any]) -> list[str]:
+    def ensure(self, node: NodeInfo) -> list[str]:
         """Make the VF the management port the node record describes; what had to change."""
         cfg = management_config(node, self.ifname)
         if self._pci is not None and function_netdev(self.sysfs, self._pci) == self.ifname:

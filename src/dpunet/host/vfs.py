@@ -16,13 +16,11 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import asdict
-from typing import Any
+from collections.abc import Callable, Collection
 
 from dpunet import podnet
 from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.agent.sandboxes import SandboxRecord, VfDevice
 from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
 from dpunet.hw.host import find_vf_by_pci, function_netdev
@@ -90,17 +88,17 @@ class VfAttacher:
             self._discovered_at = time.monotonic()
         return self._assignment
 
-    def pool_usage(self, held: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-        """resource -> (VFs in use, VFs in the pool), from a discovery at most
-        `rediscover_after` seconds old (a claim rediscovers at once when it finds no VF)."""
-        taken = {d.get("pci") for d in held}
+    def pool_usage(self, taken: Collection[str]) -> dict[str, tuple[int, int]]:
+        """resource -> (VFs in use, VFs in the pool) given the PCI addresses `taken`, from a
+        discovery at most `rediscover_after` seconds old (a claim rediscovers at once when
+        it finds no VF)."""
         stale = time.monotonic() - self._discovered_at >= self.rediscover_after
         return {
             pool.resource: (sum(d.address in taken for d in pool.devices), len(pool.devices))
             for pool in self.assignment(refresh=stale).pools
         }
 
-    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
+    def claim(self, req: AddRequest, held: set[str]) -> VfDevice:
         """The VF named by the config, else the resolver's, else a free one of the requested
         (or first) pool."""
         try:
@@ -108,14 +106,11 @@ class VfAttacher:
         except CniError:  # VFs may have come, gone or returned since the last discovery
             return self._claim(req, held, self.assignment(refresh=True))
 
-    def _claim(
-        self, req: AddRequest, held: list[dict[str, Any]], assignment: PoolAssignment
-    ) -> dict[str, Any]:
-        taken = {d.get("pci"): d for d in held}
+    def _claim(self, req: AddRequest, taken: set[str], assignment: PoolAssignment) -> VfDevice:
         members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         wanted = req.config.vf_pci_address
         if self.resolver is not None:  # also checks a deviceID against kubelet's allocation
-            wanted = self.resolver(req, {pci for pci in taken if pci})
+            wanted = self.resolver(req, taken)
         if wanted is not None:
             if wanted not in members:
                 why = next(
@@ -149,7 +144,7 @@ class VfAttacher:
             f"all {len(pool.devices)} VFs are in use or away from the host",
         )
 
-    def _describe(self, pci: str, resource: str) -> dict[str, Any]:
+    def _describe(self, pci: str, resource: str) -> VfDevice:
         """The claim of VF `pci`, checked live: pool membership, VF index, PF (and its MAC,
         read once per discovery) come from the last discovery; the VF's netdev from its
         sysfs `net/` directory and its link from netlink (instead of re-walking the PF)."""
@@ -167,7 +162,7 @@ class VfAttacher:
             pf_mac = self._pf_macs[known.pf_netdev] = pf_link.mac.lower()
         return self._claimed(pci, resource, netdev, pf_mac, known.vf_index)
 
-    def _describe_from_sysfs(self, pci: str, resource: str) -> dict[str, Any]:
+    def _describe_from_sysfs(self, pci: str, resource: str) -> VfDevice:
         vf = find_vf_by_pci(self.sysfs, pci)
         if vf is None or vf.netdev is None:
             raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
@@ -176,33 +171,23 @@ class VfAttacher:
         return self._claimed(pci, resource, vf.netdev, vf.pf_mac, vf.index)
 
     @staticmethod
-    def _claimed(pci: str, resource: str, netdev: str, pf_mac: str, vf_num: int) -> dict[str, Any]:
+    def _claimed(pci: str, resource: str, netdev: str, pf_mac: str, vf_num: int) -> VfDevice:
         link = podnet.link_state(netdev)
         if link is None:
             raise CniError(ERR_NO_DEVICE, f"VF {pci} netdev {netdev} vanished")
-        return {
-            "pci": pci,
-            "resource": resource,
-            "pf_mac": pf_mac,
-            "vf_num": vf_num,
-            "host_link": asdict(link),
-        }
-
-    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
-        """What the controller needs to have the DPU plug this VF's representor."""
-        return {"pci": device["pci"], "pf_mac": device["pf_mac"], "vf_num": device["vf_num"]}
+        return VfDevice(pci=pci, resource=resource, pf_mac=pf_mac, vf_num=vf_num, host_link=link)
 
     def prepare(self, record: SandboxRecord) -> None:
         """Nothing: the DPU plugs the VF's representor."""
 
     def stage(self, record: SandboxRecord) -> None:
         """Move the VF into the pod under its temporary name (during the port request)."""
-        host = podnet.HostLinkState(**record.device["host_link"])
-        podnet.move_link(host.name, temp_name(record.device["pci"]), None, record.netns)
+        vf = _vf(record)
+        podnet.move_link(vf.host_link.name, temp_name(vf.pci), None, record.netns)
 
     def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
         """Configure the VF `stage` moved into the pod."""
-        podnet.configure(record.netns, temp_name(record.device["pci"]), cfg)
+        podnet.configure(record.netns, temp_name(_vf(record).pci), cfg)
 
     def unplug(self, record: SandboxRecord) -> None:
         """Bring the VF back to the host as it was, from wherever it is.
@@ -212,8 +197,8 @@ class VfAttacher:
         returned when the pod's namespace died is restored without entering the pod's
         namespace, whose path may exist and yet not be enterable (an empty file, or a
         runtime's mount this daemon cannot see)."""
-        host = podnet.HostLinkState(**record.device["host_link"])
-        pci = record.device["pci"]
+        vf = _vf(record)
+        host, pci = vf.host_link, vf.pci
         netdev = function_netdev(self.sysfs, pci)
         if netdev is not None:
             podnet.restore(netdev, host)
@@ -228,3 +213,10 @@ class VfAttacher:
         raise podnet.PodNetError(
             f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
         )
+
+
+def _vf(record: SandboxRecord) -> VfDevice:
+    """The record's VF (a dpu-host node's records hold nothing else)."""
+    if not isinstance(record.device, VfDevice):
+        raise podnet.PodNetError(f"sandbox {record.container_id} holds no VF: {record.device}")
+    return record.device

@@ -145,7 +145,7 @@ def add_service(
     (responders_dir(plan, name) / "service.json").write_text(json.dumps(record))
     try:
         with admin_client(plan) as client:
-            return client.put_service(namespace, name, spec)
+            return client.put_service(namespace, name, spec).model_dump(mode="json", by_alias=True)
     except ClientError as exc:
         stop_responders(plan, name)
         raise LabError(f"service {name}: {exc}") from exc
@@ -156,7 +156,7 @@ def del_service(plan: LabPlan, name: str) -> str:
     responders; the controller's answer."""
     try:
         with admin_client(plan) as client:
-            detail = str(client.delete_service(_namespace(plan, name), name)["detail"])
+            detail = client.delete_service(_namespace(plan, name), name).detail
     except ClientError as exc:
         raise LabError(f"service {name}: {exc}") from exc
     stop_responders(plan, name)
@@ -167,7 +167,7 @@ def list_services(plan: LabPlan) -> list[dict[str, Any]]:
     """Every service the lab's controller knows."""
     try:
         with admin_client(plan) as client:
-            return client.list_services()
+            return [s.model_dump(mode="json", by_alias=True) for s in client.list_services()]
     except ClientError as exc:
         raise LabError(f"listing services: {exc}") from exc
 

@@ -12,15 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from dpunet.agent.daemon import AgentDaemon
+from dpunet.agent.sandboxes import VethDevice
+from dpunet.contract.api import NodeInfo
 from dpunet.dpu.ovs import LocalOvs
 from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
 from dpunet.node.mgmt import ensure_management_port
-from dpunet.node.veths import VethAttacher
+from dpunet.node.veths import VethAttacher, veth_names
 from dpunet.setup.ovsdb import OvsdbUnavailable
 
 log = logging.getLogger("dpunet.node")
@@ -58,7 +58,7 @@ class NodeDaemon(AgentDaemon):
         """Close the OVS connection."""
         await asyncio.to_thread(self.ovs.stop)
 
-    def ensure_management_port(self, node: Mapping[str, Any]) -> list[str]:
+    def ensure_management_port(self, node: NodeInfo) -> list[str]:
         """`ovn-k8s-mp0` as an internal port of br-int."""
         return ensure_management_port(
             self.ovs, self.node_cfg.integration_bridge, node, self.cfg.mgmt_ifname
@@ -66,14 +66,29 @@ class NodeDaemon(AgentDaemon):
 
     async def reconcile_extra(self) -> None:
         """Remove veths and OVS ports that no sandbox record knows."""
-        removed = await asyncio.to_thread(self.attacher.sweep, self._known_sandboxes)
+        removed = await asyncio.to_thread(self.attacher.sweep, self._kept_veths)
         for name in removed:
             self.agent.metrics.reconcile_actions.labels("stale-veth").inc()
             event(log, "stale-veth-removed", ifname=name)
 
-    def _known_sandboxes(self) -> set[str]:
-        """Sandboxes with a file, unreadable ones included (their veths stay)."""
-        return self.agent.store.scan().container_ids
+    def _kept_veths(self) -> set[str]:
+        """The veths of every recorded attachment; for a sandbox whose file is unreadable,
+        those it still names and its `eth0`'s (they stay)."""
+        scan = self.agent.store.scan()
+        kept: set[str] = set()
+        for record in scan.records:
+            if isinstance(record.device, VethDevice):
+                kept |= {record.device.veth, record.device.peer}
+        for unreadable in scan.unreadable:
+            kept |= set(veth_names(unreadable.container_id))
+            kept |= {
+                name
+                for device in unreadable.devices
+                if isinstance(device, dict)
+                for key, name in device.items()
+                if key in ("veth", "peer") and isinstance(name, str)
+            }
+        return kept
 
     def readiness_problem(self) -> str | None:
         """Not ready while the local OVS database is not connected."""

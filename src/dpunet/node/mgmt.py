@@ -12,9 +12,9 @@ does not own is left alone (an error).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 from dpunet import podnet
+from dpunet.contract.api import NodeInfo
 from dpunet.dpu.ovs import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 from dpunet.host.mgmt import MGMT_IFNAME, management_config
 
@@ -51,12 +51,12 @@ def needed_changes(
 def ensure_management_port(
     ovs: LocalOvs,
     bridge: str,
-    node: Mapping[str, Any],
+    node: NodeInfo,
     ifname: str = MGMT_IFNAME,
 ) -> list[str]:
     """Make `ifname` the management port the node record describes; what had to change."""
     cfg = management_config(node, ifname)
-    ids = {IFACE_ID: mgmt_lsp(node["name"]), OWNED_KEY: OWNED_VALUE}
+    ids = {IFACE_ID: mgmt_lsp(node.name), OWNED_KEY: OWNED_VALUE}
     port = next((p for p in ovs.state().ports if p.name == ifname), None)
     changes = needed_changes(port, podnet.link_state(ifname), bridge, ids, cfg)
     if changes:

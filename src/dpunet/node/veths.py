@@ -1,7 +1,8 @@
 """Veth pairs as pod interfaces: the full node's `Attacher`.
 
-Per sandbox one veth pair, named after the container id: the host end `dpv<hash>`
-goes into the local br-int with `external_ids:iface-id=<ns>_<pod>` (the LSP),
+Per attachment one veth pair, named after the container id and interface: the host
+end `dpv<hash>` goes into the local br-int with `external_ids:iface-id=<LSP>` (the
+attachment's port, `<ns>_<pod>` for the primary),
 `iface-id-ver=<pod uid>` and `dpunet-owned=true`; the pod end is created as
 `dpt<hash>` and, once the controller answered, moved into the pod's namespace,
 renamed and configured there. The host end is plugged before the port request
@@ -17,15 +18,16 @@ import errno
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
 
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet import ethtool, podnet
 from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.agent.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
+from dpunet.contract.api import PRIMARY_IFNAME
+from dpunet.contract.lsp import pod_lsp_name
 from dpunet.dpu.ovs import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 HOST_PREFIX = "dpv"
@@ -33,15 +35,17 @@ POD_PREFIX = "dpt"
 APPLY_TIMEOUT = 10.0
 
 
-def veth_names(container_id: str) -> tuple[str, str]:
-    """(host end, pod end's temporary name) of a sandbox: 15 chars, stable per container."""
-    digest = hashlib.sha256(container_id.encode()).hexdigest()[:12]
+def veth_names(container_id: str, ifname: str = PRIMARY_IFNAME) -> tuple[str, str]:
+    """(host end, pod end's temporary name) of an attachment: 15 chars, stable per
+    (container, interface); `eth0`'s are those of a whole sandbox in earlier versions."""
+    key = container_id if ifname == PRIMARY_IFNAME else f"{container_id}/{ifname}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
     return HOST_PREFIX + digest, POD_PREFIX + digest
 
 
 def lsp_name(record: SandboxRecord) -> str:
-    """The pod's Logical_Switch_Port (OVN-Kubernetes convention `<ns>_<pod>`)."""
-    return f"{record.namespace}_{record.pod}"
+    """The attachment's Logical_Switch_Port (`<ns>_<pod>` for the pod's primary)."""
+    return pod_lsp_name(record.namespace, record.pod, record.port_network)
 
 
 def _delete_link(ifname: str) -> bool:
@@ -89,20 +93,16 @@ class VethAttacher:
         # whose sandbox record it has not read yet.
         self._lock = threading.Lock()
 
-    def claim(self, req: AddRequest, held: list[dict[str, Any]]) -> dict[str, Any]:
-        """The veth names of this container (refused on a hash clash with a held one)."""
-        host, pod = veth_names(req.container_id)
-        if any(d.get("veth") == host for d in held):
-            raise CniError(ERR_NO_DEVICE, f"veth name {host} is taken by another sandbox")
-        return {"veth": host, "peer": pod}
-
-    def port_fields(self, device: Mapping[str, Any]) -> dict[str, Any]:
-        """Nothing: a veth port has no device fields."""
-        return {}
+    def claim(self, req: AddRequest, held: set[str]) -> VethDevice:
+        """The veth names of this attachment (refused on a hash clash with a held one)."""
+        host, pod = veth_names(req.container_id, req.ifname)
+        if host in held:
+            raise CniError(ERR_NO_DEVICE, f"veth name {host} is taken by another attachment")
+        return VethDevice(veth=host, peer=pod)
 
     def prepare(self, record: SandboxRecord) -> None:
         """Create the pair and plug the host end into br-int (replacing leftovers)."""
-        host, pod = record.device["veth"], record.device["peer"]
+        host, pod = _pair(record)
         ids = {
             IFACE_ID: lsp_name(record),
             IFACE_ID_VER: record.pod_uid,
@@ -132,7 +132,7 @@ class VethAttacher:
 
     def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
         """Move the pod end into the pod and configure it; the host end takes the MTU."""
-        host, pod = record.device["veth"], record.device["peer"]
+        host, pod = _pair(record)
         with podnet.netlink() as ipr:
             found = ipr.link_lookup(ifname=host)
             if not found:
@@ -146,19 +146,19 @@ class VethAttacher:
 
     def unplug(self, record: SandboxRecord) -> None:
         """Delete the OVS port and the veth (idempotent)."""
-        host, pod = record.device["veth"], record.device["peer"]
+        host, pod = _pair(record)
         self._apply(f"unplug {host}", remove=[host])
         _delete_link(host)
         _delete_link(pod)
 
-    def sweep(self, known_sandboxes: Callable[[], Iterable[str]]) -> list[str]:
-        """Remove what `stale` finds for the sandboxes `known_sandboxes()` lists; the
-        names removed."""
+    def sweep(self, kept: Callable[[], Iterable[str]]) -> list[str]:
+        """Remove what `stale` finds apart from the veth names `kept()` lists (those of
+        the attachments recorded); the names removed."""
         with self._lock:
             ports = self.ovs.state().ports
             with podnet.netlink() as ipr:
                 links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
-            keep = {name for cid in known_sandboxes() for name in veth_names(cid)}
+            keep = set(kept())
             stale_ports, stale_links = stale(ports, links, self.bridge, keep)
             if stale_ports:
                 self._apply("remove stale ports", remove=stale_ports)
@@ -178,3 +178,10 @@ class VethAttacher:
             raise podnet.PodNetError(f"{what}: OVS transaction failed: {exc}") from exc
         if next_cfg is not None and not self.ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
             raise podnet.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
+
+
+def _pair(record: SandboxRecord) -> tuple[str, str]:
+    """(host end, pod end) of the record's veth (a full node's records hold nothing else)."""
+    if not isinstance(record.device, VethDevice):
+        raise podnet.PodNetError(f"sandbox {record.container_id} holds no veth: {record.device}")
+    return record.device.veth, record.device.peer

@@ -153,11 +153,11 @@ def gather_host(target: HostTarget) -> HostSide:
     mgmt = _addresses(target.netns, target.mgmt_ifname)
     if pf is None:
         return HostSide(target.name, target.pf, None, (), mgmt, target.dpu)
-    records = {str(r.device.get("pci")): r for r in target.sandboxes()}
+    records = {r.device.key: r for r in target.sandboxes()}
     vfs = []
     for vf in list_vfs(sysfs, pf):
         record = records.get(vf.address)
-        ips = record.port.get("ips", []) if record else []
+        ips = record.port.ips if record and record.port else []
         vfs.append(
             VfEntry(
                 vf.index,

@@ -427,11 +427,7 @@ def gather_host(target: HostTarget, dpu: DpuLayout | None = None) -> HostLayout:
     pf = find_pf(sysfs, target.pf)
     if pf is None:
         return HostLayout(target.name, target.pf, False)
-    held = {
-        str(r.device.get("pci")): f"{r.namespace}/{r.pod}"
-        for r in target.sandboxes()
-        if r.device.get("pci")
-    }
+    held = {r.device.key: f"{r.namespace}/{r.pod}" for r in target.sandboxes()}
     vfs = tuple(
         VfInfo(vf.index, vf.address, vf.netdev, vf.driver, held.get(vf.address))
         for vf in list_vfs(sysfs, pf)

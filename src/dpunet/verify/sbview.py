@@ -7,10 +7,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from dpunet.contract.lsp import REQUESTED_CHASSIS, representor_wanted
 from dpunet.verify.unixctl import request
 
 SB_SCHEMA = "OVN_Southbound"
-PLUG_OPTIONS = {"dpunet-plug": "representor", "vif-plug-type": "representor"}
 
 
 class SbError(Exception):
@@ -29,7 +29,7 @@ class SbPort:
     @property
     def representor(self) -> bool:
         """A VF representor is to be plugged for it (dpunet's or OVN's plug options)."""
-        return any(self.options.get(k) == v for k, v in PLUG_OPTIONS.items())
+        return representor_wanted(self.options)
 
 
 @dataclass(frozen=True, order=True)
@@ -109,7 +109,7 @@ def read_sb(remote: str, chassis: str, timeout: float = 10.0) -> SbView:
         {
             "op": "select",
             "table": "Port_Binding",
-            "where": [["options", "includes", ["map", [["requested-chassis", chassis]]]]],
+            "where": [["options", "includes", ["map", [[REQUESTED_CHASSIS, chassis]]]]],
             "columns": ["logical_port", "options", "chassis", "up"],
         },
     ]

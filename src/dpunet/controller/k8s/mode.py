@@ -18,6 +18,7 @@ from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command
 
+from dpunet.contract.api import PortInfo, PortRequest
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import DeadlineExceeded, Exhausted
@@ -29,7 +30,6 @@ from dpunet.controller.k8s.services import ServiceSource
 from dpunet.controller.k8s.sources import NodeSource, PodSource
 from dpunet.controller.k8s.tokenreview import TokenReviewAuthenticator
 from dpunet.controller.metrics import Metrics
-from dpunet.controller.models import PortInfo, PortRequest
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService

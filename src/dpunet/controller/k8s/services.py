@@ -24,9 +24,7 @@ from lightkube.models.discovery_v1 import Endpoint
 from lightkube.resources.core_v1 import Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
-from dpunet.controller.k8s.kube import list_and_watch
-from dpunet.controller.service_lbs import service_key
-from dpunet.controller.service_models import (
+from dpunet.contract.services import (
     DEFAULT_AFFINITY_TIMEOUT,
     MAX_AFFINITY_TIMEOUT,
     Protocol,
@@ -35,6 +33,8 @@ from dpunet.controller.service_models import (
     ServiceType,
     SessionAffinity,
 )
+from dpunet.controller.k8s.kube import list_and_watch
+from dpunet.controller.service_lbs import service_key
 from dpunet.controller.services import ServiceController
 from dpunet.logs import event
 

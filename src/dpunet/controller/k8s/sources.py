@@ -30,11 +30,11 @@ from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 from pydantic import ValidationError
 
+from dpunet.contract.api import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, Unavailable
 from dpunet.controller.ipam import mac_for_ip
 from dpunet.controller.k8s.kube import KubeErrors, list_and_watch, status_code
-from dpunet.controller.models import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.ports import PortService
 from dpunet.controller.state import ClusterState
@@ -331,7 +331,10 @@ class PodSource:
             raise Conflict(f"pod {namespace}/{name} has uid {view.uid}, not {uid}")
 
     async def publish(self, port: PortInfo) -> None:
-        """Write the pod-networks annotation of a port's pod (uid-checked) when it differs."""
+        """Write the pod-networks annotation of a primary port's pod (uid-checked) when it
+        differs (a secondary network's port is not in it)."""
+        if port.network is not None:
+            return
         value = pod_networks(port)
         key = (port.namespace, port.name)
         view = self.pods.get(key)
@@ -349,11 +352,17 @@ class PodSource:
             self.pods[key] = PodView(view.uid, view.node, value)
         event(log, "k8s.pod_annotated", namespace=port.namespace, pod=port.name)
 
-    async def release(self, namespace: str, name: str, uid: str, why: str) -> None:
-        """Release the port of pod `namespace/name` if it still belongs to `uid`."""
-        result = await self.ports.delete(ADMIN, namespace, name, uid=uid)
+    async def release(
+        self, namespace: str, name: str, uid: str, why: str, network: str | None = None
+    ) -> None:
+        """Release the port (primary, or of `network`) of pod `namespace/name` if it still
+        belongs to `uid`."""
+        result = await self.ports.delete(ADMIN, namespace, name, uid=uid, network=network)
         if result.deleted:
-            event(log, "k8s.port_released", namespace=namespace, pod=name, uid=uid, why=why)
+            event(
+                log, "k8s.port_released", namespace=namespace, pod=name, network=network,
+                uid=uid, why=why,
+            )  # fmt: skip
 
     async def sync(self) -> None:
         """Every port: its pod alive (annotation in step) or the port released."""
@@ -364,6 +373,6 @@ class PodSource:
             if view is None or view.uid != port.uid:
                 view = await self.live(port.namespace, port.name)
             if view is None or view.uid != port.uid:
-                await self.release(port.namespace, port.name, port.uid, "pod gone")
+                await self.release(port.namespace, port.name, port.uid, "pod gone", port.network)
             else:
                 await self.publish(port)

@@ -1,7 +1,14 @@
-"""Request and response bodies of the controller API (they define its OpenAPI schema)."""
+"""Request and response bodies of the controller API: the server validates with them
+(they define its OpenAPI schema) and `ControllerClient` returns them.
+
+A pod has one port per attachment: its primary port (interface `eth0`, network None, LSP
+`<ns>_<pod>`) and one per secondary network (`network` = the CNI network name, LSP
+`contract.lsp.pod_lsp_name`).
+"""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Annotated, Literal
 
@@ -14,13 +21,14 @@ from pydantic import (
     model_validator,
 )
 
-from dpunet.controller.topology import RESERVED_NODE_NAMES, NodeRole
+from dpunet.contract.lsp import DEFAULT_IFNAME
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 NODE_NAME = r"^[a-z0-9]([-a-z0-9.]{0,61}[a-z0-9])?$"
 CHASSIS = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 OPAQUE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
 IFNAME = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,14}$"
+NETWORK = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"  # a CNI network name
 PCI = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$"
 MAC = r"^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$"
 _OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
@@ -33,6 +41,24 @@ LABEL_KEY = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+
+JOIN_SWITCH = "join"  # the NB switch all gateway routers share: no node may take its name
+RESERVED_NODE_NAMES = frozenset({JOIN_SWITCH})
+PRIMARY_IFNAME = DEFAULT_IFNAME
+
+
+class NodeRole(StrEnum):
+    """How a node's pods are attached."""
+
+    DPU_HOST = "dpu-host"  # VFs, switched by the DPU's OVS (its chassis)
+    FULL = "full"  # the node runs OVS itself; veth pods
+
+
+def port_network(ifname: str, network: str) -> str | None:
+    """The `network` of the port of attachment (`ifname`, CNI `network`): None (the pod's
+    primary port) for `eth0`, the pod's default interface; the network for the others."""
+    return None if ifname == PRIMARY_IFNAME else network
+
 
 NodeName = Annotated[str, StringConstraints(pattern=NODE_NAME)]
 Mac = Annotated[str, StringConstraints(pattern=MAC)]
@@ -139,7 +165,12 @@ class PortRequest(_Body):
     node: NodeName = Field(description="the node the pod runs on (must be the caller's)")
     sandbox: str = Field(pattern=OPAQUE_ID, description="container runtime sandbox id")
     uid: str = Field(pattern=OPAQUE_ID, description="pod uid")
-    ifname: str = Field(default="eth0", pattern=IFNAME, description="interface in the pod")
+    ifname: str = Field(default=PRIMARY_IFNAME, pattern=IFNAME, description="interface in the pod")
+    network: str | None = Field(
+        default=None,
+        pattern=NETWORK,
+        description="CNI network of a secondary attachment; absent: the pod's primary port",
+    )
     pci: str | None = Field(default=None, pattern=PCI, description="VF PCI address")
     pf_mac: Mac | None = Field(default=None, description="MAC of the PF the VF belongs to")
     vf_num: int | None = Field(default=None, ge=0, le=4095, description="VF index on that PF")
@@ -163,7 +194,7 @@ class PortRequest(_Body):
 
 
 class Route(BaseModel):
-    """A route for the pod (CNI result form)."""
+    """A route for the pod (CNI result form); only a primary port has one (the default)."""
 
     dst: str
     gw: str
@@ -178,6 +209,7 @@ class PortInfo(BaseModel):
     uid: str
     sandbox: str
     ifname: str
+    network: str | None = Field(default=None, description="None: the pod's primary port")
     pci: str | None = None
     pf_mac: str | None = None
     vf_num: int | None = None

@@ -14,7 +14,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from dpunet.controller.models import DNS_LABEL, IPV4, LabelKey, LabelValue
+from dpunet.contract.api import DNS_LABEL, IPV4, LabelKey, LabelValue
 
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default sessionAffinityConfig timeout (s)
 MAX_AFFINITY_TIMEOUT = 65535  # OVN's limit for options:affinity_timeout
