@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovs.db import idl as ovs_idl
-from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
-from ovsdbapp.schema.open_vswitch import impl_idl
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 
+from dpunet.ovsdb.vswitch import VswitchApi
 from dpunet.setup.ovsdb import OvsdbUnavailable
 
 OWNED_KEY = "dpunet-owned"
@@ -90,37 +90,6 @@ class _Idl(connection.OvsdbIdl):
             self.on_change()
 
 
-class _Transaction(transaction.Transaction):
-    """Bumps `next_cfg` like ovs-vsctl and records the new value (no waiting here)."""
-
-    next_cfg: int | None = None
-
-    def pre_commit(self, txn: Any) -> None:
-        self.api._ovs.increment("next_cfg")
-        txn.expected_ifaces = set()  # ovsdbapp's AddPortCommand records into it
-
-    def post_commit(self, txn: Any) -> None:
-        super().post_commit(txn)
-        self.next_cfg = txn.get_increment_new_value()
-
-
-class _Api(impl_idl.OvsdbIdl):
-    """ovsdbapp's Open_vSwitch API with a per-instance connection."""
-
-    @property
-    def ovsdb_connection(self) -> connection.Connection:
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, conn: connection.Connection) -> None:
-        self._own_connection = conn
-
-    def create_transaction(
-        self, check_error: bool = False, log_errors: bool = True, **kwargs: Any
-    ) -> _Transaction:
-        return _Transaction(self, self.ovsdb_connection, check_error=True, log_errors=False)
-
-
 class _SetIds(command.BaseCommand):
     """Set and remove keys of one interface's `external_ids` (mutations: other writers'
     keys, e.g. ovn-controller's `ovn-installed`, are untouched)."""
@@ -158,7 +127,7 @@ class LocalOvs:
             idl = _Idl(self.remote, helper)
             idl.on_change = self._on_change
             conn = connection.Connection(idl, self.timeout)
-            self._api = _Api(conn)
+            self._api = VswitchApi(conn)
             self._conn = conn
         except Exception as exc:
             raise OvsdbUnavailable(f"cannot open the OVS database at {self.remote}: {exc}") from exc
@@ -222,13 +191,7 @@ class LocalOvs:
                 api.add_port(bridge, name, may_exist=False, external_ids=dict(ids), **extra)
             )
         commands += [_SetIds(api, change) for change in update]
-        if not commands:
-            return None
-        txn = api.create_transaction()
-        for cmd in commands:
-            txn.add(cmd)
-        txn.commit()
-        return txn.next_cfg
+        return api.transact(commands)
 
     def wait_applied(self, next_cfg: int, timeout: float) -> bool:
         """Wait until ovs-vswitchd applied `next_cfg` (`cur_cfg`); False after `timeout`."""

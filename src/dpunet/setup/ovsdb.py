@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
-from ovsdbapp.schema.open_vswitch import impl_idl
+from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 
+from dpunet.ovsdb.vswitch import VswitchApi
 from dpunet.setup.plan import SetupError
 
 DEFAULT_OVS_RUNDIR = "/var/run/openvswitch"
@@ -119,37 +119,6 @@ class InterfaceStatus:
     error: str | None
 
 
-class _Transaction(transaction.Transaction):
-    """A transaction that bumps `next_cfg` (as ovs-vsctl does) and remembers the new value."""
-
-    next_cfg: int | None = None
-
-    def pre_commit(self, txn: Any) -> None:
-        self.api._ovs.increment("next_cfg")
-        txn.expected_ifaces = set()  # AddPortCommand records its interfaces here
-
-    def post_commit(self, txn: Any) -> None:
-        super().post_commit(txn)
-        self.next_cfg = txn.get_increment_new_value()
-
-
-class _Api(impl_idl.OvsdbIdl):
-    """OvsdbIdl with a per-instance connection (ovsdbapp keeps one per class)."""
-
-    @property
-    def ovsdb_connection(self) -> connection.Connection:
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, conn: connection.Connection) -> None:
-        self._own_connection = conn
-
-    def create_transaction(
-        self, check_error: bool = False, log_errors: bool = True, **kwargs: Any
-    ) -> _Transaction:
-        return _Transaction(self, self.ovsdb_connection, check_error=True, log_errors=False)
-
-
 class SetMapKeys(command.BaseCommand):
     """Set keys of a map column of one row, leaving its other keys alone."""
 
@@ -225,16 +194,10 @@ class OvsDb:
 
     def transact(self, commands: Sequence[Any]) -> int | None:
         """Commit `commands` in one transaction; the new `next_cfg` (None if nothing to do)."""
-        if not commands:
-            return None
-        txn = self.api.create_transaction()
-        for cmd in commands:
-            txn.add(cmd)
         try:
-            txn.commit()
+            return self.api.transact(commands)
         except Exception as exc:
             raise SetupError(f"OVS database transaction failed: {exc}") from exc
-        return txn.next_cfg
 
     def cur_cfg(self) -> int:
         """ovs-vswitchd's `cur_cfg`: the last `next_cfg` it has applied."""
@@ -272,7 +235,7 @@ def connect(remote: str, timeout: float = 10.0) -> Iterator[OvsDb]:
     try:
         idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
         conn = connection.Connection(idl, timeout)
-        api = _Api(conn)
+        api = VswitchApi(conn)
     except Exception as exc:
         raise OvsdbUnavailable(f"cannot open the OVS database at {remote}: {exc}") from exc
     try:
