@@ -121,8 +121,8 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     assert level["existing_ports"] == 10 and level["put_ms"]["n"] == 5
     assert level["floor"]["up_ms"]["n"] == 5
     with services.admin_client(lab) as client:
-        assert not [n for n in client.list_nodes() if n["name"].startswith(NODE_PREFIX)]
-        assert not [p for p in client.list_ports() if p["namespace"] == "bench"]
+        assert not [n for n in client.list_nodes() if n.name.startswith(NODE_PREFIX)]
+        assert not [p for p in client.list_ports() if p.namespace == "bench"]
     assert STANDIN not in daemons.sbctl(lab, "--bare", "--columns=name", "list", "Chassis")
 
 

@@ -81,7 +81,7 @@ def sandbox_records(plan: LabPlan) -> set[str]:
 
 def controller_sandboxes(plan: LabPlan) -> set[str]:
     with services.admin_client(plan) as client:
-        return {p["sandbox"] for p in client.list_ports(node="host1")}
+        return {p.sandbox for p in client.list_ports(node="host1")}
 
 
 def netns_of(client: CriClient, sandbox_id: str) -> str:

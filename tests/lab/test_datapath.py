@@ -83,7 +83,7 @@ def dpunet_ports(plan: LabPlan) -> set[str]:
 
 def controller_ports(plan: LabPlan) -> list[dict[str, Any]]:
     with services.admin_client(plan) as client:
-        return client.list_ports(node="host1")
+        return [p.model_dump() for p in client.list_ports(node="host1")]
 
 
 def sandboxes(plan: LabPlan) -> set[str]:
@@ -293,7 +293,7 @@ def cp_converged(plan: LabPlan) -> bool:
     live = {p.container_id for p in pods.load_pods(plan)}
     records = {p.stem for p in (plan.node_dir(cp) / "state" / "sandboxes").glob("*.json")}
     with services.admin_client(plan) as client:
-        ports = client.list_ports(node="cp")
+        ports = [p.model_dump() for p in client.list_ports(node="cp")]
     find = ["ovs-vsctl", "--bare", "--columns=name", "find", "Interface"]
     owned = run(
         [*find, "external_ids:dpunet-owned=true"], netns=cp.netns, env=plan.node_env(cp)

@@ -70,12 +70,12 @@ class Lab:
 
     def controller_ports(self) -> list[dict[str, Any]]:
         with services.admin_client(self.plan) as client:
-            return client.list_ports("cp")
+            return [p.model_dump() for p in client.list_ports("cp")]
 
     def controller_port(self, namespace: str, name: str) -> dict[str, Any] | None:
         with services.admin_client(self.plan) as client:
             try:
-                return client.get_port(namespace, name)
+                return client.get_port(namespace, name).model_dump()
             except ClientError as exc:
                 if exc.status == 404:
                     return None
@@ -313,7 +313,7 @@ def test_management_port_and_pod_traffic(lab: Lab, agent: NodeAgent, pods: Pods)
     assert mp["iface-id"] == "k8s-cp" and mp.get("ovn-installed") == "true"
     assert lab.vsctl("get", "Interface", MGMT, "type").strip() == "internal"
     with services.admin_client(lab.plan) as client:
-        node = client.get_node("cp")
+        node = client.get_node("cp").model_dump()
     link = lab.links()[MGMT]
     assert link["address"] == node["mgmt_mac"] and link["mtu"] == node["mtu"]
     addrs = run(["ip", "-4", "-o", "addr", "show", "dev", MGMT], netns=lab.cp.netns).stdout
@@ -441,7 +441,7 @@ def test_lost_record_and_broken_management_port_heal(
     lab.vsctl("del-port", "br-int", MGMT)
     wait_until("the management port back", lambda: MGMT in lab.owned_ports())
     with services.admin_client(lab.plan) as client:
-        node = client.get_node("cp")
+        node = client.get_node("cp").model_dump()
     run(["ip", "addr", "flush", "dev", MGMT], netns=lab.cp.netns, check=False)
     wait_until(
         "the management address back",

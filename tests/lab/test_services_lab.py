@@ -96,7 +96,7 @@ def test_a_service_without_backends_refuses_at_once(lab: LabPlan) -> None:
     with services.admin_client(lab) as client:
         tcp = client.put_service("default", "none", {"ports": [{"port": 83}]})
         udp = client.put_service("default", "noneu", {"ports": [{"port": 84, "protocol": "UDP"}]})
-    for addr, port, proto in ((tcp["clusterIP"], 83, "tcp"), (udp["clusterIP"], 84, "udp")):
+    for addr, port, proto in ((tcp.cluster_ip, 83, "tcp"), (udp.cluster_ip, 84, "udp")):
         start = time.monotonic()
         result = svc.probe(ns(lab, "c1"), proto, addr, port, 5)
         assert result["answers"] == {"refused": 5}, proto  # TCP reset / ICMP unreachable

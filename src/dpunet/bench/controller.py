@@ -40,6 +40,7 @@ from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import NbApi, SbApi, open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.api import PortRequest
+from dpunet.contract.lsp import lsp_options, requested_chassis
 from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.lab import services
 from dpunet.lab.runner import LabError
@@ -88,7 +89,7 @@ class StandIn:
         """IDL thread: queue an unbound binding requested on the stand-in."""
         if event == "delete" or row.chassis:
             return
-        if row.options.get("requested-chassis") == STANDIN:
+        if requested_chassis(row.options) == STANDIN:
             self.pending.put(row.uuid)
 
     def _bind_loop(self) -> None:
@@ -321,9 +322,7 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
             txn.add(nb.lsp_add(FLOOR_SWITCH, name))
             txn.add(nb.lsp_set_addresses(name, [address]))
             txn.add(nb.lsp_set_port_security(name, [address]))
-            txn.add(
-                nb.lsp_set_options(name, **{"requested-chassis": STANDIN, "iface-id-ver": f"u{i}"})
-            )
+            txn.add(nb.lsp_set_options(name, **lsp_options(STANDIN, iface_id_ver=f"u{i}")))
             txn.add(nb.db_set("Logical_Switch_Port", name, ("external_ids", {"bench": "floor"})))
         committed = time.perf_counter()
         idl.wait_member("up", name, timeout=120)

@@ -35,6 +35,7 @@ from dpunet.bench.icmp import wait_reachable
 from dpunet.bench.metrics import Samples, http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import NbApi, OvsApi, open_api
 from dpunet.bench.stats import ratio, summarize
+from dpunet.contract.lsp import lsp_options
 from dpunet.lab import services
 from dpunet.lab.pods import invoke_cni
 from dpunet.lab.runner import LabError, in_netns, ip
@@ -312,7 +313,7 @@ class Floor:
                 txn.add(self.nb.lsp_add(self.switch, lsp))
                 txn.add(self.nb.lsp_set_addresses(lsp, [mac_ip]))
                 txn.add(self.nb.lsp_set_port_security(lsp, [mac_ip]))
-                txn.add(self.nb.lsp_set_options(lsp, **{"requested-chassis": self.chassis}))
+                txn.add(self.nb.lsp_set_options(lsp, **lsp_options(self.chassis)))
             steps["nb_lsp_txn"] = -t + (t := time.perf_counter())
             with self.ovs.transaction(check_error=True) as txn:
                 txn.add(self.ovs.add_port("br-int", rep))

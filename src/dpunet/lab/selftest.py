@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from dpunet.contract.lsp import REQUESTED_CHASSIS
 from dpunet.lab import daemons, pods, svc
 from dpunet.lab.checks import CheckResult
 from dpunet.lab.runner import LabError, ip, run, wait_for
@@ -67,7 +68,7 @@ def _probe_port(plan: LabPlan, node: Node, index: int) -> Iterator[str]:
         daemons.nbctl(
             plan, "--may-exist", "lsp-add", SELFTEST_SWITCH, lsp,
             "--", "lsp-set-addresses", lsp, f"{mac} {address}",
-            "--", "lsp-set-options", lsp, f"requested-chassis={node.name}",
+            "--", "lsp-set-options", lsp, f"{REQUESTED_CHASSIS}={node.name}",
         )  # fmt: skip
         daemons.vsctl(
             plan, node, "add-port", "br-int", ovs_port,
