@@ -343,7 +343,7 @@ def _cni(
 def test_cni_verbs_against_the_real_host_agent(clean: LabPlan) -> None:
     plan = clean
     host = plan.node("host1")
-    conf = pods._plugin_config(plan, host)
+    conf = pods.plugin_config(plan, host)
     pod = pods.add_pod(plan, "verbs", "host1", "netns")
     attachment = {
         "CNI_CONTAINERID": pod.container_id, "CNI_NETNS": pod.netns, "CNI_IFNAME": "eth0",
@@ -374,7 +374,7 @@ def test_cni_verbs_against_the_real_host_agent(clean: LabPlan) -> None:
 
 def test_cni_with_the_host_agent_down(clean: LabPlan) -> None:
     plan = clean
-    conf = pods._plugin_config(plan, plan.node("host1"))
+    conf = pods.plugin_config(plan, plan.node("host1"))
     pod = pods.add_pod(plan, "down", "host1", "netns")
     pid = read_pid(plan.node_dir(plan.node("host1")) / "dpunet-host.pid")
     assert pid is not None

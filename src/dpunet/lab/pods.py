@@ -88,7 +88,9 @@ def _cni_node(plan: LabPlan, node_name: str) -> Node:
 
 
 # ---------------------------------------------------------------------- netns
-def _plugin_config(plan: LabPlan, node: Node) -> dict[str, Any]:
+def plugin_config(plan: LabPlan, node: Node) -> dict[str, Any]:
+    """The network config a runtime passes `dpunet-cni` on `node` (the node's conflist
+    with `cniVersion` and `name` injected into its one plugin)."""
     conflist = json.loads(
         (services.cni_dir(plan, node) / f"{services.CNI_NETWORK}.conflist").read_text()
     )
@@ -100,21 +102,29 @@ def _plugin_config(plan: LabPlan, node: Node) -> dict[str, Any]:
 
 
 def invoke_cni(
-    plan: LabPlan, node: Node, command: str, container_id: str, netns: str, pod: str
+    plan: LabPlan,
+    node: Node,
+    command: str,
+    container_id: str,
+    netns: str,
+    pod: str,
+    ifname: str = "eth0",
+    config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Execute the installed `dpunet-cni` as a runtime would; its parsed answer."""
+    """Execute the installed `dpunet-cni` as a runtime would (with the node's network
+    config unless `config` is given, as multus passes a NAD's); its parsed answer."""
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,
         "CNI_NETNS": netns,
-        "CNI_IFNAME": "eth0",
+        "CNI_IFNAME": ifname,
         "CNI_PATH": str(services.shim_dir(plan)),
         "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
     }
     proc = subprocess.run(
         [str(services.shim_dir(plan) / "dpunet-cni")],
-        input=json.dumps(_plugin_config(plan, node)),
+        input=json.dumps(config or plugin_config(plan, node)),
         env=env, capture_output=True, text=True, timeout=180, check=False,
     )  # fmt: skip
     try:
