@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.ovsdb.remote import OvsdbError
 from dpunet.setup import dpu as dpu_setup_mod
 from dpunet.setup import host as host_setup_mod
 from dpunet.setup import ovsdb
@@ -85,7 +86,7 @@ def _errors(plan_ref: list[Plan], title: str, fmt: str) -> Iterator[None]:
     """Turn expected failures into a clear message and exit 1; show what was done so far."""
     try:
         yield
-    except (SetupError, NetlinkError, OSError) as exc:
+    except (SetupError, OvsdbError, NetlinkError, OSError) as exc:
         if plan_ref and any(s.outcome is Outcome.CHANGED for s in plan_ref[0].steps):
             _render(title, plan_ref[0], fmt if fmt == "table" else "table", False)
         if isinstance(exc, NetlinkError):

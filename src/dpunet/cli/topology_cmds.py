@@ -12,7 +12,7 @@ from rich.markup import escape
 from dpunet.cli.output import console, emit_data, fail, output_option
 from dpunet.cli.verify_cmds import lab_option, node_option, pf_option
 from dpunet.lab.runner import LabError
-from dpunet.setup.plan import SetupError
+from dpunet.ovsdb.remote import OvsdbError
 from dpunet.verify.targets import select_targets
 
 
@@ -39,7 +39,7 @@ def topology(
         picture = gather(dpus, hosts)
         if output_file is not None:
             write_graph(picture, output_file)
-    except (LabError, ValueError, SetupError, RenderError, OSError) as exc:
+    except (LabError, ValueError, OvsdbError, RenderError, OSError) as exc:
         fail(escape(str(exc)))
         raise AssertionError("unreachable") from exc
     if emit_data(asdict(picture), output):

@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab.runner import LabError
-from dpunet.setup.plan import SetupError
+from dpunet.ovsdb.remote import OvsdbError
 from dpunet.verify.targets import DEFAULT_PF, DpuTarget, HostTarget, select_targets
 
 if TYPE_CHECKING:
@@ -66,7 +66,7 @@ def offload_cmd(lab: str | None, node: str | None, all_flows: bool, output: str)
     for target in dpus:
         try:
             reports.append(analyse(collect(target)))
-        except (UnixctlError, SetupError, OSError) as exc:
+        except (UnixctlError, OvsdbError, OSError) as exc:
             fail(f"{target.name}: {escape(str(exc))}")
     if not emit_data([r.to_dict() for r in reports], output):
         for report in reports:
@@ -192,7 +192,7 @@ def topology_cmd(
     dpus, hosts = _targets(lab, node, pf, sb_remote)
     try:
         report = verify_layout(dpus, hosts)
-    except (SetupError, OSError) as exc:
+    except (OvsdbError, OSError) as exc:
         fail(escape(str(exc)))
         raise AssertionError("unreachable") from exc
     if not emit_data(report.to_dict(), output):

@@ -35,6 +35,7 @@ from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
+from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup import ovsdb
 from dpunet.setup.netlink import Netlink
@@ -101,13 +102,13 @@ class Agent:
                     await self._blocking(run_setup, self.cfg)
                 ovs = LocalOvs(self.cfg.ovs_db, on_change=self._trigger)
                 await self._blocking(ovs.start)
-            except ovsdb.OvsdbUnavailable as exc:
+            except OvsdbUnavailable as exc:
                 event(log, "ovs-unavailable", logging.WARNING, error=str(exc), retry=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, _START_RETRY_MAX)
                 continue
-            except (SetupError, ConfigError) as exc:
+            except (SetupError, OvsdbError, ConfigError) as exc:
                 raise AgentError(f"dpu setup: {exc}") from exc
             self._ovs = ovs
             return True

@@ -19,9 +19,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
-from dpunet.setup.ovsdb import default_ovs_db, validate_remote
-from dpunet.setup.plan import IfName, SetupError
+from dpunet.setup.plan import IfName
 
 ENV_PREFIX = "DPUNET_"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9476"
@@ -39,13 +39,6 @@ def _sb_remote(value: str) -> str:
     if not _REMOTE_RE.match(value):
         raise ValueError(f"{value!r} is not an OVSDB remote like tcp:192.0.2.10:6642")
     return value
-
-
-def _ovs_db(value: str) -> str:
-    try:
-        return validate_remote(value)
-    except SetupError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _name(value: str) -> str:
@@ -122,7 +115,7 @@ class DpuAgentConfig(BaseModel):
         default_factory=list, description="OVN SB remotes; default external_ids:ovn-remote"
     )
     sb_ssl: SslConfig | None = None
-    ovs_db: Annotated[str, AfterValidator(_ovs_db)] = Field(default_factory=default_ovs_db)
+    ovs_db: Annotated[str, AfterValidator(validate_remote)] = Field(default_factory=default_ovs_db)
     integration_bridge: IfName = "br-int"
     sysfs_root: Path | None = Field(None, description="default $DPUNET_SYSFS_ROOT, else /sys")
     plug_mode: Literal["agent", "ovn"] = "agent"

@@ -17,8 +17,8 @@ from typing import Any
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 
+from dpunet.ovsdb.remote import OvsdbUnavailable
 from dpunet.ovsdb.vswitch import VswitchApi
-from dpunet.setup.ovsdb import OvsdbUnavailable
 
 OWNED_KEY = "dpunet-owned"
 OWNED_VALUE = "true"

@@ -12,15 +12,7 @@ from pydantic import AfterValidator, Field
 
 from dpunet.agent.daemon import AgentSettings
 from dpunet.dpu.config import parse_listen
-from dpunet.setup.ovsdb import default_ovs_db, validate_remote
-from dpunet.setup.plan import SetupError
-
-
-def _ovs_db(value: str) -> str:
-    try:
-        return validate_remote(value)
-    except SetupError as exc:
-        raise ValueError(str(exc)) from exc
+from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 
 
 def _listen(value: str | None) -> str | None:
@@ -35,7 +27,7 @@ class NodeAgentConfig(AgentSettings):
     token_file: Path = Field(
         default=Path("/etc/dpunet/node/token"), description="bearer token for the controller"
     )
-    ovs_db: Annotated[str, AfterValidator(_ovs_db)] = Field(
+    ovs_db: Annotated[str, AfterValidator(validate_remote)] = Field(
         default_factory=default_ovs_db,
         description="local OVS database; default unix:$OVS_RUNDIR/db.sock",
     )

@@ -21,7 +21,7 @@ from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
 from dpunet.node.mgmt import ensure_management_port
 from dpunet.node.veths import VethAttacher, veth_names
-from dpunet.setup.ovsdb import OvsdbUnavailable
+from dpunet.ovsdb.remote import OvsdbUnavailable
 
 log = logging.getLogger("dpunet.node")
 OVS_RETRY = 2.0

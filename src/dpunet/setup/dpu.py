@@ -25,17 +25,10 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from dpunet.ovsdb.remote import default_ovs_db, validate_remote, vswitchd_pid
 from dpunet.setup import netlink
 from dpunet.setup.netlink import Address, Link, Netlink, Route
-from dpunet.setup.ovsdb import (
-    EnsureBridge,
-    OvsDb,
-    OvsSnapshot,
-    SetMapKeys,
-    default_ovs_db,
-    validate_remote,
-    vswitchd_pid,
-)
+from dpunet.setup.ovsdb import EnsureBridge, OvsDb, OvsSnapshot, SetMapKeys
 from dpunet.setup.plan import IfName, Outcome, Plan, SetupError, Step, show, step
 
 PHYSNET = "physnet"
@@ -50,13 +43,6 @@ def _ovn_remote(value: str) -> str:
         if not _REMOTE_RE.match(part.strip()):
             raise ValueError(f"{part!r} is not an OVN remote like tcp:192.0.2.1:6642")
     return value
-
-
-def _ovs_db(value: str) -> str:
-    try:
-        return validate_remote(value)
-    except SetupError as exc:
-        raise ValueError(str(exc)) from exc
 
 
 def _nonempty(value: str) -> str:
@@ -91,7 +77,7 @@ class DpuSetupConfig(BaseModel):
     host_pf_rep: IfName = "pf0hpf"
     bridge: IfName = "brp0"
     datapath_type: DatapathChoice = "auto"
-    ovs_db: Annotated[str, AfterValidator(_ovs_db)] = Field(default_factory=default_ovs_db)
+    ovs_db: Annotated[str, AfterValidator(validate_remote)] = Field(default_factory=default_ovs_db)
 
 
 @dataclass(frozen=True)

@@ -8,80 +8,17 @@ library traceback. Transactions increment `next_cfg` like `ovs-vsctl` does, and
 
 from __future__ import annotations
 
-import os
-import re
-import socket
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from ovsdbapp.backend.ovs_idl import command, connection, idlutils
 
+from dpunet.ovsdb.remote import OvsdbUnavailable, probe, validate_remote
 from dpunet.ovsdb.vswitch import VswitchApi
 from dpunet.setup.plan import SetupError
-
-DEFAULT_OVS_RUNDIR = "/var/run/openvswitch"
-_TCP_RE = re.compile(r"^tcp:(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]+):(?P<port>\d{1,5})$")
-
-
-class OvsdbUnavailable(SetupError):
-    """The Open_vSwitch database cannot be reached or did not answer."""
-
-
-def default_ovs_db() -> str:
-    """`unix:$OVS_RUNDIR/db.sock`, with OVS_RUNDIR defaulting to /var/run/openvswitch."""
-    rundir = os.environ.get("OVS_RUNDIR") or DEFAULT_OVS_RUNDIR
-    return f"unix:{rundir}/db.sock"
-
-
-def validate_remote(remote: str) -> str:
-    """`remote` when it is `unix:PATH` or `tcp:HOST:PORT`; SetupError otherwise."""
-    if remote.startswith("unix:") and len(remote) > len("unix:"):
-        return remote
-    if _TCP_RE.match(remote):
-        return remote
-    raise SetupError(f"OVS database {remote!r} must be unix:PATH or tcp:IP:PORT")
-
-
-def vswitchd_pid(remote: str) -> int | None:
-    """The pid of a live ovs-vswitchd next to a `unix:` database (its pidfile in the socket's
-    directory), else None. None also when the database is remote (nothing to look at)."""
-    if not remote.startswith("unix:"):
-        return None
-    pidfile = Path(remote[len("unix:") :]).parent / "ovs-vswitchd.pid"
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return None
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:
-        return pid
-    return pid
-
-
-def _probe(remote: str, timeout: float) -> None:
-    """Connect once to `remote`; OvsdbUnavailable when nothing listens there."""
-    try:
-        if remote.startswith("unix:"):
-            path = remote[len("unix:") :]
-            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-                sock.settimeout(timeout)
-                sock.connect(path)
-        else:
-            match = _TCP_RE.match(remote)
-            assert match is not None
-            host = match["host"].strip("[]")
-            with socket.create_connection((host, int(match["port"])), timeout=timeout):
-                pass
-    except OSError as exc:
-        reason = exc.strerror or str(exc) or type(exc).__name__
-        raise OvsdbUnavailable(f"cannot reach the OVS database at {remote}: {reason}") from exc
 
 
 @dataclass(frozen=True)
@@ -231,7 +168,7 @@ class OvsDb:
 def connect(remote: str, timeout: float = 10.0) -> Iterator[OvsDb]:
     """An open `OvsDb` on `remote` (`unix:PATH` or `tcp:IP:PORT`), closed on exit."""
     validate_remote(remote)
-    _probe(remote, timeout)
+    probe(remote, timeout)
     try:
         idl = connection.OvsdbIdl.from_server(remote, "Open_vSwitch")
         conn = connection.Connection(idl, timeout)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from dpunet.agent.sandboxes import SandboxRecord, SandboxStore
-from dpunet.setup.ovsdb import DEFAULT_OVS_RUNDIR
+from dpunet.ovsdb.remote import ovs_rundir
 
 DEFAULT_HOST_STATE = Path("/var/lib/dpunet")
 DEFAULT_PF = "enp2s0f0np0"
@@ -58,7 +58,7 @@ class HostTarget:
 
 def local_dpu(name: str | None = None) -> DpuTarget:
     """This machine as a DPU (OVS_RUNDIR, DPUNET_SYSFS_ROOT honoured)."""
-    rundir = Path(os.environ.get("OVS_RUNDIR") or DEFAULT_OVS_RUNDIR)
+    rundir = ovs_rundir()
     sysfs = Path(os.environ.get("DPUNET_SYSFS_ROOT") or "/sys")
     return DpuTarget(name or os.uname().nodename, rundir, None, sysfs)
 
