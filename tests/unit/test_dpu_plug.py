@@ -12,7 +12,6 @@ from hw_sysfs_tree import DPU_HOST_PF_MACS, SysfsTree, bluefield2_dpu
 from dpunet.dpu.config import DpuAgentConfig, Identity, MgmtPortConfig
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.netdev import LinkState
-from dpunet.dpu.ovs import IdsChange, OvsPort, OvsState
 from dpunet.dpu.plug import (
     DesiredPort,
     MgmtSpec,
@@ -30,6 +29,8 @@ from dpunet.dpu.plug import (
 )
 from dpunet.dpu.sb import PortBindingRow, SbSnapshot
 from dpunet.hw.representors import list_representors
+from dpunet.ovsdb.local import OvsPort, OvsState
+from dpunet.ovsdb.vswitch import IdsChange
 
 PF0_MAC = DPU_HOST_PF_MACS[0]
 PF1_MAC = DPU_HOST_PF_MACS[1]

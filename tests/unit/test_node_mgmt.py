@@ -7,9 +7,9 @@ import ipaddress
 import pytest
 
 from dpunet.contract.api import NodeInfo, NodeRole
-from dpunet.dpu.ovs import OvsPort
 from dpunet.host.mgmt import management_config
 from dpunet.node.mgmt import mgmt_lsp, needed_changes
+from dpunet.ovsdb.local import OvsPort
 from dpunet.podnet import HostLinkState, PodNetError, Route
 
 NODE = NodeInfo(

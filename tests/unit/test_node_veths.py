@@ -8,8 +8,8 @@ from dpunet.agent.pods import ERR_NO_DEVICE
 from dpunet.agent.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.models import AddRequest, parse_netconf
 from dpunet.cni.shim import CniError
-from dpunet.dpu.ovs import OvsPort
 from dpunet.node.veths import HOST_PREFIX, POD_PREFIX, VethAttacher, lsp_name, stale, veth_names
+from dpunet.ovsdb.local import OvsPort
 
 OWNED = {"dpunet-owned": "true"}
 

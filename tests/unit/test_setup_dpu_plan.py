@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
+from dpunet.ovsdb.local import BridgeRow, OvsSnapshot
 from dpunet.setup.dpu import DpuSetupConfig, DpuState, bridge_hwaddr, plan_dpu
 from dpunet.setup.netlink import Address, Link, Route
-from dpunet.setup.ovsdb import BridgeRow, OvsSnapshot
 from dpunet.setup.plan import Outcome, Plan, SetupError, Step
 
 UPLINK_MAC = "0c:42:a1:11:22:33"

@@ -16,10 +16,10 @@ from pydantic import ValidationError
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.ovsdb.local import connect
 from dpunet.ovsdb.remote import OvsdbError
 from dpunet.setup import dpu as dpu_setup_mod
 from dpunet.setup import host as host_setup_mod
-from dpunet.setup import ovsdb
 from dpunet.setup.netlink import Netlink
 from dpunet.setup.plan import Outcome, Plan, SetupError
 
@@ -145,7 +145,7 @@ def dpu_setup_cmd(dry_run: bool, output: str, **options: Any) -> None:
         fail(_validation_message(exc))
     title = "dpu setup" + (" (dry run)" if dry_run else "")
     plan_ref: list[Plan] = []
-    with _errors(plan_ref, title, output), ovsdb.connect(cfg.ovs_db) as db, Netlink() as nl:
+    with _errors(plan_ref, title, output), connect(cfg.ovs_db) as db, Netlink() as nl:
         state = dpu_setup_mod.gather_state(cfg, db, nl)
         plan = dpu_setup_mod.plan_dpu(cfg, state)
         plan_ref.append(plan)

@@ -29,15 +29,14 @@ from dpunet.dpu.config import (
     setup_config,
 )
 from dpunet.dpu.metrics import Metrics
-from dpunet.dpu.ovs import LocalOvs
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
+from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
-from dpunet.setup import ovsdb
 from dpunet.setup.netlink import Netlink
 from dpunet.setup.plan import Outcome, SetupError
 
@@ -52,7 +51,7 @@ class AgentError(Exception):
 
 def run_setup(cfg: DpuAgentConfig) -> None:
     """`dpunet dpu setup` with the agent's config, gaps filled from OVS (blocking)."""
-    with ovsdb.connect(cfg.ovs_db) as db, Netlink() as nl:
+    with connect(cfg.ovs_db) as db, Netlink() as nl:
         setup_cfg = setup_config(cfg, db.snapshot().external_ids)
         state = dpu_setup.gather_state(setup_cfg, nl=nl, db=db)
         plan = dpu_setup.plan_dpu(setup_cfg, state)

@@ -22,22 +22,22 @@ from dpunet.contract import lsp
 from dpunet.dpu.config import DpuAgentConfig, Identity
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.netdev import Links, LinkState
-from dpunet.dpu.ovs import (
+from dpunet.dpu.sb import PortBindingRow, SbSnapshot
+from dpunet.hw.representors import Representor, RepresentorKind, list_representors
+from dpunet.hw.sysfs import Sysfs
+from dpunet.logs import event
+from dpunet.ovsdb.local import (
     ATTACHED_MAC,
     IFACE_ID,
     IFACE_ID_VER,
     MANAGED_KEYS,
     OWNED_KEY,
     OWNED_VALUE,
-    IdsChange,
     LocalOvs,
     OvsPort,
     OvsState,
 )
-from dpunet.dpu.sb import PortBindingRow, SbSnapshot
-from dpunet.hw.representors import Representor, RepresentorKind, list_representors
-from dpunet.hw.sysfs import Sysfs
-from dpunet.logs import event
+from dpunet.ovsdb.vswitch import IdsChange
 
 VSWITCHD_TIMEOUT = 10.0
 

@@ -16,11 +16,11 @@ import logging
 from dpunet.agent.daemon import AgentDaemon
 from dpunet.agent.sandboxes import VethDevice
 from dpunet.contract.api import NodeInfo
-from dpunet.dpu.ovs import LocalOvs
 from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
 from dpunet.node.mgmt import ensure_management_port
 from dpunet.node.veths import VethAttacher, veth_names
+from dpunet.ovsdb.local import LocalOvs
 from dpunet.ovsdb.remote import OvsdbUnavailable
 
 log = logging.getLogger("dpunet.node")

@@ -15,8 +15,8 @@ from collections.abc import Mapping
 
 from dpunet import podnet
 from dpunet.contract.api import NodeInfo
-from dpunet.dpu.ovs import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 from dpunet.host.mgmt import MGMT_IFNAME, management_config
+from dpunet.ovsdb.local import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 APPLY_TIMEOUT = 10.0
 
@@ -69,7 +69,7 @@ def ensure_management_port(
                 columns={ifname: columns},
             )
         except Exception as exc:  # ovsdbapp raises many kinds
-            raise podnet.PodNetError(f"plugging {ifname}: OVS transaction failed: {exc}") from exc
+            raise podnet.PodNetError(f"plugging {ifname}: {exc}") from exc
         if next_cfg is not None and not ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
             raise podnet.PodNetError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
         if not podnet.link_exists(ifname):

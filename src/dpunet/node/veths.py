@@ -28,7 +28,7 @@ from dpunet.cni.models import AddRequest
 from dpunet.cni.shim import CniError
 from dpunet.contract.api import PRIMARY_IFNAME
 from dpunet.contract.lsp import pod_lsp_name
-from dpunet.dpu.ovs import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
+from dpunet.ovsdb.local import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 HOST_PREFIX = "dpv"
 POD_PREFIX = "dpt"
@@ -175,7 +175,7 @@ class VethAttacher:
         try:
             next_cfg = self.ovs.apply(self.bridge, remove=remove, add=add)
         except Exception as exc:  # ovsdbapp raises many kinds; the step's name says enough
-            raise podnet.PodNetError(f"{what}: OVS transaction failed: {exc}") from exc
+            raise podnet.PodNetError(f"{what}: {exc}") from exc
         if next_cfg is not None and not self.ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
             raise podnet.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
 

@@ -2,6 +2,8 @@
 
 - `remote`   where a database is and whether it answers: remote syntax, the local
              database's socket, the check before opening, the layer's errors.
-- `vswitch`  the local Open_vSwitch database: the per-connection ovsdbapp API whose
-             transactions bump `next_cfg` like ovs-vsctl.
+- `local`    the local Open_vSwitch database (`LocalOvs`, `connect`): the one API the DPU
+             and node agents, the setup commands and verify read and write it with.
+- `vswitch`  ovsdbapp's Open_vSwitch API with a connection per instance and transactions
+             that bump `next_cfg` like ovs-vsctl; dpunet's commands.
 """

@@ -25,10 +25,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from dpunet.ovsdb.local import LocalOvs, OvsSnapshot
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote, vswitchd_pid
+from dpunet.ovsdb.vswitch import EnsureBridge, SetMapKeys
 from dpunet.setup import netlink
 from dpunet.setup.netlink import Address, Link, Netlink, Route
-from dpunet.setup.ovsdb import EnsureBridge, OvsDb, OvsSnapshot, SetMapKeys
 from dpunet.setup.plan import IfName, Outcome, Plan, SetupError, Step, show, step
 
 PHYSNET = "physnet"
@@ -385,7 +386,7 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
     return plan
 
 
-def gather_state(cfg: DpuSetupConfig, db: OvsDb, nl: Netlink) -> DpuState:
+def gather_state(cfg: DpuSetupConfig, db: LocalOvs, nl: Netlink) -> DpuState:
     """Read OVSDB, netlink and sysctls for `plan_dpu`."""
     pid = vswitchd_pid(cfg.ovs_db)
     running = True if pid is not None else (False if cfg.ovs_db.startswith("unix:") else None)
@@ -412,13 +413,23 @@ def _wait_link(nl: Netlink, name: str, timeout: float) -> Link:
         time.sleep(0.05)
 
 
+def _wait_applied(db: LocalOvs, next_cfg: int) -> None:
+    if not db.wait_applied(next_cfg, VSWITCHD_TIMEOUT):
+        raise SetupError(
+            f"ovs-vswitchd did not apply the new configuration within {VSWITCHD_TIMEOUT:.0f}s "
+            "(is it running and connected to this database?)"
+        )
+
+
 def _done(steps: list[Step]) -> None:
     for s in steps:
         if s.pending:
             s.outcome = Outcome.CHANGED
 
 
-def apply_dpu(cfg: DpuSetupConfig, plan: DpuPlan, state: DpuState, db: OvsDb, nl: Netlink) -> None:
+def apply_dpu(
+    cfg: DpuSetupConfig, plan: DpuPlan, state: DpuState, db: LocalOvs, nl: Netlink
+) -> None:
     """Carry out the pending steps of `plan`, in the order that keeps the DPU reachable."""
     api = db.api
     pending = {(s.kind, s.target): s for s in plan.pending}
@@ -447,7 +458,7 @@ def apply_dpu(cfg: DpuSetupConfig, plan: DpuPlan, state: DpuState, db: OvsDb, nl
     next_cfg = db.transact(commands)
     _done(config_steps + bridge_steps)
     if next_cfg is not None and state.vswitchd_running is not False:
-        db.wait_applied(next_cfg, VSWITCHD_TIMEOUT)
+        _wait_applied(db, next_cfg)
 
     link_steps = [s for s in plan.pending if s.kind in ("link_up", "arp_ignore", "addresses")]
     port_steps = [s for s in plan.pending if s.kind == "port"]
@@ -475,7 +486,7 @@ def apply_dpu(cfg: DpuSetupConfig, plan: DpuPlan, state: DpuState, db: OvsDb, nl
     port_commands = [api.add_port(cfg.bridge, s.target, may_exist=True) for s in port_steps]
     next_cfg = db.transact(port_commands)
     if next_cfg is not None and state.vswitchd_running is not False:
-        db.wait_applied(next_cfg, VSWITCHD_TIMEOUT)
+        _wait_applied(db, next_cfg)
         failed = [
             f"{i.name}: {i.error or 'no OpenFlow port'}"
             for i in db.interfaces([s.target for s in port_steps])

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpunet.setup.ovsdb import connect
+from dpunet.ovsdb.local import connect
 
 POD_LSP_SEPARATOR = "_"
 MGMT_LSP_PREFIX = "k8s-"
@@ -84,8 +84,7 @@ def _first(value: Any) -> Any:
 
 def read_ovs(remote: str) -> OvsView:
     """Snapshot the database at `remote` (`unix:PATH`); OvsdbUnavailable when unreachable."""
-    with connect(remote) as db, db.api.ovsdb_connection.lock:
-        tables = db.api.tables
+    with connect(remote) as ovs, ovs.tables() as tables:
         root = next(iter(tables["Open_vSwitch"].rows.values()), None)
         bridges: dict[str, BridgeView] = {}
         ifaces: dict[str, IfaceView] = {}
