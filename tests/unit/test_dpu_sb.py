@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dpunet.dpu.sb import SbMonitor, fetch_schema
+from dpunet.dpu.sb import SbMonitor
+from dpunet.ovsdb.rpc import fetch_schema
 
 SB_SCHEMA = Path("/usr/share/ovn/ovn-sb.ovsschema")
 
@@ -46,13 +47,13 @@ def real_sb(tmp_path: Path) -> Iterator[str]:
 
 def test_schema_request_to_a_silent_remote_times_out(silent_remote: str) -> None:
     with pytest.raises(OSError, match=f"{silent_remote}: .*timed out"):
-        fetch_schema([silent_remote], timeout_ms=200)
+        fetch_schema([silent_remote], "OVN_Southbound", timeout_ms=200)
 
 
 def test_schema_comes_from_the_next_remote_after_a_silent_one(
     silent_remote: str, real_sb: str
 ) -> None:
-    schema = fetch_schema([silent_remote, real_sb], timeout_ms=200)
+    schema = fetch_schema([silent_remote, real_sb], "OVN_Southbound", timeout_ms=200)
     assert schema["name"] == "OVN_Southbound"
 
 

@@ -36,7 +36,6 @@ from typing import Any, TypeVar
 from ovs.db.idl import ROW_DELETE
 from ovsdbapp import exceptions as ovsdbapp_exceptions
 from ovsdbapp.backend.ovs_idl import connection, idlutils, transaction
-from ovsdbapp.schema.ovn_northbound import impl_idl
 
 from dpunet.controller.errors import Conflict, ControllerError, DeadlineExceeded, Unavailable
 from dpunet.controller.nbcommands import (
@@ -55,9 +54,10 @@ from dpunet.controller.nbcommands import (
 )
 from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
+from dpunet.ovsdb.api import NbApi
+from dpunet.ovsdb.rpc import NB_SCHEMA, schema_helper
 
 LOCK_NAME = "dpunet_controller"
-SCHEMA = "OVN_Northbound"
 TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP)
 _RECHECK_S = 2.0
 _POLL_S = 0.1
@@ -213,8 +213,6 @@ class NbClient:
         self.remotes = remotes
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="dpunet-nb")
-        # ovsdbapp keeps the connection on the API class: one class per client.
-        self._api_cls: type = type("DpunetNbApi", (impl_idl.OvnNbApiIdlImpl,), {})
         self.api: Any = None
         self._idl: _Idl | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -244,15 +242,13 @@ class NbClient:
 
     def _connect_blocking(self) -> None:
         remote = ",".join(self.remotes)
-        helper = idlutils.get_schema_helper(remote, SCHEMA)
-        for table in TABLES:
-            helper.register_table(table)
+        helper = schema_helper(self.remotes, NB_SCHEMA, TABLES)
         idl = _Idl(remote, helper, leader_only=True)
         idl.set_lock(LOCK_NAME)
         idl.port_listener = self._port_changed
         idl.change_listeners = self._change_listeners
         conn = connection.Connection(idl, timeout=self.timeout)
-        self.api = self._api_cls(conn)
+        self.api = NbApi(conn)
         self._idl = idl
 
     def on_change(self, listener: Callable[[str], None]) -> None:

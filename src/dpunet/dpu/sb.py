@@ -15,7 +15,6 @@ anything on the strength of an unsynced snapshot (at start the replica is empty)
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import threading
@@ -23,14 +22,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovs import jsonrpc, poller, stream, timeval
+from ovs import poller
 from ovs.db import idl as ovs_idl
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS
 from dpunet.dpu.config import SslConfig
 from dpunet.logs import event
+from dpunet.ovsdb.rpc import SB_SCHEMA, schema_helper, set_ssl
 
-SB_SCHEMA = "OVN_Southbound"
 PORT_BINDING_COLUMNS = [
     "logical_port",
     "type",
@@ -40,7 +39,6 @@ PORT_BINDING_COLUMNS = [
     "external_ids",
 ]
 CHASSIS_COLUMNS = ["name", "hostname"]
-SCHEMA_TIMEOUT_MS = 5000
 _RETRY_MAX = 10.0
 
 log = logging.getLogger(__name__)
@@ -79,53 +77,6 @@ def port_binding_condition(
         clauses.append(["requested_chassis", "==", ["uuid", chassis_uuid]])
     clauses += [["logical_port", "==", lport] for lport in sorted(lports)]
     return clauses
-
-
-def transact(rpc: jsonrpc.Connection, request: jsonrpc.Message, timeout_ms: int) -> Any:
-    """`rpc.transact_block` with a deadline: (errno, reply), ETIMEDOUT when no reply came
-    in time (a server may accept a connection and never answer)."""
-    deadline_ms = timeval.msec() + timeout_ms
-    err = rpc.send(request)
-    while not err:
-        err, reply = rpc.recv()
-        if err == errno.EAGAIN:
-            err = 0
-            rpc.run()
-            if timeval.msec() >= deadline_ms:
-                return errno.ETIMEDOUT, None
-            wait = poller.Poller()
-            rpc.wait(wait)
-            rpc.recv_wait(wait)
-            wait.timer_wait_until(deadline_ms)
-            wait.block()
-        elif not err and reply.type in (reply.T_REPLY, reply.T_ERROR) and reply.id == request.id:
-            return 0, reply
-    return err, None
-
-
-def fetch_schema(remotes: Sequence[str], timeout_ms: int = SCHEMA_TIMEOUT_MS) -> Any:
-    """The SB schema (JSON) from the first remote that answers within `timeout_ms` (to
-    connect, then to answer); OSError naming each remote's failure otherwise."""
-    errors = []
-    for remote in remotes:
-        err, strm = stream.Stream.open_block(stream.Stream.open(remote), timeout_ms)
-        if err:
-            errors.append(f"{remote}: {os.strerror(err)}")
-            continue
-        rpc = jsonrpc.Connection(strm)
-        try:
-            err, reply = transact(
-                rpc, jsonrpc.Message.create_request("get_schema", [SB_SCHEMA]), timeout_ms
-            )
-        finally:
-            rpc.close()
-        if err:
-            errors.append(f"{remote}: {os.strerror(err)}")
-        elif reply.error:
-            errors.append(f"{remote}: {reply.error}")
-        else:
-            return reply.result
-    raise OSError("cannot get the OVN_Southbound schema: " + "; ".join(errors))
 
 
 def _uuid_of(value: Any) -> str | None:
@@ -170,9 +121,7 @@ class SbMonitor:
     def start(self) -> None:
         """Start the monitor thread (connects and reconnects by itself)."""
         if self.ssl is not None:
-            stream.Stream.ssl_set_private_key_file(str(self.ssl.private_key))
-            stream.Stream.ssl_set_certificate_file(str(self.ssl.certificate))
-            stream.Stream.ssl_set_ca_cert_file(str(self.ssl.ca_cert))
+            set_ssl(self.ssl.private_key, self.ssl.certificate, self.ssl.ca_cert)
         self._thread = threading.Thread(target=self._run, name="sb-monitor", daemon=True)
         self._thread.start()
 
@@ -216,9 +165,11 @@ class SbMonitor:
 
     # -------------------------------------------------------------- thread
     def _make_idl(self) -> ovs_idl.Idl:
-        helper = ovs_idl.SchemaHelper(schema_json=fetch_schema(self.remotes))
-        helper.register_columns("Port_Binding", PORT_BINDING_COLUMNS)
-        helper.register_columns("Chassis", CHASSIS_COLUMNS)
+        helper = schema_helper(
+            self.remotes,
+            SB_SCHEMA,
+            {"Port_Binding": PORT_BINDING_COLUMNS, "Chassis": CHASSIS_COLUMNS},
+        )
         idl = ovs_idl.Idl(",".join(self.remotes), helper, leader_only=False)
         idl.cond_change("Chassis", [["name", "==", self.chassis]])
         idl.cond_change(

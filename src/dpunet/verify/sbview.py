@@ -8,9 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS, representor_wanted
-from dpunet.verify.unixctl import request
-
-SB_SCHEMA = "OVN_Southbound"
+from dpunet.ovsdb.rpc import SB_SCHEMA, request
 
 
 class SbError(Exception):
@@ -114,12 +112,12 @@ def read_sb(remote: str, chassis: str, timeout: float = 10.0) -> SbView:
         },
     ]
     try:
-        reply = request(remote, "transact", params, timeout)
+        reply = request(remote, "transact", params, int(timeout * 1000))
     except OSError as exc:
         raise SbError(f"cannot read OVN Southbound at {remote}: {exc}") from exc
-    if reply.get("error") is not None:
-        raise SbError(f"OVN Southbound at {remote}: {reply['error']}")
-    results = reply.get("result") or []
+    if reply.error is not None:
+        raise SbError(f"OVN Southbound at {remote}: {reply.error}")
+    results = reply.result or []
     errors = [r["error"] for r in results if isinstance(r, dict) and r.get("error")]
     if errors:
         raise SbError(f"OVN Southbound at {remote}: {errors[0]}")
