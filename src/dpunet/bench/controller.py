@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from ovsdbapp.exceptions import TimeoutException as OvsdbTimeout
 
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
-from dpunet.bench.ovsdb import NbApi, SbApi, open_api
+from dpunet.bench.ovsdb import open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.api import PortRequest
 from dpunet.contract.lsp import lsp_options, requested_chassis
@@ -45,6 +45,7 @@ from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.lab import services
 from dpunet.lab.runner import LabError
 from dpunet.lab.topology import LabPlan
+from dpunet.ovsdb.api import NbApi, SbApi
 
 STANDIN = "bench-standin"
 STANDIN_ENCAP_IP = "192.0.2.250"

@@ -16,8 +16,8 @@ from typing import Any
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl
-from ovsdbapp.schema.ovn_northbound import impl_idl as nb_impl
-from ovsdbapp.schema.ovn_southbound import impl_idl as sb_impl
+
+from dpunet.ovsdb.api import OwnConnection
 
 TIMEOUT = 60.0
 
@@ -59,24 +59,8 @@ class WatchedIdl(connection.OvsdbIdl):
                 raise TimeoutError(f"{name} not {which} within {timeout:.0f}s")
 
 
-def _own_connection(base: type) -> type:
-    """`base` (an ovsdbapp API class) with a per-instance connection."""
-
-    class Api(base):
-        @property
-        def ovsdb_connection(self) -> connection.Connection:
-            return self._own
-
-        @ovsdb_connection.setter
-        def ovsdb_connection(self, conn: connection.Connection) -> None:
-            self._own = conn
-
-    return Api
-
-
-OvsApi = _own_connection(ovs_impl.OvsdbIdl)
-NbApi = _own_connection(nb_impl.OvnNbApiIdlImpl)
-SbApi = _own_connection(sb_impl.OvnSbApiIdlImpl)
+class OvsApi(OwnConnection, ovs_impl.OvsdbIdl):
+    """The Open_vSwitch API on its own connection (transactions as ovsdbapp makes them)."""
 
 
 @contextmanager

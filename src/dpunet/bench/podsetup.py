@@ -33,13 +33,14 @@ from typing import Any
 
 from dpunet.bench.icmp import wait_reachable
 from dpunet.bench.metrics import Samples, http_get, parse_exposition, phase_means
-from dpunet.bench.ovsdb import NbApi, OvsApi, open_api
+from dpunet.bench.ovsdb import OvsApi, open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.lsp import lsp_options
 from dpunet.lab import services
 from dpunet.lab.pods import invoke_cni
 from dpunet.lab.runner import LabError, in_netns, ip
 from dpunet.lab.topology import HOST_PF_NAME, LabPlan, NicPair
+from dpunet.ovsdb.api import NbApi
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 HOST_AGENT_METRICS = "127.0.0.1:9478"

@@ -8,8 +8,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ovsdbapp.backend.ovs_idl import command, connection, idlutils, transaction
+from ovsdbapp.backend.ovs_idl import command, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
+
+from dpunet.ovsdb.api import OwnConnection
 
 
 class NextCfgTransaction(transaction.Transaction):
@@ -26,17 +28,9 @@ class NextCfgTransaction(transaction.Transaction):
         self.next_cfg = txn.get_increment_new_value()
 
 
-class VswitchApi(impl_idl.OvsdbIdl):
-    """OvsdbIdl with a per-instance connection (ovsdbapp keeps one per class); its
-    transactions raise on failure and bump `next_cfg`."""
-
-    @property
-    def ovsdb_connection(self) -> connection.Connection:
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, conn: connection.Connection) -> None:
-        self._own_connection = conn
+class VswitchApi(OwnConnection, impl_idl.OvsdbIdl):
+    """OvsdbIdl with a per-instance connection; its transactions raise on failure and
+    bump `next_cfg`."""
 
     def create_transaction(
         self, check_error: bool = False, log_errors: bool = True, **kwargs: Any

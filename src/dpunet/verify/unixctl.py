@@ -1,5 +1,5 @@
-"""JSON-RPC to OVS daemons: ovs-vswitchd's control socket (what `ovs-appctl` talks to) and
-one-shot OVSDB requests.
+"""JSON-RPC to ovs-vswitchd's control socket (what `ovs-appctl` talks to); OVSDB requests
+go through `dpunet.ovsdb.rpc`.
 
 The protocol is JSON-RPC 1.0 over a unix stream socket: the client sends
 `{"method": <command>, "params": [<arg>, ...], "id": N}` and the daemon answers
@@ -56,7 +56,7 @@ def _connect(address: str | Path, timeout: float) -> socket.socket:
 def request(
     address: str | Path, method: str, params: list[Any], timeout: float = DEFAULT_TIMEOUT
 ) -> dict[str, Any]:
-    """One JSON-RPC request (unixctl or OVSDB) and its reply object; OSError on failure."""
+    """One JSON-RPC request and its reply object; OSError on failure."""
     deadline = time.monotonic() + timeout
     with _connect(address, timeout) as sock:
         sock.sendall(json.dumps({"method": method, "params": params, "id": 0}).encode())
