@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,15 +32,16 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture
 def other_netns() -> Iterator[str]:
-    """The path of a network namespace of its own (a child in `unshare --net`)."""
-    child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    """The path of a network namespace of its own (a child in `unshare --net`; a user
+    namespace too, so that it works without root)."""
+    child = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"])
     path = f"/proc/{child.pid}/ns/net"
     own = os.stat("/proc/self/ns/net").st_ino
     try:
         for _ in range(500):  # until the child has unshared
             if os.stat(path).st_ino != own:
                 break
-            subprocess.run(["sleep", "0.01"], check=True)
+            time.sleep(0.01)
         yield path
     finally:
         child.kill()

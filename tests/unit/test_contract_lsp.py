@@ -89,6 +89,7 @@ def test_bad_plug_options_are_refused_with_the_key(options: dict[str, str], frag
         {lsp.NAMESPACE: "ns", lsp.POD: "p", lsp.UID: "u"},  # no sandbox
         {lsp.NAMESPACE: "ns", lsp.POD: "p", lsp.UID: "u", lsp.SANDBOX: "s", lsp.VF_NUM: "x"},
         {lsp.NAMESPACE: "ns", lsp.POD: "p", lsp.UID: "u", lsp.SANDBOX: "s", lsp.NETWORK: "a b"},
+        {lsp.NAMESPACE: "ns", lsp.POD: "p", lsp.UID: "u", lsp.SANDBOX: "s", lsp.NETWORK: "a\n"},
     ],
 )
 def test_pod_ids_that_were_not_written_by_the_controller_are_refused(

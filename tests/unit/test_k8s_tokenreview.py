@@ -75,6 +75,7 @@ async def until(condition: Any) -> None:
         if condition():
             return
         await asyncio.sleep(0.01)
+    raise AssertionError("the condition never held")
 
 
 @pytest.mark.asyncio

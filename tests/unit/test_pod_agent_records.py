@@ -92,6 +92,7 @@ UNREADABLE: dict[str, tuple[str, list[dict[str, Any]]]] = {
         json.dumps({**FIELDS, "format": 2, "others": [FIELDS]}),
         [FIELDS["device"], FIELDS["device"]],
     ),
+    "nested too deeply for the parser": ("[" * 100_000 + "]" * 100_000, []),
 }
 
 

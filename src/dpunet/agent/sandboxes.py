@@ -358,10 +358,10 @@ class SandboxStore:
     def _parse(container_id: str, path: Path, text: str) -> list[SandboxRecord]:
         try:
             return parse_records(text, container_id)
-        except (ValueError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
+        except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError: a ValueError
             try:
                 devices = _devices_in(json.loads(text))
-            except ValueError:
+            except (ValueError, RecursionError):
                 devices = []
             raise UnreadableRecord(container_id, path, str(exc), devices) from exc
 

@@ -41,9 +41,9 @@ VF_NUM = "dpunet:vf-num"
 LABEL_PREFIX = "dpunet:label:"  # a pod port's labels (service selectors match them)
 
 DEFAULT_IFNAME = "eth0"
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 _DECIMAL_RE = re.compile(r"[0-9]{1,9}")  # ASCII only: str.isdigit() also accepts "²"
-_NETWORK_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NETWORK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class PlugMode(StrEnum):
@@ -137,7 +137,7 @@ class PodIds:
         """The ids `external_ids` holds; KeyError/ValueError when they are not ones
         `external_ids()` writes."""
         network = external_ids.get(NETWORK)
-        if network is not None and not _NETWORK_RE.match(network):
+        if network is not None and not _NETWORK_RE.fullmatch(network):
             raise ValueError(f"{NETWORK}={network!r} is not a network name")
         pf_mac, vf = external_ids.get(PF_MAC), external_ids.get(VF_NUM)
         if (pf_mac is None) != (vf is None):
@@ -177,7 +177,7 @@ def decimal(text: str, key: str) -> int:
 
 def is_mac(text: str) -> bool:
     """`text` is a MAC address in lowercase colon form."""
-    return bool(_MAC_RE.match(text))
+    return bool(_MAC_RE.fullmatch(text))
 
 
 def requested_chassis(options: Mapping[str, str]) -> str:

@@ -32,6 +32,7 @@ ENGINES = ("podman", "netns", "cri")
 _POD_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
 BUSYBOX = Path("/bin/busybox")
 POD_COMMAND = ["/bin/busybox", "sleep", "1000000"]
+CNI_TIMEOUT = 180.0  # longer than the shim's own limit for the whole exchange (120 s)
 
 
 @dataclass
@@ -122,11 +123,14 @@ def invoke_cni(
         "CNI_PATH": str(services.shim_dir(plan)),
         "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
     }
-    proc = subprocess.run(
-        [str(services.shim_dir(plan) / "dpunet-cni")],
-        input=json.dumps(config or plugin_config(plan, node)),
-        env=env, capture_output=True, text=True, timeout=180, check=False,
-    )  # fmt: skip
+    try:
+        proc = subprocess.run(
+            [str(services.shim_dir(plan) / "dpunet-cni")],
+            input=json.dumps(config or plugin_config(plan, node)),
+            env=env, capture_output=True, text=True, timeout=CNI_TIMEOUT, check=False,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired as exc:
+        raise LabError(f"dpunet-cni {command} gave no answer within {CNI_TIMEOUT:.0f} s") from exc
     try:
         answer: dict[str, Any] = json.loads(proc.stdout) if proc.stdout.strip() else {}
     except json.JSONDecodeError as exc:
