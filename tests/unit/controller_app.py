@@ -27,13 +27,13 @@ def token_file(directory: Path, extra: str = "") -> Path:
 
 
 @asynccontextmanager
-async def app_client(
+async def controller_app(
     directory: Path, open_gate: bool = False, tokens: str = "", **settings: Any
-) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client of an in-process controller app (its NB never connected). With
-    `open_gate` requests are let in as if NB had been loaded, with no node registered:
-    a well-formed port request then ends at "node not registered" (404), before NB.
-    `tokens`: more token file lines."""
+) -> AsyncIterator[tuple[Controller, httpx.AsyncClient]]:
+    """An in-process controller (its NB never connected) and an HTTP client of its app.
+    With `open_gate` requests are let in as if NB had been loaded, with no node
+    registered: a well-formed port request then ends at "node not registered" (404),
+    before NB. `tokens`: more token file lines."""
     cfg = ControllerConfig(
         nb_remotes=[f"unix:{directory / 'no-nb.sock'}"],
         token_file=token_file(directory, tokens),
@@ -47,6 +47,15 @@ async def app_client(
     transport = httpx.ASGITransport(app=create_app(ctl))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as client:
-            yield client
+            yield ctl, client
     finally:
         await ctl.close()
+
+
+@asynccontextmanager
+async def app_client(
+    directory: Path, open_gate: bool = False, tokens: str = "", **settings: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The HTTP client of `controller_app`."""
+    async with controller_app(directory, open_gate, tokens, **settings) as (_, client):
+        yield client

@@ -26,6 +26,9 @@ cannot read could take a device or a port another version still uses. An
 operator (or the newer version) finishes it; removing the file by hand releases
 the claim.
 
+While the node's DPU is down (`PodAgent.dpu_down`: its lease at the controller expired),
+STATUS answers code 50 and ADD fails with code 50 before it claims anything.
+
 Error codes beyond the CNI spec's (all >= 100, as the spec reserves 0-99):
 100 no free device, 101 the controller refused the port, 102 plugging into the
 pod failed, 103 CHECK found a difference, 104 the sandbox's record is unreadable,
@@ -60,7 +63,7 @@ from dpunet.agent.sandboxes import (
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.results import Route as ResultRoute
-from dpunet.cni.shim import CniError
+from dpunet.cni.shim import CniError, ErrorCode
 from dpunet.contract.api import (
     DeleteResult,
     EventResult,
@@ -312,6 +315,9 @@ class PodAgent:
         self._reports: set[asyncio.Task[None]] = set()  # event reports in flight
         # why this node's DPU cannot take pods (None: it can); set by the VF daemon
         self.dpu_problem: Callable[[], str | None] | None = None
+        # why no ADD can be served now, the DPU being down (None: it is up); blocking; given
+        # the node record just fetched, or None to use a recent one; set by the VF daemon
+        self.dpu_down: Callable[[NodeInfo | None], str | None] | None = None
 
     # ----------------------------------------------------------------- ADD
     async def add(self, req: AddRequest) -> AddResult:
@@ -333,6 +339,8 @@ class PodAgent:
         return result
 
     async def _add(self, req: AddRequest) -> AddResult:
+        if self.dpu_down is not None and (down := await self._thread(self.dpu_down, None)):
+            raise CniError(ErrorCode.NOT_AVAILABLE, down, "nothing was claimed; retry later")
         namespace, name, uid = pod_identity(req)
         network = req.config.name
         records = await self._load(req.container_id)
@@ -471,12 +479,18 @@ class PodAgent:
         self._observe("ADD", "stage", started)
 
     def _report_dpu_not_ready(self, req: AddRequest, exc: CniError) -> None:
-        """A Kubernetes pod whose port the controller refused while this node's DPU is not
-        ready gets a DPUNotReady event (timeouts the controller reports itself)."""
-        problem = self.dpu_problem() if self.dpu_problem is not None else None
-        if problem is None or exc.code != ERR_CONTROLLER or not req.pod_name:
+        """A Kubernetes pod gets a DPUNotReady event when its ADD failed because the DPU is
+        down, or its port was refused while the DPU is not ready (timeouts the controller
+        reports itself)."""
+        if not req.pod_name:
             return
         namespace, name, uid = pod_identity(req)
+        if exc.code == ErrorCode.NOT_AVAILABLE:
+            self._report(namespace, name, uid, "DPUNotReady", exc.msg)
+            return
+        problem = self.dpu_problem() if self.dpu_problem is not None else None
+        if problem is None or exc.code != ERR_CONTROLLER:
+            return
         message = f"{problem}; the port request failed: {exc}"
         self._report(namespace, name, uid, "DPUNotReady", message)
 
@@ -577,11 +591,13 @@ class PodAgent:
             raise CniError(ERR_CHECK, "attachment differs from what ADD made", "; ".join(problems))
 
     async def status(self, req: StatusRequest) -> None:
-        """Ready when the controller answers for this node."""
+        """Ready when the controller answers for this node and its DPU is up."""
         try:
-            await self._thread(self.client.get_node, self.node)
+            node = await self._thread(self.client.get_node, self.node)
         except ClientError as exc:
             raise CniError(50, "the controller is unavailable", exc.detail) from exc
+        if self.dpu_down is not None and (down := await self._thread(self.dpu_down, node)):
+            raise CniError(ErrorCode.NOT_AVAILABLE, down)
 
     async def gc(self, req: GcRequest) -> None:
         """Release every attachment of the GC's network that is not a valid attachment;

@@ -130,6 +130,29 @@ class NodeSpec(_Body):
         return self
 
 
+class LeaseState(StrEnum):
+    """Whether the DPU serving a dpu-host node is alive, as its lease says."""
+
+    HELD = "held"  # renewed within the lease's duration
+    EXPIRED = "expired"  # no renewal for longer than the duration: the DPU agent is down
+    UNKNOWN = "unknown"  # no renewal yet since the controller started, less than a duration ago
+
+
+class DpuLease(BaseModel):
+    """The lease the DPU agent of a dpu-host node renews through the controller (kept in
+    the controller's memory: a restarted controller knows no renewal, `unknown`)."""
+
+    chassis: str = Field(description="the DPU (OVN chassis) that renews it")
+    state: LeaseState
+    duration: float = Field(description="seconds a renewal holds")
+    renewed_ago: float | None = Field(
+        description="seconds since the last renewal; None: none since the controller started"
+    )
+    silent_for: float = Field(
+        description="seconds since the last renewal, or since the controller started if none"
+    )
+
+
 class NodeInfo(BaseModel):
     """A registered node and what the controller allocated for it."""
 
@@ -151,6 +174,9 @@ class NodeInfo(BaseModel):
     mtu: int
     ports: int = Field(description="pod ports on the node")
     free_ips: int = Field(description="pod addresses still free in the node subnet")
+    dpu_lease: DpuLease | None = Field(
+        default=None, description="dpu-host: its DPU's lease; None: full node, or leases off"
+    )
 
 
 class NodeList(BaseModel):

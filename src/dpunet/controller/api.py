@@ -28,6 +28,7 @@ from dpunet.contract.api import (
     NODE_NAME,
     OPAQUE_ID,
     DeleteResult,
+    DpuLease,
     ErrorBody,
     EventResult,
     Health,
@@ -41,7 +42,7 @@ from dpunet.contract.api import (
 )
 from dpunet.controller.auth import Authenticator, Principal
 from dpunet.controller.errors import ControllerError, Forbidden
-from dpunet.controller.routing import StrictJsonRoute, Who
+from dpunet.controller.routing import AnyCaller, StrictJsonRoute, Who
 from dpunet.controller.service_api import service_routes
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for code, text in (
         (400, "the request does not make sense for this node (nothing written)"),
         (401, "missing or unknown bearer token"),
-        (403, "the token's node may not act on this object"),
+        (403, "the token's node (or DPU) may not act on this object"),
         (404, "no such node or port"),
         (409, "conflicts with existing state"),
         (413, "request body too large"),
@@ -262,6 +263,14 @@ def create_app(ctl: "Controller") -> FastAPI:
     async def put_node(who: Who, name: NodeName, spec: NodeSpec) -> NodeInfo:
         """Register or update a node (admin): subnet, management port, gateway."""
         return await ctl.nodes.put(who, name, spec)
+
+    @app.put(
+        "/v1/nodes/{name}/dpu-lease", response_model=DpuLease, tags=["nodes"], responses=_ERRORS
+    )
+    async def renew_dpu_lease(who: AnyCaller, name: NodeName) -> DpuLease:
+        """The DPU serving the dpu-host node `name` renews its lease (its `dpu:<chassis>`
+        token, the chassis the node is registered with; or admin)."""
+        return await ctl.nodes.renew_dpu_lease(who, name)
 
     @app.delete("/v1/nodes/{name}", response_model=DeleteResult, tags=["nodes"], responses=_ERRORS)
     async def delete_node(who: Who, name: NodeName) -> DeleteResult:

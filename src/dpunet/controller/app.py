@@ -12,6 +12,7 @@ from dpunet.contract.api import EventResult, Health, PodEventReport
 from dpunet.controller.auth import Authenticator, Principal, StaticTokens, TokenStore
 from dpunet.controller.config import ControllerConfig, ControllerMode
 from dpunet.controller.errors import Forbidden
+from dpunet.controller.leases import DpuLeases
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
@@ -52,9 +53,15 @@ class Controller:
             self.metrics.watch_token_file(store.valid)
             self.authenticator = StaticTokens(store)
             self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
+        leases = (
+            DpuLeases(cfg.dpu_lease_duration)
+            if cfg.dpu_lease_duration is not None and self.kube is None
+            else None
+        )  # a DPU has no Kubernetes credentials: it authenticates with the token file
         self.nodes = NodeService(
-            cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload
+            cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload, leases
         )
+        self.metrics.watch_dpu_leases(self.nodes.dpu_leases)
         if self.kube is not None:
             self.kube.bind_nodes(self.nodes, self.state)
         self.services = ServiceController(cfg, self.nb, self.metrics)

@@ -7,10 +7,13 @@ to the admin. Kubernetes mode: ServiceAccount tokens through TokenReview
 Token file format (one entry per line, `#` starts a comment, blank lines are ignored):
 
     <token> node:<node-name> [namespaces=<ns>[,<ns>...]|namespaces=*]
+    <token> dpu:<chassis>
     <token> admin
 
 A node token may use (create, list ports of) the pod namespaces it names, `*` for all;
-without `namespaces=` only `default` (what a bare runtime's pods are in).
+without `namespaces=` only `default` (what a bare runtime's pods are in). A DPU token
+(`dpu:<chassis>`) may only renew the DPU lease of the dpu-host node registered with that
+chassis.
 
 Tokens are 16 to 256 characters of `A-Z a-z 0-9 . _ ~ + / = -`. The file is re-read
 when it changes, so tokens can be added and revoked without a restart. It must not be
@@ -52,6 +55,7 @@ class Principal:
     admin: bool
     node: str | None = None
     namespaces: frozenset[str] | None = None  # pod namespaces it may use (None: all)
+    dpu: str | None = None  # a DPU agent: its chassis (no node, no namespace)
 
     def may_act_for(self, node: str) -> bool:
         """True when the caller may create/delete ports of `node`."""
@@ -62,6 +66,8 @@ class Principal:
         return self.admin or self.namespaces is None or namespace in self.namespaces
 
     def __str__(self) -> str:
+        if self.dpu is not None:
+            return f"dpu:{self.dpu}"
         return "admin" if self.admin else f"node:{self.node}"
 
 
@@ -76,7 +82,8 @@ def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
         where = f"{source} line {lineno}"
         if len(parts) not in (2, 3):
             raise TokenFileError(
-                f"{where}: expected '<token> node:<name> [namespaces=<ns>,...]' or '<token> admin'"
+                f"{where}: expected '<token> node:<name> [namespaces=<ns>,...]', "
+                "'<token> dpu:<chassis>' or '<token> admin'"
             )
         token, subject = parts[:2]
         if not _TOKEN_RE.match(token):
@@ -88,8 +95,14 @@ def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
         elif subject.startswith("node:") and len(subject) > len("node:"):
             namespaces = _namespaces(parts[2], where) if len(parts) == 3 else DEFAULT_NAMESPACES
             principal = Principal(admin=False, node=subject[len("node:") :], namespaces=namespaces)
+        elif subject.startswith("dpu:") and len(subject) > len("dpu:"):
+            if len(parts) == 3:
+                raise TokenFileError(f"{where}: a DPU uses no namespace; drop '{parts[2]}'")
+            principal = Principal(admin=False, namespaces=frozenset(), dpu=subject[len("dpu:") :])
         else:
-            raise TokenFileError(f"{where}: subject must be 'admin' or 'node:<name>'")
+            raise TokenFileError(
+                f"{where}: subject must be 'admin', 'node:<name>' or 'dpu:<chassis>'"
+            )
         if token in out:
             raise TokenFileError(f"{where}: duplicate token")
         out[token] = principal

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ValidationError
 
 from dpunet.contract.api import (
     DeleteResult,
+    DpuLease,
     EventResult,
     NodeInfo,
     NodeList,
@@ -130,6 +131,10 @@ class ControllerClient:
         """Register or update a node (admin token); a mapping is sent as it is, for the
         server to validate (what a person typed gets the server's reasons)."""
         return self._call("PUT", f"/v1/nodes/{name}", NodeInfo, json=_body(spec))
+
+    def renew_dpu_lease(self, node: str) -> DpuLease:
+        """Renew the lease of the DPU serving `node` (that DPU's token, or admin)."""
+        return self._call("PUT", f"/v1/nodes/{node}/dpu-lease", DpuLease)
 
     def delete_node(self, name: str) -> DeleteResult:
         """Remove a node and its ports (admin token)."""

@@ -72,6 +72,13 @@ class ControllerConfig(BaseModel):
     nb_workers: int = Field(default=8, ge=1, le=64)
     reconcile_interval: float = Field(default=60.0, ge=1)
     max_body_bytes: int = Field(default=16384, ge=1024)
+    dpu_lease_duration: float | None = Field(
+        default=15.0,
+        gt=0,
+        le=600,
+        description="seconds a DPU agent's lease renewal holds (standalone mode); null: no "
+        "DPU leases (every DPU counts as alive)",
+    )
     metrics_anonymous: bool = Field(
         default=False, description="Serve /metrics without a token (else: admin token)."
     )

@@ -8,7 +8,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from dpunet.contract.api import DpuLease, LeaseState
+
 NodeStats = Callable[[], list[tuple[str, int, int]]]  # (node, ports, free addresses)
+LeaseSource = Callable[[], list[tuple[str, DpuLease]]]  # (dpu-host node, its DPU's lease)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -27,6 +30,28 @@ class _NodeCollector(Collector):
             free.add_metric([node], n_free)
         yield ports
         yield free
+
+
+class _LeaseCollector(Collector):
+    def __init__(self, leases: LeaseSource) -> None:
+        self._leases = leases
+
+    def collect(self) -> Iterator[Metric]:
+        expired = GaugeMetricFamily(
+            "dpunet_controller_dpu_lease_expired",
+            "1 while the DPU of a dpu-host node has not renewed its lease within its duration",
+            labels=["node", "chassis"],
+        )
+        silent = GaugeMetricFamily(
+            "dpunet_controller_dpu_lease_silent_seconds",
+            "Seconds since the DPU's last renewal (since the controller started if none)",
+            labels=["node", "chassis"],
+        )
+        for node, lease in self._leases():
+            expired.add_metric([node, lease.chassis], lease.state is LeaseState.EXPIRED)
+            silent.add_metric([node, lease.chassis], lease.silent_for)
+        yield expired
+        yield silent
 
 
 class Metrics:
@@ -65,6 +90,10 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(node_stats))
+
+    def watch_dpu_leases(self, leases: LeaseSource) -> None:
+        """Export the DPU leases (none while leases are off)."""
+        self.registry.register(_LeaseCollector(leases))
 
     def watch_token_file(self, valid: Callable[[], bool]) -> None:
         """Standalone mode: export whether the token file is usable (0: no token valid)."""

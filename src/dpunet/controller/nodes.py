@@ -5,11 +5,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 
-from dpunet.contract.api import DeleteResult, NodeInfo, NodeList, NodeSpec, check_node_name
+from dpunet.contract.api import (
+    DeleteResult,
+    DpuLease,
+    NodeInfo,
+    NodeList,
+    NodeRole,
+    NodeSpec,
+    check_node_name,
+)
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import BadRequest, Conflict, Exhausted, Forbidden, NotFound
 from dpunet.controller.ipam import PoolExhausted, mac_for_ip, mgmt_interface, router_ip
+from dpunet.controller.leases import DpuLeases
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
 from dpunet.controller.nbcommands import DeleteScope, EnsureDesired
 from dpunet.controller.state import ClusterState
@@ -20,7 +29,7 @@ log = logging.getLogger("dpunet.controller.nodes")
 
 
 class NodeService:
-    """Register, show, list and remove nodes."""
+    """Register, show, list and remove nodes; their DPUs' leases (None: leases off)."""
 
     def __init__(
         self,
@@ -29,12 +38,14 @@ class NodeService:
         state: ClusterState,
         repair_ports: Callable[[str], Awaitable[int]],
         on_uncertain: Callable[[], None],
+        leases: DpuLeases | None = None,
     ) -> None:
         self.cfg = cfg
         self.nb = nb
         self.state = state
         self.repair_ports = repair_ports
         self.on_uncertain = on_uncertain
+        self.leases = leases
 
     def info(self, node: NodeRecord) -> NodeInfo:
         """The API view of a node."""
@@ -59,7 +70,37 @@ class NodeService:
             mtu=self.cfg.mtu,
             ports=len(pool.used) if pool else 0,
             free_ips=pool.free if pool else 0,
+            dpu_lease=self._lease(node),
         )
+
+    def _lease(self, node: NodeRecord) -> DpuLease | None:
+        if self.leases is None or node.role is not NodeRole.DPU_HOST:
+            return None
+        return self.leases.lease(node.name, node.chassis)
+
+    def dpu_leases(self) -> list[tuple[str, DpuLease]]:
+        """(node, lease) of every dpu-host node (for the metrics)."""
+        found = ((name, self._lease(node)) for name, node in sorted(self.state.nodes.items()))
+        return [(name, lease) for name, lease in found if lease is not None]
+
+    async def renew_dpu_lease(self, who: Principal, name: str) -> DpuLease:
+        """The DPU serving `name` (its token's chassis is the node's) is alive; an admin
+        may renew for it. Who is asked before what exists: 403 for a DPU whatever `name`."""
+        if self.leases is None:
+            raise BadRequest("DPU leases are off on this controller (dpu_lease_duration)")
+        async with self.state.gate.enter(self.leases.duration / 3):  # the nodes are loaded
+            node = self.state.nodes.get(name)
+            has_dpu = node is not None and node.role is NodeRole.DPU_HOST
+            if not who.admin and not (has_dpu and node is not None and node.chassis == who.dpu):
+                raise Forbidden(
+                    f"{who} may not renew the DPU lease of node {name}: only the DPU the node "
+                    "is registered with (its dpu:<chassis> token) or admin"
+                )
+            if node is None:
+                raise NotFound(f"node {name} is not registered")
+            if not has_dpu:
+                raise BadRequest(f"node {name} is a {node.role.value} node: it has no DPU")
+            return self.leases.renew(name, node.chassis)
 
     def _readable(self, who: Principal, name: str) -> None:
         if not who.may_act_for(name):
@@ -158,6 +199,8 @@ class NodeService:
             known = name in self.state.nodes
             changes = await self.nb.write(lambda api: DeleteScope(api, name))
             self.state.drop_node(name)
+        if self.leases is not None:
+            self.leases.forget(name)
         event(log, "node.delete", node=name, known=known, changes=changes)
         if not known and not changes:
             return DeleteResult(deleted=False, detail=f"node {name} is not registered")

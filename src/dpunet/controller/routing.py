@@ -11,8 +11,11 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from dpunet.controller.auth import Principal
+from dpunet.controller.errors import Forbidden
 
-_bearer = HTTPBearer(auto_error=False, description="'<token> node:<name>' or admin token")
+_bearer = HTTPBearer(
+    auto_error=False, description="a node's, a DPU's ('<token> dpu:<chassis>') or the admin token"
+)
 
 
 def _reject_constant(name: str) -> Any:
@@ -57,7 +60,7 @@ class StrictJsonRoute(APIRoute):
         return strict
 
 
-async def _principal(
+async def _caller(
     request: Request,
     creds: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
@@ -66,4 +69,12 @@ async def _principal(
     return who
 
 
+async def _principal(who: Annotated[Principal, Depends(_caller)]) -> Principal:
+    """The caller, an admin or a node: a DPU may only renew its lease (403)."""
+    if who.dpu is not None:
+        raise Forbidden(f"{who} may only renew the DPU lease of the node it serves")
+    return who
+
+
 Who = Annotated[Principal, Depends(_principal)]
+AnyCaller = Annotated[Principal, Depends(_caller)]  # DPUs included: the lease route only

@@ -76,6 +76,7 @@ class Agent:
         self._monitor: SbMonitor | None = None
         self._reconciler: Reconciler | None = None
         self._server: asyncio.Server | None = None
+        self._lease: asyncio.Task[None] | None = None
         self._last_pass: float | None = None
         self._ready = False
         self._sb_synced = False
@@ -181,6 +182,7 @@ class Agent:
                 ssl=self.cfg.sb_ssl,
             )
             self._monitor.start()
+            self._start_lease(ident, stop)
             await self._loop_until(stop)
         finally:
             await self._shutdown()
@@ -251,7 +253,36 @@ class Agent:
             event(log, "reconcile-waiting", logging.DEBUG, waiting_for=result.waiting_for)
         return result
 
+    def _start_lease(self, ident: Identity, stop: asyncio.Event) -> None:
+        """Renew the DPU lease at the controller, when one is configured."""
+        if self.cfg.controller_url is None or self.cfg.token_file is None:
+            return
+        from dpunet.controller.client import ClientError, ControllerClient  # lease only
+        from dpunet.dpu.lease import keep_lease
+
+        if ident.host_node is None:
+            raise AgentError(
+                "the DPU lease needs the host node: host_node or external_ids:host-k8s-nodename"
+            )
+        try:
+            client = ControllerClient(
+                self.cfg.controller_url,
+                token_file=str(self.cfg.token_file),
+                timeout=self.cfg.lease_interval,
+            )
+        except (OSError, ClientError) as exc:
+            raise AgentError(f"token_file {self.cfg.token_file}: {exc}") from exc
+        event(log, "lease-start", node=ident.host_node, controller=self.cfg.controller_url)
+        interval = self.cfg.lease_interval
+        self._lease = asyncio.create_task(
+            keep_lease(client, ident.host_node, interval, self.metrics, stop)
+        )
+
     async def _shutdown(self) -> None:
+        if self._lease is not None:
+            self._lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lease
         if self._monitor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._monitor.stop)
         if self._reconciler is not None:

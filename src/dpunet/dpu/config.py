@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
@@ -126,8 +126,21 @@ class DpuAgentConfig(BaseModel):
     retry_interval: float = Field(default=5.0, gt=0)
     run_setup: bool = True
     setup: SetupSection = Field(default_factory=SetupSection)
+    controller_url: str | None = Field(
+        None,
+        description="controller API (http://HOST:PORT or unix:PATH) to renew the DPU "
+        "lease at; None: no lease",
+    )
+    token_file: Path | None = Field(None, description="the DPU's token (dpu:<chassis>)")
+    lease_interval: float = Field(default=5.0, gt=0, description="seconds between renewals")
     log_format: Literal["kv", "json"] = "kv"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @model_validator(mode="after")
+    def _lease_settings(self) -> DpuAgentConfig:
+        if (self.controller_url is None) != (self.token_file is None):
+            raise ValueError("controller_url and token_file go together (the DPU lease)")
+        return self
 
 
 @dataclass(frozen=True)
@@ -193,6 +206,9 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "RESYNC_INTERVAL": ("resync_interval",),
     "RETRY_INTERVAL": ("retry_interval",),
     "RUN_SETUP": ("run_setup",),
+    "CONTROLLER_URL": ("controller_url",),
+    "TOKEN_FILE": ("token_file",),
+    "LEASE_INTERVAL": ("lease_interval",),
     "LOG_FORMAT": ("log_format",),
     "LOG_LEVEL": ("log_level",),
     "MGMT_PORT_ENABLED": ("mgmt_port", "enabled"),

@@ -53,6 +53,15 @@ class Metrics:
         self.sb_synced = Gauge(
             "dpunet_dpu_sb_synced", "1 while the SB replica is complete and current.", registry=r
         )
+        self.lease_renewals = Counter(
+            "dpunet_dpu_lease_renewals_total",
+            "Renewals of the DPU lease at the controller, by result (ok, error).",
+            ["result"],
+            registry=r,
+        )
+        self.lease_held = Gauge(
+            "dpunet_dpu_lease_held", "1 while the last lease renewal went through.", registry=r
+        )
         self.sb_resyncs = Counter(
             "dpunet_dpu_sb_resyncs_total",
             "Times the SB monitor (re)synchronised (each one triggers a full reconcile).",

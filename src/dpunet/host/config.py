@@ -54,6 +54,12 @@ class HostAgentConfig(AgentSettings):
     metrics_address: str | None = Field(
         default="127.0.0.1:9478", description="HOST:PORT of /metrics, /healthz, /readyz"
     )
+    dpu_lease_ttl: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="seconds the DPU lease state the controller reported is reused",
+    )
 
     def pools(self) -> PoolConfig:
         """The VF pools this node hands out."""

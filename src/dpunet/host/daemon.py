@@ -4,8 +4,10 @@ Serves the CNI socket with a `PodAgent` over VFs, keeps the management port
 (`ovn-k8s-mp0`) in shape, reconciles sandbox records against namespaces and the
 controller on start and periodically, and exports `/metrics`, `/healthz` and
 `/readyz`. With `device_plugin` it also serves kubelet's device plugin API (one
-resource per pool, health from sysfs and the management port). No OVS and no
-OVN access on this node: everything goes through the controller's port API.
+resource per pool, health from sysfs, the management port and the DPU lease). While
+the DPU's lease at the controller is expired (`host.lease`), CNI STATUS and ADD answer
+code 50. No OVS and no OVN access on this node: everything goes through the
+controller's port API.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from prometheus_client import Gauge
 from dpunet.agent.daemon import AgentDaemon
 from dpunet.contract.api import NodeInfo
 from dpunet.host.config import HostAgentConfig
+from dpunet.host.lease import DpuLeaseView
 from dpunet.host.mgmt import ManagementPort
 from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
@@ -54,6 +57,10 @@ class HostDaemon(AgentDaemon):
         )
         super().__init__(cfg, self.attacher, cfg.mgmt_vf is not None)
         self.agent.dpu_problem = self._dpu_problem
+        self.lease = DpuLeaseView(
+            cfg.node, lambda: self.client.get_node(cfg.node), cfg.dpu_lease_ttl
+        )
+        self.agent.dpu_down = self.lease.problem
         self.vfs = Gauge(
             "dpunet_host_pool_vfs", "VFs per pool, by state.", ["resource", "state"],
             registry=self.registry,
@@ -116,5 +123,9 @@ class HostDaemon(AgentDaemon):
         )
 
     def _dpu_ready(self) -> tuple[bool, str]:
-        """The DPU is ready for pods once the management port is in place."""
-        return self.mgmt_ok, "" if self.mgmt_ok else "management port not configured"
+        """The DPU is ready for pods once the management port is in place, while its
+        lease holds (blocking: asks the controller when the lease view is stale)."""
+        if not self.mgmt_ok:
+            return False, "management port not configured"
+        down = self.lease.problem()
+        return down is None, down or ""

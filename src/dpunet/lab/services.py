@@ -38,6 +38,8 @@ from dpunet.lab.topology import (
 
 CONTROLLER_PORT = 9477
 CNI_NETWORK = "dpunet"
+DPU_LEASE_DURATION = 10.0  # the lab controller's dpu_lease_duration (s)
+DPU_LEASE_INTERVAL = 2.0  # how often the lab's DPU agents renew (s)
 
 
 def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
@@ -123,20 +125,25 @@ def _alive_or_fail(service: Daemon) -> None:
 
 # --------------------------------------------------------------------- tokens
 def token_path(plan: LabPlan, subject: str) -> Path:
-    """The file holding the token of `subject` (`admin` or a node name)."""
+    """The file holding the token of `subject` (`admin`, a node or a DPU name)."""
     return plan.run_dir / "tokens" / subject
 
 
 def write_tokens(plan: LabPlan) -> None:
-    """One random token per node agent and one for the admin; the controller's token file."""
+    """One random token per node agent, per DPU agent (its chassis is the DPU's name) and
+    one for the admin; the controller's token file."""
     (plan.run_dir / "tokens").mkdir(mode=0o700)
+    subjects = {"admin": "admin", plan.cp.name: f"node:{plan.cp.name}"}
+    for pair in plan.pairs:
+        subjects[pair.host.name] = f"node:{pair.host.name}"
+        subjects[pair.dpu.name] = f"dpu:{pair.dpu.name}"
     lines = []
-    for subject in ["admin", plan.cp.name, *(p.host.name for p in plan.pairs)]:
+    for name, subject in subjects.items():
         token = secrets.token_urlsafe(24)
-        path = token_path(plan, subject)
+        path = token_path(plan, name)
         path.write_text(token + "\n")
         path.chmod(0o600)
-        lines.append(f"{token} {'admin' if subject == 'admin' else 'node:' + subject}")
+        lines.append(f"{token} {subject}")
     controller_tokens = plan.run_dir / "tokens" / "controller"
     controller_tokens.write_text("\n".join(lines) + "\n")
     controller_tokens.chmod(0o600)
@@ -171,6 +178,7 @@ def start_controller(plan: LabPlan) -> None:
                 "node_prefix": 24,
                 "mtu": POD_MTU,
                 "reconcile_interval": 10,
+                "dpu_lease_duration": DPU_LEASE_DURATION,
             }
         )
     )
@@ -218,9 +226,20 @@ def register_nodes(plan: LabPlan) -> None:
 
 # ------------------------------------------------------------------ DPU agent
 def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
-    """dpunet-dpu in a DPU namespace; waits until the host's management port is bound."""
+    """dpunet-dpu in a DPU namespace, renewing its lease at the controller with its own
+    token; waits until the host's management port is bound."""
+    config = plan.node_dir(dpu) / "dpunet-dpu.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+                "token_file": str(token_path(plan, dpu.name)),
+                "lease_interval": DPU_LEASE_INTERVAL,
+            }
+        )
+    )
     service = _service(plan, dpu, "dpunet-dpu")
-    spawn(plan, dpu, service, ["dpu", "run", "--log-level", "info"])
+    spawn(plan, dpu, service, ["dpu", "run", "--config", str(config), "--log-level", "info"])
     wait_ready(plan, dpu, service)
 
 

@@ -17,8 +17,9 @@ only once it serves is the resource registered with kubelet:
 Device IDs are PCI addresses. Health is real: a VF is `Unhealthy` while its netdev is gone
 from the host and no pod holds it (a sandbox of this node, or a kubelet allocation), while
 its PF has no carrier, or while the DPU is not ready (the management port is not in
-place); ListAndWatch sends the new list on every change. `Allocate` answers the reference
-plugin's environment (`PCIDEVICE_<PREFIX>_<NAME>` = the comma-joined addresses,
+place, or its lease at the controller expired); ListAndWatch sends the new list on every
+change. `Allocate` answers the reference plugin's environment
+(`PCIDEVICE_<PREFIX>_<NAME>` = the comma-joined addresses,
 `..._INFO` = `{"<pci>": {"generic": {"deviceID": "<pci>"}}}`, plus `"extra"` from the
 pool's `additionalInfo`) and writes the device-info-spec file multus copies,
 `<device info dir>/<prefix>-<name>-<pci>-device.json`.
