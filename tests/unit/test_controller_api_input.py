@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from controller_app import ADMIN_TOKEN, NODE_TOKEN, app_client
+from controller_app import ADMIN_TOKEN, NODE_TOKEN, app_client, controller_app
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}", "Content-Type": "application/json"}
 PORT = '{"node": "host1", "uid": "u", "sandbox": "s", "pci": "0000:02:00.1", '
@@ -54,6 +54,19 @@ async def test_only_health_checks_are_open_by_default(tmp_path: Path) -> None:
         metrics = await client.get("/metrics", headers=admin)
         assert metrics.status_code == 200 and "dpunet_controller_nb_ready" in metrics.text
         assert (await client.get("/docs", headers=admin)).status_code == 404
+
+
+@pytest.mark.asyncio
+async def test_anonymous_junk_methods_share_one_metrics_series(tmp_path: Path) -> None:
+    async with controller_app(tmp_path) as (ctl, client):
+        for i in range(3):
+            assert (await client.request(f"JUNK{i}", "/v1/nodes")).status_code == 401
+        methods = {
+            sample.labels["method"]
+            for metric in ctl.metrics.requests.collect()
+            for sample in metric.samples
+        }
+        assert methods == {"other"}
 
 
 @pytest.mark.asyncio

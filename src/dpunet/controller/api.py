@@ -63,6 +63,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     )
 }
 
+# methods the request metrics name (anything else counts as "other")
+API_METHODS = frozenset({"GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS"})
+
 NodeName = Annotated[str, Path(pattern=NODE_NAME, max_length=63, description="node name")]
 Namespace = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod namespace")]
 PodName = Annotated[str, Path(pattern=DNS_LABEL, max_length=63, description="pod name")]
@@ -212,7 +215,9 @@ def create_app(ctl: "Controller") -> FastAPI:
         response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        ctl.metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        # anyone may send any method: only the API's own name a series of their own
+        method = request.method if request.method in API_METHODS else "other"
+        ctl.metrics.requests.labels(method, path, str(response.status_code)).inc()
         return response
 
     # ---------------------------------------------------------------- health

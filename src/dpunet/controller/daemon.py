@@ -52,8 +52,15 @@ async def serve(cfg: ControllerConfig) -> None:
     """Run the controller until SIGINT/SIGTERM."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _after_shutdown)
-    ctl = Controller(cfg)
-    sockets = [_bind(a) for a in cfg.listen]
+    sockets: list[socket.socket] = []
+    try:
+        for address in cfg.listen:
+            sockets.append(_bind(address))
+        ctl = Controller(cfg)
+    except BaseException:  # an address in use, say: nothing stays open
+        for sock in sockets:
+            sock.close()
+        raise
     server = uvicorn.Server(
         uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
     )
