@@ -194,6 +194,10 @@ def test_claim_asks_the_resolver(tmp_path: Path) -> None:
     with pytest.raises(CniError, match="not one this node hands out"):
         stranger = Described(tree.sysfs, pools, resolver=lambda r, h: "0000:02:00.3")
         stranger.claim(add_request(), set())
+    asked.clear()
+    with pytest.raises(CniError, match="already in use"):  # the claim is tried twice ...
+        attacher.claim(add_request(), {VF1})
+    assert len(asked) == 1  # ... kubelet is asked once
 
 
 def test_a_device_id_must_be_one_kubelet_gave_the_pod(kubelet_dir: Path) -> None:

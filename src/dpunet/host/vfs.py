@@ -101,16 +101,18 @@ class VfAttacher:
     def claim(self, req: AddRequest, held: set[str]) -> VfDevice:
         """The VF named by the config, else the resolver's, else a free one of the requested
         (or first) pool."""
-        try:
-            return self._claim(req, held, self.assignment(refresh=False))
-        except CniError:  # VFs may have come, gone or returned since the last discovery
-            return self._claim(req, held, self.assignment(refresh=True))
-
-    def _claim(self, req: AddRequest, taken: set[str], assignment: PoolAssignment) -> VfDevice:
-        members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         wanted = req.config.vf_pci_address
         if self.resolver is not None:  # also checks a deviceID against kubelet's allocation
-            wanted = self.resolver(req, taken)
+            wanted = self.resolver(req, held)  # asked once: kubelet's answer does not change
+        try:
+            return self._claim(req, wanted, held, self.assignment(refresh=False))
+        except CniError:  # VFs may have come, gone or returned since the last discovery
+            return self._claim(req, wanted, held, self.assignment(refresh=True))
+
+    def _claim(
+        self, req: AddRequest, wanted: str | None, taken: set[str], assignment: PoolAssignment
+    ) -> VfDevice:
+        members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         if wanted is not None:
             if wanted not in members:
                 why = next(
