@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from dpunet.cni import shim
+import dpunet
+from dpunet.cni import wire
 from dpunet.cni.models import (
     AddRequest,
     CheckRequest,
@@ -30,7 +31,14 @@ from dpunet.cni.server import CniServer
 T = TypeVar("T")
 
 SHIM_MODULE = [sys.executable, "-m", "dpunet.cni.shim"]
-SHIM_FILE = [sys.executable, "-IS", str(Path(shim.__file__))]
+# the shim from the source tree without site-packages: the standard library only
+SHIM_ISOLATED = [
+    sys.executable,
+    "-IS",
+    "-c",
+    f"import sys; sys.path.insert(0, {str(Path(dpunet.__file__).parents[1])!r}); "
+    "from dpunet.cni.shim import main; main()",
+]
 CONTAINER_ID = "3f1c2a9b8e7d"
 NETNS = "/run/netns/cni-test"
 POD_ARGS = (
@@ -199,7 +207,7 @@ def run_shim(
     """Execute the shim with only `env` (+ PATH and the daemon socket) and `stdin`."""
     full_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
     if socket is not None:
-        full_env[shim.SOCKET_ENV] = str(socket)
+        full_env[wire.SOCKET_ENV] = str(socket)
     if isinstance(stdin, dict):
         data = json.dumps(stdin).encode()
     elif isinstance(stdin, str):

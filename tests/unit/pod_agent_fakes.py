@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord, SandboxStore, VfDevice
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, parse_netconf
 from dpunet.cni.results import AddResult
-from dpunet.cni.shim import CniError
+from dpunet.cni.sandboxes import SandboxRecord, SandboxStore, VfDevice
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import (
     DeleteResult,
     EventResult,
@@ -128,7 +127,7 @@ class FakeAttacher(Scripted):
         for pci in self.devices:
             if pci not in held:
                 return vf_device(pci)
-        raise CniError(ERR_NO_DEVICE, "no free device")
+        raise CniError(ErrorCode.NO_DEVICE, "no free device")
 
     def prepare(self, record: SandboxRecord) -> None:
         self.enter("prepare")

@@ -1,4 +1,4 @@
-"""Installing dpunet-cni as a launcher + compiled module, and running it like a runtime."""
+"""Installing dpunet-cni as a launcher + compiled package, and running it like a runtime."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 from cni_harness import attachment_env, netconf, run_shim
 
-from dpunet.cni.install import SHIM_MODULE_NAME, install_shim
-from dpunet.cni.shim import ErrorCode
+from dpunet.cni.install import PACKAGE_NAME, install_shim
+from dpunet.cni.wire import ErrorCode
 
 
 def test_installed_launcher_runs_the_shim(tmp_path: Path) -> None:
@@ -19,7 +19,8 @@ def test_installed_launcher_runs_the_shim(tmp_path: Path) -> None:
     assert launcher == bin_dir / "dpunet-cni"
     assert os.access(launcher, os.X_OK)
     assert launcher.read_text().startswith(f"#!{sys.executable} -IS\n")
-    assert list((lib_dir / "__pycache__").glob(f"{SHIM_MODULE_NAME}.*.pyc"))
+    compiled = {p.name.split(".")[0] for p in (lib_dir / PACKAGE_NAME / "__pycache__").iterdir()}
+    assert compiled == {"__init__", "shim", "wire"}
     assert install_shim(bin_dir, lib_dir, python=sys.executable) == launcher  # idempotent
     assert sorted(p.name for p in bin_dir.iterdir()) == ["dpunet-cni"]
 

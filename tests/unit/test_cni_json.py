@@ -9,7 +9,8 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from dpunet.cni.shim import MAX_JSON_DEPTH, json_dumps, json_loads, run
+from dpunet.cni.shim import run
+from dpunet.cni.wire import MAX_JSON_DEPTH, json_dumps, json_loads
 
 scalars = (
     st.none()

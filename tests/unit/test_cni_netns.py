@@ -20,7 +20,7 @@ from cni_harness import RecordingHandler, attachment_env, netconf
 
 from dpunet.cni.netns import netns_problem
 from dpunet.cni.server import CniServer
-from dpunet.cni.shim import encode_request
+from dpunet.cni.wire import encode_request
 
 
 @pytest.fixture

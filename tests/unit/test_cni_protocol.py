@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dpunet.cni import shim
-from dpunet.cni.shim import (
+from dpunet.cni import wire
+from dpunet.cni.install import PACKAGE_NAME, install_shim
+from dpunet.cni.wire import (
     CniError,
     ErrorCode,
     decode_response,
@@ -95,9 +96,9 @@ def test_version_order_is_numeric_tuple_order(a: tuple[int, ...], b: tuple[int, 
 
 
 def test_supported_versions_are_ordered() -> None:
-    ordered = sorted(shim.SUPPORTED_VERSIONS, key=parse_version)
-    assert list(shim.SUPPORTED_VERSIONS) == ordered
-    assert ordered[-1] == shim.LATEST_VERSION == "1.1.0"
+    ordered = sorted(wire.SUPPORTED_VERSIONS, key=parse_version)
+    assert list(wire.SUPPORTED_VERSIONS) == ordered
+    assert ordered[-1] == wire.LATEST_VERSION == "1.1.0"
 
 
 # --- names ---------------------------------------------------------------------------
@@ -134,7 +135,7 @@ ADD_ENV = {
 CONFIG = {"cniVersion": "1.0.0", "name": "net", "type": "dpunet-cni"}
 
 
-def parse(env: dict[str, str], config: object) -> shim.Invocation:
+def parse(env: dict[str, str], config: object) -> wire.Invocation:
     return parse_invocation(env, json.dumps(config).encode())
 
 
@@ -150,11 +151,11 @@ def test_invocation_fields() -> None:
     assert (inv.command, inv.cni_version, inv.container_id) == ("ADD", "1.0.0", "abc")
     assert (inv.netns, inv.ifname, inv.args) == ("/run/netns/x", "eth0", {"A": "1"})
     assert inv.path == ["/opt/cni/bin", "/usr/lib/cni"]
-    assert inv.state_dir == shim.DEFAULT_STATE_DIR
-    assert inv.socket_path({}) == shim.DEFAULT_SOCKET
-    assert inv.socket_path({shim.SOCKET_ENV: "/tmp/x.sock"}) == "/tmp/x.sock"
+    assert inv.state_dir == wire.DEFAULT_STATE_DIR
+    assert inv.socket_path({}) == wire.DEFAULT_SOCKET
+    assert inv.socket_path({wire.SOCKET_ENV: "/tmp/x.sock"}) == "/tmp/x.sock"
     configured = parse(env, {**CONFIG, "socket": "/a.sock", "stateDir": "/st"})
-    assert configured.socket_path({shim.SOCKET_ENV: "/tmp/x.sock"}) == "/a.sock"
+    assert configured.socket_path({wire.SOCKET_ENV: "/tmp/x.sock"}) == "/a.sock"
     assert configured.state_dir == "/st"
 
 
@@ -182,10 +183,10 @@ def test_check_minimum_version_applies_to_supported_versions_only() -> None:
 
 
 def test_version_reply() -> None:
-    assert shim.version_reply(b'{"cniVersion": "0.3.1"}')["cniVersion"] == "0.3.1"
-    assert shim.version_reply(b"[]")["cniVersion"] == "1.1.0"
-    assert shim.reply_version(b'{"cniVersion": "0.2.0"}') == "1.1.0"
-    assert shim.reply_version(b'{"cniVersion": "0.4.0"}') == "0.4.0"
+    assert wire.version_reply(b'{"cniVersion": "0.3.1"}')["cniVersion"] == "0.3.1"
+    assert wire.version_reply(b"[]")["cniVersion"] == "1.1.0"
+    assert wire.reply_version(b'{"cniVersion": "0.2.0"}') == "1.1.0"
+    assert wire.reply_version(b'{"cniVersion": "0.4.0"}') == "0.4.0"
 
 
 def test_cni_error_json() -> None:
@@ -209,9 +210,9 @@ def test_cni_error_json() -> None:
 
 def test_request_carries_only_cni_variables() -> None:
     env = {**ADD_ENV, "HOME": "/root", "DPUNET_CNI_SOCKET": "/x", "CNI_PATH": "/opt/cni/bin"}
-    request = json.loads(shim.encode_request(env, '{"a": 1}'))
+    request = json.loads(wire.encode_request(env, '{"a": 1}'))
     assert request == {
-        "protocol": shim.PROTOCOL_VERSION,
+        "protocol": wire.PROTOCOL_VERSION,
         "env": {**ADD_ENV, "CNI_PATH": "/opt/cni/bin"},
         "config": '{"a": 1}',
     }
@@ -231,24 +232,27 @@ def test_decode_response() -> None:
 
 
 def test_checkpoint_path() -> None:
-    assert shim.sandbox_checkpoint_path("/var/lib/dpunet", "abc") == (
+    assert wire.sandbox_checkpoint_path("/var/lib/dpunet", "abc") == (
         "/var/lib/dpunet/sandboxes/abc.json"
     )
 
 
-def test_shim_start_up_imports_only_cheap_modules() -> None:
+def test_shim_start_up_imports_only_cheap_modules(tmp_path: Path) -> None:
     # The shim must start close to a bare interpreter: no third-party or dpunet module,
     # and none of the expensive stdlib ones (json, re, enum, socket, typing, ...).
+    install_shim(tmp_path / "bin", tmp_path / "lib")
     probe = (
         "import sys; before = set(sys.modules); "
-        f"sys.path.insert(0, {str(Path(shim.__file__).parent)!r}); import shim; "
+        f"sys.path.insert(0, {str(tmp_path / 'lib')!r}); import {PACKAGE_NAME}.shim; "
         "print(' '.join(sorted(set(sys.modules) - before)))"
     )
     out = subprocess.run(
         [sys.executable, "-IS", "-c", probe], capture_output=True, text=True, check=True
     ).stdout.split()
     assert set(out) <= {
-        "shim",
+        PACKAGE_NAME,
+        f"{PACKAGE_NAME}.shim",
+        f"{PACKAGE_NAME}.wire",
         "__future__",
         "_socket",
         "os",

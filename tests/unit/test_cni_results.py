@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from dpunet.cni.models import NetConf, parse_netconf
 from dpunet.cni.results import AddResult, Interface, IPConfig, Route
-from dpunet.cni.shim import SUPPORTED_VERSIONS, CniError, ErrorCode
+from dpunet.cni.wire import SUPPORTED_VERSIONS, CniError, ErrorCode
 
 RESULT = sample_result(NETNS)
 

@@ -19,7 +19,7 @@ from cni_harness import CONTAINER_ID, RecordingHandler, any_netns, attachment_en
 from dpunet.cni.models import AddRequest
 from dpunet.cni.results import AddResult
 from dpunet.cni.server import CniServer
-from dpunet.cni.shim import MAX_MESSAGE_BYTES, encode_request
+from dpunet.cni.wire import MAX_MESSAGE_BYTES, encode_request
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import pytest
 from cni_harness import (
     CONTAINER_ID,
     NETNS,
-    SHIM_FILE,
+    SHIM_ISOLATED,
     SHIM_MODULE,
     VF_PCI,
     BackgroundLoop,
@@ -33,7 +33,7 @@ from cni_harness import (
 
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
 from dpunet.cni.server import CniServer
-from dpunet.cni.shim import SUPPORTED_VERSIONS, CniError, ErrorCode
+from dpunet.cni.wire import SUPPORTED_VERSIONS, CniError, ErrorCode
 
 LEGACY = ("0.3.0", "0.3.1", "0.4.0")
 
@@ -85,7 +85,7 @@ def prev_result(version: str) -> dict[str, object]:
 
 @pytest.mark.parametrize(
     "command",
-    [SHIM_MODULE, SHIM_FILE, [str(Path(sys.executable).with_name("dpunet-cni"))]],
+    [SHIM_MODULE, SHIM_ISOLATED, [str(Path(sys.executable).with_name("dpunet-cni"))]],
     ids=["module", "single-file", "console-script"],
 )
 def test_version_is_answered_without_a_daemon(command: list[str], workdir: Path) -> None:

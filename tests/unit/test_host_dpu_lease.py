@@ -17,10 +17,10 @@ from pod_agent_fakes import NODE, FakeAttacher, FakeController, World, add_reque
 from prometheus_client import CollectorRegistry
 from test_k8s_host_daemon import RESOURCE, config
 
-from dpunet.agent.pods import AgentMetrics, PodAgent
-from dpunet.agent.sandboxes import SandboxStore
 from dpunet.cni.models import StatusRequest
-from dpunet.cni.shim import CniError
+from dpunet.cni.pods import AgentMetrics, PodAgent
+from dpunet.cni.sandboxes import SandboxStore
+from dpunet.cni.wire import CniError
 from dpunet.contract.api import DpuLease, LeaseState, NodeInfo
 from dpunet.controller.client import ClientError
 from dpunet.host.daemon import HostDaemon

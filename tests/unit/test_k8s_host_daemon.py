@@ -14,7 +14,7 @@ import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, SysfsTree, seed_host
 from pod_agent_fakes import vf_device
 
-from dpunet.agent.sandboxes import SandboxRecord
+from dpunet.cni.sandboxes import SandboxRecord
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.daemon import HostDaemon
 from dpunet.host.kubelet.podresources import PodResourcesResolver

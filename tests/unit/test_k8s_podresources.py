@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, seed_host
 
-from dpunet.agent.pods import ERR_NO_DEVICE, ERR_TRY_AGAIN
+from dpunet.cni.binding.vf import VfAttacher
 from dpunet.cni.models import AddRequest, parse_netconf
-from dpunet.cni.shim import CniError
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.host.kubelet.podresources import (
     SOCKET,
     PodResourcesResolver,
@@ -22,7 +22,6 @@ from dpunet.host.kubelet.podresources import (
     matching_resources,
     pod_devices,
 )
-from dpunet.host.vfs import VfAttacher
 from dpunet.hw.pools import load_pool_config
 from fakekubelet import FakeKubelet
 
@@ -132,7 +131,7 @@ def test_pod_without_the_resource(kubelet_dir: Path) -> None:
 
     with pytest.raises(CniError) as caught:
         resolve_with(kubelet_dir, setup, add_request())
-    assert caught.value.code == ERR_NO_DEVICE
+    assert caught.value.code == ErrorCode.NO_DEVICE
     assert "kubelet allocated no" in caught.value.msg and "prod/web" in caught.value.msg
 
 
@@ -142,13 +141,13 @@ def test_every_vf_taken(kubelet_dir: Path) -> None:
 
     with pytest.raises(CniError) as caught:
         resolve_with(kubelet_dir, setup, add_request(), held={VF1})
-    assert caught.value.code == ERR_NO_DEVICE
+    assert caught.value.code == ErrorCode.NO_DEVICE
 
 
 def test_unknown_pool_in_config(kubelet_dir: Path) -> None:
     with pytest.raises(CniError) as caught:
         resolve_with(kubelet_dir, lambda k: None, add_request(resourceName="nope"))
-    assert caught.value.code == ERR_NO_DEVICE
+    assert caught.value.code == ErrorCode.NO_DEVICE
 
 
 def test_no_pod_name_means_no_answer(kubelet_dir: Path) -> None:
@@ -159,7 +158,7 @@ def test_kubelet_unreachable_is_try_again(kubelet_dir: Path) -> None:
     resolver = PodResourcesResolver(kubelet_dir / SOCKET, [RESOURCE], timeout=0.5)
     with pytest.raises(CniError) as caught:
         resolver(add_request(), set())
-    assert caught.value.code == ERR_TRY_AGAIN
+    assert caught.value.code == ErrorCode.TRY_AGAIN_LATER
 
 
 # --- the hook in VfAttacher.claim --------------------------------------------------------
@@ -213,7 +212,7 @@ def test_a_device_id_must_be_one_kubelet_gave_the_pod(kubelet_dir: Path) -> None
     for other in (VF3, "0000:02:00.7"):
         with pytest.raises(CniError) as caught:
             resolve_with(kubelet_dir, setup, add_request(deviceID=other))
-        assert caught.value.code == ERR_NO_DEVICE
+        assert caught.value.code == ErrorCode.NO_DEVICE
         assert f"VF {other} is not one kubelet allocated to pod prod/web" in caught.value.msg
         assert f"{VF1}, {VF2}" in caught.value.details
     # no Kubernetes pod named: nothing to check against
@@ -226,7 +225,7 @@ def test_claim_asks_the_resolver_about_a_device_id(tmp_path: Path) -> None:
     pools = load_pool_config(tmp_path / "cm.yaml", "mellanox.com")
 
     def resolver(req: AddRequest, held: Any) -> str | None:
-        raise CniError(ERR_NO_DEVICE, f"VF {req.config.vf_pci_address} is not the pod's")
+        raise CniError(ErrorCode.NO_DEVICE, f"VF {req.config.vf_pci_address} is not the pod's")
 
     with pytest.raises(CniError, match="is not the pod's"):
         Described(tree.sysfs, pools, resolver=resolver).claim(add_request(deviceID=VF2), set())

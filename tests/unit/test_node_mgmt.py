@@ -6,8 +6,8 @@ import ipaddress
 
 import pytest
 
+from dpunet.cni.daemon import management_config
 from dpunet.contract.api import NodeInfo, NodeRole
-from dpunet.host.mgmt import management_config
 from dpunet.node.mgmt import mgmt_lsp, needed_changes
 from dpunet.ovsdb.local import OvsPort
 from dpunet.podnet import HostLinkState, PodNetError, Route

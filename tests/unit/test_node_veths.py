@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord, VethDevice
+from dpunet.cni.binding.veth import (
+    HOST_PREFIX,
+    POD_PREFIX,
+    VethAttacher,
+    lsp_name,
+    stale,
+    veth_names,
+)
 from dpunet.cni.models import AddRequest, parse_netconf
-from dpunet.cni.shim import CniError
-from dpunet.node.veths import HOST_PREFIX, POD_PREFIX, VethAttacher, lsp_name, stale, veth_names
+from dpunet.cni.sandboxes import SandboxRecord, VethDevice
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.ovsdb.local import OvsPort
 
 OWNED = {"dpunet-owned": "true"}
@@ -57,7 +63,7 @@ def test_claim_names_the_pair_per_attachment_and_refuses_a_clash() -> None:
     )
     with pytest.raises(CniError) as err:
         attacher.claim(add_request("c1"), {host})
-    assert err.value.code == ERR_NO_DEVICE
+    assert err.value.code == ErrorCode.NO_DEVICE
 
 
 def test_stale_lists_only_owned_dpunet_veths_of_unknown_sandboxes() -> None:

@@ -33,22 +33,11 @@ from pod_agent_fakes import (
 )
 from prometheus_client import CollectorRegistry
 
-from dpunet.agent.pods import (
-    ERR_CHECK,
-    ERR_CONTROLLER,
-    ERR_IFNAME_IN_USE,
-    ERR_NO_DEVICE,
-    ERR_PLUG,
-    ERR_RECORD,
-    ERR_TRY_AGAIN,
-    ERR_UNKNOWN_CONTAINER,
-    AgentMetrics,
-    PodAgent,
-)
-from dpunet.agent.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
+from dpunet.cni.pods import AgentMetrics, PodAgent
 from dpunet.cni.results import AddResult
+from dpunet.cni.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
 from dpunet.cni.server import CniServer
-from dpunet.cni.shim import CniError
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.controller.client import ClientError
 from dpunet.podnet import InterfaceConfig, PodNetError
 
@@ -182,13 +171,16 @@ def _fail_add_at(rig: Rig, phase: str) -> int:
     """Script a failure of ADD `phase`; the CNI code the ADD must answer."""
     a, c = rig.attacher, rig.controller
     if phase == "claim":
-        a.fail["claim"] = [CniError(ERR_NO_DEVICE, "no free device")]
-        return ERR_NO_DEVICE
+        a.fail["claim"] = [CniError(ErrorCode.NO_DEVICE, "no free device")]
+        return ErrorCode.NO_DEVICE
     if phase in ("prepare", "stage", "plug"):
         a.fail[phase] = [PodNetError(f"{phase} failed")]
-        return ERR_PLUG
-    statuses = {"port-409": (409, ERR_CONTROLLER), "port-503": (503, ERR_TRY_AGAIN)}
-    statuses["port-timeout"] = (0, ERR_TRY_AGAIN)  # the client's status for no answer
+        return ErrorCode.PLUG_FAILED
+    statuses = {
+        "port-409": (409, ErrorCode.CONTROLLER_REFUSED),
+        "port-503": (503, ErrorCode.TRY_AGAIN_LATER),
+    }
+    statuses["port-timeout"] = (0, ErrorCode.TRY_AGAIN_LATER)  # the client's status for no answer
     status, code = statuses[phase]
     c.fail["put_port"] = [ClientError(status, f"{phase}")]
     return code
@@ -249,7 +241,7 @@ def test_concurrent_adds_get_different_devices(rig: Rig) -> None:
         )
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         assert len(failed) == 1 and isinstance(failed[0], CniError)
-        assert failed[0].code == ERR_NO_DEVICE
+        assert failed[0].code == ErrorCode.NO_DEVICE
         pcis = [r.device.key for r in rig.records()]
         assert sorted(pcis) == sorted(rig.attacher.devices)
         assert_settled(rig)
@@ -448,7 +440,7 @@ def test_a_del_the_controller_cannot_answer_is_retried_to_completion(rig: Rig) -
         rig.controller.fail["delete_port"] = [ClientError(0, "unreachable")]
         with pytest.raises(CniError) as err:
             await rig.delete("c1", "web")
-        assert err.value.code == ERR_TRY_AGAIN
+        assert err.value.code == ErrorCode.TRY_AGAIN_LATER
         assert rig.attacher.away() == {}  # the device is back already
         assert [r.phase for r in rig.records()] == [Phase.RELEASING]
         await rig.delete("c1", "web")
@@ -470,15 +462,17 @@ def test_check_reports_a_missing_resource_and_a_foreign_port(rig: Rig) -> None:
             rig.inspect.problems = ["interface eth0 is missing"]
             with pytest.raises(CniError) as err:
                 await rig.agent.check(req)
-            assert err.value.code == ERR_CHECK and "eth0 is missing" in str(err.value.details)
+            assert err.value.code == ErrorCode.CHECK_FAILED and "eth0 is missing" in str(
+                err.value.details
+            )
             rig.inspect.problems = []
             rig.controller.ports[("default", "web", None)].sandbox = "other"
             with pytest.raises(CniError) as err:
                 await rig.agent.check(req)
-            assert err.value.code == ERR_CHECK
+            assert err.value.code == ErrorCode.CHECK_FAILED
             with pytest.raises(CniError) as err:
                 await rig.agent.check(check_request("c1", netns, "web", prev, ifname="net1"))
-            assert err.value.code == ERR_UNKNOWN_CONTAINER
+            assert err.value.code == ErrorCode.UNKNOWN_CONTAINER
 
     run(scenario)
 
@@ -509,7 +503,7 @@ def test_an_ifname_another_network_attached_is_refused(rig: Rig) -> None:
         await rig.add("c1", "web", netns=netns)
         with pytest.raises(CniError) as err:
             await rig.add("c1", "web", netns=netns, network="storage")
-        assert err.value.code == ERR_IFNAME_IN_USE
+        assert err.value.code == ErrorCode.IFNAME_IN_USE
         await rig.delete("c1", "web", network="storage")  # not that network's: nothing
         assert len(rig.attacher.away()) == 1
         assert_settled(rig)
@@ -556,7 +550,7 @@ def test_gc_goes_on_past_a_failure_and_reports_it(rig: Rig) -> None:
         rig.controller.fail["delete_port"] = [ClientError(503, "busy")]
         with pytest.raises(CniError) as err:
             await rig.agent.gc(gc_request("dpunet", []))
-        assert err.value.code == ERR_TRY_AGAIN
+        assert err.value.code == ErrorCode.TRY_AGAIN_LATER
         assert len(rig.records()) == 1 and rig.attacher.away() == {}
         await rig.agent.gc(gc_request("dpunet", []))
         assert_nothing_held(rig)
@@ -594,7 +588,7 @@ def test_a_newer_record_keeps_its_device_and_blocks_nothing_else(rig: Rig) -> No
         for verb in (rig.delete("g1", "newer"), rig.add("g1", "newer", netns=netns)):
             with pytest.raises(CniError) as err:
                 await verb
-            assert err.value.code == ERR_RECORD and str(path) in str(err.value)
+            assert err.value.code == ErrorCode.RECORD_UNREADABLE and str(path) in str(err.value)
         await rig.delete("c1", "web")
         assert rig.attacher.away() == {pci: ("pod", netns, "eth0")}
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pod_agent_fakes import port_info, vf_device
 
-from dpunet.agent.sandboxes import (
+from dpunet.cni.sandboxes import (
     Phase,
     SandboxRecord,
     SandboxStore,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import time
 from pathlib import Path
@@ -18,17 +19,37 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, ConfigDict, Field
 
-from dpunet.agent.pods import AgentMetrics, Attacher, PodAgent
-from dpunet.agent.sandboxes import SandboxStore
+from dpunet.cni.binding.base import Attacher
+from dpunet.cni.pods import AgentMetrics, PodAgent
+from dpunet.cni.sandboxes import SandboxStore
 from dpunet.cni.server import CniServer
-from dpunet.cni.shim import DEFAULT_SOCKET, DEFAULT_STATE_DIR
+from dpunet.cni.wire import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from dpunet.contract.api import NodeInfo
 from dpunet.controller.client import ClientError, ControllerClient
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
-from dpunet.podnet import PodNetError
+from dpunet.podnet import InterfaceConfig, PodNetError, Route
 
 log = logging.getLogger("dpunet.agent")
+
+MGMT_IFNAME = "ovn-k8s-mp0"
+
+
+def management_config(node: NodeInfo, ifname: str = MGMT_IFNAME) -> InterfaceConfig:
+    """The management interface the controller's node record describes (either kind of
+    node): the subnet's `.2`, routes to the cluster and service CIDRs via `.1`."""
+    gateway = ipaddress.IPv4Address(node.gateway_ip.split("/")[0])
+    return InterfaceConfig(
+        ifname=ifname,
+        mac=node.mgmt_mac,
+        mtu=node.mtu,
+        address=ipaddress.IPv4Interface(node.mgmt_ip),
+        gateway=None,
+        routes=tuple(
+            Route(ipaddress.IPv4Network(cidr), gateway)
+            for cidr in (node.cluster_cidr, node.service_cidr)
+        ),
+    )
 
 
 class AgentSettings(BaseModel):
@@ -45,7 +66,7 @@ class AgentSettings(BaseModel):
     token_file: Path = Field(description="bearer token for the controller")
     state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="sandbox records")
     cni_socket: Path = Field(default=Path(DEFAULT_SOCKET), description="where dpunet-cni connects")
-    mgmt_ifname: str = Field(default="ovn-k8s-mp0", min_length=1, max_length=15)
+    mgmt_ifname: str = Field(default=MGMT_IFNAME, min_length=1, max_length=15)
     metrics_address: str | None = Field(
         default=None, pattern=r"^[^:]*:\d{1,5}$", description="HOST:PORT of /metrics, /readyz"
     )

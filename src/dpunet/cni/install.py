@@ -1,8 +1,9 @@
 """Install `dpunet-cni` into a CNI plugin directory for the fastest start-up.
 
-The shim (`dpunet/cni/shim.py`, standard library only) is copied next to its compiled
-bytecode and started by a two-line launcher under the system interpreter with `-IS`
-(isolated, no site): no virtualenv, no site-packages scan, no compilation at run time.
+The shim and the wire rules it imports (`dpunet/cni/shim.py`, `wire.py`: standard library
+only) are copied as a small package, `dpunet_cni`, next to their compiled bytecode and
+started by a two-line launcher under the system interpreter with `-IS` (isolated, no
+site): no virtualenv, no site-packages scan, no compilation at run time.
 """
 
 from __future__ import annotations
@@ -11,27 +12,30 @@ import py_compile
 import shutil
 from pathlib import Path
 
-from dpunet.cni import shim
+from dpunet.cni import shim, wire
 
-SHIM_MODULE_NAME = "dpunet_cni_shim"
+PACKAGE_NAME = "dpunet_cni"
 DEFAULT_PYTHON = "/usr/bin/python3"
 
 
 def install_shim(bin_dir: Path, lib_dir: Path, python: str = DEFAULT_PYTHON) -> Path:
-    """Put the shim module in `lib_dir` (with bytecode) and the `dpunet-cni` launcher in
-    `bin_dir`; returns the launcher's path. Idempotent."""
-    lib_dir.mkdir(parents=True, exist_ok=True)
+    """Put the shim's package in `lib_dir` (with bytecode) and the `dpunet-cni` launcher
+    in `bin_dir`; returns the launcher's path. Idempotent."""
+    package = lib_dir / PACKAGE_NAME
+    package.mkdir(parents=True, exist_ok=True)
     bin_dir.mkdir(parents=True, exist_ok=True)
-    module = lib_dir / f"{SHIM_MODULE_NAME}.py"
-    shutil.copyfile(shim.__file__, module)
-    module.chmod(0o644)
-    py_compile.compile(str(module), doraise=True)
+    (package / "__init__.py").write_text("")
+    for source in (wire.__file__, shim.__file__):
+        shutil.copyfile(source, package / Path(source).name)
+    for module in package.glob("*.py"):
+        module.chmod(0o644)
+        py_compile.compile(str(module), doraise=True)
     launcher = bin_dir / "dpunet-cni"
     temp = launcher.with_name(".dpunet-cni.tmp")
     temp.write_text(
         f"#!{python} -IS\n"
         f"import sys; sys.path.insert(0, {str(lib_dir)!r})\n"
-        f"import {SHIM_MODULE_NAME}; {SHIM_MODULE_NAME}.main()\n"
+        f"from {PACKAGE_NAME}.shim import main; main()\n"
     )
     temp.chmod(0o755)
     temp.replace(launcher)

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpunet.cni.results import AddResult, Dns
-from dpunet.cni.shim import DEFAULT_STATE_DIR, VALID_ATTACHMENTS_KEY, CniError, ErrorCode
+from dpunet.cni.wire import DEFAULT_STATE_DIR, VALID_ATTACHMENTS_KEY, CniError, ErrorCode
 from dpunet.hw.pci import normalize_pci_address
 
 PciAddress = Annotated[str, AfterValidator(normalize_pci_address)]

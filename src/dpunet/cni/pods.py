@@ -51,8 +51,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from dpunet import podnet
-from dpunet.agent.sandboxes import (
-    Device,
+from dpunet.cni.binding.base import Attacher
+from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
+from dpunet.cni.results import AddResult, Interface, IPConfig
+from dpunet.cni.results import Route as ResultRoute
+from dpunet.cni.sandboxes import (
     Phase,
     SandboxRecord,
     SandboxStore,
@@ -60,10 +63,7 @@ from dpunet.agent.sandboxes import (
     UnreadableRecord,
     VfDevice,
 )
-from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
-from dpunet.cni.results import AddResult, Interface, IPConfig
-from dpunet.cni.results import Route as ResultRoute
-from dpunet.cni.shim import CniError, ErrorCode
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import (
     DeleteResult,
     EventResult,
@@ -78,15 +78,6 @@ from dpunet.keyedlocks import KeyedLocks
 from dpunet.logs import event
 from dpunet.podnet import InterfaceConfig, PodNetError, Route
 
-ERR_TRY_AGAIN = 11
-ERR_UNKNOWN_CONTAINER = 3
-ERR_NO_DEVICE = 100
-ERR_CONTROLLER = 101
-ERR_PLUG = 102
-ERR_CHECK = 103
-ERR_RECORD = 104
-ERR_IFNAME_IN_USE = 105
-
 BLOCKING_THREADS = 64
 T = TypeVar("T")
 
@@ -94,35 +85,6 @@ _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 log = logging.getLogger("dpunet.agent")
-
-
-class Attacher(Protocol):
-    """The device-specific half of a node daemon. Methods block; they run in a thread."""
-
-    kind: str  # "vf" or "veth", for logs and metrics
-
-    def claim(self, req: AddRequest, held: set[str]) -> Device:
-        """Pick a device for `req` whose key is not among `held`; CniError when there is
-        none."""
-        ...
-
-    def prepare(self, record: SandboxRecord) -> None:
-        """Before the port request (the record is saved): what must exist for OVN to report
-        the port up; a full node plugs its veth's host end into br-int here."""
-        ...
-
-    def stage(self, record: SandboxRecord) -> None:
-        """While the port request is in flight: what `plug` can do without the port's
-        answer (a VF moves into the pod's namespace under a temporary name)."""
-        ...
-
-    def plug(self, record: SandboxRecord, cfg: InterfaceConfig) -> None:
-        """After `stage`: put the device into the pod's namespace as `cfg` describes."""
-        ...
-
-    def unplug(self, record: SandboxRecord) -> None:
-        """Return the device from wherever it is (idempotent); PodNetError if impossible."""
-        ...
 
 
 class ControllerApi(Protocol):
@@ -203,7 +165,11 @@ def pod_identity(req: AddRequest | DelRequest) -> tuple[str, str, str]:
     uid = req.pod_uid or req.container_id
     for what, value in (("K8S_POD_NAMESPACE", namespace), ("K8S_POD_NAME", name)):
         if not _DNS_LABEL.match(value):
-            raise CniError(7, f"{what} {value!r} is not a DNS label", "lowercase a-z, 0-9 and '-'")
+            raise CniError(
+                ErrorCode.INVALID_CONFIG,
+                f"{what} {value!r} is not a DNS label",
+                "lowercase a-z, 0-9 and '-'",
+            )
     return namespace, name, uid
 
 
@@ -257,7 +223,7 @@ def port_request(node: str, record: SandboxRecord, network: str | None) -> PortR
             network=network, **vf,
         )  # fmt: skip
     except ValidationError as exc:
-        return CniError(ERR_CONTROLLER, "invalid port request", str(exc))
+        return CniError(ErrorCode.CONTROLLER_REFUSED, "invalid port request", str(exc))
 
 
 def _recorded(records: list[SandboxRecord], port: PortInfo) -> bool:
@@ -271,7 +237,7 @@ def _recorded(records: list[SandboxRecord], port: PortInfo) -> bool:
 
 def _unreadable_error(exc: UnreadableRecord) -> CniError:
     return CniError(
-        ERR_RECORD,
+        ErrorCode.RECORD_UNREADABLE,
         f"sandbox record {exc.path} is unreadable",
         f"{exc.reason}; its devices stay claimed: let the dpunet version that wrote it "
         "finish, or return them and remove the file by hand",
@@ -280,8 +246,8 @@ def _unreadable_error(exc: UnreadableRecord) -> CniError:
 
 def _controller_error(exc: ClientError, what: str) -> CniError:
     if exc.status == 0 or exc.status >= 500:
-        return CniError(ERR_TRY_AGAIN, f"{what}: controller unavailable", exc.detail)
-    return CniError(ERR_CONTROLLER, f"{what}: controller refused", exc.detail)
+        return CniError(ErrorCode.TRY_AGAIN_LATER, f"{what}: controller unavailable", exc.detail)
+    return CniError(ErrorCode.CONTROLLER_REFUSED, f"{what}: controller refused", exc.detail)
 
 
 class PodAgent:
@@ -348,7 +314,7 @@ class PodAgent:
         if existing is not None:
             if not existing.is_attachment(req.ifname, network):
                 raise CniError(
-                    ERR_IFNAME_IN_USE,
+                    ErrorCode.IFNAME_IN_USE,
                     f"{req.ifname} of sandbox {req.container_id} is attached to network "
                     f"{existing.network}",
                     "DEL it from that network first, or use another CNI_IFNAME",
@@ -362,7 +328,7 @@ class PodAgent:
             try:
                 record = await self._thread(self._claim, req, network, namespace, name, uid)
             except CniError as exc:
-                if exc.code == ERR_NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
+                if exc.code == ErrorCode.NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
                     self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
                 raise
         device = record.device
@@ -374,7 +340,7 @@ class PodAgent:
                 await self._thread(self.attacher.prepare, record)
             except PodNetError as exc:
                 raise CniError(
-                    ERR_PLUG, f"preparing the {self.attacher.kind} failed", str(exc)
+                    ErrorCode.PLUG_FAILED, f"preparing the {self.attacher.kind} failed", str(exc)
                 ) from exc
             self._observe("ADD", "prepare", phase_started)
             phase_started = time.monotonic()
@@ -392,7 +358,9 @@ class PodAgent:
                 raise port
             if isinstance(staged, PodNetError):
                 raise CniError(
-                    ERR_PLUG, f"moving the {self.attacher.kind} toward the pod failed", str(staged)
+                    ErrorCode.PLUG_FAILED,
+                    f"moving the {self.attacher.kind} toward the pod failed",
+                    str(staged),
                 ) from staged
             if isinstance(staged, BaseException):
                 raise staged
@@ -407,7 +375,9 @@ class PodAgent:
                 await self._thread(self.attacher.plug, record, cfg)
             except PodNetError as exc:
                 raise CniError(
-                    ERR_PLUG, f"plugging {self.attacher.kind} into the pod failed", str(exc)
+                    ErrorCode.PLUG_FAILED,
+                    f"plugging {self.attacher.kind} into the pod failed",
+                    str(exc),
                 ) from exc
             self._observe("ADD", "plug", phase_started)
             record.phase = Phase.ATTACHED
@@ -489,7 +459,7 @@ class PodAgent:
             self._report(namespace, name, uid, "DPUNotReady", exc.msg)
             return
         problem = self.dpu_problem() if self.dpu_problem is not None else None
-        if problem is None or exc.code != ERR_CONTROLLER:
+        if problem is None or exc.code != ErrorCode.CONTROLLER_REFUSED:
             return
         message = f"{problem}; the port request failed: {exc}"
         self._report(namespace, name, uid, "DPUNotReady", message)
@@ -538,7 +508,7 @@ class PodAgent:
                 await self._thread(self.attacher.unplug, record)
             except PodNetError as exc:
                 raise CniError(
-                    ERR_TRY_AGAIN, f"cannot return the {self.attacher.kind}", str(exc)
+                    ErrorCode.TRY_AGAIN_LATER, f"cannot return the {self.attacher.kind}", str(exc)
                 ) from exc
             record.phase = Phase.RELEASING
             await self._thread(self.store.save, record)
@@ -571,7 +541,9 @@ class PodAgent:
         records = await self._load(req.container_id)
         record = next((r for r in records if r.is_attachment(req.ifname, req.config.name)), None)
         if record is None or record.phase is not Phase.ATTACHED or record.port is None:
-            raise CniError(ERR_UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}")
+            raise CniError(
+                ErrorCode.UNKNOWN_CONTAINER, f"no attachment {req.container_id}/{req.ifname}"
+            )
         problems = await self._thread(
             self.interface_problems, req.netns, interface_config(req.ifname, record.port)
         )
@@ -588,14 +560,18 @@ class PodAgent:
             if port.sandbox != record.container_id:
                 problems.append(f"the controller's port belongs to sandbox {port.sandbox}")
         if problems:
-            raise CniError(ERR_CHECK, "attachment differs from what ADD made", "; ".join(problems))
+            raise CniError(
+                ErrorCode.CHECK_FAILED, "attachment differs from what ADD made", "; ".join(problems)
+            )
 
     async def status(self, req: StatusRequest) -> None:
         """Ready when the controller answers for this node and its DPU is up."""
         try:
             node = await self._thread(self.client.get_node, self.node)
         except ClientError as exc:
-            raise CniError(50, "the controller is unavailable", exc.detail) from exc
+            raise CniError(
+                ErrorCode.NOT_AVAILABLE, "the controller is unavailable", exc.detail
+            ) from exc
         if self.dpu_down is not None and (down := await self._thread(self.dpu_down, node)):
             raise CniError(ErrorCode.NOT_AVAILABLE, down)
 

@@ -26,7 +26,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, NonNegativeInt, model_validator
 
-from dpunet.cni.shim import SUPPORTED_VERSIONS, version_at_least
+from dpunet.cni.wire import SUPPORTED_VERSIONS, version_at_least
 
 
 def _network(value: object) -> object:

@@ -43,7 +43,7 @@ from pydantic import (
     ValidationError,
 )
 
-from dpunet.cni.shim import is_valid_name, sandbox_checkpoint_path
+from dpunet.cni.wire import is_valid_name, sandbox_checkpoint_path
 from dpunet.contract.api import PortInfo, port_network
 from dpunet.podnet import HostLinkState
 

@@ -50,7 +50,7 @@ from dpunet.cni.models import (
 )
 from dpunet.cni.netns import netns_problem
 from dpunet.cni.results import AddResult
-from dpunet.cni.shim import (
+from dpunet.cni.wire import (
     DEFAULT_SOCKET,
     DEFAULT_STATE_DIR,
     LATEST_VERSION,

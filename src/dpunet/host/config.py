@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from dpunet.agent.daemon import AgentSettings
+from dpunet.cni.daemon import AgentSettings
 from dpunet.hw.pools import ManagementVf, PoolConfig, load_pool_config, parse_pool_config
 
 SEED_RESOURCE = "mlnx_sriov_cx6"

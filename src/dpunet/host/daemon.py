@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import Gauge
 
-from dpunet.agent.daemon import AgentDaemon
+from dpunet.cni.binding.vf import VfAttacher
+from dpunet.cni.daemon import AgentDaemon
 from dpunet.contract.api import NodeInfo
 from dpunet.host.config import HostAgentConfig
 from dpunet.host.lease import DpuLeaseView
 from dpunet.host.mgmt import ManagementPort
-from dpunet.host.vfs import VfAttacher
 from dpunet.hw.sysfs import Sysfs
 
 if TYPE_CHECKING:

@@ -9,30 +9,11 @@ hand heals.
 
 from __future__ import annotations
 
-import ipaddress
-
 from dpunet import podnet
+from dpunet.cni.daemon import MGMT_IFNAME, management_config
 from dpunet.contract.api import NodeInfo
 from dpunet.hw.host import find_vf, function_netdev
 from dpunet.hw.sysfs import Sysfs
-
-MGMT_IFNAME = "ovn-k8s-mp0"
-
-
-def management_config(node: NodeInfo, ifname: str = MGMT_IFNAME) -> podnet.InterfaceConfig:
-    """The management interface the controller's node record describes."""
-    gateway = ipaddress.IPv4Address(node.gateway_ip.split("/")[0])
-    return podnet.InterfaceConfig(
-        ifname=ifname,
-        mac=node.mgmt_mac,
-        mtu=node.mtu,
-        address=ipaddress.IPv4Interface(node.mgmt_ip),
-        gateway=None,
-        routes=tuple(
-            podnet.Route(ipaddress.IPv4Network(cidr), gateway)
-            for cidr in (node.cluster_cidr, node.service_cidr)
-        ),
-    )
 
 
 class ManagementPort:

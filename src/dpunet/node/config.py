@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
-from dpunet.agent.daemon import AgentSettings
+from dpunet.cni.daemon import AgentSettings
 from dpunet.dpu.config import parse_listen
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 

@@ -13,13 +13,13 @@ import asyncio
 import contextlib
 import logging
 
-from dpunet.agent.daemon import AgentDaemon
-from dpunet.agent.sandboxes import VethDevice
+from dpunet.cni.binding.veth import VethAttacher, veth_names
+from dpunet.cni.daemon import AgentDaemon
+from dpunet.cni.sandboxes import VethDevice
 from dpunet.contract.api import NodeInfo
 from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
 from dpunet.node.mgmt import ensure_management_port
-from dpunet.node.veths import VethAttacher, veth_names
 from dpunet.ovsdb.local import LocalOvs
 from dpunet.ovsdb.remote import OvsdbUnavailable
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from dpunet import podnet
+from dpunet.cni.daemon import MGMT_IFNAME, management_config
 from dpunet.contract.api import NodeInfo
-from dpunet.host.mgmt import MGMT_IFNAME, management_config
 from dpunet.ovsdb.local import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 APPLY_TIMEOUT = 10.0

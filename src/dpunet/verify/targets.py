@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from dpunet.agent.sandboxes import SandboxRecord, SandboxStore
+from dpunet.cni.sandboxes import SandboxRecord, SandboxStore
 from dpunet.ovsdb.remote import ovs_rundir
 
 DEFAULT_HOST_STATE = Path("/var/lib/dpunet")

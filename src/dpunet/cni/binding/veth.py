@@ -22,10 +22,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet import ethtool, podnet
-from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.models import AddRequest
-from dpunet.cni.shim import CniError
+from dpunet.cni.sandboxes import SandboxRecord, VethDevice
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import PRIMARY_IFNAME
 from dpunet.contract.lsp import pod_lsp_name
 from dpunet.ovsdb.local import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
@@ -97,7 +96,7 @@ class VethAttacher:
         """The veth names of this attachment (refused on a hash clash with a held one)."""
         host, pod = veth_names(req.container_id, req.ifname)
         if host in held:
-            raise CniError(ERR_NO_DEVICE, f"veth name {host} is taken by another attachment")
+            raise CniError(ErrorCode.NO_DEVICE, f"veth name {host} is taken by another attachment")
         return VethDevice(veth=host, peer=pod)
 
     def prepare(self, record: SandboxRecord) -> None:

@@ -19,10 +19,9 @@ import time
 from collections.abc import Callable, Collection
 
 from dpunet import podnet
-from dpunet.agent.pods import ERR_NO_DEVICE
-from dpunet.agent.sandboxes import SandboxRecord, VfDevice
 from dpunet.cni.models import AddRequest
-from dpunet.cni.shim import CniError
+from dpunet.cni.sandboxes import SandboxRecord, VfDevice
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.hw.host import find_vf_by_pci, function_netdev
 from dpunet.hw.pools import (
     ManagementVf,
@@ -119,11 +118,13 @@ class VfAttacher:
                     (e.reason for e in assignment.excluded if e.device.address == wanted), None
                 )
                 raise CniError(
-                    ERR_NO_DEVICE, f"VF {wanted} is not one this node hands out",
+                    ErrorCode.NO_DEVICE, f"VF {wanted} is not one this node hands out",
                     why or "no such VF on this node",
                 )  # fmt: skip
             if wanted in taken:
-                raise CniError(ERR_NO_DEVICE, f"VF {wanted} is already in use by another sandbox")
+                raise CniError(
+                    ErrorCode.NO_DEVICE, f"VF {wanted} is already in use by another sandbox"
+                )
             return self._describe(wanted, members[wanted])
         resource = req.config.resource_name
         pools = [
@@ -132,7 +133,7 @@ class VfAttacher:
         if not pools:
             known = ", ".join(p.resource for p in assignment.pools) or "none"
             raise CniError(
-                ERR_NO_DEVICE, f"no VF pool {resource!r} on this node", f"pools: {known}"
+                ErrorCode.NO_DEVICE, f"no VF pool {resource!r} on this node", f"pools: {known}"
             )
         pool = pools[0]
         for device in sorted(pool.devices, key=lambda d: (d.pf_address or "", d.vf_index or 0)):
@@ -141,7 +142,7 @@ class VfAttacher:
             with contextlib.suppress(CniError):  # its netdev is away from the host right now
                 return self._describe(device.address, pool.resource)
         raise CniError(
-            ERR_NO_DEVICE,
+            ErrorCode.NO_DEVICE,
             f"no free VF in pool {pool.resource}",
             f"all {len(pool.devices)} VFs are in use or away from the host",
         )
@@ -155,28 +156,28 @@ class VfAttacher:
             return self._describe_from_sysfs(pci, resource)
         netdev = function_netdev(self.sysfs, pci)
         if netdev is None:
-            raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
+            raise CniError(ErrorCode.NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
         pf_mac = self._pf_macs.get(known.pf_netdev)
         if pf_mac is None:
             pf_link = podnet.link_state(known.pf_netdev)
             if pf_link is None or not pf_link.mac:
-                raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
+                raise CniError(ErrorCode.NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
             pf_mac = self._pf_macs[known.pf_netdev] = pf_link.mac.lower()
         return self._claimed(pci, resource, netdev, pf_mac, known.vf_index)
 
     def _describe_from_sysfs(self, pci: str, resource: str) -> VfDevice:
         vf = find_vf_by_pci(self.sysfs, pci)
         if vf is None or vf.netdev is None:
-            raise CniError(ERR_NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
+            raise CniError(ErrorCode.NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
         if vf.pf_mac is None:
-            raise CniError(ERR_NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
+            raise CniError(ErrorCode.NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
         return self._claimed(pci, resource, vf.netdev, vf.pf_mac, vf.index)
 
     @staticmethod
     def _claimed(pci: str, resource: str, netdev: str, pf_mac: str, vf_num: int) -> VfDevice:
         link = podnet.link_state(netdev)
         if link is None:
-            raise CniError(ERR_NO_DEVICE, f"VF {pci} netdev {netdev} vanished")
+            raise CniError(ErrorCode.NO_DEVICE, f"VF {pci} netdev {netdev} vanished")
         return VfDevice(pci=pci, resource=resource, pf_mac=pf_mac, vf_num=vf_num, host_link=link)
 
     def prepare(self, record: SandboxRecord) -> None:

@@ -24,9 +24,8 @@ from pathlib import Path
 
 import grpc
 
-from dpunet.agent.pods import ERR_NO_DEVICE, ERR_TRY_AGAIN
 from dpunet.cni.models import AddRequest
-from dpunet.cni.shim import CniError
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.grpcglue import unary, unix_target
 from dpunet.host.kubelet.proto import podresources_pb2 as pb
 
@@ -107,13 +106,15 @@ class PodResourcesResolver:
         if not wanted:
             known = ", ".join(self.resources) or "none"
             raise CniError(
-                ERR_NO_DEVICE, f"no VF pool {req.config.resource_name!r} on this node",
+                ErrorCode.NO_DEVICE, f"no VF pool {req.config.resource_name!r} on this node",
                 f"pools: {known}",
             )  # fmt: skip
         try:
             pods = list_pod_resources(self.socket, self.timeout)
         except PodResourcesError as exc:
-            raise CniError(ERR_TRY_AGAIN, "cannot ask kubelet for the pod's VF", str(exc)) from exc
+            raise CniError(
+                ErrorCode.TRY_AGAIN_LATER, "cannot ask kubelet for the pod's VF", str(exc)
+            ) from exc
         devices = pod_devices(pods, namespace, name)
         if named is not None:
             return _allocated_to_pod(named, [devices.get(r, []) for r in wanted], namespace, name)
@@ -124,13 +125,13 @@ class PodResourcesResolver:
             chosen = choose_primary_vf(ids, held)
             if chosen is None:
                 raise CniError(
-                    ERR_NO_DEVICE,
+                    ErrorCode.NO_DEVICE,
                     f"every {resource} VF of pod {namespace}/{name} is attached already",
                     f"kubelet allocated {', '.join(ids)}",
                 )
             return chosen
         raise CniError(
-            ERR_NO_DEVICE,
+            ErrorCode.NO_DEVICE,
             f"kubelet allocated no {' or '.join(wanted)} VF to pod {namespace}/{name}",
             "request the resource in the pod's resources.limits",
         )
@@ -142,7 +143,7 @@ def _allocated_to_pod(pci: str, allocations: list[list[str]], namespace: str, na
     if pci in ids:
         return pci
     raise CniError(
-        ERR_NO_DEVICE,
+        ErrorCode.NO_DEVICE,
         f"VF {pci} is not one kubelet allocated to pod {namespace}/{name}",
         f"kubelet allocated {', '.join(ids) or 'none of this pool'}: "
         "deviceID must name one of them (multus sets it from the allocation)",
