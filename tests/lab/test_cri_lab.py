@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 
+from dpunet.cni.wire import ErrorCode
 from dpunet.lab import pods, services, svc
 from dpunet.lab.cri import api_pb2 as pb
 from dpunet.lab.cri.client import CriClient, CriError
@@ -149,7 +150,7 @@ def test_an_empty_vf_pool_fails_with_code_100_and_leaves_nothing(clean: LabPlan)
     add_failures = [
         line for line in log.splitlines() if f"verb=ADD container={sandbox_id[1]}" in line
     ]
-    assert add_failures and all("code=100" in line for line in add_failures)
+    assert add_failures and all(f"code={ErrorCode.NO_DEVICE}" in line for line in add_failures)
     assert sandbox_records(plan) == controller_sandboxes(plan) == {p.container_id for p in held}
     assert _cni_netns() == netns_before
     assert host_vfs(plan) == vfs_before

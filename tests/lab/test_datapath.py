@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 
+from dpunet.cni.wire import ErrorCode
 from dpunet.lab import pods, services
 from dpunet.lab.lab import Lab, down
 from dpunet.lab.runner import LabError, read_pid, run
@@ -363,7 +364,7 @@ def test_cni_verbs_against_the_real_host_agent(clean: LabPlan) -> None:
     assert _cni(plan, "STATUS", {}, {**conf, "cniVersion": "1.1.0"})[0] == 0
     run(["ip", "addr", "flush", "dev", "eth0"], netns=pod.netns)
     code, err = _cni(plan, "CHECK", attachment, {**conf, "prevResult": prev})
-    assert code != 0 and err["code"] == 103 and "lacks address" in err["details"]
+    assert code != 0 and err["code"] == ErrorCode.CHECK_FAILED and "lacks address" in err["details"]
     # GC with no valid attachments releases the pod's VF and port.
     gc_conf = {**conf, "cniVersion": "1.1.0", "cni.dev/valid-attachments": []}
     assert _cni(plan, "GC", {}, gc_conf)[0] == 0

@@ -18,6 +18,7 @@ import pytest
 from polling import wait_until
 
 from dpunet.cni import shim as cni_shim
+from dpunet.cni.wire import ErrorCode
 from dpunet.lab import pods, services
 from dpunet.lab.lab import Lab, down
 from dpunet.lab.runner import LabError, pid_alive, read_pid
@@ -76,7 +77,7 @@ def test_a_stopped_dpu_agent_stops_adds_until_it_is_back(lab: LabPlan) -> None:
     _, answer = wait_until(
         "CNI STATUS code 50", lambda: (r := status(plan))[0] != 0 and r, NOTICED_WITHIN
     )
-    assert answer["code"] == 50, answer
+    assert answer["code"] == ErrorCode.NOT_AVAILABLE, answer
     assert answer["msg"].startswith("the DPU dpu1 of node host1 is down"), answer
     started = time.monotonic()
     with pytest.raises(LabError, match=r"code 50\): the DPU dpu1 of node host1 is down: its la"):

@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 from polling import wait_until
 
+from dpunet.cni.wire import ErrorCode
 from dpunet.controller.client import ClientError
 from dpunet.lab import daemons, services
 from dpunet.lab.lab import down, exec_argv
@@ -399,7 +400,7 @@ def test_kill9_during_add_then_restart_releases_everything(
     finally:
         os.kill(northd_pid, signal.SIGCONT)
     code, out = shim.wait_result()
-    assert code != 0 and out is not None and out["code"] == 11, out
+    assert code != 0 and out is not None and out["code"] == ErrorCode.TRY_AGAIN_LATER, out
     agent.start()
     wait_until("the interrupted ADD undone", lambda: not agent.records() and not lab.pod_ports())
     assert not lab.veths()

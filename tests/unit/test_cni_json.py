@@ -10,7 +10,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from dpunet.cni.shim import run
-from dpunet.cni.wire import MAX_JSON_DEPTH, json_dumps, json_loads
+from dpunet.cni.wire import MAX_JSON_DEPTH, ErrorCode, json_dumps, json_loads
 
 scalars = (
     st.none()
@@ -124,4 +124,4 @@ def test_the_shim_answers_a_deeply_nested_config_with_a_decode_error() -> None:
     env = {"CNI_COMMAND": "STATUS"}
     status, output = run(env, b'{"cniVersion": "1.1.0", "args": ' + b"[" * 100_000)
     assert status == 1
-    assert output is not None and output["code"] == 6
+    assert output is not None and output["code"] == ErrorCode.DECODE_FAILURE

@@ -20,7 +20,7 @@ from cni_harness import RecordingHandler, attachment_env, netconf
 
 from dpunet.cni.netns import netns_problem
 from dpunet.cni.server import CniServer
-from dpunet.cni.wire import encode_request
+from dpunet.cni.wire import ErrorCode, encode_request
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_a_path_that_is_no_pod_netns_is_refused_before_the_handler(
 ) -> None:
     handler = RecordingHandler()
     answer = exchange(workdir, command, make(workdir), handler)
-    assert answer["error"]["code"] == 4, answer
+    assert answer["error"]["code"] == ErrorCode.INVALID_ENV, answer
     assert "CNI_NETNS" in answer["error"]["msg"]
     assert re.search(problem, answer["error"]["msg"] + answer["error"].get("details", ""))
     assert handler.calls == []

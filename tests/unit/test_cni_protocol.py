@@ -191,7 +191,11 @@ def test_version_reply() -> None:
 
 def test_cni_error_json() -> None:
     error = CniError(ErrorCode.TRY_AGAIN_LATER, "busy")
-    assert error.to_json("0.4.0") == {"cniVersion": "0.4.0", "code": 11, "msg": "busy"}
+    assert error.to_json("0.4.0") == {
+        "cniVersion": "0.4.0",
+        "code": ErrorCode.TRY_AGAIN_LATER,
+        "msg": "busy",
+    }
     parsed = CniError.from_json({"code": 7, "msg": "bad", "details": "why"})
     assert (parsed.code, parsed.msg, parsed.details) == (7, "bad", "why")
     bad_errors: list[object] = [

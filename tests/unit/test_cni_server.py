@@ -19,7 +19,7 @@ from cni_harness import CONTAINER_ID, RecordingHandler, any_netns, attachment_en
 from dpunet.cni.models import AddRequest
 from dpunet.cni.results import AddResult
 from dpunet.cni.server import CniServer
-from dpunet.cni.wire import MAX_MESSAGE_BYTES, encode_request
+from dpunet.cni.wire import MAX_MESSAGE_BYTES, ErrorCode, encode_request
 
 
 @pytest.fixture
@@ -232,6 +232,6 @@ def test_deeply_nested_requests_get_a_decode_error(workdir: Path, payload: bytes
             return await raw_exchange(server.socket_path, payload)
 
     answer = asyncio.run(scenario())
-    assert answer["error"]["code"] == 6
+    assert answer["error"]["code"] == ErrorCode.DECODE_FAILURE
     assert "nested deeper than" in answer["error"]["details"]
     assert handler.calls == []

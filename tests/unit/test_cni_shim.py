@@ -408,7 +408,11 @@ def test_handler_cni_errors_are_relayed(daemon: Daemon) -> None:
     daemon.handler.errors["ADD"] = CniError(ErrorCode.UNKNOWN_CONTAINER, "pod is gone")
     run = run_shim(attachment_env("ADD"), conf(daemon, "0.3.1"), socket=daemon.socket)
     assert run.returncode == 1
-    assert run.output == {"cniVersion": "0.3.1", "code": 3, "msg": "pod is gone"}
+    assert run.output == {
+        "cniVersion": "0.3.1",
+        "code": ErrorCode.UNKNOWN_CONTAINER,
+        "msg": "pod is gone",
+    }
 
 
 @pytest.mark.parametrize(
@@ -510,7 +514,10 @@ def test_daemon_dropping_the_connection_keeps_del_gated_on_the_checkpoint(
         write_checkpoint(workdir)
         run = run_shim(attachment_env("DEL"), config, socket=sock_path)
         assert run.code == ErrorCode.TRY_AGAIN_LATER
-        assert run_shim(attachment_env("ADD"), config, socket=sock_path).code == 11
+        assert (
+            run_shim(attachment_env("ADD"), config, socket=sock_path).code
+            == ErrorCode.TRY_AGAIN_LATER
+        )
     finally:
         server.close()
 

@@ -20,7 +20,7 @@ from test_k8s_host_daemon import RESOURCE, config
 from dpunet.cni.models import StatusRequest
 from dpunet.cni.pods import AgentMetrics, PodAgent
 from dpunet.cni.sandboxes import SandboxStore
-from dpunet.cni.wire import CniError
+from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import DpuLease, LeaseState, NodeInfo
 from dpunet.controller.client import ClientError
 from dpunet.host.daemon import HostDaemon
@@ -89,7 +89,7 @@ def test_status_is_50_while_the_lease_is_expired_and_recovers(host: Host) -> Non
     async def scenario() -> None:
         with pytest.raises(CniError) as err:
             await host.status()
-        assert err.value.code == 50
+        assert err.value.code == ErrorCode.NOT_AVAILABLE
         assert err.value.msg.startswith(f"the DPU dpu1 of node {NODE} is down: its last lease")
         assert "40 s ago (a lease holds 15 s)" in err.value.msg
         host.controller.lease = HELD  # renewed: STATUS asks the controller every time
@@ -102,7 +102,7 @@ def test_add_fails_fast_with_50_and_claims_nothing(host: Host) -> None:
     async def scenario() -> None:
         with pytest.raises(CniError) as err:
             await host.add("c1")
-        assert err.value.code == 50 and "the DPU dpu1 of node" in err.value.msg
+        assert err.value.code == ErrorCode.NOT_AVAILABLE and "the DPU dpu1 of node" in err.value.msg
         assert "nothing was claimed" in err.value.details
         await asyncio.sleep(0)  # the event report runs in the background
         await asyncio.gather(*host.agent._reports)
