@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -29,6 +30,17 @@ class Response:
 
 Handler = Callable[[], Response]
 _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed"}
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`HOST:PORT` or `[V6]:PORT` -> (host, port); ValueError otherwise."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"{value!r} is not an address like 127.0.0.1:9476")
+    host = host.strip("[]")
+    if host not in ("", "localhost"):
+        ipaddress.ip_address(host)
+    return host or "0.0.0.0", int(port)
 
 
 def metrics_handler(registry: CollectorRegistry) -> Handler:

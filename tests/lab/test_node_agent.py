@@ -27,7 +27,7 @@ import pytest
 from polling import wait_until
 
 from dpunet.cni.wire import ErrorCode
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.lab import daemons, services
 from dpunet.lab.lab import down, exec_argv
 from dpunet.lab.runner import in_netns, pid_alive, read_pid, run, terminate

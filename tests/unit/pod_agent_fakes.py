@@ -26,7 +26,7 @@ from dpunet.contract.api import (
     Route,
 )
 from dpunet.contract.lsp import pod_lsp_name
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.podnet import HostLinkState, InterfaceConfig, PodNetError
 
 NODE = "node1"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dpunet.controller.client import ControllerClient
+from dpunet.contract.client import ControllerClient
 
 SEEN: list[str] = []
 

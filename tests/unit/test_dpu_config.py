@@ -15,10 +15,10 @@ from dpunet.dpu.config import (
     DpuAgentConfig,
     env_overrides,
     load_config,
-    parse_listen,
     resolve_identity,
     setup_config,
 )
+from dpunet.observability import parse_listen
 
 SETUP_IDS = {
     "system-id": "dpu1",

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from dpunet.contract.api import DpuLease, LeaseState
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.dpu.config import ConfigError, load_config
 from dpunet.dpu.lease import LeaseKeeper
 from dpunet.dpu.metrics import Metrics

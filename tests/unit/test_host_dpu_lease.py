@@ -22,7 +22,7 @@ from dpunet.cni.pods import AgentMetrics, PodAgent
 from dpunet.cni.sandboxes import SandboxStore
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import DpuLease, LeaseState, NodeInfo
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.host.daemon import HostDaemon
 from dpunet.host.lease import DpuLeaseView
 

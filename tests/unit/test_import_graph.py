@@ -173,3 +173,19 @@ def test_cni_shim_and_wire_import_only_the_standard_library() -> None:
         and not (level == 1 and path.name == "shim.py" and name.startswith("wire."))
     ]
     assert foreign == []
+
+
+DAEMON_PACKAGES = {"dpunet.controller", "dpunet.host", "dpunet.node", "dpunet.dpu"}
+
+
+def test_daemons_never_import_one_another() -> None:
+    # the processes of docs/architecture.md section 2 meet at their APIs, whose models and
+    # client live in contract/, never in one another's code
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        for target in targets
+        if _component(module) in DAEMON_PACKAGES
+        and _component(target) in DAEMON_PACKAGES - {_component(module)}
+    )
+    assert offenders == []

@@ -38,7 +38,7 @@ from dpunet.cni.results import AddResult
 from dpunet.cni.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
 from dpunet.cni.server import CniServer
 from dpunet.cni.wire import CniError, ErrorCode
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.podnet import InterfaceConfig, PodNetError
 
 

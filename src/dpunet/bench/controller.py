@@ -41,7 +41,7 @@ from dpunet.bench.ovsdb import open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.api import PortRequest
 from dpunet.contract.lsp import lsp_options, requested_chassis
-from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.contract.client import ClientError, ControllerClient
 from dpunet.lab import services
 from dpunet.lab.runner import LabError
 from dpunet.lab.topology import LabPlan

@@ -78,7 +78,7 @@ def out_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 @contextmanager
 def _lab(lab: str | None, name: str, vfs: int) -> Iterator[LabPlan]:
     from dpunet.bench.labctx import bench_lab
-    from dpunet.controller.client import ClientError
+    from dpunet.contract.client import ClientError
     from dpunet.lab.runner import LabError
 
     try:

@@ -12,7 +12,7 @@ import click
 from rich.markup import escape
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
-from dpunet.controller.client import DEFAULT_URL, ClientError, ControllerClient, read_token_file
+from dpunet.contract.client import DEFAULT_URL, ClientError, ControllerClient, read_token_file
 
 
 # ------------------------------------------------------------------ controller

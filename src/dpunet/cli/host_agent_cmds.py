@@ -29,7 +29,7 @@ from dpunet.settings import SettingsError, load_settings
 def host_run(config_file: Path | None, **options: Any) -> None:
     """Run the dpu-host daemon: CNI server, VF hand-out, management port, reconcile."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
-    from dpunet.controller.client import ClientError
+    from dpunet.contract.client import ClientError
     from dpunet.host.config import HostAgentConfig
     from dpunet.host.daemon import HostDaemon
     from dpunet.hw.pools import PoolConfigError

@@ -34,7 +34,7 @@ def node() -> None:
 def node_run(config_file: Path | None, **options: Any) -> None:
     """Run the full-node daemon: CNI server, veth pods on br-int, management port, reconcile."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
-    from dpunet.controller.client import ClientError
+    from dpunet.contract.client import ClientError
     from dpunet.node.config import NodeAgentConfig
     from dpunet.node.daemon import NodeDaemon
 

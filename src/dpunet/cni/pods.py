@@ -73,7 +73,7 @@ from dpunet.contract.api import (
     PortRequest,
     port_network,
 )
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.keyedlocks import KeyedLocks
 from dpunet.logs import event
 from dpunet.podnet import InterfaceConfig, PodNetError, Route

@@ -24,7 +24,6 @@ from dpunet.dpu.config import (
     ConfigError,
     DpuAgentConfig,
     Identity,
-    parse_listen,
     resolve_identity,
     setup_config,
 )
@@ -33,7 +32,7 @@ from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
-from dpunet.observability import check_handler, metrics_handler, start_http
+from dpunet.observability import check_handler, metrics_handler, parse_listen, start_http
 from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
@@ -257,7 +256,7 @@ class Agent:
         """Renew the DPU lease at the controller, when one is configured."""
         if self.cfg.controller_url is None or self.cfg.token_file is None:
             return
-        from dpunet.controller.client import ClientError, ControllerClient  # lease only
+        from dpunet.contract.client import ClientError, ControllerClient  # lease only
         from dpunet.dpu.lease import keep_lease
 
         if ident.host_node is None:

@@ -19,6 +19,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from dpunet.observability import parse_listen
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
@@ -51,17 +52,6 @@ def _listen(value: str) -> str:
     if value:
         parse_listen(value)
     return value
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`HOST:PORT` or `[V6]:PORT` -> (host, port); ValueError otherwise."""
-    host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"{value!r} is not an address like 127.0.0.1:9476")
-    host = host.strip("[]")
-    if host not in ("", "localhost"):
-        ipaddress.ip_address(host)
-    return host or "0.0.0.0", int(port)
 
 
 RemoteStr = Annotated[str, AfterValidator(_sb_remote)]

@@ -10,7 +10,7 @@ import logging
 from typing import Protocol
 
 from dpunet.contract.api import DpuLease
-from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.contract.client import ClientError, ControllerClient
 from dpunet.dpu.metrics import Metrics
 from dpunet.logs import event
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 
 from dpunet.contract.api import DpuLease, LeaseState, NodeInfo
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 
 
 class DpuLeaseView:

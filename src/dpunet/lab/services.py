@@ -21,7 +21,7 @@ import yaml
 
 from dpunet.cni import shim as cni_shim
 from dpunet.cni.install import install_shim
-from dpunet.controller.client import ClientError, ControllerClient
+from dpunet.contract.client import ClientError, ControllerClient
 from dpunet.lab.daemons import Daemon, nbctl
 from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, wait_for
 from dpunet.lab.topology import (

@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from dpunet.controller.client import ClientError
+from dpunet.contract.client import ClientError
 from dpunet.lab import pods
 from dpunet.lab.checks import CheckResult
 from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, run, wait_for

@@ -11,7 +11,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 from dpunet.cni.daemon import AgentSettings
-from dpunet.dpu.config import parse_listen
+from dpunet.observability import parse_listen
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 
 
