@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 import click
 from pydantic import ValidationError
 from rich.markup import escape
+from rich.status import Status
 from rich.tree import Tree
 
 from dpunet.cli.lab_service_cmds import service
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab import services
 from dpunet.lab.checks import CheckResult
-from dpunet.lab.lab import FAILED_LOGS_ROOT, Lab, down, exec_in_node, lab_names, load_plan
+from dpunet.lab.lab import (
+    FAILED_LOGS_ROOT,
+    Lab,
+    StepReporter,
+    down,
+    exec_in_node,
+    lab_names,
+    load_plan,
+)
 from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
 from dpunet.lab.runner import LabError, run
 from dpunet.lab.selftest import run_checks
@@ -49,6 +59,12 @@ def _bring_up(plan: LabPlan) -> None:
         f"Bringing up lab [bold]{plan.name}[/] ({spec.hosts} host/DPU pair(s), {spec.vfs} VFs each)"
     )
     status = console.status("")
+    with status:
+        Lab(plan).up(_step_reporter(status))
+
+
+def _step_reporter(status: Status) -> StepReporter:
+    """Shows the running step in `status` and a line per finished step."""
 
     def report(title: str, elapsed: float | None) -> None:
         if elapsed is None:
@@ -56,8 +72,7 @@ def _bring_up(plan: LabPlan) -> None:
         else:
             console.print(f"  [green]✓[/] {title} [dim]{elapsed:.2f}s[/]")
 
-    with status:
-        Lab(plan).up(report)
+    return report
 
 
 @lab.command()
@@ -216,6 +231,29 @@ def restart(name: str, node: str, service: str) -> None:
     except (LabError, KeyError) as exc:
         fail(str(exc).strip('"'))
     console.print(f"{service} on {node} started again (pid {pid})")
+
+
+@lab.command()
+@name_option
+@click.argument("node")
+@click.option(
+    "--lose-ovs-db",
+    is_flag=True,
+    help="OVS's conf.db is lost too (a reinstalled DPU); by default it persists, as on eMMC.",
+)
+def reboot(name: str, node: str, lose_ovs_db: bool) -> None:
+    """Reboot DPU NODE as the hardware does: every process killed, the NIC reset, the run
+    directories lost (OVS's conf.db kept), then its boot path (OVS, OVN, dpu setup, dpunet-dpu).
+    Pods keep their VFs and get their network back."""
+    console.print(f"Rebooting [bold]{node}[/] of lab [bold]{name}[/]")
+    started = time.monotonic()
+    status = console.status("")
+    try:
+        with status:
+            Lab(load_plan(name)).reboot(node, _step_reporter(status), lose_ovs_db)
+    except LabError as exc:
+        fail(str(exc))
+    console.print(f"{node} rebooted in {time.monotonic() - started:.2f}s")
 
 
 lab.add_command(service)

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -40,6 +41,7 @@ from dpunet.lab.topology import (
     CP_BRIDGE,
     DPU_BRIDGE,
     DPU_HOST_PF_REP,
+    DPU_PF_PCI,
     DPU_UPLINK,
     EXT_ADDRESS,
     HOST_PF_NAME,
@@ -51,6 +53,8 @@ from dpunet.lab.topology import (
 )
 
 WIRE_BRIDGE = "ul"
+NIC_MARKER = "dpunet-lab:"  # ifalias prefix of the emulated NIC's netdevs (lab.nic)
+PERSISTED_OVS_FILES = ("conf.db", ".conf.db.~lock~")  # on a BlueField's eMMC: /etc/openvswitch
 FAILED_LOGS_ROOT = Path("/tmp")
 
 
@@ -63,6 +67,15 @@ class Step:
 
 
 StepReporter = Callable[[str, float | None], None]
+
+
+def run_steps(steps: Sequence[Step], report: StepReporter) -> None:
+    """Run steps in order, reporting each as it starts and when it is done."""
+    for step in steps:
+        report(step.title, None)
+        started = time.monotonic()
+        step.action()
+        report(step.title, time.monotonic() - started)
 
 
 def load_plan(name: str) -> LabPlan:
@@ -96,11 +109,7 @@ class Lab:
             json.dumps({"spec": self.plan.spec.model_dump(), "created": time.time()})
         )
         try:
-            for step in self.steps():
-                report(step.title, None)
-                started = time.monotonic()
-                step.action()
-                report(step.title, time.monotonic() - started)
+            run_steps(self.steps(), report)
         except BaseException as exc:
             logs = self._save_logs()
             down(self.plan.name)
@@ -209,16 +218,15 @@ class Lab:
         self._wire(plan.cp, "eth0")
         for pair in plan.pairs:
             self._wire(pair.dpu, DPU_UPLINK)
-            # As on a real DPU before `dpu setup`: the underlay address sits on p0.
-            ip(
-                "addr",
-                "add",
-                f"{pair.dpu.underlay_ip}/{prefix}",
-                "dev",
-                DPU_UPLINK,
-                netns=pair.dpu.netns,
-            )
-            ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=pair.dpu.netns)
+            self._dpu_network(pair.dpu)
+
+    def _dpu_network(self, dpu: Node) -> None:
+        """The DPU's own network configuration, applied at every boot (netplan on a
+        BlueField): as before `dpu setup`, the underlay address and default route on p0."""
+        prefix = self.plan.underlay_prefix
+        ip("link", "set", DPU_UPLINK, "up", netns=dpu.netns)
+        ip("addr", "add", f"{dpu.underlay_ip}/{prefix}", "dev", DPU_UPLINK, netns=dpu.netns)
+        ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=dpu.netns)
 
     def _start_nics(self) -> None:
         nic_control.start(self.plan)
@@ -293,6 +301,101 @@ class Lab:
     def _start_controller(self, node: Node) -> None:
         daemons.start_ovn_controller(self.plan, node)
         daemons.wait_chassis(self.plan, node)
+
+    # ------------------------------------------------------------- reboot
+    def reboot(self, node_name: str, report: StepReporter, lose_ovs_db: bool = False) -> None:
+        """Reboot a DPU as the hardware does (see reboot_steps); LabError on failure
+        (the DPU is then left as far as its boot got)."""
+        run_steps(self.reboot_steps(node_name, lose_ovs_db), report)
+
+    def reboot_steps(self, node_name: str, lose_ovs_db: bool = False) -> list[Step]:
+        """A DPU's power cycle, then its boot path: the same start-up code as `up`.
+        `lose_ovs_db`: OVS's conf.db is lost too (a DPU reinstalled, its disk replaced)."""
+        dpu = self._dpu(node_name)
+        lost = "run directories and OVS's conf.db" if lose_ovs_db else "run directories"
+        steps = [
+            Step(f"{dpu.name}: every process killed (-9)", partial(self._kill_all, dpu)),
+            Step(f"{dpu.name}: kernel state lost", partial(self._lose_kernel_state, dpu)),
+            Step(
+                f"{dpu.name}: NIC reset (uplink, representors recreated)",
+                partial(self._reset_nic, dpu),
+            ),
+            Step(f"{dpu.name}: {lost} lost", partial(self._lose_files, dpu, lose_ovs_db)),
+            Step(f"boot: {dpu.name} network configuration", partial(self._dpu_network, dpu)),
+            Step(f"boot: Open vSwitch on {dpu.name}", partial(daemons.start_ovs, self.plan, dpu)),
+            Step(f"boot: DPU bridge brp0 on {dpu.name}", partial(self._setup_dpu, dpu)),
+            Step(f"boot: ovn-controller on {dpu.name}", partial(self._start_controller, dpu)),
+        ]
+        if not self.plan.spec.bare:
+            steps.append(
+                Step(
+                    f"boot: dpunet-dpu on {dpu.name}",
+                    partial(services.start_dpu_agent, self.plan, dpu),
+                )
+            )
+        return steps
+
+    def _dpu(self, node_name: str) -> Node:
+        dpus = [pair.dpu for pair in self.plan.pairs]
+        for dpu in dpus:
+            if dpu.name == node_name:
+                if dpu.netns not in list_netns():
+                    raise LabError(f"{node_name} of lab {self.plan.name!r} has no namespace")
+                return dpu
+        names = ", ".join(d.name for d in dpus)
+        raise LabError(f"{node_name} is not a DPU of lab {self.plan.name!r} (DPUs: {names})")
+
+    def _kill_all(self, dpu: Node) -> None:
+        """SIGKILL every process of the DPU (OVS, OVN, dpunet-dpu, anything else there)."""
+        pids = netns_pids(dpu.netns)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(
+            f"the processes of {dpu.name} to die",
+            lambda: not any(pid_alive(pid) for pid in pids),
+            timeout=10,
+        )
+
+    def _lose_kernel_state(self, dpu: Node) -> None:
+        """Netdevs the DPU's kernel made are gone after a reboot (OVS's taps are persistent
+        and outlive ovs-vswitchd, with the addresses and routes on them). The NIC's own
+        netdevs, known by their marker, are the NIC's to reset; the uplink's sysctls are
+        the kernel's defaults again."""
+        out = ip("-j", "link", "show", netns=dpu.netns).stdout
+        for link in json.loads(out or "[]"):
+            name = link.get("ifname", "")
+            if name != "lo" and not link.get("ifalias", "").startswith(NIC_MARKER):
+                ip("link", "del", name, netns=dpu.netns, check=False)
+        default = run(["sysctl", "-n", "net.ipv4.conf.default.arp_ignore"], netns=dpu.netns)
+        run(
+            ["sysctl", "-qw", f"net.ipv4.conf.{DPU_UPLINK}.arp_ignore={default.stdout.strip()}"],
+            netns=dpu.netns,
+        )
+
+    def _reset_nic(self, dpu: Node) -> None:
+        """What a reboot does to the NIC: a reset of the DPU's PCI function (the emulated
+        NIC recreates the uplink and the representors; the host's VFs stay in their pods)."""
+        sysfs = self.plan.sysfs_root(dpu)
+        assert sysfs is not None
+        reset = sysfs / "bus" / "pci" / "devices" / DPU_PF_PCI / "reset"
+        try:
+            reset.write_text("1\n")
+        except OSError as exc:
+            raise LabError(f"resetting {dpu.name}'s NIC function ({reset}) failed: {exc}") from exc
+
+    def _lose_files(self, dpu: Node, lose_ovs_db: bool) -> None:
+        """/run is a tmpfs: sockets, pid and control files go. What a BlueField keeps on
+        its eMMC stays: OVS's conf.db (unless `lose_ovs_db`), the logs, dpunet-dpu's
+        config and token."""
+        plan = self.plan
+        kept = () if lose_ovs_db else PERSISTED_OVS_FILES
+        for directory in (plan.ovs_dir(dpu), plan.ovn_dir(dpu)):
+            for path in directory.iterdir():
+                if path.name not in kept and path.suffix != ".log":
+                    path.unlink()
+        for pidfile in plan.node_dir(dpu).glob("*.pid"):
+            pidfile.unlink()
 
     # --------------------------------------------------------------- logs
     def _save_logs(self) -> Path | None:

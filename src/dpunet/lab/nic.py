@@ -49,6 +49,7 @@ PF = -1
 
 _IFF_UP = 0x1
 _IFF_RUNNING = 0x40
+_IFF_PROMISC = 0x100
 _KERNEL_CLOSE = _IFF_UP | _IFF_RUNNING
 """``ifi_change`` of the RTM_NEWLINK that dev_close() sends (unregister, netns
 move); an administrative ``ip link set down`` sends ``IFF_UP`` only."""
@@ -674,6 +675,44 @@ class EmulatedNic:
         if uplink is not None and not marked:
             self.set_uplink_alias(uplink.index, self.uplink_marker)
             log_event(self.log, "uplink_marked", dpu=self.cfg.dpu_node, uplink=uplink.name)
+
+    def reset_dpu(self) -> None:
+        """A reset of the DPU's PCI function, as when the DPU reboots (engine thread).
+
+        mlx5 unloads and reloads: the uplink and every representor are new netdevs under
+        their original names, down, not promiscuous, with the default MTU and MAC, no
+        address and no qdisc. The host's PF and VFs are not touched (their pods keep
+        them). A veth cannot be remade without its peer, so each netdev is reset in place
+        (its ifindex stays).
+        """
+        with self.lock:
+            self.drain()
+            ends = [
+                (link, self.default_ends(slot)[1])
+                for slot in [PF, *range(self.numvfs)]
+                if (link := self.find(slot, rep=True)) is not None
+            ]
+            uplink = next(
+                (ln for ln in self.dpu.links.values() if ln.alias == self.uplink_marker), None
+            )
+        if uplink is not None:
+            ends.append((uplink, EndSpec(uplink.name, uplink.mac, self.cfg.mtu, False)))
+        for link, end in ends:
+            self._reset_link(link.index, end)
+            log_event(self.log, "function_reset", dpu=self.cfg.dpu_node, netdev=end.name)
+
+    def _reset_link(self, index: int, end: EndSpec) -> None:
+        ipr = self.dpu.ipr
+        try:
+            ipr.link("set", index=index, flags=0, change=_IFF_UP | _IFF_PROMISC)
+            ipr.flush_addr(index=index)
+            for qdisc in ipr.get_qdiscs(index=index):
+                if qdisc.get("kind") in ("ingress", "clsact"):
+                    ipr.tc("del", qdisc.get("kind"), index=index)
+            ipr.link("set", index=index, ifname=end.name, mtu=end.mtu, address=end.mac)
+        except NetlinkError as exc:
+            raise os_error(exc) from exc
+        self._refresh(self.dpu, index)
 
     def teardown(self) -> None:
         """Delete every pair of this NIC and unmark the uplink (engine thread)."""

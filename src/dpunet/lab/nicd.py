@@ -115,6 +115,16 @@ class Engine:
             raise OSError(errno.ERANGE, os.strerror(errno.ERANGE))
         self.call(lambda: nic.set_numvfs(count))
 
+    def reset_dpu(self, nic: EmulatedNic, data: bytes) -> None:
+        """A store to the DPU function's ``reset``: only ``1`` resets (else EINVAL)."""
+        try:
+            value = parse_kstrtou16(data)
+        except ValueError:
+            value = 0
+        if value != 1:
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        self.call(nic.reset_dpu)
+
     def _wake(self) -> None:
         with suppress(BlockingIOError):
             os.write(self._wake_w, b"!")

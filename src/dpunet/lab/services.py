@@ -22,7 +22,7 @@ import yaml
 from dpunet.cni import shim as cni_shim
 from dpunet.cni.install import install_shim
 from dpunet.contract.client import ClientError, ControllerClient
-from dpunet.lab.daemons import Daemon, nbctl
+from dpunet.lab.daemons import Daemon, nbctl, vsctl
 from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, wait_for
 from dpunet.lab.topology import (
     CP_ADDRESS,
@@ -38,6 +38,7 @@ from dpunet.lab.topology import (
 
 CONTROLLER_PORT = 9477
 CNI_NETWORK = "dpunet"
+MGMT_PORT = "ovn-k8s-mp0"  # the DPU agent's default name of the management representor
 DPU_LEASE_DURATION = 10.0  # the lab controller's dpu_lease_duration (s)
 DPU_LEASE_INTERVAL = 2.0  # how often the lab's DPU agents renew (s)
 
@@ -103,7 +104,7 @@ def wait_ready(plan: LabPlan, node: Node, service: Daemon) -> None:
         what, ready = "the dpunet controller", partial(_controller_ready, plan)
     elif service.name == "dpunet-dpu":
         what = f"dpunet-dpu on {node.name} to plug the management port"
-        ready = partial(_mgmt_port_bound, plan, plan.node(node.peer or ""))
+        ready = partial(_mgmt_port_plugged, plan, node)
     else:
         what = f"{service.name} on {node.name} (management port and CNI socket)"
         ready = partial(_node_agent_ready, plan, node)
@@ -243,7 +244,13 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
     wait_ready(plan, dpu, service)
 
 
-def _mgmt_port_bound(plan: LabPlan, host: Node) -> bool:
+def _mgmt_port_plugged(plan: LabPlan, dpu: Node) -> bool:
+    """The host's management port is attached to the DPU's OVS (an OpenFlow port) and
+    OVN has it up (after a reboot NB still says up: the attachment is what is new)."""
+    ofport = vsctl(plan, dpu, "--if-exists", "get", "Interface", MGMT_PORT, "ofport").strip()
+    if not ofport.isdigit() or int(ofport) <= 0:
+        return False
+    host = plan.node(dpu.peer or "")
     return nbctl(plan, "lsp-get-up", f"k8s-{host.name}").strip() == "up"
 
 

@@ -85,6 +85,10 @@ class Backend(Protocol):
         """Handle a write to the PF's ``sriov_numvfs`` (raises OSError like the kernel)."""
         ...
 
+    def reset_dpu(self, nic: EmulatedNic, data: bytes) -> None:
+        """Handle a write to the DPU function's ``reset`` (raises OSError like the kernel)."""
+        ...
+
 
 @dataclass(frozen=True)
 class _PciFunction:
@@ -247,6 +251,10 @@ class SysfsTree:
                 attrs[f"virtfn{n}"] = Symlink(f"../{vf_address(fn.address, n)}")
         elif fn.slot is not None:
             attrs["physfn"] = Symlink(f"../{nic.pf_address}")
+        else:
+            attrs["reset"] = File(
+                _fails(errno.EACCES), lambda data: self._backend.reset_dpu(nic, data)
+            )
         mine = {name: link for name, (link, addr) in netdevs.items() if addr == fn.address}
         match rest:
             case []:
