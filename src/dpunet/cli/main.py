@@ -23,6 +23,7 @@ COMMANDS = {
     "nodes": "dpunet.cli.controller_cmds:nodes",
     "ports": "dpunet.cli.controller_cmds:ports",
     "services": "dpunet.cli.services_cmds:services",
+    "policies": "dpunet.cli.policies_cmds:policies",
     "k8s": "dpunet.cli.k8s_cmds:k8s",
     "bench": "dpunet.cli.bench_cmds:bench",
     "verify": "dpunet.cli.verify_cmds:verify",

@@ -41,6 +41,7 @@ LABEL_KEY = (
     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
 )
 LABEL_VALUE = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+PORT_NAME = r"^[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?$"  # IANA_SVC_NAME: up to 15 characters
 
 JOIN_SWITCH = "join"  # the NB switch all gateway routers share: no node may take its name
 RESERVED_NODE_NAMES = frozenset({JOIN_SWITCH})
@@ -185,6 +186,16 @@ class NodeList(BaseModel):
     items: list[NodeInfo]
 
 
+class ContainerPort(_Body):
+    """A named container port of a pod (what a NetworkPolicy's named ports resolve to)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=PORT_NAME)
+    container_port: int = Field(alias="containerPort", ge=1, le=65535)
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+
+
 class PortRequest(_Body):
     """`PUT /v1/ports/{namespace}/{name}`: give a pod its port on `node`."""
 
@@ -203,11 +214,17 @@ class PortRequest(_Body):
     labels: dict[LabelKey, LabelValue] = Field(
         default_factory=dict, max_length=16, description="what service selectors match"
     )
+    ports: list[ContainerPort] = Field(
+        default_factory=list, max_length=64, description="named container ports (policies)"
+    )
 
     _mac = field_validator("pf_mac")(_unicast_mac)
 
     @model_validator(mode="after")
     def _vf_fields(self) -> PortRequest:
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise ValueError(f"container port names repeat: {names}")
         given = [v is not None for v in (self.pci, self.pf_mac, self.vf_num)]
         if any(given) and not all(given):
             raise ValueError("pci, pf_mac and vf_num go together (all for a VF port, none else)")

@@ -24,6 +24,7 @@ from dpunet.contract.api import (
     PortList,
     PortRequest,
 )
+from dpunet.contract.policy import NamespaceLabels, NetworkPolicy, PolicyInfo, PolicyList
 from dpunet.contract.services import ServiceInfo, ServiceList, ServiceSpec
 
 DEFAULT_URL = "http://127.0.0.1:9477"
@@ -195,6 +196,28 @@ class ControllerClient:
     def delete_service(self, namespace: str, name: str) -> DeleteResult:
         """Remove a service (admin token; unknown services succeed)."""
         return self._call("DELETE", f"/v1/services/{namespace}/{name}", DeleteResult)
+
+    def list_policies(self, namespace: str | None = None) -> list[PolicyInfo]:
+        """NetworkPolicies, optionally of one namespace."""
+        params = _params(namespace=namespace)
+        return self._call("GET", "/v1/policies", PolicyList, params=params).items
+
+    def put_policy(
+        self, namespace: str, name: str, policy: NetworkPolicy | Mapping[str, Any]
+    ) -> PolicyInfo:
+        """Create or replace a NetworkPolicy (admin token); a mapping (a manifest) is sent
+        as it is, for the server to validate."""
+        path = f"/v1/policies/{namespace}/{name}"
+        return self._call("PUT", path, PolicyInfo, json=_body(policy))
+
+    def delete_policy(self, namespace: str, name: str) -> DeleteResult:
+        """Remove a NetworkPolicy (admin token; unknown policies succeed)."""
+        return self._call("DELETE", f"/v1/policies/{namespace}/{name}", DeleteResult)
+
+    def label_namespace(self, namespace: str, labels: Mapping[str, str]) -> NamespaceLabels:
+        """Replace a namespace's labels (admin token)."""
+        body = {"labels": dict(labels)}
+        return self._call("PUT", f"/v1/namespaces/{namespace}/labels", NamespaceLabels, json=body)
 
 
 def _body(request: BaseModel | Mapping[str, Any]) -> Any:

@@ -39,6 +39,7 @@ PCI = "dpunet:pci"
 PF_MAC = "dpunet:pf-mac"
 VF_NUM = "dpunet:vf-num"
 LABEL_PREFIX = "dpunet:label:"  # a pod port's labels (service selectors match them)
+PORT_PREFIX = "dpunet:port:"  # a pod's named container ports: <name> = <number>/<PROTOCOL>
 
 DEFAULT_IFNAME = "eth0"
 _MAC_RE = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
@@ -112,6 +113,7 @@ class PodIds:
     pf_mac: str | None = None
     vf_num: int | None = None
     labels: tuple[tuple[str, str], ...] = ()  # sorted (key, value) pairs
+    named_ports: tuple[tuple[str, str, int], ...] = ()  # sorted (name, protocol, number)
 
     def external_ids(self) -> dict[str, str]:
         """The external ids (without the owner marks the controller adds)."""
@@ -130,6 +132,7 @@ class PodIds:
             ids[PF_MAC] = self.pf_mac
             ids[VF_NUM] = str(self.vf_num)
         ids |= {LABEL_PREFIX + k: v for k, v in self.labels}
+        ids |= {PORT_PREFIX + name: f"{number}/{proto}" for name, proto, number in self.named_ports}
         return ids
 
     @classmethod
@@ -159,6 +162,13 @@ class PodIds:
                     if k.startswith(LABEL_PREFIX)
                 )
             ),
+            named_ports=tuple(
+                sorted(
+                    _named_port(k.removeprefix(PORT_PREFIX), v)
+                    for k, v in external_ids.items()
+                    if k.startswith(PORT_PREFIX)
+                )
+            ),
         )
 
     @property
@@ -168,6 +178,14 @@ class PodIds:
 
 
 # ------------------------------------------------------------------- parsers
+def _named_port(name: str, value: str) -> tuple[str, str, int]:
+    """(name, protocol, number) of a `dpunet:port:<name>` = `<number>/<PROTOCOL>` id."""
+    number, _, proto = value.partition("/")
+    if proto not in ("TCP", "UDP", "SCTP"):
+        raise ValueError(f"{PORT_PREFIX}{name}={value!r} is not <number>/<TCP|UDP|SCTP>")
+    return name, proto, decimal(number, PORT_PREFIX + name)
+
+
 def decimal(text: str, key: str) -> int:
     """A non-negative integer in ASCII digits (surrounding blanks allowed)."""
     if not _DECIMAL_RE.fullmatch(text.strip()):

@@ -42,6 +42,7 @@ from dpunet.contract.api import (
 )
 from dpunet.controller.auth import Authenticator, Principal
 from dpunet.controller.errors import ControllerError, Forbidden
+from dpunet.controller.policy_api import policy_routes
 from dpunet.controller.routing import AnyCaller, StrictJsonRoute, Who
 from dpunet.controller.service_api import service_routes
 
@@ -350,4 +351,5 @@ def create_app(ctl: "Controller") -> FastAPI:
         return await ctl.pod_event(who, namespace, name, report)
 
     app.include_router(service_routes(ctl))
+    app.include_router(policy_routes(ctl))
     return app

@@ -16,6 +16,7 @@ from dpunet.controller.leases import DpuLeases
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
+from dpunet.controller.policies import PolicyController
 from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
 from dpunet.controller.services import ServiceController
@@ -67,6 +68,7 @@ class Controller:
         self.services = ServiceController(cfg, self.nb, self.metrics)
         if self.kube is not None:
             self.kube.bind_services(self.services)
+        self.policies = PolicyController(cfg, self.nb, self.metrics)
         self.reconciled = False
         self._reload_wanted = asyncio.Event()
 

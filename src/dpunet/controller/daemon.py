@@ -66,6 +66,7 @@ async def serve(cfg: ControllerConfig) -> None:
     )
     supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
     service_sync = asyncio.create_task(ctl.services.run(), name="dpunet-services")
+    policy_sync = asyncio.create_task(ctl.policies.run(), name="dpunet-policies")
 
     def _supervisor_done(task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -88,10 +89,10 @@ async def serve(cfg: ControllerConfig) -> None:
     finally:
         supervisor.cancel()
         service_sync.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await supervisor
-        with contextlib.suppress(asyncio.CancelledError):
-            await service_sync
+        policy_sync.cancel()
+        for task in (supervisor, service_sync, policy_sync):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await ctl.close()
         for sock in sockets:
             sock.close()

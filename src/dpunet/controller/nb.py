@@ -52,13 +52,14 @@ from dpunet.controller.nbcommands import (
     Snapshot,
     read_column,
 )
+from dpunet.controller.policy_nb import ACL_TABLE, ADDRESS_SET, NB_GLOBAL, PORT_GROUP
 from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
 from dpunet.ovsdb.api import NbApi
 from dpunet.ovsdb.rpc import NB_SCHEMA, schema_helper
 
 LOCK_NAME = "dpunet_controller"
-TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP)
+TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP, PORT_GROUP, ADDRESS_SET, ACL_TABLE, NB_GLOBAL)
 _RECHECK_S = 2.0
 _POLL_S = 0.1
 MAX_BATCH = 256  # commands in one coalesced transaction

@@ -217,6 +217,7 @@ class PortService:
             pf_mac=req.pf_mac,
             vf_num=req.vf_num,
             labels=tuple(sorted(req.labels.items())),
+            named_ports=tuple(sorted((p.name, p.protocol, p.container_port) for p in req.ports)),
         )
         self.metrics.port_setup.labels("allocate").observe(loop.time() - started)
         if existing is not None and same_pod:

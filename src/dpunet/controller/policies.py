@@ -1,0 +1,183 @@
+"""The policy controller: NetworkPolicy as OVN ACLs (see policy_acls.py, policy_nb.py).
+
+Level-triggered like the service controller: a pass (policy_nb.SyncPolicies) recomputes
+every policy object from the specs and namespace labels stored in Northbound and the pod
+ports, and writes only the difference. Passes run once the controller holds the NB lock,
+when NB reports a change to ports, switches or policy objects (at most every
+`_SETTLE_S`), and every `reconcile_interval`. A PUT or DELETE is itself one pass.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from functools import partial
+from typing import Any
+
+from prometheus_client import Counter
+
+from dpunet.contract.api import DeleteResult
+from dpunet.contract.policy import (
+    NamespaceLabels,
+    NetworkPolicy,
+    PolicyInfo,
+    PolicyList,
+    spec_json,
+)
+from dpunet.controller.auth import Principal
+from dpunet.controller.config import ControllerConfig
+from dpunet.controller.errors import BadRequest, Forbidden, NotFound
+from dpunet.controller.metrics import Metrics
+from dpunet.controller.nb import NbClient
+from dpunet.controller.nbcommands import LS, LSP
+from dpunet.controller.policy_acls import policy_key
+from dpunet.controller.policy_nb import (
+    ACL_TABLE,
+    ADDRESS_SET,
+    PORT_GROUP,
+    PolicySyncResult,
+    ReadPolicies,
+    SyncPolicies,
+)
+from dpunet.logs import event
+
+log = logging.getLogger("dpunet.controller.policies")
+WATCHED = frozenset({LSP, LS, PORT_GROUP, ADDRESS_SET, ACL_TABLE})
+_TICK_S = 0.5
+_RETRY_S = 1.0
+_SETTLE_S = 0.2
+
+
+class PolicyController:
+    """Policy API operations and the sync loop."""
+
+    def __init__(self, cfg: ControllerConfig, nb: NbClient, metrics: Metrics) -> None:
+        self.cfg = cfg
+        self.nb = nb
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.syncs = Counter(
+            "dpunet_controller_policy_syncs",
+            "NetworkPolicy passes by result",
+            ["result"],
+            registry=metrics.registry,
+        )
+        self.changes = Counter(
+            "dpunet_controller_policy_changes",
+            "Port group, address set and ACL columns and rows written by policy passes",
+            registry=metrics.registry,
+        )
+        nb.on_change(self._changed)
+
+    def _changed(self, table: str) -> None:
+        """IDL thread: something in Northbound changed."""
+        loop = self._loop
+        if loop is not None and table in WATCHED:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                loop.call_soon_threadsafe(self._wake.set)
+
+    async def run(self) -> None:
+        """Pass after pass, forever (cancel to stop)."""
+        self._loop = asyncio.get_running_loop()
+        synced, last = False, float("-inf")
+        while True:
+            if not self.nb.ready:
+                synced = False
+                self._wake.clear()
+            elif (
+                not synced
+                or self._wake.is_set()
+                or self._loop.time() - last >= self.cfg.reconcile_interval
+            ):
+                self._wake.clear()
+                try:
+                    await self._write()
+                except Exception as exc:
+                    self.syncs.labels("error").inc()
+                    event(log, "policy.sync_failed", logging.ERROR, error=str(exc) or repr(exc))
+                    await asyncio.sleep(_RETRY_S)
+                    continue
+                synced, last = True, self._loop.time()
+                await asyncio.sleep(_SETTLE_S)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_TICK_S):
+                    await self._wake.wait()
+
+    async def _write(self, **change: Any) -> PolicySyncResult:
+        result: PolicySyncResult = await self.nb.write(partial(SyncPolicies, **change))
+        self.syncs.labels("ok").inc()
+        self.changes.inc(result.changes)
+        if result.changes:
+            event(log, "policy.sync", changes=result.changes)
+        for key, reason in sorted(result.broken.items()):
+            event(log, "policy.unreadable", logging.WARNING, policy=key, reason=reason)
+        return result
+
+    # ------------------------------------------------------------------ API
+    @staticmethod
+    def _admin(who: Principal, what: str) -> None:
+        if not who.admin:
+            raise Forbidden(f"only an admin token may {what}")
+
+    async def put(
+        self, who: Principal, namespace: str, name: str, policy: NetworkPolicy
+    ) -> PolicyInfo:
+        """Create or replace a policy (admin); repeating a PUT writes nothing."""
+        self._admin(who, "create or change policies")
+        meta = policy.metadata
+        for what, given, path in (
+            ("name", meta.name, name),
+            ("namespace", meta.namespace, namespace),
+        ):
+            if given is not None and given != path:
+                raise BadRequest(f"metadata.{what} {given!r} differs from the path's {path!r}")
+        key = policy_key(namespace, name)
+        result = await self._write(key=key, spec=policy.spec)
+        pods, acls = result.policies[key]
+        event(
+            log, "policy.put", policy=key, action="updated" if result.existed else "created",
+            pods=len(pods), acls=acls, changes=result.changes,
+        )  # fmt: skip
+        return await self.get(who, namespace, name)
+
+    async def delete(self, who: Principal, namespace: str, name: str) -> DeleteResult:
+        """Remove a policy and its objects (admin); unknown policies succeed."""
+        self._admin(who, "delete policies")
+        key = policy_key(namespace, name)
+        result = await self._write(key=key, delete=True)
+        event(log, "policy.delete", policy=key, existed=result.existed, changes=result.changes)
+        if not result.existed:
+            return DeleteResult(deleted=False, detail=f"no policy {key}")
+        return DeleteResult(deleted=True, detail=f"policy {key} removed")
+
+    async def get(self, who: Principal, namespace: str, name: str) -> PolicyInfo:
+        """One policy; 404 when absent."""
+        key = policy_key(namespace, name)
+        found = (await self.list(who, namespace)).items
+        info = next((p for p in found if p.name == name), None)
+        if info is None:
+            raise NotFound(f"no policy {key}")
+        return info
+
+    async def list(self, who: Principal, namespace: str | None = None) -> PolicyList:
+        """Every policy, optionally of one namespace."""
+        stored = await self.nb.read(ReadPolicies)
+        items = []
+        for key, (spec, group, pods, acls) in stored.items():
+            ns, _, name = key.partition("/")
+            if namespace is None or ns == namespace:
+                items.append(PolicyInfo(namespace=ns, name=name, spec=spec_json(spec),
+                                        port_group=group, pods=pods, acls=acls))  # fmt: skip
+        return PolicyList(items=items)
+
+    async def label_namespace(
+        self, who: Principal, namespace: str, labels: Mapping[str, str]
+    ) -> NamespaceLabels:
+        """Set a namespace's labels (admin; what namespaceSelectors match)."""
+        self._admin(who, "label namespaces")
+        result = await self._write(namespace=namespace, labels=dict(labels))
+        event(log, "policy.namespace", namespace=namespace, labels=dict(labels),
+              changes=result.changes)  # fmt: skip
+        return NamespaceLabels(labels=dict(labels))
