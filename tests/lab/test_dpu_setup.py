@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from dpunet.setup.netlink import kernel_has_ovs_datapath
+from dpunet.linux.netlink import kernel_has_ovs_datapath
 
 pytestmark = pytest.mark.lab
 

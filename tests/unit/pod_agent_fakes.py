@@ -13,7 +13,7 @@ from typing import Any
 
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, parse_netconf
 from dpunet.cni.results import AddResult
-from dpunet.cni.sandboxes import SandboxRecord, SandboxStore, VfDevice
+from dpunet.cni.sandboxes import HostLink, SandboxRecord, SandboxStore, VfDevice
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import (
     DeleteResult,
@@ -25,9 +25,9 @@ from dpunet.contract.api import (
     PortRequest,
     Route,
 )
-from dpunet.contract.lsp import pod_lsp_name
 from dpunet.contract.client import ClientError
-from dpunet.podnet import HostLinkState, InterfaceConfig, PodNetError
+from dpunet.contract.lsp import pod_lsp_name
+from dpunet.linux.netlink import InterfaceConfig, PodNetError
 
 NODE = "node1"
 HOST = ("host",)
@@ -351,7 +351,8 @@ def vf_device(pci: str) -> VfDevice:
     """A VF claim as the VF attacher makes it (VF index from the PCI function)."""
     return VfDevice(
         pci=pci, resource="example.com/vfs", pf_mac="b8:3f:d2:00:00:01",
-        vf_num=int(pci.rsplit(".", 1)[1]), host_link=HostLinkState(f"vf{pci[-1]}", "", 1500, True),
+        vf_num=int(pci.rsplit(".", 1)[1]),
+        host_link=HostLink(name=f"vf{pci[-1]}", mac="", mtu=1500, up=True),
     )  # fmt: skip
 
 

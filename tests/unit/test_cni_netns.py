@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from cni_harness import RecordingHandler, attachment_env, netconf
 
-from dpunet.cni.netns import netns_problem
 from dpunet.cni.server import CniServer
 from dpunet.cni.wire import ErrorCode, encode_request
+from dpunet.linux.netns import netns_problem
 
 
 @pytest.fixture

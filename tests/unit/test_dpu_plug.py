@@ -11,7 +11,6 @@ from hw_sysfs_tree import DPU_HOST_PF_MACS, SysfsTree, bluefield2_dpu
 
 from dpunet.dpu.config import DpuAgentConfig, Identity, MgmtPortConfig
 from dpunet.dpu.metrics import Metrics
-from dpunet.dpu.netdev import LinkState
 from dpunet.dpu.plug import (
     DesiredPort,
     MgmtSpec,
@@ -29,6 +28,7 @@ from dpunet.dpu.plug import (
 )
 from dpunet.dpu.sb import PortBindingRow, SbSnapshot
 from dpunet.hw.representors import list_representors
+from dpunet.linux.netlink import Link
 from dpunet.ovsdb.local import OvsPort, OvsState
 from dpunet.ovsdb.vswitch import IdsChange
 
@@ -283,9 +283,9 @@ def test_plan_links_sets_mtu_and_up_only_where_needed() -> None:
         "gone": DesiredPort("gone", "lg", mtu=1400),
     }
     links = {
-        "a": LinkState("a", 10, 1500, True),
-        "b": LinkState("b", 11, 1500, False),
-        "c": LinkState("c", 12, 9000, True),
+        "a": Link("a", 10, None, 1500, True),
+        "b": Link("b", 11, None, 1500, False),
+        "c": Link("c", 12, None, 9000, True),
         "gone": None,
     }
     fixes = plan_links(desired, links)
@@ -350,34 +350,34 @@ class FakeLinks:
 
     def __init__(self, tree: SysfsTree) -> None:
         self.tree = tree
-        self.state = {
-            name: LinkState(name, i + 1, 1500, name != "pf0vf2")
+        self.by_name = {
+            name: Link(name, i + 1, None, 1500, name != "pf0vf2")
             for i, name in enumerate(sorted(p.name for p in tree.sysfs.class_net.iterdir()))
         }
         self.calls: list[tuple[str, ...]] = []
 
     def names(self) -> dict[int, str]:
-        return {s.index: s.name for s in self.state.values()}
+        return {s.index: s.name for s in self.by_name.values()}
 
-    def get(self, name: str) -> LinkState | None:
-        return self.state.get(name)
+    def state(self, name: str) -> Link | None:
+        return self.by_name.get(name)
 
-    def _by_index(self, index: int) -> LinkState:
-        return next(s for s in self.state.values() if s.index == index)
+    def _by_index(self, index: int) -> Link:
+        return next(s for s in self.by_name.values() if s.index == index)
 
     def set_mtu(self, index: int, mtu: int) -> None:
         s = self._by_index(index)
-        self.state[s.name] = LinkState(s.name, index, mtu, s.up)
+        self.by_name[s.name] = Link(s.name, index, None, mtu, s.up)
         self.calls.append(("mtu", s.name, str(mtu)))
 
     def set_up(self, index: int) -> None:
         s = self._by_index(index)
-        self.state[s.name] = LinkState(s.name, index, s.mtu, True)
+        self.by_name[s.name] = Link(s.name, index, None, s.mtu, True)
         self.calls.append(("up", s.name))
 
     def rename(self, index: int, new_name: str) -> None:
-        s = self.state.pop(self._by_index(index).name)
-        self.state[new_name] = LinkState(new_name, index, s.mtu, True)
+        s = self.by_name.pop(self._by_index(index).name)
+        self.by_name[new_name] = Link(new_name, index, None, s.mtu, True)
         self.tree.rename_netdev(s.name, new_name)
         self.calls.append(("rename", s.name, new_name))
 
@@ -546,7 +546,7 @@ def test_a_renamed_representor_is_replugged_under_its_new_name(tree: SysfsTree) 
     rec, links, _ = make(tree, ovs, mgmt_port={"enabled": False})
     sb = snapshot(binding("ns_a", vf=1))
     rec.reconcile(sb)
-    links.rename(links.get("pf0vf1").index, "eth9")  # type: ignore[union-attr]
+    links.rename(links.state("pf0vf1").index, "eth9")  # type: ignore[union-attr]
     rec.reconcile(sb, rescan=False)  # cached representors follow the rename
     assert list(owned(ovs)) == ["eth9"]
 

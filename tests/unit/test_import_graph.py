@@ -189,3 +189,15 @@ def test_daemons_never_import_one_another() -> None:
         and _component(target) in DAEMON_PACKAGES - {_component(module)}
     )
     assert offenders == []
+
+
+def test_the_linux_layer_stands_alone() -> None:
+    # netlink, netns, ethtool: below every component, importing none of them
+    offenders = sorted(
+        f"{module} imports {target}"
+        for module, targets in GRAPH.items()
+        if module.startswith("dpunet.linux")
+        for target in targets
+        if not target.startswith("dpunet.linux")
+    )
+    assert offenders == []

@@ -8,9 +8,9 @@ import pytest
 
 from dpunet.cni.daemon import management_config
 from dpunet.contract.api import NodeInfo, NodeRole
+from dpunet.linux.netlink import Link, PodNetError, Route
 from dpunet.node.mgmt import mgmt_lsp, needed_changes
 from dpunet.ovsdb.local import OvsPort
-from dpunet.podnet import HostLinkState, PodNetError, Route
 
 NODE = NodeInfo(
     name="cp", role=NodeRole.FULL, chassis="cp", node_ip="192.0.2.10/24", next_hop="192.0.2.1",
@@ -20,7 +20,7 @@ NODE = NodeInfo(
 )  # fmt: skip
 IDS = {"iface-id": "k8s-cp", "dpunet-owned": "true"}
 CFG = management_config(NODE)
-GOOD_LINK = HostLinkState("ovn-k8s-mp0", "0a:58:c6:12:00:02", 1400, True)
+GOOD_LINK = Link("ovn-k8s-mp0", 1, "0a:58:c6:12:00:02", 1400, True)
 
 
 def port(bridge: str = "br-int", **ids: str) -> OvsPort:
@@ -49,13 +49,11 @@ def test_in_place_needs_nothing() -> None:
         (port(bridge="br-ex"), GOOD_LINK, "re-plugged"),
         (port(**{"iface-id": "k8s-old", "dpunet-owned": "true"}), GOOD_LINK, "re-plugged"),
         (port(), None, "re-created"),
-        (port(), HostLinkState("ovn-k8s-mp0", "02:00:00:00:00:01", 1400, True), "MAC/MTU"),
-        (port(), HostLinkState("ovn-k8s-mp0", "0a:58:c6:12:00:02", 1500, True), "MAC/MTU"),
+        (port(), Link("ovn-k8s-mp0", 1, "02:00:00:00:00:01", 1400, True), "MAC/MTU"),
+        (port(), Link("ovn-k8s-mp0", 1, "0a:58:c6:12:00:02", 1500, True), "MAC/MTU"),
     ],
 )
-def test_differences_replug(
-    ovs_port: OvsPort | None, link: HostLinkState | None, expected: str
-) -> None:
+def test_differences_replug(ovs_port: OvsPort | None, link: Link | None, expected: str) -> None:
     [change] = needed_changes(ovs_port, link, "br-int", IDS, CFG)
     assert expected in change
 

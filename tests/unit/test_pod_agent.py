@@ -39,7 +39,7 @@ from dpunet.cni.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
 from dpunet.cni.server import CniServer
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.client import ClientError
-from dpunet.podnet import InterfaceConfig, PodNetError
+from dpunet.linux.netlink import InterfaceConfig, PodNetError
 
 
 class InterfaceProblems:

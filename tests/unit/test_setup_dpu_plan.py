@@ -7,15 +7,15 @@ import dataclasses
 import pytest
 from pydantic import ValidationError
 
+from dpunet.linux.netlink import Address, KernelRoute, Link
 from dpunet.ovsdb.local import BridgeRow, OvsSnapshot
 from dpunet.setup.dpu import DpuSetupConfig, DpuState, bridge_hwaddr, plan_dpu
-from dpunet.setup.netlink import Address, Link, Route
 from dpunet.setup.plan import Outcome, Plan, SetupError, Step
 
 UPLINK_MAC = "0c:42:a1:11:22:33"
 ADDR = Address("192.168.41.127", 22, "192.168.43.255")
-DEFAULT = Route(dst=None, dst_len=0, gateway="192.168.40.254", proto=3)
-CONNECTED = Route(
+DEFAULT = KernelRoute(dst=None, dst_len=0, gateway="192.168.40.254", proto=3)
+CONNECTED = KernelRoute(
     dst="192.168.40.0", dst_len=22, gateway=None, proto=2, scope=253, prefsrc=ADDR.address
 )
 
@@ -35,8 +35,8 @@ def fresh(kernel_datapath: bool = True, **overrides: object) -> DpuState:
     """The seed's DPU before the procedure: p0 holds the address, no bridge."""
     state = DpuState(
         ovs=OvsSnapshot(other_config={}, external_ids={}, bridges={}),
-        uplink=Link("p0", 5, UPLINK_MAC, True, (ADDR,), (DEFAULT, CONNECTED)),
-        host_pf_rep=Link("pf0hpf", 6, "0c:42:a1:11:22:34", False),
+        uplink=Link("p0", 5, UPLINK_MAC, None, True, (ADDR,), (DEFAULT, CONNECTED)),
+        host_pf_rep=Link("pf0hpf", 6, "0c:42:a1:11:22:34", None, False),
         bridge_link=None,
         uplink_arp_ignore=0,
         kernel_datapath=kernel_datapath,
@@ -72,10 +72,16 @@ def converged(datapath: str = "system") -> DpuState:
         ovs=OvsSnapshot(
             other_config={"hw-offload": "true"}, external_ids=ids, bridges={"brp0": bridge}
         ),
-        uplink=Link("p0", 5, UPLINK_MAC, True, (), ()),
-        host_pf_rep=Link("pf0hpf", 6, "0c:42:a1:11:22:34", True),
+        uplink=Link("p0", 5, UPLINK_MAC, None, True, (), ()),
+        host_pf_rep=Link("pf0hpf", 6, "0c:42:a1:11:22:34", None, True),
         bridge_link=Link(
-            "brp0", 7, bridge_hwaddr(UPLINK_MAC, datapath), True, (ADDR,), (DEFAULT, CONNECTED)
+            "brp0",
+            7,
+            bridge_hwaddr(UPLINK_MAC, datapath),
+            None,
+            True,
+            (ADDR,),
+            (DEFAULT, CONNECTED),
         ),
         uplink_arp_ignore=8 if datapath == "netdev" else 0,
     )
@@ -198,7 +204,7 @@ def test_encap_ip_defaults_to_the_bridge_address_after_the_move_and_warns_when_f
 
 def test_partially_moved_address_is_finished() -> None:
     state = dataclasses.replace(
-        converged(), uplink=Link("p0", 5, UPLINK_MAC, True, (ADDR,), (CONNECTED,))
+        converged(), uplink=Link("p0", 5, UPLINK_MAC, None, True, (ADDR,), (CONNECTED,))
     )
     step = by_key(plan_dpu(cfg(ovn_remote="tcp:192.168.40.111:6642"), state))[("addresses", "brp0")]
     assert step.outcome is Outcome.PENDING
@@ -210,12 +216,15 @@ def test_partially_moved_address_is_finished() -> None:
     [
         (fresh(uplink=None), "uplink netdev 'p0' not found"),
         (fresh(host_pf_rep=None), "'pf0hpf' not found"),
-        (fresh(bridge_link=Link("brp0", 9, "02:00:00:00:00:01", True)), "is not an OVS bridge"),
+        (
+            fresh(bridge_link=Link("brp0", 9, "02:00:00:00:00:01", None, True)),
+            "is not an OVS bridge",
+        ),
         (
             fresh(ovs=OvsSnapshot(bridges={"br-x": BridgeRow("br-x", "", {}, ("br-x", "p0"))})),
             "p0 is already a port of OVS bridge br-x",
         ),
-        (fresh(uplink=Link("p0", 5, UPLINK_MAC, True)), "pass --encap-ip"),
+        (fresh(uplink=Link("p0", 5, UPLINK_MAC, None, True)), "pass --encap-ip"),
         (fresh(vswitchd_running=False), "ovs-vswitchd is not running"),
     ],
 )

@@ -8,14 +8,14 @@ import pytest
 from hw_sysfs_tree import SEED_PF, SEED_PF_ADDRESS, ari_address, seed_host
 from pydantic import ValidationError
 
-from dpunet.ethtool import Feature
 from dpunet.hw.host import find_pf, list_vfs
+from dpunet.linux.ethtool import Feature
+from dpunet.linux.netlink import Link
 from dpunet.setup.host import HostSetupConfig, HostState, plan_host, wait_for_vfs
-from dpunet.setup.netlink import Link
 from dpunet.setup.plan import Outcome, SetupError
 
-PF_LINK_DOWN = Link(SEED_PF, 3, "10:70:fd:09:81:aa", False)
-PF_LINK_UP = Link(SEED_PF, 3, "10:70:fd:09:81:aa", True)
+PF_LINK_DOWN = Link(SEED_PF, 3, "10:70:fd:09:81:aa", None, False)
+PF_LINK_UP = Link(SEED_PF, 3, "10:70:fd:09:81:aa", None, True)
 OFFLOAD_OFF = Feature(enabled=False, changeable=True)
 OFFLOAD_ON = Feature(enabled=True, changeable=True)
 OFFLOAD_FIXED = Feature(enabled=False, changeable=False)

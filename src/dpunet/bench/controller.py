@@ -40,8 +40,8 @@ from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.api import PortRequest
-from dpunet.contract.lsp import lsp_options, requested_chassis
 from dpunet.contract.client import ClientError, ControllerClient
+from dpunet.contract.lsp import lsp_options, requested_chassis
 from dpunet.lab import services
 from dpunet.lab.runner import LabError
 from dpunet.lab.topology import LabPlan

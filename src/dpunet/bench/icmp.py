@@ -48,7 +48,7 @@ def is_reply(packet: bytes, ident: int, source: str, sender: str) -> bool:
 def wait_reachable(netns: str, address: str, timeout: float = 30.0) -> float:
     """Ping `address` from namespace `netns` (a path) until it answers; returns the
     `time.perf_counter()` of the first reply. TimeoutError when none comes in time."""
-    from dpunet.netns import socket_at
+    from dpunet.linux.netns import socket_at
 
     ident = os.getpid() & 0xFFFF ^ (hash(netns) & 0xFFFF)
     deadline = time.perf_counter() + timeout

@@ -44,7 +44,7 @@ def http_get(
 ) -> str:
     """GET `path` from `address` (HOST:PORT, or unix:PATH) inside namespace `netns`, with
     `token` as bearer token when given."""
-    from dpunet.netns import socket_at
+    from dpunet.linux.netns import socket_at
 
     if address.startswith("unix:"):
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -89,7 +89,7 @@ def free_vfs(plan: LabPlan, pair: NicPair) -> list[FreeVf]:
     pf = find_pf(sysfs, HOST_PF_NAME)
     if pf is None:
         raise LabError(f"{pair.host.name} has no PF {HOST_PF_NAME}")
-    from dpunet.netns import iproute_at
+    from dpunet.linux.netns import iproute_at
 
     out = []
     with iproute_at(f"/run/netns/{pair.host.netns}") as ipr:
@@ -106,7 +106,7 @@ def restore_vf(pair: NicPair, vf: FreeVf) -> None:
     """Give a VF back its ifalias and up state after the reference `host-device` plugin
     used it: the plugin keeps the host name in the ifalias, where the emulated NIC keeps
     the marker it recognises its VFs by (a real VF does not care)."""
-    from dpunet.netns import iproute_at
+    from dpunet.linux.netns import iproute_at
 
     with iproute_at(f"/run/netns/{pair.host.netns}") as ipr:
         index = ipr.link_lookup(ifname=vf.netdev)[0]
@@ -298,7 +298,7 @@ class Floor:
 
     def add(self, vf: FreeVf, pod: str, round_no: int) -> PodSample:
         """The raw pod setup of one VF."""
-        from dpunet.netns import iproute_at
+        from dpunet.linux.netns import iproute_at
 
         sample = PodSample("floor", round_no, pod)
         netns = _netns(f"{self.plan.name}-bp-{pod}")

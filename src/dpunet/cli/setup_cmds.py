@@ -16,11 +16,11 @@ from pydantic import ValidationError
 from pyroute2.netlink.exceptions import NetlinkError
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.linux.netlink import Netlink
 from dpunet.ovsdb.local import connect
 from dpunet.ovsdb.remote import OvsdbError
 from dpunet.setup import dpu as dpu_setup_mod
 from dpunet.setup import host as host_setup_mod
-from dpunet.setup.netlink import Netlink
 from dpunet.setup.plan import Outcome, Plan, SetupError
 
 _RESULT_STYLE = {

@@ -26,9 +26,9 @@ from dpunet.cni.server import CniServer
 from dpunet.cni.wire import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from dpunet.contract.api import NodeInfo
 from dpunet.contract.client import ClientError, ControllerClient
+from dpunet.linux.netlink import InterfaceConfig, PodNetError, Route
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
-from dpunet.podnet import InterfaceConfig, PodNetError, Route
 
 log = logging.getLogger("dpunet.agent")
 

@@ -50,7 +50,6 @@ from typing import Any, Literal, Protocol, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
-from dpunet import podnet
 from dpunet.cni.binding.base import Attacher
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
 from dpunet.cni.results import AddResult, Interface, IPConfig
@@ -75,8 +74,9 @@ from dpunet.contract.api import (
 )
 from dpunet.contract.client import ClientError
 from dpunet.keyedlocks import KeyedLocks
+from dpunet.linux import netlink
+from dpunet.linux.netlink import InterfaceConfig, PodNetError, Route
 from dpunet.logs import event
-from dpunet.podnet import InterfaceConfig, PodNetError, Route
 
 BLOCKING_THREADS = 64
 T = TypeVar("T")
@@ -261,7 +261,7 @@ class PodAgent:
         client: ControllerApi,
         metrics: AgentMetrics,
         port_timeout: float = 60.0,
-        interface_problems: Callable[[str | None, InterfaceConfig], list[str]] = podnet.check,
+        interface_problems: Callable[[str | None, InterfaceConfig], list[str]] = netlink.check,
     ) -> None:
         """`interface_problems` is CHECK's look into the pod (what differs from a config)."""
         self.node = node

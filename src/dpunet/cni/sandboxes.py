@@ -36,6 +36,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
+    StrictBool,
     StrictInt,
     StrictStr,
     Tag,
@@ -45,7 +46,6 @@ from pydantic import (
 
 from dpunet.cni.wire import is_valid_name, sandbox_checkpoint_path
 from dpunet.contract.api import PortInfo, port_network
-from dpunet.podnet import HostLinkState
 
 RECORD_FORMAT = 2
 
@@ -63,6 +63,16 @@ class _Device(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class HostLink(_Device):
+    """How a VF's netdev looked in the host before it was handed to a pod (restored on
+    release): the part of `dpunet.linux.netlink.Link` a record keeps."""
+
+    name: StrictStr
+    mac: StrictStr
+    mtu: StrictInt
+    up: StrictBool
+
+
 class VfDevice(_Device):
     """A VF handed to a pod: how to find it again and how it looked in the host."""
 
@@ -70,7 +80,7 @@ class VfDevice(_Device):
     resource: StrictStr
     pf_mac: StrictStr
     vf_num: StrictInt
-    host_link: HostLinkState
+    host_link: HostLink
 
     @property
     def key(self) -> str:

@@ -12,7 +12,7 @@ A daemon implements `CniHandler` and runs::
 Per request the server re-validates env and config with the shim's rules, validates the
 dpunet fields, refuses a config whose `stateDir` is not the daemon's (the shim's DEL
 fallback relies on it), refuses (code 4) an ADD or CHECK whose `CNI_NETNS` is no pod's
-network namespace (`dpunet.cni.netns`), serializes requests of one container (with
+network namespace (`dpunet.linux.netns`), serializes requests of one container (with
 `locks`, shared with whatever else must exclude them, e.g. the daemon's reconcile),
 calls the handler with a
 typed request, renders the result for the request's CNI version and logs one
@@ -48,7 +48,6 @@ from dpunet.cni.models import (
     parse_netconf,
     validation_details,
 )
-from dpunet.cni.netns import netns_problem
 from dpunet.cni.results import AddResult
 from dpunet.cni.wire import (
     DEFAULT_SOCKET,
@@ -67,6 +66,7 @@ from dpunet.cni.wire import (
     version_reply,
 )
 from dpunet.keyedlocks import KeyedLocks
+from dpunet.linux.netns import netns_problem
 
 log = logging.getLogger("dpunet.cni")
 

@@ -31,12 +31,12 @@ from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
 from dpunet.hw.sysfs import Sysfs
+from dpunet.linux.netlink import Netlink
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, parse_listen, start_http
 from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
-from dpunet.setup.netlink import Netlink
 from dpunet.setup.plan import Outcome, SetupError
 
 log = logging.getLogger(__name__)

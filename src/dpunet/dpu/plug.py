@@ -21,10 +21,10 @@ from enum import StrEnum
 from dpunet.contract import lsp
 from dpunet.dpu.config import DpuAgentConfig, Identity
 from dpunet.dpu.metrics import Metrics
-from dpunet.dpu.netdev import Links, LinkState
 from dpunet.dpu.sb import PortBindingRow, SbSnapshot
 from dpunet.hw.representors import Representor, RepresentorKind, list_representors
 from dpunet.hw.sysfs import Sysfs
+from dpunet.linux.netlink import Link, Netlink
 from dpunet.logs import event
 from dpunet.ovsdb.local import (
     ATTACHED_MAC,
@@ -386,7 +386,7 @@ def plan_ports(
 
 
 def plan_links(
-    desired: Mapping[str, DesiredPort], links: Mapping[str, LinkState | None]
+    desired: Mapping[str, DesiredPort], links: Mapping[str, Link | None]
 ) -> list[LinkFix]:
     """MTU and admin-state fixes for the desired ports' links."""
     fixes = []
@@ -427,7 +427,7 @@ class Reconciler:
         ovs: LocalOvs,
         sysfs: Sysfs,
         metrics: Metrics,
-        links_factory: Callable[[], Links] = Links,
+        links_factory: Callable[[], Netlink] = Netlink,
     ) -> None:
         self.cfg = cfg
         self.identity = identity
@@ -435,7 +435,7 @@ class Reconciler:
         self.sysfs = sysfs
         self.metrics = metrics
         self._links_factory = links_factory
-        self._links: Links | None = None
+        self._links: Netlink | None = None
         self._first_seen: dict[str, float] = {}
         self._refused: dict[str, Refusal] = {}
         self._port_errors: dict[str, str] = {}
@@ -443,7 +443,7 @@ class Reconciler:
         self._rep_links: dict[int, str] | None = None
 
     @property
-    def links(self) -> Links:
+    def links(self) -> Netlink:
         """The netlink session (opened in the calling thread on first use)."""
         if self._links is None:
             self._links = self._links_factory()
@@ -577,7 +577,7 @@ class Reconciler:
         rep = find_mgmt_representor(representors, mgmt.pf_index, mgmt.vf_index)
         if rep is None or rep.netdev == mgmt.name:
             return False
-        taken = self.links.get(mgmt.name)
+        taken = self.links.state(mgmt.name)
         if taken is not None:
             result.refusals.append(
                 Refusal(
@@ -601,7 +601,7 @@ class Reconciler:
             self._commit(remove=[port.name], add={}, update=[], bridge=self.cfg.integration_bridge)
             result.count("remove")
             event(log, "port-unplugged", port=port.name, lsp=port.external_ids.get(IFACE_ID))
-        link = self.links.get(rep.netdev)
+        link = self.links.state(rep.netdev)
         if link is None:
             return False
         self.links.rename(link.index, mgmt.name)
@@ -610,7 +610,7 @@ class Reconciler:
         return True
 
     def _fix_links(self, desired: Mapping[str, DesiredPort], result: ReconcileResult) -> None:
-        links = {name: self.links.get(name) for name in desired}
+        links = {name: self.links.state(name) for name in desired}
         for fix in plan_links(desired, links):
             if fix.mtu is not None:
                 self.links.set_mtu(fix.index, fix.mtu)

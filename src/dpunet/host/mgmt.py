@@ -9,11 +9,11 @@ hand heals.
 
 from __future__ import annotations
 
-from dpunet import podnet
 from dpunet.cni.daemon import MGMT_IFNAME, management_config
 from dpunet.contract.api import NodeInfo
 from dpunet.hw.host import find_vf, function_netdev
 from dpunet.hw.sysfs import Sysfs
+from dpunet.linux import netlink
 
 
 class ManagementPort:
@@ -33,22 +33,22 @@ class ManagementPort:
         """Make the VF the management port the node record describes; what had to change."""
         cfg = management_config(node, self.ifname)
         if self._pci is not None and function_netdev(self.sysfs, self._pci) == self.ifname:
-            problems = podnet.check(None, cfg)
+            problems = netlink.check(None, cfg)
             if not problems:
                 return []
         vf = find_vf(self.sysfs, self.pf, self.vf_index)
         if vf is None or vf.netdev is None:
             self._pci = None
-            raise podnet.PodNetError(
+            raise netlink.PodNetError(
                 f"management VF {self.pf}:{self.vf_index} has no netdev in the host"
             )
         self._pci = vf.address
         if vf.netdev == self.ifname:
-            problems = podnet.check(None, cfg)
+            problems = netlink.check(None, cfg)
             if not problems:
                 return []
         else:
             problems = [f"{vf.netdev} renamed to {self.ifname}"]
-            podnet.set_down(vf.netdev)
-        podnet.configure(None, vf.netdev, cfg)
+            netlink.set_down(vf.netdev)
+        netlink.configure(None, vf.netdev, cfg)
         return problems

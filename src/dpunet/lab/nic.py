@@ -13,9 +13,7 @@ under the engine's lock by whichever thread drains the event sockets.
 
 from __future__ import annotations
 
-import ctypes
 import errno
-import fcntl
 import logging
 import os
 import re
@@ -33,7 +31,8 @@ from pyroute2.netlink.rtnl import RTM_DELLINK, RTM_NEWLINK, RTMGRP_LINK
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from dpunet.lab.nic_config import NicPairConfig, PciAddress
-from dpunet.netns import socket_in_netns
+from dpunet.linux import ethtool
+from dpunet.linux.netns import socket_in_netns
 
 VENDOR_MELLANOX = 0x15B3
 DEVICE_CX6DX_PF = 0x101D
@@ -55,9 +54,6 @@ _KERNEL_CLOSE = _IFF_UP | _IFF_RUNNING
 move); an administrative ``ip link set down`` sends ``IFF_UP`` only."""
 _SOL_NETLINK = 270
 _NETLINK_LISTEN_ALL_NSID = 8
-_SIOCETHTOOL = 0x8946
-_ETHTOOL_STXCSUM = 0x17
-_IFREQ_SIZE = 40
 _EVENT_RCVBUF = 8 * 1024 * 1024
 _SO_RCVBUFFORCE = 33
 
@@ -264,12 +260,6 @@ class NetnsSide:
     def by_name(self, name: str) -> Link | None:
         """The link called ``name`` in this netns, if any."""
         return next((link for link in self.links.values() if link.name == name), None)
-
-    def disable_tx_csum(self, ifname: str) -> None:
-        """``ethtool -K IFNAME tx off`` (userspace OVS needs it on veths)."""
-        cmd = ctypes.create_string_buffer(struct.pack("II", _ETHTOOL_STXCSUM, 0))
-        ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(cmd))
-        fcntl.ioctl(self.ethtool.fileno(), _SIOCETHTOOL, ifreq.ljust(_IFREQ_SIZE, b"\0"))
 
 
 @dataclass
@@ -555,7 +545,7 @@ class EmulatedNic:
             for (side, end, _), index in zip(ends, indexes, strict=True):
                 if end.up:
                     side.ipr.link("set", index=index, state="up")
-                side.disable_tx_csum(end.name)
+                ethtool.disable_tx_checksum(end.name, side.ethtool)
             for (side, _, rep), index in zip(ends, indexes, strict=True):
                 side.ipr.link("set", index=index, ifalias=self.marker(slot, rep))
                 self._refresh(side, index)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dpunet import podnet
 from dpunet.cni.daemon import MGMT_IFNAME, management_config
 from dpunet.contract.api import NodeInfo
+from dpunet.linux import netlink
 from dpunet.ovsdb.local import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 APPLY_TIMEOUT = 10.0
@@ -28,17 +28,17 @@ def mgmt_lsp(node: str) -> str:
 
 def needed_changes(
     port: OvsPort | None,
-    link: podnet.HostLinkState | None,
+    link: netlink.Link | None,
     bridge: str,
     ids: Mapping[str, str],
-    cfg: podnet.InterfaceConfig,
+    cfg: netlink.InterfaceConfig,
 ) -> list[str]:
     """Why the OVS port must be (re)created (empty: it is in place); PodNetError for a
     port of that name that dpunet does not own."""
     if port is None:
         return [f"port {cfg.ifname} added to {bridge}"]
     if not port.owned:
-        raise podnet.PodNetError(f"port {port.name} on {port.bridge} is not dpunet's; leaving it")
+        raise netlink.PodNetError(f"port {port.name} on {port.bridge} is not dpunet's; leaving it")
     if port.bridge != bridge or any(port.external_ids.get(k) != v for k, v in ids.items()):
         return [f"port {cfg.ifname} re-plugged as {ids[IFACE_ID]} on {bridge}"]
     if link is None:
@@ -58,7 +58,7 @@ def ensure_management_port(
     cfg = management_config(node, ifname)
     ids = {IFACE_ID: mgmt_lsp(node.name), OWNED_KEY: OWNED_VALUE}
     port = next((p for p in ovs.state().ports if p.name == ifname), None)
-    changes = needed_changes(port, podnet.link_state(ifname), bridge, ids, cfg)
+    changes = needed_changes(port, netlink.get_link(ifname), bridge, ids, cfg)
     if changes:
         columns = {"type": "internal", "mac": cfg.mac, "mtu_request": cfg.mtu}
         try:
@@ -69,12 +69,12 @@ def ensure_management_port(
                 columns={ifname: columns},
             )
         except Exception as exc:  # ovsdbapp raises many kinds
-            raise podnet.PodNetError(f"plugging {ifname}: {exc}") from exc
+            raise netlink.PodNetError(f"plugging {ifname}: {exc}") from exc
         if next_cfg is not None and not ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
-            raise podnet.PodNetError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
-        if not podnet.link_exists(ifname):
-            raise podnet.PodNetError(f"ovs-vswitchd created no netdev {ifname}")
-    problems = podnet.check(None, cfg)
+            raise netlink.PodNetError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
+        if not netlink.link_exists(ifname):
+            raise netlink.PodNetError(f"ovs-vswitchd created no netdev {ifname}")
+    problems = netlink.check(None, cfg)
     if problems or changes:
-        podnet.configure(None, ifname, cfg)
+        netlink.configure(None, ifname, cfg)
     return changes + problems

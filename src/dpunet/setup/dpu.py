@@ -25,11 +25,11 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from dpunet.linux import netlink, sysctl
+from dpunet.linux.netlink import Address, KernelRoute, Link, Netlink
 from dpunet.ovsdb.local import LocalOvs, OvsSnapshot
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote, vswitchd_pid
 from dpunet.ovsdb.vswitch import EnsureBridge, SetMapKeys
-from dpunet.setup import netlink
-from dpunet.setup.netlink import Address, Link, Netlink, Route
 from dpunet.setup.plan import IfName, Outcome, Plan, SetupError, Step, show, step
 
 PHYSNET = "physnet"
@@ -105,7 +105,7 @@ class DpuPlan(Plan):
     hostname: str = ""
     hwaddr: str = ""
     addresses: list[Address] = field(default_factory=list)
-    routes: list[Route] = field(default_factory=list)
+    routes: list[KernelRoute] = field(default_factory=list)
 
 
 def bridge_hwaddr(uplink_mac: str, datapath_type: str) -> str:
@@ -182,7 +182,7 @@ def _on_link(ip: str, links: list[Link | None]) -> bool:
     return False
 
 
-def _movable_routes(link: Link) -> list[Route]:
+def _movable_routes(link: Link) -> list[KernelRoute]:
     """Routes the kernel does not recreate by itself when the addresses move."""
     return [r for r in link.routes if r.proto != netlink.RTPROT_KERNEL]
 
@@ -395,7 +395,7 @@ def gather_state(cfg: DpuSetupConfig, db: LocalOvs, nl: Netlink) -> DpuState:
         uplink=nl.link(cfg.uplink),
         host_pf_rep=nl.link(cfg.host_pf_rep),
         bridge_link=nl.link(cfg.bridge),
-        uplink_arp_ignore=netlink.read_arp_ignore(cfg.uplink),
+        uplink_arp_ignore=sysctl.read_arp_ignore(cfg.uplink),
         kernel_datapath=netlink.kernel_has_ovs_datapath(),
         vswitchd_running=running,
         system_hostname=socket.gethostname(),
@@ -473,7 +473,7 @@ def apply_dpu(
         if ("link_up", link.name) in pending:
             nl.set_up(link.index)
     if ("arp_ignore", cfg.uplink) in pending:
-        netlink.write_arp_ignore(cfg.uplink, ARP_IGNORE_NO_LOCAL)
+        sysctl.write_arp_ignore(cfg.uplink, ARP_IGNORE_NO_LOCAL)
     for addr in plan.addresses:
         nl.add_address(bridge.index, addr)
     nl.set_up(bridge.index)

@@ -4,7 +4,8 @@ Steps, in the seed's order: check `sriov_totalvfs`, write `sriov_numvfs` (throug
 it changes from one non-zero count to another: the kernel answers EBUSY otherwise), wait
 (bounded) for the VF netdevs, bring the PF up, enable the `hw-tc-offload` ethtool feature
 (a warning, not a failure, where the device has it fixed off, e.g. the lab's veth PF).
-Discovery is the hardware layer's (`dpunet.hw`); netlink and ethtool are `setup.netlink`'s.
+Discovery is the hardware layer's (`dpunet.hw`); netlink and ethtool the Linux layer's
+(`dpunet.linux`).
 
 `plan_host()` is pure (state in, plan out); `gather_state()` reads; `apply_host()` acts.
 """
@@ -18,11 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from dpunet.ethtool import Feature
 from dpunet.hw.host import PhysicalFunction, VirtualFunction, find_pf, list_vfs
 from dpunet.hw.sysfs import Sysfs
-from dpunet.setup import netlink
-from dpunet.setup.netlink import Link, Netlink
+from dpunet.linux import ethtool
+from dpunet.linux.ethtool import Feature
+from dpunet.linux.netlink import Link, Netlink
 from dpunet.setup.plan import IfName, Outcome, Plan, SetupError, Step, show, step
 
 HW_TC_OFFLOAD = "hw-tc-offload"
@@ -109,6 +110,14 @@ def plan_host(cfg: HostSetupConfig, state: HostState) -> Plan:
     return plan
 
 
+def _read_feature(ifname: str, name: str) -> Feature | None:
+    """The ethtool feature `name` of `ifname` (None: the kernel has none of that name)."""
+    try:
+        return ethtool.read_feature(ifname, name)
+    except ethtool.EthtoolError as exc:
+        raise SetupError(str(exc)) from exc
+
+
 def gather_state(cfg: HostSetupConfig, nl: Netlink) -> HostState:
     """Read sysfs (hardware layer), netlink and ethtool for `plan_host`."""
     sysfs = Sysfs.from_env(cfg.sysfs_root)
@@ -118,7 +127,7 @@ def gather_state(cfg: HostSetupConfig, nl: Netlink) -> HostState:
         pf_netdev_present=sysfs.netdev(cfg.pf).exists(),
         pf=pf,
         pf_link=link,
-        hw_tc_offload=netlink.read_feature(cfg.pf, HW_TC_OFFLOAD) if link else None,
+        hw_tc_offload=_read_feature(cfg.pf, HW_TC_OFFLOAD) if link else None,
         vfs=tuple(list_vfs(sysfs, pf)) if pf else (),
     )
 
@@ -179,8 +188,11 @@ def apply_host(cfg: HostSetupConfig, plan: Plan, state: HostState, nl: Netlink) 
         _done(link_up)
     offload = plan.find("feature", HW_TC_OFFLOAD)
     if offload is not None and offload.pending:
-        netlink.enable_feature(cfg.pf, HW_TC_OFFLOAD)
-        after = netlink.read_feature(cfg.pf, HW_TC_OFFLOAD)
+        try:
+            ethtool.set_features(cfg.pf, {HW_TC_OFFLOAD: True})
+        except ethtool.EthtoolError as exc:
+            raise SetupError(str(exc)) from exc
+        after = _read_feature(cfg.pf, HW_TC_OFFLOAD)
         if after is None or not after.enabled:
             offload.outcome = Outcome.WARNING
             offload.detail = "the device did not enable it"

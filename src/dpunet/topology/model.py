@@ -173,7 +173,7 @@ def gather_host(target: HostTarget) -> HostSide:
 
 def _addresses(netns: str | None, ifname: str) -> tuple[str, ...]:
     """IPv4 addresses of a netdev in a namespace (empty when it does not exist there)."""
-    from dpunet.netns import iproute_at
+    from dpunet.linux.netns import iproute_at
 
     try:
         with iproute_at(netns) as ipr:

@@ -161,7 +161,7 @@ class _Ethtool:
 @contextlib.contextmanager
 def ethtool_at(netns: str | None) -> Iterator[_Ethtool]:
     """ethtool ioctls on devices of namespace `netns` (a path; None: this one)."""
-    from dpunet.netns import socket_at
+    from dpunet.linux.netns import socket_at
 
     sock = socket_at(netns, socket.AF_INET, socket.SOCK_DGRAM)
     try:

@@ -456,7 +456,7 @@ def gather_host(target: HostTarget, dpu: DpuLayout | None = None) -> HostLayout:
 
 def _link_state(netns: str | None, ifname: str) -> tuple[bool, bool, tuple[str, ...]]:
     """(exists, up, IPv4 addresses) of a netdev in a namespace."""
-    from dpunet.netns import iproute_at
+    from dpunet.linux.netns import iproute_at
 
     with iproute_at(netns) as ipr:
         indexes = ipr.link_lookup(ifname=ifname)

@@ -205,7 +205,7 @@ def dump_filters(netns: str | None, device: str) -> DeviceFilters:
     """The ingress flower filters of `device` in namespace `netns` (a path; None: here)."""
     from pyroute2.netlink.exceptions import NetlinkError
 
-    from dpunet.netns import iproute_at
+    from dpunet.linux.netns import iproute_at
 
     with iproute_at(netns) as ipr:
         try:

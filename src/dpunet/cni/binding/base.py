@@ -13,7 +13,7 @@ from typing import Protocol
 
 from dpunet.cni.models import AddRequest
 from dpunet.cni.sandboxes import Device, SandboxRecord
-from dpunet.podnet import InterfaceConfig
+from dpunet.linux.netlink import InterfaceConfig
 
 
 class Attacher(Protocol):

@@ -14,19 +14,16 @@ its peer, and with the pod's namespace).
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
-from pyroute2.netlink.exceptions import NetlinkError
-
-from dpunet import ethtool, podnet
 from dpunet.cni.models import AddRequest
 from dpunet.cni.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.api import PRIMARY_IFNAME
 from dpunet.contract.lsp import pod_lsp_name
+from dpunet.linux import ethtool, netlink
 from dpunet.ovsdb.local import IFACE_ID, IFACE_ID_VER, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 HOST_PREFIX = "dpv"
@@ -45,21 +42,6 @@ def veth_names(container_id: str, ifname: str = PRIMARY_IFNAME) -> tuple[str, st
 def lsp_name(record: SandboxRecord) -> str:
     """The attachment's Logical_Switch_Port (`<ns>_<pod>` for the pod's primary)."""
     return pod_lsp_name(record.namespace, record.pod, record.port_network)
-
-
-def _delete_link(ifname: str) -> bool:
-    """Delete a link of this namespace; False when it did not exist."""
-    with podnet.netlink() as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return False
-        try:
-            ipr.link("del", index=found[0])
-        except NetlinkError as exc:
-            if exc.code == errno.ENODEV:
-                return False
-            raise podnet.PodNetError(f"delete {ifname}: {exc}") from exc
-    return True
 
 
 def stale(
@@ -108,62 +90,49 @@ class VethAttacher:
             OWNED_KEY: OWNED_VALUE,
         }
         with self._lock:
-            _delete_link(host)
-            _delete_link(pod)
-            with podnet.netlink() as ipr:
-                try:
-                    ipr.link("add", ifname=host, kind="veth", peer={"ifname": pod})
-                    ipr.link("set", index=ipr.link_lookup(ifname=host)[0], state="up")
-                except NetlinkError as exc:
-                    raise podnet.PodNetError(f"create veth {host}/{pod}: {exc}") from exc
+            netlink.delete_link(host)
+            netlink.delete_link(pod)
+            netlink.add_veth(host, pod)
             for end in (host, pod):
                 try:
                     ethtool.disable_tx_checksum(end)
                 except ethtool.EthtoolError as exc:
-                    raise podnet.PodNetError(str(exc)) from exc
+                    raise netlink.PodNetError(str(exc)) from exc
             self._apply(f"plug {host} into {self.bridge}", remove=[host], add={host: ids})
         error = next((p.error for p in self.ovs.state().ports if p.name == host), None)
         if error:
-            raise podnet.PodNetError(f"OVS cannot use {host}: {error}")
+            raise netlink.PodNetError(f"OVS cannot use {host}: {error}")
 
     def stage(self, record: SandboxRecord) -> None:
         """Nothing: `prepare` made the pair, `plug` moves its pod end."""
 
-    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
+    def plug(self, record: SandboxRecord, cfg: netlink.InterfaceConfig) -> None:
         """Move the pod end into the pod and configure it; the host end takes the MTU."""
         host, pod = _pair(record)
-        with podnet.netlink() as ipr:
-            found = ipr.link_lookup(ifname=host)
-            if not found:
-                raise podnet.PodNetError(f"veth {host} vanished")
-            try:
-                ipr.link("set", index=found[0], mtu=cfg.mtu)
-            except NetlinkError as exc:
-                raise podnet.PodNetError(f"MTU {cfg.mtu} on {host}: {exc}") from exc
-        podnet.move_link(pod, pod, None, record.netns)
-        podnet.configure(record.netns, pod, cfg)
+        netlink.set_mtu(host, cfg.mtu)
+        netlink.move_link(pod, pod, None, record.netns)
+        netlink.configure(record.netns, pod, cfg)
 
     def unplug(self, record: SandboxRecord) -> None:
         """Delete the OVS port and the veth (idempotent)."""
         host, pod = _pair(record)
         self._apply(f"unplug {host}", remove=[host])
-        _delete_link(host)
-        _delete_link(pod)
+        netlink.delete_link(host)
+        netlink.delete_link(pod)
 
     def sweep(self, kept: Callable[[], Iterable[str]]) -> list[str]:
         """Remove what `stale` finds apart from the veth names `kept()` lists (those of
         the attachments recorded); the names removed."""
         with self._lock:
             ports = self.ovs.state().ports
-            with podnet.netlink() as ipr:
-                links = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
+            links = list(netlink.link_names().values())
             keep = set(kept())
             stale_ports, stale_links = stale(ports, links, self.bridge, keep)
             if stale_ports:
                 self._apply("remove stale ports", remove=stale_ports)
             removed = set(stale_ports)
             for name in stale_links:
-                if _delete_link(name):
+                if netlink.delete_link(name):
                     removed.add(name)
         return sorted(removed)
 
@@ -174,13 +143,13 @@ class VethAttacher:
         try:
             next_cfg = self.ovs.apply(self.bridge, remove=remove, add=add)
         except Exception as exc:  # ovsdbapp raises many kinds; the step's name says enough
-            raise podnet.PodNetError(f"{what}: {exc}") from exc
+            raise netlink.PodNetError(f"{what}: {exc}") from exc
         if next_cfg is not None and not self.ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
-            raise podnet.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
+            raise netlink.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
 
 
 def _pair(record: SandboxRecord) -> tuple[str, str]:
     """(host end, pod end) of the record's veth (a full node's records hold nothing else)."""
     if not isinstance(record.device, VethDevice):
-        raise podnet.PodNetError(f"sandbox {record.container_id} holds no veth: {record.device}")
+        raise netlink.PodNetError(f"sandbox {record.container_id} holds no veth: {record.device}")
     return record.device.veth, record.device.peer

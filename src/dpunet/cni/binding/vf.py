@@ -18,9 +18,8 @@ import os
 import time
 from collections.abc import Callable, Collection
 
-from dpunet import podnet
 from dpunet.cni.models import AddRequest
-from dpunet.cni.sandboxes import SandboxRecord, VfDevice
+from dpunet.cni.sandboxes import HostLink, SandboxRecord, VfDevice
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.hw.host import find_vf_by_pci, function_netdev
 from dpunet.hw.pools import (
@@ -33,6 +32,7 @@ from dpunet.hw.pools import (
     read_default_route_netdevs,
 )
 from dpunet.hw.sysfs import Sysfs
+from dpunet.linux import netlink
 
 # How old the pool discovery behind the reconcile's pool gauges may get (a full discovery
 # reads much of sysfs: tens of milliseconds on a kernel, far more on the lab's emulated one).
@@ -159,7 +159,7 @@ class VfAttacher:
             raise CniError(ErrorCode.NO_DEVICE, f"VF {pci} has no netdev in the host namespace")
         pf_mac = self._pf_macs.get(known.pf_netdev)
         if pf_mac is None:
-            pf_link = podnet.link_state(known.pf_netdev)
+            pf_link = netlink.get_link(known.pf_netdev)
             if pf_link is None or not pf_link.mac:
                 raise CniError(ErrorCode.NO_DEVICE, f"the PF of VF {pci} has no readable MAC")
             pf_mac = self._pf_macs[known.pf_netdev] = pf_link.mac.lower()
@@ -175,10 +175,11 @@ class VfAttacher:
 
     @staticmethod
     def _claimed(pci: str, resource: str, netdev: str, pf_mac: str, vf_num: int) -> VfDevice:
-        link = podnet.link_state(netdev)
-        if link is None:
+        link = netlink.get_link(netdev)
+        if link is None or link.mac is None or link.mtu is None:
             raise CniError(ErrorCode.NO_DEVICE, f"VF {pci} netdev {netdev} vanished")
-        return VfDevice(pci=pci, resource=resource, pf_mac=pf_mac, vf_num=vf_num, host_link=link)
+        host = HostLink(name=link.name, mac=link.mac, mtu=link.mtu, up=link.up)
+        return VfDevice(pci=pci, resource=resource, pf_mac=pf_mac, vf_num=vf_num, host_link=host)
 
     def prepare(self, record: SandboxRecord) -> None:
         """Nothing: the DPU plugs the VF's representor."""
@@ -186,11 +187,11 @@ class VfAttacher:
     def stage(self, record: SandboxRecord) -> None:
         """Move the VF into the pod under its temporary name (during the port request)."""
         vf = _vf(record)
-        podnet.move_link(vf.host_link.name, temp_name(vf.pci), None, record.netns)
+        netlink.move_link(vf.host_link.name, temp_name(vf.pci), None, record.netns)
 
-    def plug(self, record: SandboxRecord, cfg: podnet.InterfaceConfig) -> None:
+    def plug(self, record: SandboxRecord, cfg: netlink.InterfaceConfig) -> None:
         """Configure the VF `stage` moved into the pod."""
-        podnet.configure(record.netns, temp_name(_vf(record).pci), cfg)
+        netlink.configure(record.netns, temp_name(_vf(record).pci), cfg)
 
     def unplug(self, record: SandboxRecord) -> None:
         """Bring the VF back to the host as it was, from wherever it is.
@@ -204,16 +205,16 @@ class VfAttacher:
         host, pci = vf.host_link, vf.pci
         netdev = function_netdev(self.sysfs, pci)
         if netdev is not None:
-            podnet.restore(netdev, host)
+            netlink.restore(netdev, host.name, host.mac, host.mtu, host.up)
             return
         tmp = temp_name(pci)
         if os.path.exists(record.netns):
             for name in (record.ifname, tmp):
-                if podnet.link_exists(name, record.netns):
-                    podnet.move_link(name, tmp, record.netns, None)
-                    podnet.restore(tmp, host)
+                if netlink.link_exists(name, record.netns):
+                    netlink.move_link(name, tmp, record.netns, None)
+                    netlink.restore(tmp, host.name, host.mac, host.mtu, host.up)
                     return
-        raise podnet.PodNetError(
+        raise netlink.PodNetError(
             f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
         )
 
@@ -221,5 +222,5 @@ class VfAttacher:
 def _vf(record: SandboxRecord) -> VfDevice:
     """The record's VF (a dpu-host node's records hold nothing else)."""
     if not isinstance(record.device, VfDevice):
-        raise podnet.PodNetError(f"sandbox {record.container_id} holds no VF: {record.device}")
+        raise netlink.PodNetError(f"sandbox {record.container_id} holds no VF: {record.device}")
     return record.device

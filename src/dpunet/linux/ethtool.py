@@ -1,17 +1,23 @@
-"""ethtool features of a netdev (`ethtool -k` / `ethtool -K`) through pyroute2.
-
-Everything acts on the network namespace of the calling process.
+"""ethtool features of a netdev (`ethtool -k` / `ethtool -K`): through pyroute2, in the
+network namespace of the calling process, and tx checksum offload through the SIOCETHTOOL
+ioctl on a socket of any namespace.
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
+import socket
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pyroute2.ethtool import Ethtool
 
-TX_CHECKSUM_PREFIX = "tx-checksum-"
+SIOCETHTOOL = 0x8946
+ETHTOOL_STXCSUM = 0x17  # every tx checksum feature at once, as `ethtool -K dev tx off`
+IFREQ_SIZE = 40
 
 
 class EthtoolError(Exception):
@@ -59,13 +65,17 @@ def set_features(ifname: str, changes: Mapping[str, bool]) -> None:
     _edit(ifname, "set " + ", ".join(changes), edit)
 
 
-def disable_tx_checksum(ifname: str) -> None:
+def disable_tx_checksum(ifname: str, sock: socket.socket | None = None) -> None:
     """`ethtool -K <ifname> tx off`: veths attached to userspace OVS need it (OVS's
-    netdev datapath does not complete offloaded checksums)."""
-
-    def edit(features: Mapping[str, Any]) -> None:
-        for name, feature in features.items():
-            if name.startswith(TX_CHECKSUM_PREFIX) and feature.available:
-                feature.enable = False
-
-    _edit(ifname, "turn tx checksum offload off", edit)
+    netdev datapath does not complete offloaded checksums). `sock`: an AF_INET socket in
+    the namespace of `ifname` (default: this process's)."""
+    command = ctypes.create_string_buffer(struct.pack("II", ETHTOOL_STXCSUM, 0))
+    ifreq = struct.pack("16sP", ifname.encode(), ctypes.addressof(command))
+    target = sock if sock is not None else socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        fcntl.ioctl(target.fileno(), SIOCETHTOOL, ifreq.ljust(IFREQ_SIZE, b"\0"))
+    except OSError as exc:
+        raise EthtoolError(f"cannot turn tx checksum offload off on {ifname}: {exc}") from exc
+    finally:
+        if sock is None:
+            target.close()

@@ -1,0 +1,489 @@
+"""Links, addresses and routes through netlink (pyroute2): the one place dpunet changes
+the kernel's network configuration (no `ip` processes).
+
+* a pod's interface inside its network namespace (`move_link`, `configure`, `restore`,
+  `check`, `announce`), used by the CNI bindings (a VF moved in from the host, one end of
+  a veth pair) and the management ports. These functions act on explicit namespaces: the
+  daemon's own (None) and the pod's, given as a path such as `/var/run/netns/cni-...`;
+* veth pairs and plain link changes (`add_veth`, `delete_link`, `set_mtu`, `link_names`);
+* `Netlink`, a session in the calling process's namespace with the reads and writes the
+  setup commands and the DPU agent need (a link with its IPv4 addresses and routes,
+  MTU, admin state, rename).
+
+`Link` is the one view of a link's state all of them return.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.generic import GenericNetlinkSocket
+
+from dpunet.linux.netns import iproute_at, socket_at
+
+_ETH_P_ARP = 0x0806
+IFF_UP = 0x1
+RTPROT_KERNEL = 2
+RTN_UNICAST = 1
+RT_TABLE_LOCAL = 255
+
+
+class PodNetError(RuntimeError):
+    """A netlink operation on a pod interface failed; the message names the step."""
+
+
+@dataclass(frozen=True)
+class Route:
+    """`dst via gateway` inside the pod."""
+
+    dst: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
+class InterfaceConfig:
+    """What the pod's interface must look like."""
+
+    ifname: str
+    mac: str
+    mtu: int
+    address: ipaddress.IPv4Interface
+    gateway: ipaddress.IPv4Address | None
+    routes: tuple[Route, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Address:
+    """One IPv4 address of a link."""
+
+    address: str
+    prefixlen: int
+    broadcast: str | None = None
+    secondary: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.address}/{self.prefixlen}"
+
+
+@dataclass(frozen=True)
+class KernelRoute:
+    """One IPv4 unicast route through a link (single next hop)."""
+
+    dst: str | None
+    dst_len: int
+    gateway: str | None
+    table: int = 254
+    priority: int | None = None
+    prefsrc: str | None = None
+    proto: int = 3
+    scope: int = 0
+    tos: int = 0
+
+    def describe(self, dev: str) -> str:
+        """`ip route` style text, e.g. `default via 192.0.2.1 dev brp0`."""
+        parts = ["default" if self.dst_len == 0 else f"{self.dst}/{self.dst_len}"]
+        if self.gateway:
+            parts.append(f"via {self.gateway}")
+        parts.append(f"dev {dev}")
+        if self.table != 254:
+            parts.append(f"table {self.table}")
+        if self.priority is not None:
+            parts.append(f"metric {self.priority}")
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A link as netlink shows it; its IPv4 addresses and routes when asked for."""
+
+    name: str
+    index: int
+    mac: str | None
+    mtu: int | None
+    up: bool
+    addresses: tuple[Address, ...] = ()
+    routes: tuple[KernelRoute, ...] = ()
+
+    @classmethod
+    def from_msg(cls, msg: Any, name: str | None = None) -> Link:
+        """The state of a pyroute2 `ifinfmsg`."""
+        return cls(
+            name=msg.get("IFLA_IFNAME") or name or "",
+            index=msg["index"],
+            mac=msg.get("IFLA_ADDRESS"),
+            mtu=msg.get("IFLA_MTU"),
+            up=bool(msg["flags"] & IFF_UP),
+        )
+
+
+@contextlib.contextmanager
+def netlink(netns: str | None = None) -> Iterator[IPRoute]:
+    """An IPRoute socket in `netns` (a path), or in this process's namespace."""
+    try:
+        ipr = iproute_at(netns)
+    except (OSError, NetlinkError) as exc:
+        raise PodNetError(f"cannot open netlink in {netns or 'host'} namespace: {exc}") from exc
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr: IPRoute, ifname: str) -> int | None:
+    found = ipr.link_lookup(ifname=ifname)
+    return found[0] if found else None
+
+
+def _existing_index(ipr: IPRoute, ifname: str, netns: str | None) -> int:
+    """The index of `ifname`; PodNetError when the namespace has no such link."""
+    idx = _index(ipr, ifname)
+    if idx is None:
+        raise PodNetError(f"link {ifname} not found in {netns or 'host'} namespace")
+    return idx
+
+
+def _step(what: str) -> contextlib.AbstractContextManager[None]:
+    """Turn netlink failures inside the block into a PodNetError naming `what`."""
+
+    @contextlib.contextmanager
+    def wrapper() -> Iterator[None]:
+        try:
+            yield
+        except NetlinkError as exc:
+            raise PodNetError(f"{what}: {os.strerror(exc.code)}") from exc
+
+    return wrapper()
+
+
+def get_link(ifname: str, netns: str | None = None) -> Link | None:
+    """Name, index, MAC, MTU and admin state of a link, or None when it does not exist
+    there."""
+    with netlink(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return None
+        return Link.from_msg(ipr.get_links(idx)[0])
+
+
+def link_exists(ifname: str, netns: str | None = None) -> bool:
+    """Whether `ifname` exists in `netns` (a missing namespace counts as "no")."""
+    if netns and not os.path.exists(netns):
+        return False
+    with netlink(netns) as ipr:
+        return _index(ipr, ifname) is not None
+
+
+def move_link(ifname: str, temp_name: str, src_netns: str | None, dst_netns: str | None) -> None:
+    """Move a link between namespaces under a temporary name (so nothing clashes)."""
+    target = dst_netns or "/proc/self/ns/net"
+    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with netlink(src_netns) as ipr:
+            idx = _existing_index(ipr, ifname, src_netns)
+            with _step(f"prepare {ifname} for the move"):
+                ipr.link("set", index=idx, state="down")
+                if ifname != temp_name:
+                    ipr.link("set", index=idx, ifname=temp_name)
+            with _step(f"move {ifname} into {dst_netns or 'host'} namespace"):
+                ipr.link("set", index=idx, net_ns_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def configure(netns: str | None, current_name: str, cfg: InterfaceConfig) -> None:
+    """Rename, address, route and bring up the interface inside `netns` (None: this one).
+
+    The link must be down when it needs a new name (links fresh from a move are)."""
+    with netlink(netns) as ipr:
+        idx = _existing_index(ipr, current_name, netns)
+        with _step(f"set name/MAC/MTU of {cfg.ifname}"):
+            ipr.link("set", index=idx, ifname=cfg.ifname, address=cfg.mac, mtu=cfg.mtu)
+        with _step(f"address {cfg.address} on {cfg.ifname}"):
+            ipr.addr(
+                "replace",
+                index=idx,
+                address=str(cfg.address.ip),
+                prefixlen=cfg.address.network.prefixlen,
+            )
+        with _step(f"bring {cfg.ifname} up"):
+            ipr.link("set", index=idx, state="up")
+        if cfg.gateway is not None:
+            with _step(f"default route via {cfg.gateway}"):
+                ipr.route("replace", dst="0.0.0.0/0", gateway=str(cfg.gateway), oif=idx)
+        for route in cfg.routes:
+            with _step(f"route {route.dst} via {route.gateway}"):
+                ipr.route("replace", dst=str(route.dst), gateway=str(route.gateway), oif=idx)
+    announce(netns, cfg.ifname, cfg.mac, cfg.address.ip)
+
+
+def restore(name_now: str, name: str, mac: str, mtu: int, up: bool) -> None:
+    """Give a link returned to this namespace (a VF back from a pod) its name, MAC, MTU
+    and admin state from before."""
+    with netlink() as ipr:
+        idx = _existing_index(ipr, name_now, None)
+        with _step(f"restore {name}"):
+            ipr.link("set", index=idx, state="down")
+            ipr.link("set", index=idx, ifname=name, address=mac, mtu=mtu)
+            if up:
+                ipr.link("set", index=idx, state="up")
+
+
+def check(netns: str | None, cfg: InterfaceConfig) -> list[str]:
+    """What differs between the interface in the pod and `cfg` (empty: all as configured)."""
+    problems: list[str] = []
+    with netlink(netns) as ipr:
+        idx = _index(ipr, cfg.ifname)
+        if idx is None:
+            return [f"interface {cfg.ifname} is missing"]
+        link = ipr.get_links(idx)[0]
+        if link.get_attr("IFLA_ADDRESS") != cfg.mac:
+            problems.append(f"{cfg.ifname} has MAC {link.get_attr('IFLA_ADDRESS')}, not {cfg.mac}")
+        addrs = {
+            f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            for a in ipr.get_addr(index=idx, family=socket.AF_INET)
+        }
+        if str(cfg.address) not in addrs:
+            problems.append(f"{cfg.ifname} lacks address {cfg.address}")
+        routes = {
+            (f"{r.get_attr('RTA_DST') or '0.0.0.0'}/{r['dst_len']}", r.get_attr("RTA_GATEWAY"))
+            for r in ipr.get_routes(family=socket.AF_INET, oif=idx)
+        }
+        wanted = [Route(ipaddress.IPv4Network("0.0.0.0/0"), cfg.gateway)] if cfg.gateway else []
+        for route in [*wanted, *cfg.routes]:
+            if (str(route.dst), str(route.gateway)) not in routes:
+                problems.append(f"no route {route.dst} via {route.gateway} on {cfg.ifname}")
+    return problems
+
+
+def set_down(ifname: str, netns: str | None = None) -> None:
+    """Set a link administratively down (needed before renaming it)."""
+    with netlink(netns) as ipr:
+        idx = _existing_index(ipr, ifname, netns)
+        with _step(f"set {ifname} down"):
+            ipr.link("set", index=idx, state="down")
+
+
+def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address) -> None:
+    """Send one gratuitous ARP from the pod so switches and neighbours learn it at once."""
+    mac_bytes = bytes.fromhex(mac.replace(":", ""))
+    frame = (
+        b"\xff" * 6
+        + mac_bytes
+        + struct.pack("!H", _ETH_P_ARP)
+        + struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)  # Ethernet/IPv4, request
+        + mac_bytes
+        + ip.packed
+        + b"\x00" * 6
+        + ip.packed
+    )
+    try:
+        sock = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
+        with sock:
+            sock.bind((ifname, _ETH_P_ARP))
+            sock.send(frame)
+    except OSError:
+        return  # best effort: the pod's first packet teaches the same
+
+
+def link_names() -> dict[int, str]:
+    """ifindex -> name of every link in this network namespace."""
+    return dict(socket.if_nameindex())
+
+
+def add_veth(name: str, peer: str) -> None:
+    """Create the veth pair `name`/`peer` in this namespace and bring `name` up."""
+    with netlink() as ipr, _step(f"create veth {name}/{peer}"):
+        ipr.link("add", ifname=name, kind="veth", peer={"ifname": peer})
+        ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+
+
+def delete_link(ifname: str) -> bool:
+    """Delete a link of this namespace; False when it did not exist."""
+    with netlink() as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return False
+        try:
+            ipr.link("del", index=idx)
+        except NetlinkError as exc:
+            if exc.code == errno.ENODEV:
+                return False
+            raise PodNetError(f"delete {ifname}: {os.strerror(exc.code)}") from exc
+    return True
+
+
+def set_mtu(ifname: str, mtu: int) -> None:
+    """Set the MTU of a link of this namespace."""
+    with netlink() as ipr:
+        idx = _existing_index(ipr, ifname, None)
+        with _step(f"MTU {mtu} on {ifname}"):
+            ipr.link("set", index=idx, mtu=mtu)
+
+
+def kernel_has_ovs_datapath() -> bool:
+    """True when the kernel has the Open vSwitch datapath (generic netlink `ovs_datapath`),
+    i.e. when OVS can use `datapath_type=system`."""
+    sock = GenericNetlinkSocket()
+    try:
+        sock.discovery("ovs_datapath")
+    except NetlinkError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+class Netlink:
+    """A pyroute2 IPRoute session with the few reads/writes the setup commands need."""
+
+    def __init__(self) -> None:
+        self.ipr = IPRoute()
+
+    def close(self) -> None:
+        """Release the netlink socket."""
+        self.ipr.close()
+
+    def __enter__(self) -> Netlink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def link(self, name: str) -> Link | None:
+        """The link `name` with its IPv4 addresses and routes, or None when absent."""
+        state = self.state(name)
+        if state is None:
+            return None
+        return replace(
+            state, addresses=self._addresses(state.index), routes=self._routes(state.index)
+        )
+
+    def state(self, name: str) -> Link | None:
+        """The link `name` without addresses and routes (cheaper), or None when absent."""
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:  # no link of that name
+            return None
+        try:
+            msg = self.ipr.link("get", index=index)[0]
+        except NetlinkError as exc:  # gone in between
+            if exc.code == errno.ENODEV:
+                return None
+            raise
+        return Link.from_msg(msg, name)
+
+    @staticmethod
+    def names() -> dict[int, str]:
+        """ifindex -> name of every link in this network namespace."""
+        return link_names()
+
+    def _addresses(self, index: int) -> tuple[Address, ...]:
+        out = []
+        for msg in self.ipr.addr("dump", family=socket.AF_INET, index=index):
+            if msg["index"] != index:
+                continue
+            flags = msg.get("IFA_FLAGS") or msg["flags"]
+            out.append(
+                Address(
+                    address=msg.get("IFA_LOCAL") or msg.get("IFA_ADDRESS"),
+                    prefixlen=msg["prefixlen"],
+                    broadcast=msg.get("IFA_BROADCAST"),
+                    secondary=bool(flags & 0x01),  # IFA_F_SECONDARY
+                )
+            )
+        return tuple(out)
+
+    def _routes(self, index: int) -> tuple[KernelRoute, ...]:
+        out = []
+        for msg in self.ipr.route("dump", family=socket.AF_INET):
+            table = msg.get("RTA_TABLE") or msg["table"]
+            if (
+                msg.get("RTA_OIF") != index
+                or msg["type"] != RTN_UNICAST
+                or table == RT_TABLE_LOCAL
+                or msg.get("RTA_MULTIPATH") is not None
+            ):
+                continue
+            out.append(
+                KernelRoute(
+                    dst=msg.get("RTA_DST"),
+                    dst_len=msg["dst_len"],
+                    gateway=msg.get("RTA_GATEWAY"),
+                    table=table,
+                    priority=msg.get("RTA_PRIORITY"),
+                    prefsrc=msg.get("RTA_PREFSRC"),
+                    proto=msg["proto"],
+                    scope=msg["scope"],
+                    tos=msg["tos"],
+                )
+            )
+        return tuple(out)
+
+    def set_up(self, index: int) -> None:
+        """Bring link `index` administratively up."""
+        self.ipr.link("set", index=index, state="up")
+
+    def set_mtu(self, index: int, mtu: int) -> None:
+        """Set the MTU of link `index`."""
+        self.ipr.link("set", index=index, mtu=mtu)
+
+    def rename(self, index: int, new_name: str) -> None:
+        """Rename link `index` to `new_name` (down for the rename, as the kernel requires
+        for most drivers, and up again afterwards)."""
+        self.ipr.link("set", index=index, state="down")
+        try:
+            self.ipr.link("set", index=index, ifname=new_name)
+        finally:
+            self.ipr.link("set", index=index, state="up")
+
+    def add_address(self, index: int, addr: Address) -> None:
+        """Add `addr` to link `index` (already present is fine)."""
+        kwargs: dict[str, Any] = {
+            "index": index,
+            "address": addr.address,
+            "prefixlen": addr.prefixlen,
+        }
+        if addr.broadcast:
+            kwargs["broadcast"] = addr.broadcast
+        try:
+            self.ipr.addr("add", **kwargs)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+    def delete_address(self, index: int, addr: Address) -> None:
+        """Remove `addr` from link `index` (already gone is fine)."""
+        try:
+            self.ipr.addr("del", index=index, address=addr.address, prefixlen=addr.prefixlen)
+        except NetlinkError as exc:
+            if exc.code not in (errno.EADDRNOTAVAIL, errno.ENOENT, errno.ENODEV):
+                raise
+
+    def replace_route(self, route: KernelRoute, oif: int) -> None:
+        """Install `route` through link `oif`, replacing the route with the same key."""
+        kwargs: dict[str, Any] = {
+            "dst": route.dst if route.dst_len else "0.0.0.0",
+            "dst_len": route.dst_len,
+            "oif": oif,
+            "table": route.table,
+            "proto": route.proto,
+            "scope": route.scope,
+            "tos": route.tos,
+        }
+        if route.gateway:
+            kwargs["gateway"] = route.gateway
+        if route.priority is not None:
+            kwargs["priority"] = route.priority
+        if route.prefsrc:
+            kwargs["prefsrc"] = route.prefsrc
+        self.ipr.route("replace", **kwargs)
