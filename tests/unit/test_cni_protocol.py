@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from dpunet.cni import wire
 from dpunet.cni.install import PACKAGE_NAME, install_shim
+from dpunet.cni.shim import daemon_socket
 from dpunet.cni.wire import (
     CniError,
     ErrorCode,
@@ -151,12 +152,15 @@ def test_invocation_fields() -> None:
     assert (inv.command, inv.cni_version, inv.container_id) == ("ADD", "1.0.0", "abc")
     assert (inv.netns, inv.ifname, inv.args) == ("/run/netns/x", "eth0", {"A": "1"})
     assert inv.path == ["/opt/cni/bin", "/usr/lib/cni"]
-    assert inv.state_dir == wire.DEFAULT_STATE_DIR
-    assert inv.socket_path({}) == wire.DEFAULT_SOCKET
-    assert inv.socket_path({wire.SOCKET_ENV: "/tmp/x.sock"}) == "/tmp/x.sock"
-    configured = parse(env, {**CONFIG, "socket": "/a.sock", "stateDir": "/st"})
-    assert configured.socket_path({wire.SOCKET_ENV: "/tmp/x.sock"}) == "/a.sock"
-    assert configured.state_dir == "/st"
+
+
+def test_daemon_socket() -> None:
+    env = {wire.SOCKET_ENV: "/tmp/x.sock"}
+    assert daemon_socket(CONFIG, {}) == wire.DEFAULT_SOCKET
+    assert daemon_socket(CONFIG, env) == "/tmp/x.sock"
+    assert daemon_socket({**CONFIG, "socket": "/a.sock"}, env) == "/a.sock"
+    # a socket the daemon refuses is not where the shim looks for it
+    assert daemon_socket({**CONFIG, "socket": "a.sock"}, env) == "/tmp/x.sock"
 
 
 def test_del_needs_no_netns_and_status_gc_no_attachment() -> None:

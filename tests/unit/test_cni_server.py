@@ -235,3 +235,25 @@ def test_deeply_nested_requests_get_a_decode_error(workdir: Path, payload: bytes
     assert answer["error"]["code"] == ErrorCode.DECODE_FAILURE
     assert "nested deeper than" in answer["error"]["details"]
     assert handler.calls == []
+
+
+@pytest.mark.parametrize(
+    ("env", "change", "code"),
+    [
+        (attachment_env("ADD", CNI_CONTAINERID="../../etc"), {}, ErrorCode.INVALID_ENV),
+        (attachment_env("ADD", CNI_NETNS="netns-1"), {}, ErrorCode.INVALID_ENV),
+        (attachment_env("ADD"), {"name": "bad name"}, ErrorCode.INVALID_CONFIG),
+        (attachment_env("ADD"), {"socket": "relative.sock"}, ErrorCode.INVALID_CONFIG),
+        (attachment_env("CHECK"), {"cniVersion": "0.3.1"}, ErrorCode.INCOMPATIBLE_VERSION),
+    ],
+    ids=["container-id", "netns", "name", "socket", "check-version"],
+)
+def test_requests_not_sent_by_the_shim_are_checked_in_full(
+    workdir: Path, env: dict[str, str], change: dict[str, str], code: int
+) -> None:
+    # The socket is an untrusted boundary: the daemon takes nothing the shim checks for granted.
+    handler = RecordingHandler()
+    config = json.dumps({**netconf("1.0.0", workdir), **change}).encode()
+    answer = asyncio.run(server_in(workdir, handler).handle(env, config))
+    assert answer["error"]["code"] == code
+    assert handler.calls == []

@@ -401,6 +401,25 @@ def test_unsupported_version_wins_over_other_config_problems(workdir: Path) -> N
     assert run.code == ErrorCode.INCOMPATIBLE_VERSION
 
 
+def test_a_reachable_daemon_alone_decides_on_the_config(
+    loop: BackgroundLoop, workdir: Path
+) -> None:
+    # The shim checks the config only when no daemon answers: once per side.
+    async def accept_all(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.write(b'{"protocol": 1, "result": null}')
+        writer.close()
+
+    sock_path = workdir / "lenient.sock"
+    server = loop.run(asyncio.start_unix_server(accept_all, str(sock_path)))
+    try:
+        config = {**netconf(), "name": "bad name"}
+        run = run_shim(attachment_env("DEL"), config, socket=sock_path)
+        assert (run.returncode, run.stdout) == (0, ""), run
+    finally:
+        server.close()
+
+
 # --- handler failures ----------------------------------------------------------------
 
 

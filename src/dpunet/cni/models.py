@@ -9,28 +9,31 @@ Two config styles (see docs/cni.md), both a single plugin config as the runtime 
   `socket` (the daemon's CNI socket) and `stateDir` (its state directory).
 
 Unknown fields are kept (`NetConf.model_extra`).
+
+The daemon's one validation path: `wire.parse_invocation` checks the CNI rules (env,
+decoding, version, name, type, the `socket` and `stateDir` paths), then `parse_request`
+checks dpunet's own (device fields, IPAM, prevResult, the daemon's stateDir, what each
+verb needs) and builds the typed request. No rule is checked in both.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpunet.cni.results import AddResult, Dns
-from dpunet.cni.wire import DEFAULT_STATE_DIR, VALID_ATTACHMENTS_KEY, CniError, ErrorCode
+from dpunet.cni.wire import (
+    DEFAULT_STATE_DIR,
+    VALID_ATTACHMENTS_KEY,
+    CniError,
+    ErrorCode,
+    Invocation,
+)
 from dpunet.hw.pci import normalize_pci_address
 
 PciAddress = Annotated[str, AfterValidator(normalize_pci_address)]
-
-
-def _absolute_path(value: str) -> str:
-    if not value.startswith("/"):
-        raise ValueError(f"{value!r} is not an absolute path")
-    return value
-
-
-AbsolutePath = Annotated[str, AfterValidator(_absolute_path)]
 
 
 class _Model(BaseModel):
@@ -55,7 +58,8 @@ class Attachment(_Model):
 
 
 class NetConf(_Model):
-    """A plugin config as the runtime passes it on stdin (`name` and `cniVersion` injected)."""
+    """A plugin config as the runtime passes it on stdin (`name` and `cniVersion` injected);
+    its CNI fields are typed here, checked by `wire.check_config`."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -70,8 +74,8 @@ class NetConf(_Model):
     args: dict[str, Any] = {}
     capabilities: dict[str, bool] = {}
     resource_name: str | None = Field(None, alias="resourceName", min_length=1)
-    socket: AbsolutePath | None = None
-    state_dir: AbsolutePath = Field(DEFAULT_STATE_DIR, alias="stateDir")
+    socket: str | None = None
+    state_dir: str = Field(DEFAULT_STATE_DIR, alias="stateDir")
     prev_result: dict[str, Any] | None = Field(None, alias="prevResult")
     valid_attachments: tuple[Attachment, ...] | None = Field(None, alias=VALID_ATTACHMENTS_KEY)
 
@@ -89,7 +93,8 @@ class NetConf(_Model):
 
 
 def parse_netconf(config: dict[str, Any]) -> NetConf:
-    """Validate a decoded config: CniError code 7 when invalid, 2 for an IPAM delegate."""
+    """Validate dpunet's fields of a decoded config: CniError code 7 when invalid, 2 for
+    an IPAM delegate."""
     try:
         conf = NetConf.model_validate(config)
     except ValidationError as exc:
@@ -104,6 +109,56 @@ def parse_netconf(config: dict[str, Any]) -> NetConf:
             "dpunet assigns addresses itself; leave ipam empty",
         )
     return conf
+
+
+def parse_request(inv: Invocation, state_dir: str) -> CniRequest:
+    """The typed request of `inv` (checked by `wire.parse_invocation`, not VERSION) for
+    the daemon whose state directory is `state_dir`; CniError when dpunet refuses it."""
+    conf = parse_netconf(inv.config)
+    if os.path.normpath(conf.state_dir) != os.path.normpath(state_dir):
+        raise CniError(
+            ErrorCode.INVALID_CONFIG,
+            f"stateDir {conf.state_dir} is not this daemon's state directory {state_dir}",
+            "set stateDir in the network config to the daemon's state directory",
+        )
+    prev = _prev_result(conf)
+    common: dict[str, Any] = {
+        "command": inv.command,
+        "cni_version": inv.cni_version,
+        "config": conf,
+        "raw_config": inv.raw_config,
+        "args": inv.args,
+        "path": tuple(inv.path),
+    }
+    if inv.command == "STATUS":
+        return StatusRequest(**common)
+    if inv.command == "GC":
+        if conf.valid_attachments is None:
+            raise CniError(
+                ErrorCode.INVALID_CONFIG, f"GC needs {VALID_ATTACHMENTS_KEY} in the config"
+            )
+        return GcRequest(**common, valid_attachments=conf.valid_attachments)
+    if inv.command == "CHECK" and prev is None:
+        raise CniError(ErrorCode.INVALID_CONFIG, "CHECK needs prevResult in the config")
+    request_type = {"ADD": AddRequest, "DEL": DelRequest, "CHECK": CheckRequest}[inv.command]
+    return request_type(
+        **common,
+        container_id=inv.container_id,
+        ifname=inv.ifname,
+        netns=inv.netns or None,
+        prev_result=prev,
+    )
+
+
+def _prev_result(conf: NetConf) -> AddResult | None:
+    if conf.prev_result is None:
+        return None
+    try:
+        return AddResult.from_wire(conf.prev_result)
+    except ValidationError as exc:
+        raise CniError(
+            ErrorCode.INVALID_CONFIG, "invalid prevResult", validation_details(exc)
+        ) from None
 
 
 def validation_details(exc: ValidationError) -> str:

@@ -9,15 +9,17 @@ A daemon implements `CniHandler` and runs::
 
 (or `async with CniServer(...) as server: await server.serve_forever()`).
 
-Per request the server re-validates env and config with the shim's rules, validates the
-dpunet fields, refuses a config whose `stateDir` is not the daemon's (the shim's DEL
-fallback relies on it), refuses (code 4) an ADD or CHECK whose `CNI_NETNS` is no pod's
+Per request the server validates env and config once, from the socket bytes to the typed
+request: the CNI rules (`wire.parse_invocation`; the socket is an untrusted boundary, so
+nothing the shim checked is taken for granted), then dpunet's (`models.parse_request`,
+which also refuses a config whose `stateDir` is not the daemon's: the shim's DEL
+fallback relies on it). It refuses (code 4) an ADD or CHECK whose `CNI_NETNS` is no pod's
 network namespace (`dpunet.linux.netns`), serializes requests of one container (with
 `locks`, shared with whatever else must exclude them, e.g. the daemon's reconcile),
-calls the handler with a
-typed request, renders the result for the request's CNI version and logs one
-`event=cni ...` line. A DEL whose config the daemon refuses succeeds without calling the
-handler when the sandbox has no checkpoint (nothing can have been attached with it).
+calls the handler with the typed request, renders the result for the request's CNI
+version and logs one `event=cni ...` line. A DEL whose config the daemon refuses
+succeeds without calling the handler when the sandbox has no checkpoint (nothing can
+have been attached with it).
 Handler exceptions other than `CniError` become code 11 (5 for an `OSError`, 50 for
 STATUS) with a one-line message; the traceback goes to the daemon log only.
 """
@@ -36,17 +38,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from pydantic import ValidationError
-
 from dpunet.cni.models import (
     AddRequest,
+    AttachmentRequest,
     CheckRequest,
     DelRequest,
     GcRequest,
-    NetConf,
     StatusRequest,
-    parse_netconf,
-    validation_details,
+    parse_request,
 )
 from dpunet.cni.results import AddResult
 from dpunet.cni.wire import (
@@ -55,7 +54,6 @@ from dpunet.cni.wire import (
     LATEST_VERSION,
     MAX_MESSAGE_BYTES,
     PROTOCOL_VERSION,
-    VALID_ATTACHMENTS_KEY,
     CniError,
     ErrorCode,
     Invocation,
@@ -233,8 +231,7 @@ class CniServer:
 
     async def _dispatch(self, inv: Invocation) -> dict[str, Any] | None:
         try:
-            conf = self._netconf(inv)
-            prev = _prev_result(conf)
+            req = parse_request(inv, str(self.state_dir))
         except CniError as exc:
             # A config the daemon refuses cannot have attached anything: a DEL for a
             # sandbox without checkpoint succeeds, so a failed ADD never blocks teardown.
@@ -247,35 +244,13 @@ class CniServer:
                 )
                 return None
             raise
-        common: dict[str, Any] = {
-            "command": inv.command,
-            "cni_version": inv.cni_version,
-            "config": conf,
-            "raw_config": inv.raw_config,
-            "args": inv.args,
-            "path": tuple(inv.path),
-        }
-        if inv.command == "STATUS":
-            await self.handler.status(StatusRequest(**common))
-        elif inv.command == "GC":
-            if conf.valid_attachments is None:
-                raise CniError(
-                    ErrorCode.INVALID_CONFIG, f"GC needs {VALID_ATTACHMENTS_KEY} in the config"
-                )
-            await self.handler.gc(GcRequest(**common, valid_attachments=conf.valid_attachments))
-        else:
-            return await self._attachment(inv, prev, common)
+        if isinstance(req, StatusRequest):
+            await self.handler.status(req)
+        elif isinstance(req, GcRequest):
+            await self.handler.gc(req)
+        elif isinstance(req, AttachmentRequest):
+            return await self._attachment(req)
         return None
-
-    def _netconf(self, inv: Invocation) -> NetConf:
-        conf = parse_netconf(inv.config)
-        if os.path.normpath(conf.state_dir) != os.path.normpath(self.state_dir):
-            raise CniError(
-                ErrorCode.INVALID_CONFIG,
-                f"stateDir {conf.state_dir} is not this daemon's state directory {self.state_dir}",
-                "set stateDir in the network config to the daemon's state directory",
-            )
-        return conf
 
     def _has_checkpoint(self, container_id: str) -> bool:
         try:
@@ -284,33 +259,23 @@ class CniServer:
             return False
         return True
 
-    async def _attachment(
-        self, inv: Invocation, prev: AddResult | None, common: dict[str, Any]
-    ) -> dict[str, Any] | None:
-        if inv.command == "CHECK" and prev is None:
-            raise CniError(ErrorCode.INVALID_CONFIG, "CHECK needs prevResult in the config")
-        if inv.command in ("ADD", "CHECK"):
-            problem = self._netns_check(inv.netns)
+    async def _attachment(self, req: AttachmentRequest) -> dict[str, Any] | None:
+        if isinstance(req, (AddRequest, CheckRequest)):
+            problem = self._netns_check(req.netns)
             if problem is not None:
                 raise CniError(
-                    ErrorCode.INVALID_ENV, f"CNI_NETNS {inv.netns!r} is refused", problem
+                    ErrorCode.INVALID_ENV, f"CNI_NETNS {req.netns!r} is refused", problem
                 )
-        fields = {
-            **common,
-            "container_id": inv.container_id,
-            "ifname": inv.ifname,
-            "netns": inv.netns or None,
-            "prev_result": prev,
-        }
-        async with self._locks.hold(inv.container_id):
-            if inv.command == "ADD":
-                result = await self.handler.add(AddRequest(**fields))
+        async with self._locks.hold(req.container_id):
+            if isinstance(req, AddRequest):
+                result = await self.handler.add(req)
+                prev = req.prev_result
                 final = result.chained_after(prev) if prev is not None else result
-                return final.render(inv.cni_version)
-            if inv.command == "DEL":
-                await self.handler.delete(DelRequest(**fields))
-            else:
-                await self.handler.check(CheckRequest(**fields))
+                return final.render(req.cni_version)
+            if isinstance(req, DelRequest):
+                await self.handler.delete(req)
+            elif isinstance(req, CheckRequest):
+                await self.handler.check(req)
         return None
 
 
@@ -348,17 +313,6 @@ def _decode_request(data: bytes) -> tuple[dict[str, str], bytes]:
         return env, config.encode()
     except UnicodeEncodeError as exc:
         raise CniError(ErrorCode.DECODE_FAILURE, "config is not valid text", str(exc)) from None
-
-
-def _prev_result(conf: NetConf) -> AddResult | None:
-    if conf.prev_result is None:
-        return None
-    try:
-        return AddResult.from_wire(conf.prev_result)
-    except ValidationError as exc:
-        raise CniError(
-            ErrorCode.INVALID_CONFIG, "invalid prevResult", validation_details(exc)
-        ) from None
 
 
 def _translate(env: Mapping[str, str], exc: Exception) -> CniError:

@@ -8,19 +8,22 @@ script and ``python -m dpunet.cni.shim`` run it too.
 
 What it does:
 
-* reads ``CNI_*`` from the environment and the network config from stdin and validates
-  what needs no daemon (`wire.parse_invocation`);
 * answers VERSION itself;
-* forwards everything else to the daemon over a unix socket (config field ``socket``, else
-  env ``DPUNET_CNI_SOCKET``, else ``/run/dpunet/cni.sock``) and relays its answer: a result
-  on stdout with exit 0, or a CNI error object ``{cniVersion, code, msg, details}`` on
-  stdout with exit 1. The whole exchange is bounded by ``DPUNET_CNI_TIMEOUT`` seconds
-  (default 120).
+* checks the ``CNI_*`` environment (`wire.check_env`) and decodes the network config from
+  stdin (`wire.decode_config`): what it needs to build the request;
+* forwards everything else to the daemon over a unix socket (config field ``socket`` when
+  it is an absolute path, else env ``DPUNET_CNI_SOCKET``, else ``/run/dpunet/cni.sock``)
+  and relays its answer: a result on stdout with exit 0, or a CNI error object
+  ``{cniVersion, code, msg, details}`` on stdout with exit 1. The whole exchange is
+  bounded by ``DPUNET_CNI_TIMEOUT`` seconds (default 120). The daemon validates the
+  config; the shim does not validate it again.
 
 When the daemon gives no valid answer (no socket, connection refused, timeout, connection
-dropped, malformed reply): ADD, CHECK and GC fail with code 11 (try again later), STATUS
-with code 50 (plugin not available). DEL succeeds only when there is provably nothing to
-undo, by this checkpoint contract: a node daemon (dpunet-host, dpunet-node) creates
+dropped, malformed reply), the shim answers alone: a config that breaks a CNI rule gets
+that rule's error (`wire.check_config`, as the daemon would have answered); otherwise
+ADD, CHECK and GC fail with code 11 (try again later), STATUS with code 50 (plugin not
+available). DEL succeeds only when there is provably nothing to undo, by this checkpoint
+contract: a node daemon (dpunet-host, dpunet-node) creates
 ``<stateDir>/sandboxes/<CNI_CONTAINERID>.json`` (``stateDir`` from the network config,
 default ``/var/lib/dpunet``) before an ADD changes anything, and removes it only after a
 DEL has undone everything for that container. No such file: DEL succeeds; otherwise (or
@@ -35,17 +38,23 @@ import sys
 import time
 
 from .wire import (
+    DEFAULT_SOCKET,
+    DEFAULT_STATE_DIR,
     LATEST_VERSION,
     MAX_MESSAGE_BYTES,
+    SOCKET_ENV,
     CniError,
     ErrorCode,
-    Invocation,
+    check_config,
+    check_env,
+    decode_config,
     decode_response,
     encode_request,
     json_dumps,
-    parse_invocation,
+    parse_command,
     reply_version,
     sandbox_checkpoint_path,
+    supported_or_latest,
     version_reply,
 )
 
@@ -99,11 +108,30 @@ def request_timeout(env: Mapping[str, str]) -> float:
     return value
 
 
-def daemon_unreachable(inv: Invocation, path: str, reason: str) -> CniError | None:
-    """The outcome of `inv` when the daemon at `path` gave no answer: None means success
-    (only a DEL with no checkpoint), otherwise the error to report."""
-    if inv.command == "DEL":
-        checkpoint = sandbox_checkpoint_path(inv.state_dir, inv.container_id)
+def daemon_socket(config: Mapping[str, object], env: Mapping[str, str]) -> str:
+    """The daemon's socket: config `socket` when it is an absolute path (the daemon
+    refuses any other value), else env DPUNET_CNI_SOCKET, else the default."""
+    value = config.get("socket")
+    if isinstance(value, str) and value.startswith("/"):
+        return value
+    return env.get(SOCKET_ENV) or DEFAULT_SOCKET
+
+
+def daemon_unreachable(
+    command: str, env: Mapping[str, str], config: Mapping[str, object], path: str, reason: str
+) -> CniError | None:
+    """The outcome when the daemon at `path` gave no answer: None means success (only a
+    DEL with no checkpoint), otherwise the error to report."""
+    try:
+        check_config(command, config)
+    except CniError as exc:
+        return exc
+    if command == "DEL":
+        container_id = env["CNI_CONTAINERID"]
+        state_dir = config.get("stateDir")  # checked: absolute or absent
+        checkpoint = sandbox_checkpoint_path(
+            state_dir if isinstance(state_dir, str) else DEFAULT_STATE_DIR, container_id
+        )
         try:
             posix.stat(checkpoint)
         except FileNotFoundError:
@@ -112,16 +140,16 @@ def daemon_unreachable(inv: Invocation, path: str, reason: str) -> CniError | No
             return CniError(
                 ErrorCode.TRY_AGAIN_LATER,
                 f"dpunet daemon not reachable at {path} and cannot tell whether sandbox "
-                f"{inv.container_id} needs cleanup; try again later",
+                f"{container_id} needs cleanup; try again later",
                 f"{reason}; checking {checkpoint}: {exc}",
             )
         return CniError(
             ErrorCode.TRY_AGAIN_LATER,
-            f"dpunet daemon not reachable at {path} and sandbox {inv.container_id} "
+            f"dpunet daemon not reachable at {path} and sandbox {container_id} "
             "still holds resources; try again later",
             f"{reason}; checkpoint {checkpoint} exists",
         )
-    if inv.command == "STATUS":
+    if command == "STATUS":
         return CniError(ErrorCode.NOT_AVAILABLE, f"dpunet daemon not reachable at {path}", reason)
     return CniError(
         ErrorCode.TRY_AGAIN_LATER, f"dpunet daemon not reachable at {path}; try again later", reason
@@ -131,23 +159,26 @@ def daemon_unreachable(inv: Invocation, path: str, reason: str) -> CniError | No
 def run(env: Mapping[str, str], stdin: bytes) -> tuple[int, dict[str, object] | None]:
     """One plugin execution: (exit status, JSON object to print or None)."""
     try:
-        inv = parse_invocation(env, stdin)
-        if inv.command == "VERSION":
+        command = parse_command(env)
+        if command == "VERSION":
             return 0, version_reply(stdin)
+        check_env(command, env)
+        config, raw_config = decode_config(stdin)
         timeout = request_timeout(env)
     except CniError as exc:
         return 1, exc.to_json(reply_version(stdin))
-    path = inv.socket_path(env)
+    version = supported_or_latest(config.get("cniVersion"))
+    path = daemon_socket(config, env)
     try:
-        return 0, decode_response(exchange(path, encode_request(env, inv.raw_config), timeout))
+        return 0, decode_response(exchange(path, encode_request(env, raw_config), timeout))
     except CniError as exc:
-        return 1, exc.to_json(inv.cni_version)
+        return 1, exc.to_json(version)
     except (OSError, ValueError) as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        error = daemon_unreachable(inv, path, reason)
+        error = daemon_unreachable(command, env, config, path, reason)
     if error is None:
         return 0, None
-    return 1, error.to_json(inv.cni_version)
+    return 1, error.to_json(version)
 
 
 def process_environ() -> dict[str, str]:

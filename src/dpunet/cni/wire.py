@@ -3,8 +3,9 @@
 What the spec says of a plugin invocation (CNI spec 1.1,
 https://github.com/containernetworking/cni/blob/main/SPEC.md) and what dpunet adds, in one
 place for both ends of the unix socket: the versions and verbs, the validation of the
-``CNI_*`` environment and of the network config's fields that need no daemon
-(`parse_invocation`), every CNI error code dpunet reports (`ErrorCode`) and the error
+``CNI_*`` environment (`parse_command`, `check_env`), the config's decoding
+(`decode_config`) and its CNI fields (`check_config`), composed by the daemon into
+`parse_invocation`; every CNI error code dpunet reports (`ErrorCode`) and the error
 object (`CniError`), the sandbox checkpoint path the shim's DEL fallback relies on, and the
 socket protocol: one request per connection, the shim sends ``{"protocol": 1, "env":
 {CNI_* variables}, "config": "<stdin text>"}`` and shuts down its write side; the daemon
@@ -433,19 +434,6 @@ class Invocation:
         self.args = args
         self.path = [p for p in env.get("CNI_PATH", "").split(":") if p]
 
-    @property
-    def state_dir(self) -> str:
-        """The config's `stateDir` (validated to be an absolute path) or the default."""
-        value = self.config.get("stateDir")
-        return value if isinstance(value, str) else DEFAULT_STATE_DIR
-
-    def socket_path(self, env: Mapping[str, str]) -> str:
-        """The daemon socket: config `socket`, else env DPUNET_CNI_SOCKET, else default."""
-        value = self.config.get("socket")
-        if isinstance(value, str):
-            return value
-        return env.get(SOCKET_ENV) or DEFAULT_SOCKET
-
 
 def _input_version(stdin: bytes) -> object:
     """The `cniVersion` value of the config on stdin, None when there is none."""
@@ -457,8 +445,12 @@ def _input_version(stdin: bytes) -> object:
 
 
 def reply_version(stdin: bytes) -> str:
-    """The `cniVersion` for a reply: the config's when supported, else the latest."""
-    version = _input_version(stdin)
+    """The `cniVersion` for a reply to the config on stdin (`supported_or_latest`)."""
+    return supported_or_latest(_input_version(stdin))
+
+
+def supported_or_latest(version: object) -> str:
+    """`version` when dpunet speaks it, else the latest: the cniVersion of a reply."""
     return version if isinstance(version, str) and version in SUPPORTED_VERSIONS else LATEST_VERSION
 
 
@@ -473,22 +465,29 @@ def version_reply(stdin: bytes) -> dict[str, object]:
 
 
 def parse_invocation(env: Mapping[str, str], stdin: bytes) -> Invocation:
-    """Validate env and config as far as possible without the daemon; CniError otherwise."""
+    """Every CNI rule, in the order the errors are reported: env, then the config's
+    decoding, version and fields; CniError when one is broken."""
+    command = parse_command(env)
+    if command == "VERSION":
+        return Invocation(command, LATEST_VERSION, {}, "", env, {})
+    args = check_env(command, env)
+    config, raw = decode_config(stdin)
+    version = check_config(command, config)
+    return Invocation(command, version, config, raw, env, args)
+
+
+def parse_command(env: Mapping[str, str]) -> str:
+    """CNI_COMMAND, one of `VERBS`; CniError code 4 otherwise."""
     command = env.get("CNI_COMMAND", "")
     if not command:
         raise CniError(ErrorCode.INVALID_ENV, "required env variables [CNI_COMMAND] missing")
     if command not in VERBS:
         raise CniError(ErrorCode.INVALID_ENV, f"unknown CNI_COMMAND {command!r}")
-    if command == "VERSION":
-        return Invocation(command, LATEST_VERSION, {}, "", env, {})
-    args = _check_env(command, env)
-    config, raw = _decode_config(stdin)
-    version = _check_version(command, config)
-    _check_config_fields(config)
-    return Invocation(command, version, config, raw, env, args)
+    return command
 
 
-def _check_env(command: str, env: Mapping[str, str]) -> dict[str, str]:
+def check_env(command: str, env: Mapping[str, str]) -> dict[str, str]:
+    """Check the CNI_* variables `command` needs; the parsed CNI_ARGS; CniError code 4."""
     required = REQUIRED_ENV.get(command, ())
     missing = [name for name in required if not env.get(name)]
     if missing:
@@ -514,7 +513,8 @@ def _check_env(command: str, env: Mapping[str, str]) -> dict[str, str]:
         raise CniError(ErrorCode.INVALID_ENV, f"invalid CNI_ARGS: {exc}") from None
 
 
-def _decode_config(stdin: bytes) -> tuple[dict[str, object], str]:
+def decode_config(stdin: bytes) -> tuple[dict[str, object], str]:
+    """The config object and its text; CniError code 6 when it is not a JSON object."""
     try:
         raw = stdin.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -528,7 +528,15 @@ def _decode_config(stdin: bytes) -> tuple[dict[str, object], str]:
     return config, raw
 
 
-def _check_version(command: str, config: dict[str, object]) -> str:
+def check_config(command: str, config: Mapping[str, object]) -> str:
+    """Check the config's CNI fields (version first: code 1, then code 7 for cniVersion,
+    name, type and the `socket` and `stateDir` paths); its cniVersion."""
+    version = _check_version(command, config)
+    _check_config_fields(config)
+    return version
+
+
+def _check_version(command: str, config: Mapping[str, object]) -> str:
     version = config.get("cniVersion")
     if version is None or version == "":
         raise CniError(ErrorCode.INVALID_CONFIG, "network config has no cniVersion")
@@ -550,7 +558,7 @@ def _check_version(command: str, config: dict[str, object]) -> str:
     return version
 
 
-def _check_config_fields(config: dict[str, object]) -> None:
+def _check_config_fields(config: Mapping[str, object]) -> None:
     name = config.get("name")
     if not isinstance(name, str) or not name:
         raise CniError(ErrorCode.INVALID_CONFIG, "network config has no name")
