@@ -27,7 +27,7 @@ from dpunet.contract.api import (
 )
 from dpunet.contract.client import ClientError
 from dpunet.contract.lsp import pod_lsp_name
-from dpunet.linux.netlink import InterfaceConfig, PodNetError
+from dpunet.linux.netlink import InterfaceConfig, LinuxError
 
 NODE = "node1"
 HOST = ("host",)
@@ -136,9 +136,9 @@ class FakeAttacher(Scripted):
         self.enter("stage")
         pci = record.device.key
         if self.location[pci] != HOST:
-            raise PodNetError(f"{pci} is not on the host but {self.location[pci]}")
+            raise LinuxError(f"{pci} is not on the host but {self.location[pci]}")
         if not Path(record.netns).exists():
-            raise PodNetError(f"no namespace {record.netns}")
+            raise LinuxError(f"no namespace {record.netns}")
         self.location[pci] = ("staged", record.netns)
         self.leave("stage")
 
@@ -146,9 +146,9 @@ class FakeAttacher(Scripted):
         self.enter("plug")
         pci = record.device.key
         if self.location[pci] != ("staged", record.netns):
-            raise PodNetError(f"{pci} is not staged in {record.netns}")
+            raise LinuxError(f"{pci} is not staged in {record.netns}")
         if ("pod", record.netns, cfg.ifname) in self.location.values():
-            raise PodNetError(f"{cfg.ifname} exists in {record.netns}")
+            raise LinuxError(f"{cfg.ifname} exists in {record.netns}")
         self.location[pci] = ("pod", record.netns, cfg.ifname)
         self.leave("plug")
 
@@ -157,7 +157,7 @@ class FakeAttacher(Scripted):
         pci = record.device.key
         where = self.location[pci]
         if where != HOST and where[1] != record.netns:
-            raise PodNetError(f"{pci} is neither on the host nor in {record.netns}")
+            raise LinuxError(f"{pci} is neither on the host nor in {record.netns}")
         self.location[pci] = HOST
         self.leave("unplug")
 

@@ -8,7 +8,7 @@ import pytest
 
 from dpunet.cni.daemon import management_config
 from dpunet.contract.api import NodeInfo, NodeRole
-from dpunet.linux.netlink import Link, PodNetError, Route
+from dpunet.linux.netlink import Link, LinuxError, Route
 from dpunet.node.mgmt import mgmt_lsp, needed_changes
 from dpunet.ovsdb.local import OvsPort
 
@@ -59,5 +59,5 @@ def test_differences_replug(ovs_port: OvsPort | None, link: Link | None, expecte
 
 
 def test_a_foreign_port_is_left_alone() -> None:
-    with pytest.raises(PodNetError, match="not dpunet's"):
+    with pytest.raises(LinuxError, match="not dpunet's"):
         needed_changes(port(**{"iface-id": "k8s-cp"}), GOOD_LINK, "br-int", IDS, CFG)

@@ -39,7 +39,7 @@ from dpunet.cni.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
 from dpunet.cni.server import CniServer
 from dpunet.cni.wire import CniError, ErrorCode
 from dpunet.contract.client import ClientError
-from dpunet.linux.netlink import InterfaceConfig, PodNetError
+from dpunet.linux.netlink import InterfaceConfig, LinuxError
 
 
 class InterfaceProblems:
@@ -174,7 +174,7 @@ def _fail_add_at(rig: Rig, phase: str) -> int:
         a.fail["claim"] = [CniError(ErrorCode.NO_DEVICE, "no free device")]
         return ErrorCode.NO_DEVICE
     if phase in ("prepare", "stage", "plug"):
-        a.fail[phase] = [PodNetError(f"{phase} failed")]
+        a.fail[phase] = [LinuxError(f"{phase} failed")]
         return ErrorCode.PLUG_FAILED
     statuses = {
         "port-409": (409, ErrorCode.CONTROLLER_REFUSED),

@@ -26,7 +26,7 @@ from dpunet.cni.server import CniServer
 from dpunet.cni.wire import DEFAULT_SOCKET, DEFAULT_STATE_DIR
 from dpunet.contract.api import NodeInfo
 from dpunet.contract.client import ClientError, ControllerClient
-from dpunet.linux.netlink import InterfaceConfig, PodNetError, Route
+from dpunet.linux.netlink import InterfaceConfig, LinuxError, Route
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
 
@@ -175,7 +175,7 @@ class AgentDaemon(abc.ABC):
         try:
             node = await asyncio.to_thread(self.client.get_node, self.cfg.node)
             changes = await asyncio.to_thread(self.ensure_management_port, node)
-        except (ClientError, PodNetError) as exc:
+        except (ClientError, LinuxError) as exc:
             self.mgmt_ok = False
             event(log, "mgmt-port-error", level=logging.WARNING, error=str(exc))
             return

@@ -75,7 +75,7 @@ from dpunet.contract.api import (
 from dpunet.contract.client import ClientError
 from dpunet.keyedlocks import KeyedLocks
 from dpunet.linux import netlink
-from dpunet.linux.netlink import InterfaceConfig, PodNetError, Route
+from dpunet.linux.netlink import InterfaceConfig, LinuxError, Route
 from dpunet.logs import event
 
 BLOCKING_THREADS = 64
@@ -338,7 +338,7 @@ class PodAgent:
             phase_started = time.monotonic()
             try:
                 await self._thread(self.attacher.prepare, record)
-            except PodNetError as exc:
+            except LinuxError as exc:
                 raise CniError(
                     ErrorCode.PLUG_FAILED, f"preparing the {self.attacher.kind} failed", str(exc)
                 ) from exc
@@ -356,7 +356,7 @@ class PodAgent:
                 raise _controller_error(port, f"port for {namespace}/{name}") from port
             if isinstance(port, BaseException):
                 raise port
-            if isinstance(staged, PodNetError):
+            if isinstance(staged, LinuxError):
                 raise CniError(
                     ErrorCode.PLUG_FAILED,
                     f"moving the {self.attacher.kind} toward the pod failed",
@@ -373,7 +373,7 @@ class PodAgent:
             cfg = interface_config(req.ifname, port)
             try:
                 await self._thread(self.attacher.plug, record, cfg)
-            except PodNetError as exc:
+            except LinuxError as exc:
                 raise CniError(
                     ErrorCode.PLUG_FAILED,
                     f"plugging {self.attacher.kind} into the pod failed",
@@ -506,7 +506,7 @@ class PodAgent:
         if record.phase is not Phase.RELEASING:
             try:
                 await self._thread(self.attacher.unplug, record)
-            except PodNetError as exc:
+            except LinuxError as exc:
                 raise CniError(
                     ErrorCode.TRY_AGAIN_LATER, f"cannot return the {self.attacher.kind}", str(exc)
                 ) from exc

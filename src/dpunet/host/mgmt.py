@@ -39,7 +39,7 @@ class ManagementPort:
         vf = find_vf(self.sysfs, self.pf, self.vf_index)
         if vf is None or vf.netdev is None:
             self._pci = None
-            raise netlink.PodNetError(
+            raise netlink.LinuxError(
                 f"management VF {self.pf}:{self.vf_index} has no netdev in the host"
             )
         self._pci = vf.address

@@ -38,8 +38,9 @@ RTN_UNICAST = 1
 RT_TABLE_LOCAL = 255
 
 
-class PodNetError(RuntimeError):
-    """A netlink operation on a pod interface failed; the message names the step."""
+class LinuxError(RuntimeError):
+    """An operation of the Linux layer (or of a device's plumbing built on it) failed;
+    the message names the step."""
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,7 @@ def netlink(netns: str | None = None) -> Iterator[IPRoute]:
     try:
         ipr = iproute_at(netns)
     except (OSError, NetlinkError) as exc:
-        raise PodNetError(f"cannot open netlink in {netns or 'host'} namespace: {exc}") from exc
+        raise LinuxError(f"cannot open netlink in {netns or 'host'} namespace: {exc}") from exc
     try:
         yield ipr
     finally:
@@ -145,22 +146,22 @@ def _index(ipr: IPRoute, ifname: str) -> int | None:
 
 
 def _existing_index(ipr: IPRoute, ifname: str, netns: str | None) -> int:
-    """The index of `ifname`; PodNetError when the namespace has no such link."""
+    """The index of `ifname`; LinuxError when the namespace has no such link."""
     idx = _index(ipr, ifname)
     if idx is None:
-        raise PodNetError(f"link {ifname} not found in {netns or 'host'} namespace")
+        raise LinuxError(f"link {ifname} not found in {netns or 'host'} namespace")
     return idx
 
 
 def _step(what: str) -> contextlib.AbstractContextManager[None]:
-    """Turn netlink failures inside the block into a PodNetError naming `what`."""
+    """Turn netlink failures inside the block into a LinuxError naming `what`."""
 
     @contextlib.contextmanager
     def wrapper() -> Iterator[None]:
         try:
             yield
         except NetlinkError as exc:
-            raise PodNetError(f"{what}: {os.strerror(exc.code)}") from exc
+            raise LinuxError(f"{what}: {os.strerror(exc.code)}") from exc
 
     return wrapper()
 
@@ -318,7 +319,7 @@ def delete_link(ifname: str) -> bool:
         except NetlinkError as exc:
             if exc.code == errno.ENODEV:
                 return False
-            raise PodNetError(f"delete {ifname}: {os.strerror(exc.code)}") from exc
+            raise LinuxError(f"delete {ifname}: {os.strerror(exc.code)}") from exc
     return True
 
 

@@ -33,12 +33,12 @@ def needed_changes(
     ids: Mapping[str, str],
     cfg: netlink.InterfaceConfig,
 ) -> list[str]:
-    """Why the OVS port must be (re)created (empty: it is in place); PodNetError for a
+    """Why the OVS port must be (re)created (empty: it is in place); LinuxError for a
     port of that name that dpunet does not own."""
     if port is None:
         return [f"port {cfg.ifname} added to {bridge}"]
     if not port.owned:
-        raise netlink.PodNetError(f"port {port.name} on {port.bridge} is not dpunet's; leaving it")
+        raise netlink.LinuxError(f"port {port.name} on {port.bridge} is not dpunet's; leaving it")
     if port.bridge != bridge or any(port.external_ids.get(k) != v for k, v in ids.items()):
         return [f"port {cfg.ifname} re-plugged as {ids[IFACE_ID]} on {bridge}"]
     if link is None:
@@ -69,11 +69,11 @@ def ensure_management_port(
                 columns={ifname: columns},
             )
         except Exception as exc:  # ovsdbapp raises many kinds
-            raise netlink.PodNetError(f"plugging {ifname}: {exc}") from exc
+            raise netlink.LinuxError(f"plugging {ifname}: {exc}") from exc
         if next_cfg is not None and not ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
-            raise netlink.PodNetError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
+            raise netlink.LinuxError(f"ovs-vswitchd did not create {ifname} in {APPLY_TIMEOUT}s")
         if not netlink.link_exists(ifname):
-            raise netlink.PodNetError(f"ovs-vswitchd created no netdev {ifname}")
+            raise netlink.LinuxError(f"ovs-vswitchd created no netdev {ifname}")
     problems = netlink.check(None, cfg)
     if problems or changes:
         netlink.configure(None, ifname, cfg)

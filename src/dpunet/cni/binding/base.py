@@ -3,7 +3,7 @@
 `PodAgent` (`dpunet.cni.pods`) runs the CNI verbs and keeps the records; a binding only
 claims a device for an attachment and moves it in and out of the pod. Its methods work on
 the attachment's `SandboxRecord` (its typed `device`, netns, interface and pod) and block:
-the agent runs them in a thread. Failures to move or configure are `PodNetError`; a claim
+the agent runs them in a thread. Failures to move or configure are `LinuxError`; a claim
 that finds no device raises `CniError` (`ErrorCode.NO_DEVICE`).
 """
 
@@ -41,5 +41,5 @@ class Attacher(Protocol):
         ...
 
     def unplug(self, record: SandboxRecord) -> None:
-        """Return the device from wherever it is (idempotent); PodNetError if impossible."""
+        """Return the device from wherever it is (idempotent); LinuxError if impossible."""
         ...

@@ -97,11 +97,11 @@ class VethAttacher:
                 try:
                     ethtool.disable_tx_checksum(end)
                 except ethtool.EthtoolError as exc:
-                    raise netlink.PodNetError(str(exc)) from exc
+                    raise netlink.LinuxError(str(exc)) from exc
             self._apply(f"plug {host} into {self.bridge}", remove=[host], add={host: ids})
         error = next((p.error for p in self.ovs.state().ports if p.name == host), None)
         if error:
-            raise netlink.PodNetError(f"OVS cannot use {host}: {error}")
+            raise netlink.LinuxError(f"OVS cannot use {host}: {error}")
 
     def stage(self, record: SandboxRecord) -> None:
         """Nothing: `prepare` made the pair, `plug` moves its pod end."""
@@ -143,13 +143,13 @@ class VethAttacher:
         try:
             next_cfg = self.ovs.apply(self.bridge, remove=remove, add=add)
         except Exception as exc:  # ovsdbapp raises many kinds; the step's name says enough
-            raise netlink.PodNetError(f"{what}: {exc}") from exc
+            raise netlink.LinuxError(f"{what}: {exc}") from exc
         if next_cfg is not None and not self.ovs.wait_applied(next_cfg, APPLY_TIMEOUT):
-            raise netlink.PodNetError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
+            raise netlink.LinuxError(f"{what}: ovs-vswitchd did not apply it in {APPLY_TIMEOUT}s")
 
 
 def _pair(record: SandboxRecord) -> tuple[str, str]:
     """(host end, pod end) of the record's veth (a full node's records hold nothing else)."""
     if not isinstance(record.device, VethDevice):
-        raise netlink.PodNetError(f"sandbox {record.container_id} holds no veth: {record.device}")
+        raise netlink.LinuxError(f"sandbox {record.container_id} holds no veth: {record.device}")
     return record.device.veth, record.device.peer

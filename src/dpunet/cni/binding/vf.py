@@ -214,7 +214,7 @@ class VfAttacher:
                     netlink.move_link(name, tmp, record.netns, None)
                     netlink.restore(tmp, host.name, host.mac, host.mtu, host.up)
                     return
-        raise netlink.PodNetError(
+        raise netlink.LinuxError(
             f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
         )
 
@@ -222,5 +222,5 @@ class VfAttacher:
 def _vf(record: SandboxRecord) -> VfDevice:
     """The record's VF (a dpu-host node's records hold nothing else)."""
     if not isinstance(record.device, VfDevice):
-        raise netlink.PodNetError(f"sandbox {record.container_id} holds no VF: {record.device}")
+        raise netlink.LinuxError(f"sandbox {record.container_id} holds no VF: {record.device}")
     return record.device
