@@ -4,7 +4,8 @@ no dpunet daemons), with kmock as the API server and the fake kubelet over real 
 The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
 (`k8s.ovn.org/dpu-host=`, its DPU's chassis, management VF and gateway address as
 annotations) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered manifests run it:
-the controller in Kubernetes mode against kmock and the lab's OVN NB; `dpunet-dpu` on dpu1;
+the controller in Kubernetes mode against kmock and the lab's OVN NB; `dpunet-dpu` on dpu1,
+renewing its DPU lease with its own token (the controller's `dpu_token_file`);
 `dpunet-host` on host1 with the device plugin (the seed's `sriovdp-config`, VF1 and VF2)
 registered with the fake kubelet, and a ServiceAccount token that TokenReview binds to
 host1 through its agent pod (Kubernetes 1.25, the seed's version, has no node claim);
@@ -14,7 +15,8 @@ PodResources) and attached by executing `dpunet-cni` as multus delegates to it: 
 rendered NetworkAttachmentDefinition's config plus the allocated `deviceID`, the
 `K8S_POD_*` CNI_ARGS, and the lab's `socket`/`stateDir` (the lab keeps them under its run
 directory, the DaemonSet at the defaults). Checked: what kmock recorded, OVN NB, the
-connectivity matrix, and release when a pod is deleted without any CNI DEL.
+connectivity matrix, release when a pod is deleted without any CNI DEL, and DPU health (the
+DPU agent stopped: CNI STATUS 50 and Unhealthy VFs; started: both recover).
 
 Controller runs in the test's namespace (kmock listens on its loopback) and serves the
 agents on a unix socket. Tests run in file order and build on each other.
@@ -35,9 +37,11 @@ from typing import Any
 import pytest
 import yaml
 from controller_harness import ControllerProc, wait_until
+from dpu_health import NOTICED_WITHIN, cni_status, stop_daemon
 from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
 from seed import SEED_POOLS
 
+from dpunet.cni.wire import ErrorCode
 from dpunet.deploy.manifests import DeployValues, network_attachment_definition
 from dpunet.host.kubelet.deviceplugin import env_name
 from dpunet.lab import daemons, services
@@ -66,6 +70,7 @@ POD_NS = "ovn-kubernetes"  # the seed's ovs-offload-pod1
 HOST_SA = f"system:serviceaccount:{NS}:dpunet-host"
 NODE_SA = f"system:serviceaccount:{NS}:dpunet-node"
 HOST_AGENT_POD = ("dpunet-host-7xk2p", "uid-dpunet-host-7xk2p")
+DPU_COMMAND = ["dpu", "run", "--log-level", "info"]
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 
 
@@ -99,6 +104,7 @@ class Cluster:
     ctl: ControllerProc
     host_token: str
     node_token: str
+    dpu_settings: dict[str, Any]
     pods: dict[str, K8sPod]
 
     def kubelet_call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -151,16 +157,19 @@ def _start_agent(
     services.wait_ready(plan, node, daemon)
 
 
+def _private_file(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def _agent_settings(plan: LabPlan, node: Node, ctl: ControllerProc, token: str) -> dict[str, Any]:
     d = plan.node_dir(node)
-    d.mkdir(parents=True, exist_ok=True)
-    token_file = d / "sa-token"
-    token_file.write_text(token + "\n")
-    token_file.chmod(0o600)
     return {
         "node": node.name,
         "controller_url": f"unix:{ctl.socket}",
-        "token_file": str(token_file),
+        "token_file": str(_private_file(d / "sa-token", token + "\n")),
         "state_dir": str(d / "state"),
         "cni_socket": str(d / "cni.sock"),
         "reconcile_interval": 1.0,
@@ -195,6 +204,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
         kube.user(node_token, NODE_SA, AUD, **{"authentication.kubernetes.io/node-name": "cp"})
         kube.user("tok-admin", "kubernetes-admin", AUD)
+        # the DPU's own token: no Kubernetes credentials, a line of the dpu_token_file
+        dpu_token = secrets.token_urlsafe(24)
+        dpu_tokens = _private_file(
+            tmp_path_factory.mktemp("k8sl-dpu") / "dpu-tokens", f"{dpu_token} dpu:dpu1\n"
+        )
 
         async def new_kubelet() -> FakeKubelet:
             fake = FakeKubelet(plan.run_dir / "kubelet")
@@ -209,6 +223,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             k8s_namespace=NS,
             k8s_admin_users=["kubernetes-admin"],
             k8s_next_hop=str(EXT_ADDRESS),
+            dpu_token_file=str(dpu_tokens),
+            dpu_lease_duration=services.DPU_LEASE_DURATION,
             cluster_cidr=LAB_CLUSTER_CIDR,
             service_cidr=LAB_SERVICE_CIDR,
             join_subnet=LAB_JOIN_SUBNET,
@@ -220,7 +236,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         services.write_cni_config(plan, plan.cp)  # installs the dpunet-cni launcher
         pair = plan.pairs[0]
         wait_until("host1 registered from its Node", lambda: "k8s-host1" in lsps(plan))
-        _start_agent(plan, pair.dpu, "dpunet-dpu", ["dpu", "run", "--log-level", "info"], {})
+        dpu_settings = {
+            "controller_url": f"unix:{ctl.socket}",
+            "token_file": str(_private_file(plan.node_dir(pair.dpu) / "token", dpu_token)),
+            "lease_interval": services.DPU_LEASE_INTERVAL,
+        }
+        _start_agent(plan, pair.dpu, "dpunet-dpu", DPU_COMMAND, dpu_settings)
         host_settings = _agent_settings(plan, pair.host, ctl, host_token)
         pools = plan.node_dir(pair.host) / "sriovdp-config.json"
         pools.write_text(json.dumps(SEED_POOLS))
@@ -247,7 +268,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ["node", "run"],
             _agent_settings(plan, plan.cp, ctl, node_token),
         )
-        yield Cluster(plan, kube, kubelet, ctl, host_token, node_token, {})
+        yield Cluster(plan, kube, kubelet, ctl, host_token, node_token, dpu_settings, {})
     finally:
         if kubelet is not None:
             kube.call(kubelet.stop())
@@ -526,3 +547,34 @@ def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
     for target in (str(c.pods["web"].ip), str(EXT_ADDRESS), str(pod.gateway)):
         ok, detail = ping(netns_name(pod), target)
         assert ok, f"{target}: {detail}"
+
+
+def test_a_stopped_dpu_agent_makes_the_node_not_ready(cluster: Cluster) -> None:
+    """The DPU agent renews its lease with its own token (no Kubernetes credentials, not
+    reviewed by the API server). Stopped, the host agent's CNI STATUS answers 50 and the
+    device plugin reports the VFs Unhealthy; started again, both recover."""
+    c = cluster
+    with c.ctl.client("tok-admin") as admin:
+        lease = admin.get("/v1/nodes/host1").json()["dpu_lease"]
+    assert lease is not None and lease["state"] == "held", lease
+    dpu_token = Path(c.dpu_settings["token_file"]).read_text().strip()
+    reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
+    assert dpu_token not in {r.data["spec"]["token"] for r in reviews}
+    assert cni_status(c.plan)[0] == 0
+
+    dpu = c.plan.node("dpu1")
+    stop_daemon(c.plan.node_dir(dpu) / "dpunet-dpu.pid")
+    _, answer = wait_until(
+        "CNI STATUS code 50", lambda: (r := cni_status(c.plan))[0] != 0 and r, NOTICED_WITHIN
+    )
+    assert answer["code"] == ErrorCode.NOT_AVAILABLE, answer
+    assert answer["msg"].startswith("the DPU dpu1 of node host1 is down"), answer
+    c.kubelet_call(
+        c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Unhealthy"}, NOTICED_WITHIN
+    )
+
+    _start_agent(c.plan, dpu, "dpunet-dpu", DPU_COMMAND, c.dpu_settings)
+    wait_until("CNI STATUS ok", lambda: cni_status(c.plan)[0] == 0, NOTICED_WITHIN)
+    c.kubelet_call(
+        c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Healthy"}, NOTICED_WITHIN
+    )

@@ -109,6 +109,53 @@ def test_seed_shapes() -> None:
     assert limits == {"mellanox.com/mlnx_sriov_cx6": "1"}
 
 
+def volume_of(pod: dict[str, Any], path: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(mount, volume) giving the first container of `pod` the file `path`."""
+    [mount] = [
+        m
+        for m in pod["containers"][0]["volumeMounts"]
+        if path == m["mountPath"] or path.startswith(m["mountPath"] + "/")
+    ]
+    [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    return mount, volume
+
+
+@pytest.mark.parametrize("values", [DeployValues(), OTHER_VALUES], ids=["seed", "other"])
+def test_dpu_leases_are_wired(values: DeployValues) -> None:
+    """The controller reads the DPU tokens from their Secret (owner-only files); each DPU
+    agent renews at the controller's address with its own key of the other Secret, or
+    with a file on a DPU outside the cluster; no DPU pod gets Kubernetes credentials."""
+    manifests = {(m["kind"], m["metadata"]["name"]): m for m in render(values)}
+    files = {
+        name: yaml.safe_load(text)
+        for name, text in manifests["ConfigMap", "dpunet-config"]["data"].items()
+    }
+    controller = ControllerConfig.model_validate(files["controller.yaml"])
+    ctl_pod = manifests["Deployment", "dpunet-controller"]["spec"]["template"]["spec"]
+    mount, volume = volume_of(ctl_pod, str(controller.dpu_token_file))
+    assert volume["secret"] == {"secretName": "dpunet-dpu-tokens", "defaultMode": 0o400}
+    assert mount["readOnly"] and str(controller.dpu_token_file).endswith("/tokens")
+    assert controller.dpu_lease_duration is not None
+
+    dpu = DpuAgentConfig.model_validate(files["dpu.yaml"])
+    host = HostAgentConfig.model_validate({**files["host.yaml"], "node": "dpu-host"})
+    assert dpu.controller_url == host.controller_url == f"http://{values.central}:9477"
+    assert dpu.lease_interval < controller.dpu_lease_duration / 3
+    daemonset = manifests["DaemonSet", "dpunet-dpu"]["spec"]["template"]["spec"]
+    mount, volume = volume_of(daemonset, str(dpu.token_file))
+    assert mount["mountPath"] == str(dpu.token_file) and mount["subPathExpr"] == "$(DPU_NODE)"
+    assert volume["secret"] == {"secretName": "dpunet-dpu-token", "defaultMode": 0o400}
+    [node_env] = daemonset["containers"][0]["env"]
+    assert node_env == {
+        "name": "DPU_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    }  # fmt: skip
+    static = dpu_static_pod(values)["spec"]
+    mount, volume = volume_of(static, str(dpu.token_file))
+    assert volume["hostPath"] == {"path": "/etc/dpunet/dpu-token", "type": "File"}
+    for pod in (daemonset, static):
+        assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
+
+
 def test_seed_device_plugin_configmap_is_the_seeds() -> None:
     manifests = {(m["kind"], m["metadata"]["name"]): m for m in render(DeployValues())}
     pools = json.loads(manifests["ConfigMap", "sriovdp-config"]["data"]["config.json"])

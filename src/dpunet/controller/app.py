@@ -9,7 +9,13 @@ import logging
 from typing import TYPE_CHECKING
 
 from dpunet.contract.api import EventResult, Health, PodEventReport
-from dpunet.controller.auth import Authenticator, Principal, StaticTokens, TokenStore
+from dpunet.controller.auth import (
+    Authenticator,
+    DpuTokensFirst,
+    Principal,
+    StaticTokens,
+    TokenStore,
+)
 from dpunet.controller.config import ControllerConfig, ControllerMode
 from dpunet.controller.errors import Forbidden
 from dpunet.controller.leases import DpuLeases
@@ -48,17 +54,22 @@ class Controller:
 
             self.kube = KubeMode(cfg)
             self.authenticator = self.kube.authenticator
+            if cfg.dpu_token_file is not None:  # a DPU has no Kubernetes credentials
+                dpu_tokens = TokenStore(cfg.dpu_token_file, dpu_only=True)
+                self.metrics.watch_token_file(dpu_tokens.valid)
+                self.authenticator = DpuTokensFirst(dpu_tokens, self.kube.authenticator)
             self.ports = self.kube.ports(self.nb, self.state, self.metrics, self.request_reload)
         else:
             store = TokenStore(cfg.token_file)
             self.metrics.watch_token_file(store.valid)
             self.authenticator = StaticTokens(store)
             self.ports = PortService(cfg, self.nb, self.state, self.metrics, self.request_reload)
+        dpus_authenticate = self.kube is None or cfg.dpu_token_file is not None
         leases = (
             DpuLeases(cfg.dpu_lease_duration)
-            if cfg.dpu_lease_duration is not None and self.kube is None
+            if cfg.dpu_lease_duration is not None and dpus_authenticate
             else None
-        )  # a DPU has no Kubernetes credentials: it authenticates with the token file
+        )
         self.nodes = NodeService(
             cfg, self.nb, self.state, self.reconciler.repair_node_ports, self.request_reload, leases
         )

@@ -2,7 +2,9 @@
 
 Standalone mode (`StaticTokens`): bearer tokens from a file, each mapped to one node or
 to the admin. Kubernetes mode: ServiceAccount tokens through TokenReview
-(`dpunet.controller.k8s.tokenreview`).
+(`dpunet.controller.k8s.tokenreview`), and with `dpu_token_file` the DPU agents' tokens
+from a file of `dpu:<chassis>` lines only (`DpuTokensFirst`): a DPU holds no Kubernetes
+credentials.
 
 Token file format (one entry per line, `#` starts a comment, blank lines are ignored):
 
@@ -71,8 +73,11 @@ class Principal:
         return "admin" if self.admin else f"node:{self.node}"
 
 
-def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
-    """Parse the token file format; TokenFileError on the first bad line."""
+def parse_tokens(
+    text: str, source: str = "token file", dpu_only: bool = False
+) -> dict[str, Principal]:
+    """Parse the token file format; TokenFileError on the first bad line (with `dpu_only`,
+    also on a node or admin line)."""
     out: dict[str, Principal] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -103,6 +108,11 @@ def parse_tokens(text: str, source: str = "token file") -> dict[str, Principal]:
             raise TokenFileError(
                 f"{where}: subject must be 'admin', 'node:<name>' or 'dpu:<chassis>'"
             )
+        if dpu_only and principal.dpu is None:
+            raise TokenFileError(
+                f"{where}: only '<token> dpu:<chassis>' lines belong in the DPU token file "
+                "(nodes and admins authenticate with TokenReview)"
+            )
         if token in out:
             raise TokenFileError(f"{where}: duplicate token")
         out[token] = principal
@@ -131,11 +141,13 @@ def _signature(st: os.stat_result) -> tuple[int, ...]:
 
 
 class TokenStore:
-    """The token file, re-read when it changes; no token is valid while it is unusable."""
+    """The token file, re-read when it changes; no token is valid while it is unusable.
+    `dpu_only`: a file of DPU tokens only (Kubernetes mode's `dpu_token_file`)."""
 
-    def __init__(self, path: Path, recheck_s: float = _RECHECK_S) -> None:
+    def __init__(self, path: Path, recheck_s: float = _RECHECK_S, dpu_only: bool = False) -> None:
         self.path = path
         self.recheck_s = recheck_s
+        self.dpu_only = dpu_only
         self.error: str | None = None
         self._lock = threading.Lock()
         self._signature: tuple[int, ...] | None = None
@@ -156,7 +168,7 @@ class TokenStore:
                 f"token file {self.path} is accessible by group or others (mode "
                 f"{stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
             )
-        return _signature(st), parse_tokens(text, str(self.path))
+        return _signature(st), parse_tokens(text, str(self.path), self.dpu_only)
 
     def reload(self) -> None:
         """Read the file now; TokenFileError when it is unreadable, malformed or open to
@@ -225,3 +237,16 @@ class StaticTokens:
     async def authenticate(self, token: str) -> Principal | None:
         """The principal the token file gives `token`, or None."""
         return self.store.authenticate(token)
+
+
+class DpuTokensFirst:
+    """Kubernetes mode with `dpu_token_file`: a DPU token from that file (never sent to the
+    API server), every other token through `others` (TokenReview)."""
+
+    def __init__(self, store: TokenStore, others: Authenticator) -> None:
+        self.store = store
+        self.others = others
+
+    async def authenticate(self, token: str) -> Principal | None:
+        """The DPU the file gives `token`, else what `others` says."""
+        return self.store.authenticate(token) or await self.others.authenticate(token)

@@ -76,8 +76,13 @@ class ControllerConfig(BaseModel):
         default=15.0,
         gt=0,
         le=600,
-        description="seconds a DPU agent's lease renewal holds (standalone mode); null: no "
-        "DPU leases (every DPU counts as alive)",
+        description="seconds a DPU agent's lease renewal holds (in Kubernetes mode only "
+        "with dpu_token_file); null: no DPU leases (every DPU counts as alive)",
+    )
+    dpu_token_file: Path | None = Field(
+        default=None,
+        description="kubernetes mode: the DPU agents' tokens, '<token> dpu:<chassis>' lines "
+        "only (token_file's format and rules); none: no DPU leases in this mode",
     )
     metrics_anonymous: bool = Field(
         default=False, description="Serve /metrics without a token (else: admin token)."
@@ -168,6 +173,11 @@ class ControllerConfig(BaseModel):
         first, last = (int(p) for p in self.node_port_range.split("-"))
         if not 1 <= first <= last <= 65535:
             raise ValueError(f"node_port_range {self.node_port_range} is not FIRST-LAST in 1-65535")
+        if self.dpu_token_file is not None and self.mode is not ControllerMode.KUBERNETES:
+            raise ValueError(
+                "dpu_token_file is for mode: kubernetes; in standalone mode DPU tokens are "
+                "'dpu:<chassis>' lines of token_file"
+            )
         if not self.lease_retry_period < self.lease_renew_deadline < self.lease_duration:
             raise ValueError("lease_retry_period < lease_renew_deadline < lease_duration must hold")
         return self

@@ -96,7 +96,8 @@ class Metrics:
         self.registry.register(_LeaseCollector(leases))
 
     def watch_token_file(self, valid: Callable[[], bool]) -> None:
-        """Standalone mode: export whether the token file is usable (0: no token valid)."""
+        """Export whether the token file (Kubernetes mode: the DPU token file) is usable
+        (0: no token of it is valid)."""
         gauge = Gauge(
             "dpunet_controller_token_file_valid",
             "1 while the token file is readable, well-formed and private to its owner",

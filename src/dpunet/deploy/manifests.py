@@ -30,6 +30,12 @@ DPU_LABEL = "k8s.ovn.org/dpu"
 RESOURCE_NAME_ANNOTATION = "k8s.v1.cni.cncf.io/resourceName"
 TOKEN_AUDIENCE = "dpunet"
 TOKEN_DIR = "/var/run/secrets/dpunet"
+DPU_TOKENS_SECRET = "dpunet-dpu-tokens"  # key `tokens`: the controller's dpu:<chassis> lines
+DPU_TOKEN_SECRET = "dpunet-dpu-token"  # one key per DPU node name: that DPU's token
+DPU_TOKENS_DIR = "/etc/dpunet/dpu-tokens"
+DPU_TOKEN_HOST_FILE = "/etc/dpunet/dpu-token"  # a static pod's DPU: its token on the DPU
+DPU_LEASE_INTERVAL = 4.0  # well under a third of the controller's dpu_lease_duration (15 s)
+SECRET_MODE = 0o400  # token files must not be readable by group or others
 CNI_LIB_DIR = "/opt/dpunet/cni"
 
 
@@ -160,6 +166,14 @@ def _node_env() -> list[dict[str, Any]]:
     return [{"name": "DPUNET_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]
 
 
+def _secret_volume(name: str, secret: str, **extra: Any) -> dict[str, Any]:
+    """A Secret as files only their owner reads (the token files' rule)."""
+    return {
+        "name": name,
+        "secret": {"secretName": secret, "defaultMode": SECRET_MODE, **extra},
+    }
+
+
 def _token_volume() -> dict[str, Any]:
     """A ServiceAccount token for the controller (audience `dpunet`, rotated by kubelet)."""
     source = {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "path": "token"}}
@@ -222,6 +236,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
             "mode": "kubernetes",
             "k8s_namespace": values.namespace,
             **({"k8s_next_hop": str(values.gateway_next_hop)} if values.gateway_next_hop else {}),
+            "dpu_token_file": f"{DPU_TOKENS_DIR}/tokens",
             "log_format": "json",
         },
         "host.yaml": {
@@ -239,6 +254,9 @@ def _config_files(values: DeployValues) -> dict[str, str]:
         },
         "dpu.yaml": {
             "run_setup": False,
+            "controller_url": controller_url,  # host network to host network, as SB
+            "token_file": f"{TOKEN_DIR}/token",
+            "lease_interval": DPU_LEASE_INTERVAL,
             "metrics_address": "127.0.0.1:9476",
             "log_format": "json",
         },
@@ -405,6 +423,7 @@ def _controller(values: DeployValues) -> list[Manifest]:
         volumeMounts=[
             _mount("config", "/etc/dpunet/controller.yaml", subPath="controller.yaml"),
             _mount("tokens", "/etc/dpunet/controller", readOnly=True),
+            _mount("dpu-tokens", DPU_TOKENS_DIR, readOnly=True),
         ],
     )
     return [
@@ -424,13 +443,8 @@ def _controller(values: DeployValues) -> list[Manifest]:
                         "containers": [container],
                         "volumes": [
                             {"name": "config", "configMap": {"name": "dpunet-config"}},
-                            {
-                                "name": "tokens",
-                                "secret": {
-                                    "secretName": "dpunet-controller-tokens",
-                                    "optional": True,
-                                },
-                            },
+                            _secret_volume("tokens", "dpunet-controller-tokens", optional=True),
+                            _secret_volume("dpu-tokens", DPU_TOKENS_SECRET),
                         ],
                     },
                 },
@@ -578,11 +592,14 @@ def _dpu_pod_spec(values: DeployValues) -> dict[str, Any]:
         values,
         "dpunet-dpu",
         ["dpu", "run", "--config", "/etc/dpunet/dpu.yaml"],
+        env=[{"name": "DPU_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}],
         securityContext=_privileged(),
         readinessProbe=_probe(9476, "/readyz"),
         livenessProbe=_probe(9476, "/healthz"),
         volumeMounts=[
             _mount("config", "/etc/dpunet/dpu.yaml", subPath="dpu.yaml"),
+            # this DPU's own key of the Secret (not every DPU's token in the agent)
+            _mount("dpu-token", f"{TOKEN_DIR}/token", subPathExpr="$(DPU_NODE)", readOnly=True),
             _mount("ovs-run", "/var/run/openvswitch"),
             _mount("sys", "/sys"),
         ],
@@ -592,6 +609,7 @@ def _dpu_pod_spec(values: DeployValues) -> dict[str, Any]:
         "containers": [agent, _ovn_controller(values)],
         "volumes": [
             {"name": "config", "configMap": {"name": "dpunet-config"}},
+            _secret_volume("dpu-token", DPU_TOKEN_SECRET),
             _host_path("ovs-run", "/var/run/openvswitch", "Directory"),
             _host_path("ovn-run", "/var/run/ovn"),
             _host_path("sys", "/sys", "Directory"),
@@ -698,10 +716,19 @@ def render(values: DeployValues) -> list[Manifest]:
 
 def dpu_static_pod(values: DeployValues) -> Manifest:
     """`dpunet-dpu` as a static pod (`/etc/kubernetes/manifests/`) for a DPU whose kubelet
-    is not part of the cluster: the config is inlined, nothing comes from the API."""
+    is not part of the cluster: config and token are files on the DPU, nothing comes from
+    the API."""
     spec = _dpu_pod_spec(values)
-    spec["volumes"][0] = _host_path("config", "/etc/dpunet", "Directory")
-    spec["containers"][0]["volumeMounts"][0] = _mount("config", "/etc/dpunet", readOnly=True)
+    spec["volumes"][:2] = [
+        _host_path("config", "/etc/dpunet", "Directory"),
+        _host_path("dpu-token", DPU_TOKEN_HOST_FILE, "File"),
+    ]
+    agent = spec["containers"][0]
+    del agent["env"]
+    agent["volumeMounts"][:2] = [
+        _mount("config", "/etc/dpunet", readOnly=True),
+        _mount("dpu-token", f"{TOKEN_DIR}/token", readOnly=True),
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Pod",
