@@ -20,7 +20,6 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (403, "only an admin token may change policies or namespace labels"),
         (404, "no such policy"),
         (413, "request body too large"),
-        (422, "not a valid NetworkPolicy (the detail names the field and why)"),
         (503, "OVN Northbound unavailable; retry"),
     )
 }
