@@ -181,6 +181,7 @@ class FakeController(Scripted):
     def __init__(self, world: World) -> None:
         super().__init__(world)
         self.ports: dict[tuple[str, str, str | None], PortInfo] = {}
+        self.requests: dict[tuple[str, str, str | None], PortRequest] = {}
         self.events: list[PodEventReport] = []
         self._next = 10
 
@@ -203,6 +204,7 @@ class FakeController(Scripted):
             up=True,
         )
         self.ports[(namespace, name, request.network)] = port
+        self.requests[(namespace, name, request.network)] = request
         self.leave("put_port")
         return port
 

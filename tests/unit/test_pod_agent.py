@@ -28,11 +28,13 @@ from pod_agent_fakes import (
     check_request,
     del_request,
     gc_request,
+    pod_args,
     port_info,
     vf_device,
 )
 from prometheus_client import CollectorRegistry
 
+from dpunet.cni.models import AddRequest, parse_netconf
 from dpunet.cni.pods import AgentMetrics, PodAgent
 from dpunet.cni.results import AddResult
 from dpunet.cni.sandboxes import Phase, SandboxRecord, SandboxStore, device_json
@@ -681,5 +683,61 @@ def test_the_orphan_sweep_matches_ports_per_attachment(rig: Rig) -> None:
         assert set(rig.controller.ports) == {("default", "web", None), ("default", "web", "san-a")}
         assert rig.metric("reconcile_actions_total", action="orphan-port") == 1
         assert_settled(rig)
+
+    run(scenario)
+
+
+# ------------------------------------------------------------- pod metadata
+def _add_with_runtime_config(cid: str, netns: str, runtime_config: dict[str, Any]) -> AddRequest:
+    config = parse_netconf(
+        {"cniVersion": "1.1.0", "name": "dpunet", "type": "dpunet-cni",
+         "runtimeConfig": runtime_config}
+    )  # fmt: skip
+    return AddRequest(
+        command="ADD", cni_version="1.1.0", config=config, raw_config="{}",
+        args=pod_args("web"), container_id=cid, ifname="eth0", netns=netns,
+    )  # fmt: skip
+
+
+def test_add_passes_labels_and_named_ports_from_runtime_config(rig: Rig) -> None:
+    meta = {
+        "dpunet.io/labels": {"app": "web", "example.com/tier": "front"},
+        "dpunet.io/ports": [{"name": "http", "containerPort": 8080},
+                            {"name": "dns", "containerPort": 53, "protocol": "UDP"}],
+    }  # fmt: skip
+
+    async def scenario() -> None:
+        async with rig.agent.locks.hold("c1"):
+            await rig.agent.add(_add_with_runtime_config("c1", rig.world.netns("c1"), meta))
+        request = rig.controller.requests[("default", "web", None)]
+        assert request.labels == {"app": "web", "example.com/tier": "front"}
+        assert [(p.name, p.container_port, p.protocol) for p in request.ports] == [
+            ("http", 8080, "TCP"),
+            ("dns", 53, "UDP"),
+        ]
+
+    run(scenario)
+
+
+@pytest.mark.parametrize(
+    ("meta", "reason"),
+    [
+        ({"dpunet.io/labels": {"app": "not ok!"}}, "labels.app"),
+        ({"dpunet.io/labels": ["app=web"]}, "labels"),
+        ({"dpunet.io/ports": [{"name": "HTTP", "containerPort": 80}]}, "ports.0.name"),
+        ({"dpunet.io/ports": [{"name": "http", "containerPort": 0}]}, "ports.0.containerPort"),
+        ({"dpunet.io/ports": [{"name": "a", "containerPort": 1}] * 2}, "repeat"),
+    ],
+)
+def test_malformed_pod_metadata_is_code_7_before_anything_is_claimed(
+    rig: Rig, meta: dict[str, Any], reason: str
+) -> None:
+    async def scenario() -> None:
+        async with rig.agent.locks.hold("c1"):
+            with pytest.raises(CniError) as err:
+                await rig.agent.add(_add_with_runtime_config("c1", rig.world.netns("c1"), meta))
+        assert err.value.code == ErrorCode.INVALID_CONFIG
+        assert reason in (err.value.details or ""), err.value.details
+        assert_nothing_held(rig)
 
     run(scenario)

@@ -12,8 +12,10 @@ from rich.markup import escape
 from rich.status import Status
 from rich.tree import Tree
 
+from dpunet.cli.lab_policy_cmds import namespace, policy
 from dpunet.cli.lab_service_cmds import service
 from dpunet.cli.output import console, emit_data, fail, output_option, table
+from dpunet.cli.policies_cmds import parse_labels
 from dpunet.lab import services
 from dpunet.lab.checks import CheckResult
 from dpunet.lab.lab import (
@@ -25,7 +27,15 @@ from dpunet.lab.lab import (
     lab_names,
     load_plan,
 )
-from dpunet.lab.pods import ENGINES, add_pod, del_pod, pod_exec, pod_rows
+from dpunet.lab.pods import (
+    DEFAULT_NAMESPACE,
+    ENGINES,
+    add_pod,
+    del_pod,
+    parse_port,
+    pod_exec,
+    pod_rows,
+)
 from dpunet.lab.runner import LabError, run
 from dpunet.lab.selftest import run_checks
 from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
@@ -257,6 +267,8 @@ def reboot(name: str, node: str, lose_ovs_db: bool) -> None:
 
 
 lab.add_command(service)
+lab.add_command(policy)
+lab.add_command(namespace)
 
 
 # ---------------------------------------------------------------------- pods
@@ -270,12 +282,29 @@ def pod() -> None:
 @click.argument("pod_name")
 @click.option("--node", default="host1", show_default=True, help="dpu-host node or cp.")
 @click.option("--engine", type=click.Choice(ENGINES), default="podman", show_default=True)
-def pod_add(name: str, pod_name: str, node: str, engine: str) -> None:
+@click.option("--namespace", default=DEFAULT_NAMESPACE, show_default=True, help="Its namespace.")
+@click.option("--labels", default="", metavar="K=V[,K=V]", help="Its labels.")
+@click.option(
+    "--port", "ports", multiple=True, metavar="NAME:NUMBER[/PROTO]",
+    help="A named container port (repeatable), e.g. http:8080/tcp.",
+)  # fmt: skip
+def pod_add(
+    name: str,
+    pod_name: str,
+    node: str,
+    engine: str,
+    namespace: str,
+    labels: str,
+    ports: tuple[str, ...],
+) -> None:
     """Start POD_NAME on NODE; its eth0 is a VF (dpu-host) or a veth (cp)."""
     try:
-        created = add_pod(load_plan(name), pod_name, node, engine)
-    except (LabError, KeyError) as exc:
-        fail(str(exc).strip('"'))
+        created = add_pod(
+            load_plan(name), pod_name, node, engine, namespace=namespace,
+            labels=parse_labels(labels), ports=[parse_port(p) for p in ports],
+        )  # fmt: skip
+    except (LabError, KeyError, ValueError) as exc:
+        fail(escape(str(exc).strip('"')))
     via = f"VF {created.pci}" if created.pci else "veth"
     console.print(
         f"pod [bold]{created.name}[/] on {created.node}: eth0 {created.ip} {created.mac} ({via})"
@@ -305,7 +334,7 @@ def pod_list(name: str, output: str) -> None:
         fail(str(exc))
     if emit_data(rows, output):
         return
-    columns = ["name", "node", "ip", "mac", "pci", "representor", "engine", "netns"]
+    columns = ["name", "namespace", "node", "ip", "mac", "pci", "representor", "engine", "netns"]
     console.print(table(None, columns, [[r[c] for c in columns] for r in rows]))
 
 

@@ -51,7 +51,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from dpunet.cni.binding.base import Attacher
-from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, StatusRequest
+from dpunet.cni.models import (
+    AddRequest,
+    CheckRequest,
+    DelRequest,
+    GcRequest,
+    StatusRequest,
+    validation_details,
+)
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.results import Route as ResultRoute
 from dpunet.cni.sandboxes import (
@@ -68,6 +75,7 @@ from dpunet.contract.api import (
     EventResult,
     NodeInfo,
     PodEventReport,
+    PodMetadata,
     PortInfo,
     PortRequest,
     port_network,
@@ -82,6 +90,8 @@ BLOCKING_THREADS = 64
 T = TypeVar("T")
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+LABELS_KEY = "dpunet.io/labels"  # runtimeConfig: the pod's labels, {"key": "value"}
+PORTS_KEY = "dpunet.io/ports"  # runtimeConfig: [{"name", "containerPort", "protocol"}]
 LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
 log = logging.getLogger("dpunet.agent")
@@ -209,7 +219,25 @@ def cni_result(record: SandboxRecord, port: PortInfo) -> AddResult:
     )
 
 
-def port_request(node: str, record: SandboxRecord, network: str | None) -> PortRequest | CniError:
+def pod_metadata(req: AddRequest) -> PodMetadata:
+    """The pod's labels and named container ports, from runtimeConfig `dpunet.io/labels`
+    and `dpunet.io/ports` (absent: none); CniError 7 naming what is malformed."""
+    given = req.config.runtime_config.model_extra or {}
+    try:
+        return PodMetadata.model_validate(
+            {"labels": given.get(LABELS_KEY) or {}, "ports": given.get(PORTS_KEY) or []}
+        )
+    except ValidationError as exc:
+        raise CniError(
+            ErrorCode.INVALID_CONFIG,
+            f"invalid runtimeConfig {LABELS_KEY} / {PORTS_KEY}",
+            validation_details(exc),
+        ) from None
+
+
+def port_request(
+    node: str, record: SandboxRecord, network: str | None, meta: PodMetadata
+) -> PortRequest | CniError:
     """The port request of an attachment, or why it cannot be made (code 101)."""
     device = record.device
     vf = (
@@ -220,7 +248,7 @@ def port_request(node: str, record: SandboxRecord, network: str | None) -> PortR
     try:
         return PortRequest(
             node=node, sandbox=record.container_id, uid=record.pod_uid, ifname=record.ifname,
-            network=network, **vf,
+            network=network, labels=meta.labels, ports=meta.ports, **vf,
         )  # fmt: skip
     except ValidationError as exc:
         return CniError(ErrorCode.CONTROLLER_REFUSED, "invalid port request", str(exc))
@@ -308,6 +336,7 @@ class PodAgent:
         if self.dpu_down is not None and (down := await self._thread(self.dpu_down, None)):
             raise CniError(ErrorCode.NOT_AVAILABLE, down, "nothing was claimed; retry later")
         namespace, name, uid = pod_identity(req)
+        meta = pod_metadata(req)
         network = req.config.name
         records = await self._load(req.container_id)
         existing = next((r for r in records if r.ifname == req.ifname), None)
@@ -344,7 +373,7 @@ class PodAgent:
                 ) from exc
             self._observe("ADD", "prepare", phase_started)
             phase_started = time.monotonic()
-            body = port_request(self.node, record, port_network(req.ifname, network))
+            body = port_request(self.node, record, port_network(req.ifname, network), meta)
             if isinstance(body, CniError):
                 raise body
             port, staged = await asyncio.gather(

@@ -196,7 +196,25 @@ class ContainerPort(_Body):
     protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
 
 
-class PortRequest(_Body):
+class PodMetadata(_Body):
+    """A pod's labels and named container ports (what selectors and named ports match)."""
+
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=16, description="what service selectors match"
+    )
+    ports: list[ContainerPort] = Field(
+        default_factory=list, max_length=64, description="named container ports (policies)"
+    )
+
+    @model_validator(mode="after")
+    def _unique_port_names(self) -> PodMetadata:
+        names = [p.name for p in self.ports]
+        if len(set(names)) != len(names):
+            raise ValueError(f"container port names repeat: {names}")
+        return self
+
+
+class PortRequest(PodMetadata):
     """`PUT /v1/ports/{namespace}/{name}`: give a pod its port on `node`."""
 
     node: NodeName = Field(description="the node the pod runs on (must be the caller's)")
@@ -211,20 +229,11 @@ class PortRequest(_Body):
     pci: str | None = Field(default=None, pattern=PCI, description="VF PCI address")
     pf_mac: Mac | None = Field(default=None, description="MAC of the PF the VF belongs to")
     vf_num: int | None = Field(default=None, ge=0, le=4095, description="VF index on that PF")
-    labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, max_length=16, description="what service selectors match"
-    )
-    ports: list[ContainerPort] = Field(
-        default_factory=list, max_length=64, description="named container ports (policies)"
-    )
 
     _mac = field_validator("pf_mac")(_unicast_mac)
 
     @model_validator(mode="after")
     def _vf_fields(self) -> PortRequest:
-        names = [p.name for p in self.ports]
-        if len(set(names)) != len(names):
-            raise ValueError(f"container port names repeat: {names}")
         given = [v is not None for v in (self.pci, self.pf_mac, self.vf_num)]
         if any(given) and not all(given):
             raise ValueError("pci, pf_mac and vf_num go together (all for a VF port, none else)")

@@ -8,6 +8,11 @@ podman 5 (Debian 13, which has no CNI backend, only netavark). The `cri` engine
 (dpunet.lab.cri) hands the pod to the node's containerd as a CRI pod sandbox, and
 containerd executes the shim itself. Each pod is recorded in
 `<run dir>/pods/<name>.json`.
+
+A pod has a namespace (K8S_POD_NAMESPACE; `default`), labels and named container ports:
+the netns and podman engines pass the latter as a runtime passes capability arguments,
+in the config's `runtimeConfig` (`dpunet.io/labels`, `dpunet.io/ports`, docs/cni.md);
+containerd passes CNI no such arguments, so `cri` pods take a namespace only.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import re
 import secrets
 import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +35,11 @@ from dpunet.lab.topology import LabPlan, Node, Role
 
 ENGINES = ("podman", "netns", "cri")
 _POD_NAME = re.compile(r"^[a-z]([-a-z0-9]{0,18}[a-z0-9])?$")
+_NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_PORT = re.compile(r"^(?P<name>[^:/]+):(?P<number>[0-9]{1,5})(/(?P<protocol>tcp|udp|sctp))?$")
+DEFAULT_NAMESPACE = "default"
+LABELS_KEY = "dpunet.io/labels"  # runtimeConfig keys the CNI takes (cni.pods)
+PORTS_KEY = "dpunet.io/ports"
 BUSYBOX = Path("/bin/busybox")
 POD_COMMAND = ["/bin/busybox", "sleep", "1000000"]
 CNI_TIMEOUT = 180.0  # longer than the shim's own limit for the whole exchange (120 s)
@@ -48,6 +58,23 @@ class Pod:
     mac: str | None = None
     pci: str | None = None
     lsp: str | None = None  # the OVN Logical_Switch_Port (`<namespace>_<pod name>`)
+    namespace: str = DEFAULT_NAMESPACE
+    labels: dict[str, str] = field(default_factory=dict)
+    ports: list[dict[str, Any]] = field(default_factory=list)  # [{name, containerPort, protocol}]
+
+    def runtime_config(self) -> dict[str, Any]:
+        """The `runtimeConfig` arguments of its CNI ADD (its labels and named ports)."""
+        return {LABELS_KEY: self.labels, PORTS_KEY: self.ports}
+
+
+def parse_port(text: str) -> dict[str, Any]:
+    """`NAME:NUMBER[/tcp|udp|sctp]` as a container port; LabError when malformed (the
+    name and number are checked by the CNI, as any runtime's)."""
+    match = _PORT.match(text.lower())
+    if match is None:
+        raise LabError(f"port {text!r} is not NAME:NUMBER[/tcp|udp|sctp]")
+    protocol = (match["protocol"] or "tcp").upper()
+    return {"name": match["name"], "containerPort": int(match["number"]), "protocol": protocol}
 
 
 def pods_dir(plan: LabPlan) -> Path:
@@ -111,9 +138,15 @@ def invoke_cni(
     pod: str,
     ifname: str = "eth0",
     config: dict[str, Any] | None = None,
+    namespace: str = DEFAULT_NAMESPACE,
+    runtime_config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Execute the installed `dpunet-cni` as a runtime would (with the node's network
-    config unless `config` is given, as multus passes a NAD's); its parsed answer."""
+    config unless `config` is given, as multus passes a NAD's, and `runtime_config` as
+    its `runtimeConfig`); its parsed answer."""
+    conf = config or plugin_config(plan, node)
+    if runtime_config:
+        conf = {**conf, "runtimeConfig": {**conf.get("runtimeConfig", {}), **runtime_config}}
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "CNI_COMMAND": command,
@@ -121,12 +154,12 @@ def invoke_cni(
         "CNI_NETNS": netns,
         "CNI_IFNAME": ifname,
         "CNI_PATH": str(services.shim_dir(plan)),
-        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}",
+        "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={pod}",
     }
     try:
         proc = subprocess.run(
             [str(services.shim_dir(plan) / "dpunet-cni")],
-            input=json.dumps(config or plugin_config(plan, node)),
+            input=json.dumps(conf),
             env=env, capture_output=True, text=True, timeout=CNI_TIMEOUT, check=False,
         )  # fmt: skip
     except subprocess.TimeoutExpired as exc:
@@ -180,23 +213,41 @@ def _container_name(plan: LabPlan, name: str) -> str:
 
 
 # ------------------------------------------------------------------ add / del
-def add_pod(plan: LabPlan, name: str, node_name: str, engine: str = "podman") -> Pod:
-    """Start a workload on `node_name` and attach it through CNI."""
+def add_pod(
+    plan: LabPlan,
+    name: str,
+    node_name: str,
+    engine: str = "podman",
+    *,
+    namespace: str = DEFAULT_NAMESPACE,
+    labels: dict[str, str] | None = None,
+    ports: list[dict[str, Any]] | None = None,
+) -> Pod:
+    """Start workload `namespace/name` on `node_name` and attach it through CNI, with
+    `labels` and named container `ports` (`{name, containerPort, protocol}`)."""
     if not _POD_NAME.match(name):
         raise LabError(f"pod name {name!r} must be a DNS label of at most 20 characters")
+    if not _NAMESPACE.match(namespace):
+        raise LabError(f"namespace {namespace!r} must be a DNS label")
     if engine not in ENGINES:
         raise LabError(f"engine must be one of {', '.join(ENGINES)}")
+    if engine == "cri" and (labels or ports):
+        raise LabError(
+            "the cri engine cannot give a pod labels or ports (containerd passes CNI no "
+            "runtimeConfig for them): use the netns or podman engine"
+        )
     if any(p.name == name for p in load_pods(plan)):
         raise LabError(f"pod {name!r} exists already (dpunet lab pod del {name})")
     node = _cni_node(plan, node_name)
+    pod = Pod(name, node.name, engine, "", "", namespace=namespace,
+              labels=dict(labels or {}), ports=list(ports or []))  # fmt: skip
     if engine == "netns":
-        pod = _add_netns_pod(plan, name, node)
+        _add_netns_pod(plan, pod, node)
     elif engine == "cri":  # containerd's CRI, driven as kubelet drives it
-        sandbox_id, netns = cri.run_pod(plan, node, name)
-        pod = Pod(name, node.name, "cri", sandbox_id, netns)
+        pod.container_id, pod.netns = cri.run_pod(plan, node, name, namespace)
         _fill_from_sandbox(plan, pod)
     else:
-        pod = _add_podman_pod(plan, name, node)
+        _add_podman_pod(plan, pod, node)
     _save(plan, pod)
     return pod
 
@@ -206,39 +257,46 @@ def _pod_netns(plan: LabPlan, name: str) -> str:
     return f"{plan.name}-pod-{name}"
 
 
-def _add_netns_pod(plan: LabPlan, name: str, node: Node, engine: str = "netns") -> Pod:
-    """A fresh netns attached by CNI ADD; nothing is left when the ADD fails."""
-    netns_name = _pod_netns(plan, name)
+def _add_netns_pod(plan: LabPlan, pod: Pod, node: Node) -> None:
+    """A fresh netns for `pod`, attached by CNI ADD; nothing is left when the ADD fails."""
+    netns_name = _pod_netns(plan, pod.name)
     ip("netns", "add", netns_name)
     ip("link", "set", "lo", "up", netns=netns_name)
-    netns = f"/run/netns/{netns_name}"
-    container_id = secrets.token_hex(32)  # as runtimes make them: 64 hex digits
+    pod.netns = f"/run/netns/{netns_name}"
+    pod.container_id = secrets.token_hex(32)  # as runtimes make them: 64 hex digits
     try:
-        result = invoke_cni(plan, node, "ADD", container_id, netns, name)
+        result = invoke_cni(
+            plan, node, "ADD", pod.container_id, pod.netns, pod.name,
+            namespace=pod.namespace, runtime_config=pod.runtime_config(),
+        )  # fmt: skip
     except LabError:
         # As a runtime does: DEL after a failed ADD; should that fail too, the daemon
         # releases what the sandbox holds once it sees the namespace gone.
         with contextlib.suppress(LabError):
-            invoke_cni(plan, node, "DEL", container_id, netns, name)
+            _cni_del(plan, pod)
         ip("netns", "del", netns_name, check=False)
         raise
-    pod = Pod(name, node.name, engine, container_id, netns)
     _fill_from_result(pod, result)
     _fill_from_sandbox(plan, pod)
-    return pod
+
+
+def _cni_del(plan: LabPlan, pod: Pod) -> None:
+    node = plan.node(pod.node)
+    invoke_cni(plan, node, "DEL", pod.container_id, pod.netns, pod.name, namespace=pod.namespace)
 
 
 def _del_netns_pod(plan: LabPlan, pod: Pod) -> None:
     """CNI DEL, then the namespace goes."""
-    invoke_cni(plan, plan.node(pod.node), "DEL", pod.container_id, pod.netns, pod.name)
+    _cni_del(plan, pod)
     netns_name = Path(pod.netns).name
     if netns_name in list_netns():
         ip("netns", "del", netns_name)
 
 
-def _add_podman_pod(plan: LabPlan, name: str, node: Node) -> Pod:
+def _add_podman_pod(plan: LabPlan, pod: Pod, node: Node) -> None:
     """A container started by podman in a namespace that CNI ADD attached first."""
-    pod = _add_netns_pod(plan, name, node, engine="podman")
+    name = pod.name
+    _add_netns_pod(plan, pod, node)
     proc = _podman(
         plan, node, "run", "-d", "--name", _container_name(plan, name), "--hostname", name,
         "--network", f"ns:{pod.netns}", "--ulimit", "nofile=1024:1024",
@@ -249,7 +307,6 @@ def _add_podman_pod(plan: LabPlan, name: str, node: Node) -> Pod:
         with contextlib.suppress(LabError):
             _del_netns_pod(plan, pod)
         raise LabError(f"podman run failed: {proc.stderr.strip()}")
-    return pod
 
 
 def _fill_from_result(pod: Pod, result: dict[str, Any]) -> None:

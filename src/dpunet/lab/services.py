@@ -131,12 +131,12 @@ def token_path(plan: LabPlan, subject: str) -> Path:
 
 
 def write_tokens(plan: LabPlan) -> None:
-    """One random token per node agent, per DPU agent (its chassis is the DPU's name) and
-    one for the admin; the controller's token file."""
+    """One random token per node agent (for pods of any namespace), per DPU agent (its
+    chassis is the DPU's name) and one for the admin; the controller's token file."""
     (plan.run_dir / "tokens").mkdir(mode=0o700)
-    subjects = {"admin": "admin", plan.cp.name: f"node:{plan.cp.name}"}
+    subjects = {"admin": "admin", plan.cp.name: f"node:{plan.cp.name} namespaces=*"}
     for pair in plan.pairs:
-        subjects[pair.host.name] = f"node:{pair.host.name}"
+        subjects[pair.host.name] = f"node:{pair.host.name} namespaces=*"
         subjects[pair.dpu.name] = f"dpu:{pair.dpu.name}"
     lines = []
     for name, subject in subjects.items():

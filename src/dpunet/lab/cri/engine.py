@@ -51,10 +51,13 @@ def log_directory(containerd: Containerd, metadata: pb.PodSandboxMetadata) -> Pa
     return containerd.base / "pods" / f"{metadata.namespace}_{metadata.name}_{metadata.uid}"
 
 
-def sandbox_config(containerd: Containerd, name: str) -> pb.PodSandboxConfig:
-    """What kubelet asks for a pod `name` in namespace `default` (new uid, attempt 0)."""
+def sandbox_config(
+    containerd: Containerd, name: str, namespace: str = POD_NAMESPACE
+) -> pb.PodSandboxConfig:
+    """What kubelet asks for a pod `name` in `namespace` (new uid, attempt 0); containerd
+    passes the namespace to CNI as K8S_POD_NAMESPACE."""
     metadata = pb.PodSandboxMetadata(
-        name=name, uid=str(uuid.uuid4()), namespace=POD_NAMESPACE, attempt=0
+        name=name, uid=str(uuid.uuid4()), namespace=namespace, attempt=0
     )
     return pb.PodSandboxConfig(
         metadata=metadata,
@@ -70,12 +73,14 @@ def sandbox_config(containerd: Containerd, name: str) -> pb.PodSandboxConfig:
     )
 
 
-def run_pod(plan: LabPlan, node: Node, name: str) -> tuple[str, str]:
-    """Run pod `name` as a sandbox on `node`; its sandbox id and network namespace path.
-    LabError with the runtime's message when it fails (containerd has then undone it)."""
+def run_pod(
+    plan: LabPlan, node: Node, name: str, namespace: str = POD_NAMESPACE
+) -> tuple[str, str]:
+    """Run pod `namespace/name` as a sandbox on `node`; its sandbox id and network namespace
+    path. LabError with the runtime's message when it fails (containerd has then undone it)."""
     containerd = node_containerd(plan, node)
     containerd.ensure_running()
-    config = sandbox_config(containerd, name)
+    config = sandbox_config(containerd, name, namespace)
     Path(config.log_directory).mkdir(parents=True)
     with containerd.client() as cri:
         try:
