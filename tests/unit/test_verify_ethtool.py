@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 
+from dpunet.linux import ethtool
 from dpunet.verify import ethtool_stats as et
 
 # `ethtool -S pf0vf1` on a BlueField-2 representor (mlx5e_rep): the netdev's own counters
@@ -26,15 +27,15 @@ VETH_STATS = {"peer_ifindex": 4, "rx_queue_0_xdp_packets": 0, "tx_queue_0_xdp_xm
 
 
 def gstrings(names: list[str]) -> bytes:
-    return b"".join(n.encode().ljust(et.ETH_GSTRING_LEN, b"\0") for n in names)
+    return b"".join(n.encode().ljust(ethtool.ETH_GSTRING_LEN, b"\0") for n in names)
 
 
 def test_strings_and_stats_buffers() -> None:
     names = ["rx_packets", "tx_packets", "vport_rx_packets"]
-    parsed = et.parse_strings(gstrings(names), 3)
+    parsed = ethtool.parse_strings(gstrings(names), 3)
     assert parsed == names
     values = struct.pack("=3Q", 5, 6, 2**40)
-    assert et.parse_stats(parsed, values) == {
+    assert ethtool.parse_stats(parsed, values) == {
         "rx_packets": 5,
         "tx_packets": 6,
         "vport_rx_packets": 2**40,
@@ -46,10 +47,11 @@ def test_features_blocks() -> None:
     names[33] = et.HW_TC_OFFLOAD
     block0 = struct.pack("=IIII", 0xFFFFFFFF, 0, 1 << 3, 0)  # f3 active
     block1 = struct.pack("=IIII", 0xFFFFFFFF, 0, 1 << 1, 0)  # bit 33: hw-tc-offload active
-    features = et.parse_features(names, block0 + block1)
+    features = ethtool.parse_features(names, block0 + block1)
     assert features["f3"] and not features["f4"]
     assert features[et.HW_TC_OFFLOAD]
-    assert not et.parse_features(names, block0 + struct.pack("=IIII", 0, 0, 0, 0))[et.HW_TC_OFFLOAD]
+    inactive = ethtool.parse_features(names, block0 + struct.pack("=IIII", 0, 0, 0, 0))
+    assert not inactive[et.HW_TC_OFFLOAD]
 
 
 def test_vport_counters_of_a_representor() -> None:

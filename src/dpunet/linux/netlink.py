@@ -6,6 +6,7 @@ the kernel's network configuration (no `ip` processes).
   a veth pair) and the management ports. These functions act on explicit namespaces: the
   daemon's own (None) and the pod's, given as a path such as `/var/run/netns/cni-...`;
 * veth pairs and plain link changes (`add_veth`, `delete_link`, `set_mtu`, `link_names`);
+* the tc filters of a link's ingress qdisc, undecoded (`ingress_filters`);
 * `Netlink`, a session in the calling process's namespace with the reads and writes the
   setup commands and the DPU agent need (a link with its IPv4 addresses and routes,
   MTU, admin state, rename).
@@ -36,6 +37,8 @@ IFF_UP = 0x1
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RT_TABLE_LOCAL = 255
+# TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS): "ingress" for both ingress and clsact qdiscs
+TC_INGRESS_PARENT = 0xFFFFFFF2
 
 
 class LinuxError(RuntimeError):
@@ -182,6 +185,36 @@ def link_exists(ifname: str, netns: str | None = None) -> bool:
         return False
     with netlink(netns) as ipr:
         return _index(ipr, ifname) is not None
+
+
+@dataclass(frozen=True)
+class TcFilter:
+    """A tc filter as the kernel dumps it: `kind` (e.g. "flower"), `handle`, `info`
+    (priority << 16 | protocol) and its TCA_OPTIONS attribute undecoded."""
+
+    kind: str | None
+    handle: int
+    info: int
+    options: bytes
+
+
+def ingress_filters(ifname: str, netns: str | None = None) -> list[TcFilter] | None:
+    """The filters of the ingress qdisc of `ifname` in `netns`, None when there is no
+    such link; LinuxError when they cannot be dumped (e.g. no ingress qdisc)."""
+    with netlink(netns) as ipr:
+        idx = _index(ipr, ifname)
+        if idx is None:
+            return None
+        with _step(f"ingress filters of {ifname}"):
+            messages = list(ipr.get_filters(index=idx, parent=TC_INGRESS_PARENT))
+    return [_tc_filter(msg) for msg in messages]
+
+
+def _tc_filter(msg: Any) -> TcFilter:
+    # pyroute2 does not decode every filter kind (flower): its options arrive as "aa:bb:.."
+    options = msg.get_attr("TCA_OPTIONS")
+    raw = bytes.fromhex(options.replace(":", "")) if isinstance(options, str) else b""
+    return TcFilter(msg.get_attr("TCA_KIND"), msg["handle"], msg["info"], raw)
 
 
 def move_link(ifname: str, temp_name: str, src_netns: str | None, dst_netns: str | None) -> None:

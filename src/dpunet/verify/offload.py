@@ -326,6 +326,7 @@ def representor_names(ovs: OvsView) -> list[str]:
 
 def collect(target: DpuTarget, timeout: float = 10.0) -> OffloadSnapshot:
     """Read every signal of a DPU target."""
+    from dpunet.linux import ethtool
     from dpunet.verify import ethtool_stats, tc, unixctl
     from dpunet.verify.ovsview import read_ovs
 
@@ -343,8 +344,8 @@ def collect(target: DpuTarget, timeout: float = 10.0) -> OffloadSnapshot:
     for dev in devices:
         tc_state[dev] = tc.dump_filters(target.netns, dev)
         try:
-            stats[dev] = ethtool_stats.read_stats(target.netns, dev)
+            stats[dev] = ethtool.read_stats(target.netns, dev)
             features[dev] = ethtool_stats.read_hw_tc_offload(target.netns, dev)
-        except ethtool_stats.EthtoolStatsError:
+        except ethtool.EthtoolError:
             continue
     return OffloadSnapshot(target.name, ovs, flows, tc_state, stats, features)

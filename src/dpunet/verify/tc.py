@@ -5,9 +5,10 @@ What `tc -s filter show dev <rep> ingress` prints comes from RTM_GETTFILTER answ
 `skip_sw`, `in_hw`, `not_in_hw`), `TCA_FLOWER_IN_HW_COUNT` and `TCA_FLOWER_ACT`: one
 nested attribute per action with `TCA_ACT_KIND` and `TCA_ACT_STATS`, where
 `TCA_STATS_BASIC` counts every packet the action saw and `TCA_STATS_BASIC_HW` those the
-hardware handled (tc prints the difference as "Sent software"). pyroute2 fetches the
-messages; it does not decode flower, so `TCA_OPTIONS` arrives as raw bytes and is
-decoded here (enum values from linux/pkt_cls.h and linux/gen_stats.h).
+hardware handled (tc prints the difference as "Sent software"). The Linux layer fetches
+the messages (`dpunet.linux.netlink.ingress_filters`); nothing decodes flower there, so
+`TCA_OPTIONS` arrives as raw bytes and is decoded here (enum values from linux/pkt_cls.h
+and linux/gen_stats.h).
 """
 
 from __future__ import annotations
@@ -30,8 +31,6 @@ TCA_ACT_STATS = 4
 TCA_STATS_BASIC = 1
 TCA_STATS_BASIC_HW = 7
 TCA_STATS_PKT64 = 8
-# TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS): "ingress" for both ingress and clsact qdiscs
-INGRESS_PARENT = 0xFFFFFFF2
 
 _NLA_HEADER = struct.Struct("=HH")
 _NLA_TYPE_MASK = 0x3FFF  # without NLA_F_NESTED / NLA_F_NET_BYTEORDER
@@ -203,28 +202,17 @@ def filter_priority(info: int) -> int:
 
 def dump_filters(netns: str | None, device: str) -> DeviceFilters:
     """The ingress flower filters of `device` in namespace `netns` (a path; None: here)."""
-    from pyroute2.netlink.exceptions import NetlinkError
+    from dpunet.linux.netlink import LinuxError, ingress_filters
 
-    from dpunet.linux.netns import iproute_at
-
-    with iproute_at(netns) as ipr:
-        try:
-            indexes = ipr.link_lookup(ifname=device)
-            if not indexes:
-                return DeviceFilters(device, error="no such device")
-            messages = list(ipr.get_filters(index=indexes[0], parent=INGRESS_PARENT))
-        except NetlinkError as exc:
-            return DeviceFilters(device, error=f"no ingress filters ({exc.args[-1]})")
-    filters = []
-    for msg in messages:
-        if msg.get_attr("TCA_KIND") != "flower":
-            continue
-        raw = msg.get_attr("TCA_OPTIONS")
-        if not isinstance(raw, str) or not raw:
-            continue
-        filters.append(
-            parse_flower(
-                msg["handle"], filter_priority(msg["info"]), bytes.fromhex(raw.replace(":", ""))
-            )
-        )
-    return DeviceFilters(device, tuple(filters))
+    try:
+        dumped = ingress_filters(device, netns)
+    except LinuxError as exc:
+        return DeviceFilters(device, error=f"no ingress filters ({exc})")
+    if dumped is None:
+        return DeviceFilters(device, error="no such device")
+    filters = tuple(
+        parse_flower(f.handle, filter_priority(f.info), f.options)
+        for f in dumped
+        if f.kind == "flower" and f.options
+    )
+    return DeviceFilters(device, filters)
