@@ -266,6 +266,8 @@ def test_selectors_match_as_the_reference_says(
         ({"podSelector": {}, "ingress": [{"ports": [{"protocol": "ICMP"}]}]}, "TCP"),
         ({"podSelector": {}, "policyTypes": ["Sideways"]}, "Ingress"),
         ({"podSelector": {}, "ingres": []}, "Extra inputs"),
+        ({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": False}}]}]}, "a CIDR is a"),
+        ({"podSelector": {}, "egress": [{"to": [{"ipBlock": {"cidr": 0}}]}]}, "a CIDR is a"),
     ],
 )  # fmt: skip
 def test_invalid_policies_are_refused_with_a_reason(spec: dict[str, Any], reason: str) -> None:

@@ -12,7 +12,14 @@ from enum import StrEnum
 from ipaddress import IPv4Network
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from dpunet.contract.api import DNS_LABEL, PORT_NAME, LabelKey, LabelValue
 from dpunet.contract.services import Protocol
@@ -20,6 +27,16 @@ from dpunet.contract.services import Protocol
 MAX_RULES = 64  # rules per direction, peers and ports per rule (a sanity bound)
 
 PortName = Annotated[str, StringConstraints(pattern=PORT_NAME)]
+
+
+def _cidr_text(value: Any) -> Any:
+    """A CIDR comes as text (pydantic would take the number 0 or `false` as 0.0.0.0/32)."""
+    if not isinstance(value, str | IPv4Network):
+        raise ValueError("a CIDR is a string such as 10.0.0.0/8")
+    return value
+
+
+Cidr = Annotated[IPv4Network, BeforeValidator(_cidr_text)]
 Labels = dict[LabelKey, LabelValue]
 
 
@@ -72,8 +89,8 @@ class LabelSelector(_Spec):
 class IPBlock(_Spec):
     """An IPv4 CIDR, minus the CIDRs in `except`."""
 
-    cidr: IPv4Network
-    except_: list[IPv4Network] = Field(default_factory=list, alias="except", max_length=MAX_RULES)
+    cidr: Cidr
+    except_: list[Cidr] = Field(default_factory=list, alias="except", max_length=MAX_RULES)
 
     @model_validator(mode="after")
     def _inside(self) -> IPBlock:
