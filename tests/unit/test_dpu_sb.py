@@ -3,10 +3,12 @@ schema request times out and the next remote is tried."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,15 +41,43 @@ def real_sb(tmp_path: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
+        for _ in range(500):  # until it accepts connections
+            with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as probe:
+                probe.connect(str(sock))
+                break
+            time.sleep(0.01)
         yield f"unix:{sock}"
     finally:
         server.terminate()
         server.wait(10)
 
 
+@pytest.fixture
+def closing_remote() -> Iterator[str]:
+    """A TCP listener that accepts each connection and closes it at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                listener.accept()[0].close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield f"tcp:127.0.0.1:{listener.getsockname()[1]}"
+    stop.set()
+    listener.close()
+
+
 def test_schema_request_to_a_silent_remote_times_out(silent_remote: str) -> None:
     with pytest.raises(OSError, match=f"{silent_remote}: .*timed out"):
         fetch_schema([silent_remote], "OVN_Southbound", timeout_ms=200)
+
+
+def test_a_remote_that_hangs_up_is_named_as_such(closing_remote: str) -> None:
+    with pytest.raises(OSError, match=f"{closing_remote}: connection closed by the server"):
+        fetch_schema([closing_remote], "OVN_Southbound", timeout_ms=2000)
 
 
 def test_schema_comes_from_the_next_remote_after_a_silent_one(

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ovs import jsonrpc, poller, stream, timeval
+from ovs import jsonrpc, poller, stream, timeval, util
 from ovs.db import idl as ovs_idl
 
 NB_SCHEMA = "OVN_Northbound"
@@ -43,19 +43,26 @@ def transact(rpc: jsonrpc.Connection, request: jsonrpc.Message, timeout_ms: int)
     return err, None
 
 
+def _failure(err: int) -> OSError:
+    """python-ovs' error number as an OSError (its EOF, -1, is no errno)."""
+    if err == util.EOF:
+        return OSError(errno.ECONNRESET, "connection closed by the server")
+    return OSError(err, os.strerror(err))
+
+
 def request(remote: str, method: str, params: list[Any], timeout_ms: int) -> jsonrpc.Message:
     """One request to `remote`, connected to and answered within `timeout_ms` each: the
     reply (its `error` may be set); OSError otherwise."""
     err, strm = stream.Stream.open_block(stream.Stream.open(remote), timeout_ms)
     if err:
-        raise OSError(err, os.strerror(err))
+        raise _failure(err)
     rpc = jsonrpc.Connection(strm)
     try:
         err, reply = transact(rpc, jsonrpc.Message.create_request(method, params), timeout_ms)
     finally:
         rpc.close()
     if err:
-        raise OSError(err, os.strerror(err))
+        raise _failure(err)
     return reply
 
 
