@@ -1,11 +1,12 @@
-"""`dpunet-dpu`: the DPU daemon (plug mode `agent` of ARCHITECTURE.md section 3).
+"""`dpunet-dpu`: the DPU daemon (the agent plug mode of docs/architecture.md).
 
 - `config`  the daemon's pydantic config (file + `DPUNET_*` env + flags);
 - `sb`      read-only, conditional monitor of the OVN Southbound database;
-- `ovs`     br-int ports the agent owns, through ovsdbapp;
-- `netdev`  representor MTU, link state and the management-port rename (pyroute2);
 - `plug`    the reconcile: desired set from SB vs. owned ports -> actions (pure), executor;
+- `lease`   the health lease the agent renews at the controller;
+- `heap`    glibc heap settings and trimming;
 - `metrics` Prometheus metrics and the small HTTP server for `/metrics`, `/healthz`, `/readyz`;
-- `agent`   the asyncio main loop (level-triggered);
-- `logs`    one-line key=value event logs.
+- `agent`   the asyncio main loop (level-triggered).
+
+br-int ports go through `dpunet.ovsdb.local`, representor links through `dpunet.linux`.
 """
