@@ -64,7 +64,7 @@ class Lab:
         ver: str | None = None,
         ip: int = 10,
     ) -> str:
-        """Create LSP `name` the way the controller does (ARCHITECTURE.md section 3)."""
+        """Create LSP `name` the way the controller does (docs/architecture.md section 3)."""
         mac = f"0a:58:c6:12:00:{ip:02x}"
         address = f"{mac} 198.18.0.{ip}"
         options = [

@@ -1,6 +1,6 @@
 """The CNI flow of a node daemon against the controller's port API.
 
-`PodAgent` implements the CNI verbs (ARCHITECTURE.md section 3) for any kind of
+`PodAgent` implements the CNI verbs (docs/architecture.md section 3) for any kind of
 pod interface; an `Attacher` supplies what is device-specific (a VF on a
 dpu-host node, a veth on a full node). ADD: claim a device, record the claim,
 ask the controller for the port (it answers once OVN reports the port up) while

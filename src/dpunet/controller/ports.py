@@ -1,4 +1,4 @@
-"""The port service: pod ports on request of a node (ARCHITECTURE.md section 3).
+"""The port service: pod ports on request of a node (docs/architecture.md section 3).
 
 A pod has a port per attachment: its primary port and one per secondary network
 (`network`), each its own LSP with its own address on the node's switch. PUT is

@@ -1,6 +1,6 @@
 """The OVN Northbound objects dpunet owns, as plain desired-state values.
 
-Names follow OVN-Kubernetes (ARCHITECTURE.md section 4). Everything dpunet writes
+Names follow OVN-Kubernetes (docs/architecture.md section 4). Everything dpunet writes
 carries `external_ids:dpunet:owner=dpunet`, a `dpunet:kind` and, when it belongs
 to one node, `dpunet:node`; objects without the owner mark are never touched.
 A node's registration is recorded on its logical switch (`other_config:subnet`
@@ -377,7 +377,7 @@ class PodPort(PodIds):
 
 
 def pod_lsp(cfg: ControllerConfig, node: NodeRecord, port: PodPort) -> Lsp:
-    """The LSP of a pod exactly as ARCHITECTURE.md section 3 describes it."""
+    """The LSP of a pod exactly as docs/architecture.md section 3 describes it."""
     address = f"{port.mac} {port.ip}"
     plug = None
     if port.pf_mac is not None and port.vf_num is not None:

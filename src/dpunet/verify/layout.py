@@ -1,6 +1,6 @@
 """`dpunet verify topology`: a DPU's OVS and a dpu-host's VFs against the expected layout.
 
-Expected on a DPU (ARCHITECTURE.md sections 1 and 4, the seed's DPU picture):
+Expected on a DPU (docs/architecture.md sections 1 and 4, the seed's DPU picture):
 - `other_config:hw-offload=true`;
 - the external bridge (`physnet:<bridge>` of `ovn-bridge-mappings`, `brp0`) with its
   internal port, the uplink `p0` and the host PF representor `pf0hpf`;
