@@ -32,9 +32,10 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture
 def other_netns() -> Iterator[str]:
-    """The path of a network namespace of its own (a child in `unshare --net`; a user
-    namespace too, so that it works without root)."""
-    child = subprocess.Popen(["unshare", "--user", "--map-root-user", "--net", "sleep", "60"])
+    """The path of a network namespace of its own (a child in `unshare --net`; without root
+    in a user namespace of its own too, which a chroot, such as CI's, would refuse)."""
+    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
+    child = subprocess.Popen(["unshare", *user, "--net", "sleep", "60"])
     path = f"/proc/{child.pid}/ns/net"
     own = os.stat("/proc/self/ns/net").st_ino
     try:
