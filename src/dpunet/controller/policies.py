@@ -4,7 +4,8 @@ Level-triggered like the service controller: a pass (policy_nb.SyncPolicies) rec
 every policy object from the specs and namespace labels stored in Northbound and the pod
 ports, and writes only the difference. Passes run once the controller holds the NB lock,
 when NB reports a change to ports, switches or policy objects (at most every
-`_SETTLE_S`), and every `reconcile_interval`. A PUT or DELETE is itself one pass.
+`_SETTLE_S`; pod and switch changes only while some policy exists), and every
+`reconcile_interval`. A PUT or DELETE is itself one pass.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.policies")
 WATCHED = frozenset({LSP, LS, PORT_GROUP, ADDRESS_SET, ACL_TABLE})
+POD_TABLES = frozenset({LSP, LS})  # what a pass reads besides the policy objects
 _TICK_S = 0.5
 _RETRY_S = 1.0
 _SETTLE_S = 0.2
@@ -58,6 +60,9 @@ class PolicyController:
         self.nb = nb
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        # no policy after the last pass: pod and switch changes have nothing to update
+        # (a pass would only queue an empty transaction among the port writes)
+        self._idle = False
         self.syncs = Counter(
             "dpunet_controller_policy_syncs",
             "NetworkPolicy passes by result",
@@ -74,6 +79,8 @@ class PolicyController:
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
         loop = self._loop
+        if self._idle and table in POD_TABLES:
+            return
         if loop is not None and table in WATCHED:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 loop.call_soon_threadsafe(self._wake.set)
@@ -107,6 +114,7 @@ class PolicyController:
 
     async def _write(self, **change: Any) -> PolicySyncResult:
         result: PolicySyncResult = await self.nb.write(partial(SyncPolicies, **change))
+        self._idle = not result.policies and not result.broken
         self.syncs.labels("ok").inc()
         self.changes.inc(result.changes)
         if result.changes:
