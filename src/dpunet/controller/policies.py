@@ -2,16 +2,14 @@
 
 Level-triggered like the service controller: a pass (policy_nb.SyncPolicies) recomputes
 every policy object from the specs and namespace labels stored in Northbound and the pod
-ports, and writes only the difference. Passes run once the controller holds the NB lock,
-when NB reports a change to ports, switches or policy objects (at most every
-`_SETTLE_S`; pod and switch changes only while some policy exists), and every
+ports, and writes only the difference. Passes (controller/passes.py) run once the
+controller holds the NB lock, when NB reports a change to ports, switches or policy
+objects (to ports and switches only while some policy exists), and every
 `reconcile_interval`. A PUT or DELETE is itself one pass.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from functools import partial
@@ -33,6 +31,7 @@ from dpunet.controller.errors import BadRequest, Forbidden, NotFound
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import LS, LSP
+from dpunet.controller.passes import PassLoop
 from dpunet.controller.policy_acls import policy_key
 from dpunet.controller.policy_nb import (
     ACL_TABLE,
@@ -47,9 +46,6 @@ from dpunet.logs import event
 log = logging.getLogger("dpunet.controller.policies")
 WATCHED = frozenset({LSP, LS, PORT_GROUP, ADDRESS_SET, ACL_TABLE})
 POD_TABLES = frozenset({LSP, LS})  # what a pass reads besides the policy objects
-_TICK_S = 0.5
-_RETRY_S = 1.0
-_SETTLE_S = 0.2
 
 
 class PolicyController:
@@ -58,8 +54,6 @@ class PolicyController:
     def __init__(self, cfg: ControllerConfig, nb: NbClient, metrics: Metrics) -> None:
         self.cfg = cfg
         self.nb = nb
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         # no policy after the last pass: pod and switch changes have nothing to update
         # (a pass would only queue an empty transaction among the port writes)
         self._idle = False
@@ -74,43 +68,21 @@ class PolicyController:
             "Port group, address set and ACL columns and rows written by policy passes",
             registry=metrics.registry,
         )
+        self.passes = PassLoop(
+            "policy", cfg.reconcile_interval, lambda: nb.ready, self._write, self.syncs, log
+        )
         nb.on_change(self._changed)
 
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
-        loop = self._loop
         if self._idle and table in POD_TABLES:
             return
-        if loop is not None and table in WATCHED:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(self._wake.set)
+        if table in WATCHED:
+            self.passes.wake_from_thread()
 
     async def run(self) -> None:
         """Pass after pass, forever (cancel to stop)."""
-        self._loop = asyncio.get_running_loop()
-        synced, last = False, float("-inf")
-        while True:
-            if not self.nb.ready:
-                synced = False
-                self._wake.clear()
-            elif (
-                not synced
-                or self._wake.is_set()
-                or self._loop.time() - last >= self.cfg.reconcile_interval
-            ):
-                self._wake.clear()
-                try:
-                    await self._write()
-                except Exception as exc:
-                    self.syncs.labels("error").inc()
-                    event(log, "policy.sync_failed", logging.ERROR, error=str(exc) or repr(exc))
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                synced, last = True, self._loop.time()
-                await asyncio.sleep(_SETTLE_S)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK_S):
-                    await self._wake.wait()
+        await self.passes.run()
 
     async def _write(self, **change: Any) -> PolicySyncResult:
         result: PolicySyncResult = await self.nb.write(partial(SyncPolicies, **change))

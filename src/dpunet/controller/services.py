@@ -4,16 +4,14 @@ Level-triggered: a pass (service_nb.SyncServices) recomputes every service's loa
 balancers from the specs stored in Northbound, the pod ports that are up and the
 registered nodes. Passes run once the controller holds the NB lock, whenever NB
 reports a change to switches, routers, load balancers or (while there are services)
-pod ports, and every `reconcile_interval`. Passes woken by changes are at least
-`_SETTLE_S` apart, so a burst of port changes costs one pass, not one per port, and a
-pod going away leaves its services within a fraction of a second. A PUT or DELETE is
+pod ports, and every `reconcile_interval` (controller/passes.py): a burst of port
+changes costs one pass, not one per port, and a pod going away leaves its services
+within a fraction of a second. A PUT or DELETE is
 itself one pass that also admits the change, in one transaction.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from functools import partial
 
@@ -27,6 +25,7 @@ from dpunet.controller.errors import Conflict, Forbidden, NotFound
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import LR, LS, LSP
+from dpunet.controller.passes import PassLoop
 from dpunet.controller.service_lbs import service_info, service_key
 from dpunet.controller.service_nb import (
     LB,
@@ -40,9 +39,6 @@ from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.services")
 WATCHED = frozenset({LSP, LS, LR, LB, LB_GROUP})
-_TICK_S = 0.5
-_RETRY_S = 1.0
-_SETTLE_S = 0.2
 
 
 class ServiceController:
@@ -51,8 +47,6 @@ class ServiceController:
     def __init__(self, cfg: ControllerConfig, nb: NbClient, metrics: Metrics) -> None:
         self.cfg = cfg
         self.nb = nb
-        self._wake = asyncio.Event()
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._external = False  # specs come from Kubernetes, not from the API
         self._specs: dict[str, ServiceSpec] | None = None  # the external set, once known
         self._any_service = True  # the last pass found services (or could not tell)
@@ -72,7 +66,13 @@ class ServiceController:
             "Services in Northbound after the last pass",
             registry=metrics.registry,
         )
+        self.passes = PassLoop(
+            "service", cfg.reconcile_interval, self._can_run, self.sync, self.syncs, log
+        )
         nb.on_change(self._changed)
+
+    def _can_run(self) -> bool:
+        return self.nb.ready and not (self._external and self._specs is None)
 
     def use_external_source(self) -> None:
         """Kubernetes mode: the service set comes from `replace_specs`; the API only reads."""
@@ -81,45 +81,19 @@ class ServiceController:
     def replace_specs(self, specs: dict[str, ServiceSpec]) -> None:
         """The complete service set (Kubernetes mode); applied by the next pass."""
         self._specs = specs
-        self._wake.set()
+        self.passes.wake.set()
 
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
-        loop = self._loop
         if table == LSP and not self._any_service:
             return  # no service has backends to follow
-        if loop is not None and table in WATCHED:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                loop.call_soon_threadsafe(self._wake.set)
+        if table in WATCHED:
+            self.passes.wake_from_thread()
 
     # ------------------------------------------------------------------ loop
     async def run(self) -> None:
         """Pass after pass, forever (cancel to stop)."""
-        self._loop = asyncio.get_running_loop()
-        synced = False  # a pass ran since NB became usable
-        last = float("-inf")
-        while True:
-            if not self.nb.ready or (self._external and self._specs is None):
-                synced = False  # a pass runs as soon as it can; until then nothing to wake for
-                self._wake.clear()
-            elif (
-                not synced
-                or self._wake.is_set()
-                or self._loop.time() - last >= self.cfg.reconcile_interval
-            ):
-                self._wake.clear()
-                try:
-                    await self.sync()
-                except Exception as exc:
-                    self.syncs.labels("error").inc()
-                    event(log, "service.sync_failed", logging.ERROR, error=str(exc) or repr(exc))
-                    await asyncio.sleep(_RETRY_S)
-                    continue
-                synced, last = True, self._loop.time()
-                await asyncio.sleep(_SETTLE_S)  # changes meanwhile: one more pass for all
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(_TICK_S):  # (3.11's wait_for can lose a cancel)
-                    await self._wake.wait()
+        await self.passes.run()
 
     async def sync(self) -> SyncResult:
         """One pass."""
