@@ -12,6 +12,7 @@ machine hits both alike.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -23,6 +24,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from pyroute2 import netns as pyroute2_netns
 
 from dpunet.bench.podsetup import FLOOR_HOST_OFFSET, free_vfs, restore_vf
 from dpunet.bench.results import first_line
@@ -124,7 +127,7 @@ def run_once(plan: LabPlan, base: Path, network: tuple[Path, dict[str, Any]], na
     netns = f"dpb-{secrets.token_hex(4)}"
     path, cid = f"/run/netns/{netns}", secrets.token_hex(32)
     started = time.perf_counter()
-    subprocess.run(["ip", "netns", "add", netns], check=True, capture_output=True)
+    pyroute2_netns.create(netns)
     try:
         _cni(plan, plugin, config, "ADD", cid, path)
         proc = _podman(
@@ -136,7 +139,8 @@ def run_once(plan: LabPlan, base: Path, network: tuple[Path, dict[str, Any]], na
             raise LabError(f"podman run on {config['name']} failed: {proc.stderr.strip()[-400:]}")
         _cni(plan, plugin, config, "DEL", cid, path)
     finally:
-        subprocess.run(["ip", "netns", "del", netns], check=False, capture_output=True)
+        with contextlib.suppress(OSError):
+            pyroute2_netns.remove(netns)
     return time.perf_counter() - started
 
 
