@@ -20,3 +20,7 @@ SEED_POOLS: dict[str, Any] = {
         }
     ]
 }
+# The seed's NetworkAttachmentDefinition `kube-system/default`: its spec.config, verbatim.
+SEED_NAD_CONFIG = (
+    '{"cniVersion":"0.3.1","name":"ovn-kubernetes","type":"ovn-k8s-cni-overlay","ipam":{},"dns":{}}'
+)

@@ -11,8 +11,9 @@ registered with the fake kubelet, and a ServiceAccount token that TokenReview bi
 host1 through its agent pod (Kubernetes 1.25, the seed's version, has no node claim);
 `dpunet-node` on cp with a node-bound token. Pods are created in kmock with the seed's
 resource request, admitted by the fake kubelet (GetPreferredAllocation, Allocate, then
-PodResources) and attached by executing `dpunet-cni` as multus delegates to it: the
-rendered NetworkAttachmentDefinition's config plus the allocated `deviceID`, the
+PodResources) and attached by executing the plugin the NAD's `type` names (the seed's
+`ovn-k8s-cni-overlay`, the shim's second name) as multus delegates to it: the rendered
+NetworkAttachmentDefinition's config (the seed's, unchanged) plus the allocated `deviceID`, the
 `K8S_POD_*` CNI_ARGS, and the lab's `socket`/`stateDir` (the lab keeps them under its run
 directory, the DaemonSet at the defaults). Checked: what kmock recorded, OVN NB, the
 connectivity matrix, release when a pod is deleted without any CNI DEL, and DPU health (the
@@ -39,7 +40,7 @@ import yaml
 from controller_harness import ControllerProc, wait_until
 from dpu_health import NOTICED_WITHIN, cni_status, stop_daemon
 from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
-from seed import SEED_POOLS
+from seed import SEED_NAD_CONFIG, SEED_POOLS
 
 from dpunet.cni.wire import ErrorCode
 from dpunet.deploy.manifests import DeployValues, network_attachment_definition
@@ -290,9 +291,10 @@ def switches(plan: LabPlan) -> set[str]:
 
 
 def cni_config(plan: LabPlan, node: Node, device_id: str | None) -> dict[str, Any]:
-    """What multus hands the delegate: the rendered NAD's config, plus `deviceID` for a pod
-    that got a VF, plus the lab's socket and state dir."""
+    """What multus hands the delegate: the rendered NAD's config (the seed's, unchanged),
+    plus `deviceID` for a pod that got a VF, plus the lab's socket and state dir."""
     nad = network_attachment_definition(DeployValues())
+    assert nad["spec"]["config"] == SEED_NAD_CONFIG
     config: dict[str, Any] = json.loads(nad["spec"]["config"])
     if device_id is not None:
         config["deviceID"] = device_id
@@ -303,7 +305,8 @@ def cni_config(plan: LabPlan, node: Node, device_id: str | None) -> dict[str, An
 def multus_delegate(
     plan: LabPlan, pod: K8sPod, command: str, config: dict[str, Any]
 ) -> tuple[int, dict[str, Any]]:
-    """Execute the installed `dpunet-cni` the way multus does; (exit code, parsed output)."""
+    """Execute the plugin the config's `type` names from CNI_PATH, the way multus does (the
+    seed's `ovn-k8s-cni-overlay`: the shim's second name); (exit code, parsed output)."""
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "CNI_COMMAND": command,
@@ -317,7 +320,7 @@ def multus_delegate(
         ),
     }
     proc = subprocess.run(
-        [str(services.shim_dir(plan) / "dpunet-cni")],
+        [str(services.shim_dir(plan) / config["type"])],
         input=json.dumps(config), env=env, capture_output=True, text=True, timeout=180,
         check=False,
     )  # fmt: skip

@@ -22,7 +22,12 @@ def test_installed_launcher_runs_the_shim(tmp_path: Path) -> None:
     compiled = {p.name.split(".")[0] for p in (lib_dir / PACKAGE_NAME / "__pycache__").iterdir()}
     assert compiled == {"__init__", "shim", "wire"}
     assert install_shim(bin_dir, lib_dir, python=sys.executable) == launcher  # idempotent
-    assert sorted(p.name for p in bin_dir.iterdir()) == ["dpunet-cni"]
+    assert sorted(p.name for p in bin_dir.iterdir()) == ["dpunet-cni", "ovn-k8s-cni-overlay"]
+    # the seed's NAD type runs the same shim
+    seed = bin_dir / "ovn-k8s-cni-overlay"
+    assert seed.read_text() == launcher.read_text()
+    version = run_shim({"CNI_COMMAND": "VERSION"}, {"cniVersion": "0.3.1"}, command=[str(seed)])
+    assert (version.returncode, version.output["cniVersion"]) == (0, "0.3.1")
 
     version = run_shim({"CNI_COMMAND": "VERSION"}, {"cniVersion": "0.3.1"}, command=[str(launcher)])
     assert (version.returncode, version.output["cniVersion"]) == (0, "0.3.1")

@@ -14,6 +14,7 @@ import yaml
 from click.testing import CliRunner
 
 from dpunet.cli.k8s_cmds import k8s
+from dpunet.cni.install import PLUGIN_NAMES
 from dpunet.cni.models import parse_netconf
 from dpunet.controller.config import ControllerConfig
 from dpunet.deploy.manifests import (
@@ -30,6 +31,9 @@ from dpunet.hw.pools import parse_pool_config
 from dpunet.node.config import NodeAgentConfig
 
 DEPLOY = Path(__file__).parents[2] / "deploy"
+SEED_NAD_CONFIG = (  # the seed's NetworkAttachmentDefinition `default`, spec.config
+    '{"cniVersion":"0.3.1","name":"ovn-kubernetes","type":"ovn-k8s-cni-overlay","ipam":{},"dns":{}}'
+)
 # the seed's cluster ran 1.25; the newest schemas catch removed or renamed fields
 KUBERNETES_VERSIONS = ("1.25.0", kubernetes_validate.latest_version())
 OTHER_VALUES = DeployValues(
@@ -62,7 +66,7 @@ def check_nad(manifest: dict[str, Any]) -> None:
     assert metadata["name"] and metadata["namespace"]
     assert all(isinstance(v, str) for v in metadata.get("annotations", {}).values())
     config = parse_netconf(json.loads(manifest["spec"]["config"]))
-    assert config.type == CNI_TYPE
+    assert config.type in PLUGIN_NAMES  # a name the installed shim answers to
 
 
 @pytest.mark.parametrize("values", [DeployValues(), OTHER_VALUES], ids=["seed", "other"])
@@ -90,10 +94,10 @@ def test_seed_shapes() -> None:
     assert nad["metadata"]["annotations"] == {
         "k8s.v1.cni.cncf.io/resourceName": "mellanox.com/mlnx_sriov_cx6"
     }
-    assert json.loads(nad["spec"]["config"]) == {
-        "cniVersion": "0.3.1", "name": "ovn-kubernetes", "type": "dpunet-cni",
-        "ipam": {}, "dns": {},
-    }  # fmt: skip
+    # the seed's NAD config, unchanged (the seed's `type`: the shim is installed under it)
+    assert nad["spec"]["config"] == SEED_NAD_CONFIG
+    other = render(DeployValues(nad_type="dpunet-cni"))[-1]
+    assert json.loads(other["spec"]["config"])["type"] == CNI_TYPE
     host = manifests["DaemonSet", "dpunet-host"]["spec"]["template"]["spec"]
     assert host["nodeSelector"] == {"k8s.ovn.org/dpu-host": ""}
     assert host["hostNetwork"] and host["containers"][0]["securityContext"]["privileged"]
@@ -192,6 +196,12 @@ def test_bad_values_are_refused() -> None:
         {"cluster_cidr": "10.96.0.0/16"},
         {"api_server": "http://x:6443"},
         {"unknown": 1},
+        # strict: YAML's strings are not taken for booleans or numbers
+        {"multus": "yes"},
+        {"deploy_ovn_central": "false"},
+        {"mgmt_vf": "3"},
+        {"node_prefix": "24"},
+        {"nad_type": "bridge"},
     ):
         with pytest.raises(ValueError):
             DeployValues.model_validate(bad)
@@ -228,8 +238,10 @@ def test_install_cni(tmp_path: Path) -> None:
     args = ["install-cni", "--bin-dir", str(bin_dir), "--lib-dir", str(lib_dir)]
     result = CliRunner().invoke(k8s, [*args, "--conf-dir", str(conf_dir)])
     assert result.exit_code == 0, result.output
-    assert (bin_dir / "dpunet-cni").stat().st_mode & 0o111
-    assert str(lib_dir) in (bin_dir / "dpunet-cni").read_text()
+    for name in ("dpunet-cni", "ovn-k8s-cni-overlay"):
+        assert (bin_dir / name).stat().st_mode & 0o111
+        assert str(lib_dir) in (bin_dir / name).read_text()
+        assert f"installed {bin_dir / name}" in result.output
     conf = json.loads((conf_dir / "10-dpunet.conflist").read_text())
     assert conf == cni_config()
     assert conf["plugins"] == [{"type": "dpunet-cni"}]

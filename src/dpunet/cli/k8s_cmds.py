@@ -55,7 +55,7 @@ def render_cmd(values_file: Path | None, part: str, output: str) -> None:
 @k8s.command("install-cni")
 @click.option(
     "--bin-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/opt/cni/bin"),
-    show_default=True, help="CNI plugin directory (gets the dpunet-cni launcher).",
+    show_default=True, help="CNI plugin directory (gets the launcher as dpunet-cni and ovn-k8s-cni-overlay).",
 )  # fmt: skip
 @click.option(
     "--lib-dir", type=click.Path(path_type=Path, file_okay=False),
@@ -76,12 +76,13 @@ def render_cmd(values_file: Path | None, part: str, output: str) -> None:
 )  # fmt: skip
 def install_cni(bin_dir: Path, lib_dir: Path, conf_dir: Path, conf_name: str, python: str) -> None:
     """Install the dpunet-cni shim and the node's CNI config (init container step)."""
-    from dpunet.cni.install import install_shim
+    from dpunet.cni.install import PLUGIN_NAMES, install_shim
     from dpunet.deploy.manifests import cni_config
 
     try:
-        launcher = install_shim(bin_dir, lib_dir, python)
-        click.echo(f"installed {launcher}")
+        install_shim(bin_dir, lib_dir, python)
+        for name in PLUGIN_NAMES:
+            click.echo(f"installed {bin_dir / name}")
         if conf_name:
             conf_dir.mkdir(parents=True, exist_ok=True)
             target = conf_dir / conf_name

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dpunet.cni import wire
 from dpunet.hw.pools import check_resource_prefix, parse_function_ranges
 
 Manifest = dict[str, Any]
@@ -53,12 +54,14 @@ class DeployValues(BaseModel):
         "pods on the host network cannot use the kubernetes Service)",
     )
     cluster_cidr: IPv4Network = IPv4Network("10.233.64.0/18")
-    node_prefix: int = Field(default=24, ge=8, le=29)
+    node_prefix: int = Field(default=24, ge=8, le=29, strict=True)
     service_cidr: IPv4Network = IPv4Network("10.96.0.0/12")
     ovn_central: IPv4Address | None = Field(
         default=None, description="OVN NB/SB and the controller's address; default: API server's"
     )
-    deploy_ovn_central: bool = Field(default=True, description="run OVN NB/SB/northd pods")
+    deploy_ovn_central: bool = Field(
+        default=True, strict=True, description="run OVN NB/SB/northd pods"
+    )
     gateway_next_hop: IPv4Address | None = Field(
         default=IPv4Address("192.168.40.254"),
         description="the nodes' gateway next hop (the seed's ovn-gw-nexthop); per node: the "
@@ -66,9 +69,15 @@ class DeployValues(BaseModel):
     )
     resource_name: str = Field(default="mellanox.com/mlnx_sriov_cx6")
     pf: str = Field(default="enp2s0f0np0", min_length=1, max_length=15)
-    mgmt_vf: int = Field(default=0, ge=0)
+    mgmt_vf: int = Field(default=0, ge=0, strict=True)
     pool_vfs: str = Field(default="1-2", description="VF indices of `pf` in the pool")
-    multus: bool = Field(default=True, description="render the seed's NetworkAttachmentDefinition")
+    multus: bool = Field(
+        default=True, strict=True, description="render the seed's NetworkAttachmentDefinition"
+    )
+    nad_type: Literal["ovn-k8s-cni-overlay", "dpunet-cni"] = Field(
+        default="ovn-k8s-cni-overlay",
+        description="the NAD's CNI type: the seed's (dpunet-cni is installed under both names)",
+    )
     full_node_selector: dict[str, str] = Field(
         default={"node-role.kubernetes.io/control-plane": ""},
         description="nodes running OVS themselves (dpunet-node)",
@@ -676,11 +685,12 @@ def _full_node(values: DeployValues) -> Manifest:
 
 
 def network_attachment_definition(values: DeployValues) -> Manifest:
-    """The seed's NAD `kube-system/default`, with dpunet's CNI type."""
+    """The seed's NAD `kube-system/default`; its config is the seed's, byte for byte, with
+    the default `nad_type` (the shim answers to the seed's type too)."""
     config = {
         "cniVersion": "0.3.1",
         "name": "ovn-kubernetes",
-        "type": CNI_TYPE,
+        "type": values.nad_type,
         "ipam": {},
         "dns": {},
     }
@@ -692,8 +702,17 @@ def network_attachment_definition(values: DeployValues) -> Manifest:
             "namespace": "kube-system",
             "annotations": {RESOURCE_NAME_ANNOTATION: values.resource_name},
         },
-        "spec": {"config": json.dumps(config, separators=(",", ":"))},
+        "spec": {"config": _checked_cni_config(config)},
     }
+
+
+def _checked_cni_config(config: dict[str, Any]) -> str:
+    """`config` as the NAD's text, after the CNI's own checks of a network config (the
+    same code the plugin runs): a NAD the plugin would refuse is never rendered."""
+    text = json.dumps(config, separators=(",", ":"))
+    decoded, _ = wire.decode_config(text.encode())
+    wire.check_config("ADD", decoded)
+    return text
 
 
 def render(values: DeployValues) -> list[Manifest]:
