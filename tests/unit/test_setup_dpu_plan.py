@@ -224,7 +224,7 @@ def test_partially_moved_address_is_finished() -> None:
             fresh(ovs=OvsSnapshot(bridges={"br-x": BridgeRow("br-x", "", {}, ("br-x", "p0"))})),
             "p0 is already a port of OVS bridge br-x",
         ),
-        (fresh(uplink=Link("p0", 5, UPLINK_MAC, None, True)), "pass --encap-ip"),
+        (fresh(uplink=Link("p0", 5, UPLINK_MAC, None, True)), "pass --address or --encap-ip"),
         (fresh(vswitchd_running=False), "ovs-vswitchd is not running"),
     ],
 )
@@ -270,3 +270,43 @@ def test_bridge_hwaddr() -> None:
     assert bridge_hwaddr("a6:d5:c4:27:44:61", "netdev") == "a4:d5:c4:27:44:61"
     for mac in ("00:00:00:00:00:01", "fe:ff:ff:ff:ff:ff"):
         assert int(bridge_hwaddr(mac, "netdev")[:2], 16) & 0x01 == 0  # stays unicast
+
+
+def test_address_is_assigned_to_the_bridge_when_the_uplink_has_none() -> None:
+    """The seed's `ip addr add 192.168.41.127/22 dev brp0` on a DPU whose p0 has no address."""
+    bare_uplink = Link("p0", 5, UPLINK_MAC, None, True, (), ())
+    plan = plan_dpu(cfg(address="192.168.41.127/22"), fresh(uplink=bare_uplink))
+    step = by_key(plan)[("addresses", "brp0")]
+    assert (step.current, step.desired, step.outcome) == (
+        "-",
+        "brp0: 192.168.41.127/22",
+        Outcome.PENDING,
+    )
+    assert plan.assign == ADDR and plan.addresses == []
+    assert plan.encap_ip == "192.168.41.127"  # the Geneve endpoint defaults to it
+    assert not any("not in a subnet" in w for w in plan.warnings)
+    # once on the bridge, nothing to do (the converged state has it there)
+    again = plan_dpu(cfg(address="192.168.41.127/22"), dataclasses.replace(converged()))
+    assert again.assign is None
+    assert not by_key(again)[("addresses", "brp0")].pending
+
+
+def test_address_already_on_the_uplink_is_moved_not_added_twice() -> None:
+    plan = plan_dpu(cfg(address="192.168.41.127/22"), fresh())
+    assert plan.addresses == [ADDR] and plan.assign is None
+    assert by_key(plan)[("addresses", "brp0")].desired == "brp0: 192.168.41.127/22"
+
+
+def test_another_address_joins_the_moved_ones() -> None:
+    plan = plan_dpu(cfg(address="192.168.41.200/22"), fresh())
+    assert plan.addresses == [ADDR]
+    assert plan.assign == Address("192.168.41.200", 22, "192.168.43.255")
+    assert by_key(plan)[("addresses", "brp0")].desired == (
+        "brp0: 192.168.41.127/22, 192.168.41.200/22"
+    )
+
+
+def test_address_must_be_a_cidr() -> None:
+    for bad in ("192.168.41.127/33", "not-an-ip", "2001:db8::1/64"):
+        with pytest.raises(ValidationError):
+            cfg(address=bad)

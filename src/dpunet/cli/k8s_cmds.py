@@ -55,7 +55,8 @@ def render_cmd(values_file: Path | None, part: str, output: str) -> None:
 @k8s.command("install-cni")
 @click.option(
     "--bin-dir", type=click.Path(path_type=Path, file_okay=False), default=Path("/opt/cni/bin"),
-    show_default=True, help="CNI plugin directory (gets the launcher as dpunet-cni and ovn-k8s-cni-overlay).",
+    show_default=True,
+    help="CNI plugin directory (gets the launcher as dpunet-cni and ovn-k8s-cni-overlay).",
 )  # fmt: skip
 @click.option(
     "--lib-dir", type=click.Path(path_type=Path, file_okay=False),

@@ -116,6 +116,11 @@ def dpu() -> None:
 @click.option("--system-id", help="OVS/OVN chassis system-id.  [default: existing, else hostname]")
 @click.option("--hostname", help="external_ids:hostname.  [default: existing, else this host's]")
 @click.option("--ovn-remote", help="OVN southbound, e.g. tcp:192.0.2.1:6642.  [default: keep]")
+@click.option(
+    "--address",
+    help="The DPU's underlay address (CIDR, e.g. 192.168.41.127/22) to have on the bridge, "
+    "whether or not the uplink holds it.  [default: only the uplink's addresses move]",
+)
 @click.option("--host-pf-rep", default="pf0hpf", show_default=True, help="Host PF representor.")
 @click.option("--bridge", default="brp0", show_default=True, help="Bridge holding the uplink.")
 @click.option(
@@ -135,8 +140,9 @@ def dpu() -> None:
 @output_option()
 def dpu_setup_cmd(dry_run: bool, output: str, **options: Any) -> None:
     """Configure OVS on the DPU as the seed procedure does: hw-offload, the OVN external
-    ids, bridge brp0 with the uplink and the host PF representor, and the uplink's IPv4
-    addresses and routes moved onto brp0. Idempotent; shows what it changes."""
+    ids, bridge brp0 with the uplink and the host PF representor, the uplink's IPv4
+    addresses and routes moved onto brp0, and --address assigned to brp0. Idempotent;
+    shows what it changes."""
     _quiet_libraries()
     values = {k: v for k, v in options.items() if v is not None}
     try:

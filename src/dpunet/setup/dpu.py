@@ -9,7 +9,9 @@ What it converges (all through OVSDB and netlink, no ovs-vsctl/ip):
   host PF representor `pf0hpf`, and `other_config:hwaddr` pinned (see `bridge_hwaddr`);
 - the uplink's IPv4 addresses and routes moved onto `brp0` in an order that keeps the DPU
   reachable: address on brp0 and brp0 up, then the ports into the bridge, then the routes
-  replaced onto brp0, then the addresses removed from the uplink.
+  replaced onto brp0, then the addresses removed from the uplink; with `address`, that
+  address on `brp0` too (the seed's `ip addr add 192.168.41.127/22 dev brp0`), whether or
+  not the uplink had it.
 
 `plan_dpu()` is pure (state in, plan out); `gather_state()` reads; `apply_dpu()` acts.
 """
@@ -75,6 +77,9 @@ class DpuSetupConfig(BaseModel):
         None, description="external_ids:hostname; default: existing, else host"
     )
     ovn_remote: Annotated[str, AfterValidator(_ovn_remote)] | None = None
+    address: ipaddress.IPv4Interface | None = Field(
+        None, description="the DPU's underlay address (CIDR) to have on the bridge"
+    )
     host_pf_rep: IfName = "pf0hpf"
     bridge: IfName = "brp0"
     datapath_type: DatapathChoice = "auto"
@@ -104,7 +109,8 @@ class DpuPlan(Plan):
     system_id: str = ""
     hostname: str = ""
     hwaddr: str = ""
-    addresses: list[Address] = field(default_factory=list)
+    addresses: list[Address] = field(default_factory=list)  # the uplink's, to move
+    assign: Address | None = None  # `address`, when neither the bridge nor the uplink has it
     routes: list[KernelRoute] = field(default_factory=list)
 
 
@@ -217,18 +223,28 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
         plan.notes.append(f"datapath type {dp} ({why})")
 
     links = [state.uplink, state.bridge_link]
-    encap = str(cfg.encap_ip) if cfg.encap_ip else _primary_ipv4(links)
+    given = cfg.address
+    encap = (
+        str(cfg.encap_ip)
+        if cfg.encap_ip
+        else str(given.ip)
+        if given is not None
+        else _primary_ipv4(links)
+    )
     if encap is None:
         raise SetupError(
             f"neither {cfg.uplink} nor {cfg.bridge} has an IPv4 address to use as the "
-            "Geneve endpoint: pass --encap-ip"
+            "Geneve endpoint: pass --address or --encap-ip"
         )
     plan.encap_ip = encap
-    if cfg.encap_ip and not any(
-        a.address == encap for link in links if link for a in link.addresses
+    if (
+        cfg.encap_ip
+        and not any(a.address == encap for link in links if link for a in link.addresses)
+        and (given is None or str(given.ip) != encap)
     ):
         plan.warnings.append(f"encap IP {encap} is not an address of {cfg.uplink} or {cfg.bridge}")
-    if not _on_link(str(cfg.gw_nexthop), links):
+    in_given = given is not None and cfg.gw_nexthop in given.network
+    if not in_given and not _on_link(str(cfg.gw_nexthop), links):
         plan.warnings.append(
             f"gateway next hop {cfg.gw_nexthop} is not in a subnet of {cfg.uplink}/{cfg.bridge}"
         )
@@ -314,6 +330,13 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
     desired_addrs = on_bridge + [
         a for a in state.uplink.addresses if (a.address, a.prefixlen) not in bridge_keys
     ]
+    if given is not None and (str(given.ip), given.network.prefixlen) not in {
+        (a.address, a.prefixlen) for a in desired_addrs
+    }:
+        plan.assign = Address(
+            str(given.ip), given.network.prefixlen, str(given.network.broadcast_address)
+        )
+        desired_addrs.append(plan.assign)
     cur_text = "; ".join(
         f"{name}: {show([str(a) for a in addrs])}"
         for name, addrs in ((cfg.uplink, state.uplink.addresses), (cfg.bridge, on_bridge))
@@ -474,7 +497,7 @@ def apply_dpu(
             nl.set_up(link.index)
     if ("arp_ignore", cfg.uplink) in pending:
         sysctl.write_arp_ignore(cfg.uplink, ARP_IGNORE_NO_LOCAL)
-    for addr in plan.addresses:
+    for addr in [*plan.addresses, *([plan.assign] if plan.assign else [])]:
         nl.add_address(bridge.index, addr)
     nl.set_up(bridge.index)
     # routes through the bridge that a MAC change (tap down/up) may have flushed
