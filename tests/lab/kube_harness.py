@@ -1,12 +1,28 @@
 """A scripted Kubernetes API for tests: kmock's emulator (a real HTTP server with watch
 streams) on a background event loop, so that synchronous tests and controller processes
 can talk to it. The test scripts the cluster through the API itself (POST/PATCH/DELETE),
-and reads back what kmock recorded."""
+and reads back what kmock recorded.
+
+Where kmock 0.8 differs from an API server in what dpunet reads, `Cluster` does what the
+API server does:
+- Namespaces: `/api/v1/namespaces[/<name>]` is the cluster-scoped Namespace resource
+  (kmock reads `namespaces/<x>` as the namespace prefix of a namespaced path, so creating,
+  listing or patching a Namespace failed with 500); a created Namespace gets the immutable
+  label `kubernetes.io/metadata.name=<name>` (kept through every update), a uid and
+  `status.phase: Active`.
+- NetworkPolicy: `spec.policyTypes` defaulted on create and update when empty (Ingress,
+  plus Egress with egress rules), and each port's `protocol` to TCP, as the API server's
+  defaulting does; then stored as sent.
+- Both kinds are served (an empty list, an empty watch) before the first object exists.
+- An object created under `/namespaces/<ns>/` without `metadata.namespace` gets it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
+import uuid
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,11 +31,42 @@ import aiohttp.web
 import httpx
 import kmock
 import yaml
+from kmock._internal import parsing as kmock_parsing
 
 T = TypeVar("T")
 TOKENREVIEWS = "authentication.k8s.io/v1/tokenreviews"
 CONTROLLER_TOKEN = "controller-sa-token-0123456789"
 SEED_RESOURCE = "mellanox.com/mlnx_sriov_cx6"
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+NETWORK_POLICIES = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+NAME_LABEL = "kubernetes.io/metadata.name"
+_NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?")
+_kmock_parse_path = kmock_parsing.parse_path
+
+
+def _parse_path(path: str) -> Any:
+    """kmock's path parser, except that the Namespace resource's own paths are read as
+    the cluster-scoped resource `namespaces` (object name, subresource)."""
+    match = _NAMESPACE_PATH.fullmatch(path)
+    if match is None:
+        return _kmock_parse_path(path)
+    return kmock_parsing.ParsedPath("", "v1", "namespaces", None, match[1], match[2])
+
+
+kmock_parsing.parse_path = _parse_path  # kmock 0.8 has no hook for it (module doc)
+
+
+def _default_policy(obj: dict[str, Any]) -> None:
+    """The API server's defaulting of a NetworkPolicy (in place)."""
+    spec = obj.get("spec")
+    if not isinstance(spec, dict):
+        return
+    if not spec.get("policyTypes"):
+        spec["policyTypes"] = ["Ingress", *(["Egress"] if spec.get("egress") else [])]
+    for rule in [*(spec.get("ingress") or []), *(spec.get("egress") or [])]:
+        for port in (rule or {}).get("ports") or []:
+            if isinstance(port, dict):
+                port.setdefault("protocol", "TCP")
 
 
 class Cluster(kmock.KubernetesEmulator):
@@ -28,7 +75,49 @@ class Cluster(kmock.KubernetesEmulator):
 
     users: dict[str, tuple[dict[str, Any], list[str]]]
 
+    def serve_builtin_kinds(self) -> None:
+        """Namespaces and NetworkPolicies are listed and watched before any exists."""
+        self.resources[NAMESPACES] = {"namespaced": False, "kind": "Namespace"}
+        self.resources[NETWORK_POLICIES] = {"namespaced": True, "kind": "NetworkPolicy"}
+
+    def _stored(self, request: Any) -> dict[str, Any] | None:
+        key = (request.resource, request.namespace, request.name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return dict(self.objects[key].raw)
+
+    def _admit(self, request: Any) -> None:
+        """What the API server adds to a Namespace or NetworkPolicy being written (module
+        doc); changes the request's body in place."""
+        data = request.data
+        if not isinstance(data, dict) or request.action not in (
+            kmock.action.CREATE, kmock.action.UPDATE,
+        ):  # fmt: skip
+            return
+        create = request.action == kmock.action.CREATE
+        if create and request.namespace and isinstance(data.get("metadata"), dict):
+            data["metadata"].setdefault("namespace", request.namespace)  # from the path
+        if request.resource == NAMESPACES:
+            meta = data.setdefault("metadata", {})
+            name = meta.get("name") if create else request.name
+            if create:
+                meta.setdefault("uid", str(uuid.uuid4()))
+                data.setdefault("status", {"phase": "Active"})
+                meta["labels"] = {**(meta.get("labels") or {}), NAME_LABEL: name}
+            elif "labels" in meta:  # a merge patch: null removes a label (or all of them)
+                old = (self._stored(request) or {}).get("metadata", {}).get("labels") or {}
+                patch = meta["labels"] or {k: None for k in old}
+                meta["labels"] = {**patch, NAME_LABEL: name}
+        elif request.resource == NETWORK_POLICIES:
+            if create:
+                _default_policy(data)
+            elif (old := self._stored(request)) is not None and "spec" in data:
+                merged = {"spec": {**(old.get("spec") or {}), **(data["spec"] or {})}}
+                _default_policy(merged)
+                data["spec"] = {**(data["spec"] or {}), **merged["spec"]}
+
     async def _handle(self, request: Any) -> aiohttp.web.StreamResponse:
+        self._admit(request)
         if request.resource == kmock.resource(TOKENREVIEWS) and request.method == "POST":
             spec = request.data.get("spec", {})
             user, audiences = self.users.get(spec.get("token", ""), ({}, []))
@@ -52,6 +141,7 @@ class KubeMock:
         self.thread.start()
         self.cluster = Cluster()
         self.cluster.users = {}
+        self.cluster.serve_builtin_kinds()
         self.server = kmock.Server(self.cluster, host="127.0.0.1")
         self.call(self.cluster.__aenter__())
         self.call(self.server.__aenter__())
@@ -120,12 +210,30 @@ class KubeMock:
         }
         return self._send("POST", "/api/v1/nodes", body)
 
+    def namespace(self, name: str, labels: dict[str, str] | None = None) -> dict[str, Any]:
+        """Create a Namespace."""
+        body = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": name, "labels": labels or {}}}  # fmt: skip
+        return self._send("POST", "/api/v1/namespaces", body)
+
     def pod(
-        self, namespace: str, name: str, uid: str, node: str, vfs: int = 1, **annotations: str
+        self,
+        namespace: str,
+        name: str,
+        uid: str,
+        node: str,
+        vfs: int = 1,
+        labels: dict[str, str] | None = None,
+        ports: list[dict[str, Any]] | None = None,
+        **annotations: str,
     ) -> dict[str, Any]:
-        """Create a scheduled Pod requesting `vfs` of the seed's resource (none when 0)."""
+        """Create a scheduled Pod requesting `vfs` of the seed's resource (none when 0),
+        with `labels` and container `ports` (`{"name", "containerPort", "protocol"}`)."""
         amount = {SEED_RESOURCE: str(vfs)}
         resources = {"requests": amount, "limits": amount} if vfs else {}
+        container: dict[str, Any] = {"name": "app", "image": "busybox", "resources": resources}
+        if ports:
+            container["ports"] = ports
         body = {
             "apiVersion": "v1",
             "kind": "Pod",
@@ -133,14 +241,16 @@ class KubeMock:
                 "name": name,
                 "namespace": namespace,
                 "uid": uid,
+                "labels": labels or {},
                 "annotations": annotations,
             },
-            "spec": {
-                "nodeName": node,
-                "containers": [{"name": "app", "image": "busybox", "resources": resources}],
-            },
+            "spec": {"nodeName": node, "containers": [container]},
         }
         return self._send("POST", f"/api/v1/namespaces/{namespace}/pods", body)
+
+    def post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Create an object."""
+        return self._send("POST", path, body)
 
     def patch(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """A merge patch."""

@@ -16,8 +16,9 @@ PodResources) and attached by executing the plugin the NAD's `type` names (the s
 NetworkAttachmentDefinition's config (the seed's, unchanged) plus the allocated `deviceID`, the
 `K8S_POD_*` CNI_ARGS, and the lab's `socket`/`stateDir` (the lab keeps them under its run
 directory, the DaemonSet at the defaults). Checked: what kmock recorded, OVN NB, the
-connectivity matrix, release when a pod is deleted without any CNI DEL, and DPU health (the
-DPU agent stopped: CNI STATUS 50 and Unhealthy VFs; started: both recover).
+connectivity matrix, NetworkPolicy and Namespace objects changing what reaches a VF pod,
+release when a pod is deleted without any CNI DEL, and DPU health (the DPU agent stopped:
+CNI STATUS 50 and Unhealthy VFs; started: both recover).
 
 Controller runs in the test's namespace (kmock listens on its loopback) and serves the
 agents on a unix socket. Tests run in file order and build on each other.
@@ -458,6 +459,60 @@ def test_connectivity_matrix(cluster: Cluster) -> None:
     }
     failed = {k: detail for k, (ok, detail) in checks.items() if not ok}
     assert not failed, failed
+
+
+def test_network_policies_from_the_api_on_the_data_path(cluster: Cluster) -> None:
+    """NetworkPolicy and Namespace objects change what reaches pod1 (a VF pod, its ACLs in
+    dpu1's OVS): a policy created, updated, a namespace relabelled, the policy deleted."""
+    c = cluster
+    pod1, pod2, web = (c.pods[n] for n in ("ovs-offload-pod1", "ovs-offload-pod2", "web"))
+    for pod, app in ((pod1, "db"), (pod2, "cli"), (web, "web")):
+        c.kube.patch(f"/api/v1/namespaces/{POD_NS}/pods/{pod.name}",
+                     {"metadata": {"labels": {"app": app}}})  # fmt: skip
+    c.kube.namespace(POD_NS)
+    policy = f"/apis/networking.k8s.io/v1/namespaces/{POD_NS}/networkpolicies"
+
+    def reach(pod2_in: bool, web_in: bool) -> None:
+        want = {
+            "pod2 -> pod1": (netns_name(pod2), pod2_in),
+            "web -> pod1 (across nodes)": (netns_name(web), web_in),
+            "host1 ovn-k8s-mp0 -> pod1": (c.plan.node("host1").netns, True),  # kubelet probes
+        }
+
+        def holds() -> dict[str, bool]:
+            seen = {k: ping(ns, str(pod1.ip), count=1)[0] for k, (ns, _) in want.items()}
+            return {} if seen != {k: ok for k, (_, ok) in want.items()} else seen
+
+        wait_until(f"pod2 -> pod1 {pod2_in}, web -> pod1 {web_in}", holds, timeout=40)
+
+    def peers(peer: dict[str, Any]) -> dict[str, Any]:
+        return {"podSelector": {"matchLabels": {"app": "db"}}, "ingress": [{"from": [peer]}]}
+
+    def selecting(kind: str, labels: dict[str, str]) -> dict[str, Any]:
+        return peers({kind: {"matchLabels": labels}})
+
+    c.kube.post(
+        policy,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "db-in", "namespace": POD_NS},
+            "spec": selecting("podSelector", {"app": "cli"}),
+        },
+    )
+    reach(pod2_in=True, web_in=False)
+    c.kube.patch(f"{policy}/db-in", {"spec": selecting("podSelector", {"app": "web"})})
+    reach(pod2_in=False, web_in=True)
+    c.kube.patch(f"{policy}/db-in", {"spec": selecting("namespaceSelector", {"team": "blue"})})
+    reach(pod2_in=False, web_in=False)
+    c.kube.patch(f"/api/v1/namespaces/{POD_NS}", {"metadata": {"labels": {"team": "blue"}}})
+    reach(pod2_in=True, web_in=True)
+    c.kube.patch(f"/api/v1/namespaces/{POD_NS}", {"metadata": {"labels": {"team": "red"}}})
+    reach(pod2_in=False, web_in=False)
+    c.kube.delete(f"{policy}/db-in")
+    reach(pod2_in=True, web_in=True)
+    acls = daemons.nbctl(c.plan, "--bare", "--columns=external_ids", "list", "ACL")
+    assert "dpunet" not in acls  # every policy ACL gone with the last policy
 
 
 def test_pod_deleted_without_cni_del_is_released(cluster: Cluster) -> None:

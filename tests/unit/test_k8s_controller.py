@@ -11,12 +11,23 @@ from typing import Any
 import kmock
 import pytest
 from lightkube import AsyncClient, KubeConfig
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Pod
+from lightkube.resources.networking_v1 import NetworkPolicy
+from pydantic import ValidationError
 
 from dpunet.contract.api import PortInfo, Route
+from dpunet.contract.policy import Protocol
 from dpunet.controller.k8s.events import EventRecorder
 from dpunet.controller.k8s.leader import LeaderElector
-from dpunet.controller.k8s.sources import NodeProblem, is_dpu, matches, node_spec, pod_networks
+from dpunet.controller.k8s.policies import policy_spec
+from dpunet.controller.k8s.sources import (
+    NodeProblem,
+    is_dpu,
+    matches,
+    node_spec,
+    pod_networks,
+    pod_policy_meta,
+)
 from dpunet.controller.topology import NodeRecord, NodeRole
 
 NEXT_HOP = IPv4Address("192.0.2.1")
@@ -176,3 +187,37 @@ async def test_repeated_event_bumps_the_count(kmock: kmock.KubernetesEmulator) -
     writes = [r.method for r in kmock if r.url.path.startswith("/api/v1/namespaces/default/events")]
     assert writes == ["POST", "PATCH", "PATCH", "POST"]
     await client.close()
+
+
+def test_pod_policy_meta_takes_labels_and_named_container_ports() -> None:
+    pod = Pod.from_dict(
+        {
+            "metadata": {"name": "web", "namespace": "a", "labels": {"b": "2", "a": "1"}},
+            "spec": {
+                "containers": [
+                    {"name": "c1", "ports": [
+                        {"name": "http", "containerPort": 8080},  # protocol defaults to TCP
+                        {"containerPort": 9000},  # no name: not a named port
+                        {"name": "dns", "containerPort": 53, "protocol": "UDP"},
+                    ]},
+                    {"name": "c2",
+                     "ports": [{"name": "sig", "containerPort": 7, "protocol": "SCTP"}]},
+                ]
+            },
+        }
+    )  # fmt: skip
+    meta = pod_policy_meta(pod)
+    assert meta.labels == (("a", "1"), ("b", "2"))
+    assert meta.ports == (
+        ("dns", Protocol.UDP, 53), ("http", Protocol.TCP, 8080), ("sig", Protocol.SCTP, 7),
+    )  # fmt: skip
+    assert pod_policy_meta(Pod.from_dict({"metadata": {"name": "x"}})).ports == ()
+
+
+def test_a_network_policy_dpunet_cannot_use_is_refused_with_a_reason() -> None:
+    def obj(spec: dict[str, Any]) -> NetworkPolicy:
+        return NetworkPolicy.from_dict({"metadata": {"name": "p", "namespace": "a"}, "spec": spec})
+
+    assert policy_spec(obj({"podSelector": {}})).types()
+    with pytest.raises(ValidationError, match="endPort"):
+        policy_spec(obj({"podSelector": {}, "ingress": [{"ports": [{"port": "x", "endPort": 9}]}]}))

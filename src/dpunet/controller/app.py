@@ -80,6 +80,8 @@ class Controller:
         if self.kube is not None:
             self.kube.bind_services(self.services)
         self.policies = PolicyController(cfg, self.nb, self.metrics)
+        if self.kube is not None:
+            self.kube.bind_policies(self.policies)
         self.reconciled = False
         self._reload_wanted = asyncio.Event()
 

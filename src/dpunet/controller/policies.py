@@ -6,6 +6,10 @@ ports, and writes only the difference. Passes (controller/passes.py) run once th
 controller holds the NB lock, when NB reports a change to ports, switches or policy
 objects (to ports and switches only while some policy exists), and every
 `reconcile_interval`. A PUT or DELETE is itself one pass.
+
+In Kubernetes mode (`use_external_source`) the policies, namespace labels and pods' labels
+and named ports come from the API server (k8s/policies.py hands over the whole set on each
+change); no pass runs before the first complete set, and the API's writes answer 409.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ from dpunet.contract.policy import (
 )
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
-from dpunet.controller.errors import BadRequest, Forbidden, NotFound
+from dpunet.controller.errors import BadRequest, Conflict, Forbidden, NotFound
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import LS, LSP
@@ -37,6 +41,7 @@ from dpunet.controller.policy_nb import (
     ACL_TABLE,
     ADDRESS_SET,
     PORT_GROUP,
+    ExternalPolicies,
     PolicySyncResult,
     ReadPolicies,
     SyncPolicies,
@@ -57,6 +62,8 @@ class PolicyController:
         # no policy after the last pass: pod and switch changes have nothing to update
         # (a pass would only queue an empty transaction among the port writes)
         self._idle = False
+        self._external = False  # Kubernetes mode: the API server has the policies
+        self.external: ExternalPolicies | None = None  # what it said last (None: not yet)
         self.syncs = Counter(
             "dpunet_controller_policy_syncs",
             "NetworkPolicy passes by result",
@@ -69,9 +76,21 @@ class PolicyController:
             registry=metrics.registry,
         )
         self.passes = PassLoop(
-            "policy", cfg.reconcile_interval, lambda: nb.ready, self._write, self.syncs, log
+            "policy", cfg.reconcile_interval, self._can_run, self._write, self.syncs, log
         )
         nb.on_change(self._changed)
+
+    def _can_run(self) -> bool:
+        return self.nb.ready and not (self._external and self.external is None)
+
+    def use_external_source(self) -> None:
+        """Kubernetes mode: everything policies depend on comes from `replace_external`."""
+        self._external = True
+
+    def replace_external(self, external: ExternalPolicies) -> None:
+        """The API server's whole current set (event loop thread); a pass follows."""
+        self.external = external
+        self.passes.wake.set()
 
     def _changed(self, table: str) -> None:
         """IDL thread: something in Northbound changed."""
@@ -85,7 +104,8 @@ class PolicyController:
         await self.passes.run()
 
     async def _write(self, **change: Any) -> PolicySyncResult:
-        result: PolicySyncResult = await self.nb.write(partial(SyncPolicies, **change))
+        sync = partial(SyncPolicies, external=self.external, **change)
+        result: PolicySyncResult = await self.nb.write(sync)
         self._idle = not result.policies and not result.broken
         self.syncs.labels("ok").inc()
         self.changes.inc(result.changes)
@@ -96,10 +116,14 @@ class PolicyController:
         return result
 
     # ------------------------------------------------------------------ API
-    @staticmethod
-    def _admin(who: Principal, what: str) -> None:
+    def _admin(self, who: Principal, what: str) -> None:
         if not who.admin:
             raise Forbidden(f"only an admin token may {what}")
+        if self._external:
+            raise Conflict(
+                "in Kubernetes mode policies and namespace labels come from the API server: "
+                "use kubectl (NetworkPolicy objects, kubectl label namespace)"
+            )
 
     async def put(
         self, who: Principal, namespace: str, name: str, policy: NetworkPolicy

@@ -9,14 +9,16 @@ dpunet owns. Set columns are changed member by member (`addvalue`/`delvalue`, OV
 mutations), so a pod added costs the port groups and address sets it belongs to and
 nothing else; a pass that finds everything as wanted sends nothing. Rows without
 dpunet's owner mark are never touched. A stored spec that does not parse leaves that
-policy's rows as they are until a PUT or DELETE replaces them.
+policy's rows as they are until a PUT or DELETE replaces them. In Kubernetes mode the
+pass takes the specs, namespace labels and pods' labels and named ports the API server
+has (`ExternalPolicies`) instead of the stored ones.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any
 
@@ -135,6 +137,29 @@ def load(api: Any) -> PolicyView:
     return view
 
 
+NamedPorts = tuple[tuple[str, Protocol, int], ...]  # (name, protocol, number)
+
+
+@dataclass(frozen=True)
+class ExternalPolicies:
+    """Kubernetes mode: the policies (key -> spec), namespace labels and pods' labels and
+    named ports ((namespace, pod) -> them) as the API server has them; they replace what
+    Northbound stores and the LSPs carry."""
+
+    specs: Mapping[str, NetworkPolicySpec]
+    namespaces: Mapping[str, Mapping[str, str]]
+    pods: Mapping[tuple[str, str], tuple[Mapping[str, str], NamedPorts]]
+
+    def adopt(self, view: PolicyView) -> None:
+        """Make `view` say what the API server says."""
+        view.specs = {key: (spec, encode(spec)) for key, spec in self.specs.items()}
+        view.broken = {}
+        view.namespaces = {ns: dict(labels) for ns, labels in self.namespaces.items()}
+        for i, pod in enumerate(view.pods):
+            if (known := self.pods.get((pod.namespace, pod.name))) is not None:
+                view.pods[i] = replace(pod, labels=dict(known[0]), ports=known[1])
+
+
 @dataclass(frozen=True)
 class PolicySyncResult:
     """What a pass did: columns/rows changed, the policies there are (key -> selected
@@ -148,7 +173,8 @@ class PolicySyncResult:
 
 class SyncPolicies(command.BaseCommand):
     """Make the policy objects match the stored specs after admitting one change: `spec`
-    for `key` (PUT), `delete` of `key`, or `labels` for namespace `namespace`."""
+    for `key` (PUT), `delete` of `key`, or `labels` for namespace `namespace`; or match
+    `external` (Kubernetes mode)."""
 
     def __init__(
         self,
@@ -158,15 +184,19 @@ class SyncPolicies(command.BaseCommand):
         delete: bool = False,
         namespace: str | None = None,
         labels: Mapping[str, str] | None = None,
+        external: ExternalPolicies | None = None,
     ) -> None:
         super().__init__(api)
         self.key, self.spec, self.delete = key, spec, delete
         self.namespace, self.labels = namespace, labels
+        self.external = external
         self.changes = 0
 
     def run_idl(self, txn: Any) -> None:
         self.changes = 0
         view = load(self.api)
+        if self.external is not None:
+            self.external.adopt(view)
         existed = False
         if self.key is not None:
             existed = self.key in view.specs or self.key in view.broken

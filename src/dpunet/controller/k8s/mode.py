@@ -1,5 +1,6 @@
 """The controller's Kubernetes mode: one API client, TokenReview authentication, the
-Lease, the Node, Pod and Service sources, Events, and port admission (docs/kubernetes.md).
+Lease, the Node, Pod, Service and NetworkPolicy sources, Events, and port admission
+(docs/kubernetes.md).
 
 `KubeMode.run(work)` waits to be elected, then runs `work` (the NB supervision) beside
 the sources while it renews the Lease; losing the Lease raises `LeadershipLost` (the
@@ -26,12 +27,14 @@ from dpunet.controller.k8s import events
 from dpunet.controller.k8s.events import EventRecorder
 from dpunet.controller.k8s.kube import make_client, own_namespace
 from dpunet.controller.k8s.leader import LeaderElector
+from dpunet.controller.k8s.policies import PolicySource
 from dpunet.controller.k8s.services import ServiceSource
 from dpunet.controller.k8s.sources import NodeSource, PodSource
 from dpunet.controller.k8s.tokenreview import TokenReviewAuthenticator
 from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nodes import NodeService
+from dpunet.controller.policies import PolicyController
 from dpunet.controller.ports import PortService
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
@@ -136,6 +139,7 @@ class KubeMode:
         self.pods: PodSource
         self.nodes: NodeSource
         self.services: ServiceSource
+        self.policies: PolicySource
 
     def ports(
         self,
@@ -164,6 +168,11 @@ class KubeMode:
         """Create the Service/EndpointSlice source of the service controller."""
         self.services = ServiceSource(self.client, services)
 
+    def bind_policies(self, policies: PolicyController) -> None:
+        """Create the NetworkPolicy/Namespace source of the policy controller (pods' labels
+        and named ports from the pod source)."""
+        self.policies = PolicySource(self.client, policies, self.pods)
+
     def spawn(self, coro: Awaitable[None]) -> None:
         """Run `coro` (an Event write) in the background, bounded in time."""
 
@@ -185,6 +194,7 @@ class KubeMode:
                 tasks.create_task(self.nodes.run())
                 tasks.create_task(self.pods.run())
                 tasks.create_task(self.services.run())
+                tasks.create_task(self.policies.run())
         finally:
             await asyncio.shield(self._stop())
 

@@ -11,7 +11,9 @@ first InternalIP with `k8s_node_ip_prefix`; next hop: `dpunet.io/gateway-next-ho
 
 `PodSource` keeps a cache of pods for the port admission check (the pod exists, runs on
 the requesting node, has that uid), releases the ports of deleted pods, and publishes
-`k8s.ovn.org/pod-networks` on each pod with a port.
+`k8s.ovn.org/pod-networks` on each pod with a port. It also keeps every pod's labels and
+named container ports (`PodPolicyMeta`) and tells `on_policy_meta` listeners when those
+change (the NetworkPolicy source, k8s/policies.py; a status change tells nobody).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Interface
 from typing import Any
@@ -31,6 +34,7 @@ from lightkube.types import PatchType
 from pydantic import ValidationError
 
 from dpunet.contract.api import NODE_NAME, NodeSpec, PortInfo, check_node_name
+from dpunet.contract.policy import Protocol
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, Unavailable
 from dpunet.controller.ipam import mac_for_ip
@@ -246,6 +250,33 @@ def pod_view(pod: Pod) -> PodView | None:
     return PodView(meta.uid, node or None, notes.get(POD_NETWORKS_ANNOTATION))
 
 
+NamedPorts = tuple[tuple[str, Protocol, int], ...]  # sorted (name, protocol, number)
+
+
+@dataclass(frozen=True)
+class PodPolicyMeta:
+    """What NetworkPolicies see of a pod: its labels and named container ports."""
+
+    labels: tuple[tuple[str, str], ...]  # sorted
+    ports: NamedPorts
+
+
+def pod_policy_meta(pod: Pod) -> PodPolicyMeta:
+    """A Pod object's labels and named container ports (`spec.containers[].ports[]` with a
+    name; protocol TCP when unset; ports of a protocol policies cannot name are left out)."""
+    labels = (pod.metadata.labels if pod.metadata else None) or {}
+    ports = set()
+    for container in (pod.spec.containers if pod.spec else None) or []:
+        for port in container.ports or []:
+            try:
+                protocol = Protocol(port.protocol or "TCP")
+            except ValueError:
+                continue
+            if port.name and port.containerPort:
+                ports.add((port.name, protocol, int(port.containerPort)))
+    return PodPolicyMeta(tuple(sorted(labels.items())), tuple(sorted(ports)))
+
+
 def pod_networks(port: PortInfo) -> str:
     """`k8s.ovn.org/pod-networks` as OVN-Kubernetes writes it, for the "default" network
     (the default route is expressed by `gateway_ips`, as there)."""
@@ -270,8 +301,14 @@ class PodSource:
         self.client = client
         self.ports = ports
         self.pods: dict[tuple[str, str], PodView] = {}
+        self.policy_meta: dict[tuple[str, str], PodPolicyMeta] = {}
+        self.on_policy_meta: list[Callable[[], None]] = []
         self.synced = False
         self._dirty = _Dirty(interval)
+
+    def _policy_meta_changed(self) -> None:
+        for listener in self.on_policy_meta:
+            listener()
 
     async def run(self) -> None:
         """Watch Pods; release and annotate (until cancelled)."""
@@ -280,14 +317,17 @@ class PodSource:
             tasks.create_task(list_and_watch(self.client, Pod, self._listed, self._changed))
 
     async def _listed(self, items: list[Pod]) -> None:
-        pods = {}
+        pods, meta = {}, {}
         for pod in items:
             view = pod_view(pod)
             if view is not None and pod.metadata and pod.metadata.name and pod.metadata.namespace:
                 pods[(pod.metadata.namespace, pod.metadata.name)] = view
+                meta[(pod.metadata.namespace, pod.metadata.name)] = pod_policy_meta(pod)
         self.pods = pods
+        self.policy_meta = meta
         self.synced = True
         self._dirty.poke()
+        self._policy_meta_changed()
 
     async def _changed(self, kind: str, pod: Pod) -> None:
         view = pod_view(pod)
@@ -298,6 +338,8 @@ class PodSource:
         if kind == "DELETED":
             if self.pods.get(key, view).uid == view.uid:
                 self.pods.pop(key, None)
+                if self.policy_meta.pop(key, None) is not None:
+                    self._policy_meta_changed()
             try:
                 await self.release(meta.namespace, meta.name, view.uid, "pod deleted")
             except ControllerError as exc:  # the next sync retries
@@ -305,6 +347,10 @@ class PodSource:
                 self._dirty.poke()
         else:
             self.pods[key] = view
+            policy_meta = pod_policy_meta(pod)
+            if self.policy_meta.get(key) != policy_meta:
+                self.policy_meta[key] = policy_meta
+                self._policy_meta_changed()
 
     async def live(self, namespace: str, name: str) -> PodView | None:
         """The pod as the API server has it now (None: it does not exist)."""
