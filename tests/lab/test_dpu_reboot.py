@@ -1,7 +1,9 @@
 """DPU reboot recovery (lab `dpurb`): with three pods running (two on host1's VFs, one on
 cp), `lab reboot dpu1` kills every DPU process, resets the NIC function (representors back
-under their original names, down), loses the run directories (and, in the second test,
-OVS's conf.db) and boots the DPU again. The pods get their network back without being
+under their original names, down), loses its kernel state (brp0 and its address gone),
+the run directories (and, in the second test, OVS's conf.db) and boots the DPU again: the
+boot unit `lab up` installed with `dpu setup --install-unit` runs again (its ExecStart,
+the lab having no systemd) and provisions brp0 and its address with no change by hand. The pods get their network back without being
 recreated: same sandboxes, addresses and VFs in the same namespaces; nothing leaks on the
 DPU, in OVN or at the controller; the DPU lease is renewed by the new agent."""
 
@@ -24,6 +26,7 @@ from dpunet.lab.lab import Lab, down
 from dpunet.lab.runner import read_pid, run
 from dpunet.lab.selftest import pod_checks
 from dpunet.lab.topology import LabPlan, LabSpec
+from dpunet.setup import units
 
 pytestmark = pytest.mark.lab
 
@@ -99,7 +102,12 @@ def test_pods_get_their_network_back_after_a_dpu_reboot(lab: LabPlan, lose_ovs_d
     plan = lab
     assert failing_checks(plan) == []
     before = snapshot(plan)
-    agent_pid = read_pid(plan.node_dir(plan.node("dpu1")) / "dpunet-dpu.pid")
+    dpu = plan.node("dpu1")
+    agent_pid = read_pid(plan.node_dir(dpu) / "dpunet-dpu.pid")
+    unit = plan.unit_root(dpu) / units.UNIT_DIR / "dpunet-dpu-setup.service"
+    command = units.exec_start(unit.read_text())
+    assert command[1:3] == ["dpu", "setup"] and "--address" in command
+    assert (plan.unit_root(dpu) / units.UNIT_DIR / "multi-user.target.wants" / unit.name).exists()
 
     started = time.monotonic()
     Lab(plan).reboot("dpu1", lambda title, elapsed: None, lose_ovs_db=lose_ovs_db)

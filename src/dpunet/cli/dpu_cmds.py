@@ -14,6 +14,7 @@ from dpunet.cli.lazy import LazyGroup
 SUBCOMMANDS = {
     "setup": "dpunet.cli.setup_cmds:dpu_setup_cmd",
     "run": "dpunet.cli.dpu_agent_cmds:dpu_run",
+    "remove-unit": "dpunet.cli.setup_cmds:dpu_remove_unit",
 }
 
 

@@ -1,6 +1,5 @@
-"""`dpunet node run`: the full-node daemon (`dpunet-node`) in the foreground.
-
-Exported as the click command `node_run` (to be mounted under a `node` group by the main CLI).
+"""`dpunet node ...`: provisioning (`setup`, `remove-unit`, loaded lazily) and the full-node
+daemon (`dpunet-node`, `run`) in the foreground.
 """
 
 from __future__ import annotations
@@ -12,17 +11,25 @@ import click
 
 from dpunet import logs
 from dpunet.cli.agent_options import node_agent_options
+from dpunet.cli.lazy import LazyGroup
 from dpunet.cli.output import fail
 from dpunet.lifecycle import run_until_signalled
 from dpunet.settings import SettingsError, load_settings
 
 
-@click.group()
+@click.group(
+    cls=LazyGroup,
+    lazy_commands={
+        "setup": "dpunet.cli.setup_cmds:node_setup_cmd",
+        "remove-unit": "dpunet.cli.setup_cmds:node_remove_unit",
+        "run": "dpunet.cli.node_agent_cmds:node_run",
+    },
+)
 def node() -> None:
     """Commands for a full node (an ordinary node running OVS itself, e.g. the control plane)."""
 
 
-@node.command("run")
+@click.command("run")
 @node_agent_options("node-agent.md")
 @click.option("--ovs-db", help="Local OVS database.  [default: unix:$OVS_RUNDIR/db.sock]")
 @click.option("--integration-bridge", help="[default: br-int]")

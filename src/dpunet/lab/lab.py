@@ -51,6 +51,8 @@ from dpunet.lab.topology import (
     LabSpec,
     Node,
 )
+from dpunet.setup import units
+from dpunet.setup.plan import SetupError
 
 WIRE_BRIDGE = "ul"
 NIC_MARKER = "dpunet-lab:"  # ifalias prefix of the emulated NIC's netdevs (lab.nic)
@@ -232,67 +234,75 @@ class Lab:
         nic_control.start(self.plan)
 
     def _setup_cp_bridge(self) -> None:
+        """The full node's OVS settings and breth0 (the seed's ovs-node and ovnkube-node in
+        full mode), through `dpunet node setup`, installed as cp's boot unit; then the
+        default route (the node's own network configuration)."""
         plan, cp = self.plan, self.plan.cp
-        daemons.vsctl(
-            plan, cp, "--may-exist", "add-br", CP_BRIDGE,
-            "--", "set", "bridge", CP_BRIDGE, "datapath_type=netdev",
-            "--", "--may-exist", "add-port", CP_BRIDGE, "eth0",
+        self._dpunet(
+            cp,
+            "node", "setup",
+            "--uplink", "eth0",
+            "--bridge", CP_BRIDGE,
+            "--address", f"{cp.underlay_ip}/{plan.underlay_prefix}",
+            "--system-id", cp.name,
+            "--hostname", cp.name,
+            "--ovn-remote", f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock",
+            "--datapath-type", "netdev",
         )  # fmt: skip
-        ip(
-            "addr",
-            "add",
-            f"{cp.underlay_ip}/{plan.underlay_prefix}",
-            "dev",
-            CP_BRIDGE,
-            netns=cp.netns,
-        )
-        ip("link", "set", CP_BRIDGE, "up", netns=cp.netns)
         ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=cp.netns)
-        daemons.vsctl(
-            plan, cp, "set", "Open_vSwitch", ".",
-            f"external_ids:system-id={cp.name}",
-            f"external_ids:hostname={cp.name}",
-            f"external_ids:ovn-remote=unix:{plan.ovn_dir(cp)}/ovnsb_db.sock",
-            "external_ids:ovn-encap-type=geneve",
-            f"external_ids:ovn-encap-ip={cp.underlay_ip}",
-            "external_ids:ovn-bridge-datapath-type=netdev",
-            f"external_ids:ovn-bridge-mappings=physnet:{CP_BRIDGE}",
+
+    def _dpunet(self, node: Node, *args: str) -> None:
+        """A `dpunet ... setup` command in `node`, installed as its boot unit too."""
+        run(
+            [
+                sys.executable, "-m", "dpunet.cli.main", *args,
+                "--install-unit", "--unit-root", str(self.plan.unit_root(node)),
+            ],
+            netns=node.netns,
+            env=self.plan.node_env(node),
+            timeout=60,
         )  # fmt: skip
+
+    def boot_units(self, node: Node) -> None:
+        """Run the boot units installed on `node`, as systemd would at boot (the lab has no
+        systemd: each unit's ExecStart in the node, in name order)."""
+        directory = self.plan.unit_root(node) / units.UNIT_DIR
+        found = sorted(directory.glob("*.service"))
+        if not found:
+            raise LabError(f"{node.name} has no boot unit under {directory}")
+        for path in found:
+            try:
+                argv = units.exec_start(path.read_text())
+            except SetupError as exc:
+                raise LabError(f"{path}: {exc}") from exc
+            run(argv, netns=node.netns, env=self.plan.node_env(node), timeout=60)
 
     def _setup_dpu(self, dpu: Node) -> None:
         """The seed's "Worker-dpu Open vSwitch" section, through `dpunet dpu setup`."""
         host = self.plan.node(dpu.peer or "")
-        run(
-            [
-                sys.executable, "-m", "dpunet.cli.main", "dpu", "setup",
-                "--host-node", host.name,
-                "--uplink", DPU_UPLINK,
-                "--host-pf-rep", DPU_HOST_PF_REP,
-                "--bridge", DPU_BRIDGE,
-                "--gw-nexthop", str(EXT_ADDRESS),
-                "--encap-ip", str(dpu.underlay_ip),
-                "--system-id", dpu.name,
-                "--hostname", dpu.name,
-                "--ovn-remote", self.plan.sb_remote,
-                "--datapath-type", "netdev",
-            ],
-            netns=dpu.netns,
-            env=self.plan.node_env(dpu),
-            timeout=60,
+        self._dpunet(
+            dpu,
+            "dpu", "setup",
+            "--host-node", host.name,
+            "--uplink", DPU_UPLINK,
+            "--host-pf-rep", DPU_HOST_PF_REP,
+            "--bridge", DPU_BRIDGE,
+            "--gw-nexthop", str(EXT_ADDRESS),
+            "--address", f"{dpu.underlay_ip}/{self.plan.underlay_prefix}",
+            "--system-id", dpu.name,
+            "--hostname", dpu.name,
+            "--ovn-remote", self.plan.sb_remote,
+            "--datapath-type", "netdev",
         )  # fmt: skip
 
     def _setup_host(self, host: Node) -> None:
         """The seed's "Worker-host SR-IOV Configuration", through `dpunet host setup`
         (the emulated NIC starts with no VFs), then the host's underlay address."""
         ns = host.netns
-        run(
-            [
-                sys.executable, "-m", "dpunet.cli.main", "host", "setup",
-                "--pf", HOST_PF_NAME, "--num-vfs", str(self.plan.spec.vfs), "--mgmt-vf", "0",
-            ],
-            netns=ns,
-            env=self.plan.node_env(host),
-            timeout=60,
+        self._dpunet(
+            host,
+            "host", "setup",
+            "--pf", HOST_PF_NAME, "--num-vfs", str(self.plan.spec.vfs), "--mgmt-vf", "0",
         )  # fmt: skip
         prefix = self.plan.underlay_prefix
         ip("addr", "add", f"{host.underlay_ip}/{prefix}", "dev", HOST_PF_NAME, netns=ns)
@@ -323,7 +333,10 @@ class Lab:
             Step(f"{dpu.name}: {lost} lost", partial(self._lose_files, dpu, lose_ovs_db)),
             Step(f"boot: {dpu.name} network configuration", partial(self._dpu_network, dpu)),
             Step(f"boot: Open vSwitch on {dpu.name}", partial(daemons.start_ovs, self.plan, dpu)),
-            Step(f"boot: DPU bridge brp0 on {dpu.name}", partial(self._setup_dpu, dpu)),
+            Step(
+                f"boot: {dpu.name}'s boot units (dpu setup: brp0)",
+                partial(self.boot_units, dpu),
+            ),
             Step(f"boot: ovn-controller on {dpu.name}", partial(self._start_controller, dpu)),
         ]
         if not self.plan.spec.bare:

@@ -193,6 +193,11 @@ class LabPlan:
         """Per-node run directory (OVS/OVN databases, sockets, pid and log files)."""
         return self.run_dir / node.name
 
+    def unit_root(self, node: Node) -> Path:
+        """The node's root for systemd units (`etc/systemd/system` under it): where the
+        setup commands install their boot units, kept across a lab reboot as on a disk."""
+        return self.node_dir(node) / "root"
+
     def ovs_dir(self, node: Node) -> Path:
         """OVS_RUNDIR / OVS_LOGDIR / OVS_DBDIR of a node."""
         return self.node_dir(node) / "ovs"

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from dpunet.linux import netlink, sysctl
 from dpunet.linux.netlink import Address, KernelRoute, Link, Netlink
@@ -41,7 +41,8 @@ NETDEV_TIMEOUT = 10.0
 _REMOTE_RE = re.compile(r"^(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[^:\[\],]+):\d{1,5}$|^unix:[^,]+$")
 
 
-def _ovn_remote(value: str) -> str:
+def check_ovn_remote(value: str) -> str:
+    """`value` if it is a list of OVN remotes (ValueError otherwise)."""
     for part in value.split(","):
         if not _REMOTE_RE.match(part.strip()):
             raise ValueError(f"{part!r} is not an OVN remote like tcp:192.0.2.1:6642")
@@ -64,9 +65,13 @@ class DpuSetupConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    host_node: Name = Field(description="Kubernetes node name of the dpu-host this DPU serves")
+    host_node: Name | None = Field(
+        None, description="Kubernetes node name of the dpu-host this DPU serves (a DPU's)"
+    )
     uplink: IfName = Field(description="uplink netdev (p0)")
-    gw_nexthop: ipaddress.IPv4Address = Field(description="next hop of the node gateway")
+    gw_nexthop: ipaddress.IPv4Address | None = Field(
+        None, description="next hop of the node gateway (a DPU's)"
+    )
     encap_ip: ipaddress.IPv4Address | None = Field(
         None, description="Geneve endpoint; default: uplink IP"
     )
@@ -76,14 +81,32 @@ class DpuSetupConfig(BaseModel):
     hostname: Name | None = Field(
         None, description="external_ids:hostname; default: existing, else host"
     )
-    ovn_remote: Annotated[str, AfterValidator(_ovn_remote)] | None = None
+    ovn_remote: Annotated[str, AfterValidator(check_ovn_remote)] | None = None
     address: ipaddress.IPv4Interface | None = Field(
         None, description="the DPU's underlay address (CIDR) to have on the bridge"
     )
-    host_pf_rep: IfName = "pf0hpf"
+    host_pf_rep: IfName | None = "pf0hpf"
     bridge: IfName = "brp0"
     datapath_type: DatapathChoice = "auto"
     ovs_db: Annotated[str, AfterValidator(validate_remote)] = Field(default_factory=default_ovs_db)
+    full_node: bool = Field(
+        False,
+        description="a full node (`dpunet node setup`): no host PF representor, no "
+        "hw-offload, no dpu-host external ids",
+    )
+
+    @model_validator(mode="after")
+    def _role(self) -> DpuSetupConfig:
+        if self.full_node:
+            if self.host_node or self.gw_nexthop or self.host_pf_rep:
+                raise ValueError(
+                    "a full node serves no dpu-host: no host_node, gw_nexthop or host_pf_rep"
+                )
+            return self
+        missing = [n for n in ("host_node", "gw_nexthop", "host_pf_rep") if not getattr(self, n)]
+        if missing:
+            raise ValueError("a DPU needs " + ", ".join(missing))
+        return self
 
 
 @dataclass(frozen=True)
@@ -197,19 +220,19 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
     """The steps that bring the DPU from `state` to what `cfg` asks for (pure)."""
     if state.uplink is None:
         raise SetupError(f"uplink netdev {cfg.uplink!r} not found in this network namespace")
-    if state.host_pf_rep is None:
+    if cfg.host_pf_rep is not None and state.host_pf_rep is None:
         raise SetupError(
             f"host PF representor {cfg.host_pf_rep!r} not found in this network namespace"
         )
-    names = {cfg.uplink, cfg.host_pf_rep, cfg.bridge}
-    if len(names) != 3:
+    ports = [p for p in (cfg.uplink, cfg.host_pf_rep) if p is not None]
+    if len({*ports, cfg.bridge}) != len(ports) + 1:
         raise SetupError("--uplink, --host-pf-rep and --bridge must be three different names")
     existing_bridge = state.ovs.bridges.get(cfg.bridge)
     if existing_bridge is None and state.bridge_link is not None:
         raise SetupError(f"a netdev called {cfg.bridge!r} exists but is not an OVS bridge")
-    if cfg.uplink in state.ovs.bridges or cfg.host_pf_rep in state.ovs.bridges:
+    if any(p in state.ovs.bridges for p in ports):
         raise SetupError("the uplink and the host PF representor must not be OVS bridges")
-    for port in (cfg.uplink, cfg.host_pf_rep):
+    for port in ports:
         owner = state.ovs.bridge_of_port(port)
         if owner is not None and owner != cfg.bridge:
             raise SetupError(
@@ -243,8 +266,9 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
         and (given is None or str(given.ip) != encap)
     ):
         plan.warnings.append(f"encap IP {encap} is not an address of {cfg.uplink} or {cfg.bridge}")
-    in_given = given is not None and cfg.gw_nexthop in given.network
-    if not in_given and not _on_link(str(cfg.gw_nexthop), links):
+    nexthop = cfg.gw_nexthop
+    in_given = given is not None and nexthop is not None and nexthop in given.network
+    if nexthop is not None and not in_given and not _on_link(str(nexthop), links):
         plan.warnings.append(
             f"gateway next hop {cfg.gw_nexthop} is not in a subnet of {cfg.uplink}/{cfg.bridge}"
         )
@@ -253,17 +277,17 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
     plan.hostname = cfg.hostname or ext.get("hostname") or state.system_hostname
     plan.system_id = cfg.system_id or ext.get("system-id") or plan.hostname
 
-    hw_offload_now = state.ovs.other_config.get("hw-offload")
-    plan.steps.append(
-        step("other_config", "hw-offload", "hw-offload", show(hw_offload_now), "true")
-    )
-    desired_ids: dict[str, str] = {
-        "host-k8s-nodename": cfg.host_node,
-        "ovn-gw-interface": cfg.uplink,
-        "ovn-gw-nexthop": str(cfg.gw_nexthop),
-        "ovn-encap-ip": encap,
-        "ovn-encap-type": "geneve",
-    }
+    desired_ids: dict[str, str] = {}
+    if not cfg.full_node:
+        hw_offload_now = state.ovs.other_config.get("hw-offload")
+        plan.steps.append(
+            step("other_config", "hw-offload", "hw-offload", show(hw_offload_now), "true")
+        )
+        desired_ids["host-k8s-nodename"] = str(cfg.host_node)
+        desired_ids["ovn-gw-interface"] = cfg.uplink
+        desired_ids["ovn-gw-nexthop"] = str(cfg.gw_nexthop)
+    desired_ids["ovn-encap-ip"] = encap
+    desired_ids["ovn-encap-type"] = "geneve"
     remote = cfg.ovn_remote or ext.get("ovn-remote")
     if remote:
         desired_ids["ovn-remote"] = remote
@@ -308,7 +332,7 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
         )
     )
 
-    for link in (state.uplink, state.host_pf_rep):
+    for link in (state.uplink, *([state.host_pf_rep] if state.host_pf_rep else [])):
         plan.steps.append(
             step("link_up", link.name, f"{link.name} up", "up" if link.up else "down", "up")
         )
@@ -361,7 +385,7 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
             "up",
         )
     )
-    for port in (cfg.uplink, cfg.host_pf_rep):
+    for port in ports:
         plan.steps.append(
             step(
                 "port",
@@ -416,7 +440,7 @@ def gather_state(cfg: DpuSetupConfig, db: LocalOvs, nl: Netlink) -> DpuState:
     return DpuState(
         ovs=db.snapshot(),
         uplink=nl.link(cfg.uplink),
-        host_pf_rep=nl.link(cfg.host_pf_rep),
+        host_pf_rep=nl.link(cfg.host_pf_rep) if cfg.host_pf_rep else None,
         bridge_link=nl.link(cfg.bridge),
         uplink_arp_ignore=sysctl.read_arp_ignore(cfg.uplink),
         kernel_datapath=netlink.kernel_has_ovs_datapath(),
@@ -490,9 +514,9 @@ def apply_dpu(
         return
 
     # 2. netlink: links up, the uplink quiet (userspace datapath), addresses on the bridge.
-    assert state.uplink is not None and state.host_pf_rep is not None
+    assert state.uplink is not None
     bridge = _wait_link(nl, cfg.bridge, NETDEV_TIMEOUT)
-    for link in (state.uplink, state.host_pf_rep):
+    for link in (state.uplink, *([state.host_pf_rep] if state.host_pf_rep else [])):
         if ("link_up", link.name) in pending:
             nl.set_up(link.index)
     if ("arp_ignore", cfg.uplink) in pending:
