@@ -3,9 +3,10 @@ cp), `lab reboot dpu1` kills every DPU process, resets the NIC function (represe
 under their original names, down), loses its kernel state (brp0 and its address gone),
 the run directories (and, in the second test, OVS's conf.db) and boots the DPU again: the
 boot unit `lab up` installed with `dpu setup --install-unit` runs again (its ExecStart,
-the lab having no systemd) and provisions brp0 and its address with no change by hand. The pods get their network back without being
-recreated: same sandboxes, addresses and VFs in the same namespaces; nothing leaks on the
-DPU, in OVN or at the controller; the DPU lease is renewed by the new agent."""
+the lab having no systemd) and provisions brp0 and its address with no change by hand.
+The pods get their network back without being recreated: same sandboxes, addresses and
+VFs in the same namespaces; nothing leaks on the DPU, in OVN or at the controller; the DPU
+lease is renewed by the new agent."""
 
 from __future__ import annotations
 
