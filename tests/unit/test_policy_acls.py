@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from ovn_acl_eval import EvalAcl, Packet, allowed, matches
-from policy_oracle import Endpoint, connection_allowed, label_selector_matches
 from pydantic import ValidationError
 
 from dpunet.contract.policy import (
@@ -32,6 +31,7 @@ from dpunet.controller.policy_acls import (
     policy_port_group,
     selects,
 )
+from policy_oracle import Endpoint, connection_allowed, label_selector_matches
 
 NAMESPACES = {"a": {"team": "a", "env": "prod"}, "b": {"team": "b", "env": "prod"}, "c": {}}
 MGMT = {"host1": "198.18.1.2", "cp": "198.18.0.2"}

@@ -4,7 +4,9 @@
 client address it sees, until the network namespace file it watches disappears (the pod
 was removed) or it is killed. `probe`: sends COUNT requests to an address and prints, as
 JSON, how many answers came from which name, how many attempts were refused (TCP reset /
-ICMP unreachable) or timed out, and the client addresses the backends saw.
+ICMP unreachable) or timed out, and the client addresses the backends saw. `probe-many`:
+one request to each of several `PROTO:HOST:PORT` targets at once (a thread each), and
+prints, as JSON, each target's answer.
 Run inside a namespace with `ip netns exec` / `nsenter --net`.
 """
 
@@ -13,12 +15,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import socketserver
 import sys
 import threading
 import time
 from pathlib import Path
+
+_TARGET = re.compile(r"^(tcp|udp):[0-9.]+:[0-9]{1,5}$")
 
 
 class _Tcp(socketserver.ThreadingTCPServer):
@@ -113,8 +118,25 @@ def probe(protocol: str, host: str, port: int, count: int, timeout: float) -> di
     }
 
 
+def probe_many(targets: list[str], timeout: float) -> dict[str, str]:
+    """One request to each `PROTO:HOST:PORT` target, all at once: target -> answer."""
+    answers: dict[str, str] = {}
+
+    def one(target: str) -> None:
+        protocol, host, port = target.split(":")
+        answers[target] = _once(protocol, host, int(port), timeout)[0]
+
+    threads = [threading.Thread(target=one, args=(t,), daemon=True) for t in targets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return answers
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`serve NAME --tcp P --udp P --watch PATH --ready PATH` or `probe PROTO HOST PORT`."""
+    """`serve NAME --tcp P --udp P --watch PATH --ready PATH`, `probe PROTO HOST PORT` or
+    `probe-many PROTO:HOST:PORT...`."""
     parser = argparse.ArgumentParser(prog="python -m dpunet.lab.responder")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve")
@@ -129,9 +151,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("port", type=int)
     p.add_argument("--count", type=int, default=1)
     p.add_argument("--timeout", type=float, default=3.0, help="per request (s)")
+    m = sub.add_parser("probe-many")
+    m.add_argument("targets", nargs="+", metavar="PROTO:HOST:PORT")
+    m.add_argument("--timeout", type=float, default=3.0, help="per request (s)")
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args.name, args.tcp, args.udp, args.watch, args.ready)
+    elif args.command == "probe-many":
+        bad = [t for t in args.targets if not _TARGET.match(t)]
+        if bad:
+            parser.error(f"targets must be tcp|udp:HOST:PORT: {' '.join(bad)}")
+        json.dump(probe_many(args.targets, args.timeout), sys.stdout)
     else:
         json.dump(probe(args.protocol, args.host, args.port, args.count, args.timeout), sys.stdout)
 

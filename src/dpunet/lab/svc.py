@@ -19,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,15 +61,24 @@ def _namespace(plan: LabPlan, service: str) -> str:
 
 # ------------------------------------------------------------------ responders
 def start_responders(
-    plan: LabPlan, service: str, backends: list[pods.Pod], protocol: str, port: int
+    plan: LabPlan,
+    service: str,
+    backends: list[pods.Pod],
+    protocol: str,
+    port: int,
+    *,
+    more: Sequence[tuple[str, int]] = (),
 ) -> None:
-    """One responder per backend pod on `port`, answering with the pod's name."""
+    """One responder per backend pod on `port` (and each (protocol, port) of `more`),
+    answering with the pod's name."""
     stop_responders(plan, service)
     d = responders_dir(plan, service)
     d.mkdir(parents=True)
     for pod in backends:
         ready = d / f"{pod.name}.ready"
-        argv = [*_RESPONDER, "serve", pod.name, f"--{protocol}", str(port)]
+        argv = [*_RESPONDER, "serve", pod.name]
+        for proto, number in [(protocol, port), *more]:
+            argv += [f"--{proto}", str(number)]
         argv += ["--watch", pod.netns, "--ready", str(ready)]
         with open(d / f"{pod.name}.log", "ab") as log:
             proc = subprocess.Popen(
@@ -191,6 +201,21 @@ def probe(
         result = json.loads(proc.stdout)
         return {"answers": dict(result["answers"]), "peers": list(result["peers"])}
     except (ValueError, KeyError) as exc:
+        raise LabError(f"probe in {netns} failed: {proc.stderr.strip()}") from exc
+
+
+def probe_many(
+    netns: str, targets: Sequence[tuple[str, str, int]], timeout: float = 1.0
+) -> dict[tuple[str, str, int], str]:
+    """One request to each (protocol, host, port) from inside `netns`, all at once: each
+    target's answer (the responder's name, or `refused`, `reset`, `timeout`, `error:...`)."""
+    names = {f"{proto}:{host}:{port}": (proto, host, port) for proto, host, port in targets}
+    argv = [*_RESPONDER, "probe-many", *names, "--timeout", str(timeout)]
+    proc = run(argv, netns=netns, check=False, timeout=timeout + 30)
+    try:
+        result = json.loads(proc.stdout)
+        return {names[name]: str(answer) for name, answer in result.items()}
+    except (ValueError, KeyError, AttributeError) as exc:
         raise LabError(f"probe in {netns} failed: {proc.stderr.strip()}") from exc
 
 
