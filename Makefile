@@ -1,10 +1,12 @@
 # The two commands a new user needs (see README.md):
 #   make demo  - install everything, bring up the emulated DPU lab, show it, tear it down
 #   make test  - install everything, run linters and the whole test suite
+#   make image - the dpunet image, localhost/dpunet:<version>, built here without a registry
+#                (ARCH=arm64 for the DPU's; see docs/kubernetes.md "The image")
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint deps unit test-other-release
+.PHONY: demo test lint deps unit image test-other-release
 
 deps:
 	@VENV=$(VENV) scripts/install-deps.sh
@@ -22,6 +24,9 @@ test: lint
 
 unit: deps
 	$(BIN)/pytest -m "not lab"
+
+image: deps
+	VENV=$(VENV) scripts/build-image.sh $(if $(ARCH),--arch $(ARCH))
 
 # CI, after `make test`: unit tests and `make demo` in a chroot of the other
 # supported Debian release (13 on a Debian 12 host, 12 on 13).
