@@ -173,6 +173,7 @@ class ControllerProc:
         (self.dir / "tokens").chmod(0o600)
         self.settings = {
             "nb_remotes": nb_remotes,
+            "sb_remotes": [],  # NB up only, unless a test passes its SB
             "listen": [f"127.0.0.1:{self.port}", f"unix:{self.socket}"],
             "token_file": str(self.dir / "tokens"),
             "cluster_cidr": "198.18.0.0/16",

@@ -129,6 +129,14 @@ def test_registered_nodes_have_the_topology(lab: tuple[LabPlan, Client]) -> None
     assert node["subnet"].startswith("198.18.") and node["mgmt_ip"].endswith(".2/24")
 
 
+def _ready_by(client: httpx.Client, source: str) -> float:
+    """The controller's count of PUTs answered ready from `source` (sb or nb)."""
+    text = client.get("/metrics").text
+    line = f'dpunet_controller_port_ready_total{{source="{source}"}} '
+    found = [row for row in text.splitlines() if row.startswith(line)]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
 def test_vf_port_is_answered_once_up_on_dpu1(lab: tuple[LabPlan, Client]) -> None:
     plan, client = lab
     lsp, uid = f"{NS}_probe-vf", "uid-probe-vf"
@@ -138,8 +146,7 @@ def test_vf_port_is_answered_once_up_on_dpu1(lab: tuple[LabPlan, Client]) -> Non
         # nothing plugs it yet: the deadline names what it waited for
         resp = host.put(f"/v1/ports/{NS}/probe-vf", json=body, params={"timeout": 2})
         assert resp.status_code == 504, resp.text
-        assert f"Logical_Switch_Port {lsp} up=true" in resp.json()["detail"]
-        assert "dpu1" in resp.json()["detail"]
+        assert f"port {lsp} to be up on chassis dpu1" in resp.json()["detail"]
 
         # the SB Port_Binding carries the plug options and requested_chassis = dpu1
         binding = json.loads(
@@ -159,6 +166,7 @@ def test_vf_port_is_answered_once_up_on_dpu1(lab: tuple[LabPlan, Client]) -> Non
         chassis = _sb(plan, "--bare", "--columns=_uuid", "find", "Chassis", "name=dpu1").strip()
         assert binding["data"][0][1] == ["uuid", chassis]
 
+        sb_ready = _ready_by(host, "sb")
         result: dict[str, httpx.Response] = {}
         worker = threading.Thread(
             target=lambda: result.setdefault("r", host.put(f"/v1/ports/{NS}/probe-vf", json=body))
@@ -186,6 +194,8 @@ def test_vf_port_is_answered_once_up_on_dpu1(lab: tuple[LabPlan, Client]) -> Non
             assert resp.status_code == 200, resp.text
             assert resp.json()["up"] is True
             assert time.monotonic() - started < 15
+            # answered from SB's Port_Binding.up, before northd's pass to NB up
+            assert _ready_by(host, "sb") == sb_ready + 1
             assert daemons.nbctl(plan, "get", "Logical_Switch_Port", lsp, "up").strip() == "true"
             bound = _sb(
                 plan, "--bare", "--columns=chassis", "find", "Port_Binding", f"logical_port={lsp}"

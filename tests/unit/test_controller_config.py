@@ -19,6 +19,7 @@ def test_defaults_are_the_seed_deployment() -> None:
     assert cfg.plug_mode is PlugMode.AGENT and cfg.physnet == "physnet"
     assert cfg.port_timeout == 60 and cfg.wait_for_up and cfg.mtu == 1400
     assert cfg.listen == ["0.0.0.0:9477"]
+    assert cfg.sb_remotes == ["unix:/var/run/ovn/ovnsb_db.sock"]
 
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
@@ -27,12 +28,14 @@ def test_file_then_env_then_flags(tmp_path: Path) -> None:
     env = {
         "DPUNET_NODE_PREFIX": "25",
         "DPUNET_NB_REMOTES": "tcp:192.0.2.10:6641, tcp:192.0.2.11:6641",
+        "DPUNET_SB_REMOTES": "tcp:192.0.2.10:6642",
         "DPUNET_SYSFS_ROOT": "/elsewhere",  # another daemon's setting: ignored
     }
     cfg = load_settings(ControllerConfig, path, env, {"mtu": 1400, "listen": None})
     assert cfg.cluster_cidr == IPv4Network("198.18.0.0/16")
     assert cfg.node_prefix == 25 and cfg.mtu == 1400
     assert cfg.nb_remotes == ["tcp:192.0.2.10:6641", "tcp:192.0.2.11:6641"]
+    assert cfg.sb_remotes == ["tcp:192.0.2.10:6642"]
 
 
 def test_json_file_works_too(tmp_path: Path) -> None:
@@ -48,6 +51,7 @@ def test_json_file_works_too(tmp_path: Path) -> None:
         ({"cluster_cidr": "10.0.0.0/16", "service_cidr": "10.0.128.0/17"}, "overlaps"),
         ({"cluster_cidr": "10.0.0.0/24", "node_prefix": 20}, "shorter than"),
         ({"nb_remotes": ["ssl:1.2.3.4:6641"]}, "unix:PATH or tcp:HOST:PORT"),
+        ({"sb_remotes": ["tcp:central"]}, "SB remote 'tcp:central' must be"),
         ({"listen": ["nowhere"]}, "HOST:PORT or unix:PATH"),
         ({"node_prefix": 30}, "node_prefix"),
         ({"plug_mode": "magic"}, "plug_mode"),

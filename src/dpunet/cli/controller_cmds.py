@@ -31,6 +31,7 @@ def controller() -> None:
 )
 @click.option("--listen", multiple=True, help="HOST:PORT or unix:PATH (repeatable).")
 @click.option("--nb-remote", "nb_remotes", multiple=True, help="OVN NB remote (repeatable).")
+@click.option("--sb-remote", "sb_remotes", multiple=True, help="OVN SB remote (repeatable).")
 @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), default=None)
 @click.option("--cluster-cidr", default=None, help="Pod network (default 10.233.64.0/18).")
 @click.option("--node-prefix", type=int, default=None, help="Node subnet size (default 24).")
@@ -39,6 +40,7 @@ def run(
     config_path: Path | None,
     listen: tuple[str, ...],
     nb_remotes: tuple[str, ...],
+    sb_remotes: tuple[str, ...],
     token_file: Path | None,
     cluster_cidr: str | None,
     node_prefix: int | None,
@@ -54,6 +56,7 @@ def run(
     overrides: dict[str, Any] = {
         "listen": list(listen) or None,
         "nb_remotes": list(nb_remotes) or None,
+        "sb_remotes": list(sb_remotes) or None,
         "token_file": token_file,
         "cluster_cidr": cluster_cidr,
         "node_prefix": node_prefix,

@@ -25,6 +25,7 @@ from dpunet.controller.nodes import NodeService
 from dpunet.controller.policies import PolicyController
 from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
+from dpunet.controller.sb import SbBindings, SbMonitor
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
 from dpunet.logs import event
@@ -42,7 +43,11 @@ class Controller:
 
     def __init__(self, cfg: ControllerConfig) -> None:
         self.cfg = cfg
-        self.nb = NbClient(cfg.nb_remotes, cfg.nb_timeout, cfg.nb_workers)
+        self.sb: SbMonitor | None = None
+        if cfg.wait_for_up and cfg.sb_remotes:
+            self.sb = SbMonitor(cfg.sb_remotes, SbBindings())
+        bindings = self.sb.bindings if self.sb is not None else None
+        self.nb = NbClient(cfg.nb_remotes, cfg.nb_timeout, cfg.nb_workers, bindings)
         self.state = ClusterState(cfg)
         self.metrics = Metrics(self.state.node_stats)
         self.reconciler = Reconciler(cfg, self.nb, self.state, self.metrics)
@@ -167,6 +172,13 @@ class Controller:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._reload_wanted.wait(), _TICK_S)
 
+    def start_sb(self) -> None:
+        """Start watching SB for ports that are up (when configured)."""
+        if self.sb is not None:
+            self.sb.start()
+
     async def close(self) -> None:
-        """Release the NB connection."""
+        """Release the NB and SB connections."""
+        if self.sb is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.sb.stop)
         await self.nb.close()

@@ -13,7 +13,14 @@ from ipaddress import IPv4Address, IPv4Network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from dpunet.contract.lsp import PlugMode
 
@@ -39,6 +46,11 @@ class ControllerConfig(BaseModel):
         min_length=1,
         description="OVN Northbound remotes (unix:PATH or tcp:HOST:PORT); all raft members.",
     )
+    sb_remotes: list[str] = Field(
+        default=["unix:/var/run/ovn/ovnsb_db.sock"],
+        description="OVN Southbound remotes (unix:PATH or tcp:HOST:PORT), read only, to see "
+        "ports up one northd pass earlier; all raft members; []: NB up only.",
+    )
     listen: list[str] = Field(
         default=[f"0.0.0.0:{DEFAULT_PORT}"],
         min_length=1,
@@ -61,7 +73,9 @@ class ControllerConfig(BaseModel):
     plug_mode: PlugMode = PlugMode.AGENT
     physnet: str = Field(default="physnet", pattern=r"^[A-Za-z0-9][A-Za-z0-9-]{0,31}$")
     wait_for_up: bool = Field(
-        default=True, description="Answer a port PUT only once Logical_Switch_Port.up is true."
+        default=True,
+        description="Answer a port PUT only once it is ready: SB Port_Binding.up on its "
+        "chassis or NB Logical_Switch_Port.up (docs/controller.md).",
     )
     port_timeout: float = Field(
         default=60.0, gt=0, le=600, description="Default per-request deadline of a port PUT (s)."
@@ -136,12 +150,13 @@ class ControllerConfig(BaseModel):
         first, last = (int(p) for p in self.node_port_range.split("-"))
         return range(first, last + 1)
 
-    @field_validator("nb_remotes")
+    @field_validator("nb_remotes", "sb_remotes")
     @classmethod
-    def _valid_remotes(cls, value: list[str]) -> list[str]:
+    def _valid_remotes(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        db = "SB" if info.field_name == "sb_remotes" else "NB"
         for remote in value:
             if not _REMOTE_RE.match(remote):
-                raise ValueError(f"NB remote {remote!r} must be unix:PATH or tcp:HOST:PORT")
+                raise ValueError(f"{db} remote {remote!r} must be unix:PATH or tcp:HOST:PORT")
         return value
 
     @field_validator("listen")

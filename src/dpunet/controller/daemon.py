@@ -64,6 +64,7 @@ async def serve(cfg: ControllerConfig) -> None:
     server = uvicorn.Server(
         uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
     )
+    ctl.start_sb()
     supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
     service_sync = asyncio.create_task(ctl.services.run(), name="dpunet-services")
     policy_sync = asyncio.create_task(ctl.policies.run(), name="dpunet-policies")
@@ -81,6 +82,7 @@ async def serve(cfg: ControllerConfig) -> None:
         "controller.start",
         listen=",".join(cfg.listen),
         nb=",".join(cfg.nb_remotes),
+        sb=",".join(cfg.sb_remotes) if ctl.sb is not None else "-",
         cluster_cidr=str(cfg.cluster_cidr),
         node_prefix=cfg.node_prefix,
     )

@@ -66,6 +66,13 @@ class Metrics:
             buckets=_BUCKETS,
             registry=self.registry,
         )
+        self.port_ready = Counter(
+            "dpunet_controller_port_ready",
+            "Port PUTs answered ready, by what showed it first (sb: Port_Binding.up, nb: "
+            "Logical_Switch_Port.up)",
+            ["source"],
+            registry=self.registry,
+        )
         self.requests = Counter(
             "dpunet_controller_requests",
             "API requests by method, route and status code",

@@ -15,9 +15,11 @@
   sent) raises `NbOutcomeUnknown`; callers then keep what they allocated until a
   resync with NB settles it.
 - `wait_port_up` needs no read: the IDL thread keeps the set of LSP rows that are up
-  (from its change notifications) and wakes the waiters of a port that changed; a read
-  under the IDL lock every few seconds catches a port removed or replaced meanwhile.
-  (Reads wait for the IDL lock, which a transaction holds for its whole round trip.)
+  (from its change notifications) and wakes the waiters of a port that changed; with an
+  SB view (controller/sb.py) the SB binding's `up` on the requested chassis counts as
+  well, whichever comes first. A read under the IDL lock every few seconds catches a
+  port removed or replaced meanwhile. (Reads wait for the IDL lock, which a transaction
+  holds for its whole round trip.)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from dpunet.controller.nbcommands import (
     read_column,
 )
 from dpunet.controller.policy_nb import ACL_TABLE, ADDRESS_SET, NB_GLOBAL, PORT_GROUP
+from dpunet.controller.sb import Expected, SbBindings
 from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
 from dpunet.ovsdb.api import NbApi
@@ -210,7 +213,9 @@ class WriteQueue:
 class NbClient:
     """Northbound access for the controller (see the module docstring)."""
 
-    def __init__(self, remotes: list[str], timeout: float, workers: int = 8) -> None:
+    def __init__(
+        self, remotes: list[str], timeout: float, workers: int = 8, sb: SbBindings | None = None
+    ) -> None:
         self.remotes = remotes
         self.timeout = timeout
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="dpunet-nb")
@@ -222,6 +227,9 @@ class NbClient:
         self.port_rows = PortRows()
         self._change_listeners: tuple[Callable[[str], None], ...] = ()
         self.writes = WriteQueue(self._commit_batch, self._executor)
+        self.sb = sb
+        if sb is not None:
+            sb.listener = self._port_event
 
     # ------------------------------------------------------------ connection
     async def connect(self, retry_interval: float = 1.0) -> None:
@@ -359,6 +367,10 @@ class NbClient:
             self._up_rows[name] = row.uuid
         elif self._up_rows.get(name) == row.uuid:
             del self._up_rows[name]
+        self._port_event(name)
+
+    def _port_event(self, name: str) -> None:
+        """Any thread: something port `name`'s waiters look at changed."""
         loop = self._loop
         if loop is not None and name in self._waiters:
             with contextlib.suppress(RuntimeError):  # loop already closed
@@ -369,18 +381,29 @@ class NbClient:
             if not fut.done():
                 fut.set_result(None)
 
+    def _has_row(self, row: uuid.UUID) -> bool:
+        """The replica holds LSP row `row` (no lock needed)."""
+        idl = self._idl
+        return idl is not None and row in idl.tables[LSP].rows
+
     def _seen_up(self, name: str, row: uuid.UUID) -> bool:
         """LSP `name` is row `row` with up=true in the replica (no lock needed)."""
-        idl = self._idl
-        return (
-            self._up_rows.get(name) == row
-            and idl is not None
-            and row in idl.tables[LSP].rows  # (not dropped by a reconnection since)
-        )
+        # (the row check: not dropped by a reconnection since)
+        return self._up_rows.get(name) == row and self._has_row(row)
 
-    async def wait_port_up(self, name: str, row: uuid.UUID, deadline: float, what: str) -> None:
-        """Return once LSP `name` (row `row`) has `up=true`; DeadlineExceeded at `deadline`
-        (event-loop time). `what` describes the wait for the error message."""
+    async def wait_port_up(
+        self,
+        name: str,
+        row: uuid.UUID,
+        deadline: float,
+        what: str,
+        expect: Expected | None = None,
+    ) -> str:
+        """Return once LSP `name` (row `row`) has `up=true` ("nb") or, with `expect` and
+        an SB view, once SB shows its binding up as `expect` says while the row is still
+        in NB ("sb"), whichever first; DeadlineExceeded at `deadline` (event-loop time).
+        `what` describes the wait for the error message. A port removed or replaced
+        meanwhile is a Conflict."""
         loop = asyncio.get_running_loop()
         last_error = ""
         read_at = loop.time() + _RECHECK_S
@@ -389,7 +412,14 @@ class NbClient:
             self._waiters.setdefault(name, set()).add(fut)
             try:
                 if self._seen_up(name, row):
-                    return
+                    return "nb"
+                if (
+                    expect is not None
+                    and self.sb is not None
+                    and self.sb.ready(name, expect)
+                    and self._has_row(row)  # (else replaced: the next read says so)
+                ):
+                    return "sb"
                 if loop.time() >= read_at:
                     read_at = loop.time() + _RECHECK_S
                     try:
@@ -405,7 +435,7 @@ class NbClient:
                                 f"port {name} was removed or replaced while waiting for it"
                             )
                         if state.up:
-                            return
+                            return "nb"
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     raise DeadlineExceeded(f"timed out waiting for {what}{last_error}")

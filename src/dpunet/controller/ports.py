@@ -43,6 +43,7 @@ from dpunet.controller.nbcommands import (
     ReadPortName,
     WritePort,
 )
+from dpunet.controller.sb import Expected
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import NodeRecord, NodeRole, PodPort, pod_gateway, pod_lsp
 from dpunet.logs import event
@@ -102,7 +103,8 @@ class PortService:
     async def put(
         self, who: Principal, namespace: str, name: str, req: PortRequest, timeout: float | None
     ) -> PortInfo:
-        """Allocate, write the LSP, wait for `up` (all within the request's deadline)."""
+        """Allocate, write the LSP, wait until it is ready (SB or NB `up`, whichever first;
+        docs/controller.md), all within the request's deadline."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + (timeout or self.cfg.port_timeout)
@@ -120,14 +122,19 @@ class PortService:
                     who, namespace, name, req, deadline
                 )
             phase_done = loop.time()
+            ready_by = None
             if self.cfg.wait_for_up:
-                await self.nb.wait_port_up(
+                spec = pod_lsp(self.cfg, node, port)
+                ready_by = await self.nb.wait_port_up(
                     lsp,
                     row_uuid,
                     deadline,
-                    f"Logical_Switch_Port {lsp} up=true (to be bound on chassis {node.chassis})",
+                    f"port {lsp} to be up on chassis {node.chassis} (SB Port_Binding.up or "
+                    "Logical_Switch_Port.up)",
+                    Expected(node.chassis, spec.addresses, spec.external_ids),
                 )
                 self.metrics.port_setup.labels("wait_up").observe(loop.time() - phase_done)
+                self.metrics.port_ready.labels(ready_by).inc()
         except ControllerError as exc:
             event(
                 log,
@@ -158,6 +165,7 @@ class PortService:
             ip=str(port.ip),
             mac=port.mac,
             up=self.cfg.wait_for_up,
+            ready_by=ready_by,
             ms=round(total * 1000, 1),
         )
         return self.info(port, self.cfg.wait_for_up)

@@ -238,6 +238,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
     files: dict[str, dict[str, Any]] = {
         "controller.yaml": {
             "nb_remotes": [f"tcp:{values.central}:6641"],
+            "sb_remotes": [f"tcp:{values.central}:6642"],
             "listen": [f"0.0.0.0:{CONTROLLER_PORT}"],
             "cluster_cidr": str(values.cluster_cidr),
             "node_prefix": values.node_prefix,

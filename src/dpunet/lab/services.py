@@ -171,6 +171,7 @@ def start_controller(plan: LabPlan) -> None:
         yaml.safe_dump(
             {
                 "nb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnnb_db.sock"],
+                "sb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock"],
                 "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
                 "token_file": str(plan.run_dir / "tokens" / "controller"),
                 "cluster_cidr": LAB_CLUSTER_CIDR,
