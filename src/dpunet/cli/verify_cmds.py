@@ -1,4 +1,5 @@
-"""`dpunet verify offload|topology`: is the traffic offloaded (and why not), is the layout right."""
+"""`dpunet verify offload|topology|policy`: is the traffic offloaded (and why not), is the
+layout right, which ACLs a pod's connection hits."""
 
 from __future__ import annotations
 
@@ -10,11 +11,12 @@ from rich.markup import escape
 from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.lab.runner import LabError
 from dpunet.ovsdb.remote import OvsdbError
-from dpunet.verify.targets import DEFAULT_PF, DpuTarget, HostTarget, select_targets
+from dpunet.verify.targets import DEFAULT_PF, DpuTarget, HostTarget, ovn_remotes, select_targets
 
 if TYPE_CHECKING:
     from dpunet.verify.layout import LayoutReport
     from dpunet.verify.offload import OffloadReport
+    from dpunet.verify.policy import PolicyTrace
 
 # verify's modules are imported by the commands: every `dpunet` invocation imports this one.
 
@@ -215,6 +217,64 @@ def _print_layout(report: LayoutReport) -> None:
     console.print(table(None, ["node", "check", "result", "found", "fix"], rows))
     n = len(report.deviations)
     console.print("[green]layout as expected[/]" if not n else f"[red]{n} deviation(s)[/]")
+
+
+@verify.command("policy")
+@lab_option
+@click.option("--from", "source", required=True, metavar="NS/POD", help="The client pod.")
+@click.option(
+    "--to", "destination", required=True, metavar="NS/POD|IP", help="The server pod or address."
+)
+@click.option(
+    "--port", "port", default="80/tcp", show_default=True, metavar="NUMBER[/tcp|udp|sctp]"
+)
+@click.option("--nb-remote", default=None, help="OVN Northbound (default: the lab's, OVN_NB_DB).")
+@click.option("--sb-remote", default=None, help="OVN Southbound (default: the lab's, OVN_SB_DB).")
+@output_option()
+def policy_cmd(
+    lab: str | None,
+    source: str,
+    destination: str,
+    port: str,
+    nb_remote: str | None,
+    sb_remote: str | None,
+    output: str,
+) -> None:
+    """Whether OVN lets a new connection from a pod through, and which ACLs (dpunet's
+    policy identities) its first packet hits: ovn-trace over Northbound/Southbound.
+    Exits 0 when it traced (the verdict is in the output)."""
+    from dpunet.verify.policy import PolicyTraceError, trace_policy
+
+    try:
+        nb, sb = ovn_remotes(lab, nb_remote, sb_remote)
+        result = trace_policy(nb, sb, source, destination, port)
+    except (LabError, ValueError, PolicyTraceError) as exc:
+        fail(escape(str(exc)))
+        raise AssertionError("unreachable") from exc
+    if not emit_data(result.to_dict(), output):
+        _print_policy(result)
+
+
+def _print_policy(result: PolicyTrace) -> None:
+    verdict = "[green]allowed[/]" if result.allowed else "[red]denied[/]"
+    console.print(
+        f"{escape(result.source)} -> {escape(result.destination)} "
+        f"{result.port}/{result.protocol}: {verdict}"
+    )
+    rows = [
+        (
+            h.datapath,
+            h.stage,
+            h.priority,
+            escape(h.actions),
+            escape(h.acl or (f"ACL {h.foreign_acl} (not dpunet's)" if h.foreign_acl else "OVN")),
+            escape(h.acl_match or "-"),
+        )
+        for h in result.hits
+    ]
+    console.print(
+        table("ACL stages passed", ["switch", "stage", "priority", "action", "ACL", "match"], rows)
+    )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ from dpunet.contract.api import DNS_LABEL, PORT_NAME, LabelKey, LabelValue
 from dpunet.contract.services import Protocol
 
 MAX_RULES = 64  # rules per direction, peers and ports per rule (a sanity bound)
+# external_ids of the OVN rows a policy becomes (the controller writes, verify reads them)
+POLICY_KEY = "dpunet:policy"  # <ns>/<name> on a policy's port group and ACLs
+ACL_KEY = "dpunet:acl"  # an ACL's identity among dpunet's
 
 PortName = Annotated[str, StringConstraints(pattern=PORT_NAME)]
 

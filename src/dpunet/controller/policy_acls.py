@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
 from dpunet.contract.policy import (
+    ACL_KEY,
+    POLICY_KEY,
     IPBlock,
     LabelSelector,
     NetworkPolicyPeer,
@@ -47,9 +49,7 @@ HAIRPIN_IP = "169.254.169.5"  # a Service's hairpin SNAT address (service_lbs.HA
 ARP_MATCH = "(arp || nd)"
 AFTER_LB = {"apply-after-lb": "true"}
 
-POLICY_KEY = "dpunet:policy"  # <ns>/<name> on a policy's port group and ACLs
 SPEC_KEY = "dpunet:policy-spec"  # the policy's spec (JSON) on its port group
-ACL_KEY = "dpunet:acl"  # an ACL's identity
 SELECTOR_KEY = "dpunet:selector"  # an address set's peer selector (JSON)
 OVNK_NAME = "k8s.ovn.org/name"
 OVNK_OWNER_TYPE = "k8s.ovn.org/owner-type"

@@ -110,6 +110,24 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
     return dpus, hosts
 
 
+def ovn_remotes(lab: str | None, nb_remote: str | None, sb_remote: str | None) -> tuple[str, str]:
+    """OVN Northbound and Southbound remotes: those given, else the lab's (its unix
+    sockets on cp), else OVN_NB_DB / OVN_SB_DB as ovn-nbctl and ovn-sbctl read them.
+    ValueError when one is unknown; LabError when the lab is not up."""
+    if lab is not None:
+        from dpunet.lab.lab import load_plan
+
+        plan = load_plan(lab)
+        ovn = plan.ovn_dir(plan.cp)
+        nb_remote = nb_remote or f"unix:{ovn}/ovnnb_db.sock"
+        sb_remote = sb_remote or f"unix:{ovn}/ovnsb_db.sock"
+    nb = nb_remote or os.environ.get("OVN_NB_DB")
+    sb = sb_remote or os.environ.get("OVN_SB_DB")
+    if not nb or not sb:
+        raise ValueError("give --lab, or --nb-remote and --sb-remote (or OVN_NB_DB, OVN_SB_DB)")
+    return nb, sb
+
+
 def select_targets(
     lab: str | None, node: str | None, pf: str = DEFAULT_PF, sb_remote: str | None = None
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
