@@ -13,8 +13,13 @@ API server does:
 - NetworkPolicy: `spec.policyTypes` defaulted on create and update when empty (Ingress,
   plus Egress with egress rules), and each port's `protocol` to TCP, as the API server's
   defaulting does; then stored as sent.
-- Both kinds are served (an empty list, an empty watch) before the first object exists.
+- Both kinds, and Services and EndpointSlices, are served (an empty list, an empty watch)
+  before the first object exists.
 - An object created under `/namespaces/<ns>/` without `metadata.namespace` gets it.
+
+`KubeMock.permissions()` maps what a caller did (each recorded method and path) to the
+RBAC rules it needed (API group, resource, verb), and `granted()` reads the same triples
+from rendered Roles/ClusterRoles: a test compares the two (least privilege).
 """
 
 from __future__ import annotations
@@ -34,11 +39,14 @@ import yaml
 from kmock._internal import parsing as kmock_parsing
 
 T = TypeVar("T")
+Permission = tuple[str, str, str]  # (API group, resource[/subresource], verb)
 TOKENREVIEWS = "authentication.k8s.io/v1/tokenreviews"
 CONTROLLER_TOKEN = "controller-sa-token-0123456789"
 SEED_RESOURCE = "mellanox.com/mlnx_sriov_cx6"
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 NETWORK_POLICIES = kmock.resource("networking.k8s.io", "v1", "networkpolicies")
+SERVICES = kmock.resource("", "v1", "services")
+ENDPOINT_SLICES = kmock.resource("discovery.k8s.io", "v1", "endpointslices")
 NAME_LABEL = "kubernetes.io/metadata.name"
 _NAMESPACE_PATH = re.compile(r"/api/v1/namespaces(?:/([^/]+)(?:/(status|finalize))?)?/?")
 _kmock_parse_path = kmock_parsing.parse_path
@@ -76,9 +84,12 @@ class Cluster(kmock.KubernetesEmulator):
     users: dict[str, tuple[dict[str, Any], list[str]]]
 
     def serve_builtin_kinds(self) -> None:
-        """Namespaces and NetworkPolicies are listed and watched before any exists."""
+        """The built-in kinds the controller watches are listed and watched before any
+        object of theirs exists (kmock serves a kind only once it has an object)."""
         self.resources[NAMESPACES] = {"namespaced": False, "kind": "Namespace"}
         self.resources[NETWORK_POLICIES] = {"namespaced": True, "kind": "NetworkPolicy"}
+        self.resources[SERVICES] = {"namespaced": True, "kind": "Service"}
+        self.resources[ENDPOINT_SLICES] = {"namespaced": True, "kind": "EndpointSlice"}
 
     def _stored(self, request: Any) -> dict[str, Any] | None:
         key = (request.resource, request.namespace, request.name)
@@ -266,6 +277,15 @@ class KubeMock:
         return None if resp.status_code == 404 else dict(resp.json())
 
     # -------------------------------------------------------------- records
+    def permissions(self, token: str = CONTROLLER_TOKEN) -> set[Permission]:
+        """The RBAC permissions the requests made with `token` needed."""
+        wanted = f"Bearer {token}"
+        return {
+            permission(r.method, r.url.path, "watch" in r.url.query)
+            for r in self.requests()
+            if r.headers.get("Authorization") == wanted
+        }
+
     def requests(self, method: str | None = None, path: str = "") -> list[Any]:
         """What kmock recorded (optionally one method and a path prefix)."""
 
@@ -282,3 +302,44 @@ class KubeMock:
         """Events in `namespace` as the API lists them."""
         listed = self.get(f"/api/v1/namespaces/{namespace}/events")  # 404 until the first
         return list(listed["items"]) if listed else []
+
+
+def permission(method: str, path: str, watch: bool = False) -> Permission:
+    """The RBAC rule a request needs: its API group and resource from the path
+    (`/api/v1/...` is the core group, `/apis/<group>/<version>/...`; a namespace's own
+    objects follow `namespaces/<ns>/`), its verb from the method (a GET of a collection is
+    `list`, or `watch` with `?watch`)."""
+    parts = [p for p in path.split("/") if p]
+    if parts[:2] == ["api", "v1"]:
+        group, rest = "", parts[2:]
+    elif parts[:1] == ["apis"] and len(parts) >= 3:
+        group, rest = parts[1], parts[3:]
+    else:
+        raise ValueError(f"not a resource path: {path}")
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]
+    if not rest:
+        raise ValueError(f"no resource in {path}")
+    resource = rest[0] + (f"/{rest[2]}" if len(rest) > 2 else "")
+    named = len(rest) > 1
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch"}
+    if method == "GET":
+        verb = "get" if named else ("watch" if watch else "list")
+    elif method == "DELETE":
+        verb = "delete" if named else "deletecollection"
+    else:
+        verb = verbs[method]
+    return group, resource, verb
+
+
+def granted(manifests: list[dict[str, Any]]) -> set[Permission]:
+    """The permissions the Roles and ClusterRoles among `manifests` grant."""
+    return {
+        (group, resource, verb)
+        for m in manifests
+        if m.get("kind") in ("Role", "ClusterRole")
+        for rule in m.get("rules", [])
+        for group in rule["apiGroups"]
+        for resource in rule["resources"]
+        for verb in rule["verbs"]
+    }

@@ -16,7 +16,9 @@ from typing import Any
 import httpx
 import pytest
 from controller_harness import ADMIN_TOKEN, ControllerProc, OvnCentral, wait_until
-from kube_harness import CONTROLLER_TOKEN, KubeMock
+from kube_harness import CONTROLLER_TOKEN, KubeMock, granted
+
+from dpunet.deploy.manifests import DeployValues, render
 
 pytestmark = pytest.mark.lab
 
@@ -308,3 +310,10 @@ def test_standby_takes_over_within_the_lease(
 def _micro_time(text: str) -> datetime:
     """A Lease's MicroTime field."""
     return datetime.fromisoformat(text)
+
+
+def test_the_rendered_rbac_covers_every_call(kube: KubeMock) -> None:
+    """Every request the controller made to kmock in this module is granted by the rendered
+    ClusterRole and Role (test_k8s_lab.py also checks that nothing more is granted)."""
+    missing = kube.permissions() - granted(render(DeployValues()))
+    assert not missing, sorted(missing)

@@ -16,11 +16,12 @@ from typing import Any
 
 import pytest
 from controller_harness import ControllerProc, OvnCentral, wait_until
-from kube_harness import KubeMock
+from kube_harness import KubeMock, granted
 from test_controller_policies import POLICY_TABLES, group, ours, rows, versions
 
 from dpunet.contract.policy import PolicyType
 from dpunet.controller.policy_acls import default_deny_port_group, policy_port_group
+from dpunet.deploy.manifests import DeployValues, render
 
 pytestmark = pytest.mark.lab
 
@@ -216,3 +217,10 @@ def test_deleting_the_policies_removes_every_row(
     kube.delete(f"{POLICIES}/from-b")
     wait_until("every policy row gone", lambda: all(not ours(ovn, t) for t in POLICY_TABLES))
     assert rows(ovn, "ACL") == []
+
+
+def test_the_rendered_rbac_covers_every_call(kube: KubeMock) -> None:
+    """Every request the controller made to kmock in this module is granted by the rendered
+    ClusterRole and Role (test_k8s_lab.py also checks that nothing more is granted)."""
+    missing = kube.permissions() - granted(render(DeployValues()))
+    assert not missing, sorted(missing)

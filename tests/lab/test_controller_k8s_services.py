@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 from controller_harness import ControllerProc, OvnCentral, wait_until
-from kube_harness import KubeMock
+from kube_harness import KubeMock, granted
+
+from dpunet.deploy.manifests import DeployValues, render
 
 pytestmark = pytest.mark.lab
 
@@ -302,3 +304,10 @@ def test_deleted_service_loses_its_load_balancers(
             ]
         ),
     )
+
+
+def test_the_rendered_rbac_covers_every_call(kube: KubeMock) -> None:
+    """Every request the controller made to kmock in this module is granted by the rendered
+    ClusterRole and Role (test_k8s_lab.py also checks that nothing more is granted)."""
+    missing = kube.permissions() - granted(render(DeployValues()))
+    assert not missing, sorted(missing)

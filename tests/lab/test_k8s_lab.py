@@ -2,10 +2,12 @@
 no dpunet daemons), with kmock as the API server and the fake kubelet over real gRPC.
 
 The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
-(`k8s.ovn.org/dpu-host=`, its DPU's chassis, management VF and gateway address as
-annotations) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered manifests run it:
-the controller in Kubernetes mode against kmock and the lab's OVN NB; `dpunet-dpu` on dpu1,
-renewing its DPU lease with its own token (the controller's `dpu_token_file`);
+(`k8s.ovn.org/dpu-host=`, its management VF and gateway address as annotations; no chassis:
+its DPU registers it) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
+manifests run it: the controller in Kubernetes mode against kmock and the lab's OVN NB and
+SB; `dpunet-dpu` on dpu1, registering itself as host1's chassis (the controller checks SB
+and writes the Node's `k8s.ovn.org/node-chassis-id`) and renewing its DPU lease, with its
+own token (the controller's `dpu_token_file`);
 `dpunet-host` on host1 with the device plugin (the seed's `sriovdp-config`, VF1 and VF2)
 registered with the fake kubelet, and a ServiceAccount token that TokenReview binds to
 host1 through its agent pod (Kubernetes 1.25, the seed's version, has no node claim);
@@ -17,8 +19,10 @@ NetworkAttachmentDefinition's config (the seed's, unchanged) plus the allocated 
 `K8S_POD_*` CNI_ARGS, and the lab's `socket`/`stateDir` (the lab keeps them under its run
 directory, the DaemonSet at the defaults). Checked: what kmock recorded, OVN NB, the
 connectivity matrix, NetworkPolicy and Namespace objects changing what reaches a VF pod,
-release when a pod is deleted without any CNI DEL, and DPU health (the DPU agent stopped:
-CNI STATUS 50 and Unhealthy VFs; started: both recover).
+release when a pod is deleted without any CNI DEL, DPU registrations refused (a wrong
+chassis, tunnel endpoint or node), DPU health (the DPU agent stopped: CNI STATUS 50 and
+Unhealthy VFs; started: both recover), and least privilege: the RBAC rules the rendered
+manifests grant are exactly those the controller's requests to kmock needed.
 
 Controller runs in the test's namespace (kmock listens on its loopback) and serves the
 agents on a unix socket. Tests run in file order and build on each other.
@@ -33,6 +37,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +45,13 @@ import pytest
 import yaml
 from controller_harness import ControllerProc, wait_until
 from dpu_health import NOTICED_WITHIN, cni_status, stop_daemon
-from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock
+from kube_harness import CONTROLLER_TOKEN, SEED_RESOURCE, KubeMock, granted
 from seed import SEED_NAD_CONFIG, SEED_POOLS
 
 from dpunet.cni.wire import ErrorCode
-from dpunet.deploy.manifests import DeployValues, network_attachment_definition
+from dpunet.contract.api import DpuRegistration
+from dpunet.contract.client import ClientError, ControllerClient
+from dpunet.deploy.manifests import DeployValues, network_attachment_definition, render
 from dpunet.host.kubelet.deviceplugin import env_name
 from dpunet.lab import daemons, services
 from dpunet.lab.daemons import Daemon
@@ -72,8 +79,10 @@ POD_NS = "ovn-kubernetes"  # the seed's ovs-offload-pod1
 HOST_SA = f"system:serviceaccount:{NS}:dpunet-host"
 NODE_SA = f"system:serviceaccount:{NS}:dpunet-node"
 HOST_AGENT_POD = ("dpunet-host-7xk2p", "uid-dpunet-host-7xk2p")
+GHOST_TOKEN = secrets.token_urlsafe(24)  # a DPU token of a chassis SB does not have
 DPU_COMMAND = ["dpu", "run", "--log-level", "info"]
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
+CHASSIS_ANNOTATION = "k8s.ovn.org/node-chassis-id"
 
 
 @dataclass
@@ -131,7 +140,6 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
         str(pair.host.underlay_ip),
         {"k8s.ovn.org/dpu-host": ""},
         **{
-            "k8s.ovn.org/node-chassis-id": pair.dpu.name,  # the DPU's OVS system-id
             "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, pair.host),
             "dpunet.io/mgmt-port": json.dumps({"pf_mac": pair.pf_mac(plan.lab_id), "vf_num": 0}),
         },
@@ -209,7 +217,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         # the DPU's own token: no Kubernetes credentials, a line of the dpu_token_file
         dpu_token = secrets.token_urlsafe(24)
         dpu_tokens = _private_file(
-            tmp_path_factory.mktemp("k8sl-dpu") / "dpu-tokens", f"{dpu_token} dpu:dpu1\n"
+            tmp_path_factory.mktemp("k8sl-dpu") / "dpu-tokens",
+            f"{dpu_token} dpu:dpu1\n{GHOST_TOKEN} dpu:ghost\n",  # ghost: no such chassis
         )
 
         async def new_kubelet() -> FakeKubelet:
@@ -220,6 +229,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         kubelet = kube.call(new_kubelet())
         ctl = ControllerProc(
             [f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"],
+            sb_remotes=[f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"],
             mode="kubernetes",
             kubeconfig=str(kube.kubeconfig(tmp_path_factory.mktemp("k8sl") / "kubeconfig")),
             k8s_namespace=NS,
@@ -237,13 +247,15 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         ).start()
         services.write_cni_config(plan, plan.cp)  # installs the dpunet-cni launcher
         pair = plan.pairs[0]
-        wait_until("host1 registered from its Node", lambda: "k8s-host1" in lsps(plan))
+        wait_until("cp registered from its Node", lambda: "k8s-cp" in lsps(plan))
+        assert "k8s-host1" not in lsps(plan)  # no chassis yet: its DPU has not registered
         dpu_settings = {
             "controller_url": f"unix:{ctl.socket}",
             "token_file": str(_private_file(plan.node_dir(pair.dpu) / "token", dpu_token)),
             "lease_interval": services.DPU_LEASE_INTERVAL,
         }
         _start_agent(plan, pair.dpu, "dpunet-dpu", DPU_COMMAND, dpu_settings)
+        wait_until("host1 registered once its DPU did", lambda: "k8s-host1" in lsps(plan))
         host_settings = _agent_settings(plan, pair.host, ctl, host_token)
         pools = plan.node_dir(pair.host) / "sriovdp-config.json"
         pools.write_text(json.dumps(SEED_POOLS))
@@ -392,6 +404,75 @@ def test_cluster_from_node_objects(cluster: Cluster) -> None:
     reviews = c.kube.requests("POST", "/apis/authentication.k8s.io/v1/tokenreviews")
     assert c.host_token in {r.data["spec"]["token"] for r in reviews}
     assert c.kube.requests("GET", f"/api/v1/namespaces/{NS}/pods/{HOST_AGENT_POD[0]}")
+    # host1's chassis: registered by its DPU, written onto the Node by the controller
+    host1 = c.kube.get("/api/v1/nodes/host1")
+    assert host1 is not None and host1["metadata"]["annotations"][CHASSIS_ANNOTATION] == "dpu1"
+    [patch] = chassis_patches(c, "host1")
+    assert patch.data["metadata"] == {
+        "uid": "uid-node-host1", "annotations": {CHASSIS_ANNOTATION: "dpu1"},
+    }  # fmt: skip
+
+
+def chassis_patches(c: Cluster, node: str) -> list[Any]:
+    """The controller's patches of `node`'s chassis annotation."""
+    return [
+        r
+        for r in c.kube.requests("PATCH", f"/api/v1/nodes/{node}")
+        if r.headers.get("Authorization") == f"Bearer {CONTROLLER_TOKEN}"
+        and CHASSIS_ANNOTATION in r.data.get("metadata", {}).get("annotations", {})
+    ]
+
+
+def dpu_encap_ip(c: Cluster) -> str:
+    dpu = c.plan.node("dpu1")
+    return run(
+        ["ovs-vsctl", "get", "Open_vSwitch", ".", "external_ids:ovn-encap-ip"],
+        netns=dpu.netns, env=c.plan.node_env(dpu),
+    ).stdout.strip().strip('"')  # fmt: skip
+
+
+def test_dpu_registrations_are_checked_against_sb(cluster: Cluster) -> None:
+    """A registration with a wrong chassis, tunnel endpoint or node is refused with its
+    reason and writes nothing; the right one again (an agent restart) writes nothing."""
+    c = cluster
+    c.kube.node("host9", "192.0.2.209", {"k8s.ovn.org/dpu-host": ""})  # no DPU of its own
+    dpu_token = Path(c.dpu_settings["token_file"]).read_text().strip()
+    encap_ip = dpu_encap_ip(c)
+    patches_before = len(c.kube.requests("PATCH", "/api/v1/nodes"))
+    url = f"unix:{c.ctl.socket}"
+
+    def refusal(token: str, node: str, chassis: str, ip: str) -> tuple[int, str]:
+        with ControllerClient(url, token, timeout=30) as client, pytest.raises(ClientError) as e:
+            client.register_dpu(node, DpuRegistration(chassis=chassis, encap_ip=IPv4Address(ip)))
+        return e.value.status, e.value.detail
+
+    status, detail = refusal(dpu_token, "host1", "dpu1", "192.0.2.250")
+    assert status == 409 and f"has tunnel endpoint(s) {encap_ip}" in detail, detail
+    status, detail = refusal(dpu_token, "host1", "dpu2", encap_ip)
+    assert status == 403 and "dpu:dpu1 may not register chassis dpu2" in detail, detail
+    status, detail = refusal(GHOST_TOKEN, "host1", "ghost", encap_ip)
+    assert status == 409 and "chassis ghost is not in OVN Southbound" in detail, detail
+    wait_until(
+        "host9 seen", lambda: "no Node" not in refusal(dpu_token, "host9", "dpu1", encap_ip)[1]
+    )
+    status, detail = refusal(dpu_token, "host9", "dpu1", encap_ip)  # dpu1's token, not host9's DPU
+    assert status == 409 and "chassis dpu1 already serves node host1" in detail, detail
+    status, detail = refusal(dpu_token, "cp", "dpu1", encap_ip)
+    assert status == 400 and "not a dpu-host node" in detail, detail
+    status, detail = refusal(dpu_token, "nosuch", "dpu1", encap_ip)
+    assert status == 404, detail
+
+    assert len(c.kube.requests("PATCH", "/api/v1/nodes")) == patches_before  # nothing written
+    host9 = c.kube.get("/api/v1/nodes/host9")
+    assert host9 is not None and CHASSIS_ANNOTATION not in host9["metadata"]["annotations"]
+    with ControllerClient(url, dpu_token, timeout=30) as client:
+        binding = client.register_dpu(
+            "host1",
+            DpuRegistration(chassis="dpu1", encap_ip=IPv4Address(encap_ip)),
+        )
+    assert (binding.node, binding.chassis, binding.changed) == ("host1", "dpu1", False)
+    assert len(c.kube.requests("PATCH", "/api/v1/nodes")) == patches_before
+    c.kube.delete("/api/v1/nodes/host9")
 
 
 def test_pods_get_vfs_through_device_plugin_and_multus(cluster: Cluster) -> None:
@@ -551,10 +632,12 @@ def test_pod_deleted_after_cni_del(cluster: Cluster) -> None:
 
 
 def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
-    """kubelet re-registers a deleted Node without the operator's annotations: host1 has no
-    DPU chassis any more, so the port of a pod kubelet already gave a VF is refused and the
-    host agent reports DPUNotReady, which the controller writes as an Event on the pod.
-    Annotated again, the node comes back and the retried ADD attaches the pod."""
+    """kubelet re-registers a deleted Node without annotations while host1's DPU agent is
+    down: host1 has no DPU chassis any more, so the port of a pod kubelet already gave a VF
+    is refused and the host agent reports DPUNotReady, which the controller writes as an
+    Event on the pod (a second failure counts it twice). The DPU agent started again
+    registers, the controller writes the chassis annotation, the node comes back and the
+    retried ADD attaches the pod."""
     c = cluster
     pod = create_pod(c, "ovs-offload-pod3", "host1", vfs=1)
     answer = c.kubelet_call(c.kubelet.admit_pod, POD_NS, pod.name, SEED_RESOURCE)
@@ -562,6 +645,9 @@ def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
     host1 = c.kube.get("/api/v1/nodes/host1")
     assert host1 is not None
     annotations = host1["metadata"]["annotations"]
+    assert annotations.pop(CHASSIS_ANNOTATION) == "dpu1"  # the operator's are the others
+    dpu = c.plan.node("dpu1")
+    stop_daemon(c.plan.node_dir(dpu) / "dpunet-dpu.pid")  # else it registers host1 at once
     c.kube.delete("/api/v1/nodes/host1")
     wait_until("host1 deregistered", lambda: "host1" not in switches(c.plan))
     c.kube.node("host1", str(c.plan.node("host1").underlay_ip), {"k8s.ovn.org/dpu-host": ""})
@@ -584,13 +670,20 @@ def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
     wait_until("a DPUNotReady event on the pod", lambda: bool(reasons()))
     [event] = reasons()
     assert event["involvedObject"]["uid"] == pod.uid and event["type"] == "Warning"
-    assert "k8s.ovn.org/node-chassis-id" in event["message"]
+    assert "its DPU has not registered its chassis" in event["message"]
     assert "not registered" in event["message"]
     assert pod.sandbox not in sandboxes(c.plan)  # the failed ADD left nothing behind
     code, _ = multus_delegate(c.plan, pod, "DEL", config)  # the runtime's DEL after a failure
     assert code == 0
+    code, error = multus_delegate(c.plan, pod, "ADD", config)  # kubelet retries
+    assert (code, error["code"]) == (1, 101), error
+    assert multus_delegate(c.plan, pod, "DEL", config)[0] == 0
+    wait_until("the event counted twice", lambda: reasons()[0].get("count") == 2)
 
     c.kube.patch("/api/v1/nodes/host1", {"metadata": {"annotations": annotations}})
+    patched = len(chassis_patches(c, "host1"))
+    _start_agent(c.plan, dpu, "dpunet-dpu", DPU_COMMAND, c.dpu_settings)
+    wait_until("the DPU registered host1 again", lambda: len(chassis_patches(c, "host1")) > patched)
     wait_until(
         "host1's management port up again",
         lambda: (
@@ -641,3 +734,13 @@ def test_a_stopped_dpu_agent_makes_the_node_not_ready(cluster: Cluster) -> None:
     c.kubelet_call(
         c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Healthy"}, NOTICED_WITHIN
     )
+
+
+def test_rbac_grants_exactly_what_the_controller_used(cluster: Cluster) -> None:
+    """Least privilege: the rules the rendered ClusterRole and Role grant are exactly the
+    (API group, resource, verb) triples the controller's requests to kmock needed over
+    this module's tests (both directions: nothing missing, nothing extra)."""
+    used = cluster.kube.permissions()
+    rules = granted(render(DeployValues()))
+    assert used - rules == set(), f"used but not granted: {sorted(used - rules)}"
+    assert rules - used == set(), f"granted but never used: {sorted(rules - used)}"

@@ -154,6 +154,31 @@ class DpuLease(BaseModel):
     )
 
 
+class DpuRegistration(_Body):
+    """`PUT /v1/nodes/{name}/dpu`: "I am chassis `chassis`, my tunnel endpoint is
+    `encap_ip`, I serve dpu-host node `name`" (the DPU agent, with its `dpu:<chassis>`
+    token). The controller checks it against OVN Southbound before it binds the node."""
+
+    chassis: str = Field(pattern=CHASSIS, description="the DPU's OVN chassis (OVS system-id)")
+    encap_ip: IPv4Address = Field(
+        description="the DPU's Geneve endpoint (external_ids:ovn-encap-ip), as SB has it",
+        json_schema_extra={"pattern": IPV4},
+    )
+
+
+class DpuBinding(BaseModel):
+    """The binding of a dpu-host node to its DPU's chassis, as the controller keeps it."""
+
+    node: str
+    chassis: str
+    encap_ip: str
+    changed: bool = Field(description="this registration wrote the binding (else: it held)")
+    recorded_in: str = Field(
+        description="where: the Node's k8s.ovn.org/node-chassis-id annotation (kubernetes "
+        "mode) or the node's registration in OVN Northbound (standalone)"
+    )
+
+
 class NodeInfo(BaseModel):
     """A registered node and what the controller allocated for it."""
 

@@ -14,7 +14,9 @@ from pydantic import BaseModel, ValidationError
 
 from dpunet.contract.api import (
     DeleteResult,
+    DpuBinding,
     DpuLease,
+    DpuRegistration,
     EventResult,
     NodeInfo,
     NodeList,
@@ -136,6 +138,10 @@ class ControllerClient:
     def renew_dpu_lease(self, node: str) -> DpuLease:
         """Renew the lease of the DPU serving `node` (that DPU's token, or admin)."""
         return self._call("PUT", f"/v1/nodes/{node}/dpu-lease", DpuLease)
+
+    def register_dpu(self, node: str, registration: DpuRegistration) -> DpuBinding:
+        """Bind dpu-host node `node` to the DPU's chassis (that DPU's token, or admin)."""
+        return self._call("PUT", f"/v1/nodes/{node}/dpu", DpuBinding, json=_body(registration))
 
     def delete_node(self, name: str) -> DeleteResult:
         """Remove a node and its ports (admin token)."""

@@ -28,7 +28,9 @@ from dpunet.contract.api import (
     NODE_NAME,
     OPAQUE_ID,
     DeleteResult,
+    DpuBinding,
     DpuLease,
+    DpuRegistration,
     ErrorBody,
     EventResult,
     Health,
@@ -56,7 +58,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "missing or unknown bearer token"),
         (403, "the token's node (or DPU) may not act on this object"),
         (404, "no such node or port"),
-        (409, "conflicts with existing state"),
+        (409, "conflicts with existing state (or with OVN Southbound)"),
         (413, "request body too large"),
         (503, "OVN Northbound unavailable or the controller is reloading; retry"),
         (504, "the request's deadline passed; the detail names what it waited for"),
@@ -277,6 +279,13 @@ def create_app(ctl: "Controller") -> FastAPI:
         """The DPU serving the dpu-host node `name` renews its lease (its `dpu:<chassis>`
         token, the chassis the node is registered with; or admin)."""
         return await ctl.nodes.renew_dpu_lease(who, name)
+
+    @app.put("/v1/nodes/{name}/dpu", response_model=DpuBinding, tags=["nodes"], responses=_ERRORS)
+    async def register_dpu(who: AnyCaller, name: NodeName, req: DpuRegistration) -> DpuBinding:
+        """The DPU of the dpu-host node `name` registers: its chassis (its `dpu:<chassis>`
+        token's) and tunnel endpoint, checked against OVN Southbound, become the node's
+        binding (Kubernetes mode: the Node's k8s.ovn.org/node-chassis-id annotation)."""
+        return await ctl.registrar.register(who, name, req)
 
     @app.delete("/v1/nodes/{name}", response_model=DeleteResult, tags=["nodes"], responses=_ERRORS)
     async def delete_node(who: Who, name: NodeName) -> DeleteResult:

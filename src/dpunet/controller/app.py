@@ -25,6 +25,7 @@ from dpunet.controller.nodes import NodeService
 from dpunet.controller.policies import PolicyController
 from dpunet.controller.ports import PortService
 from dpunet.controller.reconcile import Reconciler
+from dpunet.controller.registration import DpuRegistrar, NodeRegistrations, SouthboundChassis
 from dpunet.controller.sb import SbBindings, SbMonitor
 from dpunet.controller.services import ServiceController
 from dpunet.controller.state import ClusterState
@@ -81,6 +82,12 @@ class Controller:
         self.metrics.watch_dpu_leases(self.nodes.dpu_leases)
         if self.kube is not None:
             self.kube.bind_nodes(self.nodes, self.state)
+        self.registrar = DpuRegistrar(
+            SouthboundChassis(cfg.sb_remotes) if cfg.sb_remotes else None,
+            self.kube.bindings()
+            if self.kube is not None
+            else NodeRegistrations(self.nodes, self.state),
+        )
         self.services = ServiceController(cfg, self.nb, self.metrics)
         if self.kube is not None:
             self.kube.bind_services(self.services)

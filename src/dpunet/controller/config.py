@@ -49,7 +49,8 @@ class ControllerConfig(BaseModel):
     sb_remotes: list[str] = Field(
         default=["unix:/var/run/ovn/ovnsb_db.sock"],
         description="OVN Southbound remotes (unix:PATH or tcp:HOST:PORT), read only, to see "
-        "ports up one northd pass earlier; all raft members; []: NB up only.",
+        "ports up one northd pass earlier and to check DPU registrations; all raft members; "
+        "[]: NB up only, DPU registrations refused.",
     )
     listen: list[str] = Field(
         default=[f"0.0.0.0:{DEFAULT_PORT}"],

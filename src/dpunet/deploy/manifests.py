@@ -217,7 +217,9 @@ def _daemonset(
         "metadata": _meta(values, name),
         "spec": {
             "selector": {"matchLabels": labels},
-            "updateStrategy": {"type": "RollingUpdate"},
+            # host network: no surge (a node's new pod needs the old one's ports), one
+            # node's agent replaced at a time (docs/kubernetes.md, "Upgrade and rollback")
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}},
             "template": {
                 "metadata": {"labels": labels},
                 "spec": {
@@ -328,8 +330,11 @@ def _accounts(values: DeployValues) -> list[Manifest]:
 def _rbac(values: DeployValues) -> list[Manifest]:
     rbac = "rbac.authorization.k8s.io/v1"
     subject = {"kind": "ServiceAccount", "name": "dpunet-controller", "namespace": values.namespace}
+    # exactly what the controller's code calls (tests/lab/test_k8s_lab.py derives it from the
+    # requests kmock recorded): nodes are patched by DPU registrations (the chassis
+    # annotation), pods by the pod-networks annotation and read for TokenReview's pod claims
     cluster_rules = [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list", "watch", "patch"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch"]},
         {"apiGroups": [""], "resources": ["services"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
@@ -343,7 +348,7 @@ def _rbac(values: DeployValues) -> list[Manifest]:
             "resources": ["endpointslices"],
             "verbs": ["list", "watch"],
         },
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create", "patch"]},
         {
             "apiGroups": ["authentication.k8s.io"],
             "resources": ["tokenreviews"],
@@ -354,7 +359,7 @@ def _rbac(values: DeployValues) -> list[Manifest]:
         {
             "apiGroups": ["coordination.k8s.io"],
             "resources": ["leases"],
-            "verbs": ["get", "create", "update", "patch"],
+            "verbs": ["get", "create", "patch"],
         }
     ]
     role_ref = {"apiGroup": "rbac.authorization.k8s.io", "name": "dpunet-controller"}

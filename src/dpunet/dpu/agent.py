@@ -256,6 +256,9 @@ class Agent:
         """Renew the DPU lease at the controller, when one is configured."""
         if self.cfg.controller_url is None or self.cfg.token_file is None:
             return
+        from pydantic import ValidationError
+
+        from dpunet.contract.api import DpuRegistration
         from dpunet.contract.client import ClientError, ControllerClient  # lease only
         from dpunet.dpu.lease import keep_lease
 
@@ -271,10 +274,21 @@ class Agent:
             )
         except (OSError, ClientError) as exc:
             raise AgentError(f"token_file {self.cfg.token_file}: {exc}") from exc
+        if ident.encap_ip is None:
+            client.close()
+            raise AgentError(
+                "the DPU registration needs the tunnel endpoint: external_ids:ovn-encap-ip "
+                "(run `dpunet dpu setup`)"
+            )
+        try:
+            registration = DpuRegistration(chassis=ident.chassis, encap_ip=ident.encap_ip)
+        except ValidationError as exc:
+            client.close()
+            raise AgentError(f"the DPU registration: {exc.errors()[0]['msg']}") from exc
         event(log, "lease-start", node=ident.host_node, controller=self.cfg.controller_url)
         interval = self.cfg.lease_interval
         self._lease = asyncio.create_task(
-            keep_lease(client, ident.host_node, interval, self.metrics, stop)
+            keep_lease(client, ident.host_node, interval, self.metrics, stop, registration)
         )
 
     async def _shutdown(self) -> None:

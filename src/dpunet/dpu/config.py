@@ -141,6 +141,7 @@ class Identity:
     hostname: str | None
     host_node: str | None
     sb_remotes: tuple[str, ...]
+    encap_ip: str | None = None  # the first of external_ids:ovn-encap-ip
 
     @property
     def chassis_names(self) -> frozenset[str]:
@@ -181,6 +182,7 @@ def resolve_identity(cfg: DpuAgentConfig, ovs_external_ids: Mapping[str, str]) -
         hostname=ovs_external_ids.get("hostname"),
         host_node=cfg.host_node or ovs_external_ids.get("host-k8s-nodename"),
         sb_remotes=tuple(remotes),
+        encap_ip=ovs_external_ids.get("ovn-encap-ip", "").split(",")[0].strip() or None,
     )
 
 

@@ -62,6 +62,11 @@ class Metrics:
         self.lease_held = Gauge(
             "dpunet_dpu_lease_held", "1 while the last lease renewal went through.", registry=r
         )
+        self.registered = Gauge(
+            "dpunet_dpu_registered",
+            "1 while the controller holds this DPU's registration (its host node's binding).",
+            registry=r,
+        )
         self.sb_resyncs = Counter(
             "dpunet_dpu_sb_resyncs_total",
             "Times the SB monitor (re)synchronised (each one triggers a full reconcile).",

@@ -118,8 +118,9 @@ class HostDaemon(AgentDaemon):
         return (
             f"the DPU of node {self.cfg.node} is not ready: the management port "
             f"{self.cfg.mgmt_ifname} is not configured (the node is not registered with the "
-            "controller, e.g. its Node lacks the k8s.ovn.org/node-chassis-id annotation, "
-            "or the management VF is missing)"
+            "controller: its DPU has not registered its chassis for it yet, so its Node "
+            "lacks the k8s.ovn.org/node-chassis-id annotation; or the management VF is "
+            "missing)"
         )
 
     def _dpu_ready(self) -> tuple[bool, str]:

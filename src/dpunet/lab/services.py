@@ -247,12 +247,15 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
 
 def _mgmt_port_plugged(plan: LabPlan, dpu: Node) -> bool:
     """The host's management port is attached to the DPU's OVS (an OpenFlow port) and
-    OVN has it up (after a reboot NB still says up: the attachment is what is new)."""
+    OVN has it up (after a reboot NB still says up: the attachment is what is new; before
+    the DPU's registration the host's node, and so its port, may not exist yet)."""
     ofport = vsctl(plan, dpu, "--if-exists", "get", "Interface", MGMT_PORT, "ofport").strip()
     if not ofport.isdigit() or int(ofport) <= 0:
         return False
     host = plan.node(dpu.peer or "")
-    return nbctl(plan, "lsp-get-up", f"k8s-{host.name}").strip() == "up"
+    port = f"name=k8s-{host.name}"
+    up = nbctl(plan, "--bare", "--columns=up", "find", "Logical_Switch_Port", port)
+    return up.strip() == "true"
 
 
 # ----------------------------------------------------------------- node agents

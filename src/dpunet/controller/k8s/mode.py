@@ -24,6 +24,7 @@ from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import DeadlineExceeded, Exhausted
 from dpunet.controller.k8s import events
+from dpunet.controller.k8s.bindings import NodeAnnotations
 from dpunet.controller.k8s.events import EventRecorder
 from dpunet.controller.k8s.kube import make_client, own_namespace
 from dpunet.controller.k8s.leader import LeaderElector
@@ -163,6 +164,11 @@ class KubeMode:
             self.cfg.k8s_node_ip_prefix,
             self.cfg.reconcile_interval,
         )
+
+    def bindings(self) -> NodeAnnotations:
+        """Where DPU registrations bind their nodes: the Node annotations (after
+        `bind_nodes`)."""
+        return NodeAnnotations(self.nodes)
 
     def bind_services(self, services: ServiceController) -> None:
         """Create the Service/EndpointSlice source of the service controller."""

@@ -189,6 +189,10 @@ class NodeSource:
             tasks.create_task(self._dirty.loop(self.sync))
             tasks.create_task(list_and_watch(self.client, Node, self._listed, self._changed))
 
+    def poke(self) -> None:
+        """Ask for a sync pass soon (a Node was just written)."""
+        self._dirty.poke()
+
     async def _listed(self, items: list[Node]) -> None:
         self.objects = {n.metadata.name: n for n in items if n.metadata and n.metadata.name}
         self.synced = True

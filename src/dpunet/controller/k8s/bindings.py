@@ -1,0 +1,74 @@
+"""Kubernetes mode's DPU bindings (`dpunet.controller.registration.BindingStore`): the
+`k8s.ovn.org/node-chassis-id` annotation of the dpu-host's Node, which the controller
+writes itself when the node's DPU registers (the DPU has no Kubernetes credentials), and
+the node source reads like any annotation. Read from the node source's watch cache, so
+the controller needs no `get` on nodes; written by a merge patch carrying the Node's uid.
+"""
+
+from __future__ import annotations
+
+from lightkube.resources.core_v1 import Node
+from lightkube.types import PatchType
+
+from dpunet.controller.errors import BadRequest, Conflict, NotFound, Unavailable
+from dpunet.controller.k8s.kube import KubeErrors, status_code
+from dpunet.controller.k8s.sources import (
+    CHASSIS_ANNOTATION,
+    DPU_HOST_LABEL,
+    NodeSource,
+    is_dpu,
+)
+
+
+def _chassis_of(node: Node) -> str | None:
+    """The chassis a Node is bound to: its annotation; a full node's defaults to its name
+    (docs/kubernetes.md "Nodes"); a DPU's own Node has none."""
+    meta = node.metadata
+    if meta is None or is_dpu(node):
+        return None
+    notes = meta.annotations or {}
+    if CHASSIS_ANNOTATION in notes or DPU_HOST_LABEL in (meta.labels or {}):
+        return notes.get(CHASSIS_ANNOTATION) or None
+    return meta.name
+
+
+class NodeAnnotations:
+    """The bindings as Node annotations (see module docstring)."""
+
+    where = f"the Node's {CHASSIS_ANNOTATION} annotation"
+
+    def __init__(self, source: NodeSource) -> None:
+        self.source = source
+
+    def _node(self, name: str) -> Node:
+        if not self.source.synced:
+            raise Unavailable("the controller has not listed the Nodes yet (or is not leader)")
+        node = self.source.objects.get(name)
+        if node is None:
+            raise NotFound(f"no Node named {name}")
+        labels = (node.metadata and node.metadata.labels) or {}
+        if DPU_HOST_LABEL not in labels or is_dpu(node):
+            raise BadRequest(f"node {name} is not a dpu-host node (label {DPU_HOST_LABEL}=)")
+        return node
+
+    async def bound(self, node: str) -> str | None:
+        """See `BindingStore`."""
+        return _chassis_of(self._node(node))
+
+    def nodes_of(self, chassis: str) -> set[str]:
+        """See `BindingStore`."""
+        return {name for name, n in self.source.objects.items() if _chassis_of(n) == chassis}
+
+    async def bind(self, node: str, chassis: str) -> None:
+        """See `BindingStore`: a merge patch of the annotation, conditional on the uid."""
+        obj = self._node(node)
+        uid = obj.metadata.uid if obj.metadata else None
+        patch = {"metadata": {"uid": uid, "annotations": {CHASSIS_ANNOTATION: chassis}}}
+        try:
+            patched = await self.source.client.patch(Node, node, patch, patch_type=PatchType.MERGE)
+        except KubeErrors as exc:
+            if status_code(exc) in (404, 409):
+                raise Conflict(f"Node {node} changed while it was bound; retry") from exc
+            raise Unavailable(f"cannot annotate Node {node}: {exc}") from exc
+        self.source.objects[node] = patched
+        self.source.poke()

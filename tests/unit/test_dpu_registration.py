@@ -1,0 +1,201 @@
+"""DPU registration (controller/registration.py): who may register, the checks against
+OVN Southbound, the refusals (a 4xx with its reason, nothing written), and the DPU agent's
+side (dpu/lease.py: register before renewing, again after a refused renewal). The SB and
+the binding store are fakes behind the registrar's two narrow interfaces."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from ipaddress import IPv4Address
+
+import pytest
+
+from dpunet.contract.api import DpuBinding, DpuLease, DpuRegistration, LeaseState
+from dpunet.contract.client import ClientError
+from dpunet.controller.auth import Principal
+from dpunet.controller.errors import BadRequest, Conflict, ControllerError, Forbidden, NotFound
+from dpunet.controller.registration import DpuRegistrar, SbChassis
+from dpunet.dpu.lease import LeaseKeeper
+from dpunet.dpu.metrics import Metrics
+
+DPU1 = Principal(admin=False, namespaces=frozenset(), dpu="dpu1")
+ADMIN = Principal(admin=True)
+NODE = Principal(admin=False, node="host1")
+
+
+class FakeSb:
+    """Chassis rows by name."""
+
+    def __init__(self, *rows: SbChassis) -> None:
+        self.rows = {r.name: r for r in rows}
+        self.reads: list[str] = []
+
+    async def chassis(self, name: str) -> SbChassis | None:
+        self.reads.append(name)
+        return self.rows.get(name)
+
+
+class FakeStore:
+    """dpu-host nodes and their bindings; every write recorded."""
+
+    where = "a fake"
+
+    def __init__(self, **bindings: str | None) -> None:
+        self.bindings = dict(bindings)
+        self.writes: list[tuple[str, str]] = []
+
+    async def bound(self, node: str) -> str | None:
+        if node not in self.bindings:
+            raise NotFound(f"no Node named {node}")
+        return self.bindings[node]
+
+    def nodes_of(self, chassis: str) -> set[str]:
+        return {n for n, c in self.bindings.items() if c == chassis}
+
+    async def bind(self, node: str, chassis: str) -> None:
+        self.writes.append((node, chassis))
+        self.bindings[node] = chassis
+
+
+SB = (SbChassis("dpu1", frozenset({"192.0.2.21"})), SbChassis("dpu2", frozenset({"192.0.2.22"})))
+
+
+def register(
+    registrar: DpuRegistrar, who: Principal, node: str, chassis: str, ip: str = "192.0.2.21"
+) -> DpuBinding:
+    req = DpuRegistration(chassis=chassis, encap_ip=IPv4Address(ip))
+    return asyncio.run(registrar.register(who, node, req))
+
+
+def refused(
+    registrar: DpuRegistrar, who: Principal, node: str, chassis: str, ip: str = "192.0.2.21"
+) -> ControllerError:
+    with pytest.raises(ControllerError) as info:
+        register(registrar, who, node, chassis, ip)
+    return info.value
+
+
+def test_a_dpu_binds_its_node_once() -> None:
+    store = FakeStore(host1=None)
+    registrar = DpuRegistrar(FakeSb(*SB), store)
+    binding = register(registrar, DPU1, "host1", "dpu1")
+    assert (binding.node, binding.chassis, binding.encap_ip, binding.changed) == (
+        "host1", "dpu1", "192.0.2.21", True,
+    )  # fmt: skip
+    assert binding.recorded_in == "a fake"
+    assert store.writes == [("host1", "dpu1")]
+    again = register(registrar, DPU1, "host1", "dpu1")  # an agent restart: nothing written
+    assert again.changed is False and store.writes == [("host1", "dpu1")]
+
+
+@pytest.mark.parametrize(
+    ("who", "node", "chassis", "ip", "status", "reason"),
+    [
+        (DPU1, "host1", "dpu2", "192.0.2.22", 403, "dpu:dpu1 may not register chassis dpu2"),
+        (NODE, "host1", "dpu1", "192.0.2.21", 403, "node:host1 may not register"),
+        (DPU1, "nosuch", "dpu1", "192.0.2.21", 404, "no Node named nosuch"),
+        (ADMIN, "host1", "ghost", "192.0.2.21", 409, "chassis ghost is not in OVN Southbound"),
+        (DPU1, "host1", "dpu1", "192.0.2.99", 409, "has tunnel endpoint(s) 192.0.2.21"),
+    ],
+)
+def test_refusals_write_nothing(
+    who: Principal, node: str, chassis: str, ip: str, status: int, reason: str
+) -> None:
+    store = FakeStore(host1=None)
+    err = refused(DpuRegistrar(FakeSb(*SB), store), who, node, chassis, ip)
+    assert err.status == status and reason in str(err), err
+    assert store.writes == [] and store.bindings == {"host1": None}
+
+
+def test_who_is_checked_before_anything_is_read() -> None:
+    sb = FakeSb(*SB)
+    err = refused(DpuRegistrar(sb, FakeStore(host1=None)), DPU1, "nosuch", "dpu2", "192.0.2.22")
+    assert isinstance(err, Forbidden) and sb.reads == []
+
+
+def test_one_dpu_serves_one_node() -> None:
+    """A DPU's token used for another host node (one its chassis does not serve) is refused."""
+    store = FakeStore(host1="dpu1", host2=None)
+    err = refused(DpuRegistrar(FakeSb(*SB), store), DPU1, "host2", "dpu1")
+    assert isinstance(err, Conflict) and "already serves node host1" in str(err)
+    assert store.writes == []
+
+
+def test_a_live_dpu_keeps_its_node_a_replaced_one_hands_it_over() -> None:
+    store = FakeStore(host1="dpu2")
+    registrar = DpuRegistrar(FakeSb(*SB), store)
+    err = refused(registrar, DPU1, "host1", "dpu1")
+    assert isinstance(err, Conflict) and "bound to chassis dpu2" in str(err)
+    assert store.writes == []
+    registrar.sb = FakeSb(SB[0])  # dpu2's chassis left SB: the card was replaced
+    assert register(registrar, DPU1, "host1", "dpu1").changed
+    assert store.writes == [("host1", "dpu1")]
+
+
+def test_admin_may_register_any_chassis() -> None:
+    store = FakeStore(host1=None)
+    assert register(DpuRegistrar(FakeSb(*SB), store), ADMIN, "host1", "dpu2", "192.0.2.22")
+    assert store.writes == [("host1", "dpu2")]
+
+
+def test_without_sb_remotes_every_registration_is_refused() -> None:
+    store = FakeStore(host1=None)
+    err = refused(DpuRegistrar(None, store), DPU1, "host1", "dpu1")
+    assert isinstance(err, BadRequest) and "sb_remotes" in str(err)
+    assert store.writes == []
+
+
+def test_refusals_are_logged(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="dpunet.controller.registration"):
+        refused(DpuRegistrar(FakeSb(*SB), FakeStore(host1=None)), DPU1, "host1", "ghost")
+    [record] = caplog.records
+    assert record.getMessage() == "dpu.register_refused" and record.levelno == logging.WARNING
+
+
+# ------------------------------------------------------------------- the agent's side
+class Api:
+    """The controller as the DPU agent sees it: scripted answers, calls recorded."""
+
+    def __init__(self, registrations: list[ClientError | None], renewals: list[int]) -> None:
+        self.registrations = registrations  # None: taken
+        self.renewals = renewals  # HTTP status of each renewal (200: taken)
+        self.calls: list[str] = []
+
+    def register_dpu(self, node: str, registration: DpuRegistration) -> DpuBinding:
+        self.calls.append(f"register {node} {registration.chassis}")
+        error = self.registrations.pop(0)
+        if error is not None:
+            raise error
+        return DpuBinding(
+            node=node, chassis=registration.chassis, encap_ip=str(registration.encap_ip),
+            changed=True, recorded_in="a fake",
+        )  # fmt: skip
+
+    def renew_dpu_lease(self, node: str) -> DpuLease:
+        self.calls.append(f"renew {node}")
+        status = self.renewals.pop(0)
+        if status != 200:
+            raise ClientError(status, "refused")
+        return DpuLease(
+            chassis="dpu1", state=LeaseState.HELD, duration=15, renewed_ago=0, silent_for=0
+        )
+
+
+def test_the_agent_registers_before_renewing_and_after_a_refused_renewal() -> None:
+    not_yet = ClientError(409, "chassis dpu1 is not in OVN Southbound")
+    api = Api([not_yet, None, None], [403, 200, 403, 200])
+    metrics = Metrics()
+    reg = DpuRegistration(chassis="dpu1", encap_ip=IPv4Address("192.0.2.21"))
+    keeper = LeaseKeeper(api, "host1", 5, metrics, reg)
+    assert [keeper.renew_once() for _ in range(4)] == [False, True, False, True]
+    assert api.calls == [
+        "register host1 dpu1",  # refused (ovn-controller not up yet): retried next time
+        "renew host1",
+        "register host1 dpu1",
+        "renew host1",
+        "renew host1",  # refused: the binding is gone, so register again
+        "register host1 dpu1",
+        "renew host1",
+    ]
+    assert metrics.registry.get_sample_value("dpunet_dpu_registered") == 1
