@@ -135,3 +135,24 @@ def test_memory_and_shim(lab: LabPlan, tmp_path: Path) -> None:
     shim = bench("shim", "--repeat", "3", "--out-dir", str(tmp_path))
     assert shim["results"]["summaries_ms"]["dpunet-cni VERSION"]["n"] == 3
     assert (tmp_path / "shim.png").exists()
+
+
+def test_policy_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
+    doc = bench(
+        "policy", "--lab", LAB, "--pods", "20", "--policies", "4", "--sample", "2",
+        "--concurrency", "2", "--out-dir", str(tmp_path),
+    )  # fmt: skip
+    results = doc["results"]
+    assert results["objects"]["port_groups"] >= 4 and results["objects"]["acls"] >= 8
+    apply, floor = results["apply"], results["floor_apply"]
+    assert 0 < apply["api_s"] <= apply["northd_s"] <= apply["enforced_s"]
+    assert 0 < floor["commit_s"] <= floor["enforced_s"]
+    for case in ("pod_add_no_policy", "pod_add_with_policies", "floor_pod_add"):
+        assert results[case]["enforced_ms"]["n"] == 2, case
+    assert results["chassis"] and STANDIN not in results["chassis"]
+    assert (tmp_path / "policy.json").exists() and (tmp_path / "policy.png").exists()
+    with services.admin_client(lab) as client:
+        assert client.list_policies() == []
+        assert not [n for n in client.list_nodes() if n.name.startswith(NODE_PREFIX)]
+    for table in ("Port_Group", "Address_Set", "ACL"):
+        assert daemons.nbctl(lab, "--bare", "--columns=_uuid", "list", table).strip() == "", table

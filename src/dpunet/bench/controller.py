@@ -259,11 +259,17 @@ def _parallel(fn: Callable[[int], T], items: Iterable[int], concurrency: int) ->
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def fill_raw(nb: Any, nodes: Sequence[str], start: int, count: int) -> list[str]:
+PodShape = Callable[[int], tuple[str, dict[str, str], list[tuple[str, str, int]]]]
+
+
+def fill_raw(
+    nb: Any, nodes: Sequence[str], start: int, count: int, shape: PodShape | None = None
+) -> list[str]:
     """Ports `start`..`start+count-1` written into NB as the controller writes them, on
     `nodes` (port k on node k // PORTS_PER_NODE, with address .3 + k % PORTS_PER_NODE of
     its subnet, as the controller's pool hands them out), FILL_BATCH per transaction;
-    their LSP names."""
+    their LSP names. `shape(k)`: pod k's (namespace, labels, named ports (name, protocol,
+    number)); default: namespace `bench`, none."""
     from dpunet.controller.config import ControllerConfig
     from dpunet.controller.ipam import FIRST_POD_OFFSET
     from dpunet.controller.nbcommands import WritePort
@@ -283,7 +289,11 @@ def fill_raw(nb: Any, nodes: Sequence[str], start: int, count: int) -> list[str]
                     )
                 record = records[node]
                 ip = record.subnet.network_address + FIRST_POD_OFFSET + k % PORTS_PER_NODE
-                port = PodPort(NAMESPACE, f"f{k}", f"uf{k}", f"sf{k}", node=node, ip=ip)
+                namespace, labels, named = shape(k) if shape else (NAMESPACE, {}, [])
+                port = PodPort(
+                    namespace, f"f{k}", f"uf{k}", f"sf{k}", node=node, ip=ip,
+                    labels=tuple(sorted(labels.items())), named_ports=tuple(sorted(named)),
+                )  # fmt: skip
                 txn.add(WritePort(nb, node, pod_lsp(cfg, record, port), {port.uid}, fresh=False))
                 names.append(port.name)
     return names

@@ -232,3 +232,50 @@ def plot_memory(results: dict[str, Any], path: Path, target: float) -> Path:
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     return _save(plt, fig, path)
+
+
+def plot_policy(results: dict[str, Any], path: Path) -> Path:
+    """Policy apply (to the API's answers, northd, enforced) and pod add (to up, enforced),
+    dpunet vs the raw floor."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5))
+    apply, floor = results["apply"], results["floor_apply"]
+    stages = ["written", "northd", "enforced"]
+    ours = [apply["api_s"], apply["northd_s"], apply["enforced_s"]]
+    raw = [floor["commit_s"], floor["northd_s"], floor["enforced_s"]]
+    xs = range(len(stages))
+    ax1.bar([x - 0.2 for x in xs], ours, 0.4, color=DPUNET_COLOR, label="dpunet (API PUTs)")
+    ax1.bar([x + 0.2 for x in xs], raw, 0.4, color=FLOOR_COLOR, label="raw, one transaction")
+    ax1.set_xticks(list(xs), stages)
+    ax1.set_ylabel("s from the first write")
+    ax1.set_title(f"{results['policies']} policies x {results['pods']} pods: apply")
+    ax1.legend(fontsize=8)
+    cases = [
+        ("no policy", results["pod_add_no_policy"], DPUNET_COLOR, "o"),
+        ("with policies", results["pod_add_with_policies"], DPUNET_COLOR, "s"),
+        ("raw floor", results["floor_pod_add"], FLOOR_COLOR, "s"),
+    ]
+    for n, (_, case, color, marker) in enumerate(cases):
+        for m, key in enumerate(("up_ms", "enforced_ms")):
+            summary = case[key]
+            if summary.get("n"):
+                ax2.errorbar(
+                    [n * 3 + m],
+                    [summary["median"]],
+                    yerr=[
+                        [summary["median"] - summary["min"]],
+                        [summary["p95"] - summary["median"]],
+                    ],
+                    fmt=marker,
+                    color=color,
+                    capsize=4,
+                )
+    ax2.set_xticks(
+        [n * 3 + m for n in range(len(cases)) for m in range(2)],
+        [f"{c[0]}\n{k}" for c in cases for k in ("up", "enforced")],
+        fontsize=7,
+    )
+    ax2.set_ylabel("ms (median, min..p95)")
+    ax2.set_title(f"pod add ({results['sample']} each)")
+    ax2.grid(True, axis="y", alpha=0.3)
+    return _save(plt, fig, path)

@@ -334,6 +334,55 @@ def controller_cmd(
     )  # fmt: skip
 
 
+# -------------------------------------------------------------------- policy
+@bench.command("policy")
+@lab_options
+@click.option("--pods", default=1000, show_default=True, help="Pods (ports in NB).")
+@click.option("--policies", default=100, show_default=True, help="NetworkPolicies applied.")
+@click.option("--sample", default=20, show_default=True, help="Timed pod adds per case.")
+@click.option("--concurrency", default=4, show_default=True, help="Policy PUTs in flight.")
+def policy_cmd(
+    lab: str | None, name: str, vfs: int, out_dir: Path, output: str, pods: int,
+    policies: int, sample: int, concurrency: int,
+) -> None:  # fmt: skip
+    """NetworkPolicy apply to enforced at N policies x M pods, and a pod add's cost with
+    the policies in place, each vs the same OVN objects written raw."""
+    from dpunet.bench import plots
+    from dpunet.bench import policy as policy_bench
+
+    if min(pods, policies, sample, concurrency) < 1:
+        fail("--pods, --policies, --sample and --concurrency must be at least 1")
+    with _lab(lab, name, vfs) as plan:
+        results = policy_bench.run(plan, pods, policies, sample, concurrency, _say)
+    apply, floor = results["apply"], results["floor_apply"]
+    add, add0, add_floor = (
+        results["pod_add_with_policies"],
+        results["pod_add_no_policy"],
+        results["floor_pod_add"],
+    )
+    rows: list[tuple[str, Any, Any, Any]] = [
+        ("objects (port groups / address sets / ACLs)",
+         "{port_groups} / {address_sets} / {acls}".format(**results["objects"]), None, None),
+        ("apply: API s / enforced s", f"{apply['api_s']:.2f} / {apply['enforced_s']:.2f}",
+         None, None),
+        ("floor apply: commit s / enforced s",
+         f"{floor['commit_s']:.2f} / {floor['enforced_s']:.2f}", None, None),
+        ("apply vs floor (enforced)", results["ratio_apply_vs_floor"], None, None),
+        ("pod add, no policy: up / enforced median ms",
+         f"{add0['up_ms']['median']:.0f} / {add0['enforced_ms']['median']:.0f}", None, None),
+        ("pod add with policies: up / in groups / enforced median ms",
+         f"{add['up_ms']['median']:.0f} / {add['in_port_groups_ms']['median']:.0f} / "
+         f"{add['enforced_ms']['median']:.0f}", None, None),
+        ("floor pod add: commit / up / enforced median ms",
+         f"{add_floor['commit_ms']['median']:.1f} / {add_floor['up_ms']['median']:.0f} / "
+         f"{add_floor['enforced_ms']['median']:.0f}", None, None),
+        ("pod add vs floor (enforced)", results["ratio_pod_add_vs_floor"], None, None),
+    ]  # fmt: skip
+    params = {"lab": lab or name, "pods": pods, "policies": policies, "sample": sample,
+              "concurrency": concurrency}  # fmt: skip
+    _finish("policy", params, results, out_dir, output, plots.plot_policy, rows)
+
+
 # -------------------------------------------------------------------- memory
 @bench.command("memory")
 @lab_options
