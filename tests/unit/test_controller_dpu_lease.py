@@ -179,7 +179,9 @@ def test_a_dpu_token_may_do_nothing_else(tmp_path: Path, method: str, path: str)
     async def body(ctl: Controller, http: httpx.AsyncClient, clock: Clock) -> None:
         answer = await http.request(method, path, headers=_auth(DPU1_TOKEN))
         assert answer.status_code == 403, answer.text
-        assert "dpu:dpu1 may only renew the DPU lease" in answer.json()["detail"]
+        assert (
+            "dpu:dpu1 may only register itself and renew the DPU lease" in answer.json()["detail"]
+        )
 
     with_nodes(tmp_path, body)
 

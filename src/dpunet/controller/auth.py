@@ -14,8 +14,9 @@ Token file format (one entry per line, `#` starts a comment, blank lines are ign
 
 A node token may use (create, list ports of) the pod namespaces it names, `*` for all;
 without `namespaces=` only `default` (what a bare runtime's pods are in). A DPU token
-(`dpu:<chassis>`) may only renew the DPU lease of the dpu-host node registered with that
-chassis.
+(`dpu:<chassis>`) may only register that chassis for a dpu-host node
+(`dpunet.controller.registration`) and renew the DPU lease of the node registered with
+it.
 
 Tokens are 16 to 256 characters of `A-Z a-z 0-9 . _ ~ + / = -`. The file is re-read
 when it changes, so tokens can be added and revoked without a restart. It must not be

@@ -70,11 +70,13 @@ async def _caller(
 
 
 async def _principal(who: Annotated[Principal, Depends(_caller)]) -> Principal:
-    """The caller, an admin or a node: a DPU may only renew its lease (403)."""
+    """The caller, an admin or a node: a DPU may only register and renew its lease (403)."""
     if who.dpu is not None:
-        raise Forbidden(f"{who} may only renew the DPU lease of the node it serves")
+        raise Forbidden(
+            f"{who} may only register itself and renew the DPU lease of the node it serves"
+        )
     return who
 
 
 Who = Annotated[Principal, Depends(_principal)]
-AnyCaller = Annotated[Principal, Depends(_caller)]  # DPUs included: the lease route only
+AnyCaller = Annotated[Principal, Depends(_caller)]  # DPUs included: registration and lease
