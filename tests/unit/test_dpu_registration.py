@@ -7,15 +7,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
+from pathlib import Path
+from typing import Any
 
 import pytest
+from controller_app import ADMIN_TOKEN, NODE_TOKEN, controller_app
 
-from dpunet.contract.api import DpuBinding, DpuLease, DpuRegistration, LeaseState
+from dpunet.contract.api import (
+    DpuBinding,
+    DpuLease,
+    DpuRegistration,
+    LeaseState,
+    NodeRole,
+    NodeSpec,
+)
 from dpunet.contract.client import ClientError
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import BadRequest, Conflict, ControllerError, Forbidden, NotFound
-from dpunet.controller.registration import DpuRegistrar, SbChassis
+from dpunet.controller.registration import DpuRegistrar, NodeRegistrations, SbChassis
+from dpunet.controller.topology import NodeRecord
 from dpunet.dpu.lease import LeaseKeeper
 from dpunet.dpu.metrics import Metrics
 
@@ -151,6 +162,94 @@ def test_refusals_are_logged(caplog: pytest.LogCaptureFixture) -> None:
         refused(DpuRegistrar(FakeSb(*SB), FakeStore(host1=None)), DPU1, "host1", "ghost")
     [record] = caplog.records
     assert record.getMessage() == "dpu.register_refused" and record.levelno == logging.WARNING
+
+
+# ------------------------------------------------------------------ standalone mode
+DPU1_TOKEN = "dpu-token-dpu1-0123456789"
+DPU2_TOKEN = "dpu-token-dpu2-0123456789"
+
+
+def _record(name: str, role: NodeRole, chassis: str, n: int) -> NodeRecord:
+    mgmt = role is NodeRole.DPU_HOST
+    return NodeRecord(
+        name=name, role=role, chassis=chassis, node_ip=IPv4Interface(f"192.0.2.{n}/24"),
+        next_hop=IPv4Address("192.0.2.1"), subnet=IPv4Network(f"10.233.{64 + n}.0/24"),
+        join_ip=IPv4Address(f"100.64.0.{n}"), gateway_mac=f"0a:58:c0:00:02:{n:02x}",
+        mgmt_pf_mac="02:00:00:00:01:00" if mgmt else None, mgmt_vf_num=0 if mgmt else None,
+    )  # fmt: skip
+
+
+def test_the_route_in_standalone_mode(tmp_path: Path) -> None:
+    """`PUT /v1/nodes/{node}/dpu` on the in-process app (no NB): the binding in place is
+    confirmed; other callers and malformed bodies are refused before anything is read."""
+
+    async def scenario() -> None:
+        tokens = f"{DPU1_TOKEN} dpu:dpu1\n{DPU2_TOKEN} dpu:dpu2\n"
+        async with controller_app(tmp_path, open_gate=True, tokens=tokens) as (ctl, http):
+            ctl.state.add_node(_record("host1", NodeRole.DPU_HOST, "dpu1", 11))
+            sb = FakeSb(*SB)
+            ctl.registrar.sb = sb
+
+            async def put(token: str | None, body: dict[str, Any]) -> tuple[int, Any]:
+                headers = {"Authorization": f"Bearer {token}"} if token else {}
+                answer = await http.put("/v1/nodes/host1/dpu", json=body, headers=headers)
+                return answer.status_code, answer.json()
+
+            good = {"chassis": "dpu1", "encap_ip": "192.0.2.21"}
+            status, body = await put(DPU1_TOKEN, good)
+            assert status == 200 and body["changed"] is False, body
+            assert body["recorded_in"] == "the node's registration in OVN Northbound"
+            assert (await put(None, good))[0] == 401
+            reads = len(sb.reads)
+            for token in (DPU2_TOKEN, NODE_TOKEN):
+                status, body = await put(token, good)
+                assert status == 403 and "may not register chassis dpu1" in body["detail"]
+            for bad in ({**good, "encap_ip": "nope"}, {**good, "extra": 1}, {"chassis": "x y"}):
+                assert (await put(DPU1_TOKEN, bad))[0] == 422
+            assert len(sb.reads) == reads  # refused before SB was asked
+            status, body = await put(ADMIN_TOKEN, {"chassis": "dpu1", "encap_ip": "192.0.2.99"})
+            assert status == 409 and "192.0.2.21" in body["detail"]
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
+
+
+class FakeNodes:
+    """The node service's registration, recorded."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, NodeSpec]] = []
+
+    async def put(self, who: Principal, name: str, spec: NodeSpec) -> None:
+        assert who.admin
+        self.puts.append((name, spec))
+
+
+def test_standalone_bindings_re_register_the_node_with_its_new_chassis(tmp_path: Path) -> None:
+    """A replaced DPU (its old chassis gone from SB) re-registers the admin's node with every
+    other field kept; a full node or an unknown one is refused."""
+
+    async def scenario() -> None:
+        async with controller_app(tmp_path, open_gate=True) as (ctl, _):
+            ctl.state.add_node(_record("host1", NodeRole.DPU_HOST, "dpu-old", 11))
+            ctl.state.add_node(_record("cp", NodeRole.FULL, "cp", 10))
+            nodes = FakeNodes()
+            store = NodeRegistrations(nodes, ctl.state)
+            registrar = DpuRegistrar(FakeSb(*SB), store)
+            req = DpuRegistration(chassis="dpu1", encap_ip=IPv4Address("192.0.2.21"))
+            binding = await registrar.register(DPU1, "host1", req)
+            assert binding.changed
+            [(name, spec)] = nodes.puts
+            assert name == "host1" and spec.chassis == "dpu1"
+            assert (spec.role, str(spec.node_ip), spec.mgmt_pf_mac, spec.mgmt_vf_num) == (
+                NodeRole.DPU_HOST, "192.0.2.11/24", "02:00:00:00:01:00", 0,
+            )  # fmt: skip
+            with pytest.raises(BadRequest, match="cp is a full node"):
+                await registrar.register(DPU1, "cp", req)
+            with pytest.raises(NotFound, match="not registered"):
+                await registrar.register(DPU1, "host7", req)
+            assert len(nodes.puts) == 1
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
 # ------------------------------------------------------------------- the agent's side
