@@ -247,7 +247,8 @@ def plot_policy(results: dict[str, Any], path: Path) -> Path:
     ax1.bar([x - 0.2 for x in xs], ours, 0.4, color=DPUNET_COLOR, label="dpunet (API PUTs)")
     ax1.bar([x + 0.2 for x in xs], raw, 0.4, color=FLOOR_COLOR, label="raw, one transaction")
     ax1.set_xticks(list(xs), stages)
-    ax1.set_ylabel("s from the first write")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("s from the first write (log)")
     ax1.set_title(f"{results['policies']} policies x {results['pods']} pods: apply")
     ax1.legend(fontsize=8)
     cases = [
