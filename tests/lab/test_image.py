@@ -1,16 +1,25 @@
 """The dpunet image (issue 14): `make image`'s script builds it here from Debian's packages
-and wheels made here, with no registry, and the image runs dpunet and OVN's daemons."""
+and wheels made here, with no registry, and the image runs dpunet and OVN's daemons;
+`dpunet lab up --from-image` runs every dpunet daemon of the lab as its manifest's
+container of that image, and the lab works as it does with the daemons run directly."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from dpunet import __version__
+from dpunet.lab import image as lab_image
+from dpunet.lab import pods, services
+from dpunet.lab.lab import down
+from dpunet.lab.selftest import ping
+from dpunet.lab.topology import LabPlan, LabSpec
 
 pytestmark = pytest.mark.lab
 
@@ -69,3 +78,159 @@ def test_image_has_ovn_and_the_cni_shim(image: str) -> None:
     assert "ovn-controller 23.03" in out
     assert "/opt/dpunet/venv/bin/dpunet-cni" in out
     assert "/opt/dpunet/venv/lib/python3.11/site-packages/dpunet/__init__.py" in out
+
+
+# ------------------------------------------------------------------ the lab from the image
+LAB = "img"
+
+
+def dpunet(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dpunet.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def lab_containers() -> dict[str, dict[str, str]]:
+    """The lab's containers by name: image and host pid."""
+    out = podman(
+        "ps", "--all", "--filter", f"label={lab_image.LAB_LABEL}={LAB}", "--format", "json"
+    )
+    return {
+        c["Names"][0]: {"image": c["Image"], "pid": str(c["Pid"]), "state": c["State"]}
+        for c in json.loads(out or "[]")
+    }
+
+
+@pytest.fixture(scope="module")
+def image_lab(image: str) -> Iterator[LabPlan]:
+    down(LAB)
+    proc = dpunet("lab", "up", "--name", LAB, "--from-image", image)
+    if proc.returncode != 0:
+        pytest.fail(f"dpunet lab up --from-image failed:\n{proc.stdout}\n{proc.stderr}")
+    yield LabPlan(LabSpec(name=LAB, image=image))
+    down(LAB)
+
+
+def cap_eff(pid: str) -> int:
+    """The effective capabilities of a process."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(status.split("CapEff:")[1].split()[0], 16)
+
+
+def _services(plan: LabPlan) -> list[tuple[str, str, int]]:
+    """(node, service, pid from its pidfile) of every dpunet daemon of the lab."""
+    out = []
+    for node in plan.nodes:
+        for service in services.node_services(plan, node):
+            pid = int(service.pidfile.read_text())
+            out.append((node.name, service.name, pid))
+    return out
+
+
+def test_every_daemon_runs_in_a_container_of_the_image(image_lab: LabPlan, image: str) -> None:
+    found = _services(image_lab)
+    assert sorted(s for _, s, _ in found) == [
+        "dpunet-controller", "dpunet-dpu", "dpunet-host", "dpunet-node",
+    ]  # fmt: skip
+    containers = lab_containers()
+    for node_name, service, pid in found:
+        node = image_lab.node(node_name)
+        name = lab_image.container_name(image_lab, node, service)
+        assert containers[name]["image"] == image
+        assert containers[name]["state"] == "running"
+        assert containers[name]["pid"] == str(pid)
+        # the process sees the image's files, in the node's network namespace
+        assert Path(f"/proc/{pid}/root/opt/dpunet/venv/bin/dpunet").exists()
+        netns = os.stat(f"/run/netns/{node.netns}")
+        assert os.stat(f"/proc/{pid}/ns/net").st_ino == netns.st_ino
+        # the manifest's entrypoint and args
+        pod, container = lab_image.workload(image, service)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_text().split("\0")[:-1]
+        assert cmdline[1:] == ["/opt/dpunet/venv/bin/dpunet", *container["args"]], cmdline
+        # privileged as the manifest says (every capability), host PID namespace likewise
+        privileged = container.get("securityContext", {}).get("privileged", False)
+        assert (cap_eff(str(pid)) == cap_eff("self")) == privileged, service
+        same_pid_ns = os.stat(f"/proc/{pid}/ns/pid").st_ino == os.stat("/proc/self/ns/pid").st_ino
+        assert same_pid_ns == bool(pod.get("hostPID")), service
+        # every mount of the manifest, at its mountPath
+        mountinfo = Path(f"/proc/{pid}/mountinfo").read_text()
+        targets = {line.split()[4] for line in mountinfo.splitlines()}
+        for mount in container["volumeMounts"]:
+            path = mount["mountPath"]  # /var/run is a link to /run in the image
+            assert path.replace("/var/run/", "/run/", 1) in targets, (service, mount)
+
+
+def test_daemons_read_their_config_where_the_manifest_mounts_it(
+    image_lab: LabPlan, image: str
+) -> None:
+    for node_name, service, pid in _services(image_lab):
+        _, container = lab_image.workload(image, service)
+        config = container["args"][container["args"].index("--config") + 1]
+        written = image_lab.node_dir(image_lab.node(node_name)) / "volumes" / "config"
+        key = lab_image.config_key(image, service)
+        assert Path(config).name == key
+        assert Path(f"/proc/{pid}/root{config}").read_text() == (written / key).read_text()
+        token = Path(f"/proc/{pid}/root/run/secrets/dpunet/token")  # /var/run: a link
+        if service in ("dpunet-host", "dpunet-node", "dpunet-dpu"):
+            expected = services.token_path(image_lab, node_name).read_text()
+            assert token.read_text() == expected
+            assert token.stat().st_mode & 0o077 == 0
+
+
+def test_lab_check_and_pods_ping(image_lab: LabPlan) -> None:
+    vf_pod = pods.add_pod(image_lab, "imgvf", "host1", "podman")
+    veth_pod = pods.add_pod(image_lab, "imgveth", "cp", "podman")
+    try:
+        assert vf_pod.pci is not None, "a VF pod on the dpu-host"
+        assert vf_pod.ip and veth_pod.ip
+        ok, detail = ping(vf_pod.netns, veth_pod.ip)
+        assert ok, detail
+        ok, detail = ping(veth_pod.netns, vf_pod.ip)
+        assert ok, detail
+        proc = dpunet("lab", "check", "--name", LAB)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "imgvf" in proc.stdout and "failed" not in proc.stdout.lower()
+    finally:
+        pods.del_pod(image_lab, "imgvf")
+        pods.del_pod(image_lab, "imgveth")
+
+
+def test_a_killed_daemon_restarts_from_the_image(image_lab: LabPlan) -> None:
+    host = image_lab.node("host1")
+    service = next(s for s in services.node_services(image_lab, host) if s.name == "dpunet-host")
+    old = int(service.pidfile.read_text())
+    os.kill(old, 9)
+    name = lab_image.container_name(image_lab, host, "dpunet-host")
+    for _ in range(100):
+        if name not in lab_containers():
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    proc = dpunet("lab", "restart", "--name", LAB, "host1", "dpunet-host")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    new = int(service.pidfile.read_text())
+    assert new != old
+    assert lab_containers()[name]["pid"] == str(new)
+
+
+def test_a_rebooted_dpu_starts_its_agent_from_the_image_again(
+    image_lab: LabPlan, image: str
+) -> None:
+    dpu = image_lab.node("dpu1")
+    name = lab_image.container_name(image_lab, dpu, "dpunet-dpu")
+    old = lab_containers()[name]["pid"]
+    proc = dpunet("lab", "reboot", "--name", LAB, "dpu1")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    container = lab_containers()[name]
+    assert container["pid"] != old and container["image"] == image
+    assert Path(f"/proc/{container['pid']}/root/opt/dpunet/venv").is_dir()
+
+
+def test_down_removes_the_containers(image_lab: LabPlan) -> None:
+    assert lab_containers()
+    removed = down(LAB)
+    assert any(r.startswith("netns") for r in removed)
+    assert lab_containers() == {}

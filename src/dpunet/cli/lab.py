@@ -18,6 +18,7 @@ from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.cli.policies_cmds import parse_labels
 from dpunet.lab import services
 from dpunet.lab.checks import CheckResult
+from dpunet.lab.image import DEFAULT_IMAGE
 from dpunet.lab.lab import (
     FAILED_LOGS_ROOT,
     Lab,
@@ -53,9 +54,11 @@ def lab() -> None:
     """Emulated DPU lab: control plane, dpu-host and DPU nodes in network namespaces."""
 
 
-def _spec(name: str, hosts: int, vfs: int, total_vfs: int, bare: bool = False) -> LabSpec:
+def _spec(
+    name: str, hosts: int, vfs: int, total_vfs: int, bare: bool = False, image: str | None = None
+) -> LabSpec:
     try:
-        return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs, bare=bare)
+        return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs, bare=bare, image=image)
     except ValidationError as exc:
         fail(
             "; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors())
@@ -67,6 +70,7 @@ def _bring_up(plan: LabPlan) -> None:
     spec = plan.spec
     console.print(
         f"Bringing up lab [bold]{plan.name}[/] ({spec.hosts} host/DPU pair(s), {spec.vfs} VFs each)"
+        + (f", dpunet's daemons from {escape(spec.image)}" if spec.image else "")
     )
     status = console.status("")
     with status:
@@ -93,9 +97,19 @@ def _step_reporter(status: Status) -> StepReporter:
     "--total-vfs", default=16, show_default=True, help="sriov_totalvfs of each emulated NIC."
 )
 @click.option("--bare", is_flag=True, help="Infrastructure only: no dpunet controller or agents.")
-def up(name: str, hosts: int, vfs: int, total_vfs: int, bare: bool) -> None:
+@click.option(
+    "--from-image",
+    "image",
+    is_flag=False,
+    flag_value=DEFAULT_IMAGE,
+    default=None,
+    metavar="[IMAGE]",
+    help=f"Run dpunet's daemons as their manifests' containers of IMAGE (default "
+    f"{DEFAULT_IMAGE}, built by `make image`).",
+)
+def up(name: str, hosts: int, vfs: int, total_vfs: int, bare: bool, image: str | None) -> None:
     """Build a lab: namespaces, underlay, emulated NICs, OVS, OVN, dpunet's daemons."""
-    plan = LabPlan(_spec(name, hosts, vfs, total_vfs, bare))
+    plan = LabPlan(_spec(name, hosts, vfs, total_vfs, bare, image))
     try:
         _bring_up(plan)
     except LabError as exc:

@@ -23,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from dpunet.lab import daemons, nic_control, pods, services
+from dpunet.lab import daemons, image, nic_control, pods, services
 from dpunet.lab.cri import engine as cri
 from dpunet.lab.inventory import nic_inventory
 from dpunet.lab.runner import (
@@ -124,6 +124,8 @@ class Lab:
         daemons.require_tools()
         if os.geteuid() != 0:
             raise LabError("the lab needs root (network namespaces, OVS, FUSE)")
+        if self.plan.spec.image is not None and not self.plan.spec.bare:
+            image.require_image(self.plan.spec.image)
         taken = sorted(n for n in list_netns() if n.startswith(f"{self.plan.name}-"))
         if self.plan.run_dir.exists() or taken:
             raise LabError(
@@ -490,8 +492,11 @@ def down(name: str) -> list[str]:
     """Remove every namespace, process, mount and file of lab `name`; returns what was removed."""
     removed: list[str] = []
     run_dir = RUN_ROOT / name
+    from_image = False
     with contextlib.suppress(LabError):  # no readable state: no pods were started through it
-        removed += pods.remove_all_pods(load_plan(name))
+        plan = load_plan(name)
+        from_image = plan.spec.image is not None
+        removed += pods.remove_all_pods(plan)
     removed += cri.stop_all(run_dir)  # and what their sandboxes still hold
     if nic_control.stop(run_dir):
         removed.append("emulated NIC daemon")
@@ -500,6 +505,8 @@ def down(name: str) -> list[str]:
     if pids:
         terminate(pids)
         removed.append(f"{len(pids)} processes")
+    if from_image:  # the daemons' containers, should their podman not have removed them
+        removed += image.remove_lab_containers(name)
     for ns in namespaces:
         ip("netns", "del", ns, check=False)
     wait_for(

@@ -2,8 +2,10 @@
 
 Each runs as `python -m dpunet.cli.main ...` inside its node's namespace with a
 generated config, token and log file under the node's run directory, the way an
-operator would start them on real machines. The lab registers its nodes with the
-controller (Kubernetes would do that through Node objects).
+operator would start them on real machines; in a lab made `--from-image`, each runs as
+its manifest's container instead (lab.image), its config and token where the manifest
+mounts them. The lab registers its nodes with the controller (Kubernetes would do that
+through Node objects).
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ import yaml
 
 from dpunet.cni import shim as cni_shim
 from dpunet.cni.install import install_shim
+from dpunet.cni.wire import DEFAULT_STATE_DIR
 from dpunet.contract.client import ClientError, ControllerClient
+from dpunet.deploy import manifests
+from dpunet.lab import image
 from dpunet.lab.daemons import Daemon, nbctl, vsctl
 from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, wait_for
 from dpunet.lab.topology import (
@@ -61,9 +66,13 @@ def _service(plan: LabPlan, node: Node, name: str) -> Daemon:
 
 
 def spawn(plan: LabPlan, node: Node, service: Daemon, args: list[str]) -> None:
-    """Start `dpunet ARGS` detached inside the node; its pid goes to the service's pidfile
-    and its arguments next to it (for `restart`)."""
+    """Start `dpunet ARGS` detached inside the node (in a lab from an image: the service's
+    container, with its manifest's arguments); its pid goes to the service's pidfile and
+    its arguments next to it (for `restart`)."""
     service.pidfile.with_suffix(".args").write_text(json.dumps(args))
+    if plan.spec.image is not None:
+        _spawn_container(plan, node, service, plan.spec.image)
+        return
     argv = in_netns(
         node.netns, [sys.executable, "-m", "dpunet.cli.main", *args], plan.node_env(node)
     )
@@ -73,6 +82,115 @@ def spawn(plan: LabPlan, node: Node, service: Daemon, args: list[str]) -> None:
             start_new_session=True,
         )  # fmt: skip
     service.pidfile.write_text(f"{proc.pid}\n")  # ip netns exec / env exec, so the pid stays
+
+
+def _spawn_container(plan: LabPlan, node: Node, service: Daemon, image_name: str) -> None:
+    """The service's container, attached (its output in the service's log, removed when
+    its process ends); the pidfile gets the host pid of the container's process."""
+    name = image.container_name(plan, node, service.name)
+    image.remove_container(name)  # a previous start's, should its podman not have removed it
+    sources, extra = _volume_sources(plan, node, service.name)
+    argv = image.container_argv(plan, node, service.name, image_name, sources, extra)
+    with open(service.logfile, "ab") as log:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+
+    def started() -> bool:
+        if proc.poll() is not None:
+            tail = service.logfile.read_text(errors="replace")[-1500:]
+            raise LabError(f"the {name} container did not start: {tail.strip()}")
+        return image.container_pid(name) is not None
+
+    wait_for(f"container {name}", started, timeout=60)
+    service.pidfile.write_text(f"{image.container_pid(name)}\n")
+
+
+def _volume_sources(
+    plan: LabPlan, node: Node, name: str
+) -> tuple[dict[str, Path], tuple[Path, ...]]:
+    """Where the lab keeps each volume of the service's container (the files were written
+    with its config), and the lab's own paths the container also needs (the controller's
+    admin socket and NB's unix socket, in cp's directory)."""
+    d = plan.node_dir(node)
+    volumes = d / "volumes"
+    config = volumes / "config"
+    if name == "dpunet-controller":
+        sources = {
+            "config": config,
+            "tokens": plan.run_dir / "tokens",
+            "dpu-tokens": volumes / "dpu-tokens",
+        }
+        return sources, (d,)
+    sysfs = plan.sysfs_root(node)
+    if name == "dpunet-dpu":
+        assert sysfs is not None
+        sources = {
+            "config": config,
+            "dpu-token": volumes / "dpu-token",
+            "ovs-run": plan.ovs_dir(node),
+            "sys": sysfs,
+        }
+        return sources, ()
+    sources = {
+        "config": config,
+        "dpunet-token": volumes / "dpunet-token",
+        "run-dpunet": d,
+        "state": d / "state",
+        "netns": Path("/run/netns"),
+    }
+    if name == "dpunet-host":
+        assert sysfs is not None
+        sources |= {
+            "pools": volumes / "pools",
+            "kubelet": d / "kubelet",
+            "devinfo": d / "devinfo",
+            "sys": sysfs,
+        }
+    else:
+        sources["ovs-run"] = plan.ovs_dir(node)
+    return sources, ()
+
+
+def _write_config(plan: LabPlan, node: Node, name: str, body: dict[str, Any]) -> Path:
+    """The service's config file: next to its log, or (from an image) the ConfigMap key
+    its container mounts, with the other files of its volumes."""
+    if plan.spec.image is None:
+        path = plan.node_dir(node) / f"{name}.yaml"
+    else:
+        volumes = plan.node_dir(node) / "volumes"
+        path = volumes / "config" / image.config_key(plan.spec.image, name)
+        _write_volumes(plan, node, name, volumes)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(body))
+    return path
+
+
+def _write_volumes(plan: LabPlan, node: Node, name: str, volumes: Path) -> None:
+    """The Secret and ConfigMap files of the service's container, and its hostPath dirs."""
+    if name == "dpunet-controller":
+        (volumes / "dpu-tokens").mkdir(parents=True, exist_ok=True)  # standalone: none
+    elif name == "dpunet-dpu":
+        image.secret_dir(volumes / "dpu-token", {node.name: token_path(plan, node.name)})
+    else:
+        image.secret_dir(volumes / "dpunet-token", {"token": token_path(plan, node.name)})
+        d = plan.node_dir(node)
+        (d / "state").mkdir(parents=True, exist_ok=True)
+        if name == "dpunet-host":
+            pools = volumes / "pools"
+            pools.mkdir(parents=True, exist_ok=True)
+            values = image.lab_values(plan.spec.image or image.DEFAULT_IMAGE)
+            (pools / "config.json").write_text(json.dumps(manifests.pool_config(values)))
+            (d / "kubelet").mkdir(exist_ok=True)
+            (d / "devinfo").mkdir(exist_ok=True)
+
+
+def _token_file(plan: LabPlan, subject: str) -> str:
+    """A node's or DPU's token as its daemon sees it (from an image: the manifest's)."""
+    if plan.spec.image is None:
+        return str(token_path(plan, subject))
+    return f"{manifests.TOKEN_DIR}/token"
 
 
 def restart(plan: LabPlan, node_name: str, service_name: str) -> int:
@@ -166,23 +284,26 @@ def start_controller(plan: LabPlan) -> None:
     """The controller in cp, listening on the underlay and on a unix socket; nodes registered."""
     cp = plan.cp
     write_tokens(plan)
-    config = plan.node_dir(cp) / "controller.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "nb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnnb_db.sock"],
-                "sb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock"],
-                "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
-                "token_file": str(plan.run_dir / "tokens" / "controller"),
-                "cluster_cidr": LAB_CLUSTER_CIDR,
-                "service_cidr": LAB_SERVICE_CIDR,
-                "join_subnet": LAB_JOIN_SUBNET,
-                "node_prefix": 24,
-                "mtu": POD_MTU,
-                "reconcile_interval": 10,
-                "dpu_lease_duration": DPU_LEASE_DURATION,
-            }
-        )
+    tokens = plan.run_dir / "tokens" / "controller"
+    if plan.spec.image is not None:  # the tokens Secret's mount (its key: the file's name)
+        tokens = Path("/etc/dpunet/controller") / tokens.name
+    config = _write_config(
+        plan,
+        cp,
+        "dpunet-controller",
+        {
+            "nb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnnb_db.sock"],
+            "sb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock"],
+            "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
+            "token_file": str(tokens),
+            "cluster_cidr": LAB_CLUSTER_CIDR,
+            "service_cidr": LAB_SERVICE_CIDR,
+            "join_subnet": LAB_JOIN_SUBNET,
+            "node_prefix": 24,
+            "mtu": POD_MTU,
+            "reconcile_interval": 10,
+            "dpu_lease_duration": DPU_LEASE_DURATION,
+        },
     )
     service = _service(plan, cp, "dpunet-controller")
     spawn(plan, cp, service, ["controller", "run", "--config", str(config)])
@@ -230,18 +351,19 @@ def register_nodes(plan: LabPlan) -> None:
 def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
     """dpunet-dpu in a DPU namespace, renewing its lease at the controller with its own
     token; waits until the host's management port is bound."""
-    config = plan.node_dir(dpu) / "dpunet-dpu.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
-                "token_file": str(token_path(plan, dpu.name)),
-                "lease_interval": DPU_LEASE_INTERVAL,
-            }
-        )
+    config = _write_config(
+        plan,
+        dpu,
+        "dpunet-dpu",
+        {
+            "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+            "token_file": _token_file(plan, dpu.name),
+            "lease_interval": DPU_LEASE_INTERVAL,
+            "log_level": "info",
+        },
     )
     service = _service(plan, dpu, "dpunet-dpu")
-    spawn(plan, dpu, service, ["dpu", "run", "--config", str(config), "--log-level", "info"])
+    spawn(plan, dpu, service, ["dpu", "run", "--config", str(config)])
     wait_ready(plan, dpu, service)
 
 
@@ -261,9 +383,8 @@ def _mgmt_port_plugged(plan: LabPlan, dpu: Node) -> bool:
 # ----------------------------------------------------------------- node agents
 def start_host_agent(plan: LabPlan, host: Node) -> None:
     """dpunet-host in a dpu-host namespace; waits until its management port is configured."""
-    _start_node_agent(
-        plan, host, "dpunet-host", ["host", "run"], {"sysfs_root": str(plan.sysfs_root(host))}
-    )
+    extra = {} if plan.spec.image else {"sysfs_root": str(plan.sysfs_root(host))}
+    _start_node_agent(plan, host, "dpunet-host", ["host", "run"], extra)
 
 
 def start_full_node_agent(plan: LabPlan, node: Node) -> None:
@@ -276,19 +397,24 @@ def _start_node_agent(
 ) -> None:
     d = plan.node_dir(node)
     d.mkdir(parents=True, exist_ok=True)
-    config = d / f"{name}.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "node": node.name,
-                "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
-                "token_file": str(token_path(plan, node.name)),
-                "state_dir": str(d / "state"),
-                "cni_socket": str(d / "cni.sock"),
-                "reconcile_interval": 2.0,
-                **extra,
-            }
-        )
+    # from an image: state and socket at their defaults, where the manifest mounts them
+    paths = (
+        {}
+        if plan.spec.image
+        else {"state_dir": str(d / "state"), "cni_socket": str(d / "cni.sock")}
+    )
+    config = _write_config(
+        plan,
+        node,
+        name,
+        {
+            "node": node.name,
+            "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+            "token_file": _token_file(plan, node.name),
+            **paths,
+            "reconcile_interval": 2.0,
+            **extra,
+        },
     )
     service = _service(plan, node, name)
     spawn(plan, node, service, [*command, "--config", str(config)])
@@ -303,13 +429,7 @@ def _node_agent_ready(plan: LabPlan, node: Node) -> bool:
     ).stdout  # fmt: skip
     if "inet " not in out:
         return False
-    status = {
-        "cniVersion": "1.1.0",
-        "name": CNI_NETWORK,
-        "type": "dpunet-cni",
-        "socket": str(plan.node_dir(node) / "cni.sock"),
-        "stateDir": str(plan.node_dir(node) / "state"),
-    }
+    status = {"cniVersion": "1.1.0", "name": CNI_NETWORK, **_cni_plugin(plan, node)}
     env = {"CNI_COMMAND": "STATUS", "CNI_PATH": str(shim_dir(plan))}
     code, _ = cni_shim.run(env, json.dumps(status).encode())
     return code == 0  # the daemon serves and its controller answers
@@ -344,9 +464,11 @@ def write_cni_config(plan: LabPlan, node: Node) -> Path:
 
 
 def _cni_plugin(plan: LabPlan, node: Node) -> dict[str, str]:
-    """The plugin entry of the node's network: the shim, its daemon's socket and state."""
+    """The plugin entry of the node's network: the shim, its daemon's socket and state
+    (from an image: the state directory as the daemon in its container names it)."""
+    state = DEFAULT_STATE_DIR if plan.spec.image else str(plan.node_dir(node) / "state")
     return {
         "type": "dpunet-cni",
         "socket": str(plan.node_dir(node) / "cni.sock"),
-        "stateDir": str(plan.node_dir(node) / "state"),
+        "stateDir": state,
     }

@@ -179,7 +179,11 @@ class SysfsTree:
         fns, netdevs, virtual = devices.functions, devices.netdevs, devices.virtual
         match parts:
             case []:
-                return Dir(["bus", "class", "devices"])
+                return Dir(["bus", "class", "devices", "fs"])
+            case ["fs"]:  # as in a real /sys: where a container runtime mounts cgroups
+                return Dir(["cgroup"])
+            case ["fs", "cgroup"]:
+                return Dir([])
             case ["class"]:
                 return Dir(["net"])
             case ["class", "net"]:

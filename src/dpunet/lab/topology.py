@@ -69,6 +69,7 @@ class LabSpec(BaseModel):
     vfs: int = Field(default=4, ge=0)
     total_vfs: int = Field(default=16, ge=1, le=64)
     bare: bool = False  # infrastructure only: no dpunet controller/agents (component tests)
+    image: str | None = None  # dpunet's daemons as containers of this image (lab.image)
 
     @field_validator("name")
     @classmethod
