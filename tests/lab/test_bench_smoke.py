@@ -58,6 +58,9 @@ def test_pod_setup_and_podman(lab: LabPlan, tmp_path: Path) -> None:
     (run,) = doc["results"]["runs"]
     assert run["dpunet"]["ready_ms"]["n"] == 1 and run["dpunet"]["errors"] == []
     assert run["floor"]["ready_ms"]["n"] == 1 and run["floor"]["errors"] == []
+    assert run["floor_sb"]["ready_ms"]["n"] == 1 and run["floor_sb"]["errors"] == []
+    assert "wait_sb_up" in run["floor_sb"]["steps_mean_ms"]
+    assert run["ratio_median_floor_sb"] > 0
     assert run["ratio_median"] > 0
     assert run["phases_mean_s"]["host_agent"]["ADD:claim"]["count"] == 1
     assert run["phases_mean_s"]["controller"]["wait_up"]["count"] == 1
@@ -120,6 +123,7 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     (level,) = doc["results"]["levels"]
     assert level["existing_ports"] == 10 and level["put_ms"]["n"] == 5
     assert level["floor"]["up_ms"]["n"] == 5
+    assert level["floor_sb"]["up_ms"]["n"] == 5 and level["ratio_rate_vs_floor_sb"] > 0
     with services.admin_client(lab) as client:
         assert not [n for n in client.list_nodes() if n.name.startswith(NODE_PREFIX)]
         assert not [p for p in client.list_ports() if p.namespace == "bench"]

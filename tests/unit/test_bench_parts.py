@@ -165,6 +165,7 @@ def test_summarize_run_and_phase_split() -> None:
 
 def test_plots_are_written(tmp_path: Path) -> None:
     run = _run_result([0.5, 0.7, 0.9])
+    run["floor_sb"] = run["floor"]
     assert plots.plot_pod_setup({"runs": [run]}, tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     shim = {"samples_ms": {"a": [1.0, 2.0], "b": [3.0, 4.0]}}
     assert plots.plot_shim(shim, tmp_path / "s.png").exists()
@@ -175,6 +176,7 @@ def test_plots_are_written(tmp_path: Path) -> None:
         "put_ms": {"median": 100.0, "p99": 300.0},
         "put_ports_per_s": 40.0,
         "floor": {"up_ms": {"median": 50.0}, "commit_ms": {"median": 5.0}, "ports_per_s": 90.0},
+        "floor_sb": {"up_ms": {"median": 30.0}, "commit_ms": {"median": 5.0}, "ports_per_s": 99.0},
     }
     controller = {"levels": [level, {**level, "existing_ports": 5000}], "concurrency": 8}
     assert plots.plot_controller(controller, tmp_path / "c.png", 300.0).exists()

@@ -14,8 +14,10 @@ format (`WritePort` of `pod_lsp`), hundreds per transaction, on "filler" nodes: 
 the API the fill alone would take hours at these sizes. The controller adopts them at
 its next periodic reload from NB, and the run waits for that (and for all of them to be
 `up`) before measuring. The timed PUTs go to separate "measure" nodes. At each level a
-sample of PUTs is timed, then the floor: the same number of LSPs written raw (one
-transaction each, same columns) on a switch of their own, timed to commit and to `up`.
+sample of PUTs is timed, then two floors: the same number of LSPs written raw (one
+transaction each, same columns) on a switch of their own, timed to commit and to NB
+`Logical_Switch_Port.up`, and again to SB `Port_Binding.up` (one northd pass earlier,
+what the controller's PUT now waits for first).
 
 Everything the run made is removed at the end: the bench nodes (with their ports),
 the floor's switch and the stand-in chassis.
@@ -37,7 +39,7 @@ from typing import Any, TypeVar
 from ovsdbapp.exceptions import TimeoutException as OvsdbTimeout
 
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
-from dpunet.bench.ovsdb import open_api
+from dpunet.bench.ovsdb import SB_TABLES, open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.api import PortRequest
 from dpunet.contract.client import ClientError, ControllerClient
@@ -138,8 +140,7 @@ class StandIn:
 def standin(plan: LabPlan) -> Iterator[StandIn]:
     """A running stand-in chassis on the lab's SB; removed on exit."""
     remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"
-    tables = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]
-    with open_api(remote, "OVN_Southbound", SbApi, tables) as (
+    with open_api(remote, "OVN_Southbound", SbApi, SB_TABLES) as (
         sb,
         idl,
     ):
@@ -316,15 +317,19 @@ def wait_adopted(
     return time.perf_counter() - started
 
 
-def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict[str, Any]:
+def floor_batch(
+    nb: Any, idl: Any, level: int, n: int, concurrency: int, sb_idl: Any = None
+) -> dict[str, Any]:
     """`n` LSPs written raw (one transaction each, the controller's columns), then removed:
-    latency to commit, latency to `up`, throughput."""
+    latency to commit, latency to `up`, throughput. With `sb_idl` each waits for its SB
+    Port_Binding's `up` (one northd pass earlier) instead of NB's."""
     commit: list[float] = []
     to_up: list[float] = []
     lock = threading.Lock()
+    kind = "sb" if sb_idl is not None else "nb"
 
     def one(i: int) -> None:
-        name = f"bench-floor_{level}-{i}"
+        name = f"bench-floor{kind}_{level}-{i}"
         ip = f"198.19.{201 + i // 250}.{i % 250 + 1}"
         mac = f"0a:58:c6:13:{201 + i // 250:02x}:{i % 250 + 1:02x}"
         address = f"{mac} {ip}"
@@ -336,7 +341,10 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
             txn.add(nb.lsp_set_options(name, **lsp_options(STANDIN, iface_id_ver=f"u{i}")))
             txn.add(nb.db_set("Logical_Switch_Port", name, ("external_ids", {"bench": "floor"})))
         committed = time.perf_counter()
-        idl.wait_member("up", name, timeout=120)
+        if sb_idl is not None:
+            sb_idl.wait_member("sb_up", name, timeout=120)
+        else:
+            idl.wait_member("up", name, timeout=120)
         done = time.perf_counter()
         with lock:
             commit.append(committed - started)
@@ -349,6 +357,7 @@ def floor_batch(nb: Any, idl: Any, level: int, n: int, concurrency: int) -> dict
     nb.ls_del(FLOOR_SWITCH, if_exists=True).execute(check_error=True)
     nb.ls_add(FLOOR_SWITCH).execute(check_error=True)
     return {
+        "waits_for": "Port_Binding.up" if sb_idl is not None else "Logical_Switch_Port.up",
         "commit_ms": summarize([v * 1000 for v in commit]),
         "up_ms": summarize([v * 1000 for v in to_up]),
         "ports_per_s": n / wall if wall > 0 else None,
@@ -369,6 +378,7 @@ def _level(
     plan: LabPlan,
     nb: Any,
     nb_idl: Any,
+    sb_idl: Any,
     ports: Ports,
     fillers: Sequence[str],
     filled: int,
@@ -395,8 +405,10 @@ def _level(
     latencies, wall = ports.batch(sample, concurrency)
     after = _controller_metrics(plan)
     phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
-    say(f"floor: {sample} raw transactions at {level} existing ports")
+    say(f"floor: {sample} raw transactions at {level} existing ports, to NB up")
     floor = floor_batch(nb, nb_idl, level, sample, concurrency)
+    say(f"floor: {sample} raw transactions at {level} existing ports, to SB up")
+    floor_sb = floor_batch(nb, nb_idl, level, sample, concurrency, sb_idl)
     put = summarize([v * 1000 for v in latencies])
     rate = sample / wall
     entry |= {
@@ -407,8 +419,11 @@ def _level(
             k: (v.mean * 1000 if v.mean is not None else None) for k, v in phases.items()
         },
         "floor": floor,
+        "floor_sb": floor_sb,
         "ratio_median_vs_floor_up": ratio(put.get("median"), floor["up_ms"].get("median")),
         "ratio_rate_vs_floor": ratio(rate, floor["ports_per_s"]),
+        "ratio_median_vs_floor_sb_up": ratio(put.get("median"), floor_sb["up_ms"].get("median")),
+        "ratio_rate_vs_floor_sb": ratio(rate, floor_sb["ports_per_s"]),
     }
     return filled
 
@@ -454,6 +469,7 @@ def run(
                             plan,
                             nb,
                             nb_idl,
+                            stand_in.idl,
                             ports,
                             fillers,
                             filled,

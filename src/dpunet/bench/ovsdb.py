@@ -1,9 +1,9 @@
 """ovsdbapp connections for the benchmarks' raw floors: OVS, OVN NB and OVN SB.
 
 Each API gets its own connection (ovsdbapp keeps one per class otherwise). The IDL
-records, as updates arrive, which interfaces have `external_ids:ovn-installed=true`
-and which logical switch ports have `up=true`, so a waiter sleeps on a condition
-instead of polling the replica.
+records, as updates arrive, which interfaces have `external_ids:ovn-installed=true`,
+which logical switch ports have `up=true` and which Port_Bindings have `up=true` on a
+chassis, so a waiter sleeps on a condition instead of polling the replica.
 """
 
 from __future__ import annotations
@@ -20,28 +20,33 @@ from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl
 from dpunet.ovsdb.api import OwnConnection
 
 TIMEOUT = 60.0
+SB_TABLES = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]  # a binding's references
 
 
 class WatchedIdl(connection.OvsdbIdl):
-    """An IDL that keeps the sets `installed` (Interface names) and `up` (LSP names) and
-    lets a callback see every Port_Binding change (the stand-in chassis)."""
+    """An IDL that keeps the sets `installed` (Interface names), `up` (LSP names) and
+    `sb_up` (logical ports of bindings up on a chassis) and lets a callback see every
+    Port_Binding change (the stand-in chassis)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.changed = threading.Condition()
         self.installed: set[str] = set()
         self.up: set[str] = set()
+        self.sb_up: set[str] = set()
         self.on_port_binding: Callable[[str, Any], None] | None = None
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         table = row._table.name
         if table == "Port_Binding" and self.on_port_binding is not None:
             self.on_port_binding(event, row)
-            return
-        if table not in ("Interface", "Logical_Switch_Port"):
+        if table not in ("Interface", "Logical_Switch_Port", "Port_Binding"):
             return
         with self.changed:
-            if table == "Interface":
+            if table == "Port_Binding":
+                done = event != ovs_idl.ROW_DELETE and list(row.up) == [True] and bool(row.chassis)
+                (self.sb_up.add if done else self.sb_up.discard)(row.logical_port)
+            elif table == "Interface":
                 done = (
                     event != ovs_idl.ROW_DELETE and row.external_ids.get("ovn-installed") == "true"
                 )
@@ -52,7 +57,8 @@ class WatchedIdl(connection.OvsdbIdl):
             self.changed.notify_all()
 
     def wait_member(self, which: str, name: str, timeout: float = TIMEOUT) -> None:
-        """Until `name` is in the set `which` ("installed" or "up"); TimeoutError after."""
+        """Until `name` is in the set `which` ("installed", "up" or "sb_up"); TimeoutError
+        after."""
         members: set[str] = getattr(self, which)
         with self.changed:
             if not self.changed.wait_for(lambda: name in members, timeout):

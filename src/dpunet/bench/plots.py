@@ -8,6 +8,7 @@ from typing import Any
 
 DPUNET_COLOR = "#2563eb"
 FLOOR_COLOR = "#9ca3af"
+SB_FLOOR_COLOR = "#4b5563"
 TARGET_COLOR = "#dc2626"
 
 
@@ -85,6 +86,10 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
         _ecdf(ax1, run["dpunet"]["samples_ms"], f"dpunet ({label})", DPUNET_COLOR, style)
         if "floor" in run:
             _ecdf(ax1, run["floor"]["samples_ms"], f"floor ({label})", FLOOR_COLOR, style)
+        if "floor_sb" in run:
+            _ecdf(
+                ax1, run["floor_sb"]["samples_ms"], f"floor, SB up ({label})", SB_FLOOR_COLOR, style
+            )
     ax1.set_xscale("log")
     ax1.set_xlabel("CNI ADD -> gateway answers (ms, log)")
     ax1.set_ylabel("fraction of pods")
@@ -173,6 +178,14 @@ def plot_controller(results: dict[str, Any], path: Path, target: float) -> Path:
         color=FLOOR_COLOR,
         label="raw txn -> up, median",
     )
+    if all("floor_sb" in lv for lv in levels):
+        ax1.plot(
+            xs,
+            [lv["floor_sb"]["up_ms"]["median"] for lv in levels],
+            "^-",
+            color=SB_FLOOR_COLOR,
+            label="raw txn -> SB up, median",
+        )
     ax1.plot(
         xs,
         [lv["floor"]["commit_ms"]["median"] for lv in levels],
@@ -200,6 +213,14 @@ def plot_controller(results: dict[str, Any], path: Path, target: float) -> Path:
         color=FLOOR_COLOR,
         label="raw txn (to up)",
     )
+    if all("floor_sb" in lv for lv in levels):
+        ax2.plot(
+            xs,
+            [lv["floor_sb"]["ports_per_s"] for lv in levels],
+            "^-",
+            color=SB_FLOOR_COLOR,
+            label="raw txn (to SB up)",
+        )
     ax2.axhline(target, color=TARGET_COLOR, linestyle="--", label=f"target {target:g}/s at 10k")
     ax2.set_xlabel("existing ports")
     ax2.set_ylabel("ports/s")

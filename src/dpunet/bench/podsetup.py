@@ -7,7 +7,9 @@ The floor, the same operations done raw in the same lab: one NB transaction crea
 the Logical_Switch_Port (addresses, port security, requested-chassis), one OVS
 transaction adding the VF representor to br-int with its `iface-id`, the representor
 set up, wait for `ovn-installed`, wait for NB `up`, the reference `host-device` CNI
-plugin (static IPAM) moving the VF into the pod, then the same ICMP wait.
+plugin (static IPAM) moving the VF into the pod, then the same ICMP wait. A second floor
+waits for SB `Port_Binding.up` instead of NB `up` (one northd pass earlier: what the
+controller's PUT now waits for first).
 
 Phases of dpunet's time come from the daemons' histograms (host agent: claim, prepare,
 controller, plug; controller: allocate, nb_write, wait_up; DPU agent: plug latency),
@@ -17,6 +19,7 @@ milestone per pod, comparable to ovn-heater's binding -> ovn-installed figure.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -33,14 +36,14 @@ from typing import Any
 
 from dpunet.bench.icmp import wait_reachable
 from dpunet.bench.metrics import Samples, http_get, parse_exposition, phase_means
-from dpunet.bench.ovsdb import OvsApi, open_api
+from dpunet.bench.ovsdb import SB_TABLES, OvsApi, open_api
 from dpunet.bench.stats import ratio, summarize
 from dpunet.contract.lsp import lsp_options
 from dpunet.lab import services
 from dpunet.lab.pods import invoke_cni
 from dpunet.lab.runner import LabError, in_netns, ip
 from dpunet.lab.topology import HOST_PF_NAME, LabPlan, NicPair
-from dpunet.ovsdb.api import NbApi
+from dpunet.ovsdb.api import NbApi, SbApi
 
 REFERENCE_PLUGINS = Path("/usr/lib/cni")
 HOST_AGENT_METRICS = "127.0.0.1:9478"
@@ -248,9 +251,19 @@ def run_dpunet(
 class Floor:
     """The raw operations, with one NB and one OVS connection shared by all pods."""
 
-    def __init__(self, plan: LabPlan, pair: NicPair, nb: Any, nb_idl: Any, ovs: Any, ovs_idl: Any):
+    def __init__(
+        self,
+        plan: LabPlan,
+        pair: NicPair,
+        nb: Any,
+        nb_idl: Any,
+        ovs: Any,
+        ovs_idl: Any,
+        sb_idl: Any = None,
+    ):
         self.plan, self.pair = plan, pair
         self.nb, self.nb_idl, self.ovs, self.ovs_idl = nb, nb_idl, ovs, ovs_idl
+        self.sb_idl = sb_idl  # set: wait for SB Port_Binding.up instead of NB up
         with services.admin_client(plan) as client:
             node = client.get_node(pair.host.name)
         self.gateway = node.gateway_ip.split("/")[0]
@@ -325,8 +338,12 @@ class Floor:
             steps["representor_up"] = -t + (t := time.perf_counter())
             self.ovs_idl.wait_member("installed", rep)
             steps["wait_ovn_installed"] = -t + (t := time.perf_counter())
-            self.nb_idl.wait_member("up", lsp)
-            steps["wait_nb_up"] = -t + (t := time.perf_counter())
+            if self.sb_idl is not None:
+                self.sb_idl.wait_member("sb_up", lsp)
+                steps["wait_sb_up"] = -t + (t := time.perf_counter())
+            else:
+                self.nb_idl.wait_member("up", lsp)
+                steps["wait_nb_up"] = -t + (t := time.perf_counter())
             sample.add_s = self._host_device("ADD", vf, cid, netns, address)
             steps["host_device_add"] = -t + (t := time.perf_counter())
             sample.finished = wait_reachable(netns, self.gateway)
@@ -353,20 +370,24 @@ class Floor:
 
 def run_floor(
     plan: LabPlan, pair: NicPair, pods: int, concurrency: int, rounds: int,
-    say: Callable[[str], None],
+    say: Callable[[str], None], sb_up: bool = False,
 ) -> list[PodSample]:  # fmt: skip
-    """The floor, with the same shape of run as `run_dpunet`."""
+    """The floor, with the same shape of run as `run_dpunet`; `sb_up`: waiting for SB
+    `Port_Binding.up` instead of NB `up`."""
     vfs = free_vfs(plan, pair)[:pods]
     if len(vfs) < pods:
         raise LabError(f"only {len(vfs)} free VFs for {pods} floor pods")
     nb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
+    sb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"
     ovs_remote = f"unix:{plan.ovs_dir(pair.dpu)}/db.sock"
     out: list[PodSample] = []
-    with (
-        open_api(nb_remote, "OVN_Northbound", NbApi) as (nb, nb_idl),
-        open_api(ovs_remote, "Open_vSwitch", OvsApi) as (ovs, ovs_idl),
-    ):
-        floor = Floor(plan, pair, nb, nb_idl, ovs, ovs_idl)
+    with contextlib.ExitStack() as stack:
+        nb, nb_idl = stack.enter_context(open_api(nb_remote, "OVN_Northbound", NbApi))
+        ovs, ovs_idl = stack.enter_context(open_api(ovs_remote, "Open_vSwitch", OvsApi))
+        sb_idl = None
+        if sb_up:
+            _, sb_idl = stack.enter_context(open_api(sb_remote, "OVN_Southbound", SbApi, SB_TABLES))
+        floor = Floor(plan, pair, nb, nb_idl, ovs, ovs_idl, sb_idl)
         try:
             for r in range(rounds):
                 jobs = [(vf, f"f{r}x{i}") for i, vf in enumerate(vfs)]
@@ -383,7 +404,7 @@ def run_floor(
                 out += samples
                 failed = sum(s.error is not None for s in samples)
                 say(
-                    f"  floor round {r + 1}/{rounds}: {pods} pods"
+                    f"  floor{' (SB up)' if sb_up else ''} round {r + 1}/{rounds}: {pods} pods"
                     + (f", {failed} failed" if failed else "")
                 )
         finally:
@@ -471,7 +492,13 @@ def run_mode(
     }
     if floor:
         result["floor"] = summarize_run(run_floor(plan, pair, pods, concurrency, rounds, say))
+        result["floor_sb"] = summarize_run(
+            run_floor(plan, pair, pods, concurrency, rounds, say, sb_up=True)
+        )
         d, f = result["dpunet"]["ready_ms"], result["floor"]["ready_ms"]
         result["ratio_median"] = ratio(d.get("median"), f.get("median"))
         result["ratio_p99"] = ratio(d.get("p99"), f.get("p99"))
+        f = result["floor_sb"]["ready_ms"]
+        result["ratio_median_floor_sb"] = ratio(d.get("median"), f.get("median"))
+        result["ratio_p99_floor_sb"] = ratio(d.get("p99"), f.get("p99"))
     return result

@@ -169,6 +169,8 @@ def pod_setup_cmd(
         (f"dpunet median ms ({first['pods']} pods, c={first['concurrency']})",
          first["dpunet"]["ready_ms"].get("median"), None, None),
         ("floor median ms", first.get("floor", {}).get("ready_ms", {}).get("median"), None, None),
+        ("floor (SB up) median ms",
+         first.get("floor_sb", {}).get("ready_ms", {}).get("median"), None, None),
         ("median ratio dpunet/floor", first.get("ratio_median"),
          TARGETS["pod_setup_median_ratio_max"],
          _le(first.get("ratio_median"), TARGETS["pod_setup_median_ratio_max"])),
@@ -176,6 +178,10 @@ def pod_setup_cmd(
          TARGETS["pod_setup_burst_p99_ms_max"],
          _le(last["dpunet"]["ready_ms"].get("p99"), TARGETS["pod_setup_burst_p99_ms_max"])),
         ("burst pods/s (dpunet)", last["dpunet"].get("pods_per_s"), None, None),
+        ("median ratio dpunet/floor (SB up)", first.get("ratio_median_floor_sb"), None, None),
+        ("burst p99 ms, floor / floor (SB up)",
+         f"{last.get('floor', {}).get('ready_ms', {}).get('p99')} / "
+         f"{last.get('floor_sb', {}).get('ready_ms', {}).get('p99')}", None, None),
         ("burst pods/s (floor)", last.get("floor", {}).get("pods_per_s"), None, None),
     ]  # fmt: skip
     params = {"lab": lab or name, "vfs": vfs, "pods": n, "concurrency": concurrency,
@@ -320,6 +326,12 @@ def controller_cmd(
                 None,
             ),
             (f"{n}: raw txn ports/s (to up)", floor["ports_per_s"], None, None),
+            (
+                f"{n}: raw txn to SB up median ms / ports/s",
+                f"{lv['floor_sb']['up_ms']['median']:.0f} / {lv['floor_sb']['ports_per_s']:.1f}",
+                None,
+                None,
+            ),
             (
                 f"{n}: PUT retries (5xx or no answer)",
                 lv["put_503_retries"],
