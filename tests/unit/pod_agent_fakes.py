@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dpunet.cni.claims import Claim, DeviceClaims
 from dpunet.cni.models import AddRequest, CheckRequest, DelRequest, GcRequest, parse_netconf
 from dpunet.cni.results import AddResult
 from dpunet.cni.sandboxes import HostLink, SandboxRecord, SandboxStore, VfDevice
@@ -31,6 +32,13 @@ from dpunet.linux.netlink import InterfaceConfig, LinuxError
 
 NODE = "node1"
 HOST = ("host",)
+
+
+def holding(*keys: str) -> Claim:
+    """A claim of its own (no other in flight) whose scan found `keys` held."""
+    claim = Claim(DeviceClaims(), began=0)
+    claim.held = frozenset(keys)
+    return claim
 
 
 class Crash(BaseException):
@@ -88,13 +96,17 @@ class Scripted:
     world: World
     fail: dict[str, list[BaseException]] = field(default_factory=dict)
     fail_after: dict[str, list[BaseException]] = field(default_factory=dict)
-    gates: dict[str, Gate] = field(default_factory=dict)
+    gates: dict[str, Gate | list[Gate]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
 
     def enter(self, method: str) -> None:
         self.world.check_alive()
         self.calls.append(method)
-        gate = self.gates.pop(method, None)
+        gate = self.gates.get(method)
+        if isinstance(gate, list):  # one gate per call, in call order
+            gate = gate.pop(0) if gate else None
+        else:
+            gate = self.gates.pop(method, None)
         if gate is not None:
             gate.pass_through()
         failures = self.fail.get(method)
@@ -121,12 +133,22 @@ class FakeAttacher(Scripted):
         super().__init__(world)
         self.devices = [f"0000:02:00.{n}" for n in range(2, 2 + count)]
         self.location: dict[str, tuple[str, ...]] = {pci: HOST for pci in self.devices}
+        self.described: list[tuple[str, str]] = []  # (container id, device) looked at
 
-    def claim(self, req: AddRequest, held: set[str]) -> VfDevice:
+    def claim(self, req: AddRequest, claim: Claim) -> VfDevice:
+        """The first device `claim` lets it take; then the look at it ("describe", where the
+        real VF attacher reads sysfs and netlink)."""
         self.enter("claim")
         for pci in self.devices:
-            if pci not in held:
-                return vf_device(pci)
+            if not claim.take(pci):
+                continue
+            try:
+                self.enter("describe")
+            except BaseException:
+                claim.give_back(pci)
+                raise
+            self.described.append((req.container_id, pci))
+            return vf_device(pci)
         raise CniError(ErrorCode.NO_DEVICE, "no free device")
 
     def prepare(self, record: SandboxRecord) -> None:

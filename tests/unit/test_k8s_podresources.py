@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from hw_sysfs_tree import SEED_CONFIGMAP, seed_host
+from pod_agent_fakes import holding
 
 from dpunet.cni.binding.vf import VfAttacher
 from dpunet.cni.models import AddRequest, parse_netconf
@@ -175,27 +176,26 @@ def test_claim_asks_the_resolver(tmp_path: Path) -> None:
     tree = seed_host(tmp_path / "sys")
     (tmp_path / "cm.yaml").write_text(SEED_CONFIGMAP)
     pools = load_pool_config(tmp_path / "cm.yaml", "mellanox.com")
-    asked: list[set[str]] = []
+    asked: list[tuple[bool, bool]] = []
 
     def resolver(req: AddRequest, held: Any) -> str | None:
-        asked.append(set(held))
+        asked.append((VF1 in held, VF2 in held))
         return req.config.vf_pci_address or (VF1 if req.pod_name else None)
 
     attacher = Described(tree.sysfs, pools, resolver=resolver)
-    held = {VF2}
-    assert attacher.claim(add_request(), held)["pci"] == VF1
-    assert asked == [{VF2}]
-    assert attacher.claim(add_request(deviceID=VF2), set())["pci"] == VF2
+    assert attacher.claim(add_request(), holding(VF2))["pci"] == VF1
+    assert asked == [(False, True)]
+    assert attacher.claim(add_request(deviceID=VF2), holding())["pci"] == VF2
     assert len(asked) == 2  # multus named the VF: kubelet's allocation is checked
-    assert attacher.claim(add_request(pod=None), set())["pci"] == VF1  # standalone: the pool
+    assert attacher.claim(add_request(pod=None), holding())["pci"] == VF1  # standalone: the pool
     with pytest.raises(CniError, match="already in use"):
-        Described(tree.sysfs, pools, resolver=lambda r, h: VF2).claim(add_request(), held)
+        Described(tree.sysfs, pools, resolver=lambda r, h: VF2).claim(add_request(), holding(VF2))
     with pytest.raises(CniError, match="not one this node hands out"):
         stranger = Described(tree.sysfs, pools, resolver=lambda r, h: "0000:02:00.3")
-        stranger.claim(add_request(), set())
+        stranger.claim(add_request(), holding())
     asked.clear()
     with pytest.raises(CniError, match="already in use"):  # the claim is tried twice ...
-        attacher.claim(add_request(), {VF1})
+        attacher.claim(add_request(), holding(VF1))
     assert len(asked) == 1  # ... kubelet is asked once
 
 
@@ -228,4 +228,4 @@ def test_claim_asks_the_resolver_about_a_device_id(tmp_path: Path) -> None:
         raise CniError(ErrorCode.NO_DEVICE, f"VF {req.config.vf_pci_address} is not the pod's")
 
     with pytest.raises(CniError, match="is not the pod's"):
-        Described(tree.sysfs, pools, resolver=resolver).claim(add_request(deviceID=VF2), set())
+        Described(tree.sysfs, pools, resolver=resolver).claim(add_request(deviceID=VF2), holding())

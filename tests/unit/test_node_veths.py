@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pod_agent_fakes import holding
 
 from dpunet.cni.binding.veth import (
     HOST_PREFIX,
@@ -54,15 +55,15 @@ def test_lsp_names_follow_the_ovn_kubernetes_convention() -> None:
 
 def test_claim_names_the_pair_per_attachment_and_refuses_a_clash() -> None:
     attacher = VethAttacher(ovs=None, bridge="br-int")  # type: ignore[arg-type]
-    device = attacher.claim(add_request("c1"), set())
+    device = attacher.claim(add_request("c1"), holding())
     host, pod = veth_names("c1")
     assert device == VethDevice(veth=host, peer=pod)
-    second = attacher.claim(add_request("c1", ifname="net1"), {host})
+    second = attacher.claim(add_request("c1", ifname="net1"), holding(host))
     assert second.veth not in (host, pod) and second == VethDevice(
         veth=veth_names("c1", "net1")[0], peer=veth_names("c1", "net1")[1]
     )
     with pytest.raises(CniError) as err:
-        attacher.claim(add_request("c1"), {host})
+        attacher.claim(add_request("c1"), holding(host))
     assert err.value.code == ErrorCode.NO_DEVICE
 
 

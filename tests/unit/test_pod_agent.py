@@ -251,6 +251,89 @@ def test_concurrent_adds_get_different_devices(rig: Rig) -> None:
     run(scenario)
 
 
+async def entered_both(first: Gate, second: Gate) -> None:
+    """Both gated calls are in progress at the same time."""
+    await asyncio.wait_for(asyncio.gather(first.entered.wait(), second.entered.wait()), 5)
+
+
+def test_two_adds_look_at_their_devices_at_once_and_neither_waits(rig: Rig) -> None:
+    """No node-wide claim lock: while one ADD's look at its device (sysfs and netlink on a
+    real node) is held, another ADD's look runs too, and that ADD completes entirely."""
+
+    async def scenario() -> None:
+        slow, quick = Gate(), Gate()
+        rig.attacher.gates["describe"] = [slow, quick]
+        first = asyncio.create_task(rig.add("c1", "web"))
+        await asyncio.wait_for(slow.entered.wait(), 5)
+        second = asyncio.create_task(rig.add("c2", "db"))
+        await entered_both(slow, quick)  # overlapping: the second did not queue behind
+        quick.open()
+        result = await asyncio.wait_for(second, 5)  # done while the first is still held
+        assert not first.done()
+        assert [r.container_id for r in rig.records()] == ["c2"]
+        slow.open()
+        await asyncio.wait_for(first, 5)
+        devices = {cid: pci for cid, pci in rig.attacher.described}
+        assert devices["c1"] != devices["c2"]
+        assert result.interfaces[0].name == "eth0"
+        assert_settled(rig)
+        assert rig.agent.claims.tracked() == 0  # nothing remembered once the claims end
+
+    run(scenario)
+
+
+def test_a_burst_of_claims_shares_the_devices_exactly(rig: Rig) -> None:
+    """Every ADD of a burst is inside its look at a device at once (none queued); each
+    device goes to one of them, and the one too many finds none."""
+
+    async def scenario() -> None:
+        count = len(rig.attacher.devices)
+        gates = [Gate() for _ in range(count)]
+        rig.attacher.gates["describe"] = list(gates)
+        adds = [asyncio.create_task(rig.add(f"c{n}", f"pod{n}")) for n in range(count + 1)]
+        await asyncio.wait_for(asyncio.gather(*(g.entered.wait() for g in gates)), 5)
+        spare = await asyncio.wait_for(asyncio.gather(adds[-1], return_exceptions=True), 5)
+        assert isinstance(spare[0], CniError) and spare[0].code == ErrorCode.NO_DEVICE
+        for gate in reversed(gates):
+            gate.open()
+        await asyncio.wait_for(asyncio.gather(*adds[:-1]), 10)
+        assert sorted(r.device.key for r in rig.records()) == sorted(rig.attacher.devices)
+        assert_settled(rig)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("after_write", [False, True])
+def test_a_crash_while_another_claim_is_in_flight_leaks_nothing(
+    rig: Rig, after_write: bool
+) -> None:
+    """ADD c1 is looking at its device when the daemon dies at ADD c2's record write: after
+    the restart nothing is held but what a record says, and every device can be claimed."""
+
+    async def scenario() -> None:
+        rig.restart(CrashingStore(rig.state_dir, rig.world, crash_at=1, after_write=after_write))
+        held = Gate()
+        rig.attacher.gates["describe"] = [held]
+        first = asyncio.create_task(rig.add("c1", "web"))
+        await asyncio.wait_for(held.entered.wait(), 5)
+        with pytest.raises(Crash):
+            await rig.add("c2", "db")
+        held.open()
+        with pytest.raises(Crash):
+            await first
+        rig.restart()
+        await rig.agent.reconcile()
+        assert_settled(rig)
+        for cid in ("c1", "c2"):
+            await rig.delete(cid, "x")
+        assert_nothing_held(rig)
+        count = len(rig.attacher.devices)
+        await asyncio.gather(*(rig.add(f"n{n}", f"pod{n}") for n in range(count)))
+        assert sorted(r.device.key for r in rig.records()) == sorted(rig.attacher.devices)
+
+    run(scenario)
+
+
 # ------------------------------------------------------------------- crash + reconcile
 ADD_WRITES = [(n, after) for n in (1, 2, 3) for after in (False, True)]
 

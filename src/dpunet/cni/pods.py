@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from dpunet.cni.binding.base import Attacher
+from dpunet.cni.claims import DeviceClaims
 from dpunet.cni.models import (
     AddRequest,
     CheckRequest,
@@ -300,7 +301,7 @@ class PodAgent:
         self.port_timeout = port_timeout
         self.interface_problems = interface_problems
         self.locks = KeyedLocks()  # per container id; the CNI server takes it for its verbs
-        self._claim_lock = asyncio.Lock()
+        self.claims = DeviceClaims()  # ADDs claim devices at once (cni/claims.py)
         # Each ADD in flight blocks up to two threads at once (the port request, which waits
         # for OVN, and the staging); asyncio's default pool (cores + 4) would make a burst of
         # ADDs queue their quick steps, claims included, behind other pods' port requests.
@@ -353,13 +354,12 @@ class PodAgent:
             await self._undo(existing, "readd")
 
         phase_started = time.monotonic()
-        async with self._claim_lock:  # one thread hop: a burst's claims queue here
-            try:
-                record = await self._thread(self._claim, req, network, namespace, name, uid)
-            except CniError as exc:
-                if exc.code == ErrorCode.NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
-                    self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
-                raise
+        try:
+            record = await self._thread(self._claim, req, network, namespace, name, uid)
+        except CniError as exc:
+            if exc.code == ErrorCode.NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
+                self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
+            raise
         device = record.device
         self._observe("ADD", "claim", phase_started)
         event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
@@ -427,21 +427,24 @@ class PodAgent:
     def _claim(
         self, req: AddRequest, network: str, namespace: str, name: str, uid: str
     ) -> SandboxRecord:
-        """Pick a device no record (readable or not) holds and record the claim (under the
-        claim lock, blocking)."""
-        scan = self.store.scan()
-        self._note_unreadable(scan.unreadable)
-        record = SandboxRecord(
-            container_id=req.container_id,
-            netns=req.netns,
-            ifname=req.ifname,
-            namespace=namespace,
-            pod=name,
-            pod_uid=uid,
-            device=self.attacher.claim(req, scan.claimed),
-            network=network,
-        )
-        self.store.save(record)
+        """Pick a device no record (readable or not) holds and no other claim has taken,
+        and record the claim (blocking; other ADDs' claims run meanwhile, cni/claims.py)."""
+        with self.claims.claiming() as claim:
+            scan = self.store.scan()
+            claim.held = scan.claimed
+            self._note_unreadable(scan.unreadable)
+            record = SandboxRecord(
+                container_id=req.container_id,
+                netns=req.netns,
+                ifname=req.ifname,
+                namespace=namespace,
+                pod=name,
+                pod_uid=uid,
+                device=self.attacher.claim(req, claim),
+                network=network,
+            )
+            self.store.save(record)
+            claim.written(record.device.key)
         return record
 
     def _require_lock(self, container_id: str) -> None:

@@ -4,13 +4,16 @@
 claims a device for an attachment and moves it in and out of the pod. Its methods work on
 the attachment's `SandboxRecord` (its typed `device`, netns, interface and pod) and block:
 the agent runs them in a thread. Failures to move or configure are `LinuxError`; a claim
-that finds no device raises `CniError` (`ErrorCode.NO_DEVICE`).
+that finds no device raises `CniError` (`ErrorCode.NO_DEVICE`). Claims of several ADDs run
+at once (`cni/claims.py`): a binding reserves its candidate with `Claim.take` before it
+looks at it, and gives it back if it turns out unusable.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from dpunet.cni.claims import Claim
 from dpunet.cni.models import AddRequest
 from dpunet.cni.sandboxes import Device, SandboxRecord
 from dpunet.linux.netlink import InterfaceConfig
@@ -21,9 +24,9 @@ class Attacher(Protocol):
 
     kind: str  # "vf" or "veth", for logs and metrics
 
-    def claim(self, req: AddRequest, held: set[str]) -> Device:
-        """Pick a device for `req` whose key is not among `held`; CniError when there is
-        none."""
+    def claim(self, req: AddRequest, claim: Claim) -> Device:
+        """Pick a device for `req` that `claim.take` reserves (a key no record holds and no
+        other claim has taken); CniError when there is none."""
         ...
 
     def prepare(self, record: SandboxRecord) -> None:

@@ -18,6 +18,7 @@ import hashlib
 import threading
 from collections.abc import Callable, Iterable, Mapping
 
+from dpunet.cni.claims import Claim
 from dpunet.cni.models import AddRequest
 from dpunet.cni.sandboxes import SandboxRecord, VethDevice
 from dpunet.cni.wire import CniError, ErrorCode
@@ -74,10 +75,10 @@ class VethAttacher:
         # whose sandbox record it has not read yet.
         self._lock = threading.Lock()
 
-    def claim(self, req: AddRequest, held: set[str]) -> VethDevice:
+    def claim(self, req: AddRequest, claim: Claim) -> VethDevice:
         """The veth names of this attachment (refused on a hash clash with a held one)."""
         host, pod = veth_names(req.container_id, req.ifname)
-        if host in held:
+        if not claim.take(host):
             raise CniError(ErrorCode.NO_DEVICE, f"veth name {host} is taken by another attachment")
         return VethDevice(veth=host, peer=pod)
 

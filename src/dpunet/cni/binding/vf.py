@@ -13,11 +13,12 @@ pod's namespace died — and restores its host name, MAC and MTU.
 
 from __future__ import annotations
 
-import contextlib
 import os
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Container
 
+from dpunet.cni.claims import Claim
 from dpunet.cni.models import AddRequest
 from dpunet.cni.sandboxes import HostLink, SandboxRecord, VfDevice
 from dpunet.cni.wire import CniError, ErrorCode
@@ -54,7 +55,7 @@ class VfAttacher:
         sysfs: Sysfs,
         pools: PoolConfig,
         management_vfs: tuple[ManagementVf, ...] = (),
-        resolver: Callable[[AddRequest, Collection[str]], str | None] | None = None,
+        resolver: Callable[[AddRequest, Container[str]], str | None] | None = None,
         rediscover_after: float = POOL_REDISCOVERY_SECONDS,
     ) -> None:
         """`resolver` names the pod's VF when the config does not (Kubernetes: kubelet's
@@ -69,14 +70,22 @@ class VfAttacher:
         self._pf_macs: dict[str, str] = {}  # PF netdev -> MAC, read once per discovery
         self._discovered_at = 0.0
         self.rediscover_after = rediscover_after
+        self._discovery = threading.Lock()  # one discovery at a time (claims run at once)
 
     def assignment(self, refresh: bool = True) -> PoolAssignment:
         """The node's VFs sorted into pools. Discovery reads much of sysfs, so an ADD takes
         pool membership from the last result (`refresh=False`), checks its candidate VF
         live, and rediscovers only when that finds none; the reconcile loop refreshes it."""
-        if refresh or self._assignment is None:
+        assignment = self._assignment
+        if not refresh and assignment is not None:
+            return assignment
+        asked = time.monotonic()
+        with self._discovery:
+            if self._assignment is not None and self._discovered_at >= asked:
+                return self._assignment  # another claim's discovery began after we asked
+            started = time.monotonic()
             devices = discover_pool_devices(self.sysfs)
-            self._assignment = assign_pools(
+            assignment = assign_pools(
                 self.pools,
                 devices,
                 default_route_netdevs=read_default_route_netdevs(),
@@ -84,8 +93,8 @@ class VfAttacher:
             )
             self._devices = {d.address: d for d in devices}
             self._pf_macs = {}
-            self._discovered_at = time.monotonic()
-        return self._assignment
+            self._assignment, self._discovered_at = assignment, started
+        return assignment
 
     def pool_usage(self, taken: Collection[str]) -> dict[str, tuple[int, int]]:
         """resource -> (VFs in use, VFs in the pool) given the PCI addresses `taken`, from a
@@ -97,19 +106,20 @@ class VfAttacher:
             for pool in self.assignment(refresh=stale).pools
         }
 
-    def claim(self, req: AddRequest, held: set[str]) -> VfDevice:
+    def claim(self, req: AddRequest, claim: Claim) -> VfDevice:
         """The VF named by the config, else the resolver's, else a free one of the requested
-        (or first) pool."""
+        (or first) pool. The candidate is reserved (`claim.take`) before its sysfs and
+        netlink look, so claims of other ADDs go on meanwhile."""
         wanted = req.config.vf_pci_address
         if self.resolver is not None:  # also checks a deviceID against kubelet's allocation
-            wanted = self.resolver(req, held)  # asked once: kubelet's answer does not change
+            wanted = self.resolver(req, claim)  # asked once: kubelet's answer does not change
         try:
-            return self._claim(req, wanted, held, self.assignment(refresh=False))
+            return self._claim(req, wanted, claim, self.assignment(refresh=False))
         except CniError:  # VFs may have come, gone or returned since the last discovery
-            return self._claim(req, wanted, held, self.assignment(refresh=True))
+            return self._claim(req, wanted, claim, self.assignment(refresh=True))
 
     def _claim(
-        self, req: AddRequest, wanted: str | None, taken: set[str], assignment: PoolAssignment
+        self, req: AddRequest, wanted: str | None, claim: Claim, assignment: PoolAssignment
     ) -> VfDevice:
         members = {d.address: pool.resource for pool in assignment.pools for d in pool.devices}
         if wanted is not None:
@@ -121,11 +131,15 @@ class VfAttacher:
                     ErrorCode.NO_DEVICE, f"VF {wanted} is not one this node hands out",
                     why or "no such VF on this node",
                 )  # fmt: skip
-            if wanted in taken:
+            if not claim.take(wanted):
                 raise CniError(
                     ErrorCode.NO_DEVICE, f"VF {wanted} is already in use by another sandbox"
                 )
-            return self._describe(wanted, members[wanted])
+            try:
+                return self._describe(wanted, members[wanted])
+            except CniError:
+                claim.give_back(wanted)
+                raise
         resource = req.config.resource_name
         pools = [
             p for p in assignment.pools if resource in (None, p.resource, p.resource.split("/")[-1])
@@ -137,10 +151,12 @@ class VfAttacher:
             )
         pool = pools[0]
         for device in sorted(pool.devices, key=lambda d: (d.pf_address or "", d.vf_index or 0)):
-            if device.address in taken:
+            if not claim.take(device.address):
                 continue
-            with contextlib.suppress(CniError):  # its netdev is away from the host right now
+            try:
                 return self._describe(device.address, pool.resource)
+            except CniError:  # its netdev is away from the host right now
+                claim.give_back(device.address)
         raise CniError(
             ErrorCode.NO_DEVICE,
             f"no free VF in pool {pool.resource}",

@@ -19,7 +19,7 @@ it must, for every network to get one).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Container, Iterable, Sequence
 from pathlib import Path
 
 import grpc
@@ -80,7 +80,7 @@ def allocated_devices(pods: Iterable[pb.PodResources], resources: Collection[str
     }
 
 
-def choose_primary_vf(device_ids: Sequence[str], held: Collection[str]) -> str | None:
+def choose_primary_vf(device_ids: Sequence[str], held: Container[str]) -> str | None:
     """The last of the pod's devices that no other sandbox holds (module docstring)."""
     free = [d for d in device_ids if d not in held]
     return free[-1] if free else None
@@ -94,7 +94,7 @@ class PodResourcesResolver:
         self.resources = tuple(resources)
         self.timeout = timeout
 
-    def __call__(self, req: AddRequest, held: Collection[str]) -> str | None:
+    def __call__(self, req: AddRequest, held: Container[str]) -> str | None:
         """The pod's VF: the config's `deviceID` once kubelet is found to have allocated it
         to the pod (CniError otherwise), else one of the pod's devices by the rule above;
         the config's `deviceID` (or None) for a runtime that names no Kubernetes pod."""
