@@ -231,7 +231,7 @@ async def test_sb_up_first_answers_without_nb_up() -> None:
     t0 = asyncio.get_running_loop().time()
     await from_thread(0, lambda: bind(sb, port))
     assert await asyncio.wait_for(waiter, 1) == "sb"
-    assert asyncio.get_running_loop().time() - t0 < 0.5  # woken, not polled
+    assert asyncio.get_running_loop().time() - t0 < 1.5  # woken (the NB recheck is at 2 s)
     assert nb.reads == 0
 
 
