@@ -55,6 +55,12 @@ class PlugMode(StrEnum):
 
 
 # -------------------------------------------------------------------- names
+def gateway_external_port(node: str) -> str:
+    """`rtoe-GR_<node>`: the gateway router's port on the external switch, whose SB
+    Port_Binding `mac` (`<mac> <node ip>/<len>`) the bridge's agent builds its flows from."""
+    return f"rtoe-GR_{node}"
+
+
 def pod_lsp_name(namespace: str, pod: str, network: str | None = None) -> str:
     """A pod's LSP: `<ns>_<pod>` for its primary port; for a secondary network
     OVN-Kubernetes' form, the network name with `-` and `/` as `.`, then `_<ns>_<pod>`

@@ -15,7 +15,7 @@ from enum import StrEnum
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 from dpunet.contract.api import JOIN_SWITCH, NodeRole
-from dpunet.contract.lsp import PodIds, VfPlug, lsp_options
+from dpunet.contract.lsp import PodIds, VfPlug, gateway_external_port, lsp_options
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.ipam import mac_for_ip, mgmt_interface, router_interface, router_ip
 
@@ -283,7 +283,7 @@ def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
     n = node.name
     gw = router_interface(node.subnet)
     gr = gateway_router(n)
-    rtoj_gr, rtoe_gr = f"rtoj-{gr}", f"rtoe-{gr}"
+    rtoj_gr, rtoe_gr = f"rtoj-{gr}", gateway_external_port(n)
     cluster = _cluster_router(
         ports=(Lrp(rtos(n), mac_for_ip(gw.ip), (str(gw),), ids(Kind.ROUTER_PORT, n)),),
         routes=(Route(str(node.subnet), str(node.join_ip), ids(Kind.ROUTE, n), policy="src-ip"),),

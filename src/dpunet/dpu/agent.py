@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from dpunet.contract.lsp import gateway_external_port
 from dpunet.dpu import heap
 from dpunet.dpu.config import (
     ConfigError,
@@ -27,6 +28,7 @@ from dpunet.dpu.config import (
     resolve_identity,
     setup_config,
 )
+from dpunet.dpu.gateway import GatewayFlows, GatewayResult
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
@@ -74,6 +76,8 @@ class Agent:
         self._ovs: LocalOvs | None = None
         self._monitor: SbMonitor | None = None
         self._reconciler: Reconciler | None = None
+        self._gateway: GatewayFlows | None = None
+        self._gateway_problem: str | None = None
         self._server: asyncio.Server | None = None
         self._lease: asyncio.Task[None] | None = None
         self._last_pass: float | None = None
@@ -168,10 +172,19 @@ class Agent:
                 plug_mode=self.cfg.plug_mode,
                 bridge=self.cfg.integration_bridge,
             )
-            self._reconciler = Reconciler(
-                self.cfg, ident, self._ovs, Sysfs.from_env(self.cfg.sysfs_root), self.metrics
+            sysfs = Sysfs.from_env(self.cfg.sysfs_root)
+            self._reconciler = Reconciler(self.cfg, ident, self._ovs, sysfs, self.metrics)
+            self._gateway = GatewayFlows(
+                self.cfg.gateway,
+                self.cfg.ovs_db,
+                ident.host_node,
+                self.cfg.setup.host_pf_rep,
+                self.cfg.setup.uplink,
+                sysfs,
             )
             lports = [ident.mgmt_lport] if ident.mgmt_lport and self.cfg.mgmt_port.enabled else []
+            if ident.host_node and self.cfg.gateway.enabled:
+                lports.append(gateway_external_port(ident.host_node))
             self._monitor = SbMonitor(
                 ident.sb_remotes,
                 ident.chassis,
@@ -210,6 +223,8 @@ class Agent:
                     if result is None or result.retry
                     else self.cfg.resync_interval
                 )
+                if self.cfg.gateway.enabled:
+                    delay = min(delay, self.cfg.gateway.interval)
                 wake_task = asyncio.ensure_future(self._wake.wait())
                 await asyncio.wait(
                     {wake_task, stop_task}, timeout=delay, return_when=asyncio.FIRST_COMPLETED
@@ -233,6 +248,7 @@ class Agent:
             self.metrics.reconcile_seconds.observe(elapsed)
             self._last_pass = time.monotonic()
         self.metrics.reconciles.labels(result="ok").inc()
+        await self._gateway_pass(snapshot)
         if result.actions:  # ports came or went: hand the pass's garbage back
             await self._blocking(heap.trim)
         if snapshot.synced and result.waiting_for is None:
@@ -251,6 +267,19 @@ class Agent:
         elif result.waiting_for:
             event(log, "reconcile-waiting", logging.DEBUG, waiting_for=result.waiting_for)
         return result
+
+    async def _gateway_pass(self, snapshot: SbSnapshot) -> None:
+        """The shared gateway's flows on the external bridge (dpu/gateway.py)."""
+        assert self._gateway is not None and self._ovs is not None
+        try:
+            state = await self._blocking(self._ovs.state)
+            result: GatewayResult = await self._blocking(self._gateway.reconcile, snapshot, state)
+        except Exception as exc:  # keep the daemon alive; the next pass retries
+            result = GatewayResult(problem=f"{type(exc).__name__}: {exc}")
+        if result.problem != self._gateway_problem:
+            self._gateway_problem = result.problem
+            if result.problem:
+                event(log, "gateway-flows-waiting", logging.WARNING, problem=result.problem)
 
     def _start_lease(self, ident: Identity, stop: asyncio.Event) -> None:
         """Renew the DPU lease at the controller, when one is configured."""

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from dpunet.observability import parse_listen
+from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
@@ -116,6 +117,7 @@ class DpuAgentConfig(BaseModel):
     retry_interval: float = Field(default=5.0, gt=0)
     run_setup: bool = True
     setup: SetupSection = Field(default_factory=SetupSection)
+    gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     controller_url: str | None = Field(
         None,
         description="controller API (http://HOST:PORT or unix:PATH) to renew the DPU "
@@ -208,6 +210,10 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "MGMT_PORT_VF_INDEX": ("mgmt_port", "vf_index"),
     "MGMT_PORT_NAME": ("mgmt_port", "name"),
     "MGMT_PORT_MTU": ("mgmt_port", "mtu"),
+    "GATEWAY_ENABLED": ("gateway", "enabled"),
+    "GATEWAY_INTERVAL": ("gateway", "interval"),
+    "GATEWAY_ZONE": ("gateway", "zone"),
+    "GATEWAY_NODE_PORT_RANGE": ("gateway", "node_port_range"),
 }
 """`DPUNET_<KEY>` environment variables and the config field each sets."""
 

@@ -28,9 +28,10 @@ from dpunet.contract.client import ClientError, ControllerClient
 from dpunet.deploy import manifests
 from dpunet.lab import image
 from dpunet.lab.daemons import Daemon, nbctl, vsctl
-from dpunet.lab.runner import LabError, in_netns, pid_alive, read_pid, wait_for
+from dpunet.lab.runner import LabError, in_netns, ip, pid_alive, read_pid, wait_for
 from dpunet.lab.topology import (
     CP_ADDRESS,
+    CP_BRIDGE,
     EXT_ADDRESS,
     LAB_CLUSTER_CIDR,
     LAB_JOIN_SUBNET,
@@ -320,14 +321,26 @@ def _controller_ready(plan: LabPlan) -> bool:
     return True
 
 
+def _link_mac(netns: str, ifname: str) -> str:
+    """The MAC of `ifname` in `netns`."""
+    out = ip("-j", "link", "show", ifname, netns=netns).stdout
+    try:
+        return str(json.loads(out)[0]["address"])
+    except (ValueError, LookupError, TypeError) as exc:
+        raise LabError(f"cannot read the MAC of {ifname} in {netns}: {out!r}") from exc
+
+
 def register_nodes(plan: LabPlan) -> None:
-    """cp as a full node, each dpu-host with its DPU's chassis and management VF."""
+    """cp as a full node, each dpu-host with its DPU's chassis and management VF. Each
+    node's gateway router shares the node's address and MAC (the shared gateway): cp's
+    breth0, a host's PF."""
     specs: dict[str, dict[str, Any]] = {
         plan.cp.name: {
             "role": "full",
             "chassis": plan.cp.name,
             "node_ip": f"{plan.gateway_ip(plan.cp)}/{plan.underlay_prefix}",
             "next_hop": str(EXT_ADDRESS),
+            "gateway_mac": _link_mac(plan.cp.netns, CP_BRIDGE),
         }
     }
     for pair in plan.pairs:
@@ -336,6 +349,7 @@ def register_nodes(plan: LabPlan) -> None:
             "chassis": pair.dpu.name,
             "node_ip": f"{plan.gateway_ip(pair.host)}/{plan.underlay_prefix}",
             "next_hop": str(EXT_ADDRESS),
+            "gateway_mac": pair.pf_mac(plan.lab_id),
             "mgmt_pf_mac": pair.pf_mac(plan.lab_id),
             "mgmt_vf_num": 0,
         }

@@ -30,10 +30,6 @@ LAB_CLUSTER_CIDR = "198.18.0.0/16"
 LAB_SERVICE_CIDR = "198.19.0.0/17"
 LAB_JOIN_SUBNET = "198.19.255.0/24"
 POD_MTU = 1400  # Geneve over the 1500-byte underlay
-# Each node's OVN gateway router gets its own underlay address: the lab does not
-# share the node's address the way OVN-Kubernetes' shared gateway does.
-CP_GATEWAY_ADDRESS = ipaddress.IPv4Address("192.0.2.20")
-HOST_GATEWAY_BASE = 150  # hostN's gateway router = 192.0.2.(150+N)
 
 HOST_PF_NAME = "enp2s0f0np0"
 HOST_PF_PCI = "0000:02:00.0"
@@ -239,13 +235,11 @@ class LabPlan:
         return env
 
     def gateway_ip(self, node: Node) -> ipaddress.IPv4Address:
-        """The underlay address of the node's OVN gateway router (SNAT source of its pods)."""
-        if node.role is Role.CONTROL_PLANE:
-            return CP_GATEWAY_ADDRESS
-        if node.role is Role.DPU_HOST:
-            index = int(node.name.removeprefix("host"))
-            return UNDERLAY_CIDR.network_address + HOST_GATEWAY_BASE + index
-        raise ValueError(f"node {node.name} has no gateway router")
+        """The address of the node's OVN gateway router (SNAT source of its pods): the
+        node's own underlay address, shared with the node (the shared gateway)."""
+        if node.role not in (Role.CONTROL_PLANE, Role.DPU_HOST) or node.underlay_ip is None:
+            raise ValueError(f"node {node.name} has no gateway router")
+        return node.underlay_ip
 
     @property
     def sb_remote(self) -> str:

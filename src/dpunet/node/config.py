@@ -12,6 +12,7 @@ from pydantic import AfterValidator, Field
 
 from dpunet.cni.daemon import AgentSettings
 from dpunet.observability import parse_listen
+from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 
 
@@ -33,6 +34,11 @@ class NodeAgentConfig(AgentSettings):
     )
     integration_bridge: str = Field(default="br-int", min_length=1, max_length=15)
     mgmt_port: bool = Field(default=True, description="keep the management port in place")
+    gateway: GatewaySettings = Field(
+        default_factory=GatewaySettings,
+        description="the shared gateway's flows on the external bridge (checked every "
+        "reconcile_interval)",
+    )
     metrics_address: Annotated[str | None, AfterValidator(_listen)] = Field(
         default="127.0.0.1:9479", description="HOST:PORT of /metrics, /healthz, /readyz"
     )

@@ -3,7 +3,8 @@
 Connects to the local OVS database, then serves the CNI socket with a `PodAgent`
 over veth pairs, keeps the management port (`ovn-k8s-mp0`, an OVS internal
 port) in shape, reconciles sandbox records against namespaces, br-int and the
-controller on start and periodically, and exports `/metrics`, `/healthz` and
+controller on start and periodically, keeps the shared gateway's flows on the external
+bridge (breth0; `node/gateway.py`), and exports `/metrics`, `/healthz` and
 `/readyz`. No OVN database access: ports come from the controller's port API.
 """
 
@@ -17,8 +18,10 @@ from dpunet.cni.binding.veth import VethAttacher, veth_names
 from dpunet.cni.daemon import AgentDaemon
 from dpunet.cni.sandboxes import VethDevice
 from dpunet.contract.api import NodeInfo
+from dpunet.contract.client import ClientError
 from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
+from dpunet.node.gateway import reconcile_gateway
 from dpunet.node.mgmt import ensure_management_port
 from dpunet.ovsdb.local import LocalOvs
 from dpunet.ovsdb.remote import OvsdbUnavailable
@@ -38,6 +41,7 @@ class NodeDaemon(AgentDaemon):
         super().__init__(cfg, self.attacher, cfg.mgmt_port)
         self.node_cfg = cfg
         self.ovs_connected = False
+        self.gateway_problem: str | None = None
 
     async def connect(self, stop: asyncio.Event) -> bool:
         """Connect to the local OVS database, retrying; False when stopped first."""
@@ -65,11 +69,24 @@ class NodeDaemon(AgentDaemon):
         )
 
     async def reconcile_extra(self) -> None:
-        """Remove veths and OVS ports that no sandbox record knows."""
+        """Remove veths and OVS ports that no sandbox record knows; the gateway's flows."""
         removed = await asyncio.to_thread(self.attacher.sweep, self._kept_veths)
         for name in removed:
             self.agent.metrics.reconcile_actions.labels("stale-veth").inc()
             event(log, "stale-veth-removed", ifname=name)
+        if not self.node_cfg.gateway.enabled:
+            return
+        try:
+            node = await asyncio.to_thread(self.client.get_node, self.cfg.node)
+            problem = await asyncio.to_thread(
+                reconcile_gateway, self.node_cfg.gateway, self.ovs, self.node_cfg.ovs_db, node
+            )
+        except ClientError as exc:
+            problem = f"controller: {exc}"
+        if problem != self.gateway_problem:
+            self.gateway_problem = problem
+            if problem:
+                event(log, "gateway-flows-waiting", level=logging.WARNING, problem=problem)
 
     def _kept_veths(self) -> set[str]:
         """The veths of every recorded attachment; for a sandbox whose file is unreadable,

@@ -54,6 +54,7 @@ class OvsPort:
     external_ids: Mapping[str, str] = field(default_factory=dict)
     ofport: int | None = None
     error: str | None = None
+    type: str = ""
 
     @property
     def owned(self) -> bool:
@@ -200,6 +201,7 @@ class LocalOvs:
                             external_ids=dict(iface.external_ids) if iface else {},
                             ofport=_first(iface.ofport) if iface else None,
                             error=_first(iface.error) if iface else None,
+                            type=iface.type if iface else "",
                         )
                     )
             return OvsState(

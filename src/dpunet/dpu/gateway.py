@@ -1,0 +1,132 @@
+"""The shared gateway's flows on the DPU's external bridge (brp0), programmed by
+`dpunet-dpu` each pass (docs/architecture.md, section 4a).
+
+Inputs, all local or read-only: the gateway router's port `rtoe-GR_<host node>` in the
+SB replica (its `mac` column holds the MAC and the node IP OVN uses), the bridge of
+`ovn-bridge-mappings`' physnet, the uplink (`ovn-gw-interface`), the host PF
+representor, and the patch port ovn-controller made. The flows go through the bridge's
+OpenFlow management socket (`dpunet.openflow`), never `ovs-ofctl`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from dpunet.contract.lsp import gateway_external_port
+from dpunet.dpu.sb import SbSnapshot
+from dpunet.hw.representors import read_smart_nic_pf_mac
+from dpunet.hw.sysfs import Sysfs
+from dpunet.logs import event
+from dpunet.openflow import gateway as gw
+from dpunet.openflow.client import OpenFlowConnection, OpenFlowError, mgmt_socket
+from dpunet.ovsdb.local import OvsState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GatewayResult:
+    """One pass: what changed, or why nothing could be done (`problem`)."""
+
+    changes: gw.FlowChanges = field(default_factory=gw.FlowChanges)
+    flows: int = 0
+    problem: str | None = None
+
+
+def wanted_flows(
+    settings: gw.GatewaySettings,
+    snapshot: SbSnapshot,
+    state: OvsState,
+    host_node: str,
+    host_port: str,
+    uplink: str | None,
+) -> tuple[str, list[gw.Flow], str | None] | str:
+    """(bridge, flows, GR MAC) this DPU's external bridge should hold, or a problem."""
+    bridge = gw.physnet_bridge(state.external_ids)
+    if bridge is None:
+        return "no physnet bridge in external_ids:ovn-bridge-mappings"
+    lport = gateway_external_port(host_node)
+    binding = next((b for b in snapshot.bindings if b.logical_port == lport), None)
+    if binding is None:
+        return bridge, [], None
+    parsed = gw.parse_gateway_mac(binding.mac)
+    if parsed is None:
+        return f"SB Port_Binding {lport} has no '<mac> <ip>' entry: {list(binding.mac)}"
+    mac, node_ip = parsed
+    ports = [gw.BridgePort(p.name, p.type, p.ofport) for p in state.ports if p.bridge == bridge]
+    found = gw.find_ports(
+        bridge, ports, host_port, uplink or state.external_ids.get("ovn-gw-interface")
+    )
+    if isinstance(found, str):
+        return found
+    spec = gw.GatewaySpec(node_ip, found, settings.zone, settings.node_ports)
+    return bridge, gw.pipeline(spec), mac
+
+
+class GatewayFlows:
+    """Level-triggered: each `reconcile` compares dpunet's flows with the wanted set."""
+
+    def __init__(
+        self,
+        settings: gw.GatewaySettings,
+        ovs_db: str,
+        host_node: str | None,
+        host_port: str,
+        uplink: str | None,
+        sysfs: Sysfs,
+    ) -> None:
+        self.settings = settings
+        self.ovs_db = ovs_db
+        self.host_node = host_node
+        self.host_port = host_port
+        self.uplink = uplink
+        self.sysfs = sysfs
+        self._warned: str | None = None
+
+    def reconcile(self, snapshot: SbSnapshot, state: OvsState) -> GatewayResult:
+        """One pass (blocking); never raises for a switch that cannot be reached."""
+        if not self.settings.enabled or self.host_node is None:
+            return GatewayResult()
+        if not snapshot.synced or not state.synced:
+            return GatewayResult(problem="waiting for synced SB and OVS replicas")
+        wanted = wanted_flows(
+            self.settings, snapshot, state, self.host_node, self.host_port, self.uplink
+        )
+        if isinstance(wanted, str):
+            return GatewayResult(problem=wanted)
+        bridge, flows, mac = wanted
+        self._check_mac(mac, state)
+        try:
+            with OpenFlowConnection(mgmt_socket(self.ovs_db, bridge)) as conn:
+                changes = gw.reconcile(conn, flows)
+        except OpenFlowError as exc:
+            return GatewayResult(problem=str(exc))
+        if changes:
+            event(
+                log,
+                "gateway-flows",
+                bridge=bridge,
+                added=len(changes.added),
+                removed=len(changes.removed),
+                flows=len(flows),
+            )
+        return GatewayResult(changes, len(flows))
+
+    def _check_mac(self, mac: str | None, state: OvsState) -> None:
+        """Warn (once per value) when the GR's MAC is not the host PF's: the node IP would
+        then have two MACs on the wire."""
+        uplink = self.uplink or state.external_ids.get("ovn-gw-interface")
+        host_mac = read_smart_nic_pf_mac(self.sysfs, uplink) if uplink else None
+        if mac is None or host_mac is None or mac == host_mac.lower():
+            return
+        if self._warned != mac:
+            self._warned = mac
+            event(
+                log,
+                "gateway-mac-mismatch",
+                logging.WARNING,
+                gateway_mac=mac,
+                host_pf_mac=host_mac,
+                detail="register the node with gateway_mac = the host PF's MAC",
+            )
