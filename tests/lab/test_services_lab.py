@@ -78,7 +78,8 @@ def test_lab_check_covers_services(lab: LabPlan) -> None:
 
 def test_node_port_from_ext_is_snatted_to_the_gateway_router(lab: LabPlan) -> None:
     web = service(lab, "web")
-    result = svc.probe(lab.ext.netns, "tcp", "192.0.2.151", web["ports"][0]["nodePort"], 12)
+    host1_ip = str(lab.node("host1").underlay_ip)  # GR_host1 shares host1's address
+    result = svc.probe(lab.ext.netns, "tcp", host1_ip, web["ports"][0]["nodePort"], 12)
     assert set(result["answers"]) == {"web1", "web2"}
     # lb_force_snat_ip=router_ip: the backends see GR_host1's join address, so a backend
     # on cp answers through GR_host1, which un-DNATs

@@ -54,7 +54,11 @@ def wanted_flows(
     if parsed is None:
         return f"SB Port_Binding {lport} has no '<mac> <ip>' entry: {list(binding.mac)}"
     mac, node_ip = parsed
-    ports = [gw.BridgePort(p.name, p.type, p.ofport) for p in state.ports if p.bridge == bridge]
+    ports = [
+        gw.BridgePort(p.name, p.type, p.ofport, p.mac_in_use)
+        for p in state.ports
+        if p.bridge == bridge
+    ]
     found = gw.find_ports(
         bridge, ports, host_port, uplink or state.external_ids.get("ovn-gw-interface")
     )

@@ -11,22 +11,14 @@ import contextlib
 from collections.abc import Iterator
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS
-from dpunet.lab import daemons, pods, svc
-from dpunet.lab.checks import CheckResult
+from dpunet.lab import daemons, gwcheck, pods, svc
+from dpunet.lab.checks import CheckResult, ping
 from dpunet.lab.runner import LabError, ip, run, wait_for
 from dpunet.lab.topology import EXT_ADDRESS, LabPlan, Node
 
 SELFTEST_SWITCH = "dpunet-selftest"
 SELFTEST_SUBNET = "198.18.255"  # inside the lab's cluster range, never used by node subnets
 GENEVE_MTU = 1400
-
-
-def ping(netns: str, address: str, count: int = 3) -> tuple[bool, str]:
-    """Ping from a namespace (a name or a path); succeeds on any reply."""
-    argv = ["ping", "-c", str(count), "-i", "0.2", "-W", "1", "-w", str(count + 1), "-A", address]
-    proc = run(argv, netns=netns, check=False, timeout=count + 5)
-    replies = proc.stdout.count("bytes from")
-    return replies > 0, f"{replies}/{count} replies"
 
 
 def underlay_checks(plan: LabPlan) -> list[CheckResult]:
@@ -161,5 +153,8 @@ def service_checks(plan: LabPlan) -> list[CheckResult]:
 
 
 def run_checks(plan: LabPlan) -> list[CheckResult]:
-    """All lab checks: wiring, the pods' connectivity matrix, then services."""
-    return underlay_checks(plan) + geneve_checks(plan) + pod_checks(plan) + service_checks(plan)
+    """All lab checks: wiring, the pods' connectivity matrix, the shared gateway (labs
+    with dpunet's daemons), then services."""
+    gateway = [] if plan.spec.bare else gwcheck.gateway_checks(plan)
+    wiring = underlay_checks(plan) + geneve_checks(plan)
+    return wiring + pod_checks(plan) + gateway + service_checks(plan)

@@ -30,12 +30,16 @@ def reconcile_gateway(
     bridge = gw.physnet_bridge(state.external_ids)
     if bridge is None:
         return "no physnet bridge in external_ids:ovn-bridge-mappings"
-    ports = [gw.BridgePort(p.name, p.type, p.ofport) for p in state.ports if p.bridge == bridge]
-    found = gw.find_ports(bridge, ports, None, state.external_ids.get("ovn-gw-interface"))
-    if isinstance(found, str):
-        return found
+    ports = [
+        gw.BridgePort(p.name, p.type, p.ofport, p.mac_in_use)
+        for p in state.ports
+        if p.bridge == bridge
+    ]
+    uplink = state.external_ids.get("ovn-gw-interface")
     node_ip = IPv4Interface(node.node_ip).ip
-    flows = gw.pipeline(gw.GatewaySpec(node_ip, found, settings.zone, settings.node_ports))
+    flows = gw.wanted_flows(settings, bridge, ports, None, uplink, node_ip)
+    if isinstance(flows, str):
+        return flows
     try:
         with OpenFlowConnection(mgmt_socket(ovs_db, bridge)) as conn:
             changes = gw.reconcile(conn, flows)

@@ -6,9 +6,10 @@ Ports: the uplink, the host (`pf0hpf` on a DPU, the bridge's LOCAL port on a ful
 the GR (the localnet patch port ovn-controller creates) and, on a DPU, LOCAL (the DPU's
 own address). Tables:
 
-- table 0, priority 300: from the host, IP: committed in dpunet's conntrack zone with
-  ct_mark 2, then NORMAL; from the GR: committed with ct_mark 1, then NORMAL; ARP from
-  either: to the uplink (and the DPU's LOCAL), never to the other one;
+- table 0, priority 300/310: from the host, IP: committed in dpunet's conntrack zone
+  with ct_mark 2, then out of the uplink (310: to LOCAL when addressed to the bridge's
+  own MAC, a DPU's address); from the GR: the same with ct_mark 1; ARP from either: to
+  the uplink (and the DPU's LOCAL), never to the other one;
 - table 0, priority 200: ARP requests for the node IP to the host only (the host
   answers); ARP replies to the node IP to the host and the GR (both resolve neighbours);
   IP to the node IP: through conntrack in the zone, then table 1;
@@ -33,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from dpunet.openflow import protocol as ofp
 from dpunet.openflow.client import OpenFlowConnection
-from dpunet.openflow.protocol import ApplyActions, Conntrack, Flow, Match, Output, SetField
+from dpunet.openflow.protocol import ApplyActions, Conntrack, CtClear, Flow, Match, Output, SetField
 
 COOKIE_PREFIX = 0x64706E74  # "dpnt"
 COOKIE = COOKIE_PREFIX << 32
@@ -85,6 +86,7 @@ class GatewayPorts:
     uplink: int
     host: int
     gateway: int | None  # None until ovn-controller made the patch port
+    local_mac: str | None = None  # the bridge's own MAC when the host is not LOCAL (a DPU)
 
     @property
     def others(self) -> tuple[int, ...]:
@@ -117,95 +119,71 @@ def _cookie(flow: Flow) -> int:
     return COOKIE | int.from_bytes(hashlib.sha256(text).digest()[:4], "big")
 
 
-def _flow(table: int, priority: int, match: Match, *actions: Output | Conntrack) -> Flow:
+def _flow(table: int, priority: int, match: Match, *actions: Output | Conntrack | CtClear) -> Flow:
     flow = Flow(table, priority, match, (ApplyActions(tuple(actions)),))
     return Flow(flow.table, flow.priority, flow.match, flow.instructions, cookie=_cookie(flow))
 
 
+def _egress(
+    spec: GatewaySpec, in_port: int, mark: int, first: tuple[CtClear, ...] = ()
+) -> list[Flow]:
+    """IP from the host or the GR: committed with `mark`, out of the uplink, or to LOCAL
+    when addressed to the bridge's own MAC (a DPU's address). Never NORMAL: the host and
+    the GR share a MAC, so learning would flip between them and flood."""
+    commit = Conntrack(spec.zone, commit=True, actions=(SetField("ct_mark", mark),))
+    ip_from = Match.of(in_port=in_port, eth_type=ofp.ETH_TYPE_IP)
+    flows = [_flow(TABLE_IN, 300, ip_from, *first, commit, Output(spec.ports.uplink))]
+    if spec.ports.local_mac:
+        to_local = Match.of(in_port=in_port, eth_type=ofp.ETH_TYPE_IP, eth_dst=spec.ports.local_mac)
+        flows.append(_flow(TABLE_IN, 310, to_local, *first, commit, Output(ofp.OFPP_LOCAL)))
+    arp_from = Match.of(in_port=in_port, eth_type=ofp.ETH_TYPE_ARP)
+    flows.append(_flow(TABLE_IN, 300, arp_from, *(Output(p) for p in spec.ports.others)))
+    return flows
+
+
+def _state(bits: int, mark: int) -> Match:
+    return Match.of(ct_state=(ofp.CS_TRK | bits, ofp.CS_TRK | bits), ct_mark=mark)
+
+
 def pipeline(spec: GatewaySpec) -> list[Flow]:
     """The flows the bridge should hold (module docstring), cookies included."""
-    ports, ip, zone = spec.ports, spec.node_ip, spec.zone
+    ports, ip = spec.ports, spec.node_ip
     host = Output(ports.host)
-    arp_out = tuple(Output(p) for p in ports.others)
+    arp_request = Match.of(eth_type=ofp.ETH_TYPE_ARP, arp_op=1, arp_tpa=ip)
+    arp_reply = Match.of(eth_type=ofp.ETH_TYPE_ARP, arp_op=2, arp_tpa=ip)
     flows = [
-        _flow(
-            TABLE_IN,
-            300,
-            Match.of(in_port=ports.host, eth_type=ofp.ETH_TYPE_IP),
-            Conntrack(zone, commit=True, actions=(SetField("ct_mark", MARK_HOST),)),
-            Output(ofp.OFPP_NORMAL),
-        ),
-        _flow(TABLE_IN, 300, Match.of(in_port=ports.host, eth_type=ofp.ETH_TYPE_ARP), *arp_out),
-        _flow(TABLE_IN, 200, Match.of(eth_type=ofp.ETH_TYPE_ARP, arp_op=1, arp_tpa=ip), host),
+        *_egress(spec, ports.host, MARK_HOST),
+        _flow(TABLE_IN, 200, arp_request, host),
         _flow(
             TABLE_IN,
             200,
             Match.of(eth_type=ofp.ETH_TYPE_IP, ipv4_dst=ip),
-            Conntrack(zone, table=TABLE_NODE_IP),
+            Conntrack(spec.zone, table=TABLE_NODE_IP),
         ),
-        _flow(
-            TABLE_NODE_IP,
-            300,
-            Match.of(
-                ct_state=(ofp.CS_TRK | ofp.CS_EST, ofp.CS_TRK | ofp.CS_EST), ct_mark=MARK_HOST
-            ),
-            host,
-        ),
-        _flow(
-            TABLE_NODE_IP,
-            300,
-            Match.of(
-                ct_state=(ofp.CS_TRK | ofp.CS_REL, ofp.CS_TRK | ofp.CS_REL), ct_mark=MARK_HOST
-            ),
-            host,
-        ),
+        _flow(TABLE_NODE_IP, 300, _state(ofp.CS_EST, MARK_HOST), host),
+        _flow(TABLE_NODE_IP, 300, _state(ofp.CS_REL, MARK_HOST), host),
         _flow(TABLE_NODE_IP, 0, Match(), host),
     ]
     if ports.gateway is None:
-        flows.append(
-            _flow(TABLE_IN, 200, Match.of(eth_type=ofp.ETH_TYPE_ARP, arp_op=2, arp_tpa=ip), host)
-        )
-        return flows
-    gateway = Output(ports.gateway)
+        return [*flows, _flow(TABLE_IN, 200, arp_reply, host)]
+    # the packet's conntrack state (and the userspace datapath's cached connection) is
+    # cleared at the patch port, so OVN's zones and this one never see each other's
+    to_gateway = (CtClear(), Output(ports.gateway))
     flows += [
-        _flow(
-            TABLE_IN,
-            300,
-            Match.of(in_port=ports.gateway, eth_type=ofp.ETH_TYPE_IP),
-            Conntrack(zone, commit=True, actions=(SetField("ct_mark", MARK_GATEWAY),)),
-            Output(ofp.OFPP_NORMAL),
-        ),
-        _flow(TABLE_IN, 300, Match.of(in_port=ports.gateway, eth_type=ofp.ETH_TYPE_ARP), *arp_out),
-        _flow(
-            TABLE_IN,
-            200,
-            Match.of(eth_type=ofp.ETH_TYPE_ARP, arp_op=2, arp_tpa=ip),
-            host,
-            gateway,
-        ),
-        _flow(
-            TABLE_NODE_IP,
-            250,
-            Match.of(
-                ct_state=(ofp.CS_TRK | ofp.CS_EST, ofp.CS_TRK | ofp.CS_EST), ct_mark=MARK_GATEWAY
-            ),
-            gateway,
-        ),
-        _flow(
-            TABLE_NODE_IP,
-            250,
-            Match.of(
-                ct_state=(ofp.CS_TRK | ofp.CS_REL, ofp.CS_TRK | ofp.CS_REL), ct_mark=MARK_GATEWAY
-            ),
-            gateway,
-        ),
+        *_egress(spec, ports.gateway, MARK_GATEWAY, (CtClear(),)),
+        _flow(TABLE_IN, 200, arp_reply, host, Output(ports.gateway)),
+        _flow(TABLE_NODE_IP, 250, _state(ofp.CS_EST, MARK_GATEWAY), *to_gateway),
+        _flow(TABLE_NODE_IP, 250, _state(ofp.CS_REL, MARK_GATEWAY), *to_gateway),
     ]
+    # NodePorts go to the GR before conntrack: the userspace datapath's load balancing to a
+    # local backend breaks when the packet went through a zone upstream (the host's
+    # ephemeral ports, 32768-60999 by default, stay out of the range)
     for value, mask in ofp.port_ranges(*spec.node_ports):
         for proto, field in ((ofp.IPPROTO_TCP, "tcp_dst"), (ofp.IPPROTO_UDP, "udp_dst")):
             match = Match.of(
                 eth_type=ofp.ETH_TYPE_IP, ipv4_dst=ip, ip_proto=proto, **{field: (value, mask)}
             )
-            flows.append(_flow(TABLE_NODE_IP, 200, match, gateway))
+            flows.append(_flow(TABLE_IN, 250, match, Output(ports.gateway)))
     return flows
 
 
@@ -226,6 +204,7 @@ class BridgePort:
     name: str
     type: str
     ofport: int | None
+    mac: str | None = None
 
 
 def find_ports(
@@ -260,9 +239,37 @@ def find_ports(
         gateway = patches[0].ofport
     elif len(patches) > 1:
         return f"bridge {bridge}: several patch ports {sorted(p.name for p in patches)}"
+    local = by_name.get(bridge)
     return GatewayPorts(
-        uplink=numbers["uplink"], host=numbers.get("host", ofp.OFPP_LOCAL), gateway=gateway
+        uplink=numbers["uplink"],
+        host=numbers.get("host", ofp.OFPP_LOCAL),
+        gateway=gateway,
+        local_mac=local.mac if local is not None and host is not None else None,
     )
+
+
+def wanted_flows(
+    settings: GatewaySettings,
+    bridge: str,
+    ports: Sequence[BridgePort],
+    host: str | None,
+    uplink: str | None,
+    node_ip: IPv4Address,
+) -> list[Flow] | str:
+    """The flows `bridge` should hold for a gateway router on `node_ip`, or why its ports
+    cannot be told apart (`find_ports`)."""
+    found = find_ports(bridge, ports, host, uplink)
+    if isinstance(found, str):
+        return found
+    return pipeline(GatewaySpec(node_ip, found, settings.zone, settings.node_ports))
+
+
+def missing_flows(wanted: Sequence[Flow], present: Sequence[Flow]) -> tuple[int, int]:
+    """(wanted flows absent or different, flows of dpunet's cookie not wanted) on a bridge:
+    what verify and the lab's checks report."""
+    delete, add = diff(wanted, present)
+    wanted_cookies = {f.cookie for f in wanted}
+    return len(add), len([c for c in delete if c not in wanted_cookies])
 
 
 # ------------------------------------------------------------------ reconcile

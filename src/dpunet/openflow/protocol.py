@@ -90,6 +90,7 @@ OFPAT_SET_FIELD = 25
 OFPAT_EXPERIMENTER = 0xFFFF
 NX_VENDOR_ID = 0x00002320
 NXAST_CT = 35
+NXAST_CT_CLEAR = 43
 NX_CT_F_COMMIT = 0x01
 NX_CT_RECIRC_NONE = 0xFF
 
@@ -265,6 +266,16 @@ class Conntrack:
 
 
 @dataclass(frozen=True)
+class CtClear:
+    """Nicira `ct_clear`: forget the packet's conntrack state (and, in the userspace
+    datapath, its cached connection) before it enters another bridge's zones."""
+
+    def encode(self) -> bytes:
+        """nx_action_header (16 bytes): EXPERIMENTER, len, NX_VENDOR_ID, NXAST_CT_CLEAR."""
+        return struct.pack("!HHIH6x", OFPAT_EXPERIMENTER, 16, NX_VENDOR_ID, NXAST_CT_CLEAR)
+
+
+@dataclass(frozen=True)
 class GotoTable:
     """OFPIT_GOTO_TABLE."""
 
@@ -279,7 +290,7 @@ class GotoTable:
 class ApplyActions:
     """OFPIT_APPLY_ACTIONS with its action list."""
 
-    actions: tuple[Output | SetField | Conntrack, ...]
+    actions: tuple[Output | SetField | Conntrack | CtClear, ...]
 
     def encode(self) -> bytes:
         """type, len, pad, actions."""

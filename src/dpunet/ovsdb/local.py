@@ -40,7 +40,16 @@ STATE_COLUMNS: Mapping[str, Sequence[str]] = {
     "Open_vSwitch": ["external_ids", "next_cfg", "cur_cfg", "bridges"],
     "Bridge": ["name", "ports"],
     "Port": ["name", "interfaces"],
-    "Interface": ["name", "type", "external_ids", "ofport", "error", "mac", "mtu_request"],
+    "Interface": [
+        "name",
+        "type",
+        "external_ids",
+        "ofport",
+        "error",
+        "mac",
+        "mac_in_use",
+        "mtu_request",
+    ],
 }
 """What `state()` and `apply()` need."""
 
@@ -55,6 +64,7 @@ class OvsPort:
     ofport: int | None = None
     error: str | None = None
     type: str = ""
+    mac_in_use: str | None = None
 
     @property
     def owned(self) -> bool:
@@ -202,6 +212,7 @@ class LocalOvs:
                             ofport=_first(iface.ofport) if iface else None,
                             error=_first(iface.error) if iface else None,
                             type=iface.type if iface else "",
+                            mac_in_use=_first(iface.mac_in_use) if iface else None,
                         )
                     )
             return OvsState(
