@@ -114,8 +114,8 @@ def test_flow_stats_request_and_reply() -> None:
         5,
     )
     assert flow.match.as_dict() == match.as_dict() and flow.raw_instructions == inst
-    with pytest.raises(ofp.ProtocolError):
-        ofp.parse_flow_stats(reply[:-3] + struct.pack("!H", 0)[:0])
+    with pytest.raises(ofp.ProtocolError):  # an entry longer than the message
+        ofp.parse_flow_stats(reply[:-3])
 
 
 def test_split_messages_keeps_partial() -> None:
@@ -231,3 +231,28 @@ def test_physnet_bridge_and_gateway_mac() -> None:
         IPv4Address("192.0.2.101"),
     )
     assert gw.parse_gateway_mac(["router"]) is None
+
+
+def test_ct_clear_layout() -> None:
+    # nx_action_header: EXPERIMENTER, len 16, NX_VENDOR_ID, NXAST_CT_CLEAR 43, 6 pad bytes
+    assert ofp.CtClear().encode() == bytes.fromhex("ffff 0010 00002320 002b 000000000000")
+
+
+@pytest.mark.parametrize("bad", ["30000", "32767-30000", "0-10", "1-70000", "a-b", "１-２"])
+def test_settings_reject_bad_ranges(bad: str) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        gw.GatewaySettings(node_port_range=bad)
+    assert gw.GatewaySettings(node_port_range="30000-30100").node_ports == (30000, 30100)
+
+
+def test_nodeports_skip_conntrack_and_egress_never_normal() -> None:
+    ports = GatewayPorts(uplink=1, host=2, gateway=3, local_mac="02:00:00:00:00:c9")
+    flows = gw.pipeline(GatewaySpec(IPv4Address("192.0.2.101"), ports))
+    node_port = [f for f in flows if "tcp_dst" in f.match.as_dict()]
+    assert node_port and all(f.table == 0 and f.priority == 250 for f in node_port)
+    assert all(_outputs(f) == [3] for f in node_port)
+    assert all(ofp.OFPP_NORMAL not in _outputs(f) for f in flows)
+    to_local = [f for f in flows if "eth_dst" in f.match.as_dict()]
+    assert len(to_local) == 2 and all(_outputs(f) == [ofp.OFPP_LOCAL] for f in to_local)

@@ -244,3 +244,35 @@ def test_parse_sb_transact_answer() -> None:
     a, b = view.ports
     assert a.representor and a.bound and a.up is True
     assert not b.representor and not b.bound and b.up is None
+
+
+def test_shared_gateway_flows_checked_against_the_wanted_set() -> None:
+    from ipaddress import IPv4Address
+
+    from dpunet.openflow import gateway as gw
+
+    base = layout()
+    assert base.sb is not None
+    sb = replace(base.sb, gateway_ports={"rtoe-GR_host1": ("02:d5:00:01:00:01 192.0.2.101/24",)})
+    ports = gw.GatewayPorts(uplink=1, host=2, gateway=3)
+    wanted = gw.pipeline(gw.GatewaySpec(IPv4Address("192.0.2.101"), ports))
+    check = "shared gateway flows on brp0"
+    good = check_dpu(replace(base, sb=sb, gateway_flows=tuple(wanted)))
+    assert check in {f.check for f in good} and deviations(good) == {}
+    stale = gw.Flow(0, 1, gw.Match(), cookie=gw.COOKIE | 7)
+    bad = check_dpu(replace(base, sb=sb, gateway_flows=(*wanted[1:], stale)))
+    [finding] = [f for f in bad if f.check == check]
+    assert not finding.ok and "1 missing, 1 stale" in finding.found and "dpunet-dpu" in finding.fix
+    unread = check_dpu(replace(base, sb=sb, gateway_flows_error="brp0.mgmt: refused"))
+    assert check in deviations(unread)
+    unregistered = check_dpu(replace(base, gateway_flows=tuple(wanted)))
+    assert "register" in deviations(unregistered)[check]
+
+
+def test_parse_sb_reads_gateway_ports() -> None:
+    rows = [{"rows": []}, {"rows": []}, {"rows": []}]
+    gateway = {
+        "rows": [{"logical_port": "rtoe-GR_host1", "mac": "0a:58:c0:00:02:65 192.0.2.101/24"}]
+    }
+    view = parse_sb("dpu1", [*rows, gateway])
+    assert view.gateway_ports == {"rtoe-GR_host1": ("0a:58:c0:00:02:65 192.0.2.101/24",)}

@@ -39,6 +39,7 @@ class HostSide:
     vfs: tuple[VfEntry, ...] = ()
     mgmt_addresses: tuple[str, ...] = ()
     dpu: str | None = None
+    pf_addresses: tuple[str, ...] = ()  # the node IP, shared with GR_<node>
 
 
 @dataclass(frozen=True)
@@ -151,8 +152,9 @@ def gather_host(target: HostTarget) -> HostSide:
     sysfs = Sysfs(target.sysfs_root)
     pf = find_pf(sysfs, target.pf)
     mgmt = _addresses(target.netns, target.mgmt_ifname)
+    pf_addresses = _addresses(target.netns, target.pf)
     if pf is None:
-        return HostSide(target.name, target.pf, None, (), mgmt, target.dpu)
+        return HostSide(target.name, target.pf, None, (), mgmt, target.dpu, pf_addresses)
     records = {r.device.key: r for r in target.sandboxes()}
     vfs = []
     for vf in list_vfs(sysfs, pf):
@@ -168,7 +170,7 @@ def gather_host(target: HostTarget) -> HostSide:
                 vf.index == target.mgmt_vf,
             )
         )
-    return HostSide(target.name, target.pf, pf.address, tuple(vfs), mgmt, target.dpu)
+    return HostSide(target.name, target.pf, pf.address, tuple(vfs), mgmt, target.dpu, pf_addresses)
 
 
 def _addresses(netns: str | None, ifname: str) -> tuple[str, ...]:

@@ -43,10 +43,21 @@ def _port_label(port: PortEntry) -> str:
     return text
 
 
+def _shared(host: HostSide) -> str:
+    """The node IP on the PF and who shares it (the shared gateway)."""
+    if not host.pf_addresses:
+        return ""
+    return f" {', '.join(host.pf_addresses)} [cyan](shared with GR_{host.name})[/]"
+
+
 def host_tree(host: HostSide) -> Tree:
     """host -> PF -> VFs -> pods."""
     tree = Tree(f"[bold]{host.name}[/] (dpu-host)" + (f", DPU {host.dpu}" if host.dpu else ""))
-    pf = tree.add(f"PF {host.pf}" + (f" {host.pf_pci}" if host.pf_pci else " [red](absent)[/]"))
+    pf = tree.add(
+        f"PF {host.pf}"
+        + (f" {host.pf_pci}" if host.pf_pci else " [red](absent)[/]")
+        + _shared(host)
+    )
     for vf in host.vfs:
         where = vf.netdev or "[dim](not in the host namespace)[/]"
         if vf.mgmt:
@@ -126,7 +137,10 @@ def to_dot(picture: Picture) -> str:
         )
         pf_id = f"{h}/pf"
         pf_ids[host.dpu or ""] = pf_id
-        dot.node(pf_id, f"PF {host.pf}\n{host.pf_pci or 'absent'}", "vf")
+        shared = (
+            f"\n{', '.join(host.pf_addresses)}\n(shared with GR_{h})" if host.pf_addresses else ""
+        )
+        dot.node(pf_id, f"PF {host.pf}\n{host.pf_pci or 'absent'}{shared}", "vf")
         free = [vf for vf in host.vfs if not vf.mgmt and not vf.pod]
         if free:
             listing = ", ".join(f"VF{vf.index}" for vf in free)

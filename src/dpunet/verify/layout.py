@@ -8,6 +8,9 @@ Expected on a DPU (docs/architecture.md sections 1 and 4, the seed's DPU picture
   one working representor port per pod whose Port_Binding is requested on this chassis,
   no port left over from a pod that is gone, a Geneve port to every other chassis, and
   the patch pair between br-int and the external bridge;
+- the shared gateway's flows on the external bridge, read over OpenFlow (dpunet's cookie),
+  against those `dpunet-dpu` wants (default settings) for the gateway router port SB
+  binds to the chassis (`rtoe-GR_<host node>`, which shares the host's IP);
 - no interface OVS failed to open.
 Expected on a dpu-host: the PF with VFs enabled, every VF either in the host or held by
 a pod, each VF with its representor on the DPU, the management port up and addressed.
@@ -22,6 +25,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from dpunet.contract.lsp import gateway_external_port
+from dpunet.openflow import gateway as gw
+from dpunet.openflow.protocol import Flow
 from dpunet.verify.ovsview import OvsView
 from dpunet.verify.sbview import SbView
 from dpunet.verify.targets import DpuTarget, HostTarget
@@ -61,6 +67,8 @@ class DpuLayout:
     sb: SbView | None
     representors: tuple[RepresentorInfo, ...] = ()
     sb_error: str | None = None
+    gateway_flows: tuple[Flow, ...] | None = None  # dpunet's, read over OpenFlow
+    gateway_flows_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -199,6 +207,8 @@ def check_dpu(layout: DpuLayout) -> list[Finding]:
         f"external_ids:ovn-bridge-mappings={PHYSNET}:{ext} and that the node is registered "
         "with the controller (its ext_<node> switch)",
     )
+    if ext_bridge is not None:
+        out += _check_gateway(layout, ext, uplink, host_pf)
     broken = [i for i in ovs.interfaces.values() if i.error]
     for iface in broken:
         add(
@@ -208,6 +218,49 @@ def check_dpu(layout: DpuLayout) -> list[Finding]:
             f"the netdev is missing or unusable: recreate it, or ovs-vsctl del-port {iface.name}",
         )
     return out
+
+
+def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> list[Finding]:
+    """The shared gateway's flows on the external bridge (dpunet-dpu's, default settings)
+    for the gateway router port SB binds to this chassis."""
+    if layout.sb is None or (layout.gateway_flows is None and layout.gateway_flows_error is None):
+        return []
+    node, ovs = layout.node, layout.ovs
+    host_node = ovs.external_ids.get("host-k8s-nodename")
+    ports = layout.sb.gateway_ports
+    lport = gateway_external_port(host_node) if host_node else next(iter(ports), None)
+    parsed = gw.parse_gateway_mac(ports.get(lport, ())) if lport else None
+    check = f"shared gateway flows on {ext}"
+    if parsed is None:
+        return [
+            Finding(
+                node,
+                check,
+                False,
+                f"no gateway router port {lport or 'rtoe-GR_<node>'} bound to this chassis",
+                "register the dpu-host node with the controller (its GR_<node>)",
+            )
+        ]
+    _mac, node_ip = parsed
+    if layout.gateway_flows is None:
+        return [Finding(node, check, False, layout.gateway_flows_error or "", "is OVS running?")]
+    bridge_ports = [
+        gw.BridgePort(i.name, i.type, i.ofport, i.mac_in_use) for i in ovs.bridge_ifaces(ext)
+    ]
+    wanted = gw.wanted_flows(gw.GatewaySettings(), ext, bridge_ports, host_pf, uplink, node_ip)
+    if isinstance(wanted, str):
+        return [Finding(node, check, False, wanted, "dpunet dpu setup")]
+    missing, stale = gw.missing_flows(wanted, layout.gateway_flows)
+    return [
+        Finding(
+            node,
+            check,
+            missing == 0 and stale == 0,
+            f"GR and host share {node_ip}: {len(wanted)} flows wanted, {missing} missing, "
+            f"{stale} stale",
+            "is dpunet-dpu running (it repairs them every gateway.interval)? docs/dpu-agent.md",
+        )
+    ]
 
 
 def _check_ports(layout: DpuLayout) -> list[Finding]:
@@ -386,6 +439,7 @@ def gather_dpu(target: DpuTarget) -> DpuLayout:
     """Read a DPU target."""
     from dpunet.hw.representors import list_representors
     from dpunet.hw.sysfs import Sysfs
+    from dpunet.openflow.client import OpenFlowConnection, OpenFlowError
     from dpunet.verify.ovsview import read_ovs
     from dpunet.verify.sbview import SbError, read_sb
 
@@ -407,7 +461,14 @@ def gather_dpu(target: DpuTarget) -> DpuLayout:
         )
     except OSError:
         reps = ()
-    return DpuLayout(target.name, ovs, sb, reps, sb_error)
+    flows, flows_error = None, None
+    try:
+        ext = external_bridge(ovs)
+        with OpenFlowConnection(target.ovs_rundir / f"{ext}.mgmt") as conn:
+            flows = tuple(conn.flows(gw.COOKIE, gw.COOKIE_MASK))
+    except OpenFlowError as exc:
+        flows_error = str(exc)
+    return DpuLayout(target.name, ovs, sb, reps, sb_error, flows, flows_error)
 
 
 def _first_remote(value: str) -> str | None:

@@ -25,6 +25,7 @@ class IfaceView:
     ofport: int | None = None
     error: str | None = None
     port_external_ids: Mapping[str, str] = field(default_factory=dict)
+    mac_in_use: str | None = None
 
     @property
     def iface_id(self) -> str | None:
@@ -108,6 +109,7 @@ def read_ovs(remote: str) -> OvsView:
                         ofport=_first(iface.ofport),
                         error=_first(iface.error),
                         port_external_ids=dict(port.external_ids),
+                        mac_in_use=_first(iface.mac_in_use),
                     )
         return OvsView(
             other_config=dict(root.other_config) if root else {},

@@ -41,11 +41,13 @@ class RemoteChassis:
 
 @dataclass(frozen=True)
 class SbView:
-    """Port_Bindings requested on one chassis and every other chassis' encaps."""
+    """Port_Bindings requested on one chassis, every other chassis' encaps, and the
+    gateway router ports on the chassis (`rtoe-GR_<node>`: its `mac` entries)."""
 
     chassis: str
     ports: tuple[SbPort, ...] = ()
     remote_chassis: tuple[RemoteChassis, ...] = ()
+    gateway_ports: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def ovsdb_map(value: Any) -> dict[str, str]:
@@ -66,8 +68,9 @@ def _optional_bool(value: Any) -> bool | None:
 
 
 def parse_sb(chassis: str, results: list[Any]) -> SbView:
-    """The answers of the three selects made by `read_sb`."""
+    """The answers of the selects made by `read_sb`."""
     chassis_rows, encap_rows, port_rows = (r.get("rows", []) for r in results[:3])
+    gateway_rows = results[3].get("rows", []) if len(results) > 3 else []
     ports = tuple(
         sorted(
             (
@@ -90,7 +93,17 @@ def parse_sb(chassis: str, results: list[Any]) -> SbView:
             if row.get("chassis_name") != chassis and row.get("chassis_name") in names
         )
     )
-    return SbView(chassis, ports, remotes)
+    gateways = {row["logical_port"]: _string_set(row.get("mac")) for row in gateway_rows}
+    return SbView(chassis, ports, remotes, gateways)
+
+
+def _string_set(value: Any) -> tuple[str, ...]:
+    """An OVSDB set of strings (`"a"` or `["set", ["a", ...]]`)."""
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and len(value) == 2 and value[0] == "set":
+        return tuple(str(v) for v in value[1])
+    return ()
 
 
 def read_sb(remote: str, chassis: str, timeout: float = 10.0) -> SbView:
@@ -109,6 +122,15 @@ def read_sb(remote: str, chassis: str, timeout: float = 10.0) -> SbView:
             "table": "Port_Binding",
             "where": [["options", "includes", ["map", [[REQUESTED_CHASSIS, chassis]]]]],
             "columns": ["logical_port", "options", "chassis", "up"],
+        },
+        {
+            "op": "select",
+            "table": "Port_Binding",
+            "where": [
+                ["type", "==", "l3gateway"],
+                ["options", "includes", ["map", [["l3gateway-chassis", chassis]]]],
+            ],
+            "columns": ["logical_port", "mac"],
         },
     ]
     try:

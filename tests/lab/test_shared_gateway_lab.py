@@ -1,0 +1,209 @@
+"""The shared gateway in the lab (issue 13): GR_host1 and host1 own 192.0.2.101, GR_cp and
+cp own 192.0.2.10, and the pipeline on brp0 (dpunet-dpu) and breth0 (dpunet-node) tells
+their traffic apart. Real traffic from ext, the nodes and pods on a VF and on cp; the
+flows read back over OpenFlow; agents killed and restarted; a flow deleted by hand.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from ipaddress import IPv4Interface
+
+import pytest
+from polling import wait_until
+
+from dpunet.lab import daemons, gwcheck, pods, services, svc
+from dpunet.lab.checks import ping
+from dpunet.lab.lab import down
+from dpunet.lab.runner import in_netns, pid_alive, read_pid, run
+from dpunet.lab.topology import UNDERLAY_CIDR, LabPlan, LabSpec, Node
+from dpunet.openflow import gateway as gw
+from dpunet.openflow.client import OpenFlowConnection
+from dpunet.openflow.protocol import Flow
+
+pytestmark = pytest.mark.lab
+
+LAB = "sgw"
+DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
+HOST_PORT = 18080  # not a NodePort
+EXT_PORT = 18081
+DPU_INTERVAL = 10.0  # dpunet-dpu's default gateway.interval
+NODE_INTERVAL = 2.0  # the lab's dpunet-node reconcile_interval
+
+
+def cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{argv} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabPlan]:
+    down(LAB)
+    cli([*DPUNET, "lab", "up", "--name", LAB])
+    plan = LabPlan(LabSpec(name=LAB))
+    for name, node in (("busy1", "host1"), ("busy2", "host1"), ("webh", "host1"), ("webc", "cp")):
+        pods.add_pod(plan, name, node, "netns")
+    svc.add_service(plan, "np", 80, ["webh", "webc"], target_port=8080, node_port="auto")
+    yield plan
+    down(LAB)
+
+
+def host1(plan: LabPlan) -> Node:
+    return plan.node("host1")
+
+
+def ip_of(node: Node) -> str:
+    return str(node.underlay_ip)
+
+
+def flows(plan: LabPlan, owner: str, bridge: str) -> list[Flow]:
+    path = plan.ovs_dir(plan.node(owner)) / f"{bridge}.mgmt"
+    with OpenFlowConnection(path) as conn:
+        return conn.flows(gw.COOKIE, gw.COOKIE_MASK)
+
+
+def ofctl(plan: LabPlan, owner: str, *args: str) -> str:
+    node = plan.node(owner)
+    return run(
+        ["ovs-ofctl", "-O", "OpenFlow13", *args], netns=node.netns, env=plan.node_env(node)
+    ).stdout
+
+
+def test_gateway_routers_share_the_node_addresses(lab: LabPlan) -> None:
+    for node in gwcheck.gateway_nodes(lab):
+        assert IPv4Interface(gwcheck.gateway_address(lab, node)).ip == node.underlay_ip
+    # no other address on the underlay belongs to a gateway
+    networks = daemons.nbctl(lab, "--bare", "--columns=networks", "list", "Logical_Router_Port")
+    underlay = {
+        IPv4Interface(n).ip for n in networks.split() if IPv4Interface(n).ip in UNDERLAY_CIDR
+    }
+    assert underlay == {n.underlay_ip for n in gwcheck.gateway_nodes(lab)}
+
+
+def test_lab_check_rows(lab: LabPlan) -> None:
+    results = json.loads(cli([*DPUNET, "lab", "check", "--name", LAB, "-o", "json"]).stdout)
+    rows = [r for r in results if r["check"].startswith("shared gateway:")]
+    assert rows and all(r["ok"] for r in results), [r for r in results if not r["ok"]]
+    kinds = {r["check"] for r in rows}
+    assert {
+        "shared gateway: GR address",
+        "shared gateway: flows",
+        "shared gateway: ext -> node IP",
+        "shared gateway: ext -> node listener",
+        "shared gateway: node -> ext",
+        "shared gateway: pod -> ext (source = node IP)",
+        "shared gateway: node -> node",
+    } == kinds
+
+
+def test_host_traffic_while_pods_are_busy(lab: LabPlan) -> None:
+    h1, cp, ext = host1(lab), lab.cp, lab.ext
+    busy = [
+        subprocess.Popen(
+            in_netns(
+                pods.get_pod(lab, name).netns,
+                ["ping", "-q", "-i", "0.01", "-c", "600", str(ext.underlay_ip)],
+            ),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("busy1", "busy2")
+    ]
+    try:
+        with (
+            gwcheck.listener(lab, h1.netns, "h1", HOST_PORT),
+            gwcheck.listener(lab, ext.netns, "ext", EXT_PORT),
+        ):
+            # pods' TCP to ext at the same time
+            pod_tcp = svc.probe(pods.get_pod(lab, "busy1").netns, "tcp", ip_of(ext), EXT_PORT, 10)
+            ext_ping = run(
+                ["ping", "-c", "20", "-i", "0.05", ip_of(h1)], netns=ext.netns, check=False
+            )
+            ext_tcp = svc.probe(ext.netns, "tcp", ip_of(h1), HOST_PORT, 10)
+            host_tcp = svc.probe(h1.netns, "tcp", ip_of(ext), EXT_PORT, 10)
+            cp_to_h1 = run(
+                ["ping", "-c", "10", "-i", "0.05", ip_of(h1)], netns=cp.netns, check=False
+            )
+            h1_to_cp = run(
+                ["ping", "-c", "10", "-i", "0.05", ip_of(cp)], netns=h1.netns, check=False
+            )
+    finally:
+        outputs = [p.communicate(timeout=60)[0] for p in busy]
+    assert " 0% packet loss" in ext_ping.stdout, ext_ping.stdout
+    assert ext_tcp == {"answers": {"h1": 10}, "peers": [ip_of(ext)]}
+    assert host_tcp == {"answers": {"ext": 10}, "peers": [ip_of(h1)]}
+    assert pod_tcp == {"answers": {"ext": 10}, "peers": [ip_of(h1)]}
+    assert " 0% packet loss" in cp_to_h1.stdout and " 0% packet loss" in h1_to_cp.stdout
+    for out in outputs:
+        assert "600 packets transmitted, 600 received" in out, out
+
+
+@pytest.mark.parametrize("pod", ["busy1", "webc"])
+def test_pod_egress_leaves_with_the_node_ip_and_replies_return(lab: LabPlan, pod: str) -> None:
+    node = lab.node(pods.get_pod(lab, pod).node)
+    with gwcheck.listener(lab, lab.ext.netns, "ext", EXT_PORT):
+        result = svc.probe(pods.get_pod(lab, pod).netns, "tcp", ip_of(lab.ext), EXT_PORT, 6)
+    assert result == {"answers": {"ext": 6}, "peers": [ip_of(node)]}
+    assert ping(pods.get_pod(lab, pod).netns, ip_of(lab.ext), count=3)[1] == "3/3 replies"
+
+
+def test_node_port_answers_from_both_nodes_other_ports_reach_the_host(lab: LabPlan) -> None:
+    node_port = next(s for s in svc.list_services(lab) if s["name"] == "np")["ports"][0]["nodePort"]
+    for node in (host1(lab), lab.cp):
+        result = svc.probe(lab.ext.netns, "tcp", ip_of(node), node_port, 16)
+        assert set(result["answers"]) == {"webh", "webc"}, (node.name, result)
+    with gwcheck.listener(lab, host1(lab).netns, "h1", HOST_PORT):
+        assert svc.probe(lab.ext.netns, "tcp", ip_of(host1(lab)), HOST_PORT, 4)["answers"] == {
+            "h1": 4
+        }
+
+
+def _kill(lab: LabPlan, node: str, name: str) -> None:
+    daemon = next(d for d in services.node_services(lab, lab.node(node)) if d.name == name)
+    pid = read_pid(daemon.pidfile)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(f"{name} gone", lambda: not pid_alive(pid))
+
+
+@pytest.mark.parametrize(
+    ("owner", "bridge", "agent", "interval"),
+    [("dpu1", "brp0", "dpunet-dpu", DPU_INTERVAL), ("cp", "breth0", "dpunet-node", NODE_INTERVAL)],
+)
+def test_agent_restart_leaves_the_flows_and_a_deleted_flow_comes_back(
+    lab: LabPlan, owner: str, bridge: str, agent: str, interval: float
+) -> None:
+    before = {f.cookie: f for f in flows(lab, owner, bridge)}
+    assert len(before) >= 20
+    # a flow of someone else's cookie is never touched
+    ofctl(lab, owner, "add-flow", bridge, "cookie=0x1,table=7,priority=5,actions=drop")
+    started = time.monotonic()
+    _kill(lab, owner, agent)
+    services.restart(lab, owner, agent)
+    time.sleep(interval + 2)  # at least one pass of the new process
+    elapsed = time.monotonic() - started
+    after = {f.cookie: f for f in flows(lab, owner, bridge)}
+    assert after.keys() == before.keys()
+    for cookie, flow in after.items():  # not deleted and added again: they kept aging
+        assert flow.duration >= before[cookie].duration + elapsed - 1, hex(cookie)
+    # one flow deleted by hand comes back within one reconcile interval
+    victim = next(f for f in after.values() if f.table == gw.TABLE_NODE_IP and f.priority == 0)
+    ofctl(lab, owner, "del-flows", bridge, f"cookie={victim.cookie:#x}/-1")
+    assert victim.cookie not in {f.cookie for f in flows(lab, owner, bridge)}
+    deleted = time.monotonic()
+    wait_until(
+        "the deleted flow back",
+        lambda: victim.cookie in {f.cookie for f in flows(lab, owner, bridge)},
+        timeout=interval + 3,
+    )
+    assert time.monotonic() - deleted <= interval + 3
+    assert "cookie=0x1," in ofctl(lab, owner, "dump-flows", bridge, "cookie=0x1/-1")
+    ofctl(lab, owner, "del-flows", bridge, "cookie=0x1/-1")
