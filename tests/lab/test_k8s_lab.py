@@ -59,6 +59,7 @@ from dpunet.lab.lab import down
 from dpunet.lab.runner import ip, run
 from dpunet.lab.selftest import ping
 from dpunet.lab.topology import (
+    CP_BRIDGE,
     EXT_ADDRESS,
     LAB_CLUSTER_CIDR,
     LAB_JOIN_SUBNET,
@@ -133,7 +134,12 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
         plan.cp.name,
         str(plan.cp.underlay_ip),
         {"node-role.kubernetes.io/control-plane": ""},
-        **{"k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, plan.cp)},
+        **{
+            "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, plan.cp),
+            "k8s.ovn.org/l3-gateway-config": _l3_gateway(
+                services.link_mac(plan.cp.netns, CP_BRIDGE)
+            ),
+        },
     )
     kube.node(
         pair.host.name,
@@ -141,6 +147,7 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
         {"k8s.ovn.org/dpu-host": ""},
         **{
             "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, pair.host),
+            "k8s.ovn.org/l3-gateway-config": _l3_gateway(pair.pf_mac(plan.lab_id)),
             "dpunet.io/mgmt-port": json.dumps({"pf_mac": pair.pf_mac(plan.lab_id), "vf_num": 0}),
         },
     )
@@ -148,9 +155,15 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
 
 
 def _ifaddr(plan: LabPlan, node: Node) -> str:
-    """The node's gateway address in OVN-Kubernetes' annotation format (the lab gives each
-    gateway router its own underlay address)."""
+    """The node's address in OVN-Kubernetes' annotation format (its gateway router shares
+    it)."""
     return json.dumps({"ipv4": f"{plan.gateway_ip(node)}/{plan.underlay_prefix}"})
+
+
+def _l3_gateway(mac: str) -> str:
+    """OVN-Kubernetes' `k8s.ovn.org/l3-gateway-config` with the MAC the gateway router
+    shares with the node."""
+    return json.dumps({"default": {"mode": "shared", "mac-address": mac}})
 
 
 def _start_agent(

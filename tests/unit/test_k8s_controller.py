@@ -52,9 +52,11 @@ def test_dpu_host_node_spec_from_labels_and_annotations() -> None:
             "dpunet.io/mgmt-port": '{"pf_mac": "02:00:00:00:01:00", "vf_num": 0}',
             "dpunet.io/gateway-next-hop": "192.0.2.254",
             "k8s.ovn.org/node-primary-ifaddr": '{"ipv4": "192.0.2.101/24"}',
+            "k8s.ovn.org/l3-gateway-config": '{"default": {"mac-address": "02:00:00:00:01:00"}}',
         },
     )
     spec = node_spec(obj, NEXT_HOP, 28)
+    assert spec.gateway_mac == "02:00:00:00:01:00"  # the GR shares the host PF's MAC
     assert (spec.role, spec.chassis, spec.node_ip, spec.next_hop) == (
         NodeRole.DPU_HOST, "dpu1", IPv4Interface("192.0.2.101/24"), IPv4Address("192.0.2.254"),
     )  # fmt: skip
@@ -67,7 +69,7 @@ def test_dpu_host_node_spec_from_labels_and_annotations() -> None:
         next_hop=spec.next_hop,
         subnet=IPv4Network("10.233.64.0/24"),
         join_ip=IPv4Address("100.64.0.2"),
-        gateway_mac="0a:58:c0:00:02:65",
+        gateway_mac="02:00:00:00:01:00",
         mgmt_pf_mac="02:00:00:00:01:00",
         mgmt_vf_num=0,
     )
@@ -98,6 +100,12 @@ def test_full_node_defaults() -> None:
             }),
             NEXT_HOP,
             "mgmt-port",
+        ),
+        (node("cp", **{"k8s.ovn.org/l3-gateway-config": "{}"}), NEXT_HOP, "l3-gateway-config"),
+        (
+            node("cp", **{"k8s.ovn.org/l3-gateway-config": '{"default": {"mac-address": "x"}}'}),
+            NEXT_HOP,
+            "gateway_mac",
         ),
         (node("x" * 70), NEXT_HOP, "node name"),
         (node("join"), NEXT_HOP, "reserved"),

@@ -321,7 +321,7 @@ def _controller_ready(plan: LabPlan) -> bool:
     return True
 
 
-def _link_mac(netns: str, ifname: str) -> str:
+def link_mac(netns: str, ifname: str) -> str:
     """The MAC of `ifname` in `netns`."""
     out = ip("-j", "link", "show", ifname, netns=netns).stdout
     try:
@@ -340,7 +340,7 @@ def register_nodes(plan: LabPlan) -> None:
             "chassis": plan.cp.name,
             "node_ip": f"{plan.gateway_ip(plan.cp)}/{plan.underlay_prefix}",
             "next_hop": str(EXT_ADDRESS),
-            "gateway_mac": _link_mac(plan.cp.netns, CP_BRIDGE),
+            "gateway_mac": link_mac(plan.cp.netns, CP_BRIDGE),
         }
     }
     for pair in plan.pairs:

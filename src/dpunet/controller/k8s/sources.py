@@ -6,7 +6,9 @@
 records it), any other node as a full node (chassis: the annotation, else the node
 name). Node IP: `k8s.ovn.org/node-primary-ifaddr` (`{"ipv4": "a.b.c.d/len"}`), else the
 first InternalIP with `k8s_node_ip_prefix`; next hop: `dpunet.io/gateway-next-hop`, else
-`k8s_next_hop`; a dpu-host's management VF: `dpunet.io/mgmt-port`
+`k8s_next_hop`; the gateway router's MAC (the host's, shared with it):
+`k8s.ovn.org/l3-gateway-config`'s `default.mac-address`, else 0a:58 + the node IP; a
+dpu-host's management VF: `dpunet.io/mgmt-port`
 (`{"pf_mac": ..., "vf_num": ...}`). Registered nodes whose Node object is gone are removed.
 
 `PodSource` keeps a cache of pods for the port admission check (the pod exists, runs on
@@ -52,6 +54,7 @@ DPU_LABEL = "k8s.ovn.org/dpu"
 CHASSIS_ANNOTATION = "k8s.ovn.org/node-chassis-id"
 PRIMARY_IFADDR_ANNOTATION = "k8s.ovn.org/node-primary-ifaddr"
 NEXT_HOP_ANNOTATION = "dpunet.io/gateway-next-hop"
+L3_GATEWAY_ANNOTATION = "k8s.ovn.org/l3-gateway-config"
 MGMT_PORT_ANNOTATION = "dpunet.io/mgmt-port"
 POD_NETWORKS_ANNOTATION = "k8s.ovn.org/pod-networks"
 ADMIN = Principal(admin=True)
@@ -91,6 +94,13 @@ def node_spec(node: Node, next_hop: IPv4Address | None, ip_prefix: int) -> NodeS
     }
     if spec["next_hop"] is None:
         raise NodeProblem(f"no {NEXT_HOP_ANNOTATION} annotation and no k8s_next_hop setting")
+    if L3_GATEWAY_ANNOTATION in notes:
+        try:
+            spec["gateway_mac"] = json.loads(notes[L3_GATEWAY_ANNOTATION])["default"]["mac-address"]
+        except (ValueError, TypeError, KeyError) as exc:
+            raise NodeProblem(
+                f"{L3_GATEWAY_ANNOTATION}: not {{default: {{mac-address: MAC}}}} JSON"
+            ) from exc
     if dpu_host and MGMT_PORT_ANNOTATION in notes:
         try:
             mgmt = json.loads(notes[MGMT_PORT_ANNOTATION])
