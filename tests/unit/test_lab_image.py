@@ -9,7 +9,6 @@ import pytest
 
 from dpunet.deploy.manifests import TOKEN_DIR
 from dpunet.lab import image
-from dpunet.lab.runner import LabError
 from dpunet.lab.topology import LabPlan, LabSpec
 
 IMAGE = "localhost/dpunet:test"
@@ -82,9 +81,19 @@ def test_controller_is_not_privileged_and_gets_the_labs_own_paths() -> None:
     assert image.config_key(IMAGE, "dpunet-controller") == "controller.yaml"
 
 
-def test_a_volume_without_a_source_is_an_error() -> None:
+def test_a_volume_the_lab_does_not_supply_gets_a_directory_of_the_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("dpunet.lab.topology.RUN_ROOT", tmp_path)  # made here, not in /run
     p = plan()
-    with pytest.raises(LabError, match="no source for volume sys"):
-        image.container_argv(
-            p, p.node("dpu1"), "dpunet-dpu", IMAGE, sources(["config", "dpu-token", "ovs-run"])
-        )
+    dpu = p.node("dpu1")
+    dpu_dir = p.node_dir(dpu)
+    assert (
+        image.volume_source(p, dpu, {"name": "x", "hostPath": {"path": "/etc/thing"}})
+        == dpu_dir / "host" / "etc" / "thing"
+    )
+    assert image.volume_source(p, dpu, {"name": "certs", "secret": {}}) == (
+        dpu_dir / "volumes" / "certs"
+    )
+    assert (dpu_dir / "host" / "etc" / "thing").is_dir()
+    assert dpu_dir.is_relative_to(tmp_path)

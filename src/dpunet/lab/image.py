@@ -85,9 +85,10 @@ def container_argv(
     extra_mounts: tuple[Path, ...] = (),
 ) -> list[str]:
     """`podman run` of the service's container as its manifest describes it; `sources`
-    gives each volume's directory (or file) on this machine; `extra_mounts` are the lab's
-    own paths, mounted where they are (LabError for a volume without a source)."""
+    gives each volume's directory (or file) on this machine, `volume_source` the others;
+    `extra_mounts` are the lab's own paths, mounted where they are."""
     pod, container = workload(image, service)
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
     if not pod.get("hostNetwork"):
         raise LabError(f"{service} is not on the host network in its manifest")
     env: dict[str, str] = {}
@@ -111,9 +112,12 @@ def container_argv(
     for key, value in env.items():
         argv += ["--env", f"{key}={value}"]
     for mount in container.get("volumeMounts", []):
-        if mount["name"] not in sources:
-            raise LabError(f"{service}: the lab has no source for volume {mount['name']}")
-        source = sources[mount["name"]]
+        if mount["name"] in sources:
+            source = sources[mount["name"]]
+        elif mount["name"] in volumes:
+            source = volume_source(plan, node, volumes[mount["name"]])
+        else:
+            raise LabError(f"{service}: its manifest has no volume {mount['name']}")
         if "subPath" in mount:
             source = source / mount["subPath"]
         elif "subPathExpr" in mount:
@@ -129,6 +133,17 @@ def container_argv(
     argv.append(image)
     argv += [*container.get("command", [])[1:], *container.get("args", [])]
     return argv
+
+
+def volume_source(plan: LabPlan, node: Node, volume: dict[str, Any]) -> Path:
+    """A volume the lab has nothing of its own for: a hostPath is that path under the node's
+    `host/` directory, any other kind an empty directory under its `volumes/` (made now)."""
+    if "hostPath" in volume:
+        path = plan.node_dir(node) / "host" / volume["hostPath"]["path"].lstrip("/")
+    else:
+        path = plan.node_dir(node) / "volumes" / volume["name"]
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def secret_dir(directory: Path, files: dict[str, Path]) -> Path:

@@ -112,8 +112,8 @@ def _volume_sources(
     plan: LabPlan, node: Node, name: str
 ) -> tuple[dict[str, Path], tuple[Path, ...]]:
     """Where the lab keeps each volume of the service's container (the files were written
-    with its config), and the lab's own paths the container also needs (the controller's
-    admin socket and NB's unix socket, in cp's directory)."""
+    with its config), and the lab's own paths the container also needs: its run directory
+    (the controller's admin socket, NB's and SB's unix sockets, files a lab config names)."""
     d = plan.node_dir(node)
     volumes = d / "volumes"
     config = volumes / "config"
@@ -123,7 +123,7 @@ def _volume_sources(
             "tokens": plan.run_dir / "tokens",
             "dpu-tokens": volumes / "dpu-tokens",
         }
-        return sources, (d,)
+        return sources, (plan.run_dir,)
     sysfs = plan.sysfs_root(node)
     if name == "dpunet-dpu":
         assert sysfs is not None
@@ -133,7 +133,7 @@ def _volume_sources(
             "ovs-run": plan.ovs_dir(node),
             "sys": sysfs,
         }
-        return sources, ()
+        return sources, (plan.run_dir,)
     sources = {
         "config": config,
         "dpunet-token": volumes / "dpunet-token",
@@ -151,7 +151,7 @@ def _volume_sources(
         }
     else:
         sources["ovs-run"] = plan.ovs_dir(node)
-    return sources, ()
+    return sources, (plan.run_dir,)
 
 
 def _write_config(plan: LabPlan, node: Node, name: str, body: dict[str, Any]) -> Path:
