@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +196,30 @@ def test_restart_rewrites_nothing(
     )
     time.sleep(0.5)
     assert versions(ovn) == before
+
+
+def test_concurrent_writes_are_each_answered_for_themselves(ctl: ControllerProc) -> None:
+    """Writes arriving together share passes; each gets its own answer (created, its port
+    group and ACLs; deleted or not)."""
+    names = [f"p{i}" for i in range(8)]
+    spec = {"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}}
+
+    def call(method: str, name: str) -> httpx.Response:
+        with ctl.client() as client:
+            return client.request(
+                method, f"/v1/policies/c/{name}", json=spec if method == "PUT" else None
+            )
+
+    with ThreadPoolExecutor(len(names)) as pool:
+        put = list(pool.map(lambda n: call("PUT", n), names))
+        assert [r.status_code for r in put] == [200] * len(names), [r.text for r in put]
+        assert [(r.json()["name"], r.json()["port_group"], r.json()["acls"]) for r in put] == [
+            (n, policy_port_group(f"c/{n}"), 1) for n in names
+        ]
+        deleted = list(pool.map(lambda n: call("DELETE", n), names))
+        assert [r.json()["deleted"] for r in deleted] == [True] * len(names)
+        again = list(pool.map(lambda n: call("DELETE", n), names))
+        assert [r.json()["deleted"] for r in again] == [False] * len(names)
 
 
 def test_cli_apply_list_delete_leaves_nothing(

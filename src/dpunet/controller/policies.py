@@ -5,7 +5,9 @@ every policy object from the specs and namespace labels stored in Northbound and
 ports, and writes only the difference. Passes (controller/passes.py) run once the
 controller holds the NB lock, when NB reports a change to ports, switches or policy
 objects (to ports and switches only while some policy exists), and every
-`reconcile_interval`. A PUT or DELETE is itself one pass.
+`reconcile_interval`. An API write (PUT, DELETE, namespace labels) is admitted by a pass
+of its own, shared with the writes that arrived while the previous one ran (a batch of
+concurrent writes costs one pass, not one each); its answer comes from that pass's result.
 
 In Kubernetes mode (`use_external_source`) the policies, namespace labels and pods' labels
 and named ports come from the API server (k8s/policies.py hands over the whole set on each
@@ -14,10 +16,10 @@ change); no pass runs before the first complete set, and the API's writes answer
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from functools import partial
-from typing import Any
 
 from prometheus_client import Counter
 
@@ -36,12 +38,13 @@ from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient
 from dpunet.controller.nbcommands import LS, LSP
 from dpunet.controller.passes import PassLoop
-from dpunet.controller.policy_acls import policy_key
+from dpunet.controller.policy_acls import policy_key, policy_port_group
 from dpunet.controller.policy_nb import (
     ACL_TABLE,
     ADDRESS_SET,
     PORT_GROUP,
     ExternalPolicies,
+    PolicyChange,
     PolicySyncResult,
     ReadPolicies,
     SyncPolicies,
@@ -75,6 +78,10 @@ class PolicyController:
             "Port group, address set and ACL columns and rows written by policy passes",
             registry=metrics.registry,
         )
+        # API writes waiting for the next pass, and the lock a pass that admits them holds
+        self._waiting: list[tuple[PolicyChange, asyncio.Future[tuple[PolicySyncResult, bool]]]]
+        self._waiting = []
+        self._admitting = asyncio.Lock()
         self.passes = PassLoop(
             "policy", cfg.reconcile_interval, self._can_run, self._write, self.syncs, log
         )
@@ -103,8 +110,29 @@ class PolicyController:
         """Pass after pass, forever (cancel to stop)."""
         await self.passes.run()
 
-    async def _write(self, **change: Any) -> PolicySyncResult:
-        sync = partial(SyncPolicies, external=self.external, **change)
+    async def _admit(self, change: PolicyChange) -> tuple[PolicySyncResult, bool]:
+        """Admit one API write in a pass, with every write waiting meanwhile: (that pass's
+        result, whether the change's policy existed just before it)."""
+        future: asyncio.Future[tuple[PolicySyncResult, bool]]
+        future = asyncio.get_running_loop().create_future()
+        self._waiting.append((change, future))
+        async with self._admitting:
+            if not future.done():
+                batch, self._waiting = self._waiting, []
+                try:
+                    result = await self._write([c for c, _ in batch])
+                except Exception as exc:
+                    for _, waiter in batch:
+                        if waiter is not future and not waiter.done():
+                            waiter.set_exception(exc)
+                    raise
+                for (_, waiter), existed in zip(batch, result.existed, strict=True):
+                    if not waiter.done():
+                        waiter.set_result((result, existed))
+        return await future
+
+    async def _write(self, changes: list[PolicyChange] | None = None) -> PolicySyncResult:
+        sync = partial(SyncPolicies, changes=changes or (), external=self.external)
         result: PolicySyncResult = await self.nb.write(sync)
         self._idle = not result.policies and not result.broken
         self.syncs.labels("ok").inc()
@@ -138,21 +166,24 @@ class PolicyController:
             if given is not None and given != path:
                 raise BadRequest(f"metadata.{what} {given!r} differs from the path's {path!r}")
         key = policy_key(namespace, name)
-        result = await self._write(key=key, spec=policy.spec)
-        pods, acls = result.policies[key]
+        result, existed = await self._admit(PolicyChange(key=key, spec=policy.spec))
+        pods, acls = result.policies.get(key, ([], 0))  # absent: deleted in the same pass
         event(
-            log, "policy.put", policy=key, action="updated" if result.existed else "created",
+            log, "policy.put", policy=key, action="updated" if existed else "created",
             pods=len(pods), acls=acls, changes=result.changes,
         )  # fmt: skip
-        return await self.get(who, namespace, name)
+        return PolicyInfo(
+            namespace=namespace, name=name, spec=spec_json(policy.spec),
+            port_group=policy_port_group(key), pods=pods, acls=acls,
+        )  # fmt: skip
 
     async def delete(self, who: Principal, namespace: str, name: str) -> DeleteResult:
         """Remove a policy and its objects (admin); unknown policies succeed."""
         self._admin(who, "delete policies")
         key = policy_key(namespace, name)
-        result = await self._write(key=key, delete=True)
-        event(log, "policy.delete", policy=key, existed=result.existed, changes=result.changes)
-        if not result.existed:
+        result, existed = await self._admit(PolicyChange(key=key, delete=True))
+        event(log, "policy.delete", policy=key, existed=existed, changes=result.changes)
+        if not existed:
             return DeleteResult(deleted=False, detail=f"no policy {key}")
         return DeleteResult(deleted=True, detail=f"policy {key} removed")
 
@@ -181,7 +212,8 @@ class PolicyController:
     ) -> NamespaceLabels:
         """Set a namespace's labels (admin; what namespaceSelectors match)."""
         self._admin(who, "label namespaces")
-        result = await self._write(namespace=namespace, labels=dict(labels))
+        change = PolicyChange(namespace=namespace, labels=dict(labels))
+        result, _ = await self._admit(change)
         event(log, "policy.namespace", namespace=namespace, labels=dict(labels),
               changes=result.changes)  # fmt: skip
         return NamespaceLabels(labels=dict(labels))

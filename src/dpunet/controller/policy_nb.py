@@ -3,21 +3,21 @@
 `SyncPolicies` is one level-triggered pass in one transaction, in ovsdbapp's connection
 thread against the IDL replica: read the policy specs stored on dpunet's policy port
 groups, the namespaces' labels (NB_Global `external_ids:dpunet:ns-labels:<ns>`, JSON),
-the pod ports and the node switches; optionally admit one change (a policy PUT or DELETE,
-a namespace's labels); compute every wanted object and compare-and-set against the rows
-dpunet owns. Set columns are changed member by member (`addvalue`/`delvalue`, OVSDB
-mutations), so a pod added costs the port groups and address sets it belongs to and
-nothing else; a pass that finds everything as wanted sends nothing. Rows without
-dpunet's owner mark are never touched. A stored spec that does not parse leaves that
-policy's rows as they are until a PUT or DELETE replaces them. In Kubernetes mode the
-pass takes the specs, namespace labels and pods' labels and named ports the API server
-has (`ExternalPolicies`) instead of the stored ones.
+the pod ports and the node switches; admit the API's writes it was given (policy PUTs
+and DELETEs, namespaces' labels, in order); compute every wanted object and
+compare-and-set against the rows dpunet owns. Set columns are changed member by member
+(`addvalue`/`delvalue`, OVSDB mutations), so a pod added costs the port groups and
+address sets it belongs to and nothing else; a pass that finds everything as wanted
+sends nothing. Rows without dpunet's owner mark are never touched. A stored spec that
+does not parse leaves that policy's rows as they are until a PUT or DELETE replaces
+them. In Kubernetes mode the pass takes the specs, namespace labels and pods' labels and
+named ports the API server has (`ExternalPolicies`) instead of the stored ones.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
 from typing import Any
@@ -161,34 +161,41 @@ class ExternalPolicies:
 
 
 @dataclass(frozen=True)
+class PolicyChange:
+    """One API write a pass admits: `spec` for policy `key` (PUT), `delete` of `key`, or
+    `labels` for namespace `namespace`."""
+
+    key: str | None = None
+    spec: NetworkPolicySpec | None = None
+    delete: bool = False
+    namespace: str | None = None
+    labels: Mapping[str, str] | None = None
+
+
+@dataclass(frozen=True)
 class PolicySyncResult:
     """What a pass did: columns/rows changed, the policies there are (key -> selected
-    LSPs, ACL count), the ones it could not read, and whether the changed policy existed."""
+    LSPs, ACL count), the ones it could not read, and per admitted change whether its
+    policy existed just before it."""
 
     changes: int
     policies: dict[str, tuple[list[str], int]]
     broken: dict[str, str]
-    existed: bool = False
+    existed: tuple[bool, ...] = ()
 
 
 class SyncPolicies(command.BaseCommand):
-    """Make the policy objects match the stored specs after admitting one change: `spec`
-    for `key` (PUT), `delete` of `key`, or `labels` for namespace `namespace`; or match
-    `external` (Kubernetes mode)."""
+    """Make the policy objects match the stored specs after admitting `changes` in order;
+    or match `external` (Kubernetes mode)."""
 
     def __init__(
         self,
         api: Any,
-        key: str | None = None,
-        spec: NetworkPolicySpec | None = None,
-        delete: bool = False,
-        namespace: str | None = None,
-        labels: Mapping[str, str] | None = None,
+        changes: Sequence[PolicyChange] = (),
         external: ExternalPolicies | None = None,
     ) -> None:
         super().__init__(api)
-        self.key, self.spec, self.delete = key, spec, delete
-        self.namespace, self.labels = namespace, labels
+        self.admitted = tuple(changes)
         self.external = external
         self.changes = 0
 
@@ -197,16 +204,17 @@ class SyncPolicies(command.BaseCommand):
         view = load(self.api)
         if self.external is not None:
             self.external.adopt(view)
-        existed = False
-        if self.key is not None:
-            existed = self.key in view.specs or self.key in view.broken
-            view.broken.pop(self.key, None)
-            view.specs.pop(self.key, None)
-            if not self.delete and self.spec is not None:
-                view.specs[self.key] = (self.spec, encode(self.spec))
-        if self.namespace is not None and self.labels is not None:
-            self._namespace_labels(self.namespace, self.labels)
-            view.namespaces[self.namespace] = dict(self.labels)
+        existed = []
+        for change in self.admitted:
+            existed.append(change.key in view.specs or change.key in view.broken)
+            if change.key is not None:
+                view.broken.pop(change.key, None)
+                view.specs.pop(change.key, None)
+                if not change.delete and change.spec is not None:
+                    view.specs[change.key] = (change.spec, encode(change.spec))
+            if change.namespace is not None and change.labels is not None:
+                self._namespace_labels(change.namespace, change.labels)
+                view.namespaces[change.namespace] = dict(change.labels)
         wanted = desired(view.pods, view.namespaces, view.specs, view.nodes)
         self._apply(txn, view, wanted)
         self.result = PolicySyncResult(
@@ -217,7 +225,7 @@ class SyncPolicies(command.BaseCommand):
                 if (group := wanted.port_groups.get(policy_port_group(key))) is not None
             },
             dict(view.broken),
-            existed,
+            tuple(existed),
         )
 
     # ------------------------------------------------------------------ writes
