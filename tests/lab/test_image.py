@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from dpunet import __version__
+from dpunet.deploy import manifests
 from dpunet.lab import image as lab_image
 from dpunet.lab import pods, services
 from dpunet.lab.lab import down
@@ -78,6 +80,49 @@ def test_image_has_ovn_and_the_cni_shim(image: str) -> None:
     assert "ovn-controller 23.03" in out
     assert "/opt/dpunet/venv/bin/dpunet-cni" in out
     assert "/opt/dpunet/venv/lib/python3.11/site-packages/dpunet/__init__.py" in out
+
+
+# the daemons' own settings loaders, run in the image
+LOADERS = {
+    "dpunet-controller": "from dpunet.controller.config import ControllerConfig as M\n"
+    "from dpunet.settings import load_settings\nc = load_settings(M, P)",
+    "dpunet-host": "from dpunet.host.config import HostAgentConfig as M\n"
+    "from dpunet.settings import load_settings\nc = load_settings(M, P)",
+    "dpunet-node": "from dpunet.node.config import NodeAgentConfig as M\n"
+    "from dpunet.settings import load_settings\nc = load_settings(M, P)",
+    "dpunet-dpu": "from dpunet.dpu.config import load_config\nc = load_config(P)",
+}
+
+
+@pytest.mark.parametrize("service", sorted(LOADERS))
+def test_the_rendered_config_loads_in_the_image(image: str, service: str, tmp_path: Path) -> None:
+    """Each daemon's file of the rendered `dpunet-config` ConfigMap, mounted where its
+    manifest mounts it and with its env, is valid settings for the image's daemon."""
+    rendered = next(
+        m
+        for m in manifests.render(lab_image.lab_values(image))
+        if m["kind"] == "ConfigMap" and m["metadata"]["name"] == "dpunet-config"
+    )
+    key = lab_image.config_key(image, service)
+    _, container = lab_image.workload(image, service)
+    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    (tmp_path / key).write_text(rendered["data"][key])
+    env = [
+        arg
+        for item in container.get("env", [])
+        for arg in ("--env", f"{item['name']}={item.get('value', 'node1')}")
+    ]
+    script = (
+        f"from pathlib import Path\nP = Path({mount['mountPath']!r})\n{LOADERS[service]}\n"
+        "print(c.model_dump_json())"
+    )
+    out = podman(
+        "run", *RUN, *env, "--volume", f"{tmp_path / key}:{mount['mountPath']}:ro",
+        "--entrypoint", "python3", image, "-c", script,
+    )  # fmt: skip
+    loaded = json.loads(out)
+    for name, value in yaml.safe_load(rendered["data"][key]).items():
+        assert json.loads(json.dumps(loaded[name], default=str)) == value, (service, name)
 
 
 # ------------------------------------------------------------------ the lab from the image
