@@ -31,7 +31,10 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --arch) ARCH=${2:?--arch needs a Debian architecture}; shift 2 ;;
         --tag) IMAGE=${2:?--tag needs an image name}; shift 2 ;;
-        *) echo "build-image: unknown argument $1 (usage: $0 [--arch ARCH] [--tag IMAGE])" >&2; exit 2 ;;
+        *)
+            echo "build-image: unknown argument $1 (usage: $0 [--arch ARCH] [--tag IMAGE])" >&2
+            exit 2
+            ;;
     esac
 done
 case "$ARCH" in
@@ -82,10 +85,16 @@ fi
 # The working tree's tracked files as they are now (a stash commit, or HEAD when clean);
 # an image already built from the same files (the ones it is built from) on the same base
 # is left as it is.
-commit=$(git stash create)
+git rev-parse --git-dir >/dev/null 2>&1 || {
+    echo "build-image: $PWD is not a git checkout of dpunet (the image is built from one)" >&2
+    exit 1
+}
+# (git stash create writes a commit object: it needs an identity, any will do)
+commit=$(GIT_AUTHOR_NAME=build-image GIT_AUTHOR_EMAIL=build-image@localhost \
+    GIT_COMMITTER_NAME=build-image GIT_COMMITTER_EMAIL=build-image@localhost git stash create)
 commit=${commit:-HEAD}
 SOURCE=$(git ls-tree "$commit" src pyproject.toml README.md deploy/Containerfile \
-    | sha256sum | cut -c1-12)-$KEY
+    scripts/build-image.sh | sha256sum | cut -c1-12)-$KEY
 if [ "$(podman image inspect --format '{{index .Labels "io.dpunet.source"}}' "$IMAGE" \
     2>/dev/null)" = "$SOURCE" ]; then
     step "$IMAGE is up to date (source $SOURCE)"
