@@ -198,6 +198,30 @@ def test_restart_rewrites_nothing(
     assert versions(ovn) == before
 
 
+def ok_passes(admin: httpx.Client) -> float:
+    """The controller's count of policy passes that succeeded."""
+    for line in admin.get("/metrics").text.splitlines():
+        if line.startswith('dpunet_controller_policy_syncs_total{result="ok"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_a_write_costs_one_pass(ovn: OvnCentral, admin: httpx.Client) -> None:
+    """The pass admitting a PUT or DELETE writes port groups, ACLs and a switch's ACLs; NB
+    reporting them back wakes no second pass."""
+    time.sleep(1.0)  # passes the earlier writes woke have run
+    before = ok_passes(admin)
+    policy = {**WEB_HTTP, "metadata": {"name": "echo", "namespace": "a"}}
+    written = versions(ovn)
+    assert admin.put("/v1/policies/a/echo", json=policy).status_code == 200
+    assert versions(ovn) != written
+    time.sleep(1.5)  # a pass woken by the write's echo would run within 0.2 s
+    assert ok_passes(admin) == before + 1
+    assert admin.delete("/v1/policies/a/echo").json()["deleted"] is True
+    time.sleep(1.5)
+    assert ok_passes(admin) == before + 2
+
+
 def test_concurrent_writes_are_each_answered_for_themselves(ctl: ControllerProc) -> None:
     """Writes arriving together share passes; each gets its own answer (created, its port
     group and ACLs; deleted or not)."""

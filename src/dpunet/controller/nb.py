@@ -80,18 +80,24 @@ class NbOutcomeUnknown(Unavailable):
     """The connection broke while a write was in flight: it may or may not have happened."""
 
 
+ChangeListener = Callable[[str, frozenset[str] | None], None]  # (table, changed columns)
+
+
 class _Idl(connection.OvsdbIdl):
     """An IDL that reports every Logical_Switch_Port change (event, row) to a listener,
-    and the table of every change to the change listeners."""
+    and the table of every change with the columns an update changed (None for an insert
+    or delete) to the change listeners."""
 
     port_listener: Callable[[str, Any], None] | None = None
-    change_listeners: tuple[Callable[[str], None], ...] = ()
+    change_listeners: tuple[ChangeListener, ...] = ()
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.port_listener is not None and row._table.name == LSP:
             self.port_listener(event, row)
+        # python-ovs passes an update's old values as a Row holding only the changed columns
+        columns = frozenset(updates.__dict__["_data"]) if updates is not None else None
         for listener in self.change_listeners:
-            listener(row._table.name)
+            listener(row._table.name, columns)
 
 
 class _Txn(transaction.Transaction):
@@ -225,7 +231,7 @@ class NbClient:
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._up_rows: dict[str, uuid.UUID] = {}  # LSP name -> its row, while up=true
         self.port_rows = PortRows()
-        self._change_listeners: tuple[Callable[[str], None], ...] = ()
+        self._change_listeners: tuple[ChangeListener, ...] = ()
         self.writes = WriteQueue(self._commit_batch, self._executor)
         self.sb = sb
         if sb is not None:
@@ -260,9 +266,10 @@ class NbClient:
         self.api = NbApi(conn)
         self._idl = idl
 
-    def on_change(self, listener: Callable[[str], None]) -> None:
-        """Call `listener(table)` (in the IDL thread) on every change NB reports; register
-        before `connect`."""
+    def on_change(self, listener: ChangeListener) -> None:
+        """Call `listener(table, columns)` (in the IDL thread) on every change NB reports
+        (`columns`: those an update changed, None for an insert or delete); register before
+        `connect`."""
         self._change_listeners += (listener,)
 
     @property

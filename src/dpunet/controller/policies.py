@@ -4,7 +4,8 @@ Level-triggered like the service controller: a pass (policy_nb.SyncPolicies) rec
 every policy object from the specs and namespace labels stored in Northbound and the pod
 ports, and writes only the difference. Passes (controller/passes.py) run once the
 controller holds the NB lock, when NB reports a change to ports, switches or policy
-objects (to ports and switches only while some policy exists), and every
+objects (to ports and switches only while some policy exists; not a pass's own writes,
+which NB reports while its transaction is in flight), and every
 `reconcile_interval`. An API write (PUT, DELETE, namespace labels) is admitted by a pass
 of its own, shared with the writes that arrived while the previous one ran (a batch of
 concurrent writes costs one pass, not one each); its answer comes from that pass's result.
@@ -54,6 +55,8 @@ from dpunet.logs import event
 log = logging.getLogger("dpunet.controller.policies")
 WATCHED = frozenset({LSP, LS, PORT_GROUP, ADDRESS_SET, ACL_TABLE})
 POD_TABLES = frozenset({LSP, LS})  # what a pass reads besides the policy objects
+OWN_TABLES = frozenset({PORT_GROUP, ADDRESS_SET, ACL_TABLE})  # what only passes write
+SWITCH_ACLS = frozenset({"acls"})  # the one Logical_Switch column passes write
 
 
 class PolicyController:
@@ -82,6 +85,7 @@ class PolicyController:
         self._waiting: list[tuple[PolicyChange, asyncio.Future[tuple[PolicySyncResult, bool]]]]
         self._waiting = []
         self._admitting = asyncio.Lock()
+        self._writing = 0  # passes whose transaction is in flight (read by the IDL thread)
         self.passes = PassLoop(
             "policy", cfg.reconcile_interval, self._can_run, self._write, self.syncs, log
         )
@@ -99,9 +103,14 @@ class PolicyController:
         self.external = external
         self.passes.wake.set()
 
-    def _changed(self, table: str) -> None:
-        """IDL thread: something in Northbound changed."""
+    def _changed(self, table: str, columns: frozenset[str] | None = None) -> None:
+        """IDL thread: something in Northbound changed. While a pass's transaction is in
+        flight, changes to what only passes write are its own echo (NB reports them
+        before the transaction's reply) and wake nothing; anything else changed by
+        someone else then is corrected by the periodic pass."""
         if self._idle and table in POD_TABLES:
+            return
+        if self._writing and (table in OWN_TABLES or (table == LS and columns == SWITCH_ACLS)):
             return
         if table in WATCHED:
             self.passes.wake_from_thread()
@@ -133,7 +142,11 @@ class PolicyController:
 
     async def _write(self, changes: list[PolicyChange] | None = None) -> PolicySyncResult:
         sync = partial(SyncPolicies, changes=changes or (), external=self.external)
-        result: PolicySyncResult = await self.nb.write(sync)
+        self._writing += 1
+        try:
+            result: PolicySyncResult = await self.nb.write(sync)
+        finally:
+            self._writing -= 1
         self._idle = not result.policies and not result.broken
         self.syncs.labels("ok").inc()
         self.changes.inc(result.changes)

@@ -83,7 +83,7 @@ class ServiceController:
         self._specs = specs
         self.passes.wake.set()
 
-    def _changed(self, table: str) -> None:
+    def _changed(self, table: str, columns: frozenset[str] | None = None) -> None:
         """IDL thread: something in Northbound changed."""
         if table == LSP and not self._any_service:
             return  # no service has backends to follow
