@@ -87,6 +87,25 @@ def test_gateway_routers_share_the_node_addresses(lab: LabPlan) -> None:
     assert underlay == {n.underlay_ip for n in gwcheck.gateway_nodes(lab)}
 
 
+def test_ext_sees_one_mac_per_node_ip(lab: LabPlan) -> None:
+    """The host answers ARP for the shared IP; the router's ARP carries the same MAC, so
+    the next hop's neighbour entry is the host's interface, whoever spoke last."""
+    expected = {
+        ip_of(host1(lab)): lab.pairs[0].pf_mac(lab.lab_id),
+        ip_of(lab.cp): services.link_mac(lab.cp.netns, "breth0"),
+    }
+    for address, mac in expected.items():
+        run(["ip", "neigh", "flush", "to", address], netns=lab.ext.netns)
+        assert ping(lab.ext.netns, address, count=1)[0]
+        with gwcheck.listener(lab, lab.ext.netns, "ext", EXT_PORT):  # router traffic too
+            pod = "busy1" if address == ip_of(host1(lab)) else "webc"
+            svc.probe(pods.get_pod(lab, pod).netns, "tcp", ip_of(lab.ext), EXT_PORT, 2)
+        neigh = json.loads(
+            run(["ip", "-j", "neigh", "show", address], netns=lab.ext.netns).stdout or "[]"
+        )
+        assert [n.get("lladdr") for n in neigh] == [mac], neigh
+
+
 def test_lab_check_rows(lab: LabPlan) -> None:
     results = json.loads(cli([*DPUNET, "lab", "check", "--name", LAB, "-o", "json"]).stdout)
     rows = [r for r in results if r["check"].startswith("shared gateway:")]
