@@ -9,7 +9,13 @@ from rich.markup import escape
 
 from dpunet.cli.controller_cmds import _call
 from dpunet.cli.output import console, emit_data, fail, output_option
-from dpunet.cli.policies_cmds import parse_key, parse_labels, print_policies, read_manifests
+from dpunet.cli.policies_cmds import (
+    apply_manifests,
+    parse_key,
+    parse_labels,
+    print_policies,
+    read_manifests,
+)
 from dpunet.contract.client import ControllerClient
 from dpunet.lab.lab import load_plan
 from dpunet.lab.runner import LabError
@@ -43,10 +49,7 @@ def policy_apply(name: str, path: str, output: str) -> None:
     except (OSError, ValueError, yaml.YAMLError) as exc:
         fail(escape(str(exc)))
     with _lab_client(name) as client:
-        applied = [
-            _call(lambda: client.put_policy(namespace, policy_name, doc))  # noqa: B023
-            for namespace, policy_name, doc in docs
-        ]
+        applied = apply_manifests(client, docs)
     if not emit_data(applied, output):
         print_policies(applied)
 
