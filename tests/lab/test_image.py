@@ -279,3 +279,66 @@ def test_down_removes_the_containers(image_lab: LabPlan) -> None:
     removed = down(LAB)
     assert any(r.startswith("netns") for r in removed)
     assert lab_containers() == {}
+
+
+def test_ovn_central_runs_from_the_image_as_rendered(image: str, tmp_path: Path) -> None:
+    """The ovn-central Deployment's containers (NB, SB, northd) with their rendered
+    commands and volumes, in a network namespace of their own: northd turns an NB switch
+    into an SB datapath, through the unix sockets of the pod's shared ovn-run volume."""
+    deployment = next(
+        m
+        for m in manifests.render(lab_image.lab_values(image))
+        if m["kind"] == "Deployment" and m["metadata"]["name"] == "ovn-central"
+    )
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["hostNetwork"]
+    sources = {}
+    for volume in pod["volumes"]:  # one directory per volume, shared by the containers
+        sources[volume["name"]] = tmp_path / volume["name"]
+        sources[volume["name"]].mkdir()
+    netns = f"dpunet-imgtest-{os.getpid()}"
+    names = [f"{netns}-{c['name']}" for c in pod["containers"]]
+    subprocess.run(["ip", "netns", "add", netns], check=True)
+    try:
+        for name, container in zip(names, pod["containers"], strict=True):
+            volumes = [
+                arg
+                for m in container["volumeMounts"]
+                for arg in ("--volume", f"{sources[m['name']]}:{m['mountPath']}")
+            ]
+            command = container["command"]
+            podman(
+                "run", "--detach", "--rm", "--name", name, "--network", f"ns:/run/netns/{netns}",
+                *lab_image.ULIMITS, *volumes, "--entrypoint", command[0], image, *command[1:],
+            )  # fmt: skip
+        run_dir = sources["ovn-run"]
+        nb, sb = f"unix:{run_dir}/ovnnb_db.sock", f"unix:{run_dir}/ovnsb_db.sock"
+
+        def datapaths() -> str:
+            proc = subprocess.run(
+                ["ovn-sbctl", f"--db={sb}", "--timeout=5", "list", "Datapath_Binding"],
+                capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+            return proc.stdout
+
+        for _ in range(100):
+            if (run_dir / "ovnnb_db.sock").exists() and (run_dir / "ovnsb_db.sock").exists():
+                break
+            subprocess.run(["sleep", "0.2"], check=True)
+        subprocess.run(
+            ["ovn-nbctl", f"--db={nb}", "--timeout=10", "ls-add", "imgtest"],
+            check=True, capture_output=True, timeout=20,
+        )  # fmt: skip
+        for _ in range(100):
+            if "name=imgtest" in datapaths():
+                break
+            subprocess.run(["sleep", "0.2"], check=True)
+        assert "name=imgtest" in datapaths(), podman("logs", names[-1])
+        assert (sources["ovn-db"] / "ovnnb_db.db").exists()  # on the hostPath volume
+    finally:
+        for name in names:
+            subprocess.run(
+                ["podman", "rm", "--force", "--ignore", "--time", "0", name],
+                capture_output=True, check=False,
+            )  # fmt: skip
+        subprocess.run(["ip", "netns", "del", netns], check=False)
