@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hw_sysfs_tree import DPU_HOST_PF_MACS, SysfsTree, bluefield2_dpu
@@ -608,3 +609,70 @@ def test_the_mgmt_binding_with_plug_options_is_served_as_the_management_port(
     rec, _, _ = make(tree, ovs, mgmt_port={"enabled": False})
     rec.reconcile(snapshot(mgmt_row))
     assert owned(ovs)["ovn-k8s-mp0"]["iface-id"] == "k8s-host1"
+
+
+class BackloggedLinks(FakeLinks):
+    """FakeLinks that, like pyroute2's IPRoute, keeps something of every request in a
+    queue nobody reads, for as long as the session is open."""
+
+    opened: ClassVar[list[BackloggedLinks]] = []
+
+    def __init__(self, tree: SysfsTree) -> None:
+        super().__init__(tree)
+        self.backlog: list[str] = []
+        self.closed = False
+        BackloggedLinks.opened.append(self)
+
+    def names(self) -> dict[int, str]:
+        self.backlog.append("names")
+        return super().names()
+
+    def state(self, name: str) -> Link | None:
+        self.backlog.append(name)
+        return super().state(name)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_no_netlink_session_outlives_its_pass(tree: SysfsTree) -> None:
+    """What a netlink session accumulates stays bounded by one pass: 200 pod add/delete
+    cycles (a pass each way) leave no session open and none that saw more than a pass."""
+    BackloggedLinks.opened = []
+    ovs = FakeOvs()
+    rec = Reconciler(
+        DpuAgentConfig.model_validate({}),
+        IDENTITY,
+        ovs,  # type: ignore[arg-type]
+        tree.sysfs,
+        Metrics(),
+        links_factory=lambda: BackloggedLinks(tree),  # type: ignore[arg-type,return-value]
+    )
+    mgmt = PortBindingRow("k8s-host1", mac=("0a:58:c6:12:00:02 198.18.0.2",))
+    for cycle in range(200):
+        rec.reconcile(snapshot(mgmt, binding(f"ns_p{cycle}", vf=1)), rescan=False)
+        assert owned(ovs)["pf0vf1"]["iface-id"] == f"ns_p{cycle}"
+        rec.reconcile(snapshot(mgmt), rescan=False)
+    assert len(BackloggedLinks.opened) == 400
+    assert all(s.closed for s in BackloggedLinks.opened)
+    assert max(len(s.backlog) for s in BackloggedLinks.opened) <= 10  # one pass's requests
+    assert "pf0vf1" not in owned(ovs)  # the last pod went
+
+
+def test_a_failed_pass_closes_its_netlink_session_too(tree: SysfsTree) -> None:
+    class Broken(FakeLinks):
+        def names(self) -> dict[int, str]:
+            raise RuntimeError("netlink went away")
+
+    links = Broken(tree)
+    rec = Reconciler(
+        DpuAgentConfig.model_validate({}),
+        IDENTITY,
+        FakeOvs(),  # type: ignore[arg-type]
+        tree.sysfs,
+        Metrics(),
+        links_factory=lambda: links,  # type: ignore[arg-type,return-value]
+    )
+    with pytest.raises(RuntimeError):
+        rec.reconcile(snapshot())
+    assert links.calls == [("close",)] and rec._links is None

@@ -444,7 +444,9 @@ class Reconciler:
 
     @property
     def links(self) -> Netlink:
-        """The netlink session (opened in the calling thread on first use)."""
+        """The netlink session of the pass (opened in the calling thread on first use,
+        closed when the pass ends: pyroute2's IPRoute keeps a message of every request in a
+        queue it never reads, so a session kept for the daemon's life grows with each)."""
         if self._links is None:
             self._links = self._links_factory()
         return self._links
@@ -502,7 +504,14 @@ class Reconciler:
         return list(self._reps)
 
     def reconcile(self, sb: SbSnapshot, rescan: bool = True) -> ReconcileResult:
-        """Bring br-int in line with `sb` (blocking); `rescan` re-reads all of sysfs."""
+        """Bring br-int in line with `sb` (blocking); `rescan` re-reads all of sysfs. The
+        pass's netlink session is closed at its end (see `links`)."""
+        try:
+            return self._reconcile(sb, rescan)
+        finally:
+            self.close()
+
+    def _reconcile(self, sb: SbSnapshot, rescan: bool) -> ReconcileResult:
         result = ReconcileResult()
         ovs_state = self.ovs.state()
         bridge = self.cfg.integration_bridge
