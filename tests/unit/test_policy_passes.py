@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.metrics import Metrics
+from dpunet.controller.nb import ChangeListener
 from dpunet.controller.nbcommands import LS, LSP
 from dpunet.controller.policies import PolicyController
 from dpunet.controller.policy_nb import ACL_TABLE, ADDRESS_SET, PORT_GROUP, PolicySyncResult
@@ -28,10 +30,10 @@ class FakeNb:
         self.ready = True
         self.echo = echo
         self.during = during or []
-        self.listeners: list[Callable[[str, frozenset[str] | None], None]] = []
+        self.listeners: list[ChangeListener] = []
         self.writes = 0
 
-    def on_change(self, listener: Callable[[str, frozenset[str] | None], None]) -> None:
+    def on_change(self, listener: ChangeListener) -> None:
         self.listeners.append(listener)
 
     async def write(self, make: Any) -> PolicySyncResult:
@@ -40,7 +42,7 @@ class FakeNb:
         changes, self.during = self.echo + self.during, []
         for table, columns in changes:  # the IDL thread reports before the reply
             for listener in self.listeners:
-                await asyncio.to_thread(listener, table, columns)
+                await asyncio.to_thread(listener, table, uuid.uuid4(), columns)
         await asyncio.sleep(0)
         return PolicySyncResult(3, {"ns/p": (["lsp"], 1)}, {})
 
@@ -92,6 +94,6 @@ def test_change_to_policy_objects_between_passes_wakes_one() -> None:
 
     def tamper() -> None:  # someone edits an owned ACL while no pass runs
         for listener in nb.listeners:
-            listener(ACL_TABLE, frozenset({"match"}))
+            listener(ACL_TABLE, uuid.uuid4(), frozenset({"match"}))
 
     assert asyncio.run(_passes(nb, tamper)) == 2

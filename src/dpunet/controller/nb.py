@@ -80,13 +80,14 @@ class NbOutcomeUnknown(Unavailable):
     """The connection broke while a write was in flight: it may or may not have happened."""
 
 
-ChangeListener = Callable[[str, frozenset[str] | None], None]  # (table, changed columns)
+ChangeListener = Callable[[str, uuid.UUID, frozenset[str] | None], None]
+"""(table, row, the columns an update changed or None for an insert or delete)"""
 
 
 class _Idl(connection.OvsdbIdl):
     """An IDL that reports every Logical_Switch_Port change (event, row) to a listener,
-    and the table of every change with the columns an update changed (None for an insert
-    or delete) to the change listeners."""
+    and every change (table, row, columns an update changed or None) to the change
+    listeners."""
 
     port_listener: Callable[[str, Any], None] | None = None
     change_listeners: tuple[ChangeListener, ...] = ()
@@ -97,7 +98,7 @@ class _Idl(connection.OvsdbIdl):
         # python-ovs passes an update's old values as a Row holding only the changed columns
         columns = frozenset(updates.__dict__["_data"]) if updates is not None else None
         for listener in self.change_listeners:
-            listener(row._table.name, columns)
+            listener(row._table.name, row.uuid, columns)
 
 
 class _Txn(transaction.Transaction):
@@ -267,9 +268,9 @@ class NbClient:
         self._idl = idl
 
     def on_change(self, listener: ChangeListener) -> None:
-        """Call `listener(table, columns)` (in the IDL thread) on every change NB reports
-        (`columns`: those an update changed, None for an insert or delete); register before
-        `connect`."""
+        """Call `listener(table, row uuid, columns)` (in the IDL thread) on every change NB
+        reports (`columns`: those an update changed, None for an insert or delete);
+        register before `connect`."""
         self._change_listeners += (listener,)
 
     @property

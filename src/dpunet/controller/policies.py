@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Mapping
 from functools import partial
 
@@ -45,6 +46,7 @@ from dpunet.controller.policy_nb import (
     ADDRESS_SET,
     PORT_GROUP,
     ExternalPolicies,
+    PolicyCache,
     PolicyChange,
     PolicySyncResult,
     ReadPolicies,
@@ -86,6 +88,7 @@ class PolicyController:
         self._waiting = []
         self._admitting = asyncio.Lock()
         self._writing = 0  # passes whose transaction is in flight (read by the IDL thread)
+        self.cache = PolicyCache()  # pods and specs parsed by passes
         self.passes = PassLoop(
             "policy", cfg.reconcile_interval, self._can_run, self._write, self.syncs, log
         )
@@ -103,11 +106,16 @@ class PolicyController:
         self.external = external
         self.passes.wake.set()
 
-    def _changed(self, table: str, columns: frozenset[str] | None = None) -> None:
-        """IDL thread: something in Northbound changed. While a pass's transaction is in
-        flight, changes to what only passes write are its own echo (NB reports them
-        before the transaction's reply) and wake nothing; anything else changed by
-        someone else then is corrected by the periodic pass."""
+    def _changed(
+        self, table: str, row: uuid.UUID | None = None, columns: frozenset[str] | None = None
+    ) -> None:
+        """IDL thread: something in Northbound changed (an LSP: its parse is dropped from
+        the cache). While a pass's transaction is in flight, changes to what only passes
+        write are its own echo (NB reports them before the transaction's reply) and wake
+        nothing; anything else changed by someone else then is corrected by the periodic
+        pass."""
+        if table == LSP and row is not None:
+            self.cache.changed(row)
         if self._idle and table in POD_TABLES:
             return
         if self._writing and (table in OWN_TABLES or (table == LS and columns == SWITCH_ACLS)):
@@ -141,7 +149,9 @@ class PolicyController:
         return await future
 
     async def _write(self, changes: list[PolicyChange] | None = None) -> PolicySyncResult:
-        sync = partial(SyncPolicies, changes=changes or (), external=self.external)
+        sync = partial(
+            SyncPolicies, changes=changes or (), external=self.external, cache=self.cache
+        )
         self._writing += 1
         try:
             result: PolicySyncResult = await self.nb.write(sync)

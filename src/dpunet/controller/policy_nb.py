@@ -17,6 +17,7 @@ named ports the API server has (`ExternalPolicies`) instead of the stored ones.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from ipaddress import IPv4Address
@@ -95,11 +96,51 @@ def _pod(row: Row) -> PolicyPod | None:
     )  # fmt: skip
 
 
-def load(api: Any) -> PolicyView:
-    """The view of the replica."""
+class PolicyCache:
+    """What passes parsed: each LSP's pod (None: not a policy pod), dropped when NB reports
+    the row changed (`changed`, in the IDL thread, which also runs the passes), and specs
+    by their stored text; so a pass parses only the rows and specs that changed since
+    the one before."""
+
+    def __init__(self) -> None:
+        self._pods: dict[uuid.UUID, PolicyPod | None] = {}
+        self._specs: dict[str, NetworkPolicySpec] = {}
+
+    def changed(self, row: uuid.UUID) -> None:
+        """LSP `row` was created, updated or deleted."""
+        self._pods.pop(row, None)
+
+    def pod(self, row: Row) -> PolicyPod | None:
+        """The policy pod LSP `row` is (None: none)."""
+        if row.uuid in self._pods:
+            return self._pods[row.uuid]
+        pod = _pod(row) if _kind(row) == TopologyKind.POD.value else None
+        if not row._changes and not row._mutations:  # (not a transaction's values)
+            self._pods[row.uuid] = pod
+        return pod
+
+    def specs(self, stored: Mapping[str, str]) -> dict[str, NetworkPolicySpec | ValidationError]:
+        """Each stored spec text parsed (or why not); keeps only these for the next pass."""
+        out: dict[str, NetworkPolicySpec | ValidationError] = {}
+        for key, text in stored.items():
+            spec = self._specs.get(text)
+            if spec is None:
+                try:
+                    spec = NetworkPolicySpec.model_validate_json(text)
+                except ValidationError as exc:
+                    out[key] = exc
+                    continue
+            out[key] = spec
+        self._specs = {stored[k]: s for k, s in out.items() if isinstance(s, NetworkPolicySpec)}
+        return out
+
+
+def load(api: Any, cache: PolicyCache | None = None) -> PolicyView:
+    """The view of the replica; pods and specs parsed through `cache` (none: all parsed)."""
+    cache = cache or PolicyCache()
     view = PolicyView()
     for row in api.tables[LSP].rows.values():
-        if _kind(row) == TopologyKind.POD.value and (pod := _pod(row)) is not None:
+        if (pod := cache.pod(row)) is not None:
             view.pods.append(pod)
             view.lsps[pod.lsp] = row
     for row in api.tables[LS].rows.values():
@@ -121,6 +162,8 @@ def load(api: Any) -> PolicyView:
     for row in api.tables[ADDRESS_SET].rows.values():
         if _kind(row) == Kind.SELECTOR:
             view.sets[row.name] = row
+    stored: dict[str, str] = {}
+    names: dict[str, str] = {}  # policy key -> its port group's name
     for row in api.tables[PORT_GROUP].rows.values():
         kind = _kind(row)
         if kind not in (Kind.POLICY, Kind.DEFAULT_DENY):
@@ -129,11 +172,16 @@ def load(api: Any) -> PolicyView:
         if kind != Kind.POLICY:
             continue
         key = row.external_ids.get(POLICY_KEY, "")
-        try:
-            stored = row.external_ids[SPEC_KEY]
-            view.specs[key] = (NetworkPolicySpec.model_validate_json(stored), stored)
-        except (KeyError, ValidationError) as exc:
-            view.broken[key] = f"unreadable spec on port group {row.name}: {exc}"
+        names[key] = row.name
+        if SPEC_KEY in row.external_ids:
+            stored[key] = row.external_ids[SPEC_KEY]
+        else:
+            view.broken[key] = f"unreadable spec on port group {row.name}: no {SPEC_KEY}"
+    for key, spec in cache.specs(stored).items():
+        if isinstance(spec, NetworkPolicySpec):
+            view.specs[key] = (spec, stored[key])
+        else:
+            view.broken[key] = f"unreadable spec on port group {names[key]}: {spec}"
     return view
 
 
@@ -193,15 +241,17 @@ class SyncPolicies(command.BaseCommand):
         api: Any,
         changes: Sequence[PolicyChange] = (),
         external: ExternalPolicies | None = None,
+        cache: PolicyCache | None = None,
     ) -> None:
         super().__init__(api)
         self.admitted = tuple(changes)
         self.external = external
+        self.cache = cache
         self.changes = 0
 
     def run_idl(self, txn: Any) -> None:
         self.changes = 0
-        view = load(self.api)
+        view = load(self.api, self.cache)
         if self.external is not None:
             self.external.adopt(view)
         existed = []

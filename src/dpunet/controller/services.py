@@ -13,6 +13,7 @@ itself one pass that also admits the change, in one transaction.
 from __future__ import annotations
 
 import logging
+import uuid
 from functools import partial
 
 from prometheus_client import Counter, Gauge
@@ -83,7 +84,9 @@ class ServiceController:
         self._specs = specs
         self.passes.wake.set()
 
-    def _changed(self, table: str, columns: frozenset[str] | None = None) -> None:
+    def _changed(
+        self, table: str, row: uuid.UUID | None = None, columns: frozenset[str] | None = None
+    ) -> None:
         """IDL thread: something in Northbound changed."""
         if table == LSP and not self._any_service:
             return  # no service has backends to follow
