@@ -185,6 +185,14 @@ def test_node_port_answers_from_both_nodes_other_ports_reach_the_host(lab: LabPl
         }
 
 
+def dpu_metric(lab: LabPlan, line_start: str) -> float:
+    """A sample of dpunet-dpu's /metrics on dpu1 (its default address, in its namespace)."""
+    url = "http://127.0.0.1:9476/metrics"
+    code = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
+    body = run([sys.executable, "-c", code], netns=lab.node("dpu1").netns).stdout
+    return float(next(x for x in body.splitlines() if x.startswith(line_start)).split()[-1])
+
+
 def _kill(lab: LabPlan, node: str, name: str) -> None:
     daemon = next(d for d in services.node_services(lab, lab.node(node)) if d.name == name)
     pid = read_pid(daemon.pidfile)
@@ -213,6 +221,10 @@ def test_agent_restart_leaves_the_flows_and_a_deleted_flow_comes_back(
     assert after.keys() == before.keys()
     for cookie, flow in after.items():  # not deleted and added again: they kept aging
         assert flow.duration >= before[cookie].duration + elapsed - 1, hex(cookie)
+    added = 'dpunet_dpu_gateway_flow_changes_total{action="added"}'
+    if agent == "dpunet-dpu":  # the new process found every flow in place
+        assert dpu_metric(lab, added) == 0
+        assert dpu_metric(lab, "dpunet_dpu_gateway_flows ") == len(after)
     # one flow deleted by hand comes back within one reconcile interval
     victim = next(f for f in after.values() if f.table == gw.TABLE_NODE_IP and f.priority == 0)
     ofctl(lab, owner, "del-flows", bridge, f"cookie={victim.cookie:#x}/-1")
@@ -224,5 +236,7 @@ def test_agent_restart_leaves_the_flows_and_a_deleted_flow_comes_back(
         timeout=interval + 3,
     )
     assert time.monotonic() - deleted <= interval + 3
+    if agent == "dpunet-dpu":
+        assert dpu_metric(lab, added) == 1
     assert "cookie=0x1," in ofctl(lab, owner, "dump-flows", bridge, "cookie=0x1/-1")
     ofctl(lab, owner, "del-flows", bridge, "cookie=0x1/-1")

@@ -276,6 +276,11 @@ class Agent:
             result: GatewayResult = await self._blocking(self._gateway.reconcile, snapshot, state)
         except Exception as exc:  # keep the daemon alive; the next pass retries
             result = GatewayResult(problem=f"{type(exc).__name__}: {exc}")
+        self.metrics.gateway_ok.set(0 if result.problem else 1)
+        if result.problem is None:
+            self.metrics.gateway_flows.set(result.flows)
+        self.metrics.gateway_flow_changes.labels("added").inc(len(result.changes.added))
+        self.metrics.gateway_flow_changes.labels("removed").inc(len(result.changes.removed))
         if result.problem != self._gateway_problem:
             self._gateway_problem = result.problem
             if result.problem:

@@ -67,6 +67,22 @@ class Metrics:
             "1 while the controller holds this DPU's registration (its host node's binding).",
             registry=r,
         )
+        self.gateway_flows = Gauge(
+            "dpunet_dpu_gateway_flows",
+            "Flows of the shared gateway's pipeline wanted on the external bridge.",
+            registry=r,
+        )
+        self.gateway_flow_changes = Counter(
+            "dpunet_dpu_gateway_flow_changes_total",
+            "Flows of dpunet's cookie the agent added or removed on the external bridge.",
+            ["action"],
+            registry=r,
+        )
+        self.gateway_ok = Gauge(
+            "dpunet_dpu_gateway_ok",
+            "1 while the last check of the shared gateway's flows completed.",
+            registry=r,
+        )
         self.sb_resyncs = Counter(
             "dpunet_dpu_sb_resyncs_total",
             "Times the SB monitor (re)synchronised (each one triggers a full reconcile).",

@@ -8,13 +8,15 @@ own address). Tables:
 
 - table 0, priority 300/310: from the host, IP: committed in dpunet's conntrack zone
   with ct_mark 2, then out of the uplink (310: to LOCAL when addressed to the bridge's
-  own MAC, a DPU's address); from the GR: the same with ct_mark 1; ARP from either: to
-  the uplink (and the DPU's LOCAL), never to the other one;
+  own MAC, a DPU's address); from the GR: ct_clear, the same with ct_mark 1; ARP from
+  either: to the uplink (and the DPU's LOCAL), never to the other one;
+- table 0, priority 250: TCP/UDP to the node IP on the NodePort range -> GR, before
+  conntrack;
 - table 0, priority 200: ARP requests for the node IP to the host only (the host
   answers); ARP replies to the node IP to the host and the GR (both resolve neighbours);
   IP to the node IP: through conntrack in the zone, then table 1;
 - table 1: established/related with ct_mark 2 -> host (priority 300); with ct_mark 1 ->
-  GR (250); TCP/UDP to the NodePort range -> GR (200); anything else -> host (0).
+  ct_clear, GR (250); anything else -> host (0).
 
 Everything else keeps the bridge's own flows (the default NORMAL). Each flow's cookie is
 `COOKIE_PREFIX` in the upper 32 bits and a hash of the flow in the lower ones, so a
