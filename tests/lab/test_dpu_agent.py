@@ -138,11 +138,16 @@ class Agent:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, *extra: str) -> None:
+        # SB is TLS only in the lab: the DPU's certificate from the lab's CA
+        config = self.log_path.with_name("agent.yaml")
+        cert = self.lab.plan.tls("dpu1")
+        ssl = {k: str(getattr(cert, k)) for k in ("private_key", "certificate", "ca_cert")}
+        config.write_text(json.dumps({"sb_ssl": ssl}))
         argv = exec_argv(
             self.lab.plan,
             "dpu1",
             [
-                sys.executable, "-m", "dpunet.cli.dpu_agent_cmds",
+                sys.executable, "-m", "dpunet.cli.dpu_agent_cmds", "--config", str(config),
                 "--metrics-address", HTTP, "--retry-interval", "1", *extra,
             ],
         )  # fmt: skip
@@ -378,10 +383,15 @@ def test_sb_replica_only_holds_this_chassis_bindings(lab: Lab, agent: Agent) -> 
     lab.lsp("ns_here", 1, ip=61)
     lab.lsp("ns_there", 2, chassis="cp", ip=62)
     lab.nbctl("lsp-add", SWITCH, "ns_plain")
+    cert = lab.plan.tls("dpu1")
     code = (
         "import time\n"
         "from dpunet.dpu.sb import SbMonitor\n"
-        f"m = SbMonitor(['{lab.plan.sb_remote}'], 'dpu1', ['dpu1'], lambda: None, ['k8s-host1'])\n"
+        "from dpunet.tls import TlsFiles\n"
+        f"ssl = TlsFiles(private_key='{cert.private_key}', certificate='{cert.certificate}', "
+        f"ca_cert='{cert.ca_cert}')\n"
+        f"m = SbMonitor(['{lab.plan.sb_remote}'], 'dpu1', ['dpu1'], lambda: None, ['k8s-host1'], "
+        "ssl)\n"
         "m.start()\n"
         "for _ in range(100):\n"
         "    s = m.snapshot()\n"

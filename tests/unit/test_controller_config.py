@@ -24,7 +24,7 @@ def test_defaults_are_the_seed_deployment() -> None:
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("cluster_cidr: 198.18.0.0/16\nnode_prefix: 26\nmtu: 1500\n")
+    path.write_text("cluster_cidr: 198.18.0.0/16\nnode_prefix: 26\nmtu: 1500\ninsecure: true\n")
     env = {
         "DPUNET_NODE_PREFIX": "25",
         "DPUNET_NB_REMOTES": "tcp:192.0.2.10:6641, tcp:192.0.2.11:6641",
@@ -50,8 +50,10 @@ def test_json_file_works_too(tmp_path: Path) -> None:
     [
         ({"cluster_cidr": "10.0.0.0/16", "service_cidr": "10.0.128.0/17"}, "overlaps"),
         ({"cluster_cidr": "10.0.0.0/24", "node_prefix": 20}, "shorter than"),
-        ({"nb_remotes": ["ssl:1.2.3.4:6641"]}, "unix:PATH or tcp:HOST:PORT"),
+        ({"nb_remotes": ["ssl1.2.3.4:6641"]}, "unix:PATH, ssl:HOST:PORT or tcp:HOST:PORT"),
         ({"sb_remotes": ["tcp:central"]}, "SB remote 'tcp:central' must be"),
+        ({"sb_remotes": ["ssl:192.0.2.10:6642"]}, "ovn_ssl: an ssl: NB or SB remote needs"),
+        ({"nb_remotes": ["tcp:192.0.2.10:6641"]}, "tcp:192.0.2.10:6641 is plain text"),
         ({"listen": ["nowhere"]}, "HOST:PORT or unix:PATH"),
         ({"node_prefix": 30}, "node_prefix"),
         ({"plug_mode": "magic"}, "plug_mode"),
@@ -61,3 +63,17 @@ def test_json_file_works_too(tmp_path: Path) -> None:
 def test_invalid_settings_name_the_problem(settings: dict[str, object], message: str) -> None:
     with pytest.raises(SettingsError, match=message):
         load_settings(ControllerConfig, None, {}, settings)
+
+
+def test_tls_unless_insecure(tmp_path: Path) -> None:
+    ssl = {"private_key": "/k", "certificate": "/c", "ca_cert": "/ca"}
+    cfg = load_settings(
+        ControllerConfig, None, {}, {"nb_remotes": ["ssl:192.0.2.10:6641"], "ovn_ssl": ssl}
+    )
+    assert cfg.ovn_ssl is not None and cfg.plain_transports() == []
+    # a unix socket or loopback never leaves the machine
+    local = ["unix:/run/ovn/ovnnb_db.sock", "tcp:127.0.0.1:6641", "tcp:[::1]:6641"]
+    assert load_settings(ControllerConfig, None, {}, {"nb_remotes": local}).plain_transports() == []
+    plain = {"nb_remotes": ["tcp:192.0.2.10:6641"]}
+    cfg = load_settings(ControllerConfig, None, {"DPUNET_INSECURE": "true"}, plain)
+    assert cfg.insecure and cfg.plain_transports() == ["tcp:192.0.2.10:6641"]

@@ -122,13 +122,13 @@ def test_parse_listen() -> None:
 
 
 def test_identity_from_ovs_and_overrides() -> None:
-    ident = resolve_identity(DpuAgentConfig(), SETUP_IDS)
+    ident = resolve_identity(DpuAgentConfig(insecure=True), SETUP_IDS)
     assert ident.chassis == "dpu1" and ident.hostname == "dpu1.lab"
     assert ident.chassis_names == {"dpu1", "dpu1.lab"}
     assert ident.sb_remotes == ("tcp:192.0.2.10:6642", "tcp:192.0.2.11:6642")
     assert ident.mgmt_lport == "k8s-host1"
     cfg = DpuAgentConfig(chassis="c9", host_node="h9", sb_remotes=["unix:/run/sb.sock"])
-    ident = resolve_identity(cfg, SETUP_IDS)
+    ident = resolve_identity(cfg, SETUP_IDS)  # unix: needs no TLS
     assert (ident.chassis, ident.host_node, ident.sb_remotes) == (
         "c9",
         "h9",
@@ -143,8 +143,20 @@ def test_identity_errors() -> None:
         resolve_identity(DpuAgentConfig(), {"system-id": "dpu1"})
     with pytest.raises(ConfigError, match="sb_ssl"):
         resolve_identity(DpuAgentConfig(sb_remotes=["ssl:192.0.2.10:6642"]), {"system-id": "x"})
+    with pytest.raises(ConfigError, match=r"tcp:192.0.2.10:6642.* is plain text.*insecure"):
+        resolve_identity(DpuAgentConfig(), SETUP_IDS)  # from external_ids:ovn-remote too
+    ssl = {"private_key": "/k", "certificate": "/c", "ca_cert": "/ca"}
+    cfg = DpuAgentConfig.model_validate({"sb_ssl": ssl})
+    assert resolve_identity(cfg, {**SETUP_IDS, "ovn-remote": "ssl:192.0.2.10:6642"}).sb_remotes
+    insecure = DpuAgentConfig(insecure=True)
+    assert insecure.plain_transports(resolve_identity(insecure, SETUP_IDS)) == [
+        "tcp:192.0.2.10:6642",
+        "tcp:192.0.2.11:6642",
+    ]
     assert (
-        resolve_identity(DpuAgentConfig(), {**SETUP_IDS, "host-k8s-nodename": ""}).mgmt_lport
+        resolve_identity(
+            DpuAgentConfig(insecure=True), {**SETUP_IDS, "host-k8s-nodename": ""}
+        ).mgmt_lport
         is None
     )
 

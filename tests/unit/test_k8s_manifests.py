@@ -19,6 +19,7 @@ from dpunet.cni.models import parse_netconf
 from dpunet.controller.config import ControllerConfig
 from dpunet.deploy.manifests import (
     CNI_TYPE,
+    TLS_DIR,
     DeployValues,
     cni_config,
     dpu_static_pod,
@@ -187,6 +188,62 @@ def test_daemon_configs_load(values: DeployValues) -> None:
     )
     NodeAgentConfig.model_validate({**files["node.yaml"], "node": "cp"})
     DpuAgentConfig.model_validate(files["dpu.yaml"])
+
+
+def _pod_specs(manifests: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for m in manifests:
+        if m["kind"] in ("Deployment", "DaemonSet", "Pod"):
+            spec = m["spec"]
+            out[m["metadata"]["name"]] = spec["template"]["spec"] if "template" in spec else spec
+    return out
+
+
+def _tls_secret(pod: dict[str, Any]) -> str | None:
+    [volume] = [v for v in pod["volumes"] if v["name"] == "tls"] or [None]
+    if volume is None:
+        return None
+    return str(volume["secret"]["secretName"]) if "secret" in volume else volume["hostPath"]["path"]
+
+
+def test_every_hop_is_tls() -> None:
+    # NB/SB listen only with pssl:, every OVN and dpunet daemon gets its own Secret mounted
+    # where its config and options point, and no config asks for a plain transport
+    values = DeployValues()
+    pods = _pod_specs([*render(values), dpu_static_pod(values)])
+    expected = {
+        "ovn-central": "dpunet-tls-ovn-central",
+        "dpunet-controller": "dpunet-tls-controller",
+        "dpunet-dpu": "/etc/dpunet/tls",  # the static pod: files on the DPU
+        "dpunet-node": "dpunet-tls-node",
+        "dpunet-host": "dpunet-tls-host",
+    }
+    for name, secret in expected.items():
+        pod = pods[name]
+        assert _tls_secret(pod) == secret, name
+        for container in pod["containers"]:
+            if container["name"] == "northd":  # NB and SB over unix sockets in its pod
+                continue
+            mounts = {m["mountPath"]: m for m in container.get("volumeMounts", [])}
+            assert mounts[TLS_DIR]["name"] == "tls" and mounts[TLS_DIR]["readOnly"], container
+    dpu_ds = next(m for m in render(values) if m["metadata"]["name"] == "dpunet-dpu")
+    assert _tls_secret(dpu_ds["spec"]["template"]["spec"]) == "dpunet-tls-dpu"
+    text = json.dumps(render(values))
+    assert "insecure-remote=yes" not in text and "ptcp:" not in text
+    for db, port in (("nb", 6641), ("sb", 6642)):
+        [container] = [c for c in pods["ovn-central"]["containers"] if c["name"] == f"{db}-ovsdb"]
+        assert container["command"][-1] == f"--remote=pssl:{port}"
+        assert f"--ovn-{db}-db-ssl-ca-cert={TLS_DIR}/ca-cert.pem" in container["command"]
+    for pod in ("dpunet-dpu", "dpunet-node"):
+        [ovn] = [c for c in pods[pod]["containers"] if c["name"] == "ovn-controller"]
+        assert f"--private-key={TLS_DIR}/privkey.pem" in ovn["command"]
+    [config_map] = [m for m in render(values) if m["metadata"]["name"] == "dpunet-config"]
+    files = {name: yaml.safe_load(text) for name, text in config_map["data"].items()}
+    controller = ControllerConfig.model_validate(files["controller.yaml"])
+    assert not controller.insecure and controller.nb_remotes == ["ssl:192.168.40.111:6641"]
+    assert controller.ovn_ssl is not None and str(controller.ovn_ssl.ca_cert).startswith(TLS_DIR)
+    dpu = DpuAgentConfig.model_validate(files["dpu.yaml"])
+    assert not dpu.insecure and dpu.sb_ssl is not None
 
 
 def test_bad_values_are_refused() -> None:

@@ -52,6 +52,7 @@ def run(
     from dpunet.controller.config import ControllerConfig
     from dpunet.controller.daemon import serve
     from dpunet.settings import SettingsError, load_settings
+    from dpunet.tls import TlsError
 
     overrides: dict[str, Any] = {
         "listen": list(listen) or None,
@@ -66,7 +67,7 @@ def run(
         cfg = load_settings(ControllerConfig, config_path, os.environ, overrides)
         logs.configure(cfg.log_format, cfg.log_level)
         asyncio.run(serve(cfg))
-    except (SettingsError, TokenFileError) as exc:
+    except (SettingsError, TokenFileError, TlsError) as exc:
         fail(escape(str(exc)))
     except OSError as exc:
         fail(escape(f"cannot listen: {exc}"))

@@ -25,6 +25,7 @@ COMMANDS = {
     "services": "dpunet.cli.services_cmds:services",
     "policies": "dpunet.cli.policies_cmds:policies",
     "k8s": "dpunet.cli.k8s_cmds:k8s",
+    "pki": "dpunet.cli.pki_cmds:pki_group",
     "bench": "dpunet.cli.bench_cmds:bench",
     "verify": "dpunet.cli.verify_cmds:verify",
     "topology": "dpunet.cli.topology_cmds:topology",

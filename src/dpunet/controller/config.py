@@ -23,9 +23,10 @@ from pydantic import (
 )
 
 from dpunet.contract.lsp import PlugMode
+from dpunet.tls import TlsFiles, plain_remote, require_tls
 
 DEFAULT_PORT = 9477
-_REMOTE_RE = re.compile(r"^(unix:/.+|tcp:(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$")
+_REMOTE_RE = re.compile(r"^(unix:/.+|(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$")
 _LISTEN_RE = re.compile(r"^(unix:/.+|(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]*):\d{1,5})$")
 
 
@@ -44,13 +45,22 @@ class ControllerConfig(BaseModel):
     nb_remotes: list[str] = Field(
         default=["unix:/var/run/ovn/ovnnb_db.sock"],
         min_length=1,
-        description="OVN Northbound remotes (unix:PATH or tcp:HOST:PORT); all raft members.",
+        description="OVN Northbound remotes (unix:PATH, ssl:HOST:PORT, or tcp:HOST:PORT with "
+        "insecure); all raft members.",
+    )
+    ovn_ssl: TlsFiles | None = Field(
+        default=None, description="key, certificate and CA of the ssl: NB and SB remotes"
+    )
+    insecure: bool = Field(
+        default=False,
+        description="allow plain transports off the machine (tcp: NB/SB remotes, plain HTTP "
+        "on TCP listeners); logs a warning at start",
     )
     sb_remotes: list[str] = Field(
         default=["unix:/var/run/ovn/ovnsb_db.sock"],
-        description="OVN Southbound remotes (unix:PATH or tcp:HOST:PORT), read only, to see "
-        "ports up one northd pass earlier and to check DPU registrations; all raft members; "
-        "[]: NB up only, DPU registrations refused.",
+        description="OVN Southbound remotes (unix:PATH, ssl:HOST:PORT, or tcp:HOST:PORT with "
+        "insecure), read only, to see ports up one northd pass earlier and to check DPU "
+        "registrations; all raft members; []: NB up only, DPU registrations refused.",
     )
     listen: list[str] = Field(
         default=[f"0.0.0.0:{DEFAULT_PORT}"],
@@ -157,7 +167,9 @@ class ControllerConfig(BaseModel):
         db = "SB" if info.field_name == "sb_remotes" else "NB"
         for remote in value:
             if not _REMOTE_RE.match(remote):
-                raise ValueError(f"{db} remote {remote!r} must be unix:PATH or tcp:HOST:PORT")
+                raise ValueError(
+                    f"{db} remote {remote!r} must be unix:PATH, ssl:HOST:PORT or tcp:HOST:PORT"
+                )
         return value
 
     @field_validator("listen")
@@ -168,8 +180,18 @@ class ControllerConfig(BaseModel):
                 raise ValueError(f"listen address {item!r} must be HOST:PORT or unix:PATH")
         return value
 
+    def plain_transports(self) -> list[str]:
+        """What this config sends in plain text over the network (needs `insecure`)."""
+        return [r for r in [*self.nb_remotes, *self.sb_remotes] if plain_remote(r)]
+
     @model_validator(mode="after")
     def _consistent(self) -> ControllerConfig:
+        require_tls("nb_remotes", self.plain_transports(), self.insecure)
+        remotes = [*self.nb_remotes, *self.sb_remotes]
+        if any(r.startswith("ssl:") for r in remotes) and self.ovn_ssl is None:
+            raise ValueError(
+                "ovn_ssl: an ssl: NB or SB remote needs private_key, certificate and ca_cert"
+            )
         if not self.cluster_cidr.prefixlen <= self.node_prefix:
             raise ValueError(
                 f"node_prefix /{self.node_prefix} is shorter than cluster_cidr {self.cluster_cidr}"

@@ -17,6 +17,8 @@ from dpunet.controller.api import create_app
 from dpunet.controller.app import Controller
 from dpunet.controller.config import ControllerConfig
 from dpunet.logs import event
+from dpunet.ovsdb.rpc import set_ssl
+from dpunet.tls import check_files, warn_insecure
 
 log = logging.getLogger("dpunet.controller")
 
@@ -52,6 +54,11 @@ async def serve(cfg: ControllerConfig) -> None:
     """Run the controller until SIGINT/SIGTERM."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _after_shutdown)
+    if cfg.insecure:
+        warn_insecure(log, cfg.plain_transports())
+    if cfg.ovn_ssl is not None:
+        check_files("ovn_ssl", cfg.ovn_ssl)
+        set_ssl(cfg.ovn_ssl.private_key, cfg.ovn_ssl.certificate, cfg.ovn_ssl.ca_cert)
     sockets: list[socket.socket] = []
     try:
         for address in cfg.listen:

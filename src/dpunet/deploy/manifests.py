@@ -35,9 +35,12 @@ DPU_TOKENS_SECRET = "dpunet-dpu-tokens"  # key `tokens`: the controller's dpu:<c
 DPU_TOKEN_SECRET = "dpunet-dpu-token"  # one key per DPU node name: that DPU's token
 DPU_TOKENS_DIR = "/etc/dpunet/dpu-tokens"
 DPU_TOKEN_HOST_FILE = "/etc/dpunet/dpu-token"  # a static pod's DPU: its token on the DPU
+DPU_TLS_HOST_DIR = "/etc/dpunet/tls"  # a static pod's DPU: its TLS files (TLS_FILES' names)
 DPU_LEASE_INTERVAL = 4.0  # well under a third of the controller's dpu_lease_duration (15 s)
 SECRET_MODE = 0o400  # token files must not be readable by group or others
 CNI_LIB_DIR = "/opt/dpunet/cni"
+TLS_DIR = "/etc/dpunet/tls"  # a component's Secret dpunet-tls-<component>: the three files below
+TLS_FILES = {"private_key": "privkey.pem", "certificate": "cert.pem", "ca_cert": "ca-cert.pem"}
 
 
 class DeployValues(BaseModel):
@@ -183,6 +186,29 @@ def _secret_volume(name: str, secret: str, **extra: Any) -> dict[str, Any]:
     }
 
 
+def tls_secret(component: str) -> str:
+    """The Secret holding a component's key, certificate and the CA (`dpunet pki`)."""
+    return f"dpunet-tls-{component}"
+
+
+def _tls_volume(component: str) -> dict[str, Any]:
+    return _secret_volume("tls", tls_secret(component))
+
+
+def _tls_mount() -> dict[str, Any]:
+    return _mount("tls", TLS_DIR, readOnly=True)
+
+
+def _tls_files() -> dict[str, str]:
+    """The TLS files in a component's config (its Secret mounted at TLS_DIR)."""
+    return {key: f"{TLS_DIR}/{name}" for key, name in TLS_FILES.items()}
+
+
+def _tls_options() -> list[str]:
+    """An OVS/OVN daemon's options for the mounted TLS files."""
+    return [f"--{key.replace('_', '-')}={path}" for key, path in _tls_files().items()]
+
+
 def _token_volume() -> dict[str, Any]:
     """A ServiceAccount token for the controller (audience `dpunet`, rotated by kubelet)."""
     source = {"serviceAccountToken": {"audience": TOKEN_AUDIENCE, "path": "token"}}
@@ -239,8 +265,9 @@ def _config_files(values: DeployValues) -> dict[str, str]:
     controller_url = f"http://{values.central}:{CONTROLLER_PORT}"
     files: dict[str, dict[str, Any]] = {
         "controller.yaml": {
-            "nb_remotes": [f"tcp:{values.central}:6641"],
-            "sb_remotes": [f"tcp:{values.central}:6642"],
+            "nb_remotes": [f"ssl:{values.central}:6641"],
+            "sb_remotes": [f"ssl:{values.central}:6642"],
+            "ovn_ssl": _tls_files(),
             "listen": [f"0.0.0.0:{CONTROLLER_PORT}"],
             "cluster_cidr": str(values.cluster_cidr),
             "node_prefix": values.node_prefix,
@@ -269,6 +296,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
             "controller_url": controller_url,  # host network to host network, as SB
             "token_file": f"{TOKEN_DIR}/token",
             "lease_interval": DPU_LEASE_INTERVAL,
+            "sb_ssl": _tls_files(),  # SB remotes: external_ids:ovn-remote (dpu setup)
             "metrics_address": "127.0.0.1:9476",
             "log_format": "json",
         },
@@ -445,6 +473,7 @@ def _controller(values: DeployValues) -> list[Manifest]:
             _mount("config", "/etc/dpunet/controller.yaml", subPath="controller.yaml"),
             _mount("tokens", "/etc/dpunet/controller", readOnly=True),
             _mount("dpu-tokens", DPU_TOKENS_DIR, readOnly=True),
+            _tls_mount(),
         ],
     )
     return [
@@ -466,6 +495,7 @@ def _controller(values: DeployValues) -> list[Manifest]:
                             {"name": "config", "configMap": {"name": "dpunet-config"}},
                             _secret_volume("tokens", "dpunet-controller-tokens", optional=True),
                             _secret_volume("dpu-tokens", DPU_TOKENS_SECRET),
+                            _tls_volume("controller"),
                         ],
                     },
                 },
@@ -483,15 +513,25 @@ def _controller(values: DeployValues) -> list[Manifest]:
     ]
 
 
+def _ovn_ctl_tls() -> dict[str, str]:
+    """ovn-ctl's names of the TLS files (`--ovn-nb-db-ssl-key=...`)."""
+    files = _tls_files()
+    return {"key": files["private_key"], "cert": files["certificate"], "ca-cert": files["ca_cert"]}
+
+
 def _ovn_central(values: DeployValues) -> Manifest:
     labels = {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "ovn-central"}
     mounts = [_mount("ovn-db", "/var/lib/ovn"), _mount("ovn-run", "/var/run/ovn")]
     ctl = "/usr/share/ovn/scripts/ovn-ctl"
 
-    def db(name: str, run: str, remote_flag: str) -> dict[str, Any]:
-        return _container(
-            values, name, [], command=[ctl, run, f"{remote_flag}=yes"], volumeMounts=mounts
-        )
+    def db(name: str, kind: str, port: int) -> dict[str, Any]:
+        """An OVN database server: unix socket in the pod, TLS only on the network."""
+        tls = [f"--ovn-{kind}-db-ssl-{opt}={path}" for opt, path in _ovn_ctl_tls().items()]
+        command = [
+            ctl, f"run_{kind}_ovsdb", f"--db-{kind}-create-insecure-remote=no", *tls,
+            "--", f"--remote=pssl:{port}",
+        ]  # fmt: skip
+        return _container(values, name, [], command=command, volumeMounts=[*mounts, _tls_mount()])
 
     northd = _container(
         values,
@@ -519,13 +559,14 @@ def _ovn_central(values: DeployValues) -> Manifest:
                     **_control_plane_pod(),
                     "automountServiceAccountToken": False,
                     "containers": [
-                        db("nb-ovsdb", "run_nb_ovsdb", "--db-nb-create-insecure-remote"),
-                        db("sb-ovsdb", "run_sb_ovsdb", "--db-sb-create-insecure-remote"),
+                        db("nb-ovsdb", "nb", 6641),
+                        db("sb-ovsdb", "sb", 6642),
                         northd,
                     ],
                     "volumes": [
                         _host_path("ovn-db", "/var/lib/ovn"),
                         {"name": "ovn-run", "emptyDir": {}},
+                        _tls_volume("ovn-central"),
                     ],
                 },
             },
@@ -557,6 +598,7 @@ def _host(values: DeployValues) -> Manifest:
             _mount("config", "/etc/dpunet/host.yaml", subPath="host.yaml"),
             _mount("pools", "/etc/dpunet/pools", readOnly=True),
             _mount("dpunet-token", TOKEN_DIR, readOnly=True),
+            _tls_mount(),
             _mount("kubelet", "/var/lib/kubelet", mountPropagation="HostToContainer"),
             _mount("run-dpunet", "/run/dpunet"),
             _mount("state", "/var/lib/dpunet"),
@@ -578,6 +620,7 @@ def _host(values: DeployValues) -> Manifest:
                 {"name": "config", "configMap": {"name": "dpunet-config"}},
                 {"name": "pools", "configMap": {"name": "sriovdp-config"}},
                 _token_volume(),
+                _tls_volume("host"),
                 _host_path("kubelet", "/var/lib/kubelet", "Directory"),
                 _host_path("run-dpunet", "/run/dpunet"),
                 _host_path("state", "/var/lib/dpunet"),
@@ -600,11 +643,16 @@ def _ovn_controller(values: DeployValues) -> dict[str, Any]:
         command=[
             "ovn-controller",
             "unix:/var/run/openvswitch/db.sock",
+            *_tls_options(),  # SB: ssl: in external_ids:ovn-remote (dpu/node setup)
             "-vconsole:info",
             "--pidfile=/var/run/ovn/ovn-controller.pid",
         ],
         securityContext=_privileged(),
-        volumeMounts=[_mount("ovs-run", "/var/run/openvswitch"), _mount("ovn-run", "/var/run/ovn")],
+        volumeMounts=[
+            _mount("ovs-run", "/var/run/openvswitch"),
+            _mount("ovn-run", "/var/run/ovn"),
+            _tls_mount(),
+        ],
     )
 
 
@@ -623,6 +671,7 @@ def _dpu_pod_spec(values: DeployValues) -> dict[str, Any]:
             _mount("dpu-token", f"{TOKEN_DIR}/token", subPathExpr="$(DPU_NODE)", readOnly=True),
             _mount("ovs-run", "/var/run/openvswitch"),
             _mount("sys", "/sys"),
+            _tls_mount(),
         ],
     )
     return {
@@ -634,6 +683,7 @@ def _dpu_pod_spec(values: DeployValues) -> dict[str, Any]:
             _host_path("ovs-run", "/var/run/openvswitch", "Directory"),
             _host_path("ovn-run", "/var/run/ovn"),
             _host_path("sys", "/sys", "Directory"),
+            _tls_volume("dpu"),
         ],
     }
 
@@ -665,6 +715,7 @@ def _full_node(values: DeployValues) -> Manifest:
         volumeMounts=[
             _mount("config", "/etc/dpunet/node.yaml", subPath="node.yaml"),
             _mount("dpunet-token", TOKEN_DIR, readOnly=True),
+            _tls_mount(),
             _mount("ovs-run", "/var/run/openvswitch"),
             _mount("run-dpunet", "/run/dpunet"),
             _mount("state", "/var/lib/dpunet"),
@@ -683,6 +734,7 @@ def _full_node(values: DeployValues) -> Manifest:
             "volumes": [
                 {"name": "config", "configMap": {"name": "dpunet-config"}},
                 _token_volume(),
+                _tls_volume("node"),
                 _host_path("ovs-run", "/var/run/openvswitch", "Directory"),
                 _host_path("ovn-run", "/var/run/ovn"),
                 _host_path("run-dpunet", "/run/dpunet"),
@@ -747,13 +799,14 @@ def render(values: DeployValues) -> list[Manifest]:
 
 def dpu_static_pod(values: DeployValues) -> Manifest:
     """`dpunet-dpu` as a static pod (`/etc/kubernetes/manifests/`) for a DPU whose kubelet
-    is not part of the cluster: config and token are files on the DPU, nothing comes from
-    the API."""
+    is not part of the cluster: config, token and TLS files are files on the DPU, nothing
+    comes from the API."""
     spec = _dpu_pod_spec(values)
     spec["volumes"][:2] = [
         _host_path("config", "/etc/dpunet", "Directory"),
         _host_path("dpu-token", DPU_TOKEN_HOST_FILE, "File"),
     ]
+    spec["volumes"][-1] = _host_path("tls", DPU_TLS_HOST_DIR, "Directory")
     agent = spec["containers"][0]
     del agent["env"]
     agent["volumeMounts"][:2] = [

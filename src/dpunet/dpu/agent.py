@@ -40,6 +40,7 @@ from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup.plan import Outcome, SetupError
+from dpunet.tls import TlsError, check_files, warn_insecure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -159,9 +160,13 @@ class Agent:
             ovs_state = await self._blocking(self._ovs.state)
             try:
                 self.identity = resolve_identity(self.cfg, ovs_state.external_ids)
-            except ConfigError as exc:
+                if self.cfg.sb_ssl is not None:
+                    check_files("sb_ssl", self.cfg.sb_ssl)
+            except (ConfigError, TlsError) as exc:
                 raise AgentError(str(exc)) from exc
             ident = self.identity
+            if self.cfg.insecure:
+                warn_insecure(log, self.cfg.plain_transports(ident))
             event(
                 log,
                 "agent-start",

@@ -24,6 +24,7 @@ from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
+from dpunet.tls import TlsFiles, plain_remote
 
 ENV_PREFIX = "DPUNET_"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9476"
@@ -72,16 +73,6 @@ class MgmtPortConfig(BaseModel):
     mtu: int | None = Field(default=None, ge=68, le=65535)
 
 
-class SslConfig(BaseModel):
-    """Client key, certificate and CA for `ssl:` SB remotes."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    private_key: Path
-    certificate: Path
-    ca_cert: Path
-
-
 class SetupSection(BaseModel):
     """The `dpu setup` run at start; unset fields keep what the OVS database has."""
 
@@ -105,7 +96,10 @@ class DpuAgentConfig(BaseModel):
     sb_remotes: list[RemoteStr] = Field(
         default_factory=list, description="OVN SB remotes; default external_ids:ovn-remote"
     )
-    sb_ssl: SslConfig | None = None
+    sb_ssl: TlsFiles | None = Field(None, description="key, certificate, CA of ssl: SB remotes")
+    insecure: bool = Field(
+        False, description="allow plain tcp: SB remotes off the machine (a warning at start)"
+    )
     ovs_db: Annotated[str, AfterValidator(validate_remote)] = Field(default_factory=default_ovs_db)
     integration_bridge: IfName = "br-int"
     sysfs_root: Path | None = Field(None, description="default $DPUNET_SYSFS_ROOT, else /sys")
@@ -127,6 +121,10 @@ class DpuAgentConfig(BaseModel):
     lease_interval: float = Field(default=5.0, gt=0, description="seconds between renewals")
     log_format: Literal["kv", "json"] = "kv"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    def plain_transports(self, ident: Identity) -> list[str]:
+        """What this DPU sends in plain text over the network (needs `insecure`)."""
+        return [r for r in ident.sb_remotes if plain_remote(r)]
 
     @model_validator(mode="after")
     def _lease_settings(self) -> DpuAgentConfig:
@@ -177,6 +175,12 @@ def resolve_identity(cfg: DpuAgentConfig, ovs_external_ids: Mapping[str, str]) -
             "sb_remotes: not configured and the OVS database has no external_ids:ovn-remote "
             "(pass --sb-remote tcp:IP:6642)"
         )
+    plain = [r for r in remotes if plain_remote(r)]
+    if plain and not cfg.insecure:
+        raise ConfigError(
+            f"sb_remotes: {', '.join(plain)} is plain text on the network; use ssl: remotes "
+            "with sb_ssl, or set insecure: true"
+        )
     if any(r.startswith("ssl:") for r in remotes) and cfg.sb_ssl is None:
         raise ConfigError("sb_ssl: an ssl: SB remote needs private_key, certificate and ca_cert")
     return Identity(
@@ -200,6 +204,7 @@ _ENV_FIELDS: dict[str, tuple[str, ...]] = {
     "RESYNC_INTERVAL": ("resync_interval",),
     "RETRY_INTERVAL": ("retry_interval",),
     "RUN_SETUP": ("run_setup",),
+    "INSECURE": ("insecure",),
     "CONTROLLER_URL": ("controller_url",),
     "TOKEN_FILE": ("token_file",),
     "LEASE_INTERVAL": ("lease_interval",),

@@ -26,9 +26,9 @@ from ovs import poller
 from ovs.db import idl as ovs_idl
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS
-from dpunet.dpu.config import SslConfig
 from dpunet.logs import event
 from dpunet.ovsdb.rpc import SB_SCHEMA, schema_helper, set_ssl
+from dpunet.tls import TlsFiles
 
 PORT_BINDING_COLUMNS = [
     "logical_port",
@@ -99,7 +99,7 @@ class SbMonitor:
         chassis_names: Sequence[str],
         on_change: Callable[[], None],
         lports: Sequence[str] = (),
-        ssl: SslConfig | None = None,
+        ssl: TlsFiles | None = None,
     ) -> None:
         self.remotes = list(remotes)
         self.chassis = chassis

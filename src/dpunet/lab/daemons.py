@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dpunet.lab.runner import LabError, read_pid, run, wait_for
 from dpunet.lab.topology import CP_ADDRESS, NB_PORT, SB_PORT, LabPlan, Node, Role
+from dpunet.setup import pki
 
 VSWITCH_SCHEMA = Path("/usr/share/openvswitch/vswitch.ovsschema")
 NB_SCHEMA = Path("/usr/share/ovn/ovn-nb.ovsschema")
@@ -105,6 +106,24 @@ def vsctl(plan: LabPlan, node: Node, *args: str, timeout: float = 20.0) -> str:
     ).stdout
 
 
+def make_pki(plan: LabPlan) -> None:
+    """The lab's CA and a certificate per component (`LabPlan.tls_components`); the
+    controller's names the address its API is dialled at."""
+    pki.init_ca(plan.pki_dir, f"dpunet lab {plan.name} CA")
+    for component in plan.tls_components:
+        ips = [str(CP_ADDRESS)] if component in ("controller", "ovnnb", "ovnsb") else []
+        pki.issue(plan.pki_dir, component, ips=ips)
+
+
+def pki_options(cert: pki.Certificate) -> list[str]:
+    """The OVS/OVN daemons' options for a component's TLS material."""
+    return [
+        f"--private-key={cert.private_key}",
+        f"--certificate={cert.certificate}",
+        f"--ca-cert={cert.ca_cert}",
+    ]
+
+
 def _ovsdb_server(
     plan: LabPlan, node: Node, daemon: str, kind: str, schema: Path, port: int
 ) -> None:
@@ -118,7 +137,8 @@ def _ovsdb_server(
             "ovsdb-server",
             str(db),
             f"--remote=punix:{ovn}/ovn{kind}_db.sock",
-            f"--remote=ptcp:{port}:{CP_ADDRESS}",
+            f"--remote=pssl:{port}:{CP_ADDRESS}",
+            *pki_options(plan.tls(f"ovn{kind}")),
             f"--pidfile={d.pidfile}",
             f"--log-file={d.logfile}",
             f"--unixctl={ovn}/ovn{kind}_db.ctl",
@@ -130,7 +150,8 @@ def _ovsdb_server(
 
 
 def start_ovn_central(plan: LabPlan, node: Node) -> None:
-    """OVN NB and SB databases (unix socket + TCP on the underlay) and ovn-northd."""
+    """OVN NB and SB databases (unix socket + TLS on the underlay, nothing plain there)
+    and ovn-northd, a TLS client of both."""
     ovn = plan.ovn_dir(node)
     ovn.mkdir(parents=True, exist_ok=True)
     _ovsdb_server(plan, node, "ovn-nb", "nb", NB_SCHEMA, NB_PORT)
@@ -142,8 +163,9 @@ def start_ovn_central(plan: LabPlan, node: Node) -> None:
     run(
         [
             "ovn-northd",
-            f"--ovnnb-db=unix:{ovn}/ovnnb_db.sock",
-            f"--ovnsb-db=unix:{ovn}/ovnsb_db.sock",
+            f"--ovnnb-db={plan.nb_remote}",
+            f"--ovnsb-db={plan.sb_remote}",
+            *pki_options(plan.tls("northd")),
             f"--pidfile={d.pidfile}",
             f"--log-file={d.logfile}",
             "--detach",
@@ -154,7 +176,8 @@ def start_ovn_central(plan: LabPlan, node: Node) -> None:
 
 
 def start_ovn_controller(plan: LabPlan, node: Node) -> None:
-    """ovn-controller against the node's local OVS (chassis ids must already be set)."""
+    """ovn-controller against the node's local OVS (chassis ids must already be set),
+    with the node's certificate for its TLS connection to SB."""
     ovn = plan.ovn_dir(node)
     ovn.mkdir(parents=True, exist_ok=True)
     d = _daemon(plan, node, "ovn-controller")
@@ -162,6 +185,7 @@ def start_ovn_controller(plan: LabPlan, node: Node) -> None:
         [
             "ovn-controller",
             f"unix:{plan.ovs_dir(node)}/db.sock",
+            *pki_options(plan.tls(node.name)),
             f"--pidfile={d.pidfile}",
             f"--log-file={d.logfile}",
             "--detach",

@@ -137,6 +137,9 @@ class Lab:
         """The bring-up sequence."""
         plan = self.plan
         out = [
+            Step(
+                "TLS material (a CA, a certificate per component)", partial(daemons.make_pki, plan)
+            ),
             Step("network namespaces", self._create_namespaces),
             Step("underlay wire and addresses", self._wire_underlay),
             Step("emulated SR-IOV NICs (sysfs + VFs)", self._start_nics),
@@ -248,7 +251,7 @@ class Lab:
             "--address", f"{cp.underlay_ip}/{plan.underlay_prefix}",
             "--system-id", cp.name,
             "--hostname", cp.name,
-            "--ovn-remote", f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock",
+            "--ovn-remote", plan.sb_remote,
             "--datapath-type", "netdev",
         )  # fmt: skip
         ip("route", "add", "default", "via", str(EXT_ADDRESS), netns=cp.netns)

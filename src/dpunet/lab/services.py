@@ -122,6 +122,7 @@ def _volume_sources(
             "config": config,
             "tokens": plan.run_dir / "tokens",
             "dpu-tokens": volumes / "dpu-tokens",
+            "tls": volumes / "tls",
         }
         return sources, (plan.run_dir,)
     sysfs = plan.sysfs_root(node)
@@ -132,11 +133,13 @@ def _volume_sources(
             "dpu-token": volumes / "dpu-token",
             "ovs-run": plan.ovs_dir(node),
             "sys": sysfs,
+            "tls": volumes / "tls",
         }
         return sources, (plan.run_dir,)
     sources = {
         "config": config,
         "dpunet-token": volumes / "dpunet-token",
+        "tls": volumes / "tls",
         "run-dpunet": d,
         "state": d / "state",
         "netns": Path("/run/netns"),
@@ -170,6 +173,7 @@ def _write_config(plan: LabPlan, node: Node, name: str, body: dict[str, Any]) ->
 
 def _write_volumes(plan: LabPlan, node: Node, name: str, volumes: Path) -> None:
     """The Secret and ConfigMap files of the service's container, and its hostPath dirs."""
+    _tls_secret(plan, "controller" if name == "dpunet-controller" else node.name, volumes)
     if name == "dpunet-controller":
         (volumes / "dpu-tokens").mkdir(parents=True, exist_ok=True)  # standalone: none
     elif name == "dpunet-dpu":
@@ -280,6 +284,27 @@ def admin_client(plan: LabPlan) -> ControllerClient:
     return ControllerClient(f"unix:{controller_socket(plan)}", token, timeout=30)
 
 
+def ssl_files(plan: LabPlan, component: str) -> dict[str, str]:
+    """A component's TLS files as its config takes them (from an image: where its
+    manifest mounts its Secret)."""
+    if plan.spec.image is not None:
+        return {key: f"{manifests.TLS_DIR}/{name}" for key, name in manifests.TLS_FILES.items()}
+    cert = plan.tls(component)
+    return {
+        "private_key": str(cert.private_key),
+        "certificate": str(cert.certificate),
+        "ca_cert": str(cert.ca_cert),
+    }
+
+
+def _tls_secret(plan: LabPlan, component: str, volumes: Path) -> None:
+    """The component's `dpunet-tls-*` Secret volume, from the lab's PKI."""
+    cert = plan.tls(component)
+    files = {"private_key": cert.private_key, "certificate": cert.certificate}
+    files["ca_cert"] = cert.ca_cert
+    image.secret_dir(volumes / "tls", {manifests.TLS_FILES[k]: v for k, v in files.items()})
+
+
 # ----------------------------------------------------------------- controller
 def start_controller(plan: LabPlan) -> None:
     """The controller in cp, listening on the underlay and on a unix socket; nodes registered."""
@@ -293,8 +318,9 @@ def start_controller(plan: LabPlan) -> None:
         cp,
         "dpunet-controller",
         {
-            "nb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnnb_db.sock"],
-            "sb_remotes": [f"unix:{plan.ovn_dir(cp)}/ovnsb_db.sock"],
+            "nb_remotes": [plan.nb_remote],
+            "sb_remotes": [plan.sb_remote],
+            "ovn_ssl": ssl_files(plan, "controller"),
             "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
             "token_file": str(tokens),
             "cluster_cidr": LAB_CLUSTER_CIDR,
@@ -373,6 +399,7 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
             "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
             "token_file": _token_file(plan, dpu.name),
             "lease_interval": DPU_LEASE_INTERVAL,
+            "sb_ssl": ssl_files(plan, dpu.name),
             "log_level": "info",
         },
     )

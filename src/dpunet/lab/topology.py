@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dpunet.setup.pki import Certificate, certificate
+
 RUN_ROOT = Path("/run/dpunet/lab")
 DEFAULT_LAB_NAME = "dpulab"
 
@@ -126,6 +128,7 @@ class LabPlan:
         self.run_dir = RUN_ROOT / spec.name
         self.state_file = self.run_dir / "lab.json"
         self.sysfs_mount = self.run_dir / "sys"
+        self.pki_dir = self.run_dir / "pki"
         self.underlay_prefix = UNDERLAY_CIDR.prefixlen
 
         self.wire = self._node("wire", Role.WIRE, None, runs_ovs=False)
@@ -227,8 +230,8 @@ class LabPlan:
             env["OVN_NB_DB"] = f"unix:{ovn}/ovnnb_db.sock"
             env["OVN_SB_DB"] = f"unix:{ovn}/ovnsb_db.sock"
         elif node.runs_ovs:
-            env["OVN_NB_DB"] = f"tcp:{CP_ADDRESS}:{NB_PORT}"
-            env["OVN_SB_DB"] = f"tcp:{CP_ADDRESS}:{SB_PORT}"
+            env["OVN_NB_DB"] = self.nb_remote
+            env["OVN_SB_DB"] = self.sb_remote
         sysfs = self.sysfs_root(node)
         if sysfs is not None:
             env["DPUNET_SYSFS_ROOT"] = str(sysfs)
@@ -243,10 +246,22 @@ class LabPlan:
 
     @property
     def sb_remote(self) -> str:
-        """The OVN Southbound address ovn-controllers connect to."""
-        return f"tcp:{CP_ADDRESS}:{SB_PORT}"
+        """The OVN Southbound address ovn-controllers connect to (TLS only)."""
+        return f"ssl:{CP_ADDRESS}:{SB_PORT}"
 
     @property
     def nb_remote(self) -> str:
-        """The OVN Northbound address (for clients outside cp)."""
-        return f"tcp:{CP_ADDRESS}:{NB_PORT}"
+        """The OVN Northbound address (TLS only)."""
+        return f"ssl:{CP_ADDRESS}:{NB_PORT}"
+
+    @property
+    def tls_components(self) -> list[str]:
+        """Who gets a certificate from the lab's CA: the NB and SB servers, ovn-northd,
+        the controller (NB client, API server), and every node (its ovn-controller and
+        dpunet agent)."""
+        return ["ovnnb", "ovnsb", "northd", "controller", *(n.name for n in self.ovs_nodes),
+                *(p.host.name for p in self.pairs)]  # fmt: skip
+
+    def tls(self, component: str) -> Certificate:
+        """The key, certificate and CA of a component (see `tls_components`)."""
+        return certificate(self.pki_dir, component)
