@@ -266,6 +266,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             "controller_url": f"unix:{ctl.socket}",
             "token_file": str(_private_file(plan.node_dir(pair.dpu) / "token", dpu_token)),
             "lease_interval": services.DPU_LEASE_INTERVAL,
+            "sb_ssl": services.ssl_files(plan, pair.dpu.name),  # SB is TLS only in the lab
         }
         _start_agent(plan, pair.dpu, "dpunet-dpu", DPU_COMMAND, dpu_settings)
         wait_until("host1 registered once its DPU did", lambda: "k8s-host1" in lsps(plan))
