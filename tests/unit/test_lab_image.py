@@ -36,7 +36,7 @@ def test_dpu_agent_as_its_daemonset_runs_it() -> None:
     p = plan()
     dpu = p.node("dpu1")
     argv = image.container_argv(
-        p, dpu, "dpunet-dpu", IMAGE, sources(["config", "dpu-token", "ovs-run", "sys"])
+        p, dpu, "dpunet-dpu", IMAGE, sources(["config", "dpu-token", "ovs-run", "sys", "tls"])
     )
     assert argv[argv.index(IMAGE) + 1 :] == ["dpu", "run", "--config", "/etc/dpunet/dpu.yaml"]
     assert "--privileged" in argv and "--pid" not in argv
@@ -50,12 +50,13 @@ def test_dpu_agent_as_its_daemonset_runs_it() -> None:
     assert mounts[f"{TOKEN_DIR}/token"] == "/src/dpu-token/dpu1:ro"
     assert mounts["/var/run/openvswitch"] == "/src/ovs-run:rw"
     assert mounts["/sys"] == "/src/sys:rw"
+    assert mounts["/etc/dpunet/tls"] == "/src/tls:ro"  # its dpunet-tls-dpu Secret
     assert f"{image.LAB_LABEL}=u" in argv
 
 
 def test_host_agent_shares_the_host_pid_namespace_and_sees_netns_changes() -> None:
     p = plan()
-    names = ["config", "pools", "dpunet-token", "kubelet", "run-dpunet", "state", "devinfo"]
+    names = ["config", "pools", "dpunet-token", "kubelet", "run-dpunet", "state", "devinfo", "tls"]
     argv = image.container_argv(
         p, p.node("host1"), "dpunet-host", IMAGE, sources([*names, "netns", "sys"])
     )
@@ -72,7 +73,7 @@ def test_controller_is_not_privileged_and_gets_the_labs_own_paths() -> None:
         cp,
         "dpunet-controller",
         IMAGE,
-        sources(["config", "tokens", "dpu-tokens"]),
+        sources(["config", "tokens", "dpu-tokens", "tls"]),
         (Path("/lab/cp"),),
     )
     assert "--privileged" not in argv
