@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
+from dpunet.contract.client import tls_context
 from dpunet.logs import event
 
 _TCP_RE = re.compile(r"^tcp:(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]+):\d{1,5}$")
@@ -52,6 +53,18 @@ class ClientTls(BaseModel):
         if (self.certificate is None) != (self.private_key is None):
             raise ValueError("certificate and private_key go together")
         return self
+
+
+def client_context(files: ClientTls | None) -> ssl.SSLContext | None:
+    """The `ControllerClient` context of an `https://` controller URL with these files
+    (None: the client's default, the system's CAs); ClientError for unusable files."""
+    if files is None:
+        return None
+    return tls_context(
+        str(files.ca_cert),
+        str(files.certificate) if files.certificate else None,
+        str(files.private_key) if files.private_key else None,
+    )
 
 
 def check_files(field: str, files: TlsFiles | ClientTls) -> None:
@@ -109,11 +122,11 @@ def plain_listen(address: str) -> bool:
 
 
 def require_tls(field: str, plain: Iterable[str], insecure: bool) -> None:
-    """ValueError naming `field` when something in `plain` is a plain transport to another
-    machine and `insecure` is not set."""
+    """TlsError naming `field` when `plain` (plain transports to other machines) is not
+    empty and `insecure` is not set; a daemon checks this at start."""
     offenders = list(plain)
     if offenders and not insecure:
-        raise ValueError(
+        raise TlsError(
             f"{field}: {', '.join(offenders)} is plain text on the network; use TLS "
             "(ssl:/https with certificates, docs/architecture.md section 2) or set "
             "insecure: true"

@@ -9,6 +9,7 @@ import pytest
 
 from dpunet.controller.config import ControllerConfig, PlugMode
 from dpunet.settings import SettingsError, load_settings
+from dpunet.tls import TlsError
 
 
 def test_defaults_are_the_seed_deployment() -> None:
@@ -24,7 +25,7 @@ def test_defaults_are_the_seed_deployment() -> None:
 
 def test_file_then_env_then_flags(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
-    path.write_text("cluster_cidr: 198.18.0.0/16\nnode_prefix: 26\nmtu: 1500\ninsecure: true\n")
+    path.write_text("cluster_cidr: 198.18.0.0/16\nnode_prefix: 26\nmtu: 1500\n")
     env = {
         "DPUNET_NODE_PREFIX": "25",
         "DPUNET_NB_REMOTES": "tcp:192.0.2.10:6641, tcp:192.0.2.11:6641",
@@ -53,7 +54,6 @@ def test_json_file_works_too(tmp_path: Path) -> None:
         ({"nb_remotes": ["ssl1.2.3.4:6641"]}, "unix:PATH, ssl:HOST:PORT or tcp:HOST:PORT"),
         ({"sb_remotes": ["tcp:central"]}, "SB remote 'tcp:central' must be"),
         ({"sb_remotes": ["ssl:192.0.2.10:6642"]}, "ovn_ssl: an ssl: NB or SB remote needs"),
-        ({"nb_remotes": ["tcp:192.0.2.10:6641"]}, "tcp:192.0.2.10:6641 is plain text"),
         ({"listen": ["nowhere"]}, "HOST:PORT or unix:PATH"),
         ({"node_prefix": 30}, "node_prefix"),
         ({"plug_mode": "magic"}, "plug_mode"),
@@ -65,15 +65,28 @@ def test_invalid_settings_name_the_problem(settings: dict[str, object], message:
         load_settings(ControllerConfig, None, {}, settings)
 
 
-def test_tls_unless_insecure(tmp_path: Path) -> None:
-    ssl = {"private_key": "/k", "certificate": "/c", "ca_cert": "/ca"}
+def test_tls_unless_insecure() -> None:
+    # the default listens on 0.0.0.0 in plain HTTP: refused at start
+    with pytest.raises(TlsError, match=r"http://0.0.0.0:9477 is plain text.*insecure: true"):
+        ControllerConfig().check_tls()
+    files = {"private_key": "/k", "certificate": "/c", "ca_cert": "/ca"}
     cfg = load_settings(
-        ControllerConfig, None, {}, {"nb_remotes": ["ssl:192.0.2.10:6641"], "ovn_ssl": ssl}
+        ControllerConfig,
+        None,
+        {},
+        {"nb_remotes": ["ssl:192.0.2.10:6641"], "ovn_ssl": files, "api_tls": files},
     )
+    cfg.check_tls()
     assert cfg.ovn_ssl is not None and cfg.plain_transports() == []
     # a unix socket or loopback never leaves the machine
-    local = ["unix:/run/ovn/ovnnb_db.sock", "tcp:127.0.0.1:6641", "tcp:[::1]:6641"]
-    assert load_settings(ControllerConfig, None, {}, {"nb_remotes": local}).plain_transports() == []
-    plain = {"nb_remotes": ["tcp:192.0.2.10:6641"]}
+    local = {
+        "nb_remotes": ["unix:/run/ovn/ovnnb_db.sock", "tcp:127.0.0.1:6641", "tcp:[::1]:6641"],
+        "listen": ["127.0.0.1:9477", "[::1]:9477", "unix:/run/dpunet/api.sock"],
+    }
+    load_settings(ControllerConfig, None, {}, local).check_tls()
+    plain = {"nb_remotes": ["tcp:192.0.2.10:6641"], "listen": ["192.0.2.10:9477"]}
+    with pytest.raises(TlsError, match=r"tcp:192\.0\.2\.10:6641, http://192\.0\.2\.10:9477"):
+        load_settings(ControllerConfig, None, {}, plain).check_tls()
     cfg = load_settings(ControllerConfig, None, {"DPUNET_INSECURE": "true"}, plain)
-    assert cfg.insecure and cfg.plain_transports() == ["tcp:192.0.2.10:6641"]
+    cfg.check_tls()
+    assert cfg.plain_transports() == ["tcp:192.0.2.10:6641", "http://192.0.2.10:9477"]

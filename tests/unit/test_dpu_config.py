@@ -145,11 +145,21 @@ def test_identity_errors() -> None:
         resolve_identity(DpuAgentConfig(sb_remotes=["ssl:192.0.2.10:6642"]), {"system-id": "x"})
     with pytest.raises(ConfigError, match=r"tcp:192.0.2.10:6642.* is plain text.*insecure"):
         resolve_identity(DpuAgentConfig(), SETUP_IDS)  # from external_ids:ovn-remote too
+    lease = {"controller_url": "http://192.0.2.10:9477", "token_file": "/t"}
+    local = {"system-id": "dpu1", "ovn-remote": "unix:/run/sb.sock"}
+    with pytest.raises(ConfigError, match=r"http://192.0.2.10:9477 is plain text"):
+        resolve_identity(DpuAgentConfig.model_validate(lease), local)
+    https = {
+        **lease,
+        "controller_url": "https://192.0.2.10:9477",
+        "controller_tls": {"ca_cert": "/ca"},
+    }
+    assert resolve_identity(DpuAgentConfig.model_validate(https), local).chassis == "dpu1"
     ssl = {"private_key": "/k", "certificate": "/c", "ca_cert": "/ca"}
     cfg = DpuAgentConfig.model_validate({"sb_ssl": ssl})
     assert resolve_identity(cfg, {**SETUP_IDS, "ovn-remote": "ssl:192.0.2.10:6642"}).sb_remotes
     insecure = DpuAgentConfig(insecure=True)
-    assert insecure.plain_transports(resolve_identity(insecure, SETUP_IDS)) == [
+    assert insecure.plain_transports(resolve_identity(insecure, SETUP_IDS).sb_remotes) == [
         "tcp:192.0.2.10:6642",
         "tcp:192.0.2.11:6642",
     ]

@@ -144,7 +144,7 @@ def test_dpu_leases_are_wired(values: DeployValues) -> None:
 
     dpu = DpuAgentConfig.model_validate(files["dpu.yaml"])
     host = HostAgentConfig.model_validate({**files["host.yaml"], "node": "dpu-host"})
-    assert dpu.controller_url == host.controller_url == f"http://{values.central}:9477"
+    assert dpu.controller_url == host.controller_url == f"https://{values.central}:9477"
     assert dpu.lease_interval < controller.dpu_lease_duration / 3
     daemonset = manifests["DaemonSet", "dpunet-dpu"]["spec"]["template"]["spec"]
     mount, volume = volume_of(daemonset, str(dpu.token_file))
@@ -242,8 +242,19 @@ def test_every_hop_is_tls() -> None:
     controller = ControllerConfig.model_validate(files["controller.yaml"])
     assert not controller.insecure and controller.nb_remotes == ["ssl:192.168.40.111:6641"]
     assert controller.ovn_ssl is not None and str(controller.ovn_ssl.ca_cert).startswith(TLS_DIR)
+    controller.check_tls()  # HTTPS on 0.0.0.0, NB and SB over ssl:
+    assert controller.api_tls is not None and controller.listen == ["0.0.0.0:9477"]
     dpu = DpuAgentConfig.model_validate(files["dpu.yaml"])
     assert not dpu.insecure and dpu.sb_ssl is not None
+    assert dpu.plain_transports(["ssl:192.168.40.111:6642"]) == []
+    assert dpu.controller_url == "https://192.168.40.111:9477" and dpu.controller_tls is not None
+    for name, model in (("host.yaml", HostAgentConfig), ("node.yaml", NodeAgentConfig)):
+        agent = model.model_validate({**files[name], "node": "n1"})
+        assert agent.controller_url.startswith("https://") and not agent.insecure
+        assert agent.controller_tls is not None
+        assert str(agent.controller_tls.ca_cert) == f"{TLS_DIR}/ca-cert.pem"
+    probe = pods["dpunet-controller"]["containers"][0]["readinessProbe"]["httpGet"]
+    assert probe["scheme"] == "HTTPS"
 
 
 def test_bad_values_are_refused() -> None:

@@ -12,7 +12,13 @@ import click
 from rich.markup import escape
 
 from dpunet.cli.output import console, emit_data, fail, output_option, table
-from dpunet.contract.client import DEFAULT_URL, ClientError, ControllerClient, read_token_file
+from dpunet.contract.client import (
+    DEFAULT_URL,
+    ClientError,
+    ControllerClient,
+    read_token_file,
+    tls_context,
+)
 
 
 # ------------------------------------------------------------------ controller
@@ -76,6 +82,10 @@ def run(
 
 
 # ------------------------------------------------------------------ API clients
+def _remember_ca(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    ctx.meta["dpunet.ca_cert"] = value
+
+
 def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option(
@@ -84,7 +94,18 @@ def _client_options(func: Callable[..., Any]) -> Callable[..., Any]:
             envvar="DPUNET_CONTROLLER_URL",
             default=DEFAULT_URL,
             show_default=True,
-            help="Controller URL: http://HOST:PORT or unix:PATH (env DPUNET_CONTROLLER_URL).",
+            help="Controller URL: https://HOST:PORT, unix:PATH or http://HOST:PORT "
+            "(env DPUNET_CONTROLLER_URL).",
+        ),
+        click.option(
+            "--ca-cert",
+            envvar="DPUNET_CA_CERT",
+            type=click.Path(dir_okay=False, exists=True),
+            default=None,
+            expose_value=False,
+            callback=_remember_ca,
+            help="CA the controller's https certificate must chain to (env DPUNET_CA_CERT; "
+            "default: the system's CAs).",
         ),
         click.option("--token", envvar="DPUNET_TOKEN", default=None, help="Bearer token."),
         click.option(
@@ -106,7 +127,12 @@ def _client(url: str, token: str | None, token_file: str | None) -> ControllerCl
             token = read_token_file(token_file)
         except (OSError, ClientError) as exc:
             fail(escape(str(exc)))
-    return ControllerClient(url, token)
+    ca_cert = click.get_current_context().meta.get("dpunet.ca_cert")
+    try:
+        tls = tls_context(ca_cert) if ca_cert else None
+    except ClientError as exc:
+        fail(escape(str(exc)))
+    return ControllerClient(url, token, tls=tls)
 
 
 def _call(action: Callable[[], Any]) -> Any:

@@ -33,12 +33,13 @@ def host_run(config_file: Path | None, **options: Any) -> None:
     from dpunet.host.config import HostAgentConfig
     from dpunet.host.daemon import HostDaemon
     from dpunet.hw.pools import PoolConfigError
+    from dpunet.tls import TlsError
 
     try:
         cfg = load_settings(HostAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
         run_until_signalled(HostDaemon(cfg).run)
-    except (SettingsError, PoolConfigError, ClientError, OSError) as exc:
+    except (SettingsError, PoolConfigError, ClientError, TlsError, OSError) as exc:
         fail(str(exc))
 
 

@@ -44,12 +44,13 @@ def node_run(config_file: Path | None, **options: Any) -> None:
     from dpunet.contract.client import ClientError
     from dpunet.node.config import NodeAgentConfig
     from dpunet.node.daemon import NodeDaemon
+    from dpunet.tls import TlsError
 
     try:
         cfg = load_settings(NodeAgentConfig, config_file, overrides=options)
         logs.configure("json" if cfg.log_format == "json" else "kv", cfg.log_level)
         run_until_signalled(NodeDaemon(cfg).run)
-    except (SettingsError, ClientError, OSError) as exc:
+    except (SettingsError, ClientError, TlsError, OSError) as exc:
         fail(str(exc))
 
 

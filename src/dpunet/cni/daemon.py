@@ -29,6 +29,7 @@ from dpunet.contract.client import ClientError, ControllerClient
 from dpunet.linux.netlink import InterfaceConfig, LinuxError, Route
 from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, start_http
+from dpunet.tls import ClientTls, client_context, plain_url, require_tls, warn_insecure
 
 log = logging.getLogger("dpunet.agent")
 
@@ -61,7 +62,15 @@ class AgentSettings(BaseModel):
         pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$", description="this node's name"
     )
     controller_url: str = Field(
-        default="http://127.0.0.1:9477", description="controller API: http://HOST:PORT or unix:PATH"
+        default="http://127.0.0.1:9477",
+        description="controller API: https://HOST:PORT, unix:PATH, or http:// on loopback "
+        "(elsewhere with insecure)",
+    )
+    controller_tls: ClientTls | None = Field(
+        default=None, description="CA (and client certificate) of an https:// controller_url"
+    )
+    insecure: bool = Field(
+        default=False, description="allow plain http:// to another machine (a warning at start)"
     )
     token_file: Path = Field(description="bearer token for the controller")
     state_dir: Path = Field(default=Path(DEFAULT_STATE_DIR), description="sandbox records")
@@ -83,8 +92,15 @@ class AgentDaemon(abc.ABC):
 
     def __init__(self, cfg: AgentSettings, attacher: Attacher, mgmt_enabled: bool) -> None:
         self.cfg = cfg
+        plain = [cfg.controller_url] if plain_url(cfg.controller_url) else []
+        require_tls("controller_url", plain, cfg.insecure)
+        if cfg.insecure:
+            warn_insecure(log, plain)
         self.client = ControllerClient(
-            cfg.controller_url, token_file=str(cfg.token_file), timeout=cfg.port_timeout + 30
+            cfg.controller_url,
+            token_file=str(cfg.token_file),
+            timeout=cfg.port_timeout + 30,
+            tls=client_context(cfg.controller_tls),
         )
         self.registry = CollectorRegistry()
         self.agent = PodAgent(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any, TypeVar
@@ -53,9 +54,29 @@ def read_token_file(path: str) -> str:
     raise ClientError(0, f"no token in {path}")
 
 
+def tls_context(
+    ca_cert: str | None, certificate: str | None = None, private_key: str | None = None
+) -> ssl.SSLContext:
+    """What an `https://` client trusts: the server's certificate must chain to `ca_cert`
+    (the system's CAs when None) and name the host dialled; with `certificate` and
+    `private_key`, the client shows its own. ClientError (status 0) for unusable files."""
+    try:
+        ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_cert)
+        if certificate is not None and private_key is not None:
+            ctx.load_cert_chain(certificate, private_key)
+    except (OSError, ssl.SSLError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        files = ", ".join(f for f in (ca_cert, certificate, private_key) if f)
+        raise ClientError(0, f"TLS files {files}: {reason}") from exc
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 class ControllerClient:
-    """`http://HOST:PORT` or `unix:/path/to/api.sock`, with a bearer token, or a token file
-    that is re-read whenever it changes (projected ServiceAccount tokens rotate)."""
+    """`https://HOST:PORT` (or `http://`), or `unix:/path/to/api.sock`, with a bearer token,
+    or a token file that is re-read whenever it changes (projected ServiceAccount tokens
+    rotate). `tls` is the context of an `https://` URL (`tls_context`; default: the
+    system's CAs)."""
 
     def __init__(
         self,
@@ -63,6 +84,7 @@ class ControllerClient:
         token: str | None = None,
         timeout: float = 90.0,
         token_file: str | None = None,
+        tls: ssl.SSLContext | None = None,
     ):
         self.url = url
         transport = None
@@ -72,7 +94,11 @@ class ControllerClient:
             base = "http://controller"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(
-            base_url=base, transport=transport, headers=headers, timeout=timeout
+            base_url=base,
+            transport=transport,
+            headers=headers,
+            timeout=timeout,
+            verify=tls if tls is not None else True,
         )
         self._token_file = token_file
         self._token_stamp: tuple[float, int] | None = None

@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from dpunet.contract.lsp import PlugMode
-from dpunet.tls import TlsFiles, plain_remote, require_tls
+from dpunet.tls import TlsFiles, plain_listen, plain_remote, require_tls
 
 DEFAULT_PORT = 9477
 _REMOTE_RE = re.compile(r"^(unix:/.+|(tcp|ssl):(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5})$")
@@ -50,6 +50,16 @@ class ControllerConfig(BaseModel):
     )
     ovn_ssl: TlsFiles | None = Field(
         default=None, description="key, certificate and CA of the ssl: NB and SB remotes"
+    )
+    api_tls: TlsFiles | None = Field(
+        default=None,
+        description="the API's key and certificate (HTTPS on every TCP listener; unix "
+        "sockets stay plain) and the CA a client certificate must chain to",
+    )
+    api_client_cert: Literal["optional", "required"] = Field(
+        default="optional",
+        description="with api_tls: a client certificate not from ca_cert is always refused; "
+        "required: a client without one is refused too",
     )
     insecure: bool = Field(
         default=False,
@@ -180,13 +190,20 @@ class ControllerConfig(BaseModel):
                 raise ValueError(f"listen address {item!r} must be HOST:PORT or unix:PATH")
         return value
 
+    def check_tls(self) -> None:
+        """TlsError when a transport off the machine is plain and `insecure` is not set (at
+        start: a default config, listening on 0.0.0.0 without api_tls, is refused)."""
+        require_tls("nb_remotes/listen", self.plain_transports(), self.insecure)
+
     def plain_transports(self) -> list[str]:
         """What this config sends in plain text over the network (needs `insecure`)."""
-        return [r for r in [*self.nb_remotes, *self.sb_remotes] if plain_remote(r)]
+        plain = [r for r in [*self.nb_remotes, *self.sb_remotes] if plain_remote(r)]
+        if self.api_tls is None:
+            plain += [f"http://{a}" for a in self.listen if plain_listen(a)]
+        return plain
 
     @model_validator(mode="after")
     def _consistent(self) -> ControllerConfig:
-        require_tls("nb_remotes", self.plain_transports(), self.insecure)
         remotes = [*self.nb_remotes, *self.sb_remotes]
         if any(r.startswith("ssl:") for r in remotes) and self.ovn_ssl is None:
             raise ValueError(

@@ -8,8 +8,11 @@ import logging
 import os
 import signal
 import socket
+import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 import uvicorn
 
@@ -45,32 +48,73 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
-def _after_shutdown(signum: int, frame: FrameType | None) -> None:
-    """uvicorn re-raises the stop signal once it has shut down; the controller then only
-    has to finish its own cleanup, so the signal is absorbed here."""
+class _Server(uvicorn.Server):
+    """A uvicorn server for some of the listeners (one for HTTPS, one for unix sockets);
+    the daemon stops them all on a signal."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _tls_options(cfg: ControllerConfig) -> dict[str, Any]:
+    """uvicorn's settings for the API's HTTPS listeners."""
+    assert cfg.api_tls is not None
+    required = cfg.api_client_cert == "required"
+    return {
+        "ssl_keyfile": str(cfg.api_tls.private_key),
+        "ssl_certfile": str(cfg.api_tls.certificate),
+        "ssl_ca_certs": str(cfg.api_tls.ca_cert),
+        "ssl_cert_reqs": ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL,
+    }
+
+
+def _servers(
+    cfg: ControllerConfig, app: Any, sockets: list[tuple[str, socket.socket]]
+) -> list[tuple[uvicorn.Server, list[socket.socket]]]:
+    """The servers and the sockets each serves: with `api_tls`, HTTPS on every TCP
+    listener and plain HTTP on the unix sockets (they never leave the machine)."""
+    groups: dict[bool, list[socket.socket]] = {True: [], False: []}
+    for address, sock in sockets:
+        groups[cfg.api_tls is not None and not address.startswith("unix:")].append(sock)
+    out: list[tuple[uvicorn.Server, list[socket.socket]]] = []
+    for tls, socks in groups.items():
+        if socks:
+            options = _tls_options(cfg) if tls else {}
+            config = uvicorn.Config(
+                app, log_config=None, access_log=False, lifespan="off", **options
+            )
+            out.append((_Server(config), socks))
+    return out
 
 
 async def serve(cfg: ControllerConfig) -> None:
     """Run the controller until SIGINT/SIGTERM."""
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, _after_shutdown)
+    cfg.check_tls()
     if cfg.insecure:
         warn_insecure(log, cfg.plain_transports())
+    if cfg.api_tls is not None:
+        check_files("api_tls", cfg.api_tls)
     if cfg.ovn_ssl is not None:
         check_files("ovn_ssl", cfg.ovn_ssl)
         set_ssl(cfg.ovn_ssl.private_key, cfg.ovn_ssl.certificate, cfg.ovn_ssl.ca_cert)
-    sockets: list[socket.socket] = []
+    sockets: list[tuple[str, socket.socket]] = []
     try:
         for address in cfg.listen:
-            sockets.append(_bind(address))
+            sockets.append((address, _bind(address)))
         ctl = Controller(cfg)
     except BaseException:  # an address in use, say: nothing stays open
-        for sock in sockets:
+        for _, sock in sockets:
             sock.close()
         raise
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(ctl), log_config=None, access_log=False, lifespan="off")
-    )
+    servers = _servers(cfg, create_app(ctl), sockets)
+
+    def _stop(signum: int = 0, frame: FrameType | None = None) -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _stop)
     ctl.start_sb()
     supervisor = asyncio.create_task(ctl.supervise(), name="dpunet-supervise")
     service_sync = asyncio.create_task(ctl.services.run(), name="dpunet-services")
@@ -81,21 +125,25 @@ async def serve(cfg: ControllerConfig) -> None:
             event(
                 log, "controller.supervisor_failed", logging.CRITICAL, error=repr(task.exception())
             )
-            server.should_exit = True
+            _stop()
 
     supervisor.add_done_callback(_supervisor_done)
     event(
         log,
         "controller.start",
         listen=",".join(cfg.listen),
+        https=cfg.api_tls is not None,
         nb=",".join(cfg.nb_remotes),
         sb=",".join(cfg.sb_remotes) if ctl.sb is not None else "-",
         cluster_cidr=str(cfg.cluster_cidr),
         node_prefix=cfg.node_prefix,
     )
+    serving = [asyncio.create_task(server.serve(sockets=socks)) for server, socks in servers]
     try:
-        await server.serve(sockets=sockets)
+        await asyncio.wait(serving, return_when=asyncio.FIRST_COMPLETED)
     finally:
+        _stop()  # one server ended (or failed): the others follow
+        results = await asyncio.gather(*serving, return_exceptions=True)
         supervisor.cancel()
         service_sync.cancel()
         policy_sync.cancel()
@@ -103,6 +151,9 @@ async def serve(cfg: ControllerConfig) -> None:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await ctl.close()
-        for sock in sockets:
+        for _, sock in sockets:
             sock.close()
         event(log, "controller.stop")
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result

@@ -262,13 +262,16 @@ def _daemonset(
 
 
 def _config_files(values: DeployValues) -> dict[str, str]:
-    controller_url = f"http://{values.central}:{CONTROLLER_PORT}"
+    controller_url = f"https://{values.central}:{CONTROLLER_PORT}"
+    # the agents check the controller's certificate; their node tokens say who they are
+    controller_tls = {"ca_cert": _tls_files()["ca_cert"]}
     files: dict[str, dict[str, Any]] = {
         "controller.yaml": {
             "nb_remotes": [f"ssl:{values.central}:6641"],
             "sb_remotes": [f"ssl:{values.central}:6642"],
             "ovn_ssl": _tls_files(),
             "listen": [f"0.0.0.0:{CONTROLLER_PORT}"],
+            "api_tls": _tls_files(),  # its certificate names ovn_central (dpunet pki --ip)
             "cluster_cidr": str(values.cluster_cidr),
             "node_prefix": values.node_prefix,
             "service_cidr": str(values.service_cidr),
@@ -280,6 +283,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
         },
         "host.yaml": {
             "controller_url": controller_url,
+            "controller_tls": controller_tls,
             "token_file": f"{TOKEN_DIR}/token",
             "pf": values.pf,
             "mgmt_vf": values.mgmt_vf,
@@ -294,6 +298,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
         "dpu.yaml": {
             "run_setup": False,
             "controller_url": controller_url,  # host network to host network, as SB
+            "controller_tls": controller_tls,
             "token_file": f"{TOKEN_DIR}/token",
             "lease_interval": DPU_LEASE_INTERVAL,
             "sb_ssl": _tls_files(),  # SB remotes: external_ids:ovn-remote (dpu setup)
@@ -302,6 +307,7 @@ def _config_files(values: DeployValues) -> dict[str, str]:
         },
         "node.yaml": {
             "controller_url": controller_url,
+            "controller_tls": controller_tls,
             "token_file": f"{TOKEN_DIR}/token",
             "metrics_address": "127.0.0.1:9479",
             "log_format": "json",
@@ -462,11 +468,11 @@ def _controller(values: DeployValues) -> list[Manifest]:
         env=_api_env(values),
         ports=[{"name": "api", "containerPort": CONTROLLER_PORT}],
         readinessProbe={
-            "httpGet": {"path": "/readyz", "port": CONTROLLER_PORT},
+            "httpGet": {"path": "/readyz", "port": CONTROLLER_PORT, "scheme": "HTTPS"},
             "periodSeconds": 5,
         },
         livenessProbe={
-            "httpGet": {"path": "/healthz", "port": CONTROLLER_PORT},
+            "httpGet": {"path": "/healthz", "port": CONTROLLER_PORT, "scheme": "HTTPS"},
             "periodSeconds": 10,
         },
         volumeMounts=[

@@ -40,7 +40,7 @@ from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup.plan import Outcome, SetupError
-from dpunet.tls import TlsError, check_files, warn_insecure
+from dpunet.tls import TlsError, check_files, client_context, warn_insecure
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -166,7 +166,7 @@ class Agent:
                 raise AgentError(str(exc)) from exc
             ident = self.identity
             if self.cfg.insecure:
-                warn_insecure(log, self.cfg.plain_transports(ident))
+                warn_insecure(log, self.cfg.plain_transports(ident.sb_remotes))
             event(
                 log,
                 "agent-start",
@@ -310,6 +310,7 @@ class Agent:
                 self.cfg.controller_url,
                 token_file=str(self.cfg.token_file),
                 timeout=self.cfg.lease_interval,
+                tls=client_context(self.cfg.controller_tls),
             )
         except (OSError, ClientError) as exc:
             raise AgentError(f"token_file {self.cfg.token_file}: {exc}") from exc

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +24,7 @@ from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
-from dpunet.tls import TlsFiles, plain_remote
+from dpunet.tls import ClientTls, TlsFiles, plain_remote, plain_url
 
 ENV_PREFIX = "DPUNET_"
 DEFAULT_METRICS_ADDRESS = "127.0.0.1:9476"
@@ -114,17 +114,24 @@ class DpuAgentConfig(BaseModel):
     gateway: GatewaySettings = Field(default_factory=GatewaySettings)
     controller_url: str | None = Field(
         None,
-        description="controller API (http://HOST:PORT or unix:PATH) to renew the DPU "
-        "lease at; None: no lease",
+        description="controller API (https://HOST:PORT, unix:PATH, or http:// on loopback "
+        "or with insecure) to renew the DPU lease at; None: no lease",
+    )
+    controller_tls: ClientTls | None = Field(
+        None, description="CA (and client certificate) of an https:// controller_url"
     )
     token_file: Path | None = Field(None, description="the DPU's token (dpu:<chassis>)")
     lease_interval: float = Field(default=5.0, gt=0, description="seconds between renewals")
     log_format: Literal["kv", "json"] = "kv"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
-    def plain_transports(self, ident: Identity) -> list[str]:
-        """What this DPU sends in plain text over the network (needs `insecure`)."""
-        return [r for r in ident.sb_remotes if plain_remote(r)]
+    def plain_transports(self, sb_remotes: Sequence[str]) -> list[str]:
+        """What this DPU sends in plain text over the network (needs `insecure`), with
+        these SB remotes."""
+        plain = [r for r in sb_remotes if plain_remote(r)]
+        if self.controller_url is not None and plain_url(self.controller_url):
+            plain.append(self.controller_url)
+        return plain
 
     @model_validator(mode="after")
     def _lease_settings(self) -> DpuAgentConfig:
@@ -175,11 +182,11 @@ def resolve_identity(cfg: DpuAgentConfig, ovs_external_ids: Mapping[str, str]) -
             "sb_remotes: not configured and the OVS database has no external_ids:ovn-remote "
             "(pass --sb-remote tcp:IP:6642)"
         )
-    plain = [r for r in remotes if plain_remote(r)]
+    plain = cfg.plain_transports(remotes)
     if plain and not cfg.insecure:
         raise ConfigError(
-            f"sb_remotes: {', '.join(plain)} is plain text on the network; use ssl: remotes "
-            "with sb_ssl, or set insecure: true"
+            f"sb_remotes/controller_url: {', '.join(plain)} is plain text on the network; "
+            "use ssl: remotes with sb_ssl and https://, or set insecure: true"
         )
     if any(r.startswith("ssl:") for r in remotes) and cfg.sb_ssl is None:
         raise ConfigError("sb_ssl: an ssl: SB remote needs private_key, certificate and ca_cert")

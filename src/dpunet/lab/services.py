@@ -284,6 +284,11 @@ def admin_client(plan: LabPlan) -> ControllerClient:
     return ControllerClient(f"unix:{controller_socket(plan)}", token, timeout=30)
 
 
+def controller_url() -> str:
+    """The controller API as the lab's nodes dial it (HTTPS only on the underlay)."""
+    return f"https://{CP_ADDRESS}:{CONTROLLER_PORT}"
+
+
 def ssl_files(plan: LabPlan, component: str) -> dict[str, str]:
     """A component's TLS files as its config takes them (from an image: where its
     manifest mounts its Secret)."""
@@ -307,7 +312,9 @@ def _tls_secret(plan: LabPlan, component: str, volumes: Path) -> None:
 
 # ----------------------------------------------------------------- controller
 def start_controller(plan: LabPlan) -> None:
-    """The controller in cp, listening on the underlay and on a unix socket; nodes registered."""
+    """The controller in cp, listening on the underlay (HTTPS, client certificates of the
+    lab's CA only) and on a unix socket (plain: it never leaves the machine); nodes
+    registered."""
     cp = plan.cp
     write_tokens(plan)
     tokens = plan.run_dir / "tokens" / "controller"
@@ -322,6 +329,8 @@ def start_controller(plan: LabPlan) -> None:
             "sb_remotes": [plan.sb_remote],
             "ovn_ssl": ssl_files(plan, "controller"),
             "listen": [f"{CP_ADDRESS}:{CONTROLLER_PORT}", f"unix:{controller_socket(plan)}"],
+            "api_tls": ssl_files(plan, "controller"),
+            "api_client_cert": "required",  # every lab daemon has a certificate
             "token_file": str(tokens),
             "cluster_cidr": LAB_CLUSTER_CIDR,
             "service_cidr": LAB_SERVICE_CIDR,
@@ -396,7 +405,8 @@ def start_dpu_agent(plan: LabPlan, dpu: Node) -> None:
         dpu,
         "dpunet-dpu",
         {
-            "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+            "controller_url": controller_url(),
+            "controller_tls": ssl_files(plan, dpu.name),
             "token_file": _token_file(plan, dpu.name),
             "lease_interval": DPU_LEASE_INTERVAL,
             "sb_ssl": ssl_files(plan, dpu.name),
@@ -450,7 +460,8 @@ def _start_node_agent(
         name,
         {
             "node": node.name,
-            "controller_url": f"http://{CP_ADDRESS}:{CONTROLLER_PORT}",
+            "controller_url": controller_url(),
+            "controller_tls": ssl_files(plan, node.name),
             "token_file": _token_file(plan, node.name),
             **paths,
             "reconcile_interval": 2.0,
