@@ -263,8 +263,9 @@ def _daemonset(
 
 def _config_files(values: DeployValues) -> dict[str, str]:
     controller_url = f"https://{values.central}:{CONTROLLER_PORT}"
-    # the agents check the controller's certificate; their node tokens say who they are
-    controller_tls = {"ca_cert": _tls_files()["ca_cert"]}
+    # the agents check the controller's certificate and show their own; their tokens say
+    # who they are
+    controller_tls = _tls_files()
     files: dict[str, dict[str, Any]] = {
         "controller.yaml": {
             "nb_remotes": [f"ssl:{values.central}:6641"],
