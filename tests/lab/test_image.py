@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from dpunet.lab import pods, services
 from dpunet.lab.lab import down
 from dpunet.lab.selftest import ping
 from dpunet.lab.topology import LabPlan, LabSpec
+from dpunet.setup import pki
 
 pytestmark = pytest.mark.lab
 
@@ -296,6 +298,10 @@ def test_ovn_central_runs_from_the_image_as_rendered(image: str, tmp_path: Path)
     for volume in pod["volumes"]:  # one directory per volume, shared by the containers
         sources[volume["name"]] = tmp_path / volume["name"]
         sources[volume["name"]].mkdir()
+    # the dpunet-tls-ovn-central Secret: its key, certificate and CA (NB/SB are pssl: only)
+    cert = pki.issue(Path(pki.init_ca(tmp_path / "pki").parent), "ovn-central")
+    for key, name in manifests.TLS_FILES.items():
+        shutil.copyfile(getattr(cert, key), sources["tls"] / name)
     netns = f"dpunet-imgtest-{os.getpid()}"
     names = [f"{netns}-{c['name']}" for c in pod["containers"]]
     subprocess.run(["ip", "netns", "add", netns], check=True)
