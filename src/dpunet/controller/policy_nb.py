@@ -153,7 +153,7 @@ def load(api: Any, cache: PolicyCache | None = None) -> PolicyView:
         view.switches[node.name] = row
         view.nodes[node.name] = mgmt_ip(node.subnet)
     for row in api.tables[NB_GLOBAL].rows.values():
-        for key, value in row.external_ids.items():
+        for key, value in read_column(row, "external_ids").items():
             if key.startswith(NS_LABELS_PREFIX):
                 try:
                     view.namespaces[key.removeprefix(NS_LABELS_PREFIX)] = dict(json.loads(value))
@@ -171,10 +171,11 @@ def load(api: Any, cache: PolicyCache | None = None) -> PolicyView:
         view.groups[row.name] = row
         if kind != Kind.POLICY:
             continue
-        key = row.external_ids.get(POLICY_KEY, "")
+        ext = read_column(row, "external_ids")
+        key = ext.get(POLICY_KEY, "")
         names[key] = row.name
-        if SPEC_KEY in row.external_ids:
-            stored[key] = row.external_ids[SPEC_KEY]
+        if SPEC_KEY in ext:
+            stored[key] = ext[SPEC_KEY]
         else:
             view.broken[key] = f"unreadable spec on port group {row.name}: no {SPEC_KEY}"
     for key, spec in cache.specs(stored).items():
@@ -293,7 +294,7 @@ class SyncPolicies(command.BaseCommand):
 
     def _set(self, row: Row, new: bool, **columns: Any) -> None:
         for col, value in columns.items():
-            if new or getattr(row, col) != value:
+            if new or read_column(row, col) != value:
                 setattr(row, col, value)
                 self.changes += 1
 
@@ -308,9 +309,11 @@ class SyncPolicies(command.BaseCommand):
 
     def _acls(self, txn: Any, holder: Row, wanted: tuple[Acl, ...], new: bool) -> None:
         """Make `holder.acls` hold exactly `wanted` among dpunet's ACLs (others stay)."""
-        have = {} if new else {
-            a.external_ids.get(ACL_KEY): a for a in holder.acls if owned(a.external_ids)
-        }  # fmt: skip
+        have = {}
+        if not new:
+            for acl_row in read_column(holder, "acls"):
+                if owned(ext := read_column(acl_row, "external_ids")):
+                    have[ext.get(ACL_KEY)] = acl_row
         for acl in wanted:
             row = have.pop(acl.key, None)
             fresh = row is None
@@ -335,7 +338,12 @@ class SyncPolicies(command.BaseCommand):
             row = txn.insert(self.api.tables[ADDRESS_SET])
             self.changes += 1
         self._set(row, new, name=want.name, external_ids=dict(want.external_ids))
-        self._members(row, "addresses", set(want.addresses), set() if new else set(row.addresses))
+        self._members(
+            row,
+            "addresses",
+            set(want.addresses),
+            set() if new else set(read_column(row, "addresses")),
+        )
 
     def _port_group(self, txn: Any, view: PolicyView, want: PortGroup) -> None:
         row = view.groups.pop(want.name, None)
@@ -345,7 +353,9 @@ class SyncPolicies(command.BaseCommand):
             self.changes += 1
         self._set(row, new, name=want.name, external_ids=dict(want.external_ids))
         ports = {view.lsps[n].uuid for n in want.ports if n in view.lsps}
-        self._members(row, "ports", ports, set() if new else {p.uuid for p in row.ports})
+        self._members(
+            row, "ports", ports, set() if new else {p.uuid for p in read_column(row, "ports")}
+        )
         self._acls(txn, row, want.acls, new)
 
     def _apply(self, txn: Any, view: PolicyView, wanted: PolicyObjects) -> None:
@@ -358,7 +368,7 @@ class SyncPolicies(command.BaseCommand):
             self._acls(txn, switch, wanted.node_acls.get(node, ()), False)
         for name, row in view.groups.items():
             if name not in broken_groups:
-                for acl in row.acls:
+                for acl in read_column(row, "acls"):
                     acl.delete()
                 row.delete()
                 self.changes += 1
@@ -376,7 +386,7 @@ class ReadPolicies(command.ReadOnlyCommand):
         out = {}
         for key, (spec, _) in sorted(view.specs.items()):
             row = view.groups.get(policy_port_group(key))
-            names = sorted(p.name for p in row.ports) if row is not None else []
-            acls = len(row.acls) if row is not None else 0
+            names = sorted(p.name for p in read_column(row, "ports")) if row is not None else []
+            acls = len(read_column(row, "acls")) if row is not None else 0
             out[key] = (spec, policy_port_group(key), names, acls)
         self.result: Any = out
