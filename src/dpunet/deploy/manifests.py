@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dpunet import __version__
 from dpunet.cni import wire
 from dpunet.hw.pools import check_resource_prefix, parse_function_ranges
 
@@ -48,7 +49,12 @@ class DeployValues(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    image: str = Field(default="dpunet:0.1.0", min_length=1, description="dpunet image")
+    image: str = Field(
+        default=f"localhost/dpunet:{__version__}",
+        min_length=1,
+        description="dpunet image (`make image` builds this name; a bare `dpunet:TAG` would be "
+        "looked up as docker.io/library/dpunet)",
+    )
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
     namespace: str = Field(default="dpunet", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
     api_server: str = Field(
