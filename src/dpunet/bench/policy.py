@@ -58,6 +58,7 @@ from dpunet.contract.lsp import lsp_options
 from dpunet.lab.runner import LabError
 from dpunet.lab.topology import LabPlan
 from dpunet.ovsdb.api import NbApi
+from dpunet.ovsdb.atoms import ovsdb_map, ovsdb_set
 from dpunet.ovsdb.rpc import NB_SCHEMA, SB_SCHEMA, request
 
 NAMESPACES, APPS, ROLES, TEAMS = 10, 20, 3, 5
@@ -145,18 +146,6 @@ def _owned(table: str, columns: list[str]) -> dict[str, Any]:
     }
 
 
-def _set(value: Any) -> list[Any]:
-    if isinstance(value, list) and len(value) == 2 and value[0] == "set":
-        return list(value[1])
-    return [value]
-
-
-def _map(value: Any) -> dict[str, str]:
-    if isinstance(value, list) and len(value) == 2 and value[0] == "map":
-        return {str(k): str(v) for k, v in value[1]}
-    return {}
-
-
 class Enforcement:
     """Raises NB_Global.nb_cfg and waits for northd and the real chassis to reach it."""
 
@@ -227,12 +216,12 @@ def snapshot(nb_remote: str) -> dict[str, list[dict[str, Any]]]:
     kind = "dpunet:kind"
     return {
         "port_groups": [
-            g for g in groups["rows"] if _map(g["external_ids"]).get(kind) in POLICY_KINDS
+            g for g in groups["rows"] if ovsdb_map(g["external_ids"]).get(kind) in POLICY_KINDS
         ],
         "address_sets": [
-            s for s in sets["rows"] if _map(s["external_ids"]).get(kind) in POLICY_KINDS
+            s for s in sets["rows"] if ovsdb_map(s["external_ids"]).get(kind) in POLICY_KINDS
         ],
-        "acls": [a for a in acls["rows"] if _map(a["external_ids"]).get(kind) in POLICY_KINDS],
+        "acls": [a for a in acls["rows"] if ovsdb_map(a["external_ids"]).get(kind) in POLICY_KINDS],
     }
 
 
@@ -254,7 +243,7 @@ def floor_ops(snap: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
             }
         )
     for group in snap["port_groups"]:
-        acls = [["named-uuid", names[a[1]]] for a in _set(group["acls"]) if a[1] in names]
+        acls = [["named-uuid", names[a[1]]] for a in ovsdb_set(group["acls"]) if a[1] in names]
         row = {
             "name": group["name"],
             "ports": group["ports"],

@@ -4,6 +4,7 @@
              database's socket, the check before opening, the layer's errors.
 - `rpc`      JSON-RPC with deadlines: one-shot requests, the schema from the first remote
              that answers, the schema helper an IDL is built from, SSL.
+- `atoms`    column values in OVSDB's JSON notation (sets, maps) as raw replies give them.
 - `api`      ovsdbapp APIs with a connection per instance (NB, SB; the mixin for others).
 - `local`    the local Open_vSwitch database (`LocalOvs`, `connect`): the one API the DPU
              and node agents, the setup commands and verify read and write it with.

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from dpunet.contract.policy import ACL_KEY, POLICY_KEY
+from dpunet.ovsdb.atoms import ovsdb_map, ovsdb_set
 from dpunet.ovsdb.rpc import NB_SCHEMA, SB_SCHEMA, request
 
 PROTOCOLS = ("tcp", "udp", "sctp")
@@ -115,19 +116,6 @@ def _select(remote: str, schema: str, ops: list[dict[str, Any]]) -> list[list[di
     return [r.get("rows", []) for r in results]
 
 
-def _set(value: Any) -> list[Any]:
-    """An OVSDB set (or a lone atom) as a list."""
-    if isinstance(value, list) and len(value) == 2 and value[0] == "set":
-        return list(value[1])
-    return [value]
-
-
-def _map(value: Any) -> dict[str, str]:
-    if isinstance(value, list) and len(value) == 2 and value[0] == "map":
-        return {str(k): str(v) for k, v in value[1]}
-    return {}
-
-
 def _uuid(value: Any) -> str:
     return str(value[1]) if isinstance(value, list) and len(value) == 2 else str(value)
 
@@ -168,10 +156,10 @@ def read_nb(remote: str) -> NbView:
             },
         ],
     )
-    switch_of = {_uuid(p): sw["name"] for sw in switches for p in _set(sw["ports"])}
+    switch_of = {_uuid(p): sw["name"] for sw in switches for p in ovsdb_set(sw["ports"])}
     ports = {}
     for row in lsps:
-        for address in _set(row["addresses"]):
+        for address in ovsdb_set(row["addresses"]):
             mac, *ips = str(address).split()
             ipv4 = [ip for ip in ips if "." in ip]
             switch = switch_of.get(_uuid(row["_uuid"]))
@@ -179,7 +167,7 @@ def read_nb(remote: str) -> NbView:
                 ports[row["name"]] = PortEnd(row["name"], switch, mac, ipv4[0].split("/")[0])
     macs = {str(r["name"])[len("rtos-") :]: str(r["mac"]) for r in lrps}
     by_uuid = {
-        _uuid(r["_uuid"]): {"external_ids": _map(r["external_ids"]), "match": r["match"]}
+        _uuid(r["_uuid"]): {"external_ids": ovsdb_map(r["external_ids"]), "match": r["match"]}
         for r in acls
     }
     return NbView(ports, macs, by_uuid)
@@ -201,7 +189,7 @@ def _stage_hints(remote: str, stages: set[str]) -> dict[str, str]:
     hints = {}
     for rows in _select(remote, SB_SCHEMA, ops):
         for row in rows:
-            hint = _map(row["external_ids"]).get("stage-hint")
+            hint = ovsdb_map(row["external_ids"]).get("stage-hint")
             if hint:
                 hints[_uuid(row["_uuid"])] = hint
     return hints

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS, representor_wanted
+from dpunet.ovsdb.atoms import ovsdb_map
 from dpunet.ovsdb.rpc import SB_SCHEMA, request
 
 
@@ -48,13 +49,6 @@ class SbView:
     ports: tuple[SbPort, ...] = ()
     remote_chassis: tuple[RemoteChassis, ...] = ()
     gateway_ports: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-
-
-def ovsdb_map(value: Any) -> dict[str, str]:
-    """An OVSDB map value (`["map", [[k, v], ...]]`) as a dict."""
-    if isinstance(value, list) and len(value) == 2 and value[0] == "map":
-        return {str(k): str(v) for k, v in value[1]}
-    return {}
 
 
 def _has_ref(value: Any) -> bool:
