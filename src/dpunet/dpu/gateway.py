@@ -19,7 +19,7 @@ from dpunet.hw.representors import read_smart_nic_pf_mac
 from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
 from dpunet.openflow import gateway as gw
-from dpunet.openflow.client import OpenFlowConnection, OpenFlowError, mgmt_socket
+from dpunet.openflow.client import OpenFlowError
 from dpunet.ovsdb.local import OvsState
 
 log = logging.getLogger(__name__)
@@ -54,18 +54,12 @@ def wanted_flows(
     if parsed is None:
         return f"SB Port_Binding {lport} has no '<mac> <ip>' entry: {list(binding.mac)}"
     mac, node_ip = parsed
-    ports = [
-        gw.BridgePort(p.name, p.type, p.ofport, p.mac_in_use)
-        for p in state.ports
-        if p.bridge == bridge
-    ]
-    found = gw.find_ports(
-        bridge, ports, host_port, uplink or state.external_ids.get("ovn-gw-interface")
-    )
-    if isinstance(found, str):
-        return found
-    spec = gw.GatewaySpec(node_ip, found, settings.zone, settings.node_ports)
-    return bridge, gw.pipeline(spec), mac
+    ports = gw.bridge_ports(state.ports, bridge)
+    uplink = uplink or state.external_ids.get("ovn-gw-interface")
+    flows = gw.wanted_flows(settings, bridge, ports, host_port, uplink, node_ip)
+    if isinstance(flows, str):
+        return flows
+    return bridge, flows, mac
 
 
 class GatewayFlows:
@@ -102,19 +96,9 @@ class GatewayFlows:
         bridge, flows, mac = wanted
         self._check_mac(mac, state)
         try:
-            with OpenFlowConnection(mgmt_socket(self.ovs_db, bridge)) as conn:
-                changes = gw.reconcile(conn, flows)
+            changes = gw.program(self.ovs_db, bridge, flows)
         except OpenFlowError as exc:
             return GatewayResult(problem=str(exc))
-        if changes:
-            event(
-                log,
-                "gateway-flows",
-                bridge=bridge,
-                added=len(changes.added),
-                removed=len(changes.removed),
-                flows=len(flows),
-            )
         return GatewayResult(changes, len(flows))
 
     def _check_mac(self, mac: str | None, state: OvsState) -> None:

@@ -8,16 +8,12 @@ node's address lives on breth0); the uplink is the bridge's one other system por
 
 from __future__ import annotations
 
-import logging
 from ipaddress import IPv4Interface
 
 from dpunet.contract.api import NodeInfo
-from dpunet.logs import event
 from dpunet.openflow import gateway as gw
-from dpunet.openflow.client import OpenFlowConnection, OpenFlowError, mgmt_socket
+from dpunet.openflow.client import OpenFlowError
 from dpunet.ovsdb.local import LocalOvs
-
-log = logging.getLogger(__name__)
 
 
 def reconcile_gateway(
@@ -30,28 +26,14 @@ def reconcile_gateway(
     bridge = gw.physnet_bridge(state.external_ids)
     if bridge is None:
         return "no physnet bridge in external_ids:ovn-bridge-mappings"
-    ports = [
-        gw.BridgePort(p.name, p.type, p.ofport, p.mac_in_use)
-        for p in state.ports
-        if p.bridge == bridge
-    ]
+    ports = gw.bridge_ports(state.ports, bridge)
     uplink = state.external_ids.get("ovn-gw-interface")
     node_ip = IPv4Interface(node.node_ip).ip
     flows = gw.wanted_flows(settings, bridge, ports, None, uplink, node_ip)
     if isinstance(flows, str):
         return flows
     try:
-        with OpenFlowConnection(mgmt_socket(ovs_db, bridge)) as conn:
-            changes = gw.reconcile(conn, flows)
+        gw.program(ovs_db, bridge, flows)
     except OpenFlowError as exc:
         return str(exc)
-    if changes:
-        event(
-            log,
-            "gateway-flows",
-            bridge=bridge,
-            added=len(changes.added),
-            removed=len(changes.removed),
-            flows=len(flows),
-        )
     return None

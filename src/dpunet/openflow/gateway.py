@@ -28,14 +28,17 @@ finds everything in place sends nothing.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from dpunet.logs import event
 from dpunet.openflow import protocol as ofp
-from dpunet.openflow.client import OpenFlowConnection
+from dpunet.openflow.client import OpenFlowConnection, mgmt_socket
 from dpunet.openflow.protocol import ApplyActions, Conntrack, CtClear, Flow, Match, Output, SetField
 
 COOKIE_PREFIX = 0x64706E74  # "dpnt"
@@ -47,6 +50,8 @@ MARK_GATEWAY = 1
 MARK_HOST = 2
 TABLE_IN = 0
 TABLE_NODE_IP = 1
+
+log = logging.getLogger(__name__)
 
 
 class GatewaySettings(BaseModel):
@@ -209,6 +214,26 @@ class BridgePort:
     mac: str | None = None
 
 
+class OvsdbPort(Protocol):
+    """A port of the local OVS database's replica (`dpunet.ovsdb.local.OvsPort`)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def ofport(self) -> int | None: ...
+    @property
+    def mac_in_use(self) -> str | None: ...
+    @property
+    def bridge(self) -> str: ...
+
+
+def bridge_ports(ports: Iterable[OvsdbPort], bridge: str) -> list[BridgePort]:
+    """The ports of `bridge` among the replica's."""
+    return [BridgePort(p.name, p.type, p.ofport, p.mac_in_use) for p in ports if p.bridge == bridge]
+
+
 def find_ports(
     bridge: str, ports: Sequence[BridgePort], host: str | None, uplink: str | None
 ) -> GatewayPorts | str:
@@ -312,6 +337,23 @@ def reconcile(conn: OpenFlowConnection, wanted: Sequence[Flow]) -> FlowChanges:
     conn.delete_cookies(delete)
     conn.add(add)
     return FlowChanges(tuple(f.cookie for f in add), tuple(delete))
+
+
+def program(ovs_db: str, bridge: str, wanted: Sequence[Flow]) -> FlowChanges:
+    """`reconcile` over `bridge`'s management socket next to the OVS database `ovs_db`,
+    logging what changed; OpenFlowError when the switch cannot be reached."""
+    with OpenFlowConnection(mgmt_socket(ovs_db, bridge)) as conn:
+        changes = reconcile(conn, wanted)
+    if changes:
+        event(
+            log,
+            "gateway-flows",
+            bridge=bridge,
+            added=len(changes.added),
+            removed=len(changes.removed),
+            flows=len(wanted),
+        )
+    return changes
 
 
 def parse_gateway_mac(mac_column: Sequence[str]) -> tuple[str, IPv4Address] | None:
