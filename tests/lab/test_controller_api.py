@@ -180,12 +180,19 @@ def test_node_delete_removes_everything_it_owns(ovn: OvnCentral, admin: httpx.Cl
     register(admin, "host8", role="dpu-host", chassis="dpu8", node_ip="192.0.2.108/24")
     assert admin.put("/v1/ports/ns/pod-a", json=vf_port("host8")).status_code == 200
     ovn.nbctl("ls-add", "not-ours")  # not owned: must survive
+    foreign = ("ovn_cluster_router", "900", "ip4.dst == 203.0.113.9", "drop")
+    ovn.nbctl("lr-policy-add", *foreign)  # a policy not ours on our router: must survive
+    policies = ovn.nbctl("lr-policy-list", "ovn_cluster_router")
+    assert 'inport == "rtos-host8" && ip4.dst == 192.0.2.108 /* host8 */' in policies
     resp = admin.delete("/v1/nodes/host8")
     assert resp.status_code == 200 and resp.json()["deleted"] is True
     show = ovn.nbctl("show")
     for name in ("host8", "ns_pod-a"):
         assert name not in show, show
     assert "not-ours" in show and "ovn_cluster_router" in show
+    policies = ovn.nbctl("lr-policy-list", "ovn_cluster_router")
+    assert "host8" not in policies and "203.0.113.9" in policies, policies
+    ovn.nbctl("lr-policy-del", *foreign[:3])
     assert admin.get("/v1/nodes/host8").status_code == 404
     again = admin.delete("/v1/nodes/host8")
     assert again.status_code == 200 and again.json()["deleted"] is False

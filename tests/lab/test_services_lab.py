@@ -31,7 +31,13 @@ pytestmark = pytest.mark.lab
 LAB = "svc"
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 LAB_SERVICE = [sys.executable, "-c", "from dpunet.cli.lab_service_cmds import service; service()"]
-NB_TABLES = ("Load_Balancer", "Load_Balancer_Group", "Logical_Switch", "Logical_Router")
+NB_TABLES = (
+    "Load_Balancer",
+    "Load_Balancer_Group",
+    "Logical_Switch",
+    "Logical_Router",
+    "Logical_Router_Policy",
+)
 
 
 def cli(argv: list[str]) -> subprocess.CompletedProcess[str]:

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from ipaddress import IPv4Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
 from polling import wait_until
@@ -172,6 +172,61 @@ def test_pod_egress_leaves_with_the_node_ip_and_replies_return(lab: LabPlan, pod
         result = svc.probe(pods.get_pod(lab, pod).netns, "tcp", ip_of(lab.ext), EXT_PORT, 6)
     assert result == {"answers": {"ext": 6}, "peers": [ip_of(node)]}
     assert ping(pods.get_pod(lab, pod).netns, ip_of(lab.ext), count=3)[1] == "3/3 replies"
+
+
+def mgmt_ip(plan: LabPlan, node: Node) -> IPv4Address:
+    """The node's management port address: the .2 of its subnet as NB records it."""
+    subnet = daemons.nbctl(plan, "get", "Logical_Switch", node.name, "other_config:subnet")
+    return IPv4Network(subnet.strip().strip('"')).network_address + 2
+
+
+def test_cluster_router_reroutes_each_node_ip_to_its_management_port(lab: LabPlan) -> None:
+    out = daemons.nbctl(
+        lab, "--format=json", "--columns=priority,match,action,nexthops,external_ids",
+        "list", "Logical_Router_Policy",
+    )  # fmt: skip
+    rows = [dict(zip(json.loads(out)["headings"], r, strict=True)) for r in json.loads(out)["data"]]
+    # (a one-element set is the bare value in ovsdb's JSON)
+    got = {(r["priority"], r["match"], r["action"], r["nexthops"]) for r in rows}
+    want = {
+        (
+            1004,
+            f'inport == "rtos-{node.name}" && ip4.dst == {node.underlay_ip} /* {node.name} */',
+            "reroute",
+            str(mgmt_ip(lab, node)),
+        )
+        for node in gwcheck.gateway_nodes(lab)
+    }
+    assert got == want
+    policies = daemons.nbctl(
+        lab, "--bare", "--columns=policies", "list", "Logical_Router", "ovn_cluster_router"
+    )
+    assert len(policies.split()) == len(want)
+
+    # deleted by hand: the controller's next pass (every 10 s in the lab) writes it again
+    # and leaves the other node's row as it was
+    def uuid_of(node: str) -> str:
+        return daemons.nbctl(
+            lab, "--bare", "--columns=_uuid", "find", "Logical_Router_Policy",
+            f"external_ids:dpunet\\:node={node}",
+        ).strip()  # fmt: skip
+
+    kept = uuid_of("cp")
+    assert kept and uuid_of("host1")
+    daemons.nbctl(lab, "lr-policy-del", "ovn_cluster_router", uuid_of("host1"))
+    assert uuid_of("host1") == ""
+    wait_until("host1's policy back", lambda: uuid_of("host1") != "", timeout=20)
+    assert uuid_of("cp") == kept
+
+
+@pytest.mark.parametrize("pod", ["busy1", "webc"])
+def test_pod_to_its_own_node_ip_reaches_the_host(lab: LabPlan, pod: str) -> None:
+    """Not the gateway router that shares the address: the host's own listener answers."""
+    node = lab.node(pods.get_pod(lab, pod).node)
+    with gwcheck.listener(lab, node.netns, f"self-{node.name}", HOST_PORT):
+        result = svc.probe(pods.get_pod(lab, pod).netns, "tcp", ip_of(node), HOST_PORT, 4)
+    assert result["answers"] == {f"self-{node.name}": 4}, result
+    assert ping(pods.get_pod(lab, pod).netns, ip_of(node), count=3)[1] == "3/3 replies"
 
 
 def test_node_port_answers_from_both_nodes_other_ports_reach_the_host(lab: LabPlan) -> None:

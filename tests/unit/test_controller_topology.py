@@ -109,6 +109,24 @@ def test_node_objects_follow_ovn_kubernetes_names() -> None:
         assert obj.external_ids["dpunet:node"] == "host1"
 
 
+def test_a_pod_to_its_own_node_ip_is_rerouted_to_the_management_port() -> None:
+    """The GR shares the node IP (issue 13): the cluster router sends a pod's packet for
+    its own node's IP to the management port (.2), the OVN-Kubernetes 1004 policy."""
+    (policy,) = node_desired(CFG, HOST1).routers[0].policies
+    assert (policy.priority, policy.match, policy.action, policy.nexthops) == (
+        1004,
+        'inport == "rtos-host1" && ip4.dst == 192.0.2.101 /* host1 */',
+        "reroute",
+        ("198.18.1.2",),
+    )
+    assert owned(policy.external_ids) and policy.external_ids["dpunet:node"] == "host1"
+    other = replace(HOST1, name="cp", node_ip=IPv4Interface("192.0.2.10/24"))
+    assert node_desired(CFG, other).routers[0].policies[0].match == (
+        'inport == "rtos-cp" && ip4.dst == 192.0.2.10 /* cp */'
+    )
+    assert cluster_desired(CFG).routers[0].policies == ()
+
+
 def test_node_record_round_trips_through_the_switch() -> None:
     spec = {s.name: s for s in node_desired(CFG, HOST1).switches}["host1"]
     assert NodeRecord.from_switch("host1", spec.other_config, spec.external_ids) == HOST1

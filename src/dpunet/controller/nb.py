@@ -46,6 +46,7 @@ from dpunet.controller.nbcommands import (
     LS,
     LSP,
     NAT,
+    POLICY,
     ROUTE,
     NbSnapshot,
     PortRow,
@@ -62,7 +63,21 @@ from dpunet.ovsdb.api import NbApi
 from dpunet.ovsdb.rpc import NB_SCHEMA, schema_helper
 
 LOCK_NAME = "dpunet_controller"
-TABLES = (LS, LSP, LR, LRP, ROUTE, NAT, LB, LB_GROUP, PORT_GROUP, ADDRESS_SET, ACL_TABLE, NB_GLOBAL)
+TABLES = (
+    LS,
+    LSP,
+    LR,
+    LRP,
+    ROUTE,
+    NAT,
+    POLICY,
+    LB,
+    LB_GROUP,
+    PORT_GROUP,
+    ADDRESS_SET,
+    ACL_TABLE,
+    NB_GLOBAL,
+)
 _RECHECK_S = 2.0
 _POLL_S = 0.1
 MAX_BATCH = 256  # commands in one coalesced transaction

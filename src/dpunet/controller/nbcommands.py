@@ -29,6 +29,7 @@ from dpunet.controller.topology import (
     Nat,
     NodeRecord,
     PodPort,
+    Policy,
     Route,
     owned,
 )
@@ -39,6 +40,7 @@ LR = "Logical_Router"
 LRP = "Logical_Router_Port"
 ROUTE = "Logical_Router_Static_Route"
 NAT = "NAT"
+POLICY = "Logical_Router_Policy"
 
 Row = Any  # ovs.db.idl.Row (untyped library)
 
@@ -166,6 +168,20 @@ def _nat_columns(spec: Nat) -> dict[str, Any]:
     }
 
 
+def _policy_columns(spec: Policy) -> dict[str, Any]:
+    return {
+        "priority": spec.priority,
+        "match": spec.match,
+        "action": spec.action,
+        "nexthops": list(spec.nexthops),
+        "external_ids": dict(spec.external_ids),
+    }
+
+
+def _policy_key(row: Row) -> Hashable:
+    return (row.priority, row.match)
+
+
 def _route_key(row: Row) -> Hashable:
     return (row.ip_prefix, (row.policy or ["dst-ip"])[0])
 
@@ -239,6 +255,17 @@ class EnsureDesired(_Writer):
                 row_key=_nat_key,
                 spec_key=lambda s: (s.type, s.logical_ip),
                 columns=_nat_columns,
+            )
+            self._sync(
+                txn,
+                parent,
+                "policies",
+                POLICY,
+                lr.policies,
+                d.scope,
+                row_key=_policy_key,
+                spec_key=lambda s: (s.priority, s.match),
+                columns=_policy_columns,
             )
 
     def _root(
@@ -321,7 +348,7 @@ class DeleteScope(_Writer):
 
     def run_idl(self, txn: Any) -> None:
         roots = {LS: (Kind.NODE_SWITCH, Kind.EXT_SWITCH), LR: (Kind.GATEWAY_ROUTER,)}
-        children = {LS: ("ports",), LR: ("ports", "static_routes", "nat")}
+        children = {LS: ("ports",), LR: ("ports", "static_routes", "nat", "policies")}
         for table, kinds in roots.items():
             for row in list(self.api.tables[table].rows.values()):
                 ext = read_column(row, "external_ids")
@@ -579,4 +606,9 @@ class Snapshot(command.ReadOnlyCommand):
     def _children(table: str, row: Row) -> list[Row]:
         if table == LS:
             return _refs(row, "ports")
-        return [*_refs(row, "ports"), *_refs(row, "static_routes"), *_refs(row, "nat")]
+        return [
+            *_refs(row, "ports"),
+            *_refs(row, "static_routes"),
+            *_refs(row, "nat"),
+            *_refs(row, "policies"),
+        ]

@@ -43,6 +43,7 @@ class Kind(StrEnum):
     LOCALNET_PORT = "localnet-port"
     ROUTE = "route"
     NAT = "nat"
+    POLICY = "policy"
     POD = "pod"
 
 
@@ -198,6 +199,17 @@ class Nat:
 
 
 @dataclass(frozen=True)
+class Policy:
+    """A Logical_Router_Policy (identified by priority + match)."""
+
+    priority: int
+    match: str
+    action: str
+    external_ids: Mapping[str, str]
+    nexthops: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Lr:
     """A Logical_Router and the children of it that this desired state manages."""
 
@@ -206,6 +218,7 @@ class Lr:
     ports: tuple[Lrp, ...] = ()
     routes: tuple[Route, ...] = ()
     nats: tuple[Nat, ...] = ()
+    policies: tuple[Policy, ...] = ()
     options: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -232,8 +245,27 @@ def cluster_join_ip(cfg: ControllerConfig) -> IPv4Address:
     return cfg.join_subnet.network_address + 1
 
 
-def _cluster_router(ports: tuple[Lrp, ...], routes: tuple[Route, ...] = ()) -> Lr:
-    return Lr(CLUSTER_ROUTER, ids(Kind.CLUSTER_ROUTER), ports=ports, routes=routes)
+def _cluster_router(
+    ports: tuple[Lrp, ...], routes: tuple[Route, ...] = (), policies: tuple[Policy, ...] = ()
+) -> Lr:
+    return Lr(
+        CLUSTER_ROUTER, ids(Kind.CLUSTER_ROUTER), ports=ports, routes=routes, policies=policies
+    )
+
+
+NODE_IP_POLICY_PRIORITY = 1004
+
+
+def node_ip_policy(node: NodeRecord) -> Policy:
+    """On `ovn_cluster_router`: a pod's packet to its own node's IP, which `GR_<node>`
+    shares with the host, is rerouted to the management port, so the host answers it."""
+    return Policy(
+        NODE_IP_POLICY_PRIORITY,
+        f'inport == "{rtos(node.name)}" && ip4.dst == {node.node_ip.ip} /* {node.name} */',
+        "reroute",
+        ids(Kind.POLICY, node.name),
+        nexthops=(str(mgmt_interface(node.subnet).ip),),
+    )
 
 
 def _join_switch(ports: tuple[Lsp, ...]) -> Ls:
@@ -287,6 +319,7 @@ def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
     cluster = _cluster_router(
         ports=(Lrp(rtos(n), mac_for_ip(gw.ip), (str(gw),), ids(Kind.ROUTER_PORT, n)),),
         routes=(Route(str(node.subnet), str(node.join_ip), ids(Kind.ROUTE, n), policy="src-ip"),),
+        policies=(node_ip_policy(node),),
     )
     join = _join_switch((_router_peer(f"jtor-{gr}", rtoj_gr, n),))
     node_switch = Ls(
