@@ -18,18 +18,16 @@ that does not parse as a dpunet pod port is reported once and skipped.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ovs import poller
 from ovs.db import idl as ovs_idl
 
 from dpunet import logs
 from dpunet.controller.topology import KIND_KEY, OWNER, OWNER_KEY, Kind, PodPort
+from dpunet.ovsdb.monitor import IdlThread
 from dpunet.ovsdb.rpc import SB_SCHEMA, schema_helper
 
 PORT_BINDING = "Port_Binding"
@@ -39,7 +37,6 @@ COLUMNS = {
     CHASSIS: ["name", "hostname"],
 }
 POD_MARKS = {OWNER_KEY: OWNER, KIND_KEY: Kind.POD.value}
-_RETRY_MAX = 10.0
 
 log = logging.getLogger("dpunet.controller.sb")
 
@@ -237,30 +234,16 @@ class _Idl(ovs_idl.Idl):
             logs.event(log, "sb.row_unreadable", logging.WARNING, table=table, error=repr(exc))
 
 
-class SbMonitor:
+class SbMonitor(IdlThread[_Idl]):
     """Keeps `bindings` current from a read-only SB connection (its own thread)."""
 
+    CONNECT_FAILED = "sb.connect_failed"
+    RUN_FAILED = "sb.monitor_error"
+
     def __init__(self, remotes: Sequence[str], bindings: SbBindings) -> None:
+        super().__init__("dpunet-sb", log)
         self.remotes = list(remotes)
         self.bindings = bindings
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._thread: threading.Thread | None = None
-        self._idl: _Idl | None = None
-
-    def start(self) -> None:
-        """Start the monitor thread (it connects, and reconnects, by itself)."""
-        self._thread = threading.Thread(target=self._run, name="dpunet-sb", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the connection."""
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join(timeout)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
 
     def _make_idl(self) -> _Idl:
         helper = schema_helper(self.remotes, SB_SCHEMA, COLUMNS)
@@ -270,34 +253,15 @@ class SbMonitor:
         idl.cond_change(PORT_BINDING, [["external_ids", "includes", marks]])
         return idl
 
-    def _run(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            idl = self._idl
-            if idl is None:
-                try:
-                    idl = self._idl = self._make_idl()
-                except Exception as exc:  # unreachable, no schema: log, back off, retry
-                    logs.event(
-                        log, "sb.connect_failed", logging.WARNING, error=str(exc), retry=delay
-                    )
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, _RETRY_MAX)
-                    continue
-            try:
-                idl.run()
-                self._track(idl)
-            except Exception as exc:  # a python-ovs bug must not end the monitor
-                logs.event(log, "sb.monitor_error", logging.ERROR, error=repr(exc))
-                self.bindings.connected = False
-                idl.force_reconnect()
-            wait = poller.Poller()
-            idl.wait(wait)
-            wait.fd_wait(self._wake_r, poller.POLLIN)
-            wait.block()
+    def _after_run(self, idl: _Idl) -> bool:
+        self._track(idl)
+        return False
+
+    def _run_failed(self) -> None:
         self.bindings.connected = False
-        if self._idl is not None:
-            self._idl.close()
+
+    def _stopped(self) -> None:
+        self.bindings.connected = False
 
     def _track(self, idl: _Idl) -> None:
         """Follow the connection state; after a reconnection, re-read the replica (python-ovs

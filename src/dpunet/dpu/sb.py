@@ -16,17 +16,15 @@ anything on the strength of an unsynced snapshot (at start the replica is empty)
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovs import poller
 from ovs.db import idl as ovs_idl
 
 from dpunet.contract.lsp import REQUESTED_CHASSIS
 from dpunet.logs import event
+from dpunet.ovsdb.monitor import IdlThread
 from dpunet.ovsdb.rpc import SB_SCHEMA, schema_helper, set_ssl
 from dpunet.tls import TlsFiles
 
@@ -39,7 +37,6 @@ PORT_BINDING_COLUMNS = [
     "external_ids",
 ]
 CHASSIS_COLUMNS = ["name", "hostname"]
-_RETRY_MAX = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +86,11 @@ def _uuid_of(value: Any) -> str | None:
     return None
 
 
-class SbMonitor:
+class SbMonitor(IdlThread[ovs_idl.Idl]):
     """Keeps a conditional replica of this chassis' Port_Bindings up to date."""
+
+    CONNECT_FAILED = "sb-connect-failed"
+    RUN_FAILED = "sb-monitor-error"
 
     def __init__(
         self,
@@ -101,6 +101,7 @@ class SbMonitor:
         lports: Sequence[str] = (),
         ssl: TlsFiles | None = None,
     ) -> None:
+        super().__init__("sb-monitor", log)
         self.remotes = list(remotes)
         self.chassis = chassis
         self.chassis_names = sorted(set(chassis_names) | {chassis})
@@ -108,11 +109,6 @@ class SbMonitor:
         self.on_change = on_change
         self.ssl = ssl
         self.resyncs = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._wake_r, self._wake_w = os.pipe()
-        self._idl: ovs_idl.Idl | None = None
-        self._thread: threading.Thread | None = None
         self._synced = False
         self._seqno = -1
         self._chassis_uuid: str | None = None
@@ -122,17 +118,7 @@ class SbMonitor:
         """Start the monitor thread (connects and reconnects by itself)."""
         if self.ssl is not None:
             set_ssl(self.ssl.private_key, self.ssl.certificate, self.ssl.ca_cert)
-        self._thread = threading.Thread(target=self._run, name="sb-monitor", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the thread and close the connection."""
-        self._stop.set()
-        os.write(self._wake_w, b"x")
-        if self._thread is not None:
-            self._thread.join(timeout)
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        super().start()
 
     @property
     def synced(self) -> bool:
@@ -177,35 +163,8 @@ class SbMonitor:
         )
         return idl
 
-    def _run(self) -> None:
-        delay = 0.5
-        while not self._stop.is_set():
-            if self._idl is None:
-                try:
-                    idl = self._make_idl()
-                except Exception as exc:  # any failure: log, back off, try again
-                    event(log, "sb-connect-failed", logging.WARNING, error=str(exc), retry=delay)
-                    self._stop.wait(delay)
-                    delay = min(delay * 2, _RETRY_MAX)
-                    continue
-                with self._lock:
-                    self._idl = idl
-            try:
-                with self._lock:
-                    self._idl.run()
-                    notify = self._after_run(self._idl)
-            except Exception as exc:  # a python-ovs bug must not kill the monitor
-                event(log, "sb-monitor-error", logging.ERROR, error=repr(exc))
-                self._idl.force_reconnect()
-                notify = True
-            if notify:
-                self.on_change()
-            wait = poller.Poller()
-            self._idl.wait(wait)
-            wait.fd_wait(self._wake_r, poller.POLLIN)
-            wait.block()
-        if self._idl is not None:
-            self._idl.close()
+    def _changed(self) -> None:
+        self.on_change()
 
     def _after_run(self, idl: ovs_idl.Idl) -> bool:
         """Follow the chassis uuid into the condition; track sync; True to notify."""

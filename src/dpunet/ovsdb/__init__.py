@@ -5,6 +5,8 @@
 - `rpc`      JSON-RPC with deadlines: one-shot requests, the schema from the first remote
              that answers, the schema helper an IDL is built from, SSL.
 - `atoms`    column values in OVSDB's JSON notation (sets, maps) as raw replies give them.
+- `monitor`  a python-ovs IDL run and kept connected by a thread of its own (the SB
+             monitors of the controller and the DPU agent).
 - `api`      ovsdbapp APIs with a connection per instance (NB, SB; the mixin for others).
 - `local`    the local Open_vSwitch database (`LocalOvs`, `connect`): the one API the DPU
              and node agents, the setup commands and verify read and write it with.
