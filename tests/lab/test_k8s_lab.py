@@ -2,8 +2,9 @@
 no dpunet daemons), with kmock as the API server and the fake kubelet over real gRPC.
 
 The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
-(`k8s.ovn.org/dpu-host=`, its management VF and gateway address as annotations; no chassis:
-its DPU registers it) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
+(`k8s.ovn.org/dpu-host=`, its management VF and node address as annotations; no chassis and no
+gateway MAC: its DPU registers both, while the full node cp keeps a hand-written
+`k8s.ovn.org/l3-gateway-config`) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
 manifests run it: the controller in Kubernetes mode against kmock and the lab's OVN NB and
 SB; `dpunet-dpu` on dpu1, registering itself as host1's chassis (the controller checks SB
 and writes the Node's `k8s.ovn.org/node-chassis-id`) and renewing its DPU lease, with its
@@ -51,6 +52,7 @@ from seed import SEED_NAD_CONFIG, SEED_POOLS
 from dpunet.cni.wire import ErrorCode
 from dpunet.contract.api import DpuRegistration
 from dpunet.contract.client import ClientError, ControllerClient
+from dpunet.contract.lsp import gateway_external_port
 from dpunet.deploy.manifests import DeployValues, network_attachment_definition, render
 from dpunet.host.kubelet.deviceplugin import env_name
 from dpunet.lab import daemons, services
@@ -84,6 +86,7 @@ GHOST_TOKEN = secrets.token_urlsafe(24)  # a DPU token of a chassis SB does not 
 DPU_COMMAND = ["dpu", "run", "--log-level", "info"]
 DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 CHASSIS_ANNOTATION = "k8s.ovn.org/node-chassis-id"
+GATEWAY_MAC_ANNOTATION = "dpunet.io/gateway-mac"
 
 
 @dataclass
@@ -147,7 +150,6 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
         {"k8s.ovn.org/dpu-host": ""},
         **{
             "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, pair.host),
-            "k8s.ovn.org/l3-gateway-config": _l3_gateway(pair.pf_mac(plan.lab_id)),
             "dpunet.io/mgmt-port": json.dumps({"pf_mac": pair.pf_mac(plan.lab_id), "vf_num": 0}),
         },
     )
@@ -421,10 +423,22 @@ def test_cluster_from_node_objects(cluster: Cluster) -> None:
     # host1's chassis: registered by its DPU, written onto the Node by the controller
     host1 = c.kube.get("/api/v1/nodes/host1")
     assert host1 is not None and host1["metadata"]["annotations"][CHASSIS_ANNOTATION] == "dpu1"
+    # ... with its host PF's MAC, the gateway router's (no l3-gateway-config on host1)
+    pf_mac = c.plan.pairs[0].pf_mac(c.plan.lab_id)
+    assert "k8s.ovn.org/l3-gateway-config" not in host1["metadata"]["annotations"]
     [patch] = chassis_patches(c, "host1")
     assert patch.data["metadata"] == {
-        "uid": "uid-node-host1", "annotations": {CHASSIS_ANNOTATION: "dpu1"},
+        "uid": "uid-node-host1",
+        "annotations": {CHASSIS_ANNOTATION: "dpu1", GATEWAY_MAC_ANNOTATION: pf_mac},
     }  # fmt: skip
+    wait_until("GR_host1 has the host PF's MAC", lambda: gr_mac(c, "host1") == pf_mac)
+
+
+def gr_mac(c: Cluster, node: str) -> str:
+    """The MAC of `node`'s gateway router port on the underlay (rtoe-GR_<node>)."""
+    port = gateway_external_port(node)
+    return daemons.nbctl(c.plan, "--bare", "--columns=mac", "find", "Logical_Router_Port",
+                         f"name={port}").strip()  # fmt: skip
 
 
 def chassis_patches(c: Cluster, node: str) -> list[Any]:
@@ -554,6 +568,10 @@ def test_connectivity_matrix(cluster: Cluster) -> None:
     }
     failed = {k: detail for k, (ok, detail) in checks.items() if not ok}
     assert not failed, failed
+    # the pods' SNAT address is host1's IP: ext knows it by the host's MAC, no other
+    host1_ip = str(c.plan.gateway_ip(c.plan.node("host1")))
+    neigh = ip("-4", "neigh", "show", host1_ip, netns=c.plan.ext.netns).stdout
+    assert c.plan.pairs[0].pf_mac(c.plan.lab_id) in neigh.lower(), neigh
 
 
 def test_network_policies_from_the_api_on_the_data_path(cluster: Cluster) -> None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from controller_app import ADMIN_TOKEN, NODE_TOKEN, controller_app
+from pydantic import ValidationError
 
 from dpunet.contract.api import (
     DpuBinding,
@@ -54,6 +55,7 @@ class FakeStore:
 
     def __init__(self, **bindings: str | None) -> None:
         self.bindings = dict(bindings)
+        self.macs: dict[str, str] = {}
         self.writes: list[tuple[str, str]] = []
 
     async def bound(self, node: str) -> str | None:
@@ -64,18 +66,28 @@ class FakeStore:
     def nodes_of(self, chassis: str) -> set[str]:
         return {n for n, c in self.bindings.items() if c == chassis}
 
-    async def bind(self, node: str, chassis: str) -> None:
+    def gateway_mac(self, node: str) -> str | None:
+        return self.macs.get(node)
+
+    async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
         self.writes.append((node, chassis))
         self.bindings[node] = chassis
+        if gateway_mac is not None:
+            self.macs[node] = gateway_mac
 
 
 SB = (SbChassis("dpu1", frozenset({"192.0.2.21"})), SbChassis("dpu2", frozenset({"192.0.2.22"})))
 
 
 def register(
-    registrar: DpuRegistrar, who: Principal, node: str, chassis: str, ip: str = "192.0.2.21"
+    registrar: DpuRegistrar,
+    who: Principal,
+    node: str,
+    chassis: str,
+    ip: str = "192.0.2.21",
+    mac: str | None = None,
 ) -> DpuBinding:
-    req = DpuRegistration(chassis=chassis, encap_ip=IPv4Address(ip))
+    req = DpuRegistration(chassis=chassis, encap_ip=IPv4Address(ip), host_pf_mac=mac)
     return asyncio.run(registrar.register(who, node, req))
 
 
@@ -98,6 +110,30 @@ def test_a_dpu_binds_its_node_once() -> None:
     assert store.writes == [("host1", "dpu1")]
     again = register(registrar, DPU1, "host1", "dpu1")  # an agent restart: nothing written
     assert again.changed is False and store.writes == [("host1", "dpu1")]
+
+
+def test_the_host_pf_mac_is_recorded_and_a_new_one_rewrites_the_binding() -> None:
+    """The MAC goes with the binding; the same again writes nothing; a new one (the host's
+    NIC replaced) is written even though the node's chassis, this DPU's, is live."""
+    store = FakeStore(host1=None)
+    registrar = DpuRegistrar(FakeSb(*SB), store)
+    binding = register(registrar, DPU1, "host1", "dpu1", mac="02:00:00:00:01:00")
+    assert binding.changed and binding.gateway_mac == "02:00:00:00:01:00"
+    assert store.macs == {"host1": "02:00:00:00:01:00"}
+    assert not register(registrar, DPU1, "host1", "dpu1", mac="02:00:00:00:01:00").changed
+    assert not register(registrar, DPU1, "host1", "dpu1").changed  # no MAC: the old one holds
+    assert register(registrar, DPU1, "host1", "dpu1", mac="02:00:00:00:02:00").changed
+    assert store.macs == {"host1": "02:00:00:00:02:00"} and len(store.writes) == 2
+
+
+@pytest.mark.parametrize(
+    "mac", ["01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "02:00:00:00:01", "x"]
+)
+def test_a_host_pf_mac_that_is_no_unicast_mac_is_invalid(mac: str) -> None:
+    with pytest.raises(ValidationError, match="host_pf_mac"):
+        DpuRegistration(chassis="dpu1", encap_ip=IPv4Address("192.0.2.21"), host_pf_mac=mac)
+    ok = DpuRegistration(chassis="dpu1", encap_ip="192.0.2.21", host_pf_mac="02:AB:00:00:01:00")
+    assert ok.host_pf_mac == "02:ab:00:00:01:00"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +240,11 @@ def test_the_route_in_standalone_mode(tmp_path: Path) -> None:
             for token in (DPU2_TOKEN, NODE_TOKEN):
                 status, body = await put(token, good)
                 assert status == 403 and "may not register chassis dpu1" in body["detail"]
-            for bad in ({**good, "encap_ip": "nope"}, {**good, "extra": 1}, {"chassis": "x y"}):
+            bad_macs = [{**good, "host_pf_mac": m} for m in ("01:00:5e:00:00:01", "zz")]
+            for bad in (
+                {**good, "encap_ip": "nope"}, {**good, "extra": 1}, {"chassis": "x y"},
+                *bad_macs,
+            ):  # fmt: skip
                 assert (await put(DPU1_TOKEN, bad))[0] == 422
             assert len(sb.reads) == reads  # refused before SB was asked
             status, body = await put(ADMIN_TOKEN, {"chassis": "dpu1", "encap_ip": "192.0.2.99"})
@@ -235,11 +275,14 @@ def test_standalone_bindings_re_register_the_node_with_its_new_chassis(tmp_path:
             nodes = FakeNodes()
             store = NodeRegistrations(nodes, ctl.state)
             registrar = DpuRegistrar(FakeSb(*SB), store)
-            req = DpuRegistration(chassis="dpu1", encap_ip=IPv4Address("192.0.2.21"))
+            req = DpuRegistration(
+                chassis="dpu1", encap_ip=IPv4Address("192.0.2.21"), host_pf_mac="02:00:00:00:01:00"
+            )
             binding = await registrar.register(DPU1, "host1", req)
             assert binding.changed
             [(name, spec)] = nodes.puts
             assert name == "host1" and spec.chassis == "dpu1"
+            assert spec.gateway_mac == "02:00:00:00:01:00"  # the DPU's report, not 0a:58:..
             assert (spec.role, str(spec.node_ip), spec.mgmt_pf_mac, spec.mgmt_vf_num) == (
                 NodeRole.DPU_HOST, "192.0.2.11/24", "02:00:00:00:01:00", 0,
             )  # fmt: skip

@@ -77,6 +77,16 @@ def test_dpu_host_node_spec_from_labels_and_annotations() -> None:
     assert not matches(record, node_spec(node("host1"), NEXT_HOP, 24))
 
 
+def test_the_mac_the_dpu_reported_wins_over_l3_gateway_config() -> None:
+    """`dpunet.io/gateway-mac` (the host PF's MAC, from the DPU's registration) is the
+    gateway router's MAC even when OVN-Kubernetes' annotation says another."""
+    l3 = '{"default": {"mac-address": "02:00:00:00:09:09"}}'
+    notes = {"k8s.ovn.org/l3-gateway-config": l3, "dpunet.io/gateway-mac": "02:00:00:00:01:00"}
+    assert node_spec(node("cp", **notes), NEXT_HOP, 24).gateway_mac == "02:00:00:00:01:00"
+    only_l3 = node("cp", **{"k8s.ovn.org/l3-gateway-config": l3})
+    assert node_spec(only_l3, NEXT_HOP, 24).gateway_mac == "02:00:00:00:09:09"
+
+
 def test_full_node_defaults() -> None:
     spec = node_spec(node("cp", "192.0.2.10"), NEXT_HOP, 24)
     assert (spec.role, spec.chassis, str(spec.node_ip), spec.next_hop) == (
@@ -107,6 +117,7 @@ def test_full_node_defaults() -> None:
             NEXT_HOP,
             "gateway_mac",
         ),
+        (node("cp", **{"dpunet.io/gateway-mac": "01:00:5e:00:00:01"}), NEXT_HOP, "multicast"),
         (node("x" * 70), NEXT_HOP, "node name"),
         (node("join"), NEXT_HOP, "reserved"),
     ],

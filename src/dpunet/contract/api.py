@@ -164,6 +164,13 @@ class DpuRegistration(_Body):
         description="the DPU's Geneve endpoint (external_ids:ovn-encap-ip), as SB has it",
         json_schema_extra={"pattern": IPV4},
     )
+    host_pf_mac: Mac | None = Field(
+        default=None,
+        description="the host PF's MAC as the DPU reads it (smart_nic/pf/config of its "
+        "uplink): the node's gateway router shares it (a unicast MAC; None: not known)",
+    )
+
+    _macs = field_validator("host_pf_mac")(_unicast_mac)
 
 
 class DpuBinding(BaseModel):
@@ -172,6 +179,9 @@ class DpuBinding(BaseModel):
     node: str
     chassis: str
     encap_ip: str
+    gateway_mac: str | None = Field(
+        default=None, description="the gateway router's MAC the DPU reported (its host PF's)"
+    )
     changed: bool = Field(description="this registration wrote the binding (else: it held)")
     recorded_in: str = Field(
         description="where: the Node's k8s.ovn.org/node-chassis-id annotation (kubernetes "

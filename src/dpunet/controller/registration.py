@@ -12,8 +12,10 @@ Checks, in this order, each refusal a 4xx with its reason and nothing written:
 
 Where the binding goes is the `BindingStore`'s: the Node's `k8s.ovn.org/node-chassis-id`
 annotation in Kubernetes mode (`dpunet.controller.k8s.bindings`), the node's registration
-in NB in standalone mode (`NodeRegistrations`). A registration that finds the binding in
-place writes nothing.
+in NB in standalone mode (`NodeRegistrations`). The host PF's MAC the DPU reports
+(`host_pf_mac`) goes with it and becomes the node's gateway router MAC in both modes (it
+wins over a MAC an admin or an annotation gave: it is the one the host really has,
+docs/services.md). A registration that finds binding and MAC in place writes nothing.
 """
 
 from __future__ import annotations
@@ -67,8 +69,12 @@ class BindingStore(Protocol):
         """The nodes bound to `chassis`."""
         ...
 
-    async def bind(self, node: str, chassis: str) -> None:
-        """Bind `node` to `chassis` (after `bound` said what it was)."""
+    def gateway_mac(self, node: str) -> str | None:
+        """The gateway MAC recorded for `node` (after `bound` accepted it)."""
+        ...
+
+    async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
+        """Bind `node` to `chassis`, with `gateway_mac` when not None (after `bound`)."""
         ...
 
 
@@ -139,15 +145,20 @@ class NodeRegistrations:
         """See `BindingStore`."""
         return {name for name, rec in self.state.nodes.items() if rec.chassis == chassis}
 
-    async def bind(self, node: str, chassis: str) -> None:
-        """See `BindingStore`: the registration with the new chassis (its ports follow)."""
+    def gateway_mac(self, node: str) -> str | None:
+        """See `BindingStore`: the registration's."""
+        return self.state.nodes[node].gateway_mac
+
+    async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
+        """See `BindingStore`: the registration with the new chassis and gateway MAC (its
+        ports follow)."""
         rec = self.state.nodes[node]
         spec = NodeSpec(
             role=rec.role,
             chassis=chassis,
             node_ip=rec.node_ip,
             next_hop=rec.next_hop,
-            gateway_mac=rec.gateway_mac,
+            gateway_mac=gateway_mac or rec.gateway_mac,
             mgmt_pf_mac=rec.mgmt_pf_mac,
             mgmt_vf_num=rec.mgmt_vf_num,
         )
@@ -175,7 +186,7 @@ class DpuRegistrar:
             raise
         event(
             log, "dpu.registered", node=node, chassis=req.chassis, encap_ip=str(req.encap_ip),
-            changed=binding.changed,
+            gateway_mac=req.host_pf_mac, changed=binding.changed,
         )  # fmt: skip
         return binding
 
@@ -205,23 +216,31 @@ class DpuRegistrar:
                     f"chassis {chassis} has tunnel endpoint(s) {have} in OVN Southbound, "
                     f"not {encap_ip}"
                 )
+            mac = req.host_pf_mac
             answer = DpuBinding(
                 node=node, chassis=chassis, encap_ip=encap_ip, changed=False,
-                recorded_in=self.store.where,
+                recorded_in=self.store.where, gateway_mac=mac,
             )  # fmt: skip
             if current == chassis:
-                return answer
-            others = sorted(self.store.nodes_of(chassis) - {node})
-            if others:
-                raise Conflict(
-                    f"chassis {chassis} already serves node {', '.join(others)}: one DPU "
-                    "serves one host node"
-                )
-            if current is not None and await self.sb.chassis(current) is not None:
-                raise Conflict(
-                    f"node {node} is bound to chassis {current}, which OVN Southbound still "
-                    "has: a DPU does not take over a live DPU's node (remove that chassis, "
-                    "or the binding, first)"
-                )
-            await self.store.bind(node, chassis)
+                if mac is None or self.store.gateway_mac(node) == mac:
+                    return answer
+            else:
+                await self._may_take(node, chassis, current)
+            await self.store.bind(node, chassis, mac)
         return answer.model_copy(update={"changed": True})
+
+    async def _may_take(self, node: str, chassis: str, current: str | None) -> None:
+        """Conflict when `chassis` may not take `node` from `current`."""
+        assert self.sb is not None
+        others = sorted(self.store.nodes_of(chassis) - {node})
+        if others:
+            raise Conflict(
+                f"chassis {chassis} already serves node {', '.join(others)}: one DPU "
+                "serves one host node"
+            )
+        if current is not None and await self.sb.chassis(current) is not None:
+            raise Conflict(
+                f"node {node} is bound to chassis {current}, which OVN Southbound still "
+                "has: a DPU does not take over a live DPU's node (remove that chassis, "
+                "or the binding, first)"
+            )

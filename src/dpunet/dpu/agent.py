@@ -32,6 +32,7 @@ from dpunet.dpu.gateway import GatewayFlows, GatewayResult
 from dpunet.dpu.metrics import Metrics
 from dpunet.dpu.plug import Reconciler, ReconcileResult
 from dpunet.dpu.sb import SbMonitor, SbSnapshot
+from dpunet.hw.representors import read_smart_nic_pf_mac
 from dpunet.hw.sysfs import Sysfs
 from dpunet.linux.netlink import Netlink
 from dpunet.logs import event
@@ -199,7 +200,7 @@ class Agent:
                 ssl=self.cfg.sb_ssl,
             )
             self._monitor.start()
-            self._start_lease(ident, stop)
+            self._start_lease(ident, stop, sysfs)
             await self._loop_until(stop)
         finally:
             await self._shutdown()
@@ -291,8 +292,9 @@ class Agent:
             if result.problem:
                 event(log, "gateway-flows-waiting", logging.WARNING, problem=result.problem)
 
-    def _start_lease(self, ident: Identity, stop: asyncio.Event) -> None:
-        """Renew the DPU lease at the controller, when one is configured."""
+    def _start_lease(self, ident: Identity, stop: asyncio.Event, sysfs: Sysfs) -> None:
+        """Register this DPU (with its host PF's MAC, when the uplink says it) and renew
+        the DPU lease at the controller, when one is configured."""
         if self.cfg.controller_url is None or self.cfg.token_file is None:
             return
         from pydantic import ValidationError
@@ -321,7 +323,10 @@ class Agent:
                 "(run `dpunet dpu setup`)"
             )
         try:
-            registration = DpuRegistration(chassis=ident.chassis, encap_ip=ident.encap_ip)
+            pf_mac = read_smart_nic_pf_mac(sysfs, ident.uplink) if ident.uplink else None
+            registration = DpuRegistration(
+                chassis=ident.chassis, encap_ip=ident.encap_ip, host_pf_mac=pf_mac
+            )
         except ValidationError as exc:
             client.close()
             raise AgentError(f"the DPU registration: {exc.errors()[0]['msg']}") from exc

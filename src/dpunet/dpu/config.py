@@ -149,6 +149,7 @@ class Identity:
     host_node: str | None
     sb_remotes: tuple[str, ...]
     encap_ip: str | None = None  # the first of external_ids:ovn-encap-ip
+    uplink: str | None = None  # setup.uplink, else external_ids:ovn-gw-interface
 
     @property
     def chassis_names(self) -> frozenset[str]:
@@ -196,6 +197,7 @@ def resolve_identity(cfg: DpuAgentConfig, ovs_external_ids: Mapping[str, str]) -
         host_node=cfg.host_node or ovs_external_ids.get("host-k8s-nodename"),
         sb_remotes=tuple(remotes),
         encap_ip=ovs_external_ids.get("ovn-encap-ip", "").split(",")[0].strip() or None,
+        uplink=cfg.setup.uplink or ovs_external_ids.get("ovn-gw-interface"),
     )
 
 

@@ -76,7 +76,8 @@ class LeaseKeeper:
             return False
         event(
             log, "registered", node=self.node, chassis=binding.chassis,
-            encap_ip=binding.encap_ip, changed=binding.changed, recorded_in=binding.recorded_in,
+            encap_ip=binding.encap_ip, gateway_mac=binding.gateway_mac, changed=binding.changed,
+            recorded_in=binding.recorded_in,
         )  # fmt: skip
         self.registered, self._register_error = True, None
         self.metrics.registered.set(1)

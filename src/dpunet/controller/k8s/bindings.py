@@ -1,8 +1,11 @@
 """Kubernetes mode's DPU bindings (`dpunet.controller.registration.BindingStore`): the
 `k8s.ovn.org/node-chassis-id` annotation of the dpu-host's Node, which the controller
 writes itself when the node's DPU registers (the DPU has no Kubernetes credentials), and
-the node source reads like any annotation. Read from the node source's watch cache, so
-the controller needs no `get` on nodes; written by a merge patch carrying the Node's uid.
+the node source reads like any annotation, and with it, in the same patch,
+`dpunet.io/gateway-mac`: the host PF's MAC the DPU reported, the node's gateway router MAC
+(it wins over `k8s.ovn.org/l3-gateway-config`, `dpunet.controller.k8s.sources`). Read
+from the node source's watch cache, so the controller needs no `get` on nodes; written by
+a merge patch carrying the Node's uid.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dpunet.controller.k8s.kube import KubeErrors, status_code
 from dpunet.controller.k8s.sources import (
     CHASSIS_ANNOTATION,
     DPU_HOST_LABEL,
+    GATEWAY_MAC_ANNOTATION,
     NodeSource,
     is_dpu,
 )
@@ -59,11 +63,19 @@ class NodeAnnotations:
         """See `BindingStore`."""
         return {name for name, n in self.source.objects.items() if _chassis_of(n) == chassis}
 
-    async def bind(self, node: str, chassis: str) -> None:
-        """See `BindingStore`: a merge patch of the annotation, conditional on the uid."""
+    def gateway_mac(self, node: str) -> str | None:
+        """See `BindingStore`: the `dpunet.io/gateway-mac` annotation."""
+        meta = self._node(node).metadata
+        return ((meta and meta.annotations) or {}).get(GATEWAY_MAC_ANNOTATION)
+
+    async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
+        """See `BindingStore`: one merge patch of both annotations, conditional on the uid."""
         obj = self._node(node)
         uid = obj.metadata.uid if obj.metadata else None
-        patch = {"metadata": {"uid": uid, "annotations": {CHASSIS_ANNOTATION: chassis}}}
+        notes = {CHASSIS_ANNOTATION: chassis}
+        if gateway_mac is not None:
+            notes[GATEWAY_MAC_ANNOTATION] = gateway_mac
+        patch = {"metadata": {"uid": uid, "annotations": notes}}
         try:
             patched = await self.source.client.patch(Node, node, patch, patch_type=PatchType.MERGE)
         except KubeErrors as exc:

@@ -7,7 +7,9 @@ records it), any other node as a full node (chassis: the annotation, else the no
 name). Node IP: `k8s.ovn.org/node-primary-ifaddr` (`{"ipv4": "a.b.c.d/len"}`), else the
 first InternalIP with `k8s_node_ip_prefix`; next hop: `dpunet.io/gateway-next-hop`, else
 `k8s_next_hop`; the gateway router's MAC (the host's, shared with it):
-`k8s.ovn.org/l3-gateway-config`'s `default.mac-address`, else 0a:58 + the node IP; a
+`dpunet.io/gateway-mac` (the host PF's MAC its DPU reported at registration, written by
+the controller), else `k8s.ovn.org/l3-gateway-config`'s `default.mac-address`, else
+0a:58 + the node IP; a
 dpu-host's management VF: `dpunet.io/mgmt-port`
 (`{"pf_mac": ..., "vf_num": ...}`). Registered nodes whose Node object is gone are removed.
 
@@ -55,6 +57,7 @@ CHASSIS_ANNOTATION = "k8s.ovn.org/node-chassis-id"
 PRIMARY_IFADDR_ANNOTATION = "k8s.ovn.org/node-primary-ifaddr"
 NEXT_HOP_ANNOTATION = "dpunet.io/gateway-next-hop"
 L3_GATEWAY_ANNOTATION = "k8s.ovn.org/l3-gateway-config"
+GATEWAY_MAC_ANNOTATION = "dpunet.io/gateway-mac"
 MGMT_PORT_ANNOTATION = "dpunet.io/mgmt-port"
 POD_NETWORKS_ANNOTATION = "k8s.ovn.org/pod-networks"
 ADMIN = Principal(admin=True)
@@ -94,7 +97,9 @@ def node_spec(node: Node, next_hop: IPv4Address | None, ip_prefix: int) -> NodeS
     }
     if spec["next_hop"] is None:
         raise NodeProblem(f"no {NEXT_HOP_ANNOTATION} annotation and no k8s_next_hop setting")
-    if L3_GATEWAY_ANNOTATION in notes:
+    if GATEWAY_MAC_ANNOTATION in notes:
+        spec["gateway_mac"] = notes[GATEWAY_MAC_ANNOTATION]
+    elif L3_GATEWAY_ANNOTATION in notes:
         try:
             spec["gateway_mac"] = json.loads(notes[L3_GATEWAY_ANNOTATION])["default"]["mac-address"]
         except (ValueError, TypeError, KeyError) as exc:
