@@ -3,8 +3,10 @@ no dpunet daemons), with kmock as the API server and the fake kubelet over real 
 
 The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
 (`k8s.ovn.org/dpu-host=`, its management VF and node address as annotations; no chassis and no
-gateway MAC: its DPU registers both, while the full node cp keeps a hand-written
-`k8s.ovn.org/l3-gateway-config`) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
+gateway MAC: its DPU registers both, while the full node cp keeps
+`k8s.ovn.org/l3-gateway-config` as its ovnkube-node would write it, so that GR_cp has
+breth0's MAC from the start; its dpunet-node reports the same MAC, which the controller
+writes as `dpunet.io/gateway-mac`) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
 manifests run it: the controller in Kubernetes mode against kmock and the lab's OVN NB and
 SB; `dpunet-dpu` on dpu1, registering itself as host1's chassis (the controller checks SB
 and writes the Node's `k8s.ovn.org/node-chassis-id`) and renewing its DPU lease, with its
@@ -432,6 +434,15 @@ def test_cluster_from_node_objects(cluster: Cluster) -> None:
         "annotations": {CHASSIS_ANNOTATION: "dpu1", GATEWAY_MAC_ANNOTATION: pf_mac},
     }  # fmt: skip
     wait_until("GR_host1 has the host PF's MAC", lambda: gr_mac(c, "host1") == pf_mac)
+    # cp, a full node: its dpunet-node reports breth0's MAC, the controller annotates cp
+    breth0 = services.link_mac(c.plan.cp.netns, CP_BRIDGE)
+
+    def cp_mac() -> str | None:
+        cp = c.kube.get("/api/v1/nodes/cp")
+        return cp and cp["metadata"]["annotations"].get(GATEWAY_MAC_ANNOTATION)
+
+    wait_until("cp annotated with breth0's MAC", lambda: cp_mac() == breth0)
+    assert gr_mac(c, "cp") == breth0
 
 
 def gr_mac(c: Cluster, node: str) -> str:

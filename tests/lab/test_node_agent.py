@@ -6,7 +6,8 @@ directory; the test plays the container runtime: it creates network namespaces
 ("pods") and runs the CNI shim as a runtime would. Checked: the management port,
 pod addressing from the controller, pod <-> gateway / management port / node / pod
 traffic through OVN, DEL cleanup, kill -9 between ADD and DEL and during an ADD,
-netns removal without DEL, hand-removed state, healing of the management port.
+netns removal without DEL, hand-removed state, healing of the management port, the
+report of breth0's MAC (cp's gateway MAC follows it).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from dpunet.contract.client import ClientError
 from dpunet.lab import daemons, services
 from dpunet.lab.lab import down, exec_argv
 from dpunet.lab.runner import in_netns, pid_alive, read_pid, run, terminate
-from dpunet.lab.topology import LabPlan, LabSpec
+from dpunet.lab.topology import CP_BRIDGE, LabPlan, LabSpec
 
 pytestmark = pytest.mark.lab
 
@@ -367,6 +368,27 @@ def test_management_port_and_pod_traffic(lab: Lab, agent: NodeAgent, pods: Pods)
     assert not lab.pod_ports() and not lab.veths() and not agent.records()
     # DEL again: nothing left to do, still a success
     assert agent.cni("DEL", cid_a, ns_a, "a")[0] == 0
+
+
+def test_the_gateway_mac_follows_breth0(lab: Lab, agent: NodeAgent) -> None:
+    """The agent reports breth0's MAC (the lab registered cp with it: nothing changes); a new
+    MAC on breth0 becomes cp's gateway MAC, and the old one again after."""
+
+    def gateway_mac() -> str:
+        with services.admin_client(lab.plan) as client:
+            return client.get_node("cp").gateway_mac
+
+    original = services.link_mac(lab.cp.netns, CP_BRIDGE)
+    wait_until("the first report", lambda: "gateway-mac-reported" in agent.log())
+    assert gateway_mac() == original
+    new = "02:00:00:0c:0c:01"
+    lab.vsctl("set", "Bridge", CP_BRIDGE, f'other_config:hwaddr="{new}"')
+    try:
+        wait_until("cp's gateway MAC follows breth0", lambda: gateway_mac() == new)
+    finally:
+        lab.vsctl("set", "Bridge", CP_BRIDGE, f'other_config:hwaddr="{original}"')
+    wait_until("... and comes back", lambda: gateway_mac() == original)
+    assert "gateway-mac-refused" not in agent.log()
 
 
 def test_kill9_between_add_and_del(lab: Lab, agent: NodeAgent, pods: Pods) -> None:

@@ -173,6 +173,24 @@ class DpuRegistration(_Body):
     _macs = field_validator("host_pf_mac")(_unicast_mac)
 
 
+class GatewayReport(_Body):
+    """`PUT /v1/nodes/{name}/gateway`: a full node's agent reports its gateway MAC, that of
+    its external bridge's LOCAL port (breth0, where the node IP lives): the node's gateway
+    router shares it."""
+
+    gateway_mac: Mac = Field(description="breth0's MAC (a unicast MAC)")
+
+    _macs = field_validator("gateway_mac")(_unicast_mac)
+
+
+class NodeGateway(BaseModel):
+    """A full node's gateway MAC, as the controller keeps it."""
+
+    node: str
+    gateway_mac: str
+    changed: bool = Field(description="this report wrote it (else: it was in place)")
+
+
 class DpuBinding(BaseModel):
     """The binding of a dpu-host node to its DPU's chassis, as the controller keeps it."""
 

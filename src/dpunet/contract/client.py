@@ -19,6 +19,8 @@ from dpunet.contract.api import (
     DpuLease,
     DpuRegistration,
     EventResult,
+    GatewayReport,
+    NodeGateway,
     NodeInfo,
     NodeList,
     NodeSpec,
@@ -168,6 +170,10 @@ class ControllerClient:
     def register_dpu(self, node: str, registration: DpuRegistration) -> DpuBinding:
         """Bind dpu-host node `node` to the DPU's chassis (that DPU's token, or admin)."""
         return self._call("PUT", f"/v1/nodes/{node}/dpu", DpuBinding, json=_body(registration))
+
+    def report_gateway(self, node: str, report: GatewayReport) -> NodeGateway:
+        """Report full node `node`'s gateway MAC (that node's token, or admin)."""
+        return self._call("PUT", f"/v1/nodes/{node}/gateway", NodeGateway, json=_body(report))
 
     def delete_node(self, name: str) -> DeleteResult:
         """Remove a node and its ports (admin token)."""

@@ -33,7 +33,9 @@ from dpunet.contract.api import (
     DpuRegistration,
     ErrorBody,
     EventResult,
+    GatewayReport,
     Health,
+    NodeGateway,
     NodeInfo,
     NodeList,
     NodeSpec,
@@ -286,6 +288,15 @@ def create_app(ctl: "Controller") -> FastAPI:
         token's) and tunnel endpoint, checked against OVN Southbound, become the node's
         binding (Kubernetes mode: the Node's k8s.ovn.org/node-chassis-id annotation)."""
         return await ctl.registrar.register(who, name, req)
+
+    @app.put(
+        "/v1/nodes/{name}/gateway", response_model=NodeGateway, tags=["nodes"], responses=_ERRORS
+    )
+    async def report_gateway(who: Who, name: NodeName, report: GatewayReport) -> NodeGateway:
+        """The agent of full node `name` reports its gateway MAC (breth0's; its own node
+        token, or admin): the node's gateway router's (Kubernetes mode: the Node's
+        dpunet.io/gateway-mac annotation)."""
+        return await ctl.registrar.report_gateway(who, name, report)
 
     @app.delete("/v1/nodes/{name}", response_model=DeleteResult, tags=["nodes"], responses=_ERRORS)
     async def delete_node(who: Who, name: NodeName) -> DeleteResult:

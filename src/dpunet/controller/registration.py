@@ -16,6 +16,11 @@ in NB in standalone mode (`NodeRegistrations`). The host PF's MAC the DPU report
 (`host_pf_mac`) goes with it and becomes the node's gateway router MAC in both modes (it
 wins over a MAC an admin or an annotation gave: it is the one the host really has,
 docs/services.md). A registration that finds binding and MAC in place writes nothing.
+
+A full node has no DPU: its agent reports the MAC of its breth0 (`PUT
+/v1/nodes/{name}/gateway`, its own node token) and the same store records it (Kubernetes
+mode: `dpunet.io/gateway-mac` on the Node; standalone: the registration's `gateway_mac`);
+a report of the MAC in place writes nothing.
 """
 
 from __future__ import annotations
@@ -26,11 +31,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from dpunet.contract.api import DpuBinding, DpuRegistration, NodeRole, NodeSpec
+from dpunet.contract.api import (
+    DpuBinding,
+    DpuRegistration,
+    GatewayReport,
+    NodeGateway,
+    NodeRole,
+    NodeSpec,
+)
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import BadRequest, Conflict, Forbidden, NotFound, Unavailable
 from dpunet.controller.nodes import NodeService
 from dpunet.controller.state import ClusterState
+from dpunet.controller.topology import NodeRecord
 from dpunet.logs import event
 from dpunet.ovsdb.rpc import SB_SCHEMA, request
 
@@ -75,6 +88,15 @@ class BindingStore(Protocol):
 
     async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
         """Bind `node` to `chassis`, with `gateway_mac` when not None (after `bound`)."""
+        ...
+
+    async def full_node_mac(self, node: str) -> str | None:
+        """The gateway MAC recorded for full node `node` (None: none); NotFound or
+        BadRequest when `node` is no full node, Unavailable when not known yet."""
+        ...
+
+    async def set_full_node_mac(self, node: str, gateway_mac: str) -> None:
+        """Record `gateway_mac` for full node `node` (after `full_node_mac`)."""
         ...
 
 
@@ -130,16 +152,29 @@ class NodeRegistrations:
         self.nodes = nodes
         self.state = state
 
-    async def bound(self, node: str) -> str | None:
-        """See `BindingStore`."""
+    def _record(self, node: str, role: NodeRole, why: str) -> NodeRecord:
+        """The registration of `node`, which must have `role` (else BadRequest: `why`)."""
         if not self.state.gate.is_open:
             raise Unavailable("the controller is loading its state from OVN Northbound")
         record = self.state.nodes.get(node)
         if record is None:
             raise NotFound(f"node {node} is not registered (an admin registers it first)")
-        if record.role is not NodeRole.DPU_HOST:
-            raise BadRequest(f"node {node} is a {record.role.value} node: it has no DPU")
-        return record.chassis
+        if record.role is not role:
+            raise BadRequest(f"node {node} is a {record.role.value} node: {why}")
+        return record
+
+    async def bound(self, node: str) -> str | None:
+        """See `BindingStore`."""
+        return self._record(node, NodeRole.DPU_HOST, "it has no DPU").chassis
+
+    async def full_node_mac(self, node: str) -> str | None:
+        """See `BindingStore`: the registration's."""
+        return self._record(node, NodeRole.FULL, "its DPU reports its MAC").gateway_mac
+
+    async def set_full_node_mac(self, node: str, gateway_mac: str) -> None:
+        """See `BindingStore`: the registration with the new gateway MAC."""
+        rec = self.state.nodes[node]
+        await self.bind(node, rec.chassis, gateway_mac)
 
     def nodes_of(self, chassis: str) -> set[str]:
         """See `BindingStore`."""
@@ -189,6 +224,27 @@ class DpuRegistrar:
             gateway_mac=req.host_pf_mac, changed=binding.changed,
         )  # fmt: skip
         return binding
+
+    async def report_gateway(self, who: Principal, node: str, req: GatewayReport) -> NodeGateway:
+        """Record full node `node`'s gateway MAC (its own node token, or admin)."""
+        try:
+            if not who.may_act_for(node):
+                raise Forbidden(
+                    f"{who} may not report the gateway MAC of node {node}: a node agent "
+                    "reports only its own node's (its node token)"
+                )
+            async with self._lock:
+                changed = await self.store.full_node_mac(node) != req.gateway_mac
+                if changed:
+                    await self.store.set_full_node_mac(node, req.gateway_mac)
+        except (BadRequest, Forbidden, NotFound, Conflict) as exc:
+            event(
+                log, "gateway.report_refused", logging.WARNING, node=node, caller=str(who),
+                gateway_mac=req.gateway_mac, status=exc.status, reason=str(exc),
+            )  # fmt: skip
+            raise
+        event(log, "gateway.reported", node=node, gateway_mac=req.gateway_mac, changed=changed)
+        return NodeGateway(node=node, gateway_mac=req.gateway_mac, changed=changed)
 
     async def _register(self, who: Principal, node: str, req: DpuRegistration) -> DpuBinding:
         chassis, encap_ip = req.chassis, str(req.encap_ip)

@@ -4,8 +4,9 @@ Connects to the local OVS database, then serves the CNI socket with a `PodAgent`
 over veth pairs, keeps the management port (`ovn-k8s-mp0`, an OVS internal
 port) in shape, reconciles sandbox records against namespaces, br-int and the
 controller on start and periodically, keeps the shared gateway's flows on the external
-bridge (breth0; `node/gateway.py`), and exports `/metrics`, `/healthz` and
-`/readyz`. No OVN database access: ports come from the controller's port API.
+bridge (breth0; `node/gateway.py`) and reports breth0's MAC to the controller (at start
+and when it changes; a refused report is logged and retried), and exports `/metrics`,
+`/healthz` and `/readyz`. No OVN database access: ports come from the controller's port API.
 """
 
 from __future__ import annotations
@@ -14,14 +15,16 @@ import asyncio
 import contextlib
 import logging
 
+from pydantic import ValidationError
+
 from dpunet.cni.binding.veth import VethAttacher, veth_names
 from dpunet.cni.daemon import AgentDaemon
 from dpunet.cni.sandboxes import VethDevice
-from dpunet.contract.api import NodeInfo
+from dpunet.contract.api import GatewayReport, NodeInfo
 from dpunet.contract.client import ClientError
 from dpunet.logs import event
 from dpunet.node.config import NodeAgentConfig
-from dpunet.node.gateway import reconcile_gateway
+from dpunet.node.gateway import local_mac, reconcile_gateway
 from dpunet.node.mgmt import ensure_management_port
 from dpunet.ovsdb.local import LocalOvs
 from dpunet.ovsdb.remote import OvsdbUnavailable
@@ -42,6 +45,8 @@ class NodeDaemon(AgentDaemon):
         self.node_cfg = cfg
         self.ovs_connected = False
         self.gateway_problem: str | None = None
+        self.reported_mac: str | None = None  # the gateway MAC the controller accepted
+        self.report_problem: str | None = None
 
     async def connect(self, stop: asyncio.Event) -> bool:
         """Connect to the local OVS database, retrying; False when stopped first."""
@@ -69,11 +74,13 @@ class NodeDaemon(AgentDaemon):
         )
 
     async def reconcile_extra(self) -> None:
-        """Remove veths and OVS ports that no sandbox record knows; the gateway's flows."""
+        """Remove veths and OVS ports that no sandbox record knows; the gateway MAC's report;
+        the gateway's flows."""
         removed = await asyncio.to_thread(self.attacher.sweep, self._kept_veths)
         for name in removed:
             self.agent.metrics.reconcile_actions.labels("stale-veth").inc()
             event(log, "stale-veth-removed", ifname=name)
+        await self.report_gateway_mac()
         if not self.node_cfg.gateway.enabled:
             return
         try:
@@ -87,6 +94,23 @@ class NodeDaemon(AgentDaemon):
             self.gateway_problem = problem
             if problem:
                 event(log, "gateway-flows-waiting", level=logging.WARNING, problem=problem)
+
+    async def report_gateway_mac(self) -> None:
+        """Report breth0's MAC to the controller when it is not the one last accepted; a
+        refusal is logged (once per reason) and retried next reconcile."""
+        mac = local_mac(self.ovs)
+        if mac is None or mac == self.reported_mac:
+            return
+        try:
+            report = GatewayReport(gateway_mac=mac)
+            answer = await asyncio.to_thread(self.client.report_gateway, self.cfg.node, report)
+        except (ClientError, ValidationError) as exc:
+            if str(exc) != self.report_problem:
+                self.report_problem = str(exc)
+                event(log, "gateway-mac-refused", level=logging.WARNING, mac=mac, error=str(exc))
+            return
+        self.reported_mac, self.report_problem = mac, None
+        event(log, "gateway-mac-reported", mac=mac, changed=answer.changed)
 
     def _kept_veths(self) -> set[str]:
         """The veths of every recorded attachment; for a sandbox whose file is unreadable,

@@ -4,6 +4,8 @@
 The node IP comes from the controller's node record (the gateway router's address); the
 bridge from `ovn-bridge-mappings`' physnet; the host is the bridge's LOCAL port (the
 node's address lives on breth0); the uplink is the bridge's one other system port.
+The LOCAL port's MAC is the node's gateway MAC, which `dpunet-node` reports to the
+controller (`PUT /v1/nodes/{name}/gateway`): the gateway router shares it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,16 @@ from dpunet.contract.api import NodeInfo
 from dpunet.openflow import gateway as gw
 from dpunet.openflow.client import OpenFlowError
 from dpunet.ovsdb.local import LocalOvs
+
+
+def local_mac(ovs: LocalOvs) -> str | None:
+    """The MAC of the external bridge's LOCAL port in the OVS replica (None: not known)."""
+    state = ovs.state()
+    bridge = gw.physnet_bridge(state.external_ids) if state.synced else None
+    for port in state.ports:
+        if port.bridge == bridge and port.name == bridge:
+            return port.mac_in_use
+    return None
 
 
 def reconcile_gateway(

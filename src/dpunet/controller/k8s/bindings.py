@@ -5,7 +5,8 @@ the node source reads like any annotation, and with it, in the same patch,
 `dpunet.io/gateway-mac`: the host PF's MAC the DPU reported, the node's gateway router MAC
 (it wins over `k8s.ovn.org/l3-gateway-config`, `dpunet.controller.k8s.sources`). Read
 from the node source's watch cache, so the controller needs no `get` on nodes; written by
-a merge patch carrying the Node's uid.
+a merge patch carrying the Node's uid. A full node's agent reports its breth0's MAC
+itself; it goes to the same `dpunet.io/gateway-mac` annotation of its Node.
 """
 
 from __future__ import annotations
@@ -44,15 +45,17 @@ class NodeAnnotations:
     def __init__(self, source: NodeSource) -> None:
         self.source = source
 
-    def _node(self, name: str) -> Node:
+    def _node(self, name: str, dpu_host: bool = True) -> Node:
+        """The Node `name`, a dpu-host node (`dpu_host`) or a full node."""
         if not self.source.synced:
             raise Unavailable("the controller has not listed the Nodes yet (or is not leader)")
         node = self.source.objects.get(name)
         if node is None:
             raise NotFound(f"no Node named {name}")
         labels = (node.metadata and node.metadata.labels) or {}
-        if DPU_HOST_LABEL not in labels or is_dpu(node):
-            raise BadRequest(f"node {name} is not a dpu-host node (label {DPU_HOST_LABEL}=)")
+        if is_dpu(node) or (DPU_HOST_LABEL in labels) != dpu_host:
+            kind = f"a dpu-host node (label {DPU_HOST_LABEL}=)" if dpu_host else "a full node"
+            raise BadRequest(f"node {name} is not {kind}")
         return node
 
     async def bound(self, node: str) -> str | None:
@@ -70,17 +73,33 @@ class NodeAnnotations:
 
     async def bind(self, node: str, chassis: str, gateway_mac: str | None) -> None:
         """See `BindingStore`: one merge patch of both annotations, conditional on the uid."""
-        obj = self._node(node)
-        uid = obj.metadata.uid if obj.metadata else None
         notes = {CHASSIS_ANNOTATION: chassis}
         if gateway_mac is not None:
             notes[GATEWAY_MAC_ANNOTATION] = gateway_mac
-        patch = {"metadata": {"uid": uid, "annotations": notes}}
+        await self._annotate(self._node(node), notes)
+
+    async def full_node_mac(self, node: str) -> str | None:
+        """See `BindingStore`: the full node's `dpunet.io/gateway-mac` annotation."""
+        meta = self._node(node, dpu_host=False).metadata
+        return ((meta and meta.annotations) or {}).get(GATEWAY_MAC_ANNOTATION)
+
+    async def set_full_node_mac(self, node: str, gateway_mac: str) -> None:
+        """See `BindingStore`: a merge patch of the annotation, conditional on the uid."""
+        await self._annotate(
+            self._node(node, dpu_host=False), {GATEWAY_MAC_ANNOTATION: gateway_mac}
+        )
+
+    async def _annotate(self, obj: Node, notes: dict[str, str]) -> None:
+        """Merge `notes` into `obj`'s annotations, conditional on its uid."""
+        meta = obj.metadata
+        assert meta is not None and meta.name is not None
+        node = meta.name
+        patch = {"metadata": {"uid": meta.uid, "annotations": notes}}
         try:
             patched = await self.source.client.patch(Node, node, patch, patch_type=PatchType.MERGE)
         except KubeErrors as exc:
             if status_code(exc) in (404, 409):
-                raise Conflict(f"Node {node} changed while it was bound; retry") from exc
+                raise Conflict(f"Node {node} changed while it was annotated; retry") from exc
             raise Unavailable(f"cannot annotate Node {node}: {exc}") from exc
         self.source.objects[node] = patched
         self.source.poke()
