@@ -19,7 +19,7 @@ esac
 
 APT_PACKAGES=(
     openvswitch-switch ovn-central ovn-host podman runc containerd busybox-static
-    iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 "$LIBFUSE" util-linux
+    git iproute2 iputils-ping ethtool iperf3 tcpdump fuse3 "$LIBFUSE" util-linux
     python3 python3-venv graphviz containernetworking-plugins debootstrap mmdebstrap
 )
 VENV=${VENV:-.venv}
