@@ -116,5 +116,6 @@ class GatewayFlows:
                 logging.WARNING,
                 gateway_mac=mac,
                 host_pf_mac=host_mac,
-                detail="register the node with gateway_mac = the host PF's MAC",
+                detail="the registration reports the host PF's MAC; until the controller "
+                "has it, the gateway router keeps the MAC it was given",
             )
