@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from commands import cli
 
 from dpunet.controller.service_lbs import HAIRPIN_SNAT_IP
 from dpunet.lab import daemons, pods, services, svc
@@ -38,12 +39,6 @@ NB_TABLES = (
     "Logical_Router",
     "Logical_Router_Policy",
 )
-
-
-def cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, f"{argv} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 
 import pytest
+from commands import cli
 from polling import wait_until
 
 from dpunet.lab import daemons, gwcheck, pods, services, svc
@@ -35,12 +36,6 @@ HOST_PORT = 18080  # not a NodePort
 EXT_PORT = 18081
 DPU_INTERVAL = 10.0  # dpunet-dpu's default gateway.interval
 NODE_INTERVAL = 2.0  # the lab's dpunet-node reconcile_interval
-
-
-def cli(argv: list[str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"{argv} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
 
 
 @pytest.fixture(scope="module")
