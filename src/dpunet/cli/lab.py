@@ -66,7 +66,7 @@ def _spec(
         raise AssertionError("unreachable") from exc
 
 
-def _bring_up(plan: LabPlan) -> None:
+def _bring_up(plan: LabPlan) -> dict[str, Any]:
     spec = plan.spec
     console.print(
         f"Bringing up lab [bold]{plan.name}[/] ({spec.hosts} host/DPU pair(s), {spec.vfs} VFs each)"
@@ -74,17 +74,26 @@ def _bring_up(plan: LabPlan) -> None:
     )
     status = console.status("")
     with status:
-        Lab(plan).up(_step_reporter(status))
+        times = Lab(plan).up(_step_reporter(status))
+    pairs = ", ".join(
+        f"{host} {t['busy_s']:.1f}s (ready at {t['ready_s']:.1f}s)"
+        for host, t in times["pairs"].items()
+    )
+    console.print(f"Up in {times['total_s']:.1f}s; per pair, its own steps: {pairs}")
+    return times
 
 
 def _step_reporter(status: Status) -> StepReporter:
-    """Shows the running step in `status` and a line per finished step."""
+    """Shows the running steps in `status` and a line per finished step."""
+    running: list[str] = []
 
     def report(title: str, elapsed: float | None) -> None:
         if elapsed is None:
-            status.update(f"{title} ...")
+            running.append(title)
         else:
+            running.remove(title)
             console.print(f"  [green]✓[/] {title} [dim]{elapsed:.2f}s[/]")
+        status.update(", ".join(f"{t} ..." for t in running))
 
     return report
 

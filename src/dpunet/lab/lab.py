@@ -17,8 +17,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from dpunet.lab.runner import (
     terminate,
     wait_for,
 )
+from dpunet.lab.steps import Step, StepReporter, run_steps, timing_record
 from dpunet.lab.topology import (
     CP_BRIDGE,
     DPU_BRIDGE,
@@ -58,26 +58,7 @@ WIRE_BRIDGE = "ul"
 NIC_MARKER = "dpunet-lab:"  # ifalias prefix of the emulated NIC's netdevs (lab.nic)
 PERSISTED_OVS_FILES = ("conf.db", ".conf.db.~lock~")  # on a BlueField's eMMC: /etc/openvswitch
 FAILED_LOGS_ROOT = Path("/tmp")
-
-
-@dataclass(frozen=True)
-class Step:
-    """One step of `lab up`, shown to the user as it runs."""
-
-    title: str
-    action: Callable[[], None]
-
-
-StepReporter = Callable[[str, float | None], None]
-
-
-def run_steps(steps: Sequence[Step], report: StepReporter) -> None:
-    """Run steps in order, reporting each as it starts and when it is done."""
-    for step in steps:
-        report(step.title, None)
-        started = time.monotonic()
-        step.action()
-        report(step.title, time.monotonic() - started)
+UP_WORKERS = 4  # steps of `up` at once (mostly waiting on daemons; 2 cores suffice)
 
 
 def load_plan(name: str) -> LabPlan:
@@ -103,15 +84,16 @@ class Lab:
         self.plan = plan
 
     # ----------------------------------------------------------------- up
-    def up(self, report: StepReporter) -> None:
-        """Build the whole lab; on failure clean up and raise LabError."""
+    def up(self, report: StepReporter, workers: int = UP_WORKERS) -> dict[str, Any]:
+        """Build the whole lab, the pairs side by side (`workers` steps at once); on
+        failure clean up and raise LabError. Returns the times (see steps.timing_record),
+        also kept in lab.json as `up`."""
         self._check_free()
         self.plan.run_dir.mkdir(parents=True)
-        self.plan.state_file.write_text(
-            json.dumps({"spec": self.plan.spec.model_dump(), "created": time.time()})
-        )
+        state: dict[str, Any] = {"spec": self.plan.spec.model_dump(), "created": time.time()}
+        self.plan.state_file.write_text(json.dumps(state))
         try:
-            run_steps(self.steps(), report)
+            times = timing_record(run_steps(self.steps(), report, workers), workers)
         except BaseException as exc:
             logs = self._save_logs()
             down(self.plan.name)
@@ -119,6 +101,8 @@ class Lab:
                 hint = f" (daemon logs kept in {logs})" if logs else ""
                 raise LabError(f"lab up failed: {exc}{hint}") from exc
             raise
+        self.plan.state_file.write_text(json.dumps({**state, "up": times}))
+        return times
 
     def _check_free(self) -> None:
         daemons.require_tools()
@@ -134,57 +118,111 @@ class Lab:
             )
 
     def steps(self) -> list[Step]:
-        """The bring-up sequence."""
-        plan = self.plan
+        """The bring-up sequence: shared parts first, then each pair's chain (its DPU's
+        OVS, brp0, the host's VFs, ovn-controller, dpunet-dpu, dpunet-host) beside cp's
+        and the other pairs'. Keys: what a later step waits for."""
+        plan, cp = self.plan, self.plan.cp
         out = [
             Step(
-                "TLS material (a CA, a certificate per component)", partial(daemons.make_pki, plan)
+                "TLS material (a CA, a certificate per component)",
+                partial(daemons.make_pki, plan),
+                key="pki",
+                needs=(),
             ),
-            Step("network namespaces", self._create_namespaces),
-            Step("underlay wire and addresses", self._wire_underlay),
-            Step("emulated SR-IOV NICs (sysfs + VFs)", self._start_nics),
-        ]
-        out += [
-            Step(f"Open vSwitch on {n.name}", partial(daemons.start_ovs, plan, n))
-            for n in plan.ovs_nodes
-        ]
-        out += [
-            Step("control plane bridge breth0", self._setup_cp_bridge),
+            Step("network namespaces", self._create_namespaces, key="netns", needs=()),
+            Step("underlay wire and addresses", self._wire_underlay, key="wire", needs=("netns",)),
+            Step(
+                "emulated SR-IOV NICs (sysfs + VFs)", self._start_nics, key="nics", needs=("wire",)
+            ),
+            Step(
+                f"Open vSwitch on {cp.name}",
+                partial(daemons.start_ovs, plan, cp),
+                key="ovs:cp",
+                needs=("wire",),
+            ),
+            Step(
+                "control plane bridge breth0",
+                self._setup_cp_bridge,
+                key="breth0",
+                needs=("ovs:cp",),
+            ),
             Step(
                 "OVN central (NB, SB, northd) on cp",
-                lambda: daemons.start_ovn_central(plan, plan.cp),
+                lambda: daemons.start_ovn_central(plan, cp),
+                key="central",
+                needs=("pki", "breth0"),
+            ),
+            Step(
+                f"ovn-controller on {cp.name}",
+                partial(self._start_controller, cp),
+                key="ovn-controller:cp",
+                needs=("central",),
             ),
         ]
         for pair in plan.pairs:
-            out.append(
-                Step(f"DPU bridge brp0 on {pair.dpu.name}", partial(self._setup_dpu, pair.dpu))
-            )
-            out.append(
-                Step(f"host setup on {pair.host.name}", partial(self._setup_host, pair.host))
-            )
-        out += [
-            Step(f"ovn-controller on {n.name}", partial(self._start_controller, n))
-            for n in plan.ovs_nodes
-        ]
+            dpu, host, tag = pair.dpu.name, pair.host.name, pair.host.name
+            out += [
+                Step(
+                    f"Open vSwitch on {dpu}",
+                    partial(daemons.start_ovs, plan, pair.dpu),
+                    key=f"ovs:{dpu}",
+                    needs=("nics",),
+                    pair=tag,
+                ),
+                Step(
+                    f"DPU bridge brp0 on {dpu}",
+                    partial(self._setup_dpu, pair.dpu),
+                    key=f"brp0:{dpu}",
+                    needs=(f"ovs:{dpu}",),
+                    pair=tag,
+                ),
+                Step(
+                    f"host setup on {host}",
+                    partial(self._setup_host, pair.host),
+                    key=f"host:{host}",
+                    needs=(f"brp0:{dpu}",),
+                    pair=tag,
+                ),
+                Step(
+                    f"ovn-controller on {dpu}",
+                    partial(self._start_controller, pair.dpu),
+                    key=f"ovn-controller:{dpu}",
+                    needs=("central", f"brp0:{dpu}"),
+                    pair=tag,
+                ),
+            ]
         if plan.spec.bare:
             return out
-        out.append(Step("dpunet-controller on cp", partial(services.start_controller, plan)))
-        out.append(
-            Step("dpunet-node on cp", partial(services.start_full_node_agent, plan, plan.cp))
-        )
+        out += [
+            Step(
+                "dpunet-controller on cp",
+                partial(services.start_controller, plan),
+                key="dpunet-controller",
+                needs=("central", "ovn-controller:cp"),
+            ),
+            Step(
+                "dpunet-node on cp",
+                partial(services.start_full_node_agent, plan, cp),
+                needs=("dpunet-controller",),
+            ),
+        ]
         for pair in plan.pairs:
-            out.append(
+            dpu, host, tag = pair.dpu.name, pair.host.name, pair.host.name
+            out += [
                 Step(
-                    f"dpunet-dpu on {pair.dpu.name}",
+                    f"dpunet-dpu on {dpu}",
                     partial(services.start_dpu_agent, plan, pair.dpu),
-                )
-            )
-            out.append(
+                    key=f"dpunet-dpu:{dpu}",
+                    needs=("dpunet-controller", f"ovn-controller:{dpu}", f"host:{host}"),
+                    pair=tag,
+                ),
                 Step(
-                    f"dpunet-host on {pair.host.name}",
+                    f"dpunet-host on {host}",
                     partial(services.start_host_agent, plan, pair.host),
-                )
-            )
+                    needs=(f"dpunet-dpu:{dpu}",),
+                    pair=tag,
+                ),
+            ]
         return out
 
     # --------------------------------------------------------------- steps

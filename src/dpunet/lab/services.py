@@ -14,6 +14,7 @@ import json
 import secrets
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -47,6 +48,7 @@ CNI_NETWORK = "dpunet"
 MGMT_PORT = "ovn-k8s-mp0"  # the DPU agent's default name of the management representor
 DPU_LEASE_DURATION = 10.0  # the lab controller's dpu_lease_duration (s)
 DPU_LEASE_INTERVAL = 2.0  # how often the lab's DPU agents renew (s)
+_SHIM_INSTALL = threading.Lock()
 
 
 def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
@@ -501,8 +503,9 @@ def shim_dir(plan: LabPlan) -> Path:
 def write_cni_config(plan: LabPlan, node: Node) -> Path:
     """Install the shim (once) and the node's conflist; returns the conflist's path."""
     launcher = shim_dir(plan) / "dpunet-cni"
-    if not launcher.exists():
-        install_shim(shim_dir(plan), plan.run_dir / "cni-lib")
+    with _SHIM_INSTALL:  # node agents of different pairs start side by side
+        if not launcher.exists():
+            install_shim(shim_dir(plan), plan.run_dir / "cni-lib")
     d = cni_dir(plan, node)
     d.mkdir(parents=True, exist_ok=True)
     conflist = d / f"{CNI_NETWORK}.conflist"
