@@ -100,3 +100,31 @@ def test_threads_claiming_at_once_never_share_a_device(seed: int) -> None:
         thread.join(10)
     assert errors == []
     assert claims.tracked() == 0
+
+
+def test_a_claim_counts_the_time_another_claim_kept_it_out() -> None:
+    """`waited` is the time a claim was blocked by others: the critical section another
+    claim held, and what `Claim.wait` adds (e.g. a discovery another claim runs)."""
+    claims = DeviceClaims()
+    with claims.claiming() as alone:
+        assert alone.take("x")
+    assert alone.waited < 0.01
+    with claims.claiming() as blocked:
+        started = threading.Event()
+
+        def take() -> None:
+            started.set()
+            assert blocked.take("y")
+
+        claims._lock.acquire()  # another claim inside its critical section
+        thread = threading.Thread(target=take)
+        thread.start()
+        started.wait(5)
+        time.sleep(0.05)
+        claims._lock.release()
+        thread.join(5)
+        assert blocked.waited >= 0.05
+        before = blocked.waited
+        with blocked.wait():
+            time.sleep(0.02)
+        assert blocked.waited >= before + 0.02

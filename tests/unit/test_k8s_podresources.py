@@ -229,3 +229,26 @@ def test_claim_asks_the_resolver_about_a_device_id(tmp_path: Path) -> None:
 
     with pytest.raises(CniError, match="is not the pod's"):
         Described(tree.sysfs, pools, resolver=resolver).claim(add_request(deviceID=VF2), holding())
+
+
+def test_a_claim_waiting_for_another_discovery_counts_it_as_its_wait(tmp_path: Path) -> None:
+    """Only one discovery at a time: a claim that needs one while another runs waits for it
+    (and uses its result), and that time is the claim's `waited`."""
+    import threading
+    import time
+
+    from dpunet.cni.claims import DeviceClaims
+
+    tree = seed_host(tmp_path / "sys")
+    (tmp_path / "cm.yaml").write_text(SEED_CONFIGMAP)
+    attacher = Described(tree.sysfs, load_pool_config(tmp_path / "cm.yaml", "mellanox.com"))
+    attacher._discovery.acquire()  # another caller's discovery in progress
+    claims = DeviceClaims()
+    with claims.claiming() as claim:
+        thread = threading.Thread(target=attacher.assignment, args=(True, claim))
+        thread.start()
+        time.sleep(0.05)
+        attacher._discovery.release()
+        thread.join(5)
+        assert claim.waited >= 0.05
+        assert attacher.assignment(False, claim).pools

@@ -282,6 +282,27 @@ def test_two_adds_look_at_their_devices_at_once_and_neither_waits(rig: Rig) -> N
     run(scenario)
 
 
+def test_an_add_does_not_wait_for_another_claims_look_and_both_are_measured(rig: Rig) -> None:
+    """While one ADD's look at its device is held, another ADD's claim is not blocked: its
+    `claim_wait` stays near zero, and the held look shows as the first one's own
+    `claim_sysfs` (the metric that makes "no ADD waits on another's claim" visible)."""
+
+    async def scenario() -> None:
+        slow = Gate()
+        rig.attacher.gates["describe"] = [slow]
+        first = asyncio.create_task(rig.add("c1", "web"))
+        await asyncio.wait_for(slow.entered.wait(), 5)
+        await asyncio.wait_for(rig.add("c2", "db"), 5)
+        await asyncio.sleep(0.1)
+        slow.open()
+        await asyncio.wait_for(first, 5)
+        assert rig.metric("cni_phase_seconds_count", verb="ADD", phase="claim_wait") == 2
+        assert rig.metric("cni_phase_seconds_sum", verb="ADD", phase="claim_wait") < 0.05
+        assert rig.metric("cni_phase_seconds_sum", verb="ADD", phase="claim_sysfs") >= 0.1
+
+    run(scenario)
+
+
 def test_a_burst_of_claims_shares_the_devices_exactly(rig: Rig) -> None:
     """Every ADD of a burst is inside its look at a device at once (none queued); each
     device goes to one of them, and the one too many finds none."""

@@ -93,7 +93,22 @@ T = TypeVar("T")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 LABELS_KEY = "dpunet.io/labels"  # runtimeConfig: the pod's labels, {"key": "value"}
 PORTS_KEY = "dpunet.io/ports"  # runtimeConfig: [{"name", "containerPort", "protocol"}]
-LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+LATENCY_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
 
 log = logging.getLogger("dpunet.agent")
 
@@ -360,9 +375,7 @@ class PodAgent:
             if exc.code == ErrorCode.NO_DEVICE and self.attacher.kind == "vf" and req.pod_name:
                 self._report(namespace, name, uid, "NoVirtualFunction", str(exc))
             raise
-        device = record.device
         self._observe("ADD", "claim", phase_started)
-        event(log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12], device=device)
         try:
             phase_started = time.monotonic()
             try:
@@ -433,6 +446,9 @@ class PodAgent:
             scan = self.store.scan()
             claim.held = scan.claimed
             self._note_unreadable(scan.unreadable)
+            looked, waited = time.monotonic(), claim.waited
+            device = self.attacher.claim(req, claim)
+            looked = time.monotonic() - looked - (claim.waited - waited)
             record = SandboxRecord(
                 container_id=req.container_id,
                 netns=req.netns,
@@ -440,11 +456,19 @@ class PodAgent:
                 namespace=namespace,
                 pod=name,
                 pod_uid=uid,
-                device=self.attacher.claim(req, claim),
+                device=device,
                 network=network,
             )
             self.store.save(record)
             claim.written(record.device.key)
+        # blocked by other claims vs this claim's own look at its device (sysfs, netlink)
+        self.metrics.phase_seconds.labels("ADD", "claim_wait").observe(claim.waited)
+        self.metrics.phase_seconds.labels("ADD", "claim_sysfs").observe(looked)
+        event(
+            log, "claim", pod=f"{namespace}/{name}", sandbox=req.container_id[:12],
+            device=record.device, waited_ms=round(claim.waited * 1000, 3),
+            sysfs_ms=round(looked * 1000, 3),
+        )  # fmt: skip
         return record
 
     def _require_lock(self, container_id: str) -> None:

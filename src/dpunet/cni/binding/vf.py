@@ -13,6 +13,7 @@ pod's namespace died — and restores its host name, MAC and MTU.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -72,15 +73,18 @@ class VfAttacher:
         self.rediscover_after = rediscover_after
         self._discovery = threading.Lock()  # one discovery at a time (claims run at once)
 
-    def assignment(self, refresh: bool = True) -> PoolAssignment:
+    def assignment(self, refresh: bool = True, claim: Claim | None = None) -> PoolAssignment:
         """The node's VFs sorted into pools. Discovery reads much of sysfs, so an ADD takes
         pool membership from the last result (`refresh=False`), checks its candidate VF
-        live, and rediscovers only when that finds none; the reconcile loop refreshes it."""
+        live, and rediscovers only when that finds none; the reconcile loop refreshes it.
+        The time `claim` waits for another caller's discovery counts as its wait."""
         assignment = self._assignment
         if not refresh and assignment is not None:
             return assignment
         asked = time.monotonic()
-        with self._discovery:
+        with claim.wait() if claim is not None else contextlib.nullcontext():
+            self._discovery.acquire()
+        try:
             if self._assignment is not None and self._discovered_at >= asked:
                 return self._assignment  # another claim's discovery began after we asked
             started = time.monotonic()
@@ -94,6 +98,8 @@ class VfAttacher:
             self._devices = {d.address: d for d in devices}
             self._pf_macs = {}
             self._assignment, self._discovered_at = assignment, started
+        finally:
+            self._discovery.release()
         return assignment
 
     def pool_usage(self, taken: Collection[str]) -> dict[str, tuple[int, int]]:
@@ -114,9 +120,9 @@ class VfAttacher:
         if self.resolver is not None:  # also checks a deviceID against kubelet's allocation
             wanted = self.resolver(req, claim)  # asked once: kubelet's answer does not change
         try:
-            return self._claim(req, wanted, claim, self.assignment(refresh=False))
+            return self._claim(req, wanted, claim, self.assignment(False, claim))
         except CniError:  # VFs may have come, gone or returned since the last discovery
-            return self._claim(req, wanted, claim, self.assignment(refresh=True))
+            return self._claim(req, wanted, claim, self.assignment(True, claim))
 
     def _claim(
         self, req: AddRequest, wanted: str | None, claim: Claim, assignment: PoolAssignment
