@@ -4,6 +4,11 @@ of the NIC held by a pod.
 RSS (`VmRSS`, what the target is about), PSS (shared pages divided among their users,
 from `smaps_rollup`) and the peak (`VmHWM`), each the median of a few samples taken
 after the daemons had time to settle. The OVS/OVN daemons are listed for scale.
+
+With `cycles`, then that many pod add/delete cycles one pod at a time (a leak shows as
+RSS that keeps growing with them): the RSS of each dpunet daemon is recorded before the
+first cycle and after every `every` cycles (each time once the daemons settled), and the
+growth against the idle snapshot and against cycle 0 is reported.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from dpunet.lab.topology import LabPlan
 
 SETTLE_S = 5.0
 SAMPLES = 5
+CYCLE_SETTLE_S = 2.0  # after the last cycle of a block, before its RSS sample
 
 
 def _kib(text: str, key: str) -> float | None:
@@ -111,8 +117,59 @@ def import_footprint() -> dict[str, float | None]:
     return out
 
 
-def run(plan: LabPlan, say: Callable[[str], None]) -> dict[str, Any]:
-    """Idle, then with a pod on every free VF (all VFs but the management one)."""
+def dpunet_rss(plan: LabPlan) -> dict[str, float | None]:
+    """`<node>/<daemon>` -> RSS (MiB) of each live dpunet daemon, one sample."""
+    return {
+        name: process_memory(pid)["rss_mb"] for name, (pid, ours) in daemons(plan).items() if ours
+    }
+
+
+def run_cycles(
+    plan: LabPlan, cycles: int, every: int, idle: dict[str, dict[str, Any]],
+    say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """`cycles` pod add/delete cycles, one pod at a time, with the dpunet daemons' RSS
+    before the first and after every `every` cycles (and after the last)."""
+    pair = plan.pairs[0]
+    time.sleep(CYCLE_SETTLE_S)
+    rss = [(0, dpunet_rss(plan))]  # (cycle, RSS by daemon)
+    errors: list[str] = []
+    started = time.monotonic()
+    for n in range(1, cycles + 1):
+        pod = add_dpunet_pod(plan, pair, f"cyc{n}", n)
+        del_dpunet_pod(plan, pair, pod)
+        if pod.error:
+            errors.append(f"cycle {n}: {pod.error}")
+        if n % every == 0 or n == cycles:
+            time.sleep(CYCLE_SETTLE_S)
+            rss.append((n, dpunet_rss(plan)))
+            dpu = [f"{k} {v:.1f} MiB" for k, v in rss[-1][1].items() if k.endswith("/dpunet-dpu")]
+            say(f"  cycle {n}/{cycles}: " + ", ".join(dpu))
+    last = rss[-1][1]
+
+    def growth(base: dict[str, float | None]) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
+        for name, before in base.items():
+            now = last.get(name)
+            out[name] = now - before if now is not None and before is not None else None
+        return out
+
+    return {
+        "cycles": cycles,
+        "every": every,
+        "seconds": time.monotonic() - started,
+        "errors": errors,
+        "samples": [{"cycle": n, "rss_mb": by_daemon} for n, by_daemon in rss],
+        "growth_vs_cycle0_mb": growth(rss[0][1]),
+        "growth_vs_idle_mb": growth({k: v["rss_mb"] for k, v in idle.items() if v["dpunet"]}),
+    }
+
+
+def run(
+    plan: LabPlan, say: Callable[[str], None], cycles: int = 0, every: int = 100
+) -> dict[str, Any]:
+    """Idle, then with a pod on every free VF (all VFs but the management one); then
+    `cycles` add/delete cycles (`run_cycles`) when asked."""
     pair = plan.pairs[0]
     time.sleep(SETTLE_S)
     say("sampling idle memory")
@@ -130,10 +187,14 @@ def run(plan: LabPlan, say: Callable[[str], None]) -> dict[str, Any]:
     finally:
         with ThreadPoolExecutor(max_workers=len(pods) or 1) as pool:
             list(pool.map(lambda p: del_dpunet_pod(plan, pair, p), pods))
-    return {
+    results = {
         "pods": len(pods) - len(failed),
         "errors": failed,
         "idle": idle,
         "all_vfs_in_use": loaded,
         "import_rss_mb": import_footprint(),
     }
+    if cycles > 0:
+        say(f"{cycles} pod add/delete cycles, RSS every {every}")
+        results["cycles"] = run_cycles(plan, cycles, every, idle, say)
+    return results

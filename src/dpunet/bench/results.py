@@ -16,6 +16,7 @@ TARGETS = {
     "shim_ratio_max": 1.3,
     "controller_ports_per_s_at_10k_min": 300.0,
     "dpu_agent_rss_mb_max": 60.0,
+    "dpu_agent_rss_growth_mb_max": 5.0,  # after 1,000 pod add/delete cycles (issue 17)
 }
 
 

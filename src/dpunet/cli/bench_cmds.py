@@ -398,13 +398,24 @@ def policy_cmd(
 # -------------------------------------------------------------------- memory
 @bench.command("memory")
 @lab_options
-def memory_cmd(lab: str | None, name: str, vfs: int, out_dir: Path, output: str) -> None:
-    """Steady-state RSS of each daemon, idle and with every VF in use."""
+@click.option(
+    "--cycles", default=0, show_default=True, type=click.IntRange(min=0),
+    help="Then this many pod add/delete cycles, one pod at a time, RSS recorded along.",
+)  # fmt: skip
+@click.option(
+    "--every", default=100, show_default=True, type=click.IntRange(min=1),
+    help="Record the daemons' RSS after every this many cycles.",
+)  # fmt: skip
+def memory_cmd(
+    lab: str | None, name: str, vfs: int, out_dir: Path, output: str, cycles: int, every: int
+) -> None:
+    """Steady-state RSS of each daemon, idle and with every VF in use; with --cycles, its
+    growth over pod add/delete cycles."""
     from dpunet.bench import memory as memory_bench
     from dpunet.bench import plots
 
     with _lab(lab, name, vfs) as plan:
-        results = memory_bench.run(plan, _say)
+        results = memory_bench.run(plan, _say, cycles, every)
     target = TARGETS["dpu_agent_rss_mb_max"]
     rows: list[tuple[str, Any, Any, Any]] = []
     for daemon, idle in results["idle"].items():
@@ -416,7 +427,15 @@ def memory_cmd(lab: str | None, name: str, vfs: int, out_dir: Path, output: str)
         value = f"{idle['rss_mb']:.1f} / " + (f"{loaded:.1f}" if loaded is not None else "-")
         label = f"{daemon} RSS MiB idle / {results['pods']} VFs in use"
         rows.append((label, value, target if is_dpu else None, worst <= target if is_dpu else None))
-    params = {"lab": lab or name, "vfs": vfs}
+    if "cycles" in results:
+        run = results["cycles"]
+        for daemon, grown in run["growth_vs_idle_mb"].items():
+            is_dpu = daemon.endswith("/dpunet-dpu")
+            limit = TARGETS["dpu_agent_rss_growth_mb_max"] if is_dpu else None
+            met = grown <= limit if is_dpu and grown is not None and limit is not None else None
+            label = f"{daemon} RSS growth MiB after {run['cycles']} cycles (vs idle)"
+            rows.append((label, f"{grown:+.1f}" if grown is not None else "-", limit, met))
+    params = {"lab": lab or name, "vfs": vfs, "cycles": cycles, "every": every}
     _finish(
         "memory", params, results, out_dir, output,
         lambda r, p: plots.plot_memory(r, p, target), rows,

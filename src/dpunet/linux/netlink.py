@@ -22,6 +22,7 @@ import ipaddress
 import os
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -321,12 +322,23 @@ def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address
         + ip.packed
     )
     try:
-        sock = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(_ETH_P_ARP))
-        with sock:
-            sock.bind((ifname, _ETH_P_ARP))
-            sock.send(frame)
+        # protocol 0: a socket that receives nothing, so neither its creation nor a bind
+        # (sendto names the interface) waits for the kernel to retire a receive hook
+        sock = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, 0)
     except OSError:
         return  # best effort: the pod's first packet teaches the same
+    try:
+        sock.sendto(frame, (ifname, _ETH_P_ARP))
+    except OSError:
+        pass
+    finally:
+        _close_later(sock)
+
+
+def _close_later(sock: socket.socket) -> None:
+    """Close a packet socket off the caller's path: the kernel releases every packet
+    socket after an RCU grace period (`synchronize_net`), milliseconds on a busy machine."""
+    threading.Thread(target=sock.close, name="packet-close", daemon=True).start()
 
 
 def link_names() -> dict[int, str]:

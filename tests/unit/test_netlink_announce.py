@@ -1,0 +1,59 @@
+"""`netlink.announce`: the gratuitous ARP a pod's interface sends once configured, from a
+socket in the pod's namespace (needs root: a veth pair in a namespace of its own)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dpunet.linux import netlink
+from dpunet.linux.netns import iproute_at, socket_at
+
+ETH_P_ARP = 0x0806
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a veth pair)")
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A network namespace of its own with a veth pair `a` <-> `b`, both up."""
+    child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
+    path = f"/proc/{child.pid}/ns/net"
+    own = os.stat("/proc/self/ns/net").st_ino
+    try:
+        for _ in range(500):  # until the child has unshared
+            if os.stat(path).st_ino != own:
+                break
+            time.sleep(0.01)
+        with iproute_at(path) as ipr:
+            ipr.link("add", ifname="a", kind="veth", peer="b")
+            for name in ("a", "b"):
+                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+        yield path
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_the_gratuitous_arp_leaves_the_interface(netns: str) -> None:
+    listener = socket_at(netns, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    with listener:
+        listener.bind(("b", ETH_P_ARP))
+        listener.settimeout(5)
+        mac, ip = "0a:58:c6:12:01:07", ipaddress.IPv4Address("198.18.1.7")
+        netlink.announce(netns, "a", mac, ip)
+        frame = listener.recv(128)
+    sender = bytes.fromhex(mac.replace(":", ""))
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == sender
+    assert frame[12:14] == ETH_P_ARP.to_bytes(2, "big")
+    assert frame[22:28] == sender and frame[28:32] == ip.packed and frame[38:42] == ip.packed
+
+
+def test_an_interface_that_is_not_there_is_no_error(netns: str) -> None:
+    netlink.announce(netns, "missing", "0a:58:c6:12:01:07", ipaddress.IPv4Address("198.18.1.7"))
