@@ -131,9 +131,13 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
 
 
 def test_memory_and_shim(lab: LabPlan, tmp_path: Path) -> None:
-    doc = bench("memory", "--lab", LAB, "--out-dir", str(tmp_path))
+    doc = bench("memory", "--lab", LAB, "--cycles", "3", "--every", "2", "--out-dir", str(tmp_path))
     results = doc["results"]
     assert results["pods"] == 2 and results["errors"] == []
+    cycles = results["cycles"]
+    assert [s["cycle"] for s in cycles["samples"]] == [0, 2, 3] and cycles["errors"] == []
+    assert cycles["samples"][-1]["rss_mb"]["dpu1/dpunet-dpu"] > 0
+    assert cycles["growth_vs_idle_mb"]["dpu1/dpunet-dpu"] is not None
     assert results["idle"]["dpu1/dpunet-dpu"]["rss_mb"] > 0
     assert results["all_vfs_in_use"]["host1/dpunet-host"]["rss_mb"] > 0
     shim = bench("shim", "--repeat", "3", "--out-dir", str(tmp_path))

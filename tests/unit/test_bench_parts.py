@@ -189,3 +189,6 @@ def test_plots_are_written(tmp_path: Path) -> None:
         "all_vfs_in_use": {"dpu1/dpunet-dpu": {"dpunet": True, "rss_mb": 61.0}},
     }
     assert plots.plot_memory(memory, tmp_path / "r.png", 60.0).exists()
+    samples = [{"cycle": n, "rss_mb": {"dpu1/dpunet-dpu": 60.0 + n / 100}} for n in (0, 50, 100)]
+    memory["cycles"] = {"cycles": 100, "every": 50, "samples": samples}
+    assert plots.plot_memory(memory, tmp_path / "cycles.png", 60.0).exists()

@@ -236,7 +236,20 @@ def plot_memory(results: dict[str, Any], path: Path, target: float) -> Path:
     names = [n for n, v in results["idle"].items() if v["dpunet"]]
     idle = [results["idle"][n]["rss_mb"] or 0 for n in names]
     loaded = [results["all_vfs_in_use"].get(n, {}).get("rss_mb") or 0 for n in names]
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    cycles = results.get("cycles")
+    if cycles:
+        fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 4.5))
+        xs_cycles = [s["cycle"] for s in cycles["samples"]]
+        for name in names:
+            ys = [s["rss_mb"].get(name) for s in cycles["samples"]]
+            ax2.plot(xs_cycles, ys, marker=".", label=name)
+        ax2.set_xlabel("pod add/delete cycles")
+        ax2.set_ylabel("RSS (MiB)")
+        ax2.set_title("RSS over pod add/delete cycles")
+        ax2.legend(fontsize=8)
+        ax2.grid(True, alpha=0.3)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5))
     xs = range(len(names))
     ax.bar([x - 0.2 for x in xs], idle, width=0.4, color=FLOOR_COLOR, label="idle")
     ax.bar(
