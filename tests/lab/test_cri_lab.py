@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import dpunet
 from polling import wait_until
 
 from dpunet.cni.wire import ErrorCode
@@ -30,15 +29,13 @@ from dpunet.lab.topology import LabPlan, LabSpec
 pytestmark = pytest.mark.lab
 
 LAB = "crilab"
-DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 GATEWAY = "198.18.1.1"
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabPlan]:
     down(LAB)
-    proc = subprocess.run([*DPUNET, "lab", "up", "--name", LAB], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dpunet("lab", "up", "--name", LAB)
     plan = LabPlan(LabSpec(name=LAB))
     yield plan
     removed = down(LAB)
@@ -119,9 +116,7 @@ def test_two_sandboxes_get_their_own_vfs_and_pass_the_matrix(clean: LabPlan) -> 
         assert ping(src.netns, GATEWAY)[0], f"{src.name} -> gateway"
     assert c.ip and c.pci is None and ping(c.netns, a.ip or "")[0]
     svc.add_service(plan, "crisvc", 80, ["cria", "crib", "cric"])  # selects them like any pod
-    check = subprocess.run(
-        [*DPUNET, "lab", "check", "--name", LAB, "-o", "json"], capture_output=True, text=True
-    )
+    check = dpunet("lab", "check", "--name", LAB, "-o", "json", check=False)
     svc.del_service(plan, "crisvc")
     assert check.returncode == 0, check.stdout + check.stderr
     checks = {r["check"] for r in json.loads(check.stdout)}

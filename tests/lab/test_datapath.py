@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from commands import dpunet
 from polling import wait_until
 
 from dpunet.cni.wire import ErrorCode
@@ -30,14 +30,12 @@ from dpunet.lab.topology import LabPlan, LabSpec
 pytestmark = pytest.mark.lab
 
 LAB = "dp"
-DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabPlan]:
     down(LAB)
-    proc = subprocess.run([*DPUNET, "lab", "up", "--name", LAB], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    dpunet("lab", "up", "--name", LAB)
     yield LabPlan(LabSpec(name=LAB))
     down(LAB)
 

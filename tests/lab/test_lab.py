@@ -6,12 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from commands import dpunet
 
 from dpunet.lab.lab import Lab, Step, down
 from dpunet.lab.runner import LabError, list_netns, read_pid
@@ -20,14 +20,6 @@ from dpunet.lab.topology import LabPlan, LabSpec
 pytestmark = pytest.mark.lab
 
 LAB = "labt"
-DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
-
-
-def dpunet(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*DPUNET, *args], capture_output=True, text=True, timeout=180)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"dpunet {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
-    return proc
 
 
 def lab_exec(node: str, *cmd: str, name: str = LAB) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from commands import cli
+from commands import cli, dpunet
 
 from dpunet.controller.service_lbs import HAIRPIN_SNAT_IP
 from dpunet.lab import daemons, pods, services, svc
@@ -30,7 +30,6 @@ from dpunet.lab.topology import LAB_JOIN_SUBNET, LabPlan, LabSpec
 pytestmark = pytest.mark.lab
 
 LAB = "svc"
-DPUNET = [sys.executable, "-m", "dpunet.cli.main"]
 LAB_SERVICE = [sys.executable, "-c", "from dpunet.cli.lab_service_cmds import service; service()"]
 NB_TABLES = (
     "Load_Balancer",
@@ -44,7 +43,7 @@ NB_TABLES = (
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabPlan]:
     down(LAB)
-    cli([*DPUNET, "lab", "up", "--name", LAB])
+    dpunet("lab", "up", "--name", LAB)
     plan = LabPlan(LabSpec(name=LAB))
     pods.add_pod(plan, "c1", "host1", "podman")  # a container on a VF
     for name, node in (("web1", "host1"), ("web2", "cp"), ("c2", "cp")):
@@ -64,7 +63,7 @@ def service(plan: LabPlan, name: str) -> dict[str, Any]:
 
 
 def test_lab_check_covers_services(lab: LabPlan) -> None:
-    results = json.loads(cli([*DPUNET, "lab", "check", "--name", LAB, "-o", "json"]).stdout)
+    results = json.loads(dpunet("lab", "check", "--name", LAB, "-o", "json").stdout)
     rows = [r for r in results if r["check"].startswith("service default/web")]
     assert all(r["ok"] for r in results), [r for r in results if not r["ok"]]
     seen = {(r["check"].split(": ", 1)[1], r["source"].split()[0]) for r in rows}
