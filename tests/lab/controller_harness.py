@@ -237,6 +237,27 @@ class ControllerProc:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def k8s_controller(nb_remotes: list[str], kubeconfig: Path, **settings: Any) -> ControllerProc:
+    """A controller in Kubernetes mode against kmock, not started: namespace `dpunet`,
+    `kubernetes-admin` as admin, next hop 192.0.2.1, and a reconcile interval and leases
+    short enough for a test to see changes in seconds; `settings` add or override."""
+    return ControllerProc(
+        nb_remotes,
+        **{
+            "mode": "kubernetes",
+            "kubeconfig": str(kubeconfig),
+            "k8s_namespace": "dpunet",
+            "k8s_admin_users": ["kubernetes-admin"],
+            "k8s_next_hop": "192.0.2.1",
+            "reconcile_interval": 2,
+            "lease_duration": 3,
+            "lease_renew_deadline": 2,
+            "lease_retry_period": 0.5,
+            **settings,
+        },
+    )
+
+
 @contextlib.contextmanager
 def running(
     nb_remotes: list[str], nodes: tuple[str, ...] = (), **settings: Any

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from controller_harness import ADMIN_TOKEN, ControllerProc, OvnCentral, wait_until
+from controller_harness import ADMIN_TOKEN, ControllerProc, OvnCentral, k8s_controller, wait_until
 from kube_harness import CONTROLLER_TOKEN, KubeMock, granted
 
 from dpunet.deploy.manifests import DeployValues, render
@@ -73,19 +73,8 @@ def kube() -> Iterator[KubeMock]:
 
 
 def start(ovn: OvnCentral, kube: KubeMock, tmp: Path) -> ControllerProc:
-    return ControllerProc(
-        ovn.nb_remotes,
-        mode="kubernetes",
-        kubeconfig=str(kube.kubeconfig(tmp / "kubeconfig")),
-        k8s_namespace=NS,
-        k8s_admin_users=["kubernetes-admin"],
-        k8s_next_hop="192.0.2.1",
-        wait_for_up=True,
-        reconcile_interval=2,
-        lease_duration=3,
-        lease_renew_deadline=2,
-        lease_retry_period=0.5,
-    ).start(wait_ready=False)
+    kubeconfig = kube.kubeconfig(tmp / "kubeconfig")
+    return k8s_controller(ovn.nb_remotes, kubeconfig, wait_for_up=True).start(wait_ready=False)
 
 
 @pytest.fixture(scope="module")

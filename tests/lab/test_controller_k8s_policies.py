@@ -11,11 +11,10 @@ from __future__ import annotations
 import signal
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_harness import ControllerProc, OvnCentral, wait_until
+from controller_harness import ControllerProc, OvnCentral, k8s_controller, wait_until
 from kube_harness import KubeMock, granted
 from test_controller_policies import POLICY_TABLES, group, ours, rows, versions
 
@@ -72,19 +71,8 @@ def kube() -> Iterator[KubeMock]:
 def ctl(
     ovn: OvnCentral, kube: KubeMock, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControllerProc]:
-    tmp = tmp_path_factory.mktemp("k8s-pol")
-    proc = ControllerProc(
-        ovn.nb_remotes,
-        mode="kubernetes",
-        kubeconfig=str(kube.kubeconfig(Path(tmp) / "kubeconfig")),
-        k8s_namespace=NS,
-        k8s_admin_users=["kubernetes-admin"],
-        k8s_next_hop="192.0.2.1",
-        reconcile_interval=2,
-        lease_duration=3,
-        lease_renew_deadline=2,
-        lease_retry_period=0.5,
-    ).start(wait_ready=False)
+    kubeconfig = kube.kubeconfig(tmp_path_factory.mktemp("k8s-pol") / "kubeconfig")
+    proc = k8s_controller(ovn.nb_remotes, kubeconfig).start(wait_ready=False)
     try:
         proc.wait_ready()
         wait_until("cp registered", lambda: "k8s-cp" in lsp_names(ovn))

@@ -9,11 +9,10 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_harness import ControllerProc, OvnCentral, wait_until
+from controller_harness import ControllerProc, OvnCentral, k8s_controller, wait_until
 from kube_harness import KubeMock, granted
 
 from dpunet.deploy.manifests import DeployValues, render
@@ -58,19 +57,8 @@ def kube() -> Iterator[KubeMock]:
 def ctl(
     ovn: OvnCentral, kube: KubeMock, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ControllerProc]:
-    tmp = tmp_path_factory.mktemp("k8s-svc")
-    proc = ControllerProc(
-        ovn.nb_remotes,
-        mode="kubernetes",
-        kubeconfig=str(kube.kubeconfig(Path(tmp) / "kubeconfig")),
-        k8s_namespace=NS,
-        k8s_admin_users=["kubernetes-admin"],
-        k8s_next_hop="192.0.2.1",
-        reconcile_interval=2,
-        lease_duration=3,
-        lease_renew_deadline=2,
-        lease_retry_period=0.5,
-    ).start(wait_ready=False)
+    kubeconfig = kube.kubeconfig(tmp_path_factory.mktemp("k8s-svc") / "kubeconfig")
+    proc = k8s_controller(ovn.nb_remotes, kubeconfig).start(wait_ready=False)
     try:
         proc.wait_ready()
         yield proc
