@@ -587,8 +587,10 @@ def _ovn_central(values: DeployValues) -> Manifest:
     }
 
 
-def _host(values: DeployValues) -> Manifest:
-    install = _container(
+def _install_cni(values: DeployValues) -> dict[str, Any]:
+    """The init container that installs the CNI shim, its library and the conflist on the
+    node (dpu-hosts and full nodes alike)."""
+    return _container(
         values,
         "install-cni",
         ["k8s", "install-cni", "--lib-dir", CNI_LIB_DIR],
@@ -599,6 +601,10 @@ def _host(values: DeployValues) -> Manifest:
             _mount("cni-conf", "/etc/cni/net.d"),
         ],
     )
+
+
+def _host(values: DeployValues) -> Manifest:
+    install = _install_cni(values)
     agent = _container(
         values,
         "dpunet-host",
@@ -706,17 +712,7 @@ def _dpu(values: DeployValues) -> Manifest:
 
 
 def _full_node(values: DeployValues) -> Manifest:
-    install = _container(
-        values,
-        "install-cni",
-        ["k8s", "install-cni", "--lib-dir", CNI_LIB_DIR],
-        securityContext=_privileged(),
-        volumeMounts=[
-            _mount("cni-bin", "/opt/cni/bin"),
-            _mount("cni-lib", CNI_LIB_DIR),
-            _mount("cni-conf", "/etc/cni/net.d"),
-        ],
-    )
+    install = _install_cni(values)
     agent = _container(
         values,
         "dpunet-node",
