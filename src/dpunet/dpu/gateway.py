@@ -11,6 +11,8 @@ OpenFlow management socket (`dpunet.openflow`), never `ovs-ofctl`.
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from dpunet.contract.lsp import gateway_external_port
@@ -20,6 +22,7 @@ from dpunet.hw.sysfs import Sysfs
 from dpunet.logs import event
 from dpunet.openflow import gateway as gw
 from dpunet.openflow.client import OpenFlowError
+from dpunet.openflow.protocol import Flow
 from dpunet.ovsdb.local import OvsState
 
 log = logging.getLogger(__name__)
@@ -63,7 +66,10 @@ def wanted_flows(
 
 
 class GatewayFlows:
-    """Level-triggered: each `reconcile` compares dpunet's flows with the wanted set."""
+    """Level-triggered: `reconcile` compares dpunet's flows on the switch with the wanted
+    set whenever that set changed, and otherwise at least every `settings.interval`
+    (the agent passes far more often, after every port change: reading the flows back
+    each time cost more than the port's own pass)."""
 
     def __init__(
         self,
@@ -73,14 +79,19 @@ class GatewayFlows:
         host_port: str,
         uplink: str | None,
         sysfs: Sysfs,
+        program: Callable[[str, str, Sequence[Flow]], gw.FlowChanges] = gw.program,
     ) -> None:
+        """`program` writes the flows (`openflow.gateway.program`)."""
         self.settings = settings
         self.ovs_db = ovs_db
         self.host_node = host_node
         self.host_port = host_port
         self.uplink = uplink
         self.sysfs = sysfs
+        self._program = program
         self._warned: str | None = None
+        self._checked: tuple[str, list[Flow], str | None] | None = None  # last in place
+        self._checked_at = 0.0
 
     def reconcile(self, snapshot: SbSnapshot, state: OvsState) -> GatewayResult:
         """One pass (blocking); never raises for a switch that cannot be reached."""
@@ -94,11 +105,16 @@ class GatewayFlows:
         if isinstance(wanted, str):
             return GatewayResult(problem=wanted)
         bridge, flows, mac = wanted
+        now = time.monotonic()
+        if wanted == self._checked and now - self._checked_at < self.settings.interval:
+            return GatewayResult(flows=len(flows))  # the same set, checked recently
         self._check_mac(mac, state)
         try:
-            changes = gw.program(self.ovs_db, bridge, flows)
+            changes = self._program(self.ovs_db, bridge, flows)
         except OpenFlowError as exc:
+            self._checked = None
             return GatewayResult(problem=str(exc))
+        self._checked, self._checked_at = wanted, now
         return GatewayResult(changes, len(flows))
 
     def _check_mac(self, mac: str | None, state: OvsState) -> None:
