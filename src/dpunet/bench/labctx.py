@@ -17,13 +17,15 @@ def bench_lab(
     name: str = DEFAULT_BENCH_LAB,
     vfs: int = DEFAULT_BENCH_VFS,
     say: Callable[[str], None] = lambda _: None,
+    hosts: int = 1,
 ) -> Iterator[LabPlan]:
-    """`existing` lab's plan, or a new lab `name` with `vfs` VFs, downed on exit."""
+    """`existing` lab's plan, or a new lab `name` with `hosts` pairs of `vfs` VFs,
+    downed on exit."""
     if existing is not None:
         yield load_plan(existing)
         return
-    plan = LabPlan(LabSpec(name=name, vfs=vfs, total_vfs=max(16, vfs)))
-    say(f"bringing up lab {name} ({vfs} VFs)")
+    plan = LabPlan(LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=max(16, vfs)))
+    say(f"bringing up lab {name} ({hosts} pair(s), {vfs} VFs each)")
     try:
         Lab(plan).up(lambda title, elapsed: None)
         yield plan

@@ -83,6 +83,8 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
     for i, run in enumerate(runs):
         style = styles[i % len(styles)]
         label = f"{run['pods']} pods, concurrency {run['concurrency']}"
+        if "pairs" in run:
+            label += f", {len(run['pairs'])} pairs"
         _ecdf(ax1, run["dpunet"]["samples_ms"], f"dpunet ({label})", DPUNET_COLOR, style)
         if "floor" in run:
             _ecdf(ax1, run["floor"]["samples_ms"], f"floor ({label})", FLOOR_COLOR, style)

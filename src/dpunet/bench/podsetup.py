@@ -27,10 +27,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +59,7 @@ class PodSample:
     mode: str  # dpunet | floor
     round: int
     pod: str
+    pair: str = ""  # the dpu-host it ran on
     ready_s: float | None = None  # CNI ADD start -> first echo reply from the gateway
     add_s: float | None = None  # the CNI ADD alone (dpunet) / host-device ADD (floor)
     del_s: float | None = None
@@ -188,7 +190,7 @@ def _ovn_installed(plan: LabPlan, pair: NicPair) -> dict[str, float]:
 def add_dpunet_pod(plan: LabPlan, pair: NicPair, pod: str, round_no: int) -> PodSample:
     """A bare-namespace pod attached through the installed `dpunet-cni`, timed to the
     first answer of its gateway."""
-    sample = PodSample("dpunet", round_no, pod)
+    sample = PodSample("dpunet", round_no, pod, pair.host.name)
     netns = _netns(f"{plan.name}-bp-{pod}")
     sample.cid = secrets.token_hex(16)
     sample.wall_started = time.time()
@@ -220,31 +222,56 @@ def del_dpunet_pod(plan: LabPlan, pair: NicPair, sample: PodSample) -> None:
     _drop_netns(netns_name)
 
 
+def pod_jobs(
+    counts: Sequence[tuple[NicPair, int]], prefix: str, r: int
+) -> list[tuple[NicPair, int, str]]:
+    """(pair, i, pod name) of round `r`, i from 0 to each pair's count in `counts`: the
+    pairs interleaved (so that a limited concurrency spreads over them), the names
+    unique across pairs."""
+    per_pair = [
+        [(pair, i, f"{prefix}{r}x{i}" if len(counts) == 1 else f"{prefix}{r}p{k + 1}x{i}")
+         for i in range(n)]
+        for k, (pair, n) in enumerate(counts)
+    ]  # fmt: skip
+    return [job for row in zip_longest(*per_pair) for job in row if job is not None]
+
+
 def run_dpunet(
-    plan: LabPlan, pair: NicPair, pods: int, concurrency: int, rounds: int,
+    plan: LabPlan, counts: Sequence[tuple[NicPair, int]], concurrency: int, rounds: int,
     say: Callable[[str], None],
 ) -> list[PodSample]:  # fmt: skip
-    """`rounds` rounds of `pods` pod ADDs (`concurrency` at a time), each pod deleted
-    after its round."""
+    """`rounds` rounds of pod ADDs (`counts`: how many on each pair; `concurrency` at a
+    time over all of them), each pod deleted after its round."""
     out: list[PodSample] = []
+    pods = sum(n for _, n in counts)
     for r in range(rounds):
-        names = [f"b{r}x{i}" for i in range(pods)]
+        jobs = pod_jobs(counts, "b", r)
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            samples = list(pool.map(partial(add_dpunet_pod, plan, pair, round_no=r), names))
-        installed = _ovn_installed(plan, pair)
-        for s in samples:
-            ts = installed.get(f"default_{s.pod}")
-            if ts is not None:
-                s.ovn_installed_s = ts - s.wall_started
+            samples = list(pool.map(partial(_dpunet_add, plan, round_no=r), jobs))
+        for pair, _ in counts:
+            installed = _ovn_installed(plan, pair)
+            for s in samples:
+                ts = installed.get(f"default_{s.pod}")
+                if s.pair == pair.host.name and ts is not None:
+                    s.ovn_installed_s = ts - s.wall_started
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            list(pool.map(lambda s: del_dpunet_pod(plan, pair, s), samples))
+            list(pool.map(partial(_dpunet_del, plan), jobs, samples))
         out += samples
         failed = sum(s.error is not None for s in samples)
         say(
             f"  dpunet round {r + 1}/{rounds}: {pods} pods"
+            + (f" on {len(counts)} pairs" if len(counts) > 1 else "")
             + (f", {failed} failed" if failed else "")
         )
     return out
+
+
+def _dpunet_add(plan: LabPlan, job: tuple[NicPair, int, str], round_no: int) -> PodSample:
+    return add_dpunet_pod(plan, job[0], job[2], round_no)
+
+
+def _dpunet_del(plan: LabPlan, job: tuple[NicPair, int, str], sample: PodSample) -> None:
+    del_dpunet_pod(plan, job[0], sample)
 
 
 # ------------------------------------------------------------------ floor
@@ -313,7 +340,7 @@ class Floor:
         """The raw pod setup of one VF."""
         from dpunet.linux.netns import iproute_at
 
-        sample = PodSample("floor", round_no, pod)
+        sample = PodSample("floor", round_no, pod, self.pair.host.name)
         netns = _netns(f"{self.plan.name}-bp-{pod}")
         lsp = f"bench-floor_{pod}"
         rep = f"pf0vf{vf.index}"
@@ -369,47 +396,55 @@ class Floor:
 
 
 def run_floor(
-    plan: LabPlan, pair: NicPair, pods: int, concurrency: int, rounds: int,
+    plan: LabPlan, counts: Sequence[tuple[NicPair, int]], concurrency: int, rounds: int,
     say: Callable[[str], None], sb_up: bool = False,
 ) -> list[PodSample]:  # fmt: skip
-    """The floor, with the same shape of run as `run_dpunet`; `sb_up`: waiting for SB
-    `Port_Binding.up` instead of NB `up`."""
-    vfs = free_vfs(plan, pair)[:pods]
-    if len(vfs) < pods:
-        raise LabError(f"only {len(vfs)} free VFs for {pods} floor pods")
+    """The floor, with the same shape of run as `run_dpunet` (one NB connection, one OVS
+    connection per DPU); `sb_up`: waiting for SB `Port_Binding.up` instead of NB `up`."""
+    vfs: dict[str, list[FreeVf]] = {}
+    for pair, n in counts:
+        vfs[pair.host.name] = free_vfs(plan, pair)[:n]
+        if len(vfs[pair.host.name]) < n:
+            raise LabError(
+                f"only {len(vfs[pair.host.name])} free VFs on {pair.host.name} for {n} floor pods"
+            )
     nb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
     sb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"
-    ovs_remote = f"unix:{plan.ovs_dir(pair.dpu)}/db.sock"
+    pods = sum(n for _, n in counts)
     out: list[PodSample] = []
     with contextlib.ExitStack() as stack:
         nb, nb_idl = stack.enter_context(open_api(nb_remote, "OVN_Northbound", NbApi))
-        ovs, ovs_idl = stack.enter_context(open_api(ovs_remote, "Open_vSwitch", OvsApi))
         sb_idl = None
         if sb_up:
             _, sb_idl = stack.enter_context(open_api(sb_remote, "OVN_Southbound", SbApi, SB_TABLES))
-        floor = Floor(plan, pair, nb, nb_idl, ovs, ovs_idl, sb_idl)
-        try:
-            for r in range(rounds):
-                jobs = [(vf, f"f{r}x{i}") for i, vf in enumerate(vfs)]
-                with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    samples = list(
-                        pool.map(partial(floor.add, round_no=r), *zip(*jobs, strict=True))
-                    )
-                with ThreadPoolExecutor(max_workers=concurrency) as pool:
-                    list(
-                        pool.map(
-                            lambda p: floor.delete(p[0][0], p[1]), zip(jobs, samples, strict=True)
-                        )
-                    )
-                out += samples
-                failed = sum(s.error is not None for s in samples)
-                say(
-                    f"  floor{' (SB up)' if sb_up else ''} round {r + 1}/{rounds}: {pods} pods"
-                    + (f", {failed} failed" if failed else "")
-                )
-        finally:
-            floor.close()
+        floors: dict[str, Floor] = {}
+        for pair, _ in counts:
+            ovs_remote = f"unix:{plan.ovs_dir(pair.dpu)}/db.sock"
+            ovs, ovs_idl = stack.enter_context(open_api(ovs_remote, "Open_vSwitch", OvsApi))
+            floors[pair.host.name] = Floor(plan, pair, nb, nb_idl, ovs, ovs_idl, sb_idl)
+            stack.callback(floors[pair.host.name].close)
+        for r in range(rounds):
+            jobs = [
+                (floors[pair.host.name], vfs[pair.host.name][i], name)
+                for pair, i, name in pod_jobs(counts, "f", r)
+            ]
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                samples = list(pool.map(partial(_floor_add, round_no=r), jobs))
+            with ThreadPoolExecutor(max_workers=concurrency) as pool:
+                list(pool.map(lambda job, sample: job[0].delete(job[1], sample), jobs, samples))
+            out += samples
+            failed = sum(s.error is not None for s in samples)
+            say(
+                f"  floor{' (SB up)' if sb_up else ''} round {r + 1}/{rounds}: {pods} pods"
+                + (f" on {len(counts)} pairs" if len(counts) > 1 else "")
+                + (f", {failed} failed" if failed else "")
+            )
     return out
+
+
+def _floor_add(job: tuple[Floor, FreeVf, str], round_no: int) -> PodSample:
+    floor, vf, pod = job
+    return floor.add(vf, pod, round_no)
 
 
 # ---------------------------------------------------------------- summary
@@ -478,27 +513,85 @@ def run_mode(
     plan: LabPlan, pods: int, concurrency: int, rounds: int, floor: bool,
     say: Callable[[str], None],
 ) -> dict[str, Any]:  # fmt: skip
-    """dpunet and its floor for one (pods, concurrency) setting."""
-    pair = plan.pairs[0]
-    before = scrape_all(plan, pair)
-    dpunet = run_dpunet(plan, pair, pods, concurrency, rounds, say)
-    after = scrape_all(plan, pair)
+    """dpunet and its floor for one (pods, concurrency) setting on the first pair."""
+    return run_pairs(plan, [(plan.pairs[0], pods)], concurrency, rounds, floor, say)
+
+
+def run_all_pairs_burst(
+    plan: LabPlan, rounds: int, floor: bool, say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Every free VF of every pair at once (dpunet, then its floors the same way)."""
+    counts = [(pair, len(free_vfs(plan, pair))) for pair in plan.pairs]
+    total = sum(n for _, n in counts)
+    if total < 1:
+        raise LabError("no free VF in the lab")
+    return run_pairs(plan, counts, total, rounds, floor, say)
+
+
+def run_pairs(
+    plan: LabPlan, counts: Sequence[tuple[NicPair, int]], concurrency: int, rounds: int,
+    floor: bool, say: Callable[[str], None],
+) -> dict[str, Any]:  # fmt: skip
+    """dpunet and its floor, `counts` pods on each pair, `concurrency` ADDs at once over
+    all of them. With more than one pair: `pairs` and each pair's own summary
+    (`per_pair`), and the phases over every pair's daemons."""
+    pairs = [pair for pair, _ in counts]
+    before = [scrape_all(plan, pair) for pair in pairs]
+    dpunet = run_dpunet(plan, counts, concurrency, rounds, say)
+    after = [scrape_all(plan, pair) for pair in pairs]
     result: dict[str, Any] = {
-        "pods": pods,
+        "pods": sum(n for _, n in counts),
         "concurrency": concurrency,
         "rounds": rounds,
         "dpunet": summarize_run(dpunet),
-        "phases_mean_s": phase_split(before, after),
+        "phases_mean_s": phase_split(merge_scrapes(before), merge_scrapes(after)),
     }
+    modes = {"dpunet": dpunet}
     if floor:
-        result["floor"] = summarize_run(run_floor(plan, pair, pods, concurrency, rounds, say))
-        result["floor_sb"] = summarize_run(
-            run_floor(plan, pair, pods, concurrency, rounds, say, sb_up=True)
-        )
+        modes["floor"] = run_floor(plan, counts, concurrency, rounds, say)
+        modes["floor_sb"] = run_floor(plan, counts, concurrency, rounds, say, sb_up=True)
+        result["floor"] = summarize_run(modes["floor"])
+        result["floor_sb"] = summarize_run(modes["floor_sb"])
         d, f = result["dpunet"]["ready_ms"], result["floor"]["ready_ms"]
         result["ratio_median"] = ratio(d.get("median"), f.get("median"))
         result["ratio_p99"] = ratio(d.get("p99"), f.get("p99"))
         f = result["floor_sb"]["ready_ms"]
         result["ratio_median_floor_sb"] = ratio(d.get("median"), f.get("median"))
         result["ratio_p99_floor_sb"] = ratio(d.get("p99"), f.get("p99"))
+    if len(counts) > 1:
+        result["pairs"] = {pair.host.name: n for pair, n in counts}
+        result["per_pair"] = per_pair_summary(modes)
     return result
+
+
+def merge_scrapes(scrapes: Sequence[Scrapes]) -> Scrapes:
+    """Several pairs' scrapes as one: host and DPU agent samples summed over the pairs
+    (their histograms add up), the controller's (one daemon) from the first."""
+
+    def total(samples: Sequence[Samples]) -> Samples:
+        out: Samples = {}
+        for one in samples:
+            for key, value in one.items():
+                out[key] = out.get(key, 0.0) + value
+        return out
+
+    return Scrapes(
+        total([s.host for s in scrapes]),
+        scrapes[0].controller if scrapes else {},
+        total([s.dpu for s in scrapes]),
+    )
+
+
+def per_pair_summary(modes: Mapping[str, Sequence[PodSample]]) -> dict[str, dict[str, Any]]:
+    """Per pair and mode: ready latency (ms), pods/s and how many failed."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode, samples in modes.items():
+        for pair in sorted({s.pair for s in samples}):
+            mine = [s for s in samples if s.pair == pair]
+            ok = [s for s in mine if s.error is None]
+            out.setdefault(pair, {})[mode] = {
+                "ready_ms": summarize([s.ready_s * 1000 for s in ok if s.ready_s is not None]),
+                "pods_per_s": _rate(ok),
+                "errors": len(mine) - len(ok),
+            }
+    return out

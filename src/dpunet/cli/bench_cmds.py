@@ -76,13 +76,13 @@ def out_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @contextmanager
-def _lab(lab: str | None, name: str, vfs: int) -> Iterator[LabPlan]:
+def _lab(lab: str | None, name: str, vfs: int, hosts: int = 1) -> Iterator[LabPlan]:
     from dpunet.bench.labctx import bench_lab
     from dpunet.contract.client import ClientError
     from dpunet.lab.runner import LabError
 
     try:
-        with bench_lab(lab, name, vfs, _say) as plan:
+        with bench_lab(lab, name, vfs, _say, hosts) as plan:
             yield plan
     except (LabError, ClientError) as exc:
         fail(escape(str(exc)))
@@ -138,17 +138,27 @@ def bench() -> None:
     "--burst/--no-burst",
     default=True,
     show_default=True,
-    help="Also a burst: every free VF at once.",
+    help="Also a burst: every free VF at once (of the first pair, and with more than one "
+    "pair of every pair).",
 )
 @click.option("--floor/--no-floor", default=True, show_default=True, help="Also the raw floor.")
+@click.option(
+    "--hosts",
+    default=1,
+    show_default=True,
+    help="Host/DPU pairs of the lab brought up for the run.",
+)
 def pod_setup_cmd(
     lab: str | None, name: str, vfs: int, out_dir: Path, output: str, pods: int | None,
-    concurrency: int, rounds: int, burst: bool, floor: bool,
+    concurrency: int, rounds: int, burst: bool, floor: bool, hosts: int,
 ) -> None:  # fmt: skip
-    """CNI ADD -> the container reaches its gateway: dpunet vs the raw floor."""
+    """CNI ADD -> the container reaches its gateway: dpunet vs the raw floor (the runs on
+    the first pair; with --burst and more than one pair, also every VF of every pair at
+    once)."""
     from dpunet.bench import plots, podsetup
+    from dpunet.lab.lab import up_times
 
-    with _lab(lab, name, vfs) as plan:
+    with _lab(lab, name, vfs, hosts) as plan:
         free = len(podsetup.free_vfs(plan, plan.pairs[0]))
         n = min(pods or free, free)
         if n < 1:
@@ -160,11 +170,19 @@ def pod_setup_cmd(
         for count, conc in settings:
             _say(f"pod-setup: {count} pods, concurrency {conc}, {rounds} rounds")
             runs.append(podsetup.run_mode(plan, count, conc, rounds, floor, _say))
+        if burst and len(plan.pairs) > 1:
+            _say(
+                f"pod-setup: every free VF of the {len(plan.pairs)} pairs at once, {rounds} rounds"
+            )
+            runs.append(podsetup.run_all_pairs_burst(plan, rounds, floor, _say))
         results: dict[str, Any] = {
             "runs": runs,
             "sysfs_discovery_ms": podsetup.sysfs_discovery_ms(plan, plan.pairs[0]),
+            "lab_up": up_times(plan.name),
         }
     first, last = runs[0], runs[-1]
+    if "pairs" in last:  # the all-pairs burst; the first pair's burst before it
+        last = runs[-2]
     rows: list[tuple[str, Any, Any, Any]] = [
         (f"dpunet median ms ({first['pods']} pods, c={first['concurrency']})",
          first["dpunet"]["ready_ms"].get("median"), None, None),
@@ -184,9 +202,40 @@ def pod_setup_cmd(
          f"{last.get('floor_sb', {}).get('ready_ms', {}).get('p99')}", None, None),
         ("burst pods/s (floor)", last.get("floor", {}).get("pods_per_s"), None, None),
     ]  # fmt: skip
+    if "pairs" in runs[-1]:
+        rows += _all_pairs_rows(runs[-1], results["lab_up"])
     params = {"lab": lab or name, "vfs": vfs, "pods": n, "concurrency": concurrency,
-              "rounds": rounds, "burst": burst, "floor": floor}  # fmt: skip
+              "rounds": rounds, "burst": burst, "floor": floor,
+              "hosts": len(plan.pairs)}  # fmt: skip
     _finish("pod-setup", params, results, out_dir, output, plots.plot_pod_setup, rows)
+
+
+def _all_pairs_rows(
+    run: dict[str, Any], lab_up: dict[str, Any] | None
+) -> list[tuple[str, Any, Any, Any]]:
+    """The table's rows of the all-pairs burst, and the lab's time to come up per pair."""
+    d, f = run["dpunet"]["ready_ms"], run.get("floor", {}).get("ready_ms", {})
+    rows: list[tuple[str, Any, Any, Any]] = [
+        (f"all pairs: p50 / p99 ms ({run['pods']} pods on {len(run['pairs'])} pairs at once)",
+         f"{_fmt(d.get('median'))} / {_fmt(d.get('p99'))}", None, None),
+        ("all pairs: floor p50 / p99 ms", f"{_fmt(f.get('median'))} / {_fmt(f.get('p99'))}",
+         None, None),
+        ("all pairs: p99 ratio dpunet/floor", run.get("ratio_p99"), None, None),
+        ("all pairs: pods/s dpunet / floor",
+         f"{_fmt(run['dpunet'].get('pods_per_s'))} / "
+         f"{_fmt(run.get('floor', {}).get('pods_per_s'))}", None, None),
+    ]  # fmt: skip
+    for host, per in run["per_pair"].items():
+        mine = per["dpunet"]["ready_ms"]
+        rows.append(
+            (f"  {host}: p50 / p99 ms, pods/s",
+             f"{_fmt(mine.get('median'))} / {_fmt(mine.get('p99'))}, "
+             f"{_fmt(per['dpunet'].get('pods_per_s'))}", None, None)
+        )  # fmt: skip
+    if lab_up is not None:
+        pairs = ", ".join(f"{h} {t['busy_s']:.1f}" for h, t in lab_up["pairs"].items())
+        rows.append((f"lab up s (total {lab_up['total_s']:.1f}), per pair", pairs, None, None))
+    return rows
 
 
 # -------------------------------------------------------------------- podman

@@ -77,6 +77,16 @@ def load_plan(name: str) -> LabPlan:
     return LabPlan(spec)
 
 
+def up_times(name: str) -> dict[str, Any] | None:
+    """The times `lab up` recorded for lab `name` (steps.timing_record), None when its
+    state has none (brought up by an older dpunet)."""
+    try:
+        times = json.loads((RUN_ROOT / name / "lab.json").read_text()).get("up")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return times if isinstance(times, dict) else None
+
+
 class Lab:
     """Bring-up and inspection of one lab."""
 
