@@ -102,5 +102,5 @@ def test_burst_over_both_pairs_reaches_every_gateway(
     assert everywhere["phases_mean_s"]["host_agent"]["ADD:claim"]["count"] == pods
     assert set(doc["results"]["lab_up"]["pairs"]) == {"host1", "host2"}
     assert doc["params"]["hosts"] == 2
-    assert (tmp_path / "pod-setup.png").exists()
+    assert (tmp_path / "pod-setup-pairs.png").exists() and not (tmp_path / "pod-setup.png").exists()
     assert free_vfs(plan) == before  # every VF of both pairs back

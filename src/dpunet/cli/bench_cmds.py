@@ -207,7 +207,9 @@ def pod_setup_cmd(
     params = {"lab": lab or name, "vfs": vfs, "pods": n, "concurrency": concurrency,
               "rounds": rounds, "burst": burst, "floor": floor,
               "hosts": len(plan.pairs)}  # fmt: skip
-    _finish("pod-setup", params, results, out_dir, output, plots.plot_pod_setup, rows)
+    # a lab of several pairs has a file of its own (its first runs are on 1 pair of many)
+    bench_name = "pod-setup" if len(plan.pairs) == 1 else "pod-setup-pairs"
+    _finish(bench_name, params, results, out_dir, output, plots.plot_pod_setup, rows)
 
 
 def _all_pairs_rows(
