@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from typing import Any
 
 import pytest
 from controller_harness import OvnCentral
 
+from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import Conflict
 from dpunet.controller.nb import NbClient
-from dpunet.controller.nbcommands import Snapshot
+from dpunet.controller.nbcommands import EnsureDesired, NodePorts, Snapshot
+from dpunet.controller.topology import NodeRecord, NodeRole, node_desired
 
 pytestmark = pytest.mark.lab
 
@@ -114,12 +117,14 @@ def test_writes_keep_their_order_and_plain_writes_run_alone(ovn: OvnCentral) -> 
     assert {"order-a", "order-b"} <= _ports(ovn)
 
 
-def _pod_lsp_args(name: str, ip: str, uid: str) -> list[str]:
+def _pod_lsp_args(
+    name: str, ip: str, uid: str, switch: str = SWITCH, node: str = SWITCH
+) -> list[str]:
     mac = "0a:58:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
     ids = {
         "dpunet:owner": "dpunet",
         "dpunet:kind": "pod",
-        "dpunet:node": SWITCH,
+        "dpunet:node": node,
         "dpunet:namespace": "ns",
         "dpunet:pod": name,
         "dpunet:uid": uid,
@@ -128,7 +133,7 @@ def _pod_lsp_args(name: str, ip: str, uid: str) -> list[str]:
     return [
         "--",
         "lsp-add",
-        SWITCH,
+        switch,
         name,
         "--",
         "lsp-set-addresses",
@@ -168,3 +173,79 @@ def test_snapshot_from_kept_port_rows_matches_a_full_parse(ovn: OvnCentral) -> N
     assert {r.name for r in first.ports} >= {"kept-a", "kept-b"}
     assert sorted(kept.ports, key=lambda r: r.name) == sorted(parsed.ports, key=lambda r: r.name)
     assert uids["kept-a"] == "u9" and "kept-b" not in uids and uids["kept-c"] == "u3"
+
+
+def test_a_nodes_ports_are_the_pod_ports_on_its_switch_that_name_it(ovn: OvnCentral) -> None:
+    ovn.nbctl("ls-add", "np-a", "--", "ls-add", "np-b")
+    ovn.nbctl(
+        *_pod_lsp_args("np-1", "10.9.1.3", "u1", switch="np-a", node="np-a"),
+        *_pod_lsp_args("np-2", "10.9.1.4", "u2", switch="np-a", node="np-a"),
+        *_pod_lsp_args("np-other", "10.9.1.5", "u3", switch="np-a", node="np-b"),
+        *_pod_lsp_args("np-stray", "10.9.1.6", "u4", switch="np-b", node="np-a"),
+        "--", "lsp-add", "np-a", "np-plain",
+    )  # fmt: skip
+
+    async def body(nb: NbClient) -> tuple[list[Any], list[Any], list[Any]]:
+        a = await nb.read(lambda api: NodePorts(api, "np-a", nb.port_rows))
+        await asyncio.to_thread(
+            ovn.nbctl, "set", "Logical_Switch_Port", "np-2", 'external_ids:"dpunet:uid"=u9'
+        )
+        for _ in range(200):  # until the client has seen the change
+            again = await nb.read(lambda api: NodePorts(api, "np-a", nb.port_rows))
+            if {r.name: r.uid for r in again}.get("np-2") == "u9":
+                break
+            await asyncio.sleep(0.05)
+        absent = await nb.read(lambda api: NodePorts(api, "np-none", nb.port_rows))
+        return a, again, absent
+
+    first, again, absent = _with_client(ovn, body)
+    assert sorted((r.name, r.switch) for r in first) == [("np-1", "np-a"), ("np-2", "np-a")]
+    assert {r.name: r.uid for r in again} == {"np-1": "u1", "np-2": "u9"}
+    assert absent == []
+
+
+def test_topology_pass_with_kept_rows_leaves_pod_ports_and_prunes_stale_ones(
+    ovn: OvnCentral,
+) -> None:
+    cfg = ControllerConfig()
+    node = NodeRecord(
+        name="ens", role=NodeRole.FULL, chassis="ch-ens",
+        node_ip=IPv4Interface("192.0.2.50/24"), next_hop=IPv4Address("192.0.2.254"),
+        subnet=IPv4Network("10.233.70.0/24"), join_ip=IPv4Address("100.64.0.50"),
+        gateway_mac="0a:58:c0:00:02:32",
+    )  # fmt: skip
+    stale = {"dpunet:owner": "dpunet", "dpunet:kind": "mgmt-port", "dpunet:node": "ens"}
+
+    async def body(nb: NbClient) -> tuple[int, int]:
+        await nb.write(lambda api: EnsureDesired(api, node_desired(cfg, node)))
+        await asyncio.to_thread(
+            ovn.nbctl,
+            *_pod_lsp_args("ens-pod1", "10.233.70.3", "u1", switch="ens", node="ens"),
+            *_pod_lsp_args("ens-pod2", "10.233.70.4", "u2", switch="ens", node="ens"),
+            "--", "lsp-add", "ens", "ens-stale",
+            "--", "set", "Logical_Switch_Port", "ens-stale",
+            *(f'external_ids:"{k}"="{v}"' for k, v in stale.items()),
+        )  # fmt: skip
+        for _ in range(200):  # until the client has seen the three ports
+            snap = await nb.snapshot()
+            if len([p for p in snap.ports if p.switch == "ens"]) == 2:
+                break
+            await asyncio.sleep(0.05)
+        rows = nb.port_rows
+        pruned = await nb.write(
+            lambda api: EnsureDesired(api, node_desired(cfg, node), port_rows=rows)
+        )
+        again = await nb.write(
+            lambda api: EnsureDesired(api, node_desired(cfg, node), port_rows=rows)
+        )
+        return pruned, again
+
+    pruned, again = _with_client(ovn, body)
+    assert (pruned, again) == (1, 0)
+    ports = set(ovn.nbctl("--bare", "--columns=ports", "list", "Logical_Switch", "ens").split())
+    names = {
+        ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port", p).strip()
+        for p in ports
+    }
+    assert {"ens-pod1", "ens-pod2", "k8s-ens"} <= names
+    assert "ens-stale" not in names

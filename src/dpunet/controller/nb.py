@@ -107,6 +107,11 @@ class _Idl(connection.OvsdbIdl):
     port_listener: Callable[[str, Any], None] | None = None
     change_listeners: tuple[ChangeListener, ...] = ()
 
+    def cooperative_yield(self) -> None:
+        """Nothing: ovsdbapp's `time.sleep(0)` here (for eventlet) runs for every row of
+        an update, holding the connection lock, and hands the GIL away each time (each
+        handoff can cost the interpreter's 5 ms switch interval); python-ovs' default."""
+
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.port_listener is not None and row._table.name == LSP:
             self.port_listener(event, row)

@@ -194,9 +194,12 @@ class EnsureDesired(_Writer):
     """Create or repair the objects of some `Desired` states and prune what they no longer
     list; result: how many columns/rows changed."""
 
-    def __init__(self, api: Any, *desired: Desired) -> None:
+    def __init__(self, api: Any, *desired: Desired, port_rows: PortRows | None = None) -> None:
+        """`port_rows`: the kept LSPs, to pass over a switch's pod ports without reading
+        them (a node switch holds hundreds; none is a topology object)."""
         super().__init__(api)
         self.desired = desired
+        self.port_rows = port_rows
 
     def run_idl(self, txn: Any) -> None:
         for d in self.desired:
@@ -297,7 +300,7 @@ class EnsureDesired(_Writer):
         columns: Callable[[Any], dict[str, Any]],
         parent_table: str | None = None,
     ) -> None:
-        current = _refs(parent, column)
+        current = self._children(parent, column, table)
         by_key: dict[Hashable, Row] = {}
         for row in current:
             by_key.setdefault(row_key(row), row)
@@ -321,6 +324,15 @@ class EnsureDesired(_Writer):
                 continue
             if ext.get(NODE_KEY) == scope:
                 self._unlink(parent, column, row)
+
+    def _children(self, parent: Row, column: str, table: str) -> list[Row]:
+        """`parent`'s rows in `column`, without the pod ports (topology passes never touch
+        them) when the kept LSPs say which they are."""
+        if table != LSP or self.port_rows is None:
+            return _refs(parent, column)
+        rows = self.api.tables[LSP].rows
+        children = (rows.get(ref) for ref in ref_uuids(parent, column))
+        return [r for r in children if r is not None and self.port_rows.kept(r).port is None]
 
     def _adopt(
         self, parent: Row, column: str, table: str, parent_table: str, name: str
@@ -501,28 +513,55 @@ def _port_row(row: Row, switch: str | None) -> PortRow:
     return PortRow(read_column(row, "name"), row.uuid, switch, up, uid, port, columns, problem)
 
 
+@dataclass(frozen=True)
+class KeptLsp:
+    """What passes over many LSPs need of one row: its node scope (`dpunet:node` of an
+    owned row) and, for a pod port, its PortRow (switch: the scope's, the usual place)."""
+
+    scope: str | None
+    port: PortRow | None
+
+
+def _keep(row: Row) -> KeptLsp:
+    ext = read_column(row, "external_ids")
+    scope = ext.get(NODE_KEY) if owned(ext) else None
+    pod = owned(ext) and ext.get(KIND_KEY) == Kind.POD.value
+    return KeptLsp(scope, _port_row(row, scope) if pod else None)
+
+
 class PortRows:
-    """The PortRow of every pod LSP, kept current from the IDL's change notifications (in
-    the IDL thread, under the connection lock like every read), so that a snapshot does
-    not parse thousands of unchanged ports again."""
+    """A KeptLsp of every LSP, kept current from the IDL's change notifications (in the
+    IDL thread, under the connection lock like every read), so that a snapshot or a
+    node's listing neither parses thousands of unchanged ports again nor reads a column
+    of every row through python-ovs."""
 
     def __init__(self) -> None:
-        self._rows: dict[uuid.UUID, PortRow] = {}
+        self._kept: dict[uuid.UUID, KeptLsp] = {}
 
     def changed(self, deleted: bool, row: Row) -> None:
         """IDL thread: LSP `row` was created, updated or (`deleted`) deleted."""
-        if deleted or row._changes or row._mutations or not _is_pod(row):
+        if deleted or row._changes or row._mutations:
             # (a row a transaction in flight is changing shows that transaction's values:
             # parsed again when next asked for, when no transaction is in flight)
-            self._rows.pop(row.uuid, None)
+            self._kept.pop(row.uuid, None)
         else:
-            self._rows[row.uuid] = _port_row(row, None)
+            self._kept[row.uuid] = _keep(row)
+
+    def kept(self, row: Row) -> KeptLsp:
+        """LSP `row`'s KeptLsp (parsed now if not kept; kept unless a transaction is
+        changing the row)."""
+        found = self._kept.get(row.uuid)
+        if found is None:  # (rows replaced after a reconnection are notified again)
+            found = _keep(row)
+            if not row._changes and not row._mutations:
+                self._kept[row.uuid] = found
+        return found
 
     def get(self, row: Row, switch: str | None) -> PortRow:
         """The PortRow of pod LSP `row` on `switch`."""
-        found = self._rows.get(row.uuid)
-        if found is None:  # (rows replaced after a reconnection are notified again)
-            found = self._rows[row.uuid] = _port_row(row, None)
+        found = self.kept(row).port
+        if found is None:
+            raise ValueError(f"Logical_Switch_Port {row.uuid} is not a dpunet pod port")
         return found if found.switch == switch else replace(found, switch=switch)
 
 
@@ -560,31 +599,52 @@ class ReadPortName(command.ReadOnlyCommand):
         self.result = (port, len(pods) < len(rows))
 
 
+class NodePorts(command.ReadOnlyCommand):
+    """The pod ports of node `node`: those on its switch that name it (from `port_rows`:
+    no pass over other nodes' ports). A port of the node found elsewhere is not one: the
+    next reconcile pass removes it."""
+
+    def __init__(self, api: Any, node: str, port_rows: PortRows) -> None:
+        super().__init__(api)
+        self.node = node
+        self.port_rows = port_rows
+
+    def run_idl(self, txn: Any) -> None:
+        lsps = self.api.tables[LSP].rows
+        found: dict[uuid.UUID, PortRow] = {}
+        for switch in _by_name(self.api, LS, self.node):
+            for ref in ref_uuids(switch, "ports"):
+                row = lsps.get(ref)
+                port = self.port_rows.kept(row).port if row is not None else None
+                if port is not None and port.port is not None and port.port.node == self.node:
+                    found.setdefault(ref, replace(port, switch=self.node))
+        self.result = list(found.values())
+
+
 class Snapshot(command.ReadOnlyCommand):
     """Registered nodes, owned pod ports, node scopes in use and foreign objects in the way
-    (pod ports from `port_rows` when given)."""
+    (LSPs from `port_rows` when given: no column of an unchanged LSP is read again)."""
 
     def __init__(self, api: Any, port_rows: PortRows | None = None) -> None:
         super().__init__(api)
-        self.port_rows = port_rows
-
-    def _port(self, row: Row, switch: str | None) -> PortRow:
-        if self.port_rows is None:
-            return _port_row(row, switch)
-        return self.port_rows.get(row, switch)
+        self.port_rows = port_rows if port_rows is not None else PortRows()
 
     def run_idl(self, txn: Any) -> None:
         snap = NbSnapshot()
+        lsps = self.api.tables[LSP].rows
+        linked: set[uuid.UUID] = set()
         for table in (LS, LR):
             for row in self.api.tables[table].rows.values():
                 ext = read_column(row, "external_ids")
                 if row.name in (CLUSTER_ROUTER, JOIN_SWITCH) and not owned(ext):
                     snap.conflicts.append(f"{table} {row.name}")
-                children = self._children(table, row)
-                for obj_ext in (ext, *(read_column(c, "external_ids") for c in children)):
-                    if owned(obj_ext) and NODE_KEY in obj_ext:
-                        snap.scopes.add(obj_ext[NODE_KEY])
-                if table != LS:
+                if owned(ext) and NODE_KEY in ext:
+                    snap.scopes.add(ext[NODE_KEY])
+                if table == LR:
+                    for child in self._router_children(row):
+                        child_ext = read_column(child, "external_ids")
+                        if owned(child_ext) and NODE_KEY in child_ext:
+                            snap.scopes.add(child_ext[NODE_KEY])
                     continue
                 if owned(ext) and ext.get(KIND_KEY) == Kind.NODE_SWITCH.value:
                     try:
@@ -593,19 +653,28 @@ class Snapshot(command.ReadOnlyCommand):
                         )
                     except (KeyError, ValueError) as exc:
                         snap.bad_nodes[row.name] = f"incomplete node record: {exc}"
-                snap.ports.extend(self._port(p, row.name) for p in children if _is_pod(p))
-        linked = {p.uuid for p in snap.ports}
-        snap.ports.extend(
-            self._port(r, None)
-            for r in self.api.tables[LSP].rows.values()
-            if r.uuid not in linked and _is_pod(r)
-        )
+                for ref in ref_uuids(row, "ports"):
+                    lsp_row = lsps.get(ref)
+                    if lsp_row is None:
+                        continue
+                    kept = self.port_rows.kept(lsp_row)
+                    if kept.scope is not None:
+                        snap.scopes.add(kept.scope)
+                    if kept.port is not None:  # (a port on two switches: listed twice)
+                        linked.add(ref)
+                        port = kept.port
+                        snap.ports.append(
+                            port if port.switch == row.name else replace(port, switch=row.name)
+                        )
+        for ref, lsp_row in lsps.items():
+            if ref not in linked:
+                stray = self.port_rows.kept(lsp_row).port
+                if stray is not None:
+                    snap.ports.append(replace(stray, switch=None) if stray.switch else stray)
         self.result = snap
 
     @staticmethod
-    def _children(table: str, row: Row) -> list[Row]:
-        if table == LS:
-            return _refs(row, "ports")
+    def _router_children(row: Row) -> list[Row]:
         return [
             *_refs(row, "ports"),
             *_refs(row, "static_routes"),

@@ -163,7 +163,10 @@ class NodeService:
             try:
                 changes = await self.nb.write(
                     lambda api: EnsureDesired(
-                        api, cluster_desired(self.cfg), node_desired(self.cfg, record)
+                        api,
+                        cluster_desired(self.cfg),
+                        node_desired(self.cfg, record),
+                        port_rows=self.nb.port_rows,
                     )
                 )
             except NbOutcomeUnknown:

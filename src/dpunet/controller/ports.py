@@ -38,6 +38,7 @@ from dpunet.controller.metrics import Metrics
 from dpunet.controller.nb import NbClient, NbOutcomeUnknown
 from dpunet.controller.nbcommands import (
     DeletePort,
+    NodePorts,
     PortRow,
     ReadPort,
     ReadPortName,
@@ -334,10 +335,14 @@ class PortService:
             if namespace is not None and not who.may_use_namespace(namespace):
                 raise Forbidden(f"{who} may not use namespace {namespace}")
             node = who.node
-        snap = await self.nb.snapshot()
+        rows: list[PortRow]
+        if node is not None:  # its switch's ports only
+            rows = await self.nb.read(lambda api: NodePorts(api, node, self.nb.port_rows))
+        else:
+            rows = (await self.nb.snapshot()).ports
         items = [
             self.info(row.port, row.up)
-            for row in sorted(snap.ports, key=lambda r: r.name)
+            for row in sorted(rows, key=lambda r: r.name)
             if row.port is not None
             and (node is None or row.port.node == node)
             and (namespace is None or row.port.namespace == namespace)

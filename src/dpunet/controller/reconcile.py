@@ -14,6 +14,7 @@ Objects without `dpunet:owner=dpunet` are never touched.
 from __future__ import annotations
 
 import logging
+import time
 from functools import partial
 
 from dpunet.controller.config import ControllerConfig
@@ -31,7 +32,13 @@ from dpunet.controller.nbcommands import (
     lsp_columns,
 )
 from dpunet.controller.state import ClusterState, LoadReport
-from dpunet.controller.topology import Desired, cluster_desired, node_desired, pod_lsp
+from dpunet.controller.topology import (
+    Desired,
+    NodeRecord,
+    cluster_desired,
+    node_desired,
+    pod_lsp,
+)
 from dpunet.logs import event
 
 log = logging.getLogger("dpunet.controller.reconcile")
@@ -47,6 +54,9 @@ class Reconciler:
         self.nb = nb
         self.state = state
         self.metrics = metrics
+        # ports found as their record implies by the last pass: (the kept PortRow, its
+        # node); the same objects again need no comparison
+        self._in_place: dict[str, tuple[PortRow, NodeRecord]] = {}
 
     def _count(self, kind: str, n: int = 1) -> None:
         if n:
@@ -54,6 +64,7 @@ class Reconciler:
 
     async def reload(self) -> dict[str, int]:
         """Rebuild the state from NB and repair. Nothing else may run meanwhile."""
+        started = time.perf_counter()
         snap: NbSnapshot = await self.nb.snapshot()
         report = self.state.load(snap)
         for name, subnet in sorted(report.foreign_subnets.items()):
@@ -82,7 +93,12 @@ class Reconciler:
         for kind, n in counts.items():
             self._count(kind, n)
         event(
-            log, "reconcile.done", nodes=len(self.state.nodes), pod_ports=len(snap.ports), **counts
+            log,
+            "reconcile.done",
+            nodes=len(self.state.nodes),
+            pod_ports=len(snap.ports),
+            ms=round((time.perf_counter() - started) * 1000, 1),
+            **counts,
         )
         return counts
 
@@ -96,7 +112,8 @@ class Reconciler:
         return int(changes)
 
     async def _ensure(self, *desired: Desired) -> int:
-        return int(await self.nb.write(lambda api: EnsureDesired(api, *desired)))
+        rows = self.nb.port_rows
+        return int(await self.nb.write(lambda api: EnsureDesired(api, *desired, port_rows=rows)))
 
     async def _orphan_nodes(self, snap: NbSnapshot, report: LoadReport) -> int:
         orphans = (snap.scopes | set(report.bad_nodes)) - set(self.state.nodes)
@@ -137,9 +154,19 @@ class Reconciler:
     async def _drifted_ports(self, snap: NbSnapshot, report: LoadReport) -> int:
         skip = set(report.invalid_ports) | set(report.duplicate_ports)
         fixed = 0
+        in_place, self._in_place = self._in_place, {}
         for row in snap.ports:
-            if row.name not in skip and await self._repair_port(row):
+            if row.name in skip:
+                continue
+            node = self.state.nodes.get(row.port.node) if row.port is not None else None
+            before = in_place.get(row.name)
+            if node is not None and before is not None and before[0] is row and before[1] == node:
+                self._in_place[row.name] = before  # unchanged since it was checked
+                continue
+            if await self._repair_port(row):
                 fixed += 1
+            elif node is not None:
+                self._in_place[row.name] = (row, node)
         return fixed
 
     async def _repair_port(self, row: PortRow) -> bool:
