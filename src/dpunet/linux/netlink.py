@@ -35,6 +35,7 @@ from dpunet.linux.netns import iproute_at, socket_at
 
 _ETH_P_ARP = 0x0806
 IFF_UP = 0x1
+IFNAMSIZ = 16  # a link name is at most 15 bytes
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RT_TABLE_LOCAL = 255
@@ -144,9 +145,23 @@ def netlink(netns: str | None = None) -> Iterator[IPRoute]:
         ipr.close()
 
 
+def _link_msg(ipr: IPRoute, ifname: str) -> Any | None:
+    """The kernel's message of link `ifname`, or None when there is none: one request by
+    name (pyroute2's `link_lookup` dumps and decodes every link of the namespace)."""
+    if not 0 < len(ifname.encode()) < IFNAMSIZ:
+        return None  # a name no link can have
+    try:
+        msg = ipr.link("get", ifname=ifname)[0]
+    except NetlinkError as exc:
+        if exc.code == errno.ENODEV:
+            return None
+        raise
+    return msg if msg.get("IFLA_IFNAME") == ifname else None  # not by an alternative name
+
+
 def _index(ipr: IPRoute, ifname: str) -> int | None:
-    found = ipr.link_lookup(ifname=ifname)
-    return found[0] if found else None
+    msg = _link_msg(ipr, ifname)
+    return msg["index"] if msg is not None else None
 
 
 def _existing_index(ipr: IPRoute, ifname: str, netns: str | None) -> int:
@@ -174,10 +189,8 @@ def get_link(ifname: str, netns: str | None = None) -> Link | None:
     """Name, index, MAC, MTU and admin state of a link, or None when it does not exist
     there."""
     with netlink(netns) as ipr:
-        idx = _index(ipr, ifname)
-        if idx is None:
-            return None
-        return Link.from_msg(ipr.get_links(idx)[0])
+        msg = _link_msg(ipr, ifname)
+        return Link.from_msg(msg) if msg is not None else None
 
 
 def link_exists(ifname: str, netns: str | None = None) -> bool:

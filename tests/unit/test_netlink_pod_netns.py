@@ -1,5 +1,5 @@
-"""`netlink.announce`: the gratuitous ARP a pod's interface sends once configured, from a
-socket in the pod's namespace (needs root: a veth pair in a namespace of its own)."""
+"""`dpunet.linux.netlink` in a pod's namespace (needs root: a veth pair in a namespace of
+its own): links found by name, and the gratuitous ARP a pod's interface sends."""
 
 from __future__ import annotations
 
@@ -57,3 +57,15 @@ def test_the_gratuitous_arp_leaves_the_interface(netns: str) -> None:
 
 def test_an_interface_that_is_not_there_is_no_error(netns: str) -> None:
     netlink.announce(netns, "missing", "0a:58:c6:12:01:07", ipaddress.IPv4Address("198.18.1.7"))
+
+
+def test_links_are_found_by_their_name_only(netns: str) -> None:
+    with iproute_at(netns) as ipr:
+        index = ipr.link_lookup(ifname="a")[0]
+        ipr.link("property_add", index=index, altname="alias-of-a")
+    link = netlink.get_link("a", netns)
+    assert link is not None and link.name == "a" and link.index == index
+    assert netlink.link_exists("b", netns)
+    for missing in ("missing", "alias-of-a", "x" * 40):  # none, an altname, too long
+        assert netlink.get_link(missing, netns) is None
+        assert not netlink.link_exists(missing, netns)
