@@ -3,6 +3,9 @@ summaries, the pairs' metrics added up."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from dpunet.bench import plots
 from dpunet.bench.metrics import phase_means
 from dpunet.bench.podsetup import PodSample, Scrapes, merge_scrapes, per_pair_summary, pod_jobs
 from dpunet.lab.topology import LabPlan, LabSpec
@@ -63,3 +66,23 @@ def test_merged_scrapes_add_the_pairs_histograms_and_keep_one_controller() -> No
         merged_before.host, merged_after.host, "dpunet_host_cni_phase_seconds", "phase"
     )
     assert means["claim"].count == 4 and means["claim"].mean == 1.0  # (5 - 1) s / (5 - 1)
+
+
+def test_the_plot_has_a_per_pair_panel_for_an_all_pairs_run(tmp_path: Path) -> None:
+    summary = {"ready_ms": {"n": 1, "median": 100.0, "p99": 120.0}, "pods_per_s": 5.0, "errors": 0}
+    mode = {
+        "ready_ms": summary["ready_ms"],
+        "add_ms": {"mean": 50.0},
+        "samples_ms": [100.0, 120.0],
+    }
+    run = {
+        "pods": 2,
+        "concurrency": 2,
+        "dpunet": mode,
+        "floor": mode,
+        "pairs": {"host1": 1, "host2": 1},
+        "per_pair": {h: {"dpunet": summary, "floor": summary} for h in ("host1", "host2")},
+    }
+    lab_up = {"pairs": {"host1": {"busy_s": 3.0, "ready_s": 4.0}}}
+    out = plots.plot_pod_setup({"runs": [run], "lab_up": lab_up}, tmp_path / "p.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -78,7 +78,16 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
     """ECDFs of pod-ready latency per run, and the phase split of the first run."""
     plt = _pyplot()
     runs = results["runs"]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1.1, 1]})
+    pairs = runs[-1] if "per_pair" in runs[-1] else None
+    if pairs is None:
+        fig, (ax1, ax2) = plt.subplots(
+            1, 2, figsize=(15, 5), gridspec_kw={"width_ratios": [1.1, 1]}
+        )
+    else:
+        fig, (ax1, ax2, ax3) = plt.subplots(
+            1, 3, figsize=(21, 5), gridspec_kw={"width_ratios": [1.1, 1, 0.8]}
+        )
+        _per_pair(ax3, pairs, results.get("lab_up"))
     styles = ["-", "--", ":", "-."]
     for i, run in enumerate(runs):
         style = styles[i % len(styles)]
@@ -116,6 +125,29 @@ def plot_pod_setup(results: dict[str, Any], path: Path) -> Path:
     )
     ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return _save(plt, fig, path)
+
+
+def _per_pair(ax: Any, run: dict[str, Any], lab_up: dict[str, Any] | None) -> None:
+    """p50 (bar) and p99 (tick) per pair of the all-pairs burst, dpunet beside its
+    floor; each pair's `lab up` time in its label."""
+    hosts = list(run["per_pair"])
+    modes = [(m, c) for m, c in (("dpunet", DPUNET_COLOR), ("floor", FLOOR_COLOR))
+             if all(m in run["per_pair"][h] for h in hosts)]  # fmt: skip
+    width = 0.8 / max(len(modes), 1)
+    for k, (mode, color) in enumerate(modes):
+        xs = [i + (k - (len(modes) - 1) / 2) * width for i in range(len(hosts))]
+        stats = [run["per_pair"][h][mode]["ready_ms"] for h in hosts]
+        ax.bar(xs, [st.get("median", 0.0) for st in stats], width, color=color,
+               label=f"{mode} p50")  # fmt: skip
+        ax.scatter(xs, [st.get("p99", 0.0) for st in stats], color=color, marker="_", s=300,
+                   linewidths=3, label=f"{mode} p99")  # fmt: skip
+    up = (lab_up or {}).get("pairs", {})
+    labels = [f"{h}\nup {up[h]['busy_s']:.1f}s" if h in up else h for h in hosts]
+    ax.set_xticks(range(len(hosts)), labels, fontsize=8)
+    ax.set_ylabel("CNI ADD -> gateway answers (ms)")
+    ax.set_title(f"per pair, {run['pods']} pods on {len(hosts)} pairs at once")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
 
 
 def _box(ax: Any, data: dict[str, list[float]], title: str, ylabel: str) -> None:

@@ -48,6 +48,14 @@ def _bind(address: str) -> socket.socket:
     return sock
 
 
+# How long an idle client connection stays open: well past the clients' own expiry
+# (httpx's 5 s), so the client always closes first. With equal timeouts an overloaded
+# controller's timer fires late, closes a connection a request was just sent on, and
+# the client sees "Server disconnected without sending a response" (a 60-pod burst
+# over four pairs lost CNI DELs that way).
+KEEP_ALIVE_S = 65
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server for some of the listeners (one for HTTPS, one for unix sockets);
     the daemon stops them all on a signal."""
@@ -82,7 +90,12 @@ def _servers(
         if socks:
             options = _tls_options(cfg) if tls else {}
             config = uvicorn.Config(
-                app, log_config=None, access_log=False, lifespan="off", **options
+                app,
+                log_config=None,
+                access_log=False,
+                lifespan="off",
+                timeout_keep_alive=KEEP_ALIVE_S,
+                **options,
             )
             out.append((_Server(config), socks))
     return out
