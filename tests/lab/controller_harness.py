@@ -271,7 +271,8 @@ def running(
 
 
 def register(client: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
-    """PUT a node (defaults: a full node on chassis `name`, 192.0.2.x/24 via .1)."""
+    """PUT a node (defaults: a full node on chassis `name`, 192.0.2.x/24 via .1, gateway
+    MAC 02:00 + the node IP, so its gateway router exists; `gateway_mac=None`: none)."""
     body = {
         "role": "full",
         "chassis": name,
@@ -279,6 +280,9 @@ def register(client: httpx.Client, name: str, **spec: Any) -> dict[str, Any]:
         "next_hop": "192.0.2.1",
         **spec,
     }
+    if "gateway_mac" not in spec:
+        ip = str(body["node_ip"]).split("/")[0]
+        body["gateway_mac"] = "02:00:" + ":".join(f"{int(b):02x}" for b in ip.split("."))
     resp = client.put(f"/v1/nodes/{name}", json=body)
     assert resp.status_code == 200, resp.text
     return dict(resp.json())

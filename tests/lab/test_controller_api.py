@@ -176,6 +176,29 @@ def test_node_registration_builds_the_topology(ovn: OvnCentral, admin: httpx.Cli
     assert {"full1", "host9"} <= {n["name"] for n in listed}
 
 
+def test_the_gateway_router_waits_for_the_node_mac(ovn: OvnCentral, admin: httpx.Client) -> None:
+    """A node registered without its gateway MAC gets its switch and management port, but
+    no GR_<node> (it would answer ARP for the node IP with another MAC, issue 13); the
+    agent's report creates the router with that MAC; a re-registration without one keeps
+    it."""
+    node = register(admin, "wait1", node_ip="192.0.2.40/24", gateway_mac=None)
+    assert node["gateway_mac"] is None
+    show = ovn.nbctl("show")
+    assert "k8s-wait1" in show and "rtos-wait1" in show
+    for name in ("GR_wait1", "ext_wait1", "jtor-GR_wait1"):
+        assert name not in show, show
+    assert node["subnet"] not in ovn.nbctl("lr-route-list", "ovn_cluster_router")  # no egress
+    report = admin.put("/v1/nodes/wait1/gateway", json={"gateway_mac": "02:00:00:00:0a:28"})
+    assert report.status_code == 200 and report.json()["changed"] is True, report.text
+    mac = ovn.nbctl("get", "Logical_Router_Port", "rtoe-GR_wait1", "mac").strip()
+    assert mac == '"02:00:00:00:0a:28"' and "ext_wait1" in ovn.nbctl("show")
+    assert node["subnet"] in ovn.nbctl("lr-route-list", "ovn_cluster_router")
+    before = nb_dump(ovn)
+    register(admin, "wait1", node_ip="192.0.2.40/24", gateway_mac=None)
+    assert nb_dump(ovn) == before
+    assert admin.delete("/v1/nodes/wait1").json()["deleted"] is True
+
+
 def test_node_delete_removes_everything_it_owns(ovn: OvnCentral, admin: httpx.Client) -> None:
     register(admin, "host8", role="dpu-host", chassis="dpu8", node_ip="192.0.2.108/24")
     assert admin.put("/v1/ports/ns/pod-a", json=vf_port("host8")).status_code == 200

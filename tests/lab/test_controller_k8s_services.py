@@ -35,12 +35,17 @@ def ovn() -> Iterator[OvnCentral]:
 @pytest.fixture(scope="module")
 def kube() -> Iterator[KubeMock]:
     mock = KubeMock()
-    mock.node("cp", "192.0.2.10", {"node-role.kubernetes.io/control-plane": ""})
+    mock.node(
+        "cp",
+        "192.0.2.10",
+        {"node-role.kubernetes.io/control-plane": ""},
+        **{"dpunet.io/gateway-mac": "02:00:00:00:0c:01"},  # no MAC: no gateway router
+    )
     mock.node(
         "host1",
         "192.0.2.101",
         {"k8s.ovn.org/dpu-host": ""},
-        **{"k8s.ovn.org/node-chassis-id": "dpu1"},
+        **{"k8s.ovn.org/node-chassis-id": "dpu1", "dpunet.io/gateway-mac": "02:00:00:00:01:01"},
     )
     mock.user("tok-admin", "kubernetes-admin", ["dpunet"])
     mock.pod(NS, "dpunet-node-x1", "uid-agent-cp", "cp")

@@ -3,10 +3,12 @@ no dpunet daemons), with kmock as the API server and the fake kubelet over real 
 
 The scripted cluster is the seed's: Node objects `cp` (control plane), `host1`
 (`k8s.ovn.org/dpu-host=`, its management VF and node address as annotations; no chassis and no
-gateway MAC: its DPU registers both, while the full node cp keeps
-`k8s.ovn.org/l3-gateway-config` as its ovnkube-node would write it, so that GR_cp has
-breth0's MAC from the start; its dpunet-node reports the same MAC, which the controller
-writes as `dpunet.io/gateway-mac`) and `dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
+gateway MAC: its DPU registers both; nor has the full node cp a gateway MAC: its dpunet-node
+reports breth0's, which the controller writes as `dpunet.io/gateway-mac`, and only then
+creates GR_cp, so that no router ever answers for cp's IP with another MAC: a monitor of
+NB's router ports from before the controller started sees rtoe-GR_cp only with breth0's
+MAC, and dpu1's ovn-controller, whose SB connection goes to cp's IP, never loses it) and
+`dpu1` (`k8s.ovn.org/dpu=`). dpunet runs as the rendered
 manifests run it: the controller in Kubernetes mode against kmock and the lab's OVN NB and
 SB; `dpunet-dpu` on dpu1, registering itself as host1's chassis (the controller checks SB
 and writes the Node's `k8s.ovn.org/node-chassis-id`) and renewing its DPU lease, with its
@@ -69,6 +71,7 @@ from dpunet.lab.topology import (
     LAB_JOIN_SUBNET,
     LAB_SERVICE_CIDR,
     POD_MTU,
+    SB_PORT,
     LabPlan,
     LabSpec,
     Node,
@@ -123,6 +126,8 @@ class Cluster:
     node_token: str
     dpu_settings: dict[str, Any]
     pods: dict[str, K8sPod]
+    router_ports: Path  # what an NB monitor of Logical_Router_Port saw (JSON lines)
+    sb_log_mark: int  # dpu1's ovn-controller log size before the controller started
 
     def kubelet_call(self, method: Callable[..., Any], *args: Any) -> Any:
         """Run a FakeKubelet coroutine method on its loop (kmock's)."""
@@ -139,12 +144,7 @@ def _seed_nodes(kube: KubeMock, plan: LabPlan) -> None:
         plan.cp.name,
         str(plan.cp.underlay_ip),
         {"node-role.kubernetes.io/control-plane": ""},
-        **{
-            "k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, plan.cp),
-            "k8s.ovn.org/l3-gateway-config": _l3_gateway(
-                services.link_mac(plan.cp.netns, CP_BRIDGE)
-            ),
-        },
+        **{"k8s.ovn.org/node-primary-ifaddr": _ifaddr(plan, plan.cp)},
     )
     kube.node(
         pair.host.name,
@@ -164,10 +164,40 @@ def _ifaddr(plan: LabPlan, node: Node) -> str:
     return json.dumps({"ipv4": f"{plan.gateway_ip(node)}/{plan.underlay_prefix}"})
 
 
-def _l3_gateway(mac: str) -> str:
-    """OVN-Kubernetes' `k8s.ovn.org/l3-gateway-config` with the MAC the gateway router
-    shares with the node."""
-    return json.dumps({"default": {"mode": "shared", "mac-address": mac}})
+def _monitor_router_ports(plan: LabPlan, out: Path) -> subprocess.Popen[bytes]:
+    """`ovsdb-client monitor` of NB's Logical_Router_Port names and MACs into `out`, from
+    now on (started before the controller, so it sees every router port it writes)."""
+    nb = f"unix:{plan.ovn_dir(plan.cp)}/ovnnb_db.sock"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            ["ovsdb-client", "--format=json", "monitor", nb, "OVN_Northbound",
+             "Logical_Router_Port", "name,mac"],
+            stdout=sink, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        proc.wait(1.0)  # connected long before the controller, which takes seconds to start
+    except subprocess.TimeoutExpired:
+        return proc
+    raise AssertionError(f"ovsdb-client monitor ended: {out.read_text()}")
+
+
+def _seen_macs(c: Cluster, port: str) -> list[str]:
+    """Every MAC the NB monitor saw `port` with (inserted or changed), in order."""
+    seen = []
+    for line in c.router_ports.read_text().splitlines():
+        if not line.startswith("{"):
+            continue  # not an update (a message of ovsdb-client's)
+        update = json.loads(line)
+        head = update["headings"]
+        for row in update["data"]:
+            cells = dict(zip(head, row, strict=True))
+            if cells.get("action") in ("initial", "insert", "new") and cells["name"] == port:
+                seen.append(cells["mac"])
+    return seen
+
+
+def _ovn_controller_log(plan: LabPlan) -> Path:
+    return plan.ovn_dir(plan.node("dpu1")) / "ovn-controller.log"
 
 
 def _start_agent(
@@ -215,6 +245,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     kube = KubeMock()
     ctl: ControllerProc | None = None
     kubelet: FakeKubelet | None = None
+    router_ports = tmp_path_factory.mktemp("k8sl-nb") / "router-ports.jsonl"
+    monitor = _monitor_router_ports(plan, router_ports)
+    sb_log_mark = _ovn_controller_log(plan).stat().st_size
     try:
         _seed_nodes(kube, plan)
         host_token, node_token = secrets.token_urlsafe(24), secrets.token_urlsafe(24)
@@ -300,8 +333,13 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             ["node", "run"],
             _agent_settings(plan, plan.cp, ctl, node_token),
         )
-        yield Cluster(plan, kube, kubelet, ctl, host_token, node_token, dpu_settings, {})
+        yield Cluster(
+            plan, kube, kubelet, ctl, host_token, node_token, dpu_settings, {}, router_ports,
+            sb_log_mark,
+        )  # fmt: skip
     finally:
+        monitor.terminate()
+        monitor.wait(10)
         if kubelet is not None:
             kube.call(kubelet.stop())
         if ctl is not None:
@@ -442,7 +480,26 @@ def test_cluster_from_node_objects(cluster: Cluster) -> None:
         return cp and cp["metadata"]["annotations"].get(GATEWAY_MAC_ANNOTATION)
 
     wait_until("cp annotated with breth0's MAC", lambda: cp_mac() == breth0)
-    assert gr_mac(c, "cp") == breth0
+    wait_until("GR_cp with breth0's MAC", lambda: gr_mac(c, "cp") == breth0)
+    # ... and GR_cp only then: never with another MAC (issue 13: it would answer for cp's IP)
+    assert _seen_macs(c, gateway_external_port("cp")) == [breth0]
+    assert _seen_macs(c, gateway_external_port("host1")) == [pf_mac]
+    # so dpu1, whose SB connection goes to cp's IP, never lost it
+    dpu1 = c.plan.node("dpu1")
+    status = run(
+        ["ovn-appctl", "-t", "ovn-controller", "connection-status"],
+        netns=dpu1.netns, env=c.plan.node_env(dpu1),
+    ).stdout.strip()  # fmt: skip
+    assert status == "connected", status
+    with _ovn_controller_log(c.plan).open() as log:
+        log.seek(c.sb_log_mark)
+        sb = f":{SB_PORT}"
+        lost = [
+            line
+            for line in log
+            if sb in line and any(w in line for w in ("disconnect", "dropped", "timed out"))
+        ]
+    assert lost == [], lost
 
 
 def gr_mac(c: Cluster, node: str) -> str:

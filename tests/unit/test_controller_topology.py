@@ -134,6 +134,31 @@ def test_node_record_round_trips_through_the_switch() -> None:
         NodeRecord.from_switch("host1", {}, spec.external_ids)
 
 
+def test_the_gateway_waits_for_the_node_mac() -> None:
+    """Without its gateway MAC a node has its switch, management port, cluster router port
+    and 1004 policy, but no gateway router, join port, external switch or source route to
+    the router (issue 13: a router with another MAC would answer ARP for the node IP); the
+    record without a MAC reads back as such."""
+    held = replace(HOST1, gateway_mac=None)
+    d = node_desired(CFG, held)
+    assert [r.name for r in d.routers] == ["ovn_cluster_router"]
+    assert {s.name: [p.name for p in s.ports] for s in d.switches} == {
+        "join": [], "host1": ["stor-host1", "k8s-host1"],
+    }  # fmt: skip
+    (cluster,) = d.routers
+    assert [p.name for p in cluster.ports] == ["rtos-host1"] and cluster.routes == ()
+    assert [p.priority for p in cluster.policies] == [1004]
+    switch = {s.name: s for s in d.switches}["host1"]
+    assert "dpunet:gateway-mac" not in switch.external_ids
+    assert NodeRecord.from_switch("host1", switch.other_config, switch.external_ids) == held
+    full = node_desired(CFG, HOST1)
+    assert [r.name for r in full.routers] == ["ovn_cluster_router", "GR_host1"]
+    assert {"rtoe-GR_host1": "0a:58:c0:00:02:65"}.items() <= {
+        p.name: p.mac for p in full.routers[1].ports
+    }.items()
+    assert [r.policy for r in full.routers[0].routes] == ["src-ip"]
+
+
 def test_pod_lsp_agent_mode_is_exactly_section_3() -> None:
     lsp = pod_lsp(CFG, HOST1, POD)
     assert lsp.name == "default_web"

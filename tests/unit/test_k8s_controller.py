@@ -17,18 +17,23 @@ from pydantic import ValidationError
 
 from dpunet.contract.api import PortInfo, Route
 from dpunet.contract.policy import Protocol
+from dpunet.controller.config import ControllerConfig
 from dpunet.controller.k8s.events import EventRecorder
 from dpunet.controller.k8s.leader import LeaderElector
 from dpunet.controller.k8s.policies import policy_spec
 from dpunet.controller.k8s.sources import (
     NodeProblem,
+    NodeSource,
     is_dpu,
     matches,
     node_spec,
     pod_networks,
     pod_policy_meta,
 )
-from dpunet.controller.topology import NodeRecord, NodeRole
+from dpunet.controller.nbcommands import EnsureDesired
+from dpunet.controller.nodes import NodeService
+from dpunet.controller.state import ClusterState
+from dpunet.controller.topology import Desired, NodeRecord, NodeRole
 
 NEXT_HOP = IPv4Address("192.0.2.1")
 
@@ -125,6 +130,76 @@ def test_full_node_defaults() -> None:
 def test_incomplete_nodes_are_pending(obj: Node, next_hop: Any, problem: str) -> None:
     with pytest.raises(NodeProblem, match=problem):
         node_spec(obj, next_hop, 24)
+
+
+class RecordingNb:
+    """NB as the node service writes it: every write's desired states, recorded."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[Desired, ...]] = []
+        self.port_rows = None  # no kept LSPs: the command would read the switch's ports
+
+    async def write(self, make: Any, **_: Any) -> int:
+        command = make(None)
+        assert isinstance(command, EnsureDesired)
+        self.writes.append(command.desired)
+        return 1
+
+    def gateway_macs(self, node: str) -> list[str | None]:
+        """Per write of `node`'s objects: the MAC of rtoe-GR_<node> (None: no router)."""
+        out = []
+        for desired in self.writes:
+            for d in desired:
+                if d.scope == node:
+                    ports = {p.name: p.mac for r in d.routers for p in r.ports}
+                    out.append(ports.get(f"rtoe-GR_{node}"))
+        return out
+
+
+async def _no_repair(node: str) -> int:
+    return 0
+
+
+def test_a_gateway_router_is_created_only_with_the_node_mac() -> None:
+    """Kubernetes mode (issue 13): a full node without `dpunet.io/gateway-mac` or
+    `l3-gateway-config` is registered (switch, management port) without GR_<node>; the
+    annotation its dpunet-node's report brings creates the router with that MAC, never
+    another; a dpu-host whose DPU registered without the host PF's MAC waits alike, and a
+    Node whose annotation goes away keeps the known MAC."""
+    breth0, pf = "02:00:00:00:0c:01", "02:00:00:00:01:00"
+
+    async def scenario() -> None:
+        cfg = ControllerConfig(nb_remotes=["unix:/nonexistent"], cluster_cidr="198.18.0.0/16")
+        state = ClusterState(cfg)
+        await state.gate.open()
+        nb = RecordingNb()
+        service = NodeService(cfg, nb, state, _no_repair, lambda: None)  # type: ignore[arg-type]
+        source = NodeSource(None, service, state, NEXT_HOP, 24, 1.0)  # type: ignore[arg-type]
+        source.synced = True
+        host_labels = {"k8s.ovn.org/dpu-host": ""}
+        source.objects = {
+            "cp": node("cp", "192.0.2.10"),
+            "host1": node("host1", labels=host_labels, **{"k8s.ovn.org/node-chassis-id": "d1"}),
+        }
+        await source.sync()
+        assert nb.gateway_macs("cp") == [None] and nb.gateway_macs("host1") == [None]
+        assert state.nodes["cp"].gateway_mac is None
+        await source.sync()  # nothing new: nothing written
+        assert len(nb.writes) == 2
+        source.objects["cp"] = node("cp", "192.0.2.10", **{"dpunet.io/gateway-mac": breth0})
+        l3 = json.dumps({"default": {"mac-address": pf}})
+        source.objects["host1"] = node(
+            "host1", labels=host_labels,
+            **{"k8s.ovn.org/node-chassis-id": "d1", "k8s.ovn.org/l3-gateway-config": l3},
+        )  # fmt: skip
+        await source.sync()
+        assert nb.gateway_macs("cp") == [None, breth0]
+        assert nb.gateway_macs("host1") == [None, pf]
+        source.objects["cp"] = node("cp", "192.0.2.10")  # the annotation removed by hand
+        await source.sync()
+        assert len(nb.writes) == 4 and state.nodes["cp"].gateway_mac == breth0
+
+    asyncio.run(asyncio.wait_for(scenario(), 30))
 
 
 def test_pod_networks_has_ovn_kubernetes_shape() -> None:

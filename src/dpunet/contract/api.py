@@ -106,7 +106,9 @@ class NodeSpec(_Body):
     )
     gateway_mac: Mac | None = Field(
         default=None,
-        description="MAC of the gateway router's external port (default 0a:58 + node IP)",
+        description="MAC of the gateway router's external port, the node's own (None: keep "
+        "the one known; a node without one has no gateway router until its DPU's "
+        "registration or its node agent's report brings it)",
     )
     mgmt_pf_mac: Mac | None = Field(
         default=None, description="dpu-host: MAC of the PF whose VF is the management port"
@@ -215,7 +217,9 @@ class NodeInfo(BaseModel):
     chassis: str
     node_ip: str
     next_hop: str
-    gateway_mac: str
+    gateway_mac: str | None = Field(
+        description="the gateway router's MAC; None: not known yet, no gateway router"
+    )
     subnet: str = Field(description="the node's pod subnet")
     gateway_ip: str = Field(description="rtos-<node> (.1), the pods' gateway")
     mgmt_ip: str = Field(description="k8s-<node> (.2) in CIDR form")

@@ -28,6 +28,17 @@ from dpunet.logs import event
 log = logging.getLogger("dpunet.controller.nodes")
 
 
+def gateway_mac(spec: NodeSpec, existing: NodeRecord | None) -> str | None:
+    """The gateway MAC a registration leaves: the one it gives, else the one known for the
+    node in the same role, else None (the node's gateway router waits for it: the DPU's
+    registration or the node agent's report brings it)."""
+    if spec.gateway_mac is not None:
+        return spec.gateway_mac
+    if existing is not None and existing.role is spec.role:
+        return existing.gateway_mac
+    return None
+
+
 class NodeService:
     """Register, show, list and remove nodes; their DPUs' leases (None: leases off)."""
 
@@ -156,7 +167,7 @@ class NodeService:
                 next_hop=spec.next_hop,
                 subnet=subnet,
                 join_ip=join_ip,
-                gateway_mac=spec.gateway_mac or mac_for_ip(spec.node_ip.ip),
+                gateway_mac=gateway_mac(spec, existing),
                 mgmt_pf_mac=spec.mgmt_pf_mac,
                 mgmt_vf_num=spec.mgmt_vf_num,
             )

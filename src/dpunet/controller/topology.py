@@ -102,7 +102,7 @@ class NodeRecord:
     next_hop: IPv4Address
     subnet: IPv4Network
     join_ip: IPv4Address
-    gateway_mac: str
+    gateway_mac: str | None  # None: not known yet, the gateway router is held back
     mgmt_pf_mac: str | None = None
     mgmt_vf_num: int | None = None
 
@@ -114,8 +114,9 @@ class NodeRecord:
             "dpunet:node-ip": str(self.node_ip),
             "dpunet:next-hop": str(self.next_hop),
             "dpunet:join-ip": str(self.join_ip),
-            "dpunet:gateway-mac": self.gateway_mac,
         }
+        if self.gateway_mac is not None:
+            extra["dpunet:gateway-mac"] = self.gateway_mac
         if self.mgmt_pf_mac is not None and self.mgmt_vf_num is not None:
             extra["dpunet:mgmt-pf-mac"] = self.mgmt_pf_mac
             extra["dpunet:mgmt-vf-num"] = str(self.mgmt_vf_num)
@@ -138,7 +139,7 @@ class NodeRecord:
             next_hop=IPv4Address(external_ids["dpunet:next-hop"]),
             subnet=IPv4Network(other_config["subnet"]),
             join_ip=IPv4Address(external_ids["dpunet:join-ip"]),
-            gateway_mac=external_ids["dpunet:gateway-mac"],
+            gateway_mac=external_ids.get("dpunet:gateway-mac"),
             mgmt_pf_mac=pf_mac,
             mgmt_vf_num=int(vf) if vf is not None else None,
         )
@@ -311,17 +312,26 @@ def mgmt_lsp(cfg: ControllerConfig, node: NodeRecord) -> Lsp:
 
 
 def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
-    """Everything one node needs: its switch, router port, management port and gateway."""
+    """Everything one node needs: its switch, router port, management port and gateway.
+
+    The gateway (`GR_<node>`, its join port, `ext_<node>`, the pods' source route to it)
+    waits until the node's gateway MAC is known: the router shares the node's IP, and with
+    any other MAC it would answer ARP for that IP in the host's place (docs/architecture.md
+    section 4). Until then the node's pods reach each other, other nodes' pods and their
+    own node; traffic for the outside has no route yet."""
     n = node.name
     gw = router_interface(node.subnet)
     gr = gateway_router(n)
     rtoj_gr, rtoe_gr = f"rtoj-{gr}", gateway_external_port(n)
+    held_back = node.gateway_mac is None
     cluster = _cluster_router(
         ports=(Lrp(rtos(n), mac_for_ip(gw.ip), (str(gw),), ids(Kind.ROUTER_PORT, n)),),
-        routes=(Route(str(node.subnet), str(node.join_ip), ids(Kind.ROUTE, n), policy="src-ip"),),
+        routes=()
+        if held_back
+        else (Route(str(node.subnet), str(node.join_ip), ids(Kind.ROUTE, n), policy="src-ip"),),
         policies=(node_ip_policy(node),),
     )
-    join = _join_switch((_router_peer(f"jtor-{gr}", rtoj_gr, n),))
+    join = _join_switch(() if held_back else (_router_peer(f"jtor-{gr}", rtoj_gr, n),))
     node_switch = Ls(
         n,
         node.switch_ids(),
@@ -331,6 +341,8 @@ def node_desired(cfg: ControllerConfig, node: NodeRecord) -> Desired:
             "exclude_ips": f"{gw.ip}..{mgmt_interface(node.subnet).ip}",
         },
     )
+    if node.gateway_mac is None:
+        return Desired(scope=n, switches=(join, node_switch), routers=(cluster,))
     gateway = Lr(
         gr,
         ids(Kind.GATEWAY_ROUTER, n),

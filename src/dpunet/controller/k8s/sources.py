@@ -7,9 +7,10 @@ records it), any other node as a full node (chassis: the annotation, else the no
 name). Node IP: `k8s.ovn.org/node-primary-ifaddr` (`{"ipv4": "a.b.c.d/len"}`), else the
 first InternalIP with `k8s_node_ip_prefix`; next hop: `dpunet.io/gateway-next-hop`, else
 `k8s_next_hop`; the gateway router's MAC (the host's, shared with it):
-`dpunet.io/gateway-mac` (the host PF's MAC its DPU reported at registration, written by
-the controller), else `k8s.ovn.org/l3-gateway-config`'s `default.mac-address`, else
-0a:58 + the node IP; a
+`dpunet.io/gateway-mac` (the host PF's MAC its DPU reported at registration, or breth0's
+its dpunet-node reported, written by the controller), else
+`k8s.ovn.org/l3-gateway-config`'s `default.mac-address`, else none: the node is
+registered without its gateway router, which waits for the MAC (`node_desired`); a
 dpu-host's management VF: `dpunet.io/mgmt-port`
 (`{"pf_mac": ..., "vf_num": ...}`). Registered nodes whose Node object is gone are removed.
 
@@ -41,9 +42,8 @@ from dpunet.contract.api import NODE_NAME, NodeSpec, PortInfo, check_node_name
 from dpunet.contract.policy import Protocol
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import Conflict, ControllerError, Forbidden, Unavailable
-from dpunet.controller.ipam import mac_for_ip
 from dpunet.controller.k8s.kube import KubeErrors, list_and_watch, status_code
-from dpunet.controller.nodes import NodeService
+from dpunet.controller.nodes import NodeService, gateway_mac
 from dpunet.controller.ports import PortService
 from dpunet.controller.state import ClusterState
 from dpunet.controller.topology import NodeRecord, NodeRole
@@ -145,7 +145,7 @@ def matches(record: NodeRecord, spec: NodeSpec) -> bool:
         spec.chassis,
         IPv4Interface(spec.node_ip),
         spec.next_hop,
-        spec.gateway_mac or mac_for_ip(spec.node_ip.ip),
+        gateway_mac(spec, record),
         spec.mgmt_pf_mac,
         spec.mgmt_vf_num,
     )
