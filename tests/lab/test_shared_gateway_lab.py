@@ -113,8 +113,11 @@ def test_lab_check_rows(lab: LabPlan) -> None:
         "shared gateway: ext -> node listener",
         "shared gateway: node -> ext",
         "shared gateway: pod -> ext (source = node IP)",
+        "shared gateway: pod -> own node IP (host, via 1004 reroute)",
         "shared gateway: node -> node",
     } == kinds
+    own = {r["source"] for r in rows if r["check"].startswith("shared gateway: pod -> own")}
+    assert own == {"busy1@host1", "busy2@host1", "webh@host1", "webc@cp"}, own
 
 
 def test_host_traffic_while_pods_are_busy(lab: LabPlan) -> None:

@@ -1,8 +1,11 @@
 """`dpunet lab check` rows of the shared gateway: each node's gateway router on the node's
 own address, dpunet's flows on each external bridge (read back over OpenFlow), and the
 traffic the flows must tell apart: ext -> the node's IP (ping, and TCP to a listener in
-the node's own namespace), the node -> ext, node <-> node, and a pod's egress arriving at
-ext with the node's IP as its source (docs/lab.md, "The shared gateway").
+the node's own namespace), the node -> ext, node <-> node, a pod's egress arriving at
+ext with the node's IP as its source, and a pod's TCP to its own node's IP answered by the
+node's listener with the pod's own address as the source (the 1004 policy's reroute
+through the management port, not the gateway router that shares the IP; docs/lab.md,
+"The shared gateway").
 """
 
 from __future__ import annotations
@@ -148,12 +151,19 @@ def gateway_checks(plan: LabPlan) -> list[CheckResult]:
         rows.append(CheckResult("shared gateway: flows", f"{owner.name} {bridge}", ip, ok, detail))
         ok, detail = ping(plan.ext.netns, ip, count=2)
         rows.append(CheckResult("shared gateway: ext -> node IP", "ext", ip, ok, detail))
+    lab_pods = [pod for pod in pods.load_pods(plan) if pod.ip is not None]
     for node in nodes:
         with listener(plan, node.netns, f"{node.name}-host", LISTEN_PORT):
             rows.append(
                 _tcp_row("shared gateway: ext -> node listener", "ext", plan.ext.netns,
                          str(node.underlay_ip), LISTEN_PORT, f"{node.name}-host", None)
             )  # fmt: skip
+            for pod in (p for p in lab_pods if p.node == node.name):
+                rows.append(
+                    _tcp_row("shared gateway: pod -> own node IP (host, via 1004 reroute)",
+                             f"{pod.name}@{node.name}", pod.netns, str(node.underlay_ip),
+                             LISTEN_PORT, f"{node.name}-host", pod.ip)
+                )  # fmt: skip
     ext_ip = str(plan.ext.underlay_ip)
     with listener(plan, plan.ext.netns, "ext", EXT_PORT):
         for node in nodes:
@@ -161,9 +171,7 @@ def gateway_checks(plan: LabPlan) -> list[CheckResult]:
                 _tcp_row("shared gateway: node -> ext", node.name, node.netns, ext_ip, EXT_PORT,
                          "ext", str(node.underlay_ip))
             )  # fmt: skip
-        for pod in pods.load_pods(plan):
-            if pod.ip is None:
-                continue
+        for pod in lab_pods:
             node = plan.node(pod.node)
             rows.append(
                 _tcp_row("shared gateway: pod -> ext (source = node IP)", f"{pod.name}@{node.name}",
