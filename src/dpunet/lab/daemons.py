@@ -205,7 +205,7 @@ def nbctl(plan: LabPlan, *args: str) -> str:
     return run(["ovn-nbctl", *args], netns=plan.cp.netns, env=plan.node_env(plan.cp)).stdout
 
 
-def wait_chassis(plan: LabPlan, node: Node, timeout: float = 30.0) -> None:
+def wait_chassis(plan: LabPlan, node: Node, timeout: float = 60.0) -> None:
     """Wait until `node`'s ovn-controller registered its chassis with a Geneve encap."""
     ip = str(node.underlay_ip)
 

@@ -49,6 +49,8 @@ MGMT_PORT = "ovn-k8s-mp0"  # the DPU agent's default name of the management repr
 DPU_LEASE_DURATION = 10.0  # the lab controller's dpu_lease_duration (s)
 DPU_LEASE_INTERVAL = 2.0  # how often the lab's DPU agents renew (s)
 _SHIM_INSTALL = threading.Lock()
+# a daemon's start, with every pair's chain of `lab up` side by side on a loaded 2-core machine
+READY_TIMEOUT = 60.0
 
 
 def node_services(plan: LabPlan, node: Node) -> list[Daemon]:
@@ -221,9 +223,9 @@ def restart(plan: LabPlan, node_name: str, service_name: str) -> int:
 
 
 def wait_ready(plan: LabPlan, node: Node, service: Daemon) -> None:
-    """Block until `service` does its job again (LabError if it exits or takes > 30 s):
-    the controller answers, a DPU agent has its host's management port up, a node agent
-    has its management port and accepts CNI requests."""
+    """Block until `service` does its job again (LabError if it exits or takes longer than
+    READY_TIMEOUT): the controller answers, a DPU agent has its host's management port
+    up, a node agent has its management port and accepts CNI requests."""
     ready: Callable[[], bool]
     if service.name == "dpunet-controller":
         what, ready = "the dpunet controller", partial(_controller_ready, plan)
@@ -238,7 +240,7 @@ def wait_ready(plan: LabPlan, node: Node, service: Daemon) -> None:
         _alive_or_fail(service)
         return ready()
 
-    wait_for(what, check, timeout=30)
+    wait_for(what, check, timeout=READY_TIMEOUT)
 
 
 def _alive_or_fail(service: Daemon) -> None:
