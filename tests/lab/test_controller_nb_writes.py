@@ -15,7 +15,7 @@ from controller_harness import OvnCentral
 from dpunet.controller.config import ControllerConfig
 from dpunet.controller.errors import Conflict
 from dpunet.controller.nb import NbClient
-from dpunet.controller.nbcommands import EnsureDesired, NodePorts, Snapshot
+from dpunet.controller.nbcommands import DeleteScope, EnsureDesired, NodePorts, Snapshot
 from dpunet.controller.topology import NodeRecord, NodeRole, node_desired
 
 pytestmark = pytest.mark.lab
@@ -249,3 +249,39 @@ def test_topology_pass_with_kept_rows_leaves_pod_ports_and_prunes_stale_ones(
     }
     assert {"ens-pod1", "ens-pod2", "k8s-ens"} <= names
     assert "ens-stale" not in names
+
+
+def test_removing_a_node_with_kept_rows_takes_its_ports_everywhere_and_nothing_else(
+    ovn: OvnCentral,
+) -> None:
+    cfg = ControllerConfig()
+    node = NodeRecord(
+        name="dsn", role=NodeRole.FULL, chassis="ch-dsn",
+        node_ip=IPv4Interface("192.0.2.60/24"), next_hop=IPv4Address("192.0.2.254"),
+        subnet=IPv4Network("10.233.71.0/24"), join_ip=IPv4Address("100.64.0.60"),
+        gateway_mac="0a:58:c0:00:02:3c",
+    )  # fmt: skip
+    ovn.nbctl("ls-add", "ds-other")
+
+    async def body(nb: NbClient) -> int:
+        await nb.write(lambda api: EnsureDesired(api, node_desired(cfg, node)))
+        await asyncio.to_thread(
+            ovn.nbctl,
+            *_pod_lsp_args("dsn-pod", "10.233.71.3", "u1", switch="dsn", node="dsn"),
+            *_pod_lsp_args("dsn-stray", "10.233.71.4", "u2", switch="ds-other", node="dsn"),
+            *_pod_lsp_args("ds-keep", "10.233.72.3", "u3", switch="ds-other", node="ds-x"),
+        )
+        for _ in range(200):  # until the client has seen the three ports
+            if len((await nb.snapshot()).ports) >= 3:
+                break
+            await asyncio.sleep(0.05)
+        rows = nb.port_rows
+        changes: int = await nb.write(lambda api: DeleteScope(api, "dsn", port_rows=rows))
+        return changes
+
+    assert _with_client(ovn, body) > 0
+    names = set(ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch_Port").split())
+    assert "ds-keep" in names
+    assert not {"dsn-pod", "dsn-stray", "k8s-dsn", "jtor-GR_dsn"} & names
+    switches = set(ovn.nbctl("--bare", "--columns=name", "list", "Logical_Switch").split())
+    assert "dsn" not in switches and "ds-other" in switches

@@ -200,11 +200,19 @@ class EnsureDesired(_Writer):
         super().__init__(api)
         self.desired = desired
         self.port_rows = port_rows
+        self.each: list[int] = []  # changes per desired state
 
     def run_idl(self, txn: Any) -> None:
+        self.each = []
         for d in self.desired:
+            before = self.changes
             self._apply(txn, d)
-        self.result = self.changes
+            self.each.append(self.changes - before)
+        self.result = self._outcome()
+
+    def _outcome(self) -> Any:
+        """The command's result: how many columns/rows changed."""
+        return self.changes
 
     def _apply(self, txn: Any, d: Desired) -> None:
         for ls in d.switches:
@@ -351,12 +359,23 @@ class EnsureDesired(_Writer):
         return row
 
 
+class EnsureEach(EnsureDesired):
+    """EnsureDesired whose result is the number of changes of each desired state, in order
+    (one transaction for many nodes' topology, each node's repairs still told apart)."""
+
+    def _outcome(self) -> Any:
+        return tuple(self.each)
+
+
 class DeleteScope(_Writer):
     """Remove every owned object of one node (its ports included)."""
 
-    def __init__(self, api: Any, node: str) -> None:
+    def __init__(self, api: Any, node: str, port_rows: PortRows | None = None) -> None:
+        """`port_rows`: the kept LSPs, to find the node's switch ports among every switch's
+        without reading them."""
         super().__init__(api)
         self.node = node
+        self.port_rows = port_rows
 
     def run_idl(self, txn: Any) -> None:
         roots = {LS: (Kind.NODE_SWITCH, Kind.EXT_SWITCH), LR: (Kind.GATEWAY_ROUTER,)}
@@ -369,11 +388,21 @@ class DeleteScope(_Writer):
                     self.changes += 1
                     continue
                 for column in children[table]:
-                    for child in _refs(row, column):
-                        cext = read_column(child, "external_ids")
-                        if owned(cext) and cext.get(NODE_KEY) == self.node:
-                            self._unlink(row, column, child)
+                    for child in self._children(table, row, column):
+                        self._unlink(row, column, child)
         self.result = self.changes
+
+    def _children(self, table: str, row: Row, column: str) -> list[Row]:
+        """`row`'s children in `column` that are owned and of this node."""
+        if table == LS and self.port_rows is not None:
+            lsps = self.api.tables[LSP].rows
+            found = (lsps.get(ref) for ref in ref_uuids(row, column))
+            return [c for c in found if c is not None and self.port_rows.kept(c).scope == self.node]
+        return [
+            child
+            for child in _refs(row, column)
+            if owned(ext := read_column(child, "external_ids")) and ext.get(NODE_KEY) == self.node
+        ]
 
 
 # --------------------------------------------------------------------- ports

@@ -211,7 +211,7 @@ class NodeService:
             raise Forbidden("only an admin token may remove nodes")
         async with self.state.gate.enter(self.cfg.nb_timeout), self.state.topology_lock:
             known = name in self.state.nodes
-            changes = await self.nb.write(lambda api: DeleteScope(api, name))
+            changes = await self.nb.write(lambda api: DeleteScope(api, name, self.nb.port_rows))
             self.state.drop_node(name)
         if self.leases is not None:
             self.leases.forget(name)
