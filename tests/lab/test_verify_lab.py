@@ -4,16 +4,21 @@ VFs, real OVS userspace datapath flows, a layout broken on purpose and repaired.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
+from polling import wait_until
 
-from dpunet.lab import daemons
+from dpunet.lab import daemons, services
 from dpunet.lab.lab import down
 from dpunet.lab.pods import add_pod, load_pods
+from dpunet.lab.runner import pid_alive, read_pid
 from dpunet.lab.selftest import ping
 from dpunet.lab.topology import LabPlan, LabSpec
 
@@ -94,6 +99,58 @@ def test_topology_reports_deviations_and_recovers(lab: LabPlan) -> None:
         daemons.vsctl(lab, dpu, "--if-exists", "del-port", "br-int", "nosuchdev")
         daemons.vsctl(lab, dpu, "set", "Open_vSwitch", ".", "other_config:hw-offload=true")
     assert run("verify_cmds", "topology", "--lab", lab.name).returncode == 0
+
+
+GATEWAY_CHECK = "shared gateway flows on brp0"
+
+
+def gateway_finding(lab: LabPlan, *args: str) -> tuple[int, dict[str, object]]:
+    """(exit code, the shared gateway finding) of `verify topology` on dpu1."""
+    proc = run("verify_cmds", "topology", "--lab", lab.name, "--node", "dpu1", *args, "-o", "json")
+    findings = json.loads(proc.stdout)["findings"]
+    return proc.returncode, next(f for f in findings if f["check"] == GATEWAY_CHECK)
+
+
+def restart_dpu_agent(lab: LabPlan) -> None:
+    daemon = next(
+        d for d in services.node_services(lab, lab.node("dpu1")) if d.name == "dpunet-dpu"
+    )
+    pid = read_pid(daemon.pidfile)
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    wait_until("dpunet-dpu stopped", lambda: not pid_alive(pid))
+    services.restart(lab, "dpu1", "dpunet-dpu")
+
+
+def test_topology_checks_the_flows_with_the_agents_gateway_settings(
+    lab: LabPlan, tmp_path: Path
+) -> None:
+    """The shared gateway's flows are compared with the set the agent wants with its own
+    zone and NodePort range: those of --agent-config, else of the lab's dpunet-dpu config."""
+    code, finding = gateway_finding(lab)
+    assert code == 0 and finding["ok"], finding
+    assert "zone 64000, NodePorts 30000-32767" in str(finding["found"])
+    other = tmp_path / "dpu.yaml"
+    other.write_text(yaml.safe_dump({"gateway": {"zone": 64001, "node_port_range": "31000-31999"}}))
+    code, finding = gateway_finding(lab, "--agent-config", str(other))
+    assert code == 1 and not finding["ok"], finding  # the agent runs with the defaults
+    assert "zone 64001, NodePorts 31000-31999" in str(finding["found"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gateway: {zone: 0}\n")
+    refused = run("verify_cmds", "topology", "--lab", lab.name, "--agent-config", str(bad))
+    assert refused.returncode != 0 and "gateway.zone" in refused.stdout + refused.stderr
+    # the agent itself with those settings: the lab's config is what verify reads
+    config = services.config_path(lab, lab.node("dpu1"), "dpunet-dpu")
+    original = config.read_text()
+    try:
+        config.write_text(original + other.read_text())
+        restart_dpu_agent(lab)
+        wait_until("dpunet-dpu's flows with zone 64001", lambda: gateway_finding(lab)[1]["ok"], 40)
+        assert "zone 64001, NodePorts 31000-31999" in str(gateway_finding(lab)[1]["found"])
+    finally:
+        config.write_text(original)
+        restart_dpu_agent(lab)
+    wait_until("the default flows back", lambda: gateway_finding(lab)[0] == 0, 40)
 
 
 def test_topology_picture(lab: LabPlan, tmp_path: Path) -> None:

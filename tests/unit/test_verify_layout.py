@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
+
+import pytest
 
 from dpunet.verify.layout import (
     DpuLayout,
@@ -276,3 +279,58 @@ def test_parse_sb_reads_gateway_ports() -> None:
     }
     view = parse_sb("dpu1", [*rows, gateway])
     assert view.gateway_ports == {"rtoe-GR_host1": ("0a:58:c0:00:02:65 192.0.2.101/24",)}
+
+
+def test_shared_gateway_flows_are_checked_with_the_agents_settings(tmp_path: Path) -> None:
+    """The flows dpunet-dpu programs with a zone and NodePort range of its config are
+    as expected with those settings (read from its config file), deviations with the
+    defaults; with the flows turned off nothing is expected."""
+    from ipaddress import IPv4Address
+
+    from dpunet.openflow import gateway as gw
+    from dpunet.verify.targets import local_dpu
+
+    config = tmp_path / "dpu.yaml"
+    config.write_text("controller_url: https://ctl:9477\ngateway:\n  zone: 65001\n"
+                      "  node_port_range: 31000-31999\n")  # fmt: skip
+    settings = gw.agent_settings(config)
+    assert (settings.zone, settings.node_ports) == (65001, (31000, 31999))
+    assert local_dpu("dpu1", config).gateway == settings
+    base = layout()
+    assert base.sb is not None
+    sb = replace(base.sb, gateway_ports={"rtoe-GR_host1": ("02:d5:00:01:00:01 192.0.2.101/24",)})
+    ports = gw.GatewayPorts(uplink=1, host=2, gateway=3)
+    spec = gw.GatewaySpec(IPv4Address("192.0.2.101"), ports, 65001, (31000, 31999))
+    flows = tuple(gw.pipeline(spec))
+    check = "shared gateway flows on brp0"
+    programmed = replace(base, sb=sb, gateway_flows=flows)
+    assert check in deviations(check_dpu(programmed))  # the defaults: zone 64000
+    good = check_dpu(replace(programmed, gateway=settings))
+    [finding] = [f for f in good if f.check == check]
+    assert finding.ok and "zone 65001, NodePorts 31000-31999" in finding.found
+    off = settings.model_copy(update={"enabled": False})
+    assert check not in {f.check for f in check_dpu(replace(programmed, gateway=off))}
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("gateway: {zone: 0}", "gateway.zone"),
+        ("gateway: {node_port_range: 5-1}", "gateway.node_port_range"),
+        ("gateway: {zone: 1, colour: red}", "gateway.colour"),
+        ("[1, 2]", "mapping"),
+        ("a: [", "not valid YAML"),
+    ],
+)
+def test_unusable_agent_configs_are_refused(tmp_path: Path, text: str, problem: str) -> None:
+    from dpunet.openflow import gateway as gw
+
+    config = tmp_path / "dpu.yaml"
+    config.write_text(text)
+    with pytest.raises(ValueError, match=problem):
+        gw.agent_settings(config)
+    with pytest.raises(ValueError, match="cannot read"):
+        gw.agent_settings(tmp_path / "none.yaml")
+    no_section = tmp_path / "node.yaml"
+    no_section.write_text("node: cp\n")
+    assert gw.agent_settings(no_section) == gw.GatewaySettings()

@@ -3,6 +3,7 @@ layout right, which ACLs a pod's connection hits."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -34,10 +35,14 @@ pf_option = click.option(
 
 
 def _targets(
-    lab: str | None, node: str | None, pf: str, sb_remote: str | None = None
+    lab: str | None,
+    node: str | None,
+    pf: str,
+    sb_remote: str | None = None,
+    agent_config: Path | None = None,
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     try:
-        return select_targets(lab, node, pf, sb_remote)
+        return select_targets(lab, node, pf, sb_remote, agent_config)
     except (LabError, ValueError) as exc:
         fail(escape(str(exc)))
         raise AssertionError("unreachable") from exc
@@ -183,15 +188,29 @@ def _share(value: float | None) -> str:
     default=None,
     help="OVN Southbound (unix:PATH or tcp:IP:PORT); default: external_ids:ovn-remote.",
 )
+@click.option(
+    "--agent-config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The config file of the agent owning the external bridge (dpunet-dpu's, or "
+    "dpunet-node's): its `gateway` section (conntrack zone, NodePort range) is what the "
+    "flows are checked with. Default: /etc/dpunet/dpu.yaml or /etc/dpunet/node.yaml if "
+    "present (the manifests' paths), with --lab each DPU's lab config.",
+)
 @output_option()
 def topology_cmd(
-    lab: str | None, node: str | None, pf: str, sb_remote: str | None, output: str
+    lab: str | None,
+    node: str | None,
+    pf: str,
+    sb_remote: str | None,
+    agent_config: Path | None,
+    output: str,
 ) -> None:
     """The DPU's OVS and the host's VFs against the expected layout; each deviation with
     its fix. Exits 1 on any deviation."""
     from dpunet.verify.layout import verify_layout
 
-    dpus, hosts = _targets(lab, node, pf, sb_remote)
+    dpus, hosts = _targets(lab, node, pf, sb_remote, agent_config)
     try:
         report = verify_layout(dpus, hosts)
     except (OvsdbError, OSError) as exc:

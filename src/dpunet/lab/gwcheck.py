@@ -21,6 +21,7 @@ from dpunet.contract.lsp import gateway_external_port
 from dpunet.lab import daemons, pods, svc
 from dpunet.lab.checks import CheckResult, ping
 from dpunet.lab.runner import LabError, in_netns, wait_for
+from dpunet.lab.services import config_path
 from dpunet.lab.topology import CP_BRIDGE, DPU_BRIDGE, DPU_HOST_PF_REP, LabPlan, Node
 from dpunet.openflow import gateway as gw
 from dpunet.openflow.client import OpenFlowConnection, OpenFlowError
@@ -46,8 +47,9 @@ def bridge_of(plan: LabPlan, node: Node) -> tuple[Node, str, str | None]:
 
 
 def flow_state(plan: LabPlan, node: Node) -> tuple[int, int, int]:
-    """(flows wanted, missing, unwanted of dpunet's cookie) on `node`'s external bridge;
-    LabError when the bridge cannot be read."""
+    """(flows wanted with the settings of the bridge agent's config, missing, unwanted of
+    dpunet's cookie) on `node`'s external bridge; LabError when the bridge or the config
+    cannot be read."""
     owner, bridge, host_port = bridge_of(plan, node)
     rundir = plan.ovs_dir(owner)
     try:
@@ -62,9 +64,12 @@ def flow_state(plan: LabPlan, node: Node) -> tuple[int, int, int]:
     ]
     assert node.underlay_ip is not None
     uplink = state.external_ids.get("ovn-gw-interface")
-    wanted = gw.wanted_flows(
-        gw.GatewaySettings(), bridge, ports, host_port, uplink, node.underlay_ip
-    )
+    config = config_path(plan, owner, "dpunet-node" if node is plan.cp else "dpunet-dpu")
+    try:
+        settings = gw.agent_settings(config) if config.exists() else gw.GatewaySettings()
+    except ValueError as exc:
+        raise LabError(str(exc)) from exc
+    wanted = gw.wanted_flows(settings, bridge, ports, host_port, uplink, node.underlay_ip)
     if isinstance(wanted, str):
         raise LabError(wanted)
     try:

@@ -161,15 +161,20 @@ def _volume_sources(
     return sources, (plan.run_dir,)
 
 
-def _write_config(plan: LabPlan, node: Node, name: str, body: dict[str, Any]) -> Path:
-    """The service's config file: next to its log, or (from an image) the ConfigMap key
-    its container mounts, with the other files of its volumes."""
+def config_path(plan: LabPlan, node: Node, name: str) -> Path:
+    """Where service `name`'s config file is: next to its log, or (from an image) the
+    ConfigMap key its container mounts."""
     if plan.spec.image is None:
-        path = plan.node_dir(node) / f"{name}.yaml"
-    else:
-        volumes = plan.node_dir(node) / "volumes"
-        path = volumes / "config" / image.config_key(plan.spec.image, name)
-        _write_volumes(plan, node, name, volumes)
+        return plan.node_dir(node) / f"{name}.yaml"
+    return plan.node_dir(node) / "volumes" / "config" / image.config_key(plan.spec.image, name)
+
+
+def _write_config(plan: LabPlan, node: Node, name: str, body: dict[str, Any]) -> Path:
+    """The service's config file (`config_path`), from an image with the other files of
+    its volumes."""
+    path = config_path(plan, node, name)
+    if plan.spec.image is not None:
+        _write_volumes(plan, node, name, plan.node_dir(node) / "volumes")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(body))
     return path

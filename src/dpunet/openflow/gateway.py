@@ -32,9 +32,11 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address
+from pathlib import Path
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dpunet.logs import event
 from dpunet.openflow import protocol as ofp
@@ -84,6 +86,30 @@ class GatewaySettings(BaseModel):
         """The range as two numbers."""
         low, _, high = self.node_port_range.partition("-")
         return int(low), int(high)
+
+
+def agent_settings(path: Path) -> GatewaySettings:
+    """The `gateway` section of an agent's config file (dpunet-dpu's or dpunet-node's, YAML
+    or JSON), as that agent reads it (defaults for what it leaves out); ValueError naming
+    the file and the problem."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path} is not valid YAML/JSON: {exc}") from exc
+    section = data.get("gateway") if isinstance(data, dict) else None
+    if data is not None and not isinstance(data, dict):
+        raise ValueError(f"{path} does not hold a mapping of settings")
+    try:
+        return GatewaySettings.model_validate(section or {})
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"gateway.{'.'.join(str(p) for p in e['loc'])}: "
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise ValueError(f"{path}: {problems}") from exc
 
 
 @dataclass(frozen=True)

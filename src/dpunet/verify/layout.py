@@ -9,8 +9,10 @@ Expected on a DPU (docs/architecture.md sections 1 and 4, the seed's DPU picture
   no port left over from a pod that is gone, a Geneve port to every other chassis, and
   the patch pair between br-int and the external bridge;
 - the shared gateway's flows on the external bridge, read over OpenFlow (dpunet's cookie),
-  against those `dpunet-dpu` wants (default settings) for the gateway router port SB
-  binds to the chassis (`rtoe-GR_<host node>`, which shares the host's IP);
+  against those `dpunet-dpu` wants with its settings (conntrack zone, NodePort range: the
+  `gateway` section of its config file, `DpuTarget.gateway`) for the gateway router port
+  SB binds to the chassis (`rtoe-GR_<host node>`, which shares the host's IP); none when
+  those settings turn the flows off;
 - no interface OVS failed to open.
 Expected on a dpu-host: the PF with VFs enabled, every VF either in the host or held by
 a pod, each VF with its representor on the DPU, the management port up and addressed.
@@ -69,6 +71,7 @@ class DpuLayout:
     sb_error: str | None = None
     gateway_flows: tuple[Flow, ...] | None = None  # dpunet's, read over OpenFlow
     gateway_flows_error: str | None = None
+    gateway: gw.GatewaySettings = field(default_factory=gw.GatewaySettings)  # the agent's
 
 
 @dataclass(frozen=True)
@@ -221,9 +224,11 @@ def check_dpu(layout: DpuLayout) -> list[Finding]:
 
 
 def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> list[Finding]:
-    """The shared gateway's flows on the external bridge (dpunet-dpu's, default settings)
+    """The shared gateway's flows on the external bridge (dpunet-dpu's, with its settings)
     for the gateway router port SB binds to this chassis."""
     if layout.sb is None or (layout.gateway_flows is None and layout.gateway_flows_error is None):
+        return []
+    if not layout.gateway.enabled:
         return []
     node, ovs = layout.node, layout.ovs
     host_node = ovs.external_ids.get("host-k8s-nodename")
@@ -238,7 +243,8 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
                 check,
                 False,
                 f"no gateway router port {lport or 'rtoe-GR_<node>'} bound to this chassis",
-                "register the dpu-host node with the controller (its GR_<node>)",
+                "register the dpu-host node with the controller; its GR_<node> waits for "
+                "the node's gateway MAC, which this DPU's registration reports",
             )
         ]
     _mac, node_ip = parsed
@@ -247,7 +253,7 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
     bridge_ports = [
         gw.BridgePort(i.name, i.type, i.ofport, i.mac_in_use) for i in ovs.bridge_ifaces(ext)
     ]
-    wanted = gw.wanted_flows(gw.GatewaySettings(), ext, bridge_ports, host_pf, uplink, node_ip)
+    wanted = gw.wanted_flows(layout.gateway, ext, bridge_ports, host_pf, uplink, node_ip)
     if isinstance(wanted, str):
         return [Finding(node, check, False, wanted, "dpunet dpu setup")]
     missing, stale = gw.missing_flows(wanted, layout.gateway_flows)
@@ -256,8 +262,9 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
             node,
             check,
             missing == 0 and stale == 0,
-            f"GR and host share {node_ip}: {len(wanted)} flows wanted, {missing} missing, "
-            f"{stale} stale",
+            f"GR and host share {node_ip}: {len(wanted)} flows wanted (zone "
+            f"{layout.gateway.zone}, NodePorts {layout.gateway.node_port_range}), {missing} "
+            f"missing, {stale} stale",
             "is dpunet-dpu running (it repairs them every gateway.interval)? docs/dpu-agent.md",
         )
     ]
@@ -468,7 +475,7 @@ def gather_dpu(target: DpuTarget) -> DpuLayout:
             flows = tuple(conn.flows(gw.COOKIE, gw.COOKIE_MASK))
     except OpenFlowError as exc:
         flows_error = str(exc)
-    return DpuLayout(target.name, ovs, sb, reps, sb_error, flows, flows_error)
+    return DpuLayout(target.name, ovs, sb, reps, sb_error, flows, flows_error, target.gateway)
 
 
 def _first_remote(value: str) -> str | None:

@@ -9,14 +9,17 @@ directory (sandbox records: which pod holds which VF).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dpunet.cni.sandboxes import SandboxRecord, SandboxStore
+from dpunet.openflow.gateway import GatewaySettings, agent_settings
 from dpunet.ovsdb.remote import ovs_rundir
 
 DEFAULT_HOST_STATE = Path("/var/lib/dpunet")
 DEFAULT_PF = "enp2s0f0np0"
+# where the rendered manifests mount the config of the agent owning the external bridge
+AGENT_CONFIGS = (Path("/etc/dpunet/dpu.yaml"), Path("/etc/dpunet/node.yaml"))
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class DpuTarget:
     sysfs_root: Path = Path("/sys")
     host_node: str | None = None  # the dpu-host it serves, when known
     sb_remote: str | None = None  # default: external_ids:ovn-remote of its OVS
+    # the shared gateway's settings of the agent owning its external bridge
+    gateway: GatewaySettings = field(default_factory=GatewaySettings)
 
     @property
     def ovs_db(self) -> str:
@@ -56,11 +61,15 @@ class HostTarget:
         return SandboxStore(self.state_dir).all()
 
 
-def local_dpu(name: str | None = None) -> DpuTarget:
-    """This machine as a DPU (OVS_RUNDIR, DPUNET_SYSFS_ROOT honoured)."""
+def local_dpu(name: str | None = None, agent_config: Path | None = None) -> DpuTarget:
+    """This machine as a DPU (OVS_RUNDIR, DPUNET_SYSFS_ROOT honoured), with the gateway
+    settings of `agent_config`, else of the first of `AGENT_CONFIGS` that exists, else
+    the defaults (ValueError when that file is unusable)."""
     rundir = ovs_rundir()
     sysfs = Path(os.environ.get("DPUNET_SYSFS_ROOT") or "/sys")
-    return DpuTarget(name or os.uname().nodename, rundir, None, sysfs)
+    config = agent_config or next((p for p in AGENT_CONFIGS if p.exists()), None)
+    gateway = agent_settings(config) if config is not None else GatewaySettings()
+    return DpuTarget(name or os.uname().nodename, rundir, None, sysfs, gateway=gateway)
 
 
 def local_host(
@@ -77,8 +86,10 @@ def is_dpu_here() -> bool:
 
 
 def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
-    """Every DPU and dpu-host node of lab `lab` (LabError when it is not up)."""
+    """Every DPU and dpu-host node of lab `lab` (LabError when it is not up); each DPU with
+    the gateway settings of its dpunet-dpu's config file (defaults when it has none)."""
     from dpunet.lab.lab import load_plan
+    from dpunet.lab.services import config_path
     from dpunet.lab.topology import HOST_PF_NAME
 
     plan = load_plan(lab)
@@ -87,6 +98,7 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
         dpu_sysfs = plan.sysfs_root(pair.dpu)
         host_sysfs = plan.sysfs_root(pair.host)
         assert dpu_sysfs is not None and host_sysfs is not None
+        config = config_path(plan, pair.dpu, "dpunet-dpu")
         dpus.append(
             DpuTarget(
                 pair.dpu.name,
@@ -95,6 +107,7 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
                 dpu_sysfs,
                 pair.host.name,
                 f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock",
+                agent_settings(config) if config.exists() else GatewaySettings(),
             )
         )
         hosts.append(
@@ -129,17 +142,25 @@ def ovn_remotes(lab: str | None, nb_remote: str | None, sb_remote: str | None) -
 
 
 def select_targets(
-    lab: str | None, node: str | None, pf: str = DEFAULT_PF, sb_remote: str | None = None
+    lab: str | None,
+    node: str | None,
+    pf: str = DEFAULT_PF,
+    sb_remote: str | None = None,
+    agent_config: Path | None = None,
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     """The targets a command looks at: the nodes of `lab` (only `node` and its peer when
     given), else this machine as a DPU (when it runs OVS; `sb_remote` overrides its
-    external_ids:ovn-remote) or as a dpu-host.
-    ValueError when `node` names no dpu-host or DPU of the lab."""
+    external_ids:ovn-remote) or as a dpu-host. `agent_config`: the config file whose
+    gateway settings the DPUs' flows are checked with (`local_dpu`; the lab's own else).
+    ValueError when `node` names no dpu-host or DPU of the lab, or the config is unusable."""
     if lab is None:
         if is_dpu_here():
-            return [replace(local_dpu(node), sb_remote=sb_remote)], []
+            return [replace(local_dpu(node, agent_config), sb_remote=sb_remote)], []
         return [], [local_host(node, pf)]
     dpus, hosts = lab_targets(lab)
+    if agent_config is not None:
+        gateway = agent_settings(agent_config)
+        dpus = [replace(d, gateway=gateway) for d in dpus]
     if node is None:
         return dpus, hosts
     dpus_out = [d for d in dpus if node in (d.name, d.host_node)]
