@@ -49,6 +49,7 @@ from dpunet.lab.topology import (
     UNDERLAY_MTU,
     LabPlan,
     LabSpec,
+    NicPair,
     Node,
 )
 from dpunet.setup import units
@@ -128,9 +129,9 @@ class Lab:
             )
 
     def steps(self) -> list[Step]:
-        """The bring-up sequence: shared parts first, then each pair's chain (its DPU's
-        OVS, brp0, the host's VFs, ovn-controller, dpunet-dpu, dpunet-host) beside cp's
-        and the other pairs'. Keys: what a later step waits for."""
+        """The bring-up sequence: shared parts and cp's daemons, and each pair's chain (its
+        DPU's OVS, brp0, ovn-controller, the host's VFs, dpunet-dpu, dpunet-host) beside
+        them and the other pairs'. Keys: what a later step waits for."""
         plan, cp = self.plan, self.plan.cp
         out = [
             Step(
@@ -169,71 +170,76 @@ class Lab:
                 needs=("central",),
             ),
         ]
-        for pair in plan.pairs:
-            dpu, host, tag = pair.dpu.name, pair.host.name, pair.host.name
+        if not plan.spec.bare:  # listed first: the runner starts what is listed first
             out += [
                 Step(
-                    f"Open vSwitch on {dpu}",
-                    partial(daemons.start_ovs, plan, pair.dpu),
-                    key=f"ovs:{dpu}",
-                    needs=("nics",),
-                    pair=tag,
+                    "dpunet-controller on cp",
+                    partial(services.start_controller, plan),
+                    key="dpunet-controller",
+                    needs=("central", "ovn-controller:cp"),
                 ),
                 Step(
-                    f"DPU bridge brp0 on {dpu}",
-                    partial(self._setup_dpu, pair.dpu),
-                    key=f"brp0:{dpu}",
-                    needs=(f"ovs:{dpu}",),
-                    pair=tag,
-                ),
-                Step(
-                    f"host setup on {host}",
-                    partial(self._setup_host, pair.host),
-                    key=f"host:{host}",
-                    needs=(f"brp0:{dpu}",),
-                    pair=tag,
-                ),
-                Step(
-                    f"ovn-controller on {dpu}",
-                    partial(self._start_controller, pair.dpu),
-                    key=f"ovn-controller:{dpu}",
-                    needs=("central", f"brp0:{dpu}"),
-                    pair=tag,
+                    "dpunet-node on cp",
+                    partial(services.start_full_node_agent, plan, cp),
+                    needs=("dpunet-controller",),
                 ),
             ]
-        if plan.spec.bare:
-            return out
-        out += [
+        for pair in plan.pairs:
+            out += self._pair_steps(pair)
+        return out
+
+    def _pair_steps(self, pair: NicPair) -> list[Step]:
+        """One pair's chain of `up`."""
+        plan = self.plan
+        dpu, host, tag = pair.dpu.name, pair.host.name, pair.host.name
+        out = [
             Step(
-                "dpunet-controller on cp",
-                partial(services.start_controller, plan),
-                key="dpunet-controller",
-                needs=("central", "ovn-controller:cp"),
+                f"Open vSwitch on {dpu}",
+                partial(daemons.start_ovs, plan, pair.dpu),
+                key=f"ovs:{dpu}",
+                needs=("nics",),
+                pair=tag,
             ),
             Step(
-                "dpunet-node on cp",
-                partial(services.start_full_node_agent, plan, cp),
-                needs=("dpunet-controller",),
+                f"DPU bridge brp0 on {dpu}",
+                partial(self._setup_dpu, pair.dpu),
+                key=f"brp0:{dpu}",
+                needs=(f"ovs:{dpu}",),
+                pair=tag,
+            ),
+            Step(
+                f"ovn-controller on {dpu}",
+                partial(self._start_controller, pair.dpu),
+                key=f"ovn-controller:{dpu}",
+                needs=("central", f"brp0:{dpu}"),
+                pair=tag,
+            ),
+            Step(
+                f"host setup on {host}",
+                partial(self._setup_host, pair.host),
+                key=f"host:{host}",
+                needs=(f"brp0:{dpu}",),
+                pair=tag,
             ),
         ]
-        for pair in plan.pairs:
-            dpu, host, tag = pair.dpu.name, pair.host.name, pair.host.name
-            out += [
-                Step(
-                    f"dpunet-dpu on {dpu}",
-                    partial(services.start_dpu_agent, plan, pair.dpu),
-                    key=f"dpunet-dpu:{dpu}",
-                    needs=("dpunet-controller", f"ovn-controller:{dpu}", f"host:{host}"),
-                    pair=tag,
-                ),
-                Step(
-                    f"dpunet-host on {host}",
-                    partial(services.start_host_agent, plan, pair.host),
-                    needs=(f"dpunet-dpu:{dpu}",),
-                    pair=tag,
-                ),
-            ]
-        return out
+        if plan.spec.bare:
+            return out
+        return [
+            *out,
+            Step(
+                f"dpunet-dpu on {dpu}",
+                partial(services.start_dpu_agent, plan, pair.dpu),
+                key=f"dpunet-dpu:{dpu}",
+                needs=("dpunet-controller", f"ovn-controller:{dpu}", f"host:{host}"),
+                pair=tag,
+            ),
+            Step(
+                f"dpunet-host on {host}",
+                partial(services.start_host_agent, plan, pair.host),
+                needs=(f"dpunet-dpu:{dpu}",),
+                pair=tag,
+            ),
+        ]
 
     # --------------------------------------------------------------- steps
     def _create_namespaces(self) -> None:
