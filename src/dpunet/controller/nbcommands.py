@@ -201,6 +201,10 @@ class EnsureDesired(_Writer):
         self.desired = desired
         self.port_rows = port_rows
         self.each: list[int] = []  # changes per desired state
+        self._read: dict[
+            tuple[uuid.UUID, str],
+            tuple[list[Row], dict[uuid.UUID, dict[str, str]], dict[Hashable, Row]],
+        ] = {}
 
     def run_idl(self, txn: Any) -> None:
         self.each = []
@@ -308,10 +312,7 @@ class EnsureDesired(_Writer):
         columns: Callable[[Any], dict[str, Any]],
         parent_table: str | None = None,
     ) -> None:
-        current = self._children(parent, column, table)
-        by_key: dict[Hashable, Row] = {}
-        for row in current:
-            by_key.setdefault(row_key(row), row)
+        current, exts, by_key = self._read_children(parent, column, table, row_key)
         kept: set[uuid.UUID] = set()
         for spec in specs:
             row = by_key.get(spec_key(spec))
@@ -327,11 +328,29 @@ class EnsureDesired(_Writer):
             self._set(row, new, **extra, **columns(spec))
             kept.add(row.uuid)
         for row in current:
-            ext = read_column(row, "external_ids")
-            if row.uuid in kept or not owned(ext) or _is_pod(row):
+            ext = exts[row.uuid]
+            if row.uuid in kept or not owned(ext) or ext.get(KIND_KEY) == Kind.POD.value:
                 continue
             if ext.get(NODE_KEY) == scope:
                 self._unlink(parent, column, row)
+
+    def _read_children(
+        self, parent: Row, column: str, table: str, row_key: Callable[[Row], Hashable]
+    ) -> tuple[list[Row], dict[uuid.UUID, dict[str, str]], dict[Hashable, Row]]:
+        """`parent`'s children in `column`, their external ids and the children by key.
+        Every node's desired state lists the cluster router and the join switch: while
+        nothing changed, they are read once per command, not once per node."""
+        memo_key = (parent.uuid, column)
+        if self.changes == 0 and (memo := self._read.get(memo_key)) is not None:
+            return memo
+        current = self._children(parent, column, table)
+        exts = {row.uuid: read_column(row, "external_ids") for row in current}
+        by_key: dict[Hashable, Row] = {}
+        for row in current:
+            by_key.setdefault(row_key(row), row)
+        if self.changes == 0:  # (after a change, rows and keys are read afresh)
+            self._read[memo_key] = (current, exts, by_key)
+        return current, exts, by_key
 
     def _children(self, parent: Row, column: str, table: str) -> list[Row]:
         """`parent`'s rows in `column`, without the pod ports (topology passes never touch
