@@ -425,6 +425,13 @@ def _level(
         "ratio_median_vs_floor_sb_up": ratio(put.get("median"), floor_sb["up_ms"].get("median")),
         "ratio_rate_vs_floor_sb": ratio(rate, floor_sb["ports_per_s"]),
     }
+    say(
+        f"at {level}: PUT {rate:.1f}/s, median/p99 {put.get('median', 0):.0f}/"
+        f"{put.get('p99', 0):.0f} ms; floor {floor['ports_per_s'] or 0:.1f}/s to NB up, "
+        f"{floor_sb['ports_per_s'] or 0:.1f}/s to SB up; PUT/s vs floor "
+        f"{entry['ratio_rate_vs_floor'] or 0:.2f} (NB up), "
+        f"{entry['ratio_rate_vs_floor_sb'] or 0:.2f} (SB up)"
+    )
     return filled
 
 
