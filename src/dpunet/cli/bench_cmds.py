@@ -198,8 +198,8 @@ def pod_setup_cmd(
         ("burst pods/s (dpunet)", last["dpunet"].get("pods_per_s"), None, None),
         ("median ratio dpunet/floor (SB up)", first.get("ratio_median_floor_sb"), None, None),
         ("burst p99 ms, floor / floor (SB up)",
-         f"{last.get('floor', {}).get('ready_ms', {}).get('p99')} / "
-         f"{last.get('floor_sb', {}).get('ready_ms', {}).get('p99')}", None, None),
+         f"{_fmt(last.get('floor', {}).get('ready_ms', {}).get('p99'))} / "
+         f"{_fmt(last.get('floor_sb', {}).get('ready_ms', {}).get('p99'))}", None, None),
         ("burst pods/s (floor)", last.get("floor", {}).get("pods_per_s"), None, None),
     ]  # fmt: skip
     if "pairs" in runs[-1]:
