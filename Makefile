@@ -4,9 +4,10 @@
 #   make image - the dpunet image, localhost/dpunet:<version>, built here without a registry
 #                (ARCH=arm64 for the DPU's; see docs/kubernetes.md "The image")
 VENV ?= .venv
+BENCH_OUT ?= bench-results
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint deps unit image test-other-release
+.PHONY: demo test lint deps unit image test-other-release bench-controller
 
 deps:
 	@VENV=$(VENV) scripts/install-deps.sh
@@ -32,3 +33,10 @@ image: deps
 # supported Debian release (13 on a Debian 12 host, 12 on 13).
 test-other-release: deps
 	scripts/other-release.sh
+
+# The controller's measurement of docs/performance.md ("Controller"), into $(BENCH_OUT);
+# on the other release: TARGETS=bench-controller make test-other-release (the results
+# come back to bench-results/<suite>/).
+bench-controller: deps
+	$(BIN)/dpunet bench controller --ports 2000,10000 --sample 200 --concurrency 32 \
+		--out-dir $(BENCH_OUT)

@@ -149,6 +149,12 @@ for target in $TARGETS; do
     in_chroot "make $target" || status=1
 done
 stage
+# What a bench target wrote (make bench-controller) comes back to the host's tree.
+if [ -d "$CHROOT/dpunet/bench-results" ]; then
+    mkdir -p "$REPO/bench-results/$SUITE"
+    cp -r "$CHROOT/dpunet/bench-results/." "$REPO/bench-results/$SUITE/"
+    echo "other-release: bench results in bench-results/$SUITE/"
+fi
 
 printf '\n===== other release (%s): %s =====\n' "$SUITE" "$([ $status = 0 ] && echo passed || echo FAILED)"
 printf '  %s\n' "${TIMINGS[@]}"
