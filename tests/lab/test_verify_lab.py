@@ -19,8 +19,11 @@ from dpunet.lab import daemons, services
 from dpunet.lab.lab import down
 from dpunet.lab.pods import add_pod, load_pods
 from dpunet.lab.runner import pid_alive, read_pid
+from dpunet.lab.runner import run as lab_run
 from dpunet.lab.selftest import ping
 from dpunet.lab.topology import LabPlan, LabSpec
+from dpunet.openflow import gateway as gw
+from dpunet.openflow.client import OpenFlowConnection
 
 pytestmark = pytest.mark.lab
 
@@ -111,14 +114,16 @@ def gateway_finding(lab: LabPlan, *args: str) -> tuple[int, dict[str, object]]:
     return proc.returncode, next(f for f in findings if f["check"] == GATEWAY_CHECK)
 
 
-def restart_dpu_agent(lab: LabPlan) -> None:
-    daemon = next(
-        d for d in services.node_services(lab, lab.node("dpu1")) if d.name == "dpunet-dpu"
-    )
+def stop_agent(lab: LabPlan, node: str, name: str) -> None:
+    daemon = next(d for d in services.node_services(lab, lab.node(node)) if d.name == name)
     pid = read_pid(daemon.pidfile)
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
-    wait_until("dpunet-dpu stopped", lambda: not pid_alive(pid))
+    wait_until(f"{name} stopped", lambda: not pid_alive(pid))
+
+
+def restart_dpu_agent(lab: LabPlan) -> None:
+    stop_agent(lab, "dpu1", "dpunet-dpu")
     services.restart(lab, "dpu1", "dpunet-dpu")
 
 
@@ -151,6 +156,42 @@ def test_topology_checks_the_flows_with_the_agents_gateway_settings(
         config.write_text(original)
         restart_dpu_agent(lab)
     wait_until("the default flows back", lambda: gateway_finding(lab)[0] == 0, 40)
+
+
+BRETH0_CHECK = "shared gateway flows on breth0"
+
+
+def cp_findings(lab: LabPlan) -> tuple[int, dict[str, dict[str, object]]]:
+    """(exit code, findings by check) of `verify topology` on the full node cp."""
+    proc = run("verify_cmds", "topology", "--lab", lab.name, "--node", "cp", "-o", "json")
+    return proc.returncode, {f["check"]: f for f in json.loads(proc.stdout)["findings"]}
+
+
+def test_topology_checks_breth0_on_the_full_node(lab: LabPlan) -> None:
+    """cp's breth0 holds dpunet-node's flows (the same builder, LOCAL as the host); one
+    deleted by hand while dpunet-node is stopped is a deviation until it runs again."""
+    code, found = cp_findings(lab)
+    assert code == 0, found
+    assert set(found) == {"bridge breth0 exists", BRETH0_CHECK}
+    assert "GR and host share 192.0.2.10" in str(found[BRETH0_CHECK]["found"])
+    assert "zone 64000" in str(found[BRETH0_CHECK]["found"])
+    stop_agent(lab, "cp", "dpunet-node")
+    try:
+        with OpenFlowConnection(lab.ovs_dir(lab.cp) / "breth0.mgmt") as conn:
+            victim = conn.flows(gw.COOKIE, gw.COOKIE_MASK)[0]
+        argv = ["ovs-ofctl", "-O", "OpenFlow13", "del-flows", "breth0"]
+        env = lab.node_env(lab.cp)
+        lab_run([*argv, f"cookie={victim.cookie:#x}/-1"], netns=lab.cp.netns, env=env)
+        code, found = cp_findings(lab)
+        assert code == 1, found
+        finding = found[BRETH0_CHECK]
+        assert not finding["ok"] and "1 missing, 0 stale" in str(finding["found"])
+        assert "dpunet-node" in str(finding["fix"])
+        table = run("verify_cmds", "topology", "--lab", lab.name)
+        assert table.returncode == 1 and "1 deviation(s)" in table.stdout
+    finally:
+        services.restart(lab, "cp", "dpunet-node")
+    wait_until("dpunet-node repairs breth0", lambda: cp_findings(lab)[0] == 0, 40)
 
 
 def test_topology_picture(lab: LabPlan, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dpunet.openflow.protocol import Flow
 from dpunet.verify.layout import (
     DpuLayout,
     Finding,
@@ -334,3 +335,69 @@ def test_unusable_agent_configs_are_refused(tmp_path: Path, text: str, problem: 
     no_section = tmp_path / "node.yaml"
     no_section.write_text("node: cp\n")
     assert gw.agent_settings(no_section) == gw.GatewaySettings()
+
+
+def full_node(flows: tuple[Flow, ...] | None, sb: SbView | None) -> DpuLayout:
+    """cp as a full node: breth0 with its LOCAL port, the uplink eth0 and the GR's patch."""
+    ifaces = {
+        "breth0": IfaceView("breth0", "breth0", "breth0", "internal", ofport=65534),
+        "eth0": IfaceView("eth0", "breth0", "eth0", "", ofport=1),
+        "patch-ext": IfaceView("patch-ext", "breth0", "patch-ext", "patch", ofport=2),
+    }
+    bridges = {"breth0": BridgeView("breth0", "system", None, tuple(sorted(ifaces)))}
+    ids = {"system-id": "cp", "ovn-bridge-mappings": "physnet:breth0"}
+    ovs = OvsView({}, ids, bridges, ifaces)
+    return DpuLayout("cp", ovs, sb, gateway_flows=flows, full_node=True)
+
+
+def test_full_node_checks_breth0_and_its_flows() -> None:
+    """A full node: only its external bridge and dpunet-node's flows with LOCAL as the
+    host (no hw-offload, br-int, representors or pf0hpf expected); a missing flow is a
+    deviation naming dpunet-node; an unreadable Southbound is one too."""
+    from ipaddress import IPv4Address
+
+    from dpunet.openflow import gateway as gw
+    from dpunet.openflow.protocol import OFPP_LOCAL
+
+    join = {"rtoj-GR_cp": ("0a:58:c6:13:ff:02 198.19.255.2/24",)}  # also l3gateway, first
+    external = {"rtoe-GR_cp": ("0a:00:00:00:00:0a 192.0.2.10/24",)}
+    sb = SbView("cp", (), (), gateway_ports={**join, **external})
+    ports = gw.GatewayPorts(uplink=1, host=OFPP_LOCAL, gateway=2)
+    wanted = tuple(gw.pipeline(gw.GatewaySpec(IPv4Address("192.0.2.10"), ports)))
+    check = "shared gateway flows on breth0"
+    good = check_dpu(full_node(wanted, sb))
+    assert {f.check for f in good} == {"bridge breth0 exists", check}
+    assert deviations(good) == {}
+    assert "GR and host share 192.0.2.10" in next(f.found for f in good if f.check == check)
+    bad = check_dpu(full_node(wanted[1:], sb))
+    assert set(deviations(bad)) == {check} and "dpunet-node" in deviations(bad)[check]
+    as_dpu = check_dpu(replace(full_node(wanted, sb), full_node=False))
+    assert "other_config:hw-offload=true" in deviations(as_dpu)
+    unread = replace(full_node(wanted, None), sb_error="ovnsb_db.sock: refused")
+    assert deviations(check_dpu(unread)) == {
+        check: "give --sb-remote, or check external_ids:ovn-remote"
+    }
+    renamed = check_dpu(replace(full_node(wanted, sb), node="cp.example.org"))
+    assert deviations(renamed) == {}  # the chassis' only rtoe-GR_ port
+    two = replace(sb, gateway_ports={**external, "rtoe-GR_x": ("0a:00:00:00:00:0b 192.0.2.11/24",)})
+    assert "register" in deviations(check_dpu(replace(full_node(wanted, two), node="y")))[check]
+    absent = check_dpu(replace(full_node(wanted, sb), ovs=OvsView({}, {}, {}, {})))
+    assert set(deviations(absent)) == {"bridge breth0 exists"}
+
+
+def test_a_full_node_is_told_by_its_agent_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where node.yaml is mounted and dpu.yaml is not, this machine is a full node."""
+    from dpunet.verify import targets
+
+    dpu, node = tmp_path / "dpu.yaml", tmp_path / "node.yaml"
+    monkeypatch.setattr(targets, "DPU_CONFIG", dpu)
+    monkeypatch.setattr(targets, "NODE_CONFIG", node)
+    monkeypatch.setattr(targets, "AGENT_CONFIGS", (dpu, node))
+    assert not targets.local_dpu("x").full_node
+    node.write_text("gateway: {zone: 64002}\n")
+    target = targets.local_dpu("cp")
+    assert target.full_node and target.gateway.zone == 64002
+    dpu.write_text("{}\n")
+    assert not targets.local_dpu("dpu1").full_node

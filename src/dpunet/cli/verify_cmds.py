@@ -40,9 +40,10 @@ def _targets(
     pf: str,
     sb_remote: str | None = None,
     agent_config: Path | None = None,
+    full_nodes: bool = False,
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     try:
-        return select_targets(lab, node, pf, sb_remote, agent_config)
+        return select_targets(lab, node, pf, sb_remote, agent_config, full_nodes)
     except (LabError, ValueError) as exc:
         fail(escape(str(exc)))
         raise AssertionError("unreachable") from exc
@@ -195,7 +196,8 @@ def _share(value: float | None) -> str:
     help="The config file of the agent owning the external bridge (dpunet-dpu's, or "
     "dpunet-node's): its `gateway` section (conntrack zone, NodePort range) is what the "
     "flows are checked with. Default: /etc/dpunet/dpu.yaml or /etc/dpunet/node.yaml if "
-    "present (the manifests' paths), with --lab each DPU's lab config.",
+    "present (the manifests' paths), with --lab each agent's lab config (the DPUs' "
+    "dpunet-dpu, cp's dpunet-node).",
 )
 @output_option()
 def topology_cmd(
@@ -206,11 +208,12 @@ def topology_cmd(
     agent_config: Path | None,
     output: str,
 ) -> None:
-    """The DPU's OVS and the host's VFs against the expected layout; each deviation with
-    its fix. Exits 1 on any deviation."""
+    """The DPU's OVS and the host's VFs against the expected layout (on a full node: its
+    external bridge's shared gateway flows); each deviation with its fix. Exits 1 on any
+    deviation."""
     from dpunet.verify.layout import verify_layout
 
-    dpus, hosts = _targets(lab, node, pf, sb_remote, agent_config)
+    dpus, hosts = _targets(lab, node, pf, sb_remote, agent_config, full_nodes=True)
     try:
         report = verify_layout(dpus, hosts)
     except (OvsdbError, OSError) as exc:

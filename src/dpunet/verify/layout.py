@@ -14,16 +14,20 @@ Expected on a DPU (docs/architecture.md sections 1 and 4, the seed's DPU picture
   SB binds to the chassis (`rtoe-GR_<host node>`, which shares the host's IP); none when
   those settings turn the flows off;
 - no interface OVS failed to open.
+Expected on a full node (`DpuTarget.full_node`; OVS and the gateway router on the node
+itself): the external bridge (`breth0`) and its shared gateway flows, those `dpunet-node`
+wants with its settings, the host being the bridge's LOCAL port (`check_full_node`).
 Expected on a dpu-host: the PF with VFs enabled, every VF either in the host or held by
 a pod, each VF with its representor on the DPU, the management port up and addressed.
 
-`check_dpu()` and `check_host()` are pure (snapshots in, findings out).
+`check_dpu()`, `check_full_node()` and `check_host()` are pure (snapshots in, findings out).
 """
 
 from __future__ import annotations
 
+import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -36,6 +40,7 @@ from dpunet.verify.targets import DpuTarget, HostTarget
 
 INTEGRATION_BRIDGE = "br-int"
 DEFAULT_EXTERNAL_BRIDGE = "brp0"
+FULL_NODE_BRIDGE = "breth0"
 PHYSNET = "physnet"
 TUNNEL_TYPES = frozenset({"geneve", "vxlan", "stt"})
 
@@ -72,6 +77,7 @@ class DpuLayout:
     gateway_flows: tuple[Flow, ...] | None = None  # dpunet's, read over OpenFlow
     gateway_flows_error: str | None = None
     gateway: gw.GatewaySettings = field(default_factory=gw.GatewaySettings)  # the agent's
+    full_node: bool = False  # checked by `check_full_node`
 
 
 @dataclass(frozen=True)
@@ -133,7 +139,9 @@ def external_bridge(ovs: OvsView) -> str:
 
 
 def check_dpu(layout: DpuLayout) -> list[Finding]:
-    """The DPU's OVS against the expected layout."""
+    """The DPU's OVS against the expected layout (`check_full_node` for a full node)."""
+    if layout.full_node:
+        return check_full_node(layout)
     node, ovs = layout.node, layout.ovs
     out: list[Finding] = []
 
@@ -223,9 +231,46 @@ def check_dpu(layout: DpuLayout) -> list[Finding]:
     return out
 
 
-def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> list[Finding]:
-    """The shared gateway's flows on the external bridge (dpunet-dpu's, with its settings)
-    for the gateway router port SB binds to this chassis."""
+def check_full_node(layout: DpuLayout) -> list[Finding]:
+    """A full node's external bridge and dpunet-node's shared gateway flows on it."""
+    ovs = layout.ovs
+    ext = gw.physnet_bridge(ovs.external_ids) or FULL_NODE_BRIDGE
+    present = ext in ovs.bridges
+    out = [
+        Finding(
+            layout.node,
+            f"bridge {ext} exists",
+            present,
+            "present" if present else "absent",
+            "" if present else "the node's OVS setup creates it (docs/node-agent.md)",
+        )
+    ]
+    if layout.sb is None:
+        out.append(
+            Finding(
+                layout.node,
+                f"shared gateway flows on {ext}",
+                False,
+                layout.sb_error or "Southbound not readable",
+                "give --sb-remote, or check external_ids:ovn-remote",
+            )
+        )
+    elif present:
+        uplink = ovs.external_ids.get("ovn-gw-interface")
+        out += _check_gateway(layout, ext, uplink, None, "dpunet-node")
+    return out
+
+
+def _check_gateway(
+    layout: DpuLayout,
+    ext: str,
+    uplink: str | None,
+    host_pf: str | None,
+    agent: str = "dpunet-dpu",
+) -> list[Finding]:
+    """The shared gateway's flows on the external bridge (`agent`'s, with its settings)
+    for the gateway router port SB binds to this chassis (`host_pf` None: the host is
+    LOCAL; `uplink` None: the bridge's one other system port)."""
     if layout.sb is None or (layout.gateway_flows is None and layout.gateway_flows_error is None):
         return []
     if not layout.gateway.enabled:
@@ -233,7 +278,7 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
     node, ovs = layout.node, layout.ovs
     host_node = ovs.external_ids.get("host-k8s-nodename")
     ports = layout.sb.gateway_ports
-    lport = gateway_external_port(host_node) if host_node else next(iter(ports), None)
+    lport = gateway_external_port(host_node) if host_node else _external_port(ports, node)
     parsed = gw.parse_gateway_mac(ports.get(lport, ())) if lport else None
     check = f"shared gateway flows on {ext}"
     if parsed is None:
@@ -255,7 +300,8 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
     ]
     wanted = gw.wanted_flows(layout.gateway, ext, bridge_ports, host_pf, uplink, node_ip)
     if isinstance(wanted, str):
-        return [Finding(node, check, False, wanted, "dpunet dpu setup")]
+        setup = "dpunet dpu setup" if agent == "dpunet-dpu" else "the node's OVS setup"
+        return [Finding(node, check, False, wanted, setup)]
     missing, stale = gw.missing_flows(wanted, layout.gateway_flows)
     return [
         Finding(
@@ -265,9 +311,19 @@ def _check_gateway(layout: DpuLayout, ext: str, uplink: str, host_pf: str) -> li
             f"GR and host share {node_ip}: {len(wanted)} flows wanted (zone "
             f"{layout.gateway.zone}, NodePorts {layout.gateway.node_port_range}), {missing} "
             f"missing, {stale} stale",
-            "is dpunet-dpu running (it repairs them every gateway.interval)? docs/dpu-agent.md",
+            f"is {agent} running (it repairs them every gateway.interval)? "
+            f"docs/{'dpu-agent' if agent == 'dpunet-dpu' else 'node-agent'}.md",
         )
     ]
+
+
+def _external_port(ports: Mapping[str, object], node: str) -> str | None:
+    """The gateway router's external port among the l3gateway ports bound to the chassis
+    (its join port is one too): `node`'s own, else the only `rtoe-GR_` one."""
+    if gateway_external_port(node) in ports:
+        return gateway_external_port(node)
+    external = [p for p in ports if p.startswith(gateway_external_port(""))]
+    return external[0] if len(external) == 1 else None
 
 
 def _check_ports(layout: DpuLayout) -> list[Finding]:
@@ -461,21 +517,25 @@ def gather_dpu(target: DpuTarget) -> DpuLayout:
             sb = read_sb(remote, chassis)
         except SbError as exc:
             sb_error = str(exc)
-    try:
-        reps = tuple(
-            RepresentorInfo(r.netdev, r.kind.value, r.vf_index)
-            for r in list_representors(Sysfs(target.sysfs_root))
-        )
-    except OSError:
-        reps = ()
+    reps: tuple[RepresentorInfo, ...] = ()
+    if not target.full_node:
+        with contextlib.suppress(OSError):
+            reps = tuple(
+                RepresentorInfo(r.netdev, r.kind.value, r.vf_index)
+                for r in list_representors(Sysfs(target.sysfs_root))
+            )
     flows, flows_error = None, None
     try:
         ext = external_bridge(ovs)
+        if target.full_node:
+            ext = gw.physnet_bridge(ovs.external_ids) or FULL_NODE_BRIDGE
         with OpenFlowConnection(target.ovs_rundir / f"{ext}.mgmt") as conn:
             flows = tuple(conn.flows(gw.COOKIE, gw.COOKIE_MASK))
     except OpenFlowError as exc:
         flows_error = str(exc)
-    return DpuLayout(target.name, ovs, sb, reps, sb_error, flows, flows_error, target.gateway)
+    return DpuLayout(
+        target.name, ovs, sb, reps, sb_error, flows, flows_error, target.gateway, target.full_node
+    )
 
 
 def _first_remote(value: str) -> str | None:

@@ -19,12 +19,13 @@ from dpunet.ovsdb.remote import ovs_rundir
 DEFAULT_HOST_STATE = Path("/var/lib/dpunet")
 DEFAULT_PF = "enp2s0f0np0"
 # where the rendered manifests mount the config of the agent owning the external bridge
-AGENT_CONFIGS = (Path("/etc/dpunet/dpu.yaml"), Path("/etc/dpunet/node.yaml"))
+DPU_CONFIG, NODE_CONFIG = Path("/etc/dpunet/dpu.yaml"), Path("/etc/dpunet/node.yaml")
+AGENT_CONFIGS = (DPU_CONFIG, NODE_CONFIG)
 
 
 @dataclass(frozen=True)
 class DpuTarget:
-    """A DPU (or any node running OVS) to inspect."""
+    """A DPU, or a full node (`full_node`), to inspect."""
 
     name: str
     ovs_rundir: Path
@@ -34,6 +35,9 @@ class DpuTarget:
     sb_remote: str | None = None  # default: external_ids:ovn-remote of its OVS
     # the shared gateway's settings of the agent owning its external bridge
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
+    # a full node: OVS and the gateway router on the node itself, dpunet-node owning the
+    # external bridge (breth0, the host its LOCAL port); only that bridge is checked
+    full_node: bool = False
 
     @property
     def ovs_db(self) -> str:
@@ -64,12 +68,15 @@ class HostTarget:
 def local_dpu(name: str | None = None, agent_config: Path | None = None) -> DpuTarget:
     """This machine as a DPU (OVS_RUNDIR, DPUNET_SYSFS_ROOT honoured), with the gateway
     settings of `agent_config`, else of the first of `AGENT_CONFIGS` that exists, else
-    the defaults (ValueError when that file is unusable)."""
+    the defaults (ValueError when that file is unusable). A full node when `NODE_CONFIG`
+    exists and `DPU_CONFIG` does not (where the manifests mount dpunet-node's config)."""
     rundir = ovs_rundir()
     sysfs = Path(os.environ.get("DPUNET_SYSFS_ROOT") or "/sys")
     config = agent_config or next((p for p in AGENT_CONFIGS if p.exists()), None)
     gateway = agent_settings(config) if config is not None else GatewaySettings()
-    return DpuTarget(name or os.uname().nodename, rundir, None, sysfs, gateway=gateway)
+    full = NODE_CONFIG.exists() and not DPU_CONFIG.exists()
+    name = name or os.uname().nodename
+    return DpuTarget(name, rundir, None, sysfs, gateway=gateway, full_node=full)
 
 
 def local_host(
@@ -85,15 +92,17 @@ def is_dpu_here() -> bool:
     return (local_dpu().ovs_rundir / "db.sock").exists()
 
 
-def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
+def lab_targets(lab: str, full_nodes: bool = False) -> tuple[list[DpuTarget], list[HostTarget]]:
     """Every DPU and dpu-host node of lab `lab` (LabError when it is not up); each DPU with
-    the gateway settings of its dpunet-dpu's config file (defaults when it has none)."""
+    the gateway settings of its dpunet-dpu's config file (defaults when it has none); with
+    `full_nodes` also the full node cp (`DpuTarget.full_node`, dpunet-node's settings)."""
     from dpunet.lab.lab import load_plan
     from dpunet.lab.services import config_path
     from dpunet.lab.topology import HOST_PF_NAME
 
     plan = load_plan(lab)
     dpus, hosts = [], []
+    sb_remote = f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock"
     for pair in plan.pairs:
         dpu_sysfs = plan.sysfs_root(pair.dpu)
         host_sysfs = plan.sysfs_root(pair.host)
@@ -106,7 +115,7 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
                 f"/run/netns/{pair.dpu.netns}",
                 dpu_sysfs,
                 pair.host.name,
-                f"unix:{plan.ovn_dir(plan.cp)}/ovnsb_db.sock",
+                sb_remote,
                 agent_settings(config) if config.exists() else GatewaySettings(),
             )
         )
@@ -118,6 +127,22 @@ def lab_targets(lab: str) -> tuple[list[DpuTarget], list[HostTarget]]:
                 plan.node_dir(pair.host) / "state",
                 HOST_PF_NAME,
                 dpu=pair.dpu.name,
+            )
+        )
+    if full_nodes:
+        config = config_path(plan, plan.cp, "dpunet-node")
+        settings = agent_settings(config) if config.exists() else GatewaySettings()
+        cp_netns = f"/run/netns/{plan.cp.netns}"
+        dpus.append(
+            DpuTarget(
+                plan.cp.name,
+                plan.ovs_dir(plan.cp),
+                cp_netns,
+                Path("/sys"),
+                None,
+                sb_remote,
+                settings,
+                full_node=True,
             )
         )
     return dpus, hosts
@@ -147,17 +172,19 @@ def select_targets(
     pf: str = DEFAULT_PF,
     sb_remote: str | None = None,
     agent_config: Path | None = None,
+    full_nodes: bool = False,
 ) -> tuple[list[DpuTarget], list[HostTarget]]:
     """The targets a command looks at: the nodes of `lab` (only `node` and its peer when
-    given), else this machine as a DPU (when it runs OVS; `sb_remote` overrides its
-    external_ids:ovn-remote) or as a dpu-host. `agent_config`: the config file whose
-    gateway settings the DPUs' flows are checked with (`local_dpu`; the lab's own else).
+    given; the full node too with `full_nodes`), else this machine as a DPU or full node
+    (when it runs OVS; `sb_remote` overrides its external_ids:ovn-remote) or as a
+    dpu-host. `agent_config`: the config file whose gateway settings the external bridges'
+    flows are checked with (`local_dpu`; the lab's own else).
     ValueError when `node` names no dpu-host or DPU of the lab, or the config is unusable."""
     if lab is None:
         if is_dpu_here():
             return [replace(local_dpu(node, agent_config), sb_remote=sb_remote)], []
         return [], [local_host(node, pf)]
-    dpus, hosts = lab_targets(lab)
+    dpus, hosts = lab_targets(lab, full_nodes)
     if agent_config is not None:
         gateway = agent_settings(agent_config)
         dpus = [replace(d, gateway=gateway) for d in dpus]
