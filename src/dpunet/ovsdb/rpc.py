@@ -101,9 +101,27 @@ def schema_helper(
     return helper
 
 
+class PendingSSLStream(stream.SSLStream):
+    """python-ovs' `ssl:` stream, whose `recv_wait` also wakes for bytes OpenSSL already
+    holds. A read of 4096 bytes can leave the rest of a TLS record (up to 16 KB) decrypted
+    inside OpenSSL, where polling the socket does not see it: an IDL that stops reading
+    at a message boundary (`Idl.run` handles 50 messages a call) would leave an update
+    there until the next packet arrives (the next update, or an inactivity probe)."""
+
+    def recv_wait(self, poller: Any) -> None:
+        """Wake at once when OpenSSL holds decrypted bytes, else wait for the socket
+        (before the handshake completes, and once closed, `pending()` is 0)."""
+        if self.socket is not None and self.socket.pending() > 0:
+            poller.immediate_wake()
+        else:
+            super().recv_wait(poller)
+
+
 def set_ssl(private_key: Path, certificate: Path, ca_cert: Path) -> None:
     """Key, certificate and CA for every `ssl:` remote of this process (python-ovs keeps
-    them process-wide)."""
+    them process-wide), and `PendingSSLStream` as its `ssl:` stream, so every python-ovs
+    and ovsdbapp client here sees an update as soon as it is in."""
+    stream.Stream.register_method("ssl", PendingSSLStream)
     stream.Stream.ssl_set_private_key_file(str(private_key))
     stream.Stream.ssl_set_certificate_file(str(certificate))
     stream.Stream.ssl_set_ca_cert_file(str(ca_cert))
