@@ -17,7 +17,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, model_validator
 
-from dpunet.contract.client import tls_context
 from dpunet.logs import event
 
 _TCP_RE = re.compile(r"^tcp:(?P<host>\[[0-9a-fA-F:.]+\]|[^:\[\]]+):\d{1,5}$")
@@ -60,6 +59,8 @@ def client_context(files: ClientTls | None) -> ssl.SSLContext | None:
     (None: the client's default, the system's CAs); ClientError for unusable files."""
     if files is None:
         return None
+    from dpunet.contract.client import tls_context  # httpx and the API models: lease only
+
     return tls_context(
         str(files.ca_cert),
         str(files.certificate) if files.certificate else None,

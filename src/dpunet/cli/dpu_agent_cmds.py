@@ -7,6 +7,7 @@ Runnable on its own as well: `python -m dpunet.cli.dpu_agent_cmds [OPTIONS]`.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -23,6 +24,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
     print_and_exit(message, code=code)
     raise AssertionError("unreachable")
+
+
+def without_httpx_cli() -> None:
+    """Keep httpx's command-line client out of the daemon: `import httpx` loads it, with
+    rich and pygments (about 3 MB), whenever they are installed, and falls back to a stub
+    when it cannot be imported; the daemon's controller client never runs it."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +87,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
     Port_Bindings into br-int (plug mode agent) and the management port, level-triggered.
     Settings: config file < DPUNET_* environment < flags."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
+    without_httpx_cli()
     from dpunet.dpu import heap
     from dpunet.dpu.agent import Agent, AgentError
     from dpunet.dpu.config import ConfigError, load_config

@@ -35,7 +35,6 @@ from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Protocol
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dpunet.logs import event
@@ -92,6 +91,8 @@ def agent_settings(path: Path) -> GatewaySettings:
     """The `gateway` section of an agent's config file (dpunet-dpu's or dpunet-node's, YAML
     or JSON), as that agent reads it (defaults for what it leaves out); ValueError naming
     the file and the problem."""
+    import yaml  # only with a config file, as in dpunet.dpu.config
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
