@@ -236,6 +236,18 @@ async def test_sb_up_first_answers_without_nb_up() -> None:
 
 
 @pytest.mark.asyncio
+async def test_both_up_when_the_waiter_runs_is_sb() -> None:
+    """The source says whether SB's view had the port: when both signals are in by the
+    time the waiter runs (a busy event loop), it is "sb"."""
+    sb, port, row = sb_view(), pod_port(), uuid.uuid4()
+    nb = FakeNb(sb)
+    waiter = await started(nb, port, row)
+    nb.lsp_up(row)  # on the loop's thread: the waiter has not run yet
+    bind(sb, port)
+    assert await asyncio.wait_for(waiter, 1) == "sb"
+
+
+@pytest.mark.asyncio
 async def test_nb_up_first_answers_without_sb() -> None:
     sb, port, row = sb_view(), pod_port(), uuid.uuid4()
     nb = FakeNb(sb)

@@ -439,8 +439,7 @@ class NbClient:
             fut: asyncio.Future[None] = loop.create_future()
             self._waiters.setdefault(name, set()).add(fut)
             try:
-                if self._seen_up(name, row):
-                    return "nb"
+                # SB first: "nb" then says SB's view did not have it yet, not that both did
                 if (
                     expect is not None
                     and self.sb is not None
@@ -448,6 +447,8 @@ class NbClient:
                     and self._has_row(row)  # (else replaced: the next read says so)
                 ):
                     return "sb"
+                if self._seen_up(name, row):
+                    return "nb"
                 if loop.time() >= read_at:
                     read_at = loop.time() + _RECHECK_S
                     try:
