@@ -17,7 +17,7 @@ from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl
 
-from dpunet.ovsdb.api import OwnConnection
+from dpunet.ovsdb.own import OwnConnection
 
 TIMEOUT = 60.0
 SB_TABLES = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]  # a binding's references

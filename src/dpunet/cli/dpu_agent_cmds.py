@@ -26,11 +26,13 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise AssertionError("unreachable")
 
 
-def without_httpx_cli() -> None:
-    """Keep httpx's command-line client out of the daemon: `import httpx` loads it, with
-    rich and pygments (about 3 MB), whenever they are installed, and falls back to a stub
-    when it cannot be imported; the daemon's controller client never runs it."""
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+def without_unused_http_modules() -> None:
+    """Keep out of the daemon what `import httpx` loads only because it is installed and
+    stubs when it cannot be imported: httpx's command-line client (with rich and pygments,
+    about 3 MB) and h2 (HTTP/2, about 1 MB); the daemon's controller client speaks HTTP/1.1
+    and never runs the command line."""
+    for name in ("httpx._main", "h2"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
@@ -87,7 +89,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
     Port_Bindings into br-int (plug mode agent) and the management port, level-triggered.
     Settings: config file < DPUNET_* environment < flags."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
-    without_httpx_cli()
+    without_unused_http_modules()
     from dpunet.dpu import heap
     from dpunet.dpu.agent import Agent, AgentError
     from dpunet.dpu.config import ConfigError, load_config

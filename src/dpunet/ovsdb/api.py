@@ -1,25 +1,11 @@
-"""ovsdbapp APIs whose connection belongs to the instance (ovsdbapp keeps one per class,
-so two instances of one class would share the first one's connection)."""
+"""The OVN NB and SB ovsdbapp APIs with a connection per instance (`own.OwnConnection`)."""
 
 from __future__ import annotations
 
-from ovsdbapp.backend.ovs_idl import connection
 from ovsdbapp.schema.ovn_northbound import impl_idl as nb_impl
 from ovsdbapp.schema.ovn_southbound import impl_idl as sb_impl
 
-
-class OwnConnection:
-    """Mixin, listed before the ovsdbapp API class: a connection per instance."""
-
-    _own_connection: connection.Connection
-
-    @property
-    def ovsdb_connection(self) -> connection.Connection:
-        return self._own_connection
-
-    @ovsdb_connection.setter
-    def ovsdb_connection(self, conn: connection.Connection) -> None:
-        self._own_connection = conn
+from dpunet.ovsdb.own import OwnConnection
 
 
 class NbApi(OwnConnection, nb_impl.OvnNbApiIdlImpl):

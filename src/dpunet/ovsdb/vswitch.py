@@ -11,7 +11,7 @@ from typing import Any
 from ovsdbapp.backend.ovs_idl import command, idlutils, transaction
 from ovsdbapp.schema.open_vswitch import impl_idl
 
-from dpunet.ovsdb.api import OwnConnection
+from dpunet.ovsdb.own import OwnConnection
 
 
 class NextCfgTransaction(transaction.Transaction):
