@@ -50,3 +50,4 @@ def test_the_daemon_lease_loads_httpx_without_its_cli_or_http2() -> None:
     )
     assert {"httpx", "httpcore", "dpunet.contract.client"} <= loaded
     assert not _tops(loaded) & {"rich", "pygments", "h2"}, loaded
+    assert not {"dpunet.contract.policy", "dpunet.contract.services"} & loaded

@@ -8,7 +8,7 @@ import os
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -29,8 +29,10 @@ from dpunet.contract.api import (
     PortList,
     PortRequest,
 )
-from dpunet.contract.policy import NamespaceLabels, NetworkPolicy, PolicyInfo, PolicyList
-from dpunet.contract.services import ServiceInfo, ServiceList, ServiceSpec
+
+if TYPE_CHECKING:  # their models load with the first call that needs them (not in the DPU lease)
+    from dpunet.contract.policy import NamespaceLabels, NetworkPolicy, PolicyInfo
+    from dpunet.contract.services import ServiceInfo, ServiceSpec
 
 DEFAULT_URL = "http://127.0.0.1:9477"
 M = TypeVar("M", bound=BaseModel)
@@ -217,11 +219,15 @@ class ControllerClient:
 
     def list_services(self, namespace: str | None = None) -> list[ServiceInfo]:
         """Services, optionally of one namespace."""
+        from dpunet.contract.services import ServiceList
+
         params = _params(namespace=namespace)
         return self._call("GET", "/v1/services", ServiceList, params=params).items
 
     def get_service(self, namespace: str, name: str) -> ServiceInfo:
         """One service."""
+        from dpunet.contract.services import ServiceInfo
+
         return self._call("GET", f"/v1/services/{namespace}/{name}", ServiceInfo)
 
     def put_service(
@@ -229,6 +235,8 @@ class ControllerClient:
     ) -> ServiceInfo:
         """Create or update a service (admin token); a mapping is sent as it is, for the
         server to validate."""
+        from dpunet.contract.services import ServiceInfo
+
         return self._call("PUT", f"/v1/services/{namespace}/{name}", ServiceInfo, json=_body(spec))
 
     def delete_service(self, namespace: str, name: str) -> DeleteResult:
@@ -237,6 +245,8 @@ class ControllerClient:
 
     def list_policies(self, namespace: str | None = None) -> list[PolicyInfo]:
         """NetworkPolicies, optionally of one namespace."""
+        from dpunet.contract.policy import PolicyList
+
         params = _params(namespace=namespace)
         return self._call("GET", "/v1/policies", PolicyList, params=params).items
 
@@ -245,6 +255,8 @@ class ControllerClient:
     ) -> PolicyInfo:
         """Create or replace a NetworkPolicy (admin token); a mapping (a manifest) is sent
         as it is, for the server to validate."""
+        from dpunet.contract.policy import PolicyInfo
+
         path = f"/v1/policies/{namespace}/{name}"
         return self._call("PUT", path, PolicyInfo, json=_body(policy))
 
@@ -254,6 +266,8 @@ class ControllerClient:
 
     def label_namespace(self, namespace: str, labels: Mapping[str, str]) -> NamespaceLabels:
         """Replace a namespace's labels (admin token)."""
+        from dpunet.contract.policy import NamespaceLabels
+
         body = {"labels": dict(labels)}
         return self._call("PUT", f"/v1/namespaces/{namespace}/labels", NamespaceLabels, json=body)
 
