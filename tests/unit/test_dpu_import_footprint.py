@@ -51,3 +51,13 @@ def test_the_daemon_lease_loads_httpx_without_its_cli_or_http2() -> None:
     assert {"httpx", "httpcore", "dpunet.contract.client"} <= loaded
     assert not _tops(loaded) & {"rich", "pygments", "h2"}, loaded
     assert not {"dpunet.contract.policy", "dpunet.contract.services"} & loaded
+
+
+def test_the_daemon_parses_json_in_python() -> None:
+    loaded = _loaded_after(
+        "from dpunet.cli.dpu_agent_cmds import with_python_json_parser\n"
+        "with_python_json_parser()\n"
+        "import dpunet.dpu.agent, ovs.json\n"
+        "assert ovs.json.PARSER == ovs.json.PARSER_PY, ovs.json.PARSER"
+    )
+    assert "ovs.json" in loaded and "ovs._json" not in loaded

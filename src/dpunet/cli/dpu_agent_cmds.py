@@ -35,6 +35,14 @@ def without_unused_http_modules() -> None:
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
 
 
+def with_python_json_parser() -> None:
+    """Keep python-ovs's compiled JSON parser (`ovs._json`, which install-deps links into
+    the venv for the controller's large updates) out of the DPU daemon: it maps about 1.7 MB
+    of shared libraries, and the daemon reads only its own chassis' bindings and bridges,
+    small updates the pure-Python parser handles (docs/performance.md, "Memory")."""
+    sys.modules.setdefault("ovs._json", None)  # type: ignore[arg-type]
+
+
 def _flags(options: dict[str, Any]) -> dict[str, Any]:
     """CLI options as config fields (nested for the management port)."""
     mgmt = {
@@ -90,6 +98,7 @@ def dpu_run(config_file: Path | None, print_config: bool, **options: Any) -> Non
     Settings: config file < DPUNET_* environment < flags."""
     # The daemon's modules load only when it runs (every `dpunet` command imports this one).
     without_unused_http_modules()
+    with_python_json_parser()
     from dpunet.dpu import heap
     from dpunet.dpu.agent import Agent, AgentError
     from dpunet.dpu.config import ConfigError, load_config
