@@ -8,9 +8,7 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,25 +26,6 @@ def workdir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="cni", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def other_netns() -> Iterator[str]:
-    """The path of a network namespace of its own (a child in `unshare --net`; without root
-    in a user namespace of its own too, which a chroot, such as CI's, would refuse)."""
-    user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
-    child = subprocess.Popen(["unshare", *user, "--net", "sleep", "60"])
-    path = f"/proc/{child.pid}/ns/net"
-    own = os.stat("/proc/self/ns/net").st_ino
-    try:
-        for _ in range(500):  # until the child has unshared
-            if os.stat(path).st_ino != own:
-                break
-            time.sleep(0.01)
-        yield path
-    finally:
-        child.kill()
-        child.wait()
 
 
 def exchange(workdir: Path, command: str, netns: str, handler: RecordingHandler) -> Any:

@@ -6,9 +6,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
-import subprocess
-import time
-from collections.abc import Iterator
 
 import pytest
 
@@ -21,24 +18,13 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (a veth pa
 
 
 @pytest.fixture
-def netns() -> Iterator[str]:
+def netns(other_netns: str) -> str:
     """A network namespace of its own with a veth pair `a` <-> `b`, both up."""
-    child = subprocess.Popen(["unshare", "--net", "sleep", "60"])
-    path = f"/proc/{child.pid}/ns/net"
-    own = os.stat("/proc/self/ns/net").st_ino
-    try:
-        for _ in range(500):  # until the child has unshared
-            if os.stat(path).st_ino != own:
-                break
-            time.sleep(0.01)
-        with iproute_at(path) as ipr:
-            ipr.link("add", ifname="a", kind="veth", peer="b")
-            for name in ("a", "b"):
-                ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
-        yield path
-    finally:
-        child.kill()
-        child.wait()
+    with iproute_at(other_netns) as ipr:
+        ipr.link("add", ifname="a", kind="veth", peer="b")
+        for name in ("a", "b"):
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+    return other_netns
 
 
 def test_the_gratuitous_arp_leaves_the_interface(netns: str) -> None:
