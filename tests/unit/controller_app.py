@@ -10,8 +10,10 @@ from typing import Any
 
 import httpx
 
+from dpunet.contract.api import NodeSpec
 from dpunet.controller.api import create_app
 from dpunet.controller.app import Controller
+from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
@@ -59,3 +61,14 @@ async def app_client(
     """The HTTP client of `controller_app`."""
     async with controller_app(directory, open_gate, tokens, **settings) as (_, client):
         yield client
+
+
+class FakeNodes:
+    """The node service's registration, recorded."""
+
+    def __init__(self) -> None:
+        self.puts: list[tuple[str, NodeSpec]] = []
+
+    async def put(self, who: Principal, name: str, spec: NodeSpec) -> None:
+        assert who.admin
+        self.puts.append((name, spec))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_app import ADMIN_TOKEN, NODE_TOKEN, controller_app
+from controller_app import ADMIN_TOKEN, NODE_TOKEN, FakeNodes, controller_app
 from pydantic import ValidationError
 
 from dpunet.contract.api import (
@@ -21,7 +21,6 @@ from dpunet.contract.api import (
     DpuRegistration,
     LeaseState,
     NodeRole,
-    NodeSpec,
 )
 from dpunet.contract.client import ClientError
 from dpunet.controller.auth import Principal
@@ -251,17 +250,6 @@ def test_the_route_in_standalone_mode(tmp_path: Path) -> None:
             assert status == 409 and "192.0.2.21" in body["detail"]
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
-
-
-class FakeNodes:
-    """The node service's registration, recorded."""
-
-    def __init__(self) -> None:
-        self.puts: list[tuple[str, NodeSpec]] = []
-
-    async def put(self, who: Principal, name: str, spec: NodeSpec) -> None:
-        assert who.admin
-        self.puts.append((name, spec))
 
 
 def test_standalone_bindings_re_register_the_node_with_its_new_chassis(tmp_path: Path) -> None:

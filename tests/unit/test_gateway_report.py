@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller_app import ADMIN_TOKEN, NODE_TOKEN, controller_app
+from controller_app import ADMIN_TOKEN, NODE_TOKEN, FakeNodes, controller_app
 from lightkube.resources.core_v1 import Node
 
-from dpunet.contract.api import GatewayReport, NodeRole, NodeSpec
+from dpunet.contract.api import GatewayReport, NodeRole
 from dpunet.controller.auth import Principal
 from dpunet.controller.errors import BadRequest, NotFound
 from dpunet.controller.k8s.bindings import NodeAnnotations
@@ -33,17 +33,6 @@ def _record(name: str, role: NodeRole, n: int) -> NodeRecord:
         next_hop=IPv4Address("192.0.2.1"), subnet=IPv4Network(f"10.233.{64 + n}.0/24"),
         join_ip=IPv4Address(f"100.64.0.{n}"), gateway_mac=f"0a:58:c0:00:02:{n:02x}",
     )  # fmt: skip
-
-
-class FakeNodes:
-    """The node service's registration, recorded."""
-
-    def __init__(self) -> None:
-        self.puts: list[tuple[str, NodeSpec]] = []
-
-    async def put(self, who: Principal, name: str, spec: NodeSpec) -> None:
-        assert who.admin
-        self.puts.append((name, spec))
 
 
 def test_the_route_in_standalone_mode(tmp_path: Path) -> None:
