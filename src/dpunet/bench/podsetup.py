@@ -257,13 +257,20 @@ def run_dpunet(
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             list(pool.map(partial(_dpunet_del, plan), jobs, samples))
         out += samples
-        failed = sum(s.error is not None for s in samples)
-        say(
-            f"  dpunet round {r + 1}/{rounds}: {pods} pods"
-            + (f" on {len(counts)} pairs" if len(counts) > 1 else "")
-            + (f", {failed} failed" if failed else "")
-        )
+        say(_round_line("dpunet", r, rounds, pods, len(counts), samples))
     return out
+
+
+def _round_line(
+    mode: str, round_no: int, rounds: int, pods: int, pairs: int, samples: list[PodSample]
+) -> str:
+    """The progress line of one round: its pods, over how many pairs, how many failed."""
+    failed = sum(s.error is not None for s in samples)
+    return (
+        f"  {mode} round {round_no + 1}/{rounds}: {pods} pods"
+        + (f" on {pairs} pairs" if pairs > 1 else "")
+        + (f", {failed} failed" if failed else "")
+    )
 
 
 def _dpunet_add(plan: LabPlan, job: tuple[NicPair, int, str], round_no: int) -> PodSample:
@@ -433,12 +440,8 @@ def run_floor(
             with ThreadPoolExecutor(max_workers=concurrency) as pool:
                 list(pool.map(lambda job, sample: job[0].delete(job[1], sample), jobs, samples))
             out += samples
-            failed = sum(s.error is not None for s in samples)
-            say(
-                f"  floor{' (SB up)' if sb_up else ''} round {r + 1}/{rounds}: {pods} pods"
-                + (f" on {len(counts)} pairs" if len(counts) > 1 else "")
-                + (f", {failed} failed" if failed else "")
-            )
+            label = f"floor{' (SB up)' if sb_up else ''}"
+            say(_round_line(label, r, rounds, pods, len(counts), samples))
     return out
 
 
