@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from dpunet.bench.controller import NODE_PREFIX, STANDIN
+from dpunet.bench.controller import FLOOR_ROUTER_PORT, FLOOR_SWITCH, NODE_PREFIX, STANDIN
 from dpunet.lab import daemons, services
 from dpunet.lab.lab import Lab, down
 from dpunet.lab.topology import LabPlan, LabSpec
@@ -124,10 +124,18 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     assert level["existing_ports"] == 10 and level["put_ms"]["n"] == 5
     assert level["floor"]["up_ms"]["n"] == 5
     assert level["floor_sb"]["up_ms"]["n"] == 5 and level["ratio_rate_vs_floor_sb"] > 0
+    for usage in (level["cpu"], level["floor"]["cpu"]):  # where each phase's CPU went
+        assert usage["ms_per_port"]["cp/dpunet-controller"] > 0
+        assert usage["ms_per_port"]["cp/ovn-northd"] > 0 and usage["ms_per_port"]["bench"] > 0
+        assert usage["total_ms_per_port"] >= max(usage["ms_per_port"].values())
     with services.admin_client(lab) as client:
         assert not [n for n in client.list_nodes() if n.name.startswith(NODE_PREFIX)]
         assert not [p for p in client.list_ports() if p.namespace == "bench"]
     assert STANDIN not in daemons.sbctl(lab, "--bare", "--columns=name", "list", "Chassis")
+    # the floor's switch and its port on ovn_cluster_router are gone too
+    routers = daemons.nbctl(lab, "--bare", "--columns=name", "list", "Logical_Router_Port")
+    switches = daemons.nbctl(lab, "--bare", "--columns=name", "list", "Logical_Switch")
+    assert FLOOR_ROUTER_PORT not in routers and FLOOR_SWITCH not in switches
 
 
 def test_memory_and_shim(lab: LabPlan, tmp_path: Path) -> None:

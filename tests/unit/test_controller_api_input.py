@@ -70,6 +70,30 @@ async def test_anonymous_junk_methods_share_one_metrics_series(tmp_path: Path) -
 
 
 @pytest.mark.asyncio
+async def test_each_answer_is_counted_by_method_route_and_status(tmp_path: Path) -> None:
+    async with controller_app(tmp_path, open_gate=True) as (ctl, client):
+        assert (await client.get("/healthz")).status_code == 200
+        body = PORT % 1
+        for _ in range(2):  # host1 is not registered
+            resp = await client.put("/v1/ports/default/p", content=body, headers=ADMIN)
+            assert resp.status_code == 404, resp.text
+        assert (await client.get("/v1/no/such/path", headers=ADMIN)).status_code == 404
+        assert (await client.put("/v1/ports/default/p", content=body)).status_code == 401
+        counts = {
+            (s.labels["method"], s.labels["route"], s.labels["code"]): s.value
+            for metric in ctl.metrics.requests.collect()
+            for s in metric.samples
+            if s.name.endswith("_total")
+        }
+        assert counts == {
+            ("GET", "/healthz", "200"): 1,
+            ("PUT", "/v1/ports/{namespace}/{name}", "404"): 2,
+            ("GET", "unmatched", "404"): 1,
+            ("PUT", "unmatched", "401"): 1,  # refused before routing
+        }
+
+
+@pytest.mark.asyncio
 async def test_settings_open_metrics_and_docs(tmp_path: Path) -> None:
     async with app_client(tmp_path, metrics_anonymous=True, api_docs=True) as client:
         for path in ("/metrics", "/openapi.json", "/docs"):

@@ -17,10 +17,12 @@ its next periodic reload from NB, and the run waits for that (and for all of the
 sample of PUTs is timed, then two floors: the same number of LSPs written raw (one
 transaction each, same columns) on a switch of their own, timed to commit and to NB
 `Logical_Switch_Port.up`, and again to SB `Port_Binding.up` (one northd pass earlier,
-what the controller's PUT now waits for first).
+what the controller's PUT now waits for first). The floor's switch is attached to
+`ovn_cluster_router` as a node's switch is: every ovn-controller with a datapath on that
+router computes flows for the ports of both, so both pay for them.
 
 Everything the run made is removed at the end: the bench nodes (with their ports),
-the floor's switch and the stand-in chassis.
+the floor's switch, its router port and the stand-in chassis.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from typing import Any, TypeVar
 
 from ovsdbapp.exceptions import TimeoutException as OvsdbTimeout
 
+from dpunet.bench import cpu
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
 from dpunet.bench.ovsdb import SB_TABLES, open_api
 from dpunet.bench.stats import ratio, summarize
@@ -57,6 +60,10 @@ FILL_PREFIX = "bench-f"
 NAMESPACE = "bench"
 PORTS_PER_NODE = 250  # a /24 per node minus gateway, management port and margin
 FLOOR_SWITCH = "bench-floor"
+FLOOR_ROUTER_PORT = "rtos-bench-floor"  # on ovn_cluster_router, as a node's `rtos-<node>`
+FLOOR_SWITCH_PORT = "stor-bench-floor"
+FLOOR_GATEWAY = "198.19.223.254/20"  # the floor's ports: 198.19.208.1 onwards
+FLOOR_ROUTER_MAC = "0a:58:c6:13:df:fe"
 BIND_BATCH = 200
 FILL_BATCH = 250
 ADOPT_TIMEOUT = 900.0
@@ -330,8 +337,8 @@ def floor_batch(
 
     def one(i: int) -> None:
         name = f"bench-floor{kind}_{level}-{i}"
-        ip = f"198.19.{201 + i // 250}.{i % 250 + 1}"
-        mac = f"0a:58:c6:13:{201 + i // 250:02x}:{i % 250 + 1:02x}"
+        ip = f"198.19.{208 + i // 250}.{i % 250 + 1}"
+        mac = f"0a:58:c6:13:{208 + i // 250:02x}:{i % 250 + 1:02x}"
         address = f"{mac} {ip}"
         started = time.perf_counter()
         with nb.transaction(check_error=True) as txn:
@@ -354,14 +361,34 @@ def floor_batch(
     _parallel(one, range(n), concurrency)
     wall = time.perf_counter() - started
     # the switch goes with its ports (one lsp_del per port scans every switch for its parent)
-    nb.ls_del(FLOOR_SWITCH, if_exists=True).execute(check_error=True)
-    nb.ls_add(FLOOR_SWITCH).execute(check_error=True)
+    add_floor_switch(nb)
     return {
         "waits_for": "Port_Binding.up" if sb_idl is not None else "Logical_Switch_Port.up",
         "commit_ms": summarize([v * 1000 for v in commit]),
         "up_ms": summarize([v * 1000 for v in to_up]),
         "ports_per_s": n / wall if wall > 0 else None,
     }
+
+
+def add_floor_switch(nb: Any) -> None:
+    """The floor's switch, empty but for its port to `ovn_cluster_router` (made anew)."""
+    from dpunet.controller.topology import CLUSTER_ROUTER
+
+    with nb.transaction(check_error=True) as txn:
+        txn.add(nb.ls_del(FLOOR_SWITCH, if_exists=True))
+        txn.add(nb.ls_add(FLOOR_SWITCH))
+        txn.add(nb.lrp_del(FLOOR_ROUTER_PORT, if_exists=True))
+        txn.add(nb.lrp_add(CLUSTER_ROUTER, FLOOR_ROUTER_PORT, FLOOR_ROUTER_MAC, [FLOOR_GATEWAY]))
+        txn.add(nb.lsp_add(FLOOR_SWITCH, FLOOR_SWITCH_PORT, type="router"))
+        txn.add(nb.lsp_set_addresses(FLOOR_SWITCH_PORT, ["router"]))
+        txn.add(nb.lsp_set_options(FLOOR_SWITCH_PORT, **{"router-port": FLOOR_ROUTER_PORT}))
+
+
+def remove_floor_switch(nb: Any) -> None:
+    """The floor's switch (with its ports) and its router port."""
+    with nb.transaction(check_error=True) as txn:
+        txn.add(nb.ls_del(FLOOR_SWITCH, if_exists=True))
+        txn.add(nb.lrp_del(FLOOR_ROUTER_PORT, if_exists=True))
 
 
 def _controller_metrics(plan: LabPlan) -> Any:
@@ -402,13 +429,19 @@ def _level(
     before = _controller_metrics(plan)
     say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
     unavailable = ports.unavailable
+    cpu_before = cpu.snapshot(plan)
     latencies, wall = ports.batch(sample, concurrency)
+    cpu_put = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
     after = _controller_metrics(plan)
     phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
     say(f"floor: {sample} raw transactions at {level} existing ports, to NB up")
+    cpu_before = cpu.snapshot(plan)
     floor = floor_batch(nb, nb_idl, level, sample, concurrency)
+    floor["cpu"] = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
     say(f"floor: {sample} raw transactions at {level} existing ports, to SB up")
+    cpu_before = cpu.snapshot(plan)
     floor_sb = floor_batch(nb, nb_idl, level, sample, concurrency, sb_idl)
+    floor_sb["cpu"] = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
     put = summarize([v * 1000 for v in latencies])
     rate = sample / wall
     entry |= {
@@ -418,6 +451,7 @@ def _level(
         "phases_mean_ms": {
             k: (v.mean * 1000 if v.mean is not None else None) for k, v in phases.items()
         },
+        "cpu": cpu_put,
         "floor": floor,
         "floor_sb": floor_sb,
         "ratio_median_vs_floor_up": ratio(put.get("median"), floor["up_ms"].get("median")),
@@ -432,7 +466,19 @@ def _level(
         f"{entry['ratio_rate_vs_floor'] or 0:.2f} (NB up), "
         f"{entry['ratio_rate_vs_floor_sb'] or 0:.2f} (SB up)"
     )
+    say(
+        f"at {level}: CPU ms per port, all processes: PUT {cpu_put['total_ms_per_port']:.1f} "
+        f"({_busiest(cpu_put)}), floor {floor['cpu']['total_ms_per_port']:.1f} "
+        f"({_busiest(floor['cpu'])}); cores busy {cpu_put['machine_busy_cores']} / "
+        f"{floor['cpu']['machine_busy_cores']} of {cpu_put['cores']}"
+    )
     return filled
+
+
+def _busiest(usage: dict[str, Any], n: int = 3) -> str:
+    """The `n` processes that spent the most CPU per port, as `name ms`."""
+    top = list(usage["ms_per_port"].items())[:n]
+    return ", ".join(f"{name} {ms:.1f}" for name, ms in top)
 
 
 def run(
@@ -458,13 +504,16 @@ def run(
         with (
             standin(plan) as stand_in,
             open_api(
-                nb_remote, "OVN_Northbound", NbApi, ["Logical_Switch", "Logical_Switch_Port"]
+                nb_remote,
+                "OVN_Northbound",
+                NbApi,
+                ["Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port"],
             ) as (nb, nb_idl),
         ):
             say(f"registering {measure_nodes}+{fill_nodes} bench nodes (chassis {STANDIN})")
             measured = register_nodes(plan, MEASURE_PREFIX, measure_nodes, 1)
             fillers = register_nodes(plan, FILL_PREFIX, fill_nodes, 1 + measure_nodes)
-            nb.ls_add(FLOOR_SWITCH, may_exist=True).execute(check_error=True)
+            add_floor_switch(nb)
             ports = Ports(plan, measured)
             filled = 0
             try:
@@ -495,7 +544,7 @@ def run(
             finally:
                 ports.close()
                 out["standin_bound"] = stand_in.bound
-                nb.ls_del(FLOOR_SWITCH, if_exists=True).execute(check_error=True)
+                remove_floor_switch(nb)
     except ClientError as exc:
         raise LabError(f"controller: {exc}") from exc
     finally:

@@ -8,7 +8,6 @@ carries FastAPI's list of validation problems).
 
 import json
 import math
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Path, Query, Request, Response
@@ -166,6 +165,34 @@ class _Authenticate:
         await self.app(scope, receive, send)
 
 
+class _CountRequests:
+    """Counts each answered request by method, route and status (`requests` metric)."""
+
+    def __init__(self, app: ASGIApp, count: Any) -> None:
+        self.app = app
+        self.count = count  # a prometheus Counter labelled (method, path, status)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # what the server answers when the app fails before it starts one
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            path = getattr(scope.get("route"), "path", "unmatched")
+            # anyone may send any method: only the API's own name a series of their own
+            method = scope["method"] if scope["method"] in API_METHODS else "other"
+            self.count.labels(method, path, str(status)).inc()
+
+
 def _unauthorized(detail: str) -> Response:
     return ErrorResponse(
         {"detail": detail}, status_code=401, headers={"WWW-Authenticate": "Bearer"}
@@ -213,17 +240,7 @@ def create_app(ctl: "Controller") -> FastAPI:
             headers["Allow"] = ", ".join(sorted(methods - {"HEAD"}))
         return ErrorResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
 
-    @app.middleware("http")
-    async def _count(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        # anyone may send any method: only the API's own name a series of their own
-        method = request.method if request.method in API_METHODS else "other"
-        ctl.metrics.requests.labels(method, path, str(response.status_code)).inc()
-        return response
+    app.add_middleware(_CountRequests, count=ctl.metrics.requests)
 
     # ---------------------------------------------------------------- health
     @app.get("/healthz", response_model=Health, tags=["health"])
