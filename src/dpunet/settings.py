@@ -2,7 +2,8 @@
 
 Each daemon describes its settings as one pydantic model; `load_settings` fills it
 from those sources, in that order of precedence, and turns every problem into
-one readable `SettingsError` line naming the field.
+one readable `SettingsError` line naming the field. `read_config_file` is the one
+reader of such files (dpunet-dpu's config and `dpunet verify` use it too).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 ENV_PREFIX = "DPUNET_"
@@ -20,8 +20,26 @@ ENV_PREFIX = "DPUNET_"
 M = TypeVar("M", bound=BaseModel)
 
 
-class SettingsError(Exception):
+class SettingsError(ValueError):
     """The settings are unreadable or invalid (message is for a person)."""
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A YAML or JSON config file as a dict (an empty file: {}); SettingsError naming the
+    file when it is unreadable, not YAML/JSON or not a mapping."""
+    import yaml  # only with a config file: dpunet-dpu keeps its memory small without one
+
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise SettingsError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path} is not valid YAML/JSON: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of settings")
+    return data
 
 
 def _from_env(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, Any]:
@@ -50,17 +68,7 @@ def load_settings(
     overrides: Mapping[str, Any] | None = None,
 ) -> M:
     """Defaults < file < environment (`os.environ` when None) < overrides (None values skipped)."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            raise SettingsError(f"cannot read config {path}: {exc.strerror}") from exc
-        except yaml.YAMLError as exc:
-            raise SettingsError(f"config {path} is not valid YAML/JSON: {exc}") from exc
-        if loaded is not None and not isinstance(loaded, dict):
-            raise SettingsError(f"config {path} must be a mapping of settings")
-        data.update(loaded or {})
+    data = read_config_file(path) if path is not None else {}
     data.update(_from_env(model, os.environ if environ is None else environ))
     data.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:

@@ -319,8 +319,6 @@ def test_shared_gateway_flows_are_checked_with_the_agents_settings(tmp_path: Pat
         ("gateway: {zone: 0}", "gateway.zone"),
         ("gateway: {node_port_range: 5-1}", "gateway.node_port_range"),
         ("gateway: {zone: 1, colour: red}", "gateway.colour"),
-        ("[1, 2]", "mapping"),
-        ("a: [", "not valid YAML"),
     ],
 )
 def test_unusable_agent_configs_are_refused(tmp_path: Path, text: str, problem: str) -> None:
@@ -330,7 +328,8 @@ def test_unusable_agent_configs_are_refused(tmp_path: Path, text: str, problem: 
     config.write_text(text)
     with pytest.raises(ValueError, match=problem):
         gw.agent_settings(config)
-    with pytest.raises(ValueError, match="cannot read"):
+    # an unusable file: tests/unit/test_settings.py (dpunet.settings.read_config_file)
+    with pytest.raises(ValueError, match=r"cannot read config file .*none\.yaml"):
         gw.agent_settings(tmp_path / "none.yaml")
     no_section = tmp_path / "node.yaml"
     no_section.write_text("node: cp\n")

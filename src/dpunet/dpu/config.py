@@ -22,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from dpunet.observability import parse_listen
 from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
+from dpunet.settings import SettingsError, read_config_file
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
 from dpunet.tls import ClientTls, TlsFiles, plain_remote, plain_url
@@ -267,23 +268,6 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A YAML or JSON config file as a dict; ConfigError when unreadable or not a mapping."""
-    import yaml  # only with a config file: the daemon keeps its memory small without one
-
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {path} is not valid YAML/JSON: {exc}") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of settings")
-    return data
-
-
 def validation_message(exc: ValidationError) -> str:
     """One line naming each bad field, e.g. `mgmt_port.vf_index: ...`."""
     parts = []
@@ -300,7 +284,10 @@ def load_config(
 ) -> DpuAgentConfig:
     """The config from `path` (optional), then the environment, then `flags` (nested dicts
     allowed; None values ignored); ConfigError with the offending fields."""
-    data: dict[str, Any] = read_config_file(path) if path is not None else {}
+    try:
+        data = read_config_file(path) if path is not None else {}
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from exc
     data = _merge(data, env_overrides(os.environ if environ is None else environ))
     data = _merge(data, _drop_none(dict(flags or {})))
     try:

@@ -41,6 +41,7 @@ from dpunet.logs import event
 from dpunet.openflow import protocol as ofp
 from dpunet.openflow.client import OpenFlowConnection, mgmt_socket
 from dpunet.openflow.protocol import ApplyActions, Conntrack, CtClear, Flow, Match, Output, SetField
+from dpunet.settings import read_config_file
 
 COOKIE_PREFIX = 0x64706E74  # "dpnt"
 COOKIE = COOKIE_PREFIX << 32
@@ -90,20 +91,9 @@ class GatewaySettings(BaseModel):
 def agent_settings(path: Path) -> GatewaySettings:
     """The `gateway` section of an agent's config file (dpunet-dpu's or dpunet-node's, YAML
     or JSON), as that agent reads it (defaults for what it leaves out); ValueError naming
-    the file and the problem."""
-    import yaml  # only with a config file, as in dpunet.dpu.config
-
+    the file and the problem (a `SettingsError` when the file is unusable)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ValueError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ValueError(f"{path} is not valid YAML/JSON: {exc}") from exc
-    section = data.get("gateway") if isinstance(data, dict) else None
-    if data is not None and not isinstance(data, dict):
-        raise ValueError(f"{path} does not hold a mapping of settings")
-    try:
-        return GatewaySettings.model_validate(section or {})
+        return GatewaySettings.model_validate(read_config_file(path).get("gateway") or {})
     except ValidationError as exc:
         problems = "; ".join(
             f"gateway.{'.'.join(str(p) for p in e['loc'])}: "
