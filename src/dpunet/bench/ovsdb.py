@@ -3,7 +3,8 @@
 Each API gets its own connection (ovsdbapp keeps one per class otherwise). The IDL
 records, as updates arrive, which interfaces have `external_ids:ovn-installed=true`,
 which logical switch ports have `up=true` and which Port_Bindings have `up=true` on a
-chassis, so a waiter sleeps on a condition instead of polling the replica.
+chassis, so a waiter sleeps until its own name is in (not polling the replica, nor woken
+by every other row's change).
 """
 
 from __future__ import annotations
@@ -23,46 +24,73 @@ TIMEOUT = 60.0
 SB_TABLES = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]  # a binding's references
 
 
+class MemberSets:
+    """Named sets of names (e.g. the LSPs that are up) that threads can wait on: a waiter
+    is woken when its own name joins its set, not by every other change."""
+
+    def __init__(self, *sets: str) -> None:
+        self._lock = threading.Lock()
+        self._sets: dict[str, set[str]] = {which: set() for which in sets}
+        self._waiters: dict[tuple[str, str], list[threading.Event]] = {}
+
+    def mark(self, which: str, name: str, member: bool) -> None:
+        """`name` is (or is no longer) in set `which`; wake whoever waits for it."""
+        with self._lock:
+            if not member:
+                self._sets[which].discard(name)
+                return
+            self._sets[which].add(name)
+            for waiter in self._waiters.pop((which, name), ()):
+                waiter.set()
+
+    def wait(self, which: str, name: str, timeout: float) -> None:
+        """Until `name` is in set `which` (or has been since the call); TimeoutError after
+        `timeout` seconds."""
+        with self._lock:
+            if name in self._sets[which]:
+                return
+            woken = threading.Event()
+            self._waiters.setdefault((which, name), []).append(woken)
+        if woken.wait(timeout):
+            return
+        with self._lock:
+            waiting = self._waiters.get((which, name), [])
+            if woken in waiting:
+                waiting.remove(woken)
+                if not waiting:
+                    del self._waiters[(which, name)]
+        if not woken.is_set():
+            raise TimeoutError(f"{name} not {which} within {timeout:.0f}s")
+
+
 class WatchedIdl(connection.OvsdbIdl):
-    """An IDL that keeps the sets `installed` (Interface names), `up` (LSP names) and
-    `sb_up` (logical ports of bindings up on a chassis) and lets a callback see every
+    """An IDL that keeps the member sets `installed` (Interface names), `up` (LSP names)
+    and `sb_up` (logical ports of bindings up on a chassis) and lets a callback see every
     Port_Binding change (the stand-in chassis)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.changed = threading.Condition()
-        self.installed: set[str] = set()
-        self.up: set[str] = set()
-        self.sb_up: set[str] = set()
+        self.members = MemberSets("installed", "up", "sb_up")
         self.on_port_binding: Callable[[str, Any], None] | None = None
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         table = row._table.name
         if table == "Port_Binding" and self.on_port_binding is not None:
             self.on_port_binding(event, row)
-        if table not in ("Interface", "Logical_Switch_Port", "Port_Binding"):
-            return
-        with self.changed:
-            if table == "Port_Binding":
-                done = event != ovs_idl.ROW_DELETE and list(row.up) == [True] and bool(row.chassis)
-                (self.sb_up.add if done else self.sb_up.discard)(row.logical_port)
-            elif table == "Interface":
-                done = (
-                    event != ovs_idl.ROW_DELETE and row.external_ids.get("ovn-installed") == "true"
-                )
-                (self.installed.add if done else self.installed.discard)(row.name)
-            else:
-                done = event != ovs_idl.ROW_DELETE and list(row.up) == [True]
-                (self.up.add if done else self.up.discard)(row.name)
-            self.changed.notify_all()
+        live = event != ovs_idl.ROW_DELETE
+        if table == "Port_Binding":
+            done = live and list(row.up) == [True] and bool(row.chassis)
+            self.members.mark("sb_up", row.logical_port, done)
+        elif table == "Interface":
+            done = live and row.external_ids.get("ovn-installed") == "true"
+            self.members.mark("installed", row.name, done)
+        elif table == "Logical_Switch_Port":
+            self.members.mark("up", row.name, live and list(row.up) == [True])
 
     def wait_member(self, which: str, name: str, timeout: float = TIMEOUT) -> None:
         """Until `name` is in the set `which` ("installed", "up" or "sb_up"); TimeoutError
         after."""
-        members: set[str] = getattr(self, which)
-        with self.changed:
-            if not self.changed.wait_for(lambda: name in members, timeout):
-                raise TimeoutError(f"{name} not {which} within {timeout:.0f}s")
+        self.members.wait(which, name, timeout)
 
 
 class OvsApi(OwnConnection, ovs_impl.OvsdbIdl):

@@ -19,7 +19,8 @@
   SB view (controller/sb.py) the SB binding's `up` on the requested chassis counts as
   well, whichever comes first. A read under the IDL lock every few seconds catches a
   port removed or replaced meanwhile. (Reads wait for the IDL lock, which a transaction
-  holds for its whole round trip.)
+  holds for its whole round trip; which row holds an LSP name is known without a read,
+  from the rows kept current by the same notifications.)
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from dpunet.controller.nbcommands import (
     PortRow,
     PortRows,
     ReadPort,
+    ReadPortName,
     Snapshot,
     read_column,
 )
@@ -333,6 +335,16 @@ class NbClient:
         loop = asyncio.get_running_loop()
         api = await self._wait_ready(loop.time() + self.timeout, lock=False)
         return await loop.run_in_executor(self._executor, make(api).execute, True, False)
+
+    async def port_by_name(self, name: str) -> tuple[PortRow | None, bool]:
+        """Who holds LSP name `name` (`ReadPortName`'s answer): from the kept rows when
+        they can tell, without waiting behind transactions in flight; else read."""
+        if self.connected:
+            known = self.port_rows.by_name(name, self._has_row)
+            if known is not None:
+                return known
+        found: tuple[PortRow | None, bool] = await self.read(lambda api: ReadPortName(api, name))
+        return found
 
     async def snapshot(self) -> NbSnapshot:
         """dpunet's view of NB (nbcommands.Snapshot), pod ports from the kept PortRows."""

@@ -581,19 +581,29 @@ class PortRows:
     """A KeptLsp of every LSP, kept current from the IDL's change notifications (in the
     IDL thread, under the connection lock like every read), so that a snapshot or a
     node's listing neither parses thousands of unchanged ports again nor reads a column
-    of every row through python-ovs."""
+    of every row through python-ovs; and which row holds each LSP name (names are
+    unique in NB), so that a port request learns who holds its name without a read."""
 
     def __init__(self) -> None:
         self._kept: dict[uuid.UUID, KeptLsp] = {}
+        self._names: dict[str, uuid.UUID] = {}  # LSP name -> the row that last had it
+        self._row_names: dict[uuid.UUID, str] = {}
 
     def changed(self, deleted: bool, row: Row) -> None:
         """IDL thread: LSP `row` was created, updated or (`deleted`) deleted."""
+        name = None if deleted else read_column(row, "name")
+        before = self._row_names.pop(row.uuid, None)
+        if before is not None and before != name and self._names.get(before) == row.uuid:
+            del self._names[before]
         if deleted or row._changes or row._mutations:
             # (a row a transaction in flight is changing shows that transaction's values:
             # parsed again when next asked for, when no transaction is in flight)
             self._kept.pop(row.uuid, None)
         else:
             self._kept[row.uuid] = _keep(row)
+        if name is not None:
+            self._row_names[row.uuid] = name
+            self._names[name] = row.uuid
 
     def kept(self, row: Row) -> KeptLsp:
         """LSP `row`'s KeptLsp (parsed now if not kept; kept unless a transaction is
@@ -611,6 +621,21 @@ class PortRows:
         if found is None:
             raise ValueError(f"Logical_Switch_Port {row.uuid} is not a dpunet pod port")
         return found if found.switch == switch else replace(found, switch=switch)
+
+    def by_name(
+        self, name: str, in_replica: Callable[[uuid.UUID], bool]
+    ) -> tuple[PortRow | None, bool] | None:
+        """What `ReadPortName` reads (the port's switch: its node's), from the kept rows
+        (any thread); None when they cannot tell: the row holding the name is being
+        changed by a transaction, or is no longer in the replica (`in_replica`: python-ovs
+        drops rows on a resync without reporting them deleted)."""
+        row = self._names.get(name)
+        if row is None:
+            return None, False  # every row of the replica was reported when it arrived
+        kept = self._kept.get(row)
+        if kept is None or self._row_names.get(row) != name or not in_replica(row):
+            return None
+        return kept.port, kept.port is None
 
 
 class ReadPort(command.ReadOnlyCommand):

@@ -41,7 +41,6 @@ from dpunet.controller.nbcommands import (
     NodePorts,
     PortRow,
     ReadPort,
-    ReadPortName,
     WritePort,
 )
 from dpunet.controller.sb import Expected
@@ -183,7 +182,7 @@ class PortService:
         self._check_hardware(node, req)
         current: PortRow | None
         current, foreign = await self._within(
-            deadline, self.nb.read(lambda api: ReadPortName(api, lsp)), "OVN Northbound (read)"
+            deadline, self.nb.port_by_name(lsp), "OVN Northbound (read)"
         )
         existing = current.port if current is not None else None
         if current is None:
