@@ -124,6 +124,7 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     assert level["existing_ports"] == 10 and level["put_ms"]["n"] == 5
     assert level["floor"]["up_ms"]["n"] == 5
     assert level["floor_sb"]["up_ms"]["n"] == 5 and level["ratio_rate_vs_floor_sb"] > 0
+    assert level["nb_transactions"] >= 1 and level["nb_writes_per_transaction"] >= 1
     for usage in (level["cpu"], level["floor"]["cpu"]):  # where each phase's CPU went
         assert usage["ms_per_port"]["cp/dpunet-controller"] > 0
         assert usage["ms_per_port"]["cp/ovn-northd"] > 0 and usage["ms_per_port"]["bench"] > 0

@@ -59,14 +59,15 @@ def test_concurrent_writes_share_a_transaction_and_each_gets_its_result(
 ) -> None:
     names = [f"share-{i}" for i in range(40)]
 
-    async def body(nb: NbClient) -> tuple[list[Any], int]:
+    async def body(nb: NbClient) -> tuple[list[Any], int, int]:
         results = await asyncio.gather(*(nb.write(_add(SWITCH, n), coalesce=True) for n in names))
-        return results, nb.writes.transactions
+        return results, nb.writes.transactions, nb.writes.writes_sent
 
-    results, transactions = _with_client(ovn, body)
+    results, transactions, writes = _with_client(ovn, body)
     assert [r.name for r in results] == names  # each caller got its own row
     assert set(names) <= _ports(ovn)
     assert transactions <= 2, f"40 concurrent writes took {transactions} transactions"
+    assert writes == 40
 
 
 def test_a_failing_command_fails_alone(ovn: OvnCentral) -> None:

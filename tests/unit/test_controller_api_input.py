@@ -94,6 +94,15 @@ async def test_each_answer_is_counted_by_method_route_and_status(tmp_path: Path)
 
 
 @pytest.mark.asyncio
+async def test_metrics_show_how_many_writes_each_nb_transaction_carried(tmp_path: Path) -> None:
+    async with controller_app(tmp_path) as (ctl, client):
+        ctl.nb.writes.transactions, ctl.nb.writes.writes_sent = 3, 7
+        text = (await client.get("/metrics", headers=ADMIN)).text
+        assert "dpunet_controller_nb_transactions_total 3.0" in text
+        assert "dpunet_controller_nb_writes_total 7.0" in text
+
+
+@pytest.mark.asyncio
 async def test_settings_open_metrics_and_docs(tmp_path: Path) -> None:
     async with app_client(tmp_path, metrics_anonymous=True, api_docs=True) as client:
         for path in ("/metrics", "/openapi.json", "/docs"):

@@ -434,6 +434,11 @@ def _level(
     cpu_put = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
     after = _controller_metrics(plan)
     phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
+    transactions, writes = (
+        after.get((f"dpunet_controller_nb_{what}_total", frozenset()), 0.0)
+        - before.get((f"dpunet_controller_nb_{what}_total", frozenset()), 0.0)
+        for what in ("transactions", "writes")
+    )
     say(f"floor: {sample} raw transactions at {level} existing ports, to NB up")
     cpu_before = cpu.snapshot(plan)
     floor = floor_batch(nb, nb_idl, level, sample, concurrency)
@@ -452,6 +457,8 @@ def _level(
             k: (v.mean * 1000 if v.mean is not None else None) for k, v in phases.items()
         },
         "cpu": cpu_put,
+        "nb_transactions": transactions,
+        "nb_writes_per_transaction": writes / transactions if transactions else None,
         "floor": floor,
         "floor_sb": floor_sb,
         "ratio_median_vs_floor_up": ratio(put.get("median"), floor["up_ms"].get("median")),
@@ -470,7 +477,8 @@ def _level(
         f"at {level}: CPU ms per port, all processes: PUT {cpu_put['total_ms_per_port']:.1f} "
         f"({_busiest(cpu_put)}), floor {floor['cpu']['total_ms_per_port']:.1f} "
         f"({_busiest(floor['cpu'])}); cores busy {cpu_put['machine_busy_cores']} / "
-        f"{floor['cpu']['machine_busy_cores']} of {cpu_put['cores']}"
+        f"{floor['cpu']['machine_busy_cores']} of {cpu_put['cores']}; PUTs per NB "
+        f"transaction {entry['nb_writes_per_transaction'] or 0:.1f}"
     )
     return filled
 

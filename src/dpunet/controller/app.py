@@ -51,6 +51,9 @@ class Controller:
         self.nb = NbClient(cfg.nb_remotes, cfg.nb_timeout, cfg.nb_workers, bindings)
         self.state = ClusterState(cfg)
         self.metrics = Metrics(self.state.node_stats)
+        self.metrics.watch_nb_writes(
+            lambda: (self.nb.writes.transactions, self.nb.writes.writes_sent)
+        )
         self.reconciler = Reconciler(cfg, self.nb, self.state, self.metrics)
         self.kube: KubeMode | None = None
         self.authenticator: Authenticator

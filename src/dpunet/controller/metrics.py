@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from dpunet.contract.api import DpuLease, LeaseState
 
 NodeStats = Callable[[], list[tuple[str, int, int]]]  # (node, ports, free addresses)
 LeaseSource = Callable[[], list[tuple[str, DpuLease]]]  # (dpu-host node, its DPU's lease)
+WriteCounts = Callable[[], tuple[int, int]]  # (NB transactions, the writes they carried)
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -30,6 +31,25 @@ class _NodeCollector(Collector):
             free.add_metric([node], n_free)
         yield ports
         yield free
+
+
+class _WriteCollector(Collector):
+    def __init__(self, counts: WriteCounts) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        transactions, writes = self._counts()
+        yield CounterMetricFamily(
+            "dpunet_controller_nb_transactions",
+            "Northbound write transactions committed or attempted",
+            value=transactions,
+        )
+        yield CounterMetricFamily(
+            "dpunet_controller_nb_writes",
+            "Writes those transactions carried (port writes queued while one is in flight "
+            "share the next)",
+            value=writes,
+        )
 
 
 class _LeaseCollector(Collector):
@@ -97,6 +117,10 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_NodeCollector(node_stats))
+
+    def watch_nb_writes(self, counts: WriteCounts) -> None:
+        """Export how many NB write transactions carried how many writes."""
+        self.registry.register(_WriteCollector(counts))
 
     def watch_dpu_leases(self, leases: LeaseSource) -> None:
         """Export the DPU leases (none while leases are off)."""

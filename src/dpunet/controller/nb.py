@@ -184,7 +184,8 @@ class WriteQueue:
         self._executor = executor
         self._queue: deque[_QueuedWrite] = deque()
         self._runner: asyncio.Task[None] | None = None
-        self.transactions = 0  # committed (or attempted) so far: lets tests see coalescing
+        self.transactions = 0  # committed (or attempted) so far
+        self.writes_sent = 0  # the writes those transactions carried (coalescing: more)
 
     async def submit(self, make: MakeCommand, coalesce: bool, until: float) -> Any:
         """Queue a write and return its command's result (or raise its error)."""
@@ -221,6 +222,7 @@ class WriteQueue:
                     continue
                 timeout = max(min(w.until for w in batch) - loop.time(), 1.0)
                 self.transactions += 1
+                self.writes_sent += len(batch)
                 outcomes = await loop.run_in_executor(
                     self._executor, self._commit, [w.make for w in batch], timeout
                 )
