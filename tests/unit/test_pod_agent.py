@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -717,6 +718,65 @@ def test_a_garbage_record_is_reported_and_skipped(rig: Rig) -> None:
         path.unlink()
         await rig.agent.reconcile()
         assert rig.metric("sandbox_records_unreadable") == 0
+        assert_nothing_held(rig)
+
+    run(scenario)
+
+
+def test_an_unreadable_file_is_forgotten_once_gone(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What the agent remembers of unreadable files (to log each once) is pruned by every
+    whole scan: a stream of them that come and go leaves nothing behind."""
+
+    def reported() -> int:
+        return sum(r.getMessage() == "record-unreadable" for r in caplog.records)
+
+    async def scenario() -> None:
+        junk = rig.state_dir / "sandboxes"
+        junk.mkdir(parents=True, exist_ok=True)
+        caplog.set_level(logging.ERROR, logger="dpunet.agent")
+        for i in range(20):
+            path = junk / f"junk{i}.json"
+            path.write_text("{not json")
+            await rig.agent.reconcile()
+            await rig.agent.reconcile()  # logged once while it stays
+            path.unlink()
+            await rig.agent.reconcile()
+        assert reported() == 20
+        assert rig.agent._unreadable_seen == set()
+        path = junk / "junk0.json"
+        path.write_text("{not json")
+        await rig.add("c1", "web")  # the claim's scan finds it again: it is logged again
+        assert reported() == 21
+        await rig.delete("c1", "web")
+
+    run(scenario)
+
+
+def test_add_del_cycles_leave_no_per_pod_state(rig: Rig) -> None:
+    """After many pods came and went (each its own sandbox, pod name and namespace file,
+    with reconciles between them) the agent holds nothing of them: no lock, no claim, no
+    event report, no new metric series."""
+
+    def series() -> int:
+        return sum(len(m.samples) for m in rig.agent.metrics.registry.collect())
+
+    async def scenario() -> None:
+        await rig.add("warm", "warm")
+        await rig.delete("warm", "warm")
+        await rig.agent.reconcile()
+        before = series()
+        for i in range(100):
+            await rig.add(f"c{i}", f"pod{i}")
+            await rig.delete(f"c{i}", f"pod{i}")
+            if i % 20 == 0:
+                await rig.agent.reconcile()
+        await rig.agent.reconcile()
+        assert series() == before
+        assert rig.agent.locks._locks == {}
+        assert rig.agent.claims.tracked() == 0
+        assert rig.agent._reports == set()
         assert_nothing_held(rig)
 
     run(scenario)

@@ -445,7 +445,7 @@ class PodAgent:
         with self.claims.claiming() as claim:
             scan = self.store.scan()
             claim.held = scan.claimed
-            self._note_unreadable(scan.unreadable)
+            self._note_unreadable(scan.unreadable, whole=True)
             looked, waited = time.monotonic(), claim.waited
             device = self.attacher.claim(req, claim)
             looked = time.monotonic() - looked - (claim.waited - waited)
@@ -483,16 +483,20 @@ class PodAgent:
             self._note_unreadable([exc])
             raise _unreadable_error(exc) from exc
 
-    def _note_unreadable(self, unreadable: list[UnreadableRecord]) -> None:
-        """Log each unreadable file once (per reason)."""
-        for exc in unreadable:
-            key = (str(exc.path), exc.reason)
+    def _note_unreadable(self, unreadable: list[UnreadableRecord], whole: bool = False) -> None:
+        """Log each unreadable file once (per reason). `whole`: `unreadable` is a whole
+        scan's, and the files not in it are forgotten (logged again should they come back),
+        so what is remembered is bounded by the files unreadable now."""
+        keys = {(str(exc.path), exc.reason): exc for exc in unreadable}
+        for key, exc in keys.items():
             if key not in self._unreadable_seen:
                 self._unreadable_seen.add(key)
                 event(
                     log, "record-unreadable", level=logging.ERROR, path=exc.path,
                     error=exc.reason, devices_kept=exc.devices,
                 )  # fmt: skip
+        if whole:
+            self._unreadable_seen.intersection_update(keys)
 
     async def _thread(self, fn: Callable[..., T], *args: Any) -> T:
         """Run blocking `fn(*args)` in the agent's thread pool."""
@@ -663,7 +667,7 @@ class PodAgent:
         """Finish interrupted work and release sandboxes that are gone. A sandbox whose
         lock is held is skipped: a verb is at work on it (the next pass looks again)."""
         scan = await self._thread(self.store.scan)
-        self._note_unreadable(scan.unreadable)
+        self._note_unreadable(scan.unreadable, whole=True)
         for container_id in sorted({r.container_id for r in scan.records}):
             if self.locks.held(container_id):
                 continue
