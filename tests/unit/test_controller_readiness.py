@@ -167,6 +167,21 @@ def test_a_malformed_row_is_reported_once_and_skipped(
     assert sb.ready(NAME, expected(port))
 
 
+def test_a_resync_forgets_the_rows_reported_malformed(caplog: pytest.LogCaptureFixture) -> None:
+    """Rows reported malformed and deleted while the monitor was away are not remembered
+    past the resync (no delete ever comes for them); one still there is reported again."""
+    sb, port = sb_view(), pod_port()
+    caplog.set_level(logging.WARNING, "dpunet.controller.sb")
+    rows = [uuid.uuid4() for _ in range(50)]
+    for row in rows:
+        sb.port_changed(False, row, port.name, [], [True], ["junk"], port.external_ids())
+    sb.clear()  # a resync: only rows[0] is still in the replica
+    sb.port_changed(False, rows[0], port.name, [], [True], ["junk"], port.external_ids())
+    reports = [r for r in caplog.records if "sb.port_binding_malformed" in r.getMessage()]
+    assert len(reports) == 51, caplog.text
+    assert sb._malformed == {rows[0]}
+
+
 # ------------------------------------------------------------------ the waiter
 class FakeNb(NbClient):
     """The controller's NB client over a fake replica: `lsp_rows` (what the replica

@@ -171,10 +171,13 @@ class SbBindings:
         return binding
 
     def clear(self) -> None:
-        """Forget everything (before the replica is read again after a resync)."""
+        """Forget everything (before the replica is read again after a resync), the rows
+        reported malformed too: one deleted meanwhile sends no delete to forget it by, one
+        still there is read (and reported) again."""
         self._ports.clear()
         self._rows.clear()
         self._chassis.clear()
+        self._malformed.clear()
 
     def _report(self, row: uuid.UUID, logical_port: str, error: str) -> None:
         if row not in self._malformed:
