@@ -237,6 +237,12 @@ class ControllerProc:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+# Lease settings of the Kubernetes-mode controllers: short, so a takeover takes seconds,
+# yet with room for a renewal's read and write on a loaded 2-core CI machine, where the API
+# mock (in the test process) once took more than 1.2 s to answer one read.
+K8S_LEASE = {"lease_duration": 8.0, "lease_renew_deadline": 6.0, "lease_retry_period": 0.5}
+
+
 def k8s_controller(nb_remotes: list[str], kubeconfig: Path, **settings: Any) -> ControllerProc:
     """A controller in Kubernetes mode against kmock, not started: namespace `dpunet`,
     `kubernetes-admin` as admin, next hop 192.0.2.1, and a reconcile interval and leases

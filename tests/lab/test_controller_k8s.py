@@ -15,7 +15,14 @@ from typing import Any
 
 import httpx
 import pytest
-from controller_harness import ADMIN_TOKEN, ControllerProc, OvnCentral, k8s_controller, wait_until
+from controller_harness import (
+    ADMIN_TOKEN,
+    K8S_LEASE,
+    ControllerProc,
+    OvnCentral,
+    k8s_controller,
+    wait_until,
+)
 from kube_harness import CONTROLLER_TOKEN, KubeMock, granted
 
 from dpunet.deploy.manifests import DeployValues, render
@@ -281,7 +288,9 @@ def test_standby_takes_over_within_the_lease(
         wait_until(
             "a new holder",
             lambda: (kube.get(LEASE) or {})["spec"]["holderIdentity"] != first,
-            timeout=60,  # by design lease duration + retry period; generous for a loaded CI
+            # by design the lease duration + a retry period after the last renewal it saw;
+            # twice that again for a loaded CI
+            timeout=3 * (K8S_LEASE["lease_duration"] + K8S_LEASE["lease_retry_period"]),
         )
         taken = (kube.get(LEASE) or {})["spec"]
         expired = _micro_time(last["renewTime"]) + timedelta(seconds=last["leaseDurationSeconds"])

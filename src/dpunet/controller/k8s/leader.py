@@ -1,12 +1,15 @@
 """Leader election through a coordination.k8s.io/v1 Lease (the client-go recipe).
 
-A candidate takes the Lease when it has no holder or when its record (holder, renew
-time, transitions) has not changed for `duration` seconds of the candidate's own clock
-(no clock comparison between machines). The leader renews every `retry_period`; when it
-could not renew for `renew_deadline` it has lost and must stop acting. Every write is a
-merge patch carrying the resourceVersion that was read, so the API server turns a race
-between two candidates into a 409 for one of them. Stopping releases the Lease (no
-holder), so a successor does not wait for it to expire.
+A candidate takes the Lease when it has no holder or when its record (holder, renew time,
+transitions) has not changed for `duration` seconds of the candidate's own clock (no clock
+comparison between machines). The leader renews every `retry_period`; when it could not
+renew for `renew_deadline` it has lost and must stop acting. Both clocks start at one
+instant of each try, after its read and before its write: a candidate sees a write only
+after it was sent, so however slowly the API server answers, the leader's deadline ends
+before a candidate's `duration` does, and the times written are those the decision used.
+Every write is a merge patch carrying the resourceVersion that was read, so the API server
+turns a race between two candidates into a 409 for one of them. Stopping releases the
+Lease (no holder), so a successor does not wait for it to expire.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class LeaderElector:
         self.is_leader = False
         self._record: tuple[Any, ...] | None = None
         self._observed = 0.0
+        self._sent = 0.0  # monotonic: when the last successful write was sent
 
     async def acquire(self) -> None:
         """Return once this candidate holds the Lease."""
@@ -73,10 +77,9 @@ class LeaderElector:
 
     async def hold(self) -> None:
         """Renew until cancelled; LeadershipLost when a renewal deadline passed."""
-        renewed = time.monotonic()
         while True:
             await asyncio.sleep(self.retry_period)
-            left = renewed + self.renew_deadline - time.monotonic()
+            left = self._sent + self.renew_deadline - time.monotonic()
             try:
                 async with asyncio.timeout(max(left, 0.001)):
                     while not await self._try():
@@ -87,7 +90,6 @@ class LeaderElector:
                 raise LeadershipLost(
                     f"Lease {self.namespace}/{self.name} not renewed for {self.renew_deadline}s"
                 ) from None
-            renewed = time.monotonic()
 
     async def release(self) -> None:
         """Give the Lease up (best effort) so that a successor takes over at once."""
@@ -114,13 +116,13 @@ class LeaderElector:
             return False
 
     async def _try_once(self) -> bool:
-        now = datetime.now(UTC)
         seconds = max(1, math.ceil(self.duration))
         try:
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)
         except KubeErrors as exc:
             if status_code(exc) != 404:
                 raise
+            sent, now = time.monotonic(), datetime.now(UTC)
             spec = LeaseSpec(
                 holderIdentity=self.identity,
                 leaseDurationSeconds=seconds,
@@ -131,14 +133,16 @@ class LeaderElector:
             await self.client.create(
                 Lease(metadata=ObjectMeta(name=self.name, namespace=self.namespace), spec=spec)
             )
+            self._sent = sent
             return True
+        sent, now = time.monotonic(), datetime.now(UTC)  # after the read (module docstring)
         spec_now = lease.spec or LeaseSpec()
         holder = spec_now.holderIdentity or None
         record = (holder, str(spec_now.renewTime), spec_now.leaseTransitions)
         if record != self._record:
-            self._record, self._observed = record, time.monotonic()
+            self._record, self._observed = record, sent
         held_by_other = holder is not None and holder != self.identity
-        if held_by_other and time.monotonic() - self._observed < self.duration:
+        if held_by_other and sent - self._observed < self.duration:
             return False
         change: dict[str, Any] = {
             "holderIdentity": self.identity,
@@ -155,4 +159,5 @@ class LeaderElector:
         await self.client.patch(
             Lease, self.name, patch, namespace=self.namespace, patch_type=PatchType.MERGE
         )
+        self._sent = sent
         return True
