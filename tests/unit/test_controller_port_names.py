@@ -10,7 +10,7 @@ from typing import Any
 
 from test_controller_topology import CFG, HOST1, POD
 
-from dpunet.controller.nbcommands import PortRows
+from dpunet.controller.nbcommands import LR, LS, LSP, PortRows, Snapshot
 from dpunet.controller.topology import pod_lsp
 
 
@@ -86,3 +86,22 @@ def test_the_kept_rows_cannot_tell_for_a_row_gone_from_the_replica() -> None:
     row = _row("default_web")
     rows.changed(False, row)  # then a resync dropped it without a delete
     assert rows.by_name("default_web", lambda r: r != row.uuid) is None
+
+
+def test_rows_a_resync_dropped_are_forgotten_by_the_next_snapshot() -> None:
+    """python-ovs drops the rows deleted while it was away without a delete; the snapshot's
+    run forgets them, and keeps the rest."""
+    rows = PortRows()
+    gone = [_row(f"default_gone{i}") for i in range(50)]
+    stays = _row("default_web")
+    for row in [*gone, stays]:
+        rows.changed(False, row)
+    tables = {LS: {}, LR: {}, LSP: {stays.uuid: stays}}  # the replica after the resync
+    api = SimpleNamespace(tables={t: SimpleNamespace(rows=r) for t, r in tables.items()})
+    snapshot = Snapshot(api, rows)
+    snapshot.run_idl(None)
+    assert [p.name for p in snapshot.result.ports] == ["default_web"]
+    assert set(rows._kept) == set(rows._row_names) == {stays.uuid}
+    assert rows._names == {"default_web": stays.uuid}
+    assert rows.by_name("default_gone0", _everywhere) == (None, False)
+    assert rows.by_name("default_web", _everywhere) is not None

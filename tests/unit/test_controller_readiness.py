@@ -22,7 +22,7 @@ import pytest
 from dpunet.controller import nb as nb_module
 from dpunet.controller.errors import Conflict, DeadlineExceeded
 from dpunet.controller.nb import NbClient, NbUnavailable
-from dpunet.controller.nbcommands import LSP, PortRow
+from dpunet.controller.nbcommands import LR, LS, LSP, PortRow
 from dpunet.controller.sb import Expected, SbBindings
 from dpunet.controller.topology import PodPort
 
@@ -350,3 +350,25 @@ async def test_without_an_sb_view_only_nb_up_counts() -> None:
     assert not waiter.done()
     await from_thread(0, lambda: nb.lsp_up(row))
     assert await asyncio.wait_for(waiter, 1) == "nb"
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_forgets_the_up_ports_a_resync_dropped() -> None:
+    """python-ovs drops the rows deleted while it was away without a delete: the next
+    snapshot (run against the replica) forgets they were up."""
+
+    class ReplicaNb(FakeNb):
+        async def read(self, make: Callable[[Any], Any]) -> Any:
+            tables = {LS: {}, LR: {}, LSP: self.lsp_rows}
+            command = make(
+                SimpleNamespace(tables={t: SimpleNamespace(rows=r) for t, r in tables.items()})
+            )
+            command.run_idl(None)
+            return command.result
+
+    nb, row = ReplicaNb(None), uuid.uuid4()
+    nb.lsp_rows[row] = object()
+    nb.lsp_up(row)
+    del nb.lsp_rows[row]  # the resync
+    await nb.snapshot()
+    assert nb._up_rows == {}

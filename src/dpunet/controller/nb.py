@@ -31,7 +31,7 @@ import logging
 import queue
 import uuid
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -350,8 +350,16 @@ class NbClient:
 
     async def snapshot(self) -> NbSnapshot:
         """dpunet's view of NB (nbcommands.Snapshot), pod ports from the kept PortRows."""
-        snap: NbSnapshot = await self.read(lambda api: Snapshot(api, self.port_rows))
+        snap: NbSnapshot = await self.read(
+            lambda api: Snapshot(api, self.port_rows, self._forget_dropped)
+        )
         return snap
+
+    def _forget_dropped(self, present: Container[uuid.UUID]) -> None:
+        """Under the connection lock: forget the up ports whose rows a resync dropped
+        without reporting them deleted (`present`: the replica's LSPs)."""
+        for name in [n for n, row in self._up_rows.items() if row not in present]:
+            del self._up_rows[name]
 
     async def write(self, make: MakeCommand, *, coalesce: bool = False) -> Any:
         """Run one write command and return its result. With `coalesce`, it may share a

@@ -9,7 +9,7 @@ the connection's lock against the IDL replica and return plain values.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Callable, Container, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -605,6 +605,16 @@ class PortRows:
             self._row_names[row.uuid] = name
             self._names[name] = row.uuid
 
+    def prune(self, present: Container[uuid.UUID]) -> None:
+        """IDL thread: forget the rows no longer in the replica (`present`): python-ovs
+        drops rows on a full resync without reporting them deleted."""
+        for row in [r for r in self._row_names if r not in present]:
+            name = self._row_names.pop(row)
+            if self._names.get(name) == row:
+                del self._names[name]
+        for row in [r for r in self._kept if r not in present]:
+            del self._kept[row]
+
     def kept(self, row: Row) -> KeptLsp:
         """LSP `row`'s KeptLsp (parsed now if not kept; kept unless a transaction is
         changing the row)."""
@@ -696,11 +706,19 @@ class NodePorts(command.ReadOnlyCommand):
 
 class Snapshot(command.ReadOnlyCommand):
     """Registered nodes, owned pod ports, node scopes in use and foreign objects in the way
-    (LSPs from `port_rows` when given: no column of an unchanged LSP is read again)."""
+    (LSPs from `port_rows` when given: no column of an unchanged LSP is read again). It
+    then prunes `port_rows` to the replica's LSPs, and hands them to `prune` (under the
+    connection lock, like the change notifications)."""
 
-    def __init__(self, api: Any, port_rows: PortRows | None = None) -> None:
+    def __init__(
+        self,
+        api: Any,
+        port_rows: PortRows | None = None,
+        prune: Callable[[Container[uuid.UUID]], None] | None = None,
+    ) -> None:
         super().__init__(api)
         self.port_rows = port_rows if port_rows is not None else PortRows()
+        self.prune = prune
 
     def run_idl(self, txn: Any) -> None:
         snap = NbSnapshot()
@@ -744,6 +762,9 @@ class Snapshot(command.ReadOnlyCommand):
                 stray = self.port_rows.kept(lsp_row).port
                 if stray is not None:
                     snap.ports.append(replace(stray, switch=None) if stray.switch else stray)
+        self.port_rows.prune(lsps)
+        if self.prune is not None:
+            self.prune(lsps)
         self.result = snap
 
     @staticmethod
