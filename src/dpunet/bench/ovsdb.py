@@ -18,7 +18,7 @@ from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 from ovsdbapp.schema.open_vswitch import impl_idl as ovs_impl
 
-from dpunet.ovsdb.own import OwnConnection
+from dpunet.ovsdb.own import NoYieldIdl, OwnConnection
 
 TIMEOUT = 60.0
 SB_TABLES = ["Chassis", "Chassis_Private", "Encap", "Port_Binding"]  # a binding's references
@@ -63,7 +63,7 @@ class MemberSets:
             raise TimeoutError(f"{name} not {which} within {timeout:.0f}s")
 
 
-class WatchedIdl(connection.OvsdbIdl):
+class WatchedIdl(NoYieldIdl):
     """An IDL that keeps the member sets `installed` (Interface names), `up` (LSP names)
     and `sb_up` (logical ports of bindings up on a chassis) and lets a callback see every
     Port_Binding change (the stand-in chassis)."""

@@ -62,6 +62,7 @@ from dpunet.controller.sb import Expected, SbBindings
 from dpunet.controller.service_nb import LB, LB_GROUP
 from dpunet.logs import event
 from dpunet.ovsdb.api import NbApi
+from dpunet.ovsdb.own import NoYieldIdl
 from dpunet.ovsdb.rpc import NB_SCHEMA, schema_helper
 
 LOCK_NAME = "dpunet_controller"
@@ -101,18 +102,13 @@ ChangeListener = Callable[[str, uuid.UUID, frozenset[str] | None], None]
 """(table, row, the columns an update changed or None for an insert or delete)"""
 
 
-class _Idl(connection.OvsdbIdl):
+class _Idl(NoYieldIdl):
     """An IDL that reports every Logical_Switch_Port change (event, row) to a listener,
     and every change (table, row, columns an update changed or None) to the change
     listeners."""
 
     port_listener: Callable[[str, Any], None] | None = None
     change_listeners: tuple[ChangeListener, ...] = ()
-
-    def cooperative_yield(self) -> None:
-        """Nothing: ovsdbapp's `time.sleep(0)` here (for eventlet) runs for every row of
-        an update, holding the connection lock, and hands the GIL away each time (each
-        handoff can cost the interpreter's 5 ms switch interval); python-ovs' default."""
 
     def notify(self, event: str, row: Any, updates: Any = None) -> None:
         if self.port_listener is not None and row._table.name == LSP:

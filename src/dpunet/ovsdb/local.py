@@ -24,6 +24,7 @@ from typing import Any
 from ovs.db import idl as ovs_idl
 from ovsdbapp.backend.ovs_idl import connection, idlutils
 
+from dpunet.ovsdb.own import NoYieldIdl
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable, probe, validate_remote
 from dpunet.ovsdb.vswitch import IdsChange, SetIds, VswitchApi
 
@@ -117,7 +118,7 @@ class InterfaceStatus:
     error: str | None
 
 
-class _Idl(connection.OvsdbIdl):
+class _Idl(NoYieldIdl):
     """An IDL that tells its owner about every change it replicates and publishes
     ovs-vswitchd's `cur_cfg` for `LocalOvs.wait_applied`."""
 
