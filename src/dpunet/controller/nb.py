@@ -53,7 +53,6 @@ from dpunet.controller.nbcommands import (
     PortRow,
     PortRows,
     ReadPort,
-    ReadPortName,
     Snapshot,
     read_column,
 )
@@ -334,15 +333,10 @@ class NbClient:
         api = await self._wait_ready(loop.time() + self.timeout, lock=False)
         return await loop.run_in_executor(self._executor, make(api).execute, True, False)
 
-    async def port_by_name(self, name: str) -> tuple[PortRow | None, bool]:
-        """Who holds LSP name `name` (`ReadPortName`'s answer): from the kept rows when
-        they can tell, without waiting behind transactions in flight; else read."""
-        if self.connected:
-            known = self.port_rows.by_name(name, self._has_row)
-            if known is not None:
-                return known
-        found: tuple[PortRow | None, bool] = await self.read(lambda api: ReadPortName(api, name))
-        return found
+    def kept_port_name(self, name: str) -> tuple[PortRow | None, bool] | None:
+        """Who holds LSP name `name` (`ReadPortName`'s answer) from the kept rows, without
+        waiting behind transactions in flight; None when they cannot tell (read then)."""
+        return self.port_rows.by_name(name, self._has_row) if self.connected else None
 
     async def snapshot(self) -> NbSnapshot:
         """dpunet's view of NB (nbcommands.Snapshot), pod ports from the kept PortRows."""

@@ -41,6 +41,7 @@ from dpunet.controller.nbcommands import (
     NodePorts,
     PortRow,
     ReadPort,
+    ReadPortName,
     WritePort,
 )
 from dpunet.controller.sb import Expected
@@ -181,8 +182,14 @@ class PortService:
             raise NotFound(f"node {req.node} is not registered")
         self._check_hardware(node, req)
         current: PortRow | None
-        current, foreign = await self._within(
-            deadline, self.nb.port_by_name(lsp), "OVN Northbound (read)"
+        # not awaited when the kept rows know (wait_for costs a turn of the loop on 3.11)
+        known = self.nb.kept_port_name(lsp)
+        current, foreign = (
+            known
+            if known is not None
+            else await self._within(
+                deadline, self.nb.read(lambda api: ReadPortName(api, lsp)), "OVN Northbound (read)"
+            )
         )
         existing = current.port if current is not None else None
         if current is None:
