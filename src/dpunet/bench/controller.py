@@ -429,9 +429,8 @@ def _level(
     before = _controller_metrics(plan)
     say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
     unavailable = ports.unavailable
-    cpu_before = cpu.snapshot(plan)
-    latencies, wall = ports.batch(sample, concurrency)
-    cpu_put = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
+    with cpu.metered(plan, sample) as cpu_put:
+        latencies, wall = ports.batch(sample, concurrency)
     after = _controller_metrics(plan)
     phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
     transactions, writes = (
@@ -440,13 +439,13 @@ def _level(
         for what in ("transactions", "writes")
     )
     say(f"floor: {sample} raw transactions at {level} existing ports, to NB up")
-    cpu_before = cpu.snapshot(plan)
-    floor = floor_batch(nb, nb_idl, level, sample, concurrency)
-    floor["cpu"] = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
+    with cpu.metered(plan, sample) as floor_cpu:
+        floor = floor_batch(nb, nb_idl, level, sample, concurrency)
+    floor["cpu"] = floor_cpu
     say(f"floor: {sample} raw transactions at {level} existing ports, to SB up")
-    cpu_before = cpu.snapshot(plan)
-    floor_sb = floor_batch(nb, nb_idl, level, sample, concurrency, sb_idl)
-    floor_sb["cpu"] = cpu.usage(cpu_before, cpu.snapshot(plan), sample)
+    with cpu.metered(plan, sample) as floor_sb_cpu:
+        floor_sb = floor_batch(nb, nb_idl, level, sample, concurrency, sb_idl)
+    floor_sb["cpu"] = floor_sb_cpu
     put = summarize([v * 1000 for v in latencies])
     rate = sample / wall
     entry |= {

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,7 +41,7 @@ def machine_busy_s() -> tuple[float, int]:
             cores += 1
         elif line.startswith("cpu "):
             values = [int(v) for v in line.split()[1:]]
-            idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+            idle = values[3] + values[4]  # idle + iowait
             busy = (sum(values[:8]) - idle) / _TICKS  # without guest time (in user already)
     return busy, cores
 
@@ -92,3 +94,12 @@ def usage(before: CpuSnapshot, after: CpuSnapshot, ports: int) -> dict[str, Any]
         else None,
         "cores": after.cores,
     }
+
+
+@contextmanager
+def metered(plan: LabPlan, ports: int) -> Iterator[dict[str, Any]]:
+    """The `usage` of the block (handling `ports` ports), filled in when it ends."""
+    out: dict[str, Any] = {}
+    before = snapshot(plan)
+    yield out
+    out.update(usage(before, snapshot(plan), ports))

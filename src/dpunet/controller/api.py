@@ -15,7 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from fastapi.security.utils import get_authorization_scheme_param
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -168,9 +168,9 @@ class _Authenticate:
 class _CountRequests:
     """Counts each answered request by method, route and status (`requests` metric)."""
 
-    def __init__(self, app: ASGIApp, count: Any) -> None:
+    def __init__(self, app: ASGIApp, count: Counter) -> None:
         self.app = app
-        self.count = count  # a prometheus Counter labelled (method, path, status)
+        self.count = count  # labelled (method, route, code)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -7,7 +7,8 @@
 - `atoms`    column values in OVSDB's JSON notation (sets, maps) as raw replies give them.
 - `monitor`  a python-ovs IDL run and kept connected by a thread of its own (the SB
              monitors of the controller and the DPU agent).
-- `own`      the mixin that gives an ovsdbapp API a connection per instance.
+- `own`      the mixin that gives an ovsdbapp API a connection per instance, and the
+             IDL base class that does not yield per row (`NoYieldIdl`).
 - `api`      the OVN NB and SB ovsdbapp APIs with a connection per instance.
 - `local`    the local Open_vSwitch database (`LocalOvs`, `connect`): the one API the DPU
              and node agents, the setup commands and verify read and write it with.
