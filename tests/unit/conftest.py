@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -10,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 
 
-@pytest.fixture
-def other_netns() -> Iterator[str]:
+@contextlib.contextmanager
+def _netns_of_a_child() -> Iterator[str]:
     """The path of a network namespace of its own (a child in `unshare --net`; without root
     in a user namespace of its own too, which a chroot, such as CI's, would refuse)."""
     user = [] if os.geteuid() == 0 else ["--user", "--map-root-user"]
@@ -27,3 +28,17 @@ def other_netns() -> Iterator[str]:
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.fixture
+def other_netns() -> Iterator[str]:
+    """A network namespace of its own (see `_netns_of_a_child`)."""
+    with _netns_of_a_child() as path:
+        yield path
+
+
+@pytest.fixture
+def second_netns() -> Iterator[str]:
+    """Another one, for tests that need two (a pod and its gateway)."""
+    with _netns_of_a_child() as path:
+        yield path

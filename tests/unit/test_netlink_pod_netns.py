@@ -1,8 +1,10 @@
 """`dpunet.linux.netlink` in a pod's namespace (needs root: a veth pair in a namespace of
-its own): links found by name, and the gratuitous ARP a pod's interface sends."""
+its own): links found by name, the gratuitous ARP a pod's interface sends, and the pod's
+own question for its gateway (`resolve_neighbour`)."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import socket
@@ -55,3 +57,61 @@ def test_links_are_found_by_their_name_only(netns: str) -> None:
     for missing in ("missing", "alias-of-a", "x" * 40):  # none, an altname, too long
         assert netlink.get_link(missing, netns) is None
         assert not netlink.link_exists(missing, netns)
+
+
+POD_IP, GATEWAY = "198.18.1.7/24", ipaddress.IPv4Address("198.18.1.1")
+
+
+@pytest.fixture
+def pod_and_gateway(other_netns: str, second_netns: str) -> tuple[str, str]:
+    """A pod's namespace with `a` (POD_IP), whose peer `b` is in a namespace of its own
+    (the gateway's side, no address yet)."""
+    with iproute_at(other_netns) as ipr:
+        ipr.link("add", ifname="a", kind="veth", peer="b")
+        ipr.addr("add", index=ipr.link_lookup(ifname="a")[0], address="198.18.1.7", prefixlen=24)
+    netlink.move_link("b", "b", other_netns, second_netns)
+    for ns, name in ((second_netns, "b"), (other_netns, "a")):
+        with iproute_at(ns) as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname=name)[0], state="up")
+    return other_netns, second_netns
+
+
+def _arp_requests_for(frames: list[bytes], ip: ipaddress.IPv4Address) -> int:
+    return sum(f[12:14] == b"\x08\x06" and f[20:22] == b"\x00\x01" and f[38:42] == ip.packed
+               for f in frames)  # fmt: skip
+
+
+def test_the_gateway_is_resolved_from_inside_the_pod(pod_and_gateway: tuple[str, str]) -> None:
+    pod, gateway_side = pod_and_gateway
+    with iproute_at(gateway_side) as ipr:
+        idx = ipr.link_lookup(ifname="b")[0]
+        ipr.addr("add", index=idx, address=str(GATEWAY), prefixlen=24)
+        gateway_mac = ipr.get_links(idx)[0].get_attr("IFLA_ADDRESS")
+    took = netlink.resolve_neighbour(pod, "a", GATEWAY, timeout=5)
+    assert took is not None and 0 < took < 5
+    with iproute_at(pod) as ipr:
+        (entry,) = ipr.neigh("get", dst=str(GATEWAY), ifindex=ipr.link_lookup(ifname="a")[0])
+    assert entry["state"] == netlink.NUD_REACHABLE
+    assert entry.get_attr("NDA_LLADDR") == gateway_mac
+
+
+def test_an_unanswered_gateway_is_asked_again_sooner_than_the_kernel_would(
+    pod_and_gateway: tuple[str, str],
+) -> None:
+    """The kernel asks once a second; a lost answer must not cost the pod that second."""
+    pod, gateway_side = pod_and_gateway
+    listener = socket_at(gateway_side, socket.AF_PACKET, socket.SOCK_RAW, 0)
+    with listener:
+        listener.bind(("b", ETH_P_ARP))
+        assert netlink.resolve_neighbour(pod, "a", GATEWAY, timeout=0.6) is None
+        listener.setblocking(False)
+        frames = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                frames.append(listener.recv(128))
+    assert _arp_requests_for(frames, GATEWAY) >= 3
+
+
+def test_resolving_on_a_missing_interface_is_an_error(netns: str) -> None:
+    with pytest.raises(netlink.LinuxError, match="missing"):
+        netlink.resolve_neighbour(netns, "missing", GATEWAY, timeout=0.1)

@@ -55,6 +55,22 @@ class InterfaceProblems:
         return list(self.problems)
 
 
+class GatewayProbe:
+    """The pod-side gateway check (scripted by the test): each call is recorded; it
+    answers `answer` (seconds until the gateway answered, or None), or raises `error`."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, InterfaceConfig, float]] = []
+        self.answer: float | None = 0.003
+        self.error: LinuxError | None = None
+
+    def __call__(self, netns: str, cfg: InterfaceConfig, timeout: float) -> float | None:
+        self.calls.append((netns, cfg, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.answer
+
+
 @dataclass
 class Rig:
     """A PodAgent over fakes; `restart` replaces it as a restarted daemon would."""
@@ -64,6 +80,8 @@ class Rig:
     controller: FakeController
     state_dir: Path
     inspect: InterfaceProblems
+    gateway: GatewayProbe = field(default_factory=GatewayProbe)
+    gateway_timeout: float = 0.5
     agent: PodAgent = field(init=False)
 
     def __post_init__(self) -> None:
@@ -78,6 +96,8 @@ class Rig:
             AgentMetrics(CollectorRegistry(), "test"),
             port_timeout=5,
             interface_problems=self.inspect,
+            gateway_timeout=self.gateway_timeout,
+            gateway_probe=self.gateway,
         )
 
     def restart(self, store: SandboxStore | None = None) -> PodAgent:
@@ -155,6 +175,60 @@ def test_add_attaches_a_device_and_records_it(rig: Rig) -> None:
         assert result.interfaces[0].name == "eth0" and result.interfaces[0].mac == port.mac
         assert str(result.ips[0].address) == port.ips[0]
         assert [(str(r.dst), str(r.gw)) for r in result.routes] == [("0.0.0.0/0", "10.0.0.1")]
+        assert_settled(rig)
+
+    run(scenario)
+
+
+def test_add_returns_once_the_gateway_answers_the_pod(rig: Rig) -> None:
+    async def scenario() -> None:
+        await rig.add("c1", "web")
+        ((netns, cfg, timeout),) = rig.gateway.calls
+        (record,) = rig.records()
+        assert (netns, cfg.ifname, str(cfg.gateway), timeout) == (
+            record.netns, "eth0", "10.0.0.1", 0.5,
+        )  # fmt: skip
+        assert rig.metric("cni_gateway_checks_total", result="answered") == 1
+        assert rig.metric("cni_phase_seconds_count", verb="ADD", phase="gateway") == 1
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("failure", ["unanswered", "unreadable"])
+def test_an_unanswered_gateway_is_reported_and_the_pod_stays_attached(
+    rig: Rig, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OVN said the port is up; a gateway that does not answer in time is a warning, not a
+    failed ADD (the pod's kernel keeps asking)."""
+
+    async def scenario() -> None:
+        rig.gateway.answer = None
+        if failure == "unreadable":
+            rig.gateway.error = LinuxError("link eth0 not found")
+        caplog.set_level(logging.WARNING, logger="dpunet.agent")
+        result = await rig.add("c1", "web")
+        (record,) = rig.records()
+        assert record.phase is Phase.ATTACHED and result.interfaces[0].name == "eth0"
+        assert rig.metric("cni_gateway_checks_total", result="unanswered") == 1
+        assert rig.metric("cni_requests_total", verb="ADD", result="ok") == 1
+        (warning,) = [r for r in caplog.records if r.getMessage() == "gateway.unanswered"]
+        assert warning.levelno == logging.WARNING
+        assert_settled(rig)
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("case", ["switched-off", "no-default-route"])
+def test_no_gateway_check_when_off_or_without_a_default_route(rig: Rig, case: str) -> None:
+    async def scenario() -> None:
+        if case == "switched-off":
+            rig.gateway_timeout = 0
+            rig.restart()
+            await rig.add("c1", "web")
+        else:  # a secondary network's port: the controller gives it no default route
+            await rig.add("c1", "web", ifname="net1")
+        assert rig.gateway.calls == []
+        assert rig.metric("cni_gateway_checks_total", result="answered") == 0
         assert_settled(rig)
 
     run(scenario)

@@ -81,6 +81,10 @@ class AgentSettings(BaseModel):
     )
     reconcile_interval: float = Field(default=10.0, gt=0, description="seconds between reconciles")
     port_timeout: float = Field(default=60.0, gt=0, le=600, description="wait for a port (s)")
+    gateway_timeout: float = Field(
+        default=1.0, ge=0, le=30,
+        description="how long ADD waits for the pod's gateway to answer the pod (s); 0: no wait",
+    )  # fmt: skip
     log_level: str = Field(default="info", pattern=r"^(debug|info|warning|error)$")
     log_format: str = Field(default="kv", pattern=r"^(kv|json)$")
 
@@ -110,6 +114,7 @@ class AgentDaemon(abc.ABC):
             self.client,
             AgentMetrics(self.registry, self.metrics_prefix),
             cfg.port_timeout,
+            gateway_timeout=cfg.gateway_timeout,
         )
         self.mgmt_enabled = mgmt_enabled
         self.mgmt_ok = not mgmt_enabled

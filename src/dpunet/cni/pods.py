@@ -4,7 +4,8 @@
 pod interface; an `Attacher` supplies what is device-specific (a VF on a
 dpu-host node, a veth on a full node). ADD: claim a device, record the claim,
 ask the controller for the port (it answers once OVN reports the port up) while
-the device is moved toward the pod, configure it in the pod, record success.
+the device is moved toward the pod, configure it in the pod, record success, and
+wait (briefly, `gateway_timeout`) until the pod's gateway answers the pod's own ARP.
 Any failure after the claim undoes everything in reverse. DEL undoes a
 recorded attachment and is idempotent. A periodic reconcile releases what belongs
 to sandboxes that are gone and finishes what a crash interrupted; GC releases the
@@ -152,6 +153,18 @@ class ControllerApi(Protocol):
         ...
 
 
+GatewayProbe = Callable[[str, InterfaceConfig, float], "float | None"]
+"""(pod netns, the interface's config, timeout) -> seconds until the gateway answered, or
+None; LinuxError when the interface cannot be looked at."""
+
+
+def probe_gateway(netns: str, cfg: InterfaceConfig, timeout: float) -> float | None:
+    """Resolve the gateway of `cfg` from inside the pod (`netlink.resolve_neighbour`)."""
+    if cfg.gateway is None:
+        return None
+    return netlink.resolve_neighbour(netns, cfg.ifname, cfg.gateway, timeout)
+
+
 class AgentMetrics:
     """ADD/DEL latency by phase, outcomes, sandboxes held."""
 
@@ -176,6 +189,12 @@ class AgentMetrics:
             f"{prefix}_reconcile_actions_total", "Repairs made by the reconcile loop.", ["action"],
             registry=registry,
         )  # fmt: skip
+        self.gateway_checks = Counter(
+            f"{prefix}_cni_gateway_checks_total",
+            "ADDs by whether the pod's gateway answered its ARP before ADD returned.",
+            ["result"],
+            registry=registry,
+        )
         self.unreadable_records = Gauge(
             f"{prefix}_sandbox_records_unreadable",
             "Sandbox files this version cannot read (their devices stay claimed).",
@@ -306,8 +325,12 @@ class PodAgent:
         metrics: AgentMetrics,
         port_timeout: float = 60.0,
         interface_problems: Callable[[str | None, InterfaceConfig], list[str]] = netlink.check,
+        gateway_timeout: float = 1.0,
+        gateway_probe: GatewayProbe | None = None,
     ) -> None:
-        """`interface_problems` is CHECK's look into the pod (what differs from a config)."""
+        """`interface_problems` is CHECK's look into the pod (what differs from a config);
+        `gateway_probe` asks the pod's gateway from inside the pod (`probe_gateway`), for at
+        most `gateway_timeout` seconds per ADD (0: not at all)."""
         self.node = node
         self.attacher = attacher
         self.store = store
@@ -315,6 +338,8 @@ class PodAgent:
         self.metrics = metrics
         self.port_timeout = port_timeout
         self.interface_problems = interface_problems
+        self.gateway_timeout = gateway_timeout
+        self.gateway_probe = gateway_probe or probe_gateway
         self.locks = KeyedLocks()  # per container id; the CNI server takes it for its verbs
         self.claims = DeviceClaims()  # ADDs claim devices at once (cni/claims.py)
         # Each ADD in flight blocks up to two threads at once (the port request, which waits
@@ -430,12 +455,40 @@ class PodAgent:
             except CniError as exc:  # the record stays: the reconcile loop finishes the undo
                 event(log, "rollback-incomplete", sandbox=req.container_id[:12], error=str(exc))
             raise
+        gateway_ms = await self._reach_gateway(record, cfg)
         event(
             log,
             "attached", pod=f"{namespace}/{name}", sandbox=req.container_id[:12],
             ifname=req.ifname, network=network, lsp=port.lsp, ip=port.ips[0], mac=port.mac,
+            gateway_ms=gateway_ms,
         )  # fmt: skip
         return cni_result(record, port)
+
+    async def _reach_gateway(self, record: SandboxRecord, cfg: InterfaceConfig) -> float | None:
+        """Wait until the pod's gateway answers the pod (ms), for at most `gateway_timeout`.
+
+        OVN's "installed" says the port's flows are in; this says the pod's path works
+        both ways: on the emulated NIC a reply sent right after the VF came up can be
+        dropped (the representor's side of the veth starts transmitting only once the
+        kernel's link watcher has run), and the pod's kernel would ask again only a second
+        later. Never fails the ADD: an unanswered gateway is logged and counted."""
+        if cfg.gateway is None or self.gateway_timeout <= 0:
+            return None
+        started = time.monotonic()
+        error = None
+        try:
+            took = await self._thread(self.gateway_probe, record.netns, cfg, self.gateway_timeout)
+        except LinuxError as exc:
+            took, error = None, str(exc)
+        self._observe("ADD", "gateway", started)
+        self.metrics.gateway_checks.labels("answered" if took is not None else "unanswered").inc()
+        if took is None:
+            event(
+                log, "gateway.unanswered", logging.WARNING, sandbox=record.container_id[:12],
+                gateway=str(cfg.gateway), timeout_s=self.gateway_timeout, error=error,
+            )  # fmt: skip
+            return None
+        return round(took * 1000, 1)
 
     def _claim(
         self, req: AddRequest, network: str, namespace: str, name: str, uid: str

@@ -2,9 +2,10 @@
 the kernel's network configuration (no `ip` processes).
 
 * a pod's interface inside its network namespace (`move_link`, `configure`, `restore`,
-  `check`, `announce`), used by the CNI bindings (a VF moved in from the host, one end of
-  a veth pair) and the management ports. These functions act on explicit namespaces: the
-  daemon's own (None) and the pod's, given as a path such as `/var/run/netns/cni-...`;
+  `check`, `announce`, `resolve_neighbour`), used by the CNI bindings (a VF moved in from
+  the host, one end of a veth pair) and the management ports. These functions act on
+  explicit namespaces: the daemon's own (None) and the pod's, given as a path such as
+  `/var/run/netns/cni-...`;
 * veth pairs and plain link changes (`add_veth`, `delete_link`, `set_mtu`, `link_names`);
 * the tc filters of a link's ingress qdisc, undecoded (`ingress_filters`);
 * `Netlink`, a session in the calling process's namespace with the reads and writes the
@@ -23,6 +24,7 @@ import os
 import socket
 import struct
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +36,8 @@ from pyroute2.netlink.generic import GenericNetlinkSocket
 from dpunet.linux.netns import iproute_at, socket_at
 
 _ETH_P_ARP = 0x0806
+NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet to it would
+NUD_REACHABLE = 0x02
 IFF_UP = 0x1
 IFNAMSIZ = 16  # a link name is at most 15 bytes
 RTPROT_KERNEL = 2
@@ -346,6 +350,50 @@ def announce(netns: str | None, ifname: str, mac: str, ip: ipaddress.IPv4Address
         pass
     finally:
         _close_later(sock)
+
+
+def resolve_neighbour(
+    netns: str | None, ifname: str, ip: ipaddress.IPv4Address, timeout: float
+) -> float | None:
+    """Have the kernel in `netns` resolve `ip` on `ifname` now (its own ARP request, as the
+    pod's first packet to `ip` would send), asking again after 20, 40, 80 ms and so on
+    (at most 200 ms apart) rather than after the kernel's one second; the seconds until it
+    answered, None when it did not within `timeout`.
+
+    Each new question replaces the unanswered entry, so an answer to an earlier question
+    still lands in the one that replaced it. The entry left behind is the one the pod's
+    own traffic would have made: REACHABLE, or INCOMPLETE and retried by the kernel."""
+    started = time.monotonic()
+    deadline = started + timeout
+    wait = 0.02
+    with netlink(netns) as ipr:
+        idx = _existing_index(ipr, ifname, netns)
+        while True:
+            with _step(f"resolve {ip} on {ifname}"):
+                with contextlib.suppress(NetlinkError):  # no entry yet
+                    ipr.neigh("del", dst=str(ip), ifindex=idx)
+                ipr.neigh("replace", dst=str(ip), ifindex=idx, flags=NTF_USE)
+            asked_until = min(deadline, time.monotonic() + wait)
+            while True:
+                if _neighbour_state(ipr, idx, ip) == NUD_REACHABLE:
+                    return time.monotonic() - started
+                if time.monotonic() >= asked_until:
+                    break
+                time.sleep(0.002)
+            if asked_until >= deadline:
+                return None
+            wait = min(wait * 2, 0.2)
+
+
+def _neighbour_state(ipr: IPRoute, idx: int, ip: ipaddress.IPv4Address) -> int | None:
+    """The NUD state of the entry for `ip` on link `idx`, None when there is none."""
+    try:
+        msgs = ipr.neigh("get", dst=str(ip), ifindex=idx)
+    except NetlinkError as exc:
+        if exc.code == errno.ENOENT:
+            return None
+        raise LinuxError(f"neighbour {ip}: {os.strerror(exc.code)}") from exc
+    return msgs[0]["state"] if msgs else None
 
 
 def _close_later(sock: socket.socket) -> None:
