@@ -21,6 +21,7 @@ import contextlib
 import errno
 import ipaddress
 import os
+import select
 import socket
 import struct
 import threading
@@ -38,6 +39,11 @@ from dpunet.linux.netns import iproute_at, socket_at
 _ETH_P_ARP = 0x0806
 NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet to it would
 NUD_REACHABLE = 0x02
+RTMGRP_NEIGH = 0x4  # the multicast group of neighbour table changes
+RTM_NEWNEIGH = 28
+NDA_DST = 1
+_NLMSG_HEADER = 16  # struct nlmsghdr
+_NDMSG = 12  # struct ndmsg
 IFF_UP = 0x1
 IFNAMSIZ = 16  # a link name is at most 15 bytes
 RTPROT_KERNEL = 2
@@ -362,11 +368,12 @@ def resolve_neighbour(
 
     Each new question replaces the unanswered entry, so an answer to an earlier question
     still lands in the one that replaced it. The entry left behind is the one the pod's
-    own traffic would have made: REACHABLE, or INCOMPLETE and retried by the kernel."""
+    own traffic would have made: REACHABLE, or INCOMPLETE and retried by the kernel. The
+    answer is awaited on the namespace's neighbour notifications (no polling)."""
     started = time.monotonic()
     deadline = started + timeout
     wait = 0.02
-    with netlink(netns) as ipr:
+    with netlink(netns) as ipr, _neighbour_events(netns) as events:
         idx = _existing_index(ipr, ifname, netns)
         while True:
             with _step(f"resolve {ip} on {ifname}"):
@@ -374,15 +381,61 @@ def resolve_neighbour(
                     ipr.neigh("del", dst=str(ip), ifindex=idx)
                 ipr.neigh("replace", dst=str(ip), ifindex=idx, flags=NTF_USE)
             asked_until = min(deadline, time.monotonic() + wait)
-            while True:
-                if _neighbour_state(ipr, idx, ip) == NUD_REACHABLE:
-                    return time.monotonic() - started
-                if time.monotonic() >= asked_until:
+            while (left := asked_until - time.monotonic()) > 0:
+                if not select.select([events], [], [], left)[0]:
                     break
-                time.sleep(0.002)
+                try:
+                    answered = _reachable_among(events.recv(65536), idx, ip)
+                except OSError:  # ENOBUFS: notifications were lost; ask the table
+                    answered = _neighbour_state(ipr, idx, ip) == NUD_REACHABLE
+                if answered:
+                    return time.monotonic() - started
             if asked_until >= deadline:
                 return None
             wait = min(wait * 2, 0.2)
+
+
+@contextlib.contextmanager
+def _neighbour_events(netns: str | None) -> Iterator[socket.socket]:
+    """A netlink socket in `netns` that receives its neighbour table's changes."""
+    try:
+        sock = socket_at(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+        sock.bind((0, RTMGRP_NEIGH))
+    except OSError as exc:
+        raise LinuxError(f"neighbour notifications in {netns or 'host'}: {exc}") from exc
+    with sock:
+        yield sock
+
+
+def _reachable_among(data: bytes, idx: int, ip: ipaddress.IPv4Address) -> bool:
+    """Whether the netlink messages in `data` say the entry for `ip` on link `idx` became
+    REACHABLE (RTM_NEWNEIGH: nlmsghdr, ndmsg, then attributes, NDA_DST among them)."""
+    offset = 0
+    while offset + _NLMSG_HEADER <= len(data):
+        length, kind = struct.unpack_from("=IH", data, offset)
+        if length < _NLMSG_HEADER or offset + length > len(data):
+            return False
+        body = offset + _NLMSG_HEADER
+        if kind == RTM_NEWNEIGH and length >= _NLMSG_HEADER + _NDMSG:
+            family, ifindex, state = struct.unpack_from("=B3xiH", data, body)
+            if family == socket.AF_INET and ifindex == idx and state == NUD_REACHABLE:
+                dst = _attribute(data, body + _NDMSG, offset + length, NDA_DST)
+                if dst == ip.packed:
+                    return True
+        offset += (length + 3) & ~3
+    return False
+
+
+def _attribute(data: bytes, start: int, end: int, wanted: int) -> bytes | None:
+    """The payload of the first netlink attribute of type `wanted` in data[start:end]."""
+    while start + 4 <= end:
+        length, kind = struct.unpack_from("=HH", data, start)
+        if length < 4:
+            return None
+        if kind == wanted:
+            return data[start + 4 : start + length]
+        start += (length + 3) & ~3
+    return None
 
 
 def _neighbour_state(ipr: IPRoute, idx: int, ip: ipaddress.IPv4Address) -> int | None:
