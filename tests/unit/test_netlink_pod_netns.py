@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import select
 import socket
 
 import pytest
@@ -115,3 +116,16 @@ def test_an_unanswered_gateway_is_asked_again_sooner_than_the_kernel_would(
 def test_resolving_on_a_missing_interface_is_an_error(netns: str) -> None:
     with pytest.raises(netlink.LinuxError, match="missing"):
         netlink.resolve_neighbour(netns, "missing", GATEWAY, timeout=0.1)
+
+
+def test_a_question_the_kernel_refuses_is_an_error(pod_and_gateway: tuple[str, str]) -> None:
+    """The link went away between looking it up and asking (ENODEV for the question)."""
+    pod, _ = pod_and_gateway
+    with netlink._NeighbourSocket.open(pod, "a") as neigh:
+        with iproute_at(pod) as ipr:
+            ipr.link("del", index=ipr.link_lookup(ifname="a")[0])
+        neigh.ask(GATEWAY, seq=2)
+        with pytest.raises(netlink.LinuxError, match="No such device"):
+            for _ in range(10):  # the refusal, after the answer to the deletion
+                if select.select([neigh.sock], [], [], 1)[0]:
+                    assert not neigh.heard_reachable(GATEWAY, seq=2)

@@ -34,14 +34,16 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.generic import GenericNetlinkSocket
 
-from dpunet.linux.netns import iproute_at, socket_at
+from dpunet.linux.netns import iproute_at, run_at, socket_at
 
 _ETH_P_ARP = 0x0806
 NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet to it would
 NUD_REACHABLE = 0x02
 RTMGRP_NEIGH = 0x4  # the multicast group of neighbour table changes
-RTM_NEWNEIGH = 28
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 NDA_DST = 1
+_NLMSG_ERROR = 2
+_NLM_F_REPLACE, _NLM_F_CREATE = 0x100, 0x400
 _NLMSG_HEADER = 16  # struct nlmsghdr
 _NDMSG = 12  # struct ndmsg
 IFF_UP = 0x1
@@ -368,62 +370,96 @@ def resolve_neighbour(
 
     Each new question replaces the unanswered entry, so an answer to an earlier question
     still lands in the one that replaced it. The entry left behind is the one the pod's
-    own traffic would have made: REACHABLE, or INCOMPLETE and retried by the kernel. The
-    answer is awaited on the namespace's neighbour notifications (no polling)."""
+    own traffic would have made: REACHABLE, or INCOMPLETE and retried by the kernel. One
+    raw netlink socket asks and hears the namespace's neighbour notifications (no polling,
+    and none of pyroute2's set-up, which costs more than the question on this path)."""
     started = time.monotonic()
     deadline = started + timeout
     wait = 0.02
-    with netlink(netns) as ipr, _neighbour_events(netns) as events:
-        idx = _existing_index(ipr, ifname, netns)
+    seq = 0
+    with _NeighbourSocket.open(netns, ifname) as neigh:
         while True:
-            with _step(f"resolve {ip} on {ifname}"):
-                with contextlib.suppress(NetlinkError):  # no entry yet
-                    ipr.neigh("del", dst=str(ip), ifindex=idx)
-                ipr.neigh("replace", dst=str(ip), ifindex=idx, flags=NTF_USE)
+            seq += 2
+            neigh.ask(ip, seq)
             asked_until = min(deadline, time.monotonic() + wait)
             while (left := asked_until - time.monotonic()) > 0:
-                if not select.select([events], [], [], left)[0]:
+                if not select.select([neigh.sock], [], [], left)[0]:
                     break
-                try:
-                    answered = _reachable_among(events.recv(65536), idx, ip)
-                except OSError:  # ENOBUFS: notifications were lost; ask the table
-                    answered = _neighbour_state(ipr, idx, ip) == NUD_REACHABLE
-                if answered:
+                if neigh.heard_reachable(ip, seq):
                     return time.monotonic() - started
             if asked_until >= deadline:
                 return None
             wait = min(wait * 2, 0.2)
 
 
-@contextlib.contextmanager
-def _neighbour_events(netns: str | None) -> Iterator[socket.socket]:
-    """A netlink socket in `netns` that receives its neighbour table's changes."""
-    try:
-        sock = socket_at(netns, socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-        sock.bind((0, RTMGRP_NEIGH))
-    except OSError as exc:
-        raise LinuxError(f"neighbour notifications in {netns or 'host'}: {exc}") from exc
-    with sock:
-        yield sock
+@dataclass
+class _NeighbourSocket:
+    """A NETLINK_ROUTE socket in a namespace, subscribed to its neighbour table's changes,
+    through which `resolve_neighbour` asks about one link's neighbours."""
 
+    sock: socket.socket
+    ifname: str
+    index: int
 
-def _reachable_among(data: bytes, idx: int, ip: ipaddress.IPv4Address) -> bool:
-    """Whether the netlink messages in `data` say the entry for `ip` on link `idx` became
-    REACHABLE (RTM_NEWNEIGH: nlmsghdr, ndmsg, then attributes, NDA_DST among them)."""
-    offset = 0
-    while offset + _NLMSG_HEADER <= len(data):
-        length, kind = struct.unpack_from("=IH", data, offset)
-        if length < _NLMSG_HEADER or offset + length > len(data):
+    @classmethod
+    @contextlib.contextmanager
+    def open(cls, netns: str | None, ifname: str) -> Iterator[_NeighbourSocket]:
+        """The socket for link `ifname` of `netns`; LinuxError when there is no such link."""
+
+        def inside() -> tuple[socket.socket, int]:
+            index = socket.if_nametoindex(ifname)
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.bind((0, RTMGRP_NEIGH))
+            return sock, index
+
+        try:
+            sock, index = run_at(netns, inside)
+        except OSError as exc:
+            raise LinuxError(f"link {ifname} in {netns or 'host'} namespace: {exc}") from exc
+        with sock:
+            yield cls(sock, ifname, index)
+
+    def ask(self, ip: ipaddress.IPv4Address, seq: int) -> None:
+        """Drop the entry for `ip` (answered by ENOENT when there is none, ignored), then
+        have the kernel resolve it anew (NTF_USE: it sends its request at once)."""
+        self._send(RTM_DELNEIGH, 0, 0, ip, seq - 1)
+        self._send(RTM_NEWNEIGH, _NLM_F_CREATE | _NLM_F_REPLACE, NTF_USE, ip, seq)
+
+    def _send(self, kind: int, flags: int, ntf: int, ip: ipaddress.IPv4Address, seq: int) -> None:
+        body = struct.pack("=B3xiHBB", socket.AF_INET, self.index, 0, ntf, 0)
+        body += struct.pack("=HH", 8, NDA_DST) + ip.packed
+        header = struct.pack("=IHHII", _NLMSG_HEADER + len(body), kind, 1 | flags, seq, 0)
+        try:
+            self.sock.send(header + body)
+        except OSError as exc:
+            raise LinuxError(f"resolve {ip} on {self.ifname}: {exc}") from exc
+
+    def heard_reachable(self, ip: ipaddress.IPv4Address, seq: int) -> bool:
+        """Read what arrived: True when the entry for `ip` became REACHABLE; LinuxError when
+        the kernel refused request `seq`."""
+        try:
+            data = self.sock.recv(65536)
+        except OSError:  # ENOBUFS: notifications were lost; the next question hears anew
             return False
-        body = offset + _NLMSG_HEADER
-        if kind == RTM_NEWNEIGH and length >= _NLMSG_HEADER + _NDMSG:
-            family, ifindex, state = struct.unpack_from("=B3xiH", data, body)
-            if family == socket.AF_INET and ifindex == idx and state == NUD_REACHABLE:
+        offset = 0
+        while offset + _NLMSG_HEADER <= len(data):
+            length, kind = struct.unpack_from("=IH", data, offset)
+            if length < _NLMSG_HEADER or offset + length > len(data):
+                return False
+            body = offset + _NLMSG_HEADER
+            if kind == _NLMSG_ERROR and length >= _NLMSG_HEADER + 4 + _NLMSG_HEADER:
+                (error,) = struct.unpack_from("=i", data, body)
+                (refused,) = struct.unpack_from("=I", data, body + 4 + 8)  # its request's seq
+                if error and refused == seq:
+                    raise LinuxError(f"resolve {ip} on {self.ifname}: {os.strerror(-error)}")
+            elif kind == RTM_NEWNEIGH and length >= _NLMSG_HEADER + _NDMSG:
+                family, index, state = struct.unpack_from("=B3xiH", data, body)
                 dst = _attribute(data, body + _NDMSG, offset + length, NDA_DST)
-                if dst == ip.packed:
+                wanted = (socket.AF_INET, self.index, NUD_REACHABLE, ip.packed)
+                if (family, index, state, dst) == wanted:
                     return True
-        offset += (length + 3) & ~3
-    return False
+            offset += (length + 3) & ~3
+        return False
 
 
 def _attribute(data: bytes, start: int, end: int, wanted: int) -> bytes | None:
@@ -436,17 +472,6 @@ def _attribute(data: bytes, start: int, end: int, wanted: int) -> bytes | None:
             return data[start + 4 : start + length]
         start += (length + 3) & ~3
     return None
-
-
-def _neighbour_state(ipr: IPRoute, idx: int, ip: ipaddress.IPv4Address) -> int | None:
-    """The NUD state of the entry for `ip` on link `idx`, None when there is none."""
-    try:
-        msgs = ipr.neigh("get", dst=str(ip), ifindex=idx)
-    except NetlinkError as exc:
-        if exc.code == errno.ENOENT:
-            return None
-        raise LinuxError(f"neighbour {ip}: {os.strerror(exc.code)}") from exc
-    return msgs[0]["state"] if msgs else None
 
 
 def _close_later(sock: socket.socket) -> None:

@@ -1,7 +1,9 @@
-"""Network namespaces: sockets inside other ones, and whether a path is a pod's.
+"""Network namespaces: sockets (and short calls) inside other ones, and whether a path is
+a pod's.
 
 `setns()` affects only the calling thread, so a short-lived thread enters the
-namespace, opens the socket and ends; the socket stays bound to that namespace.
+namespace, opens the socket (or runs the call, `run_at`) and ends; the socket stays
+bound to that namespace.
 (pyroute2's own `netns=` support forks a helper process, which interferes with
 asyncio signal handling in the daemons.)
 
@@ -21,29 +23,33 @@ import os
 import socket
 import stat
 import threading
+from collections.abc import Callable
+from typing import TypeVar
 
 from pyroute2 import IPRoute
 
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(0xb7, 0x3), linux/nsfs.h
+T = TypeVar("T")
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
-def socket_in_netns(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """Open a socket that lives in the netns `ns_fd` (this thread's netns is untouched)."""
-    result: list[socket.socket | OSError] = []
+def run_in_netns(ns_fd: int, fn: Callable[[], T]) -> T:
+    """`fn()` run by a short-lived thread that entered the netns `ns_fd` (this thread's
+    netns is untouched); what it opened (sockets) stays in that namespace."""
+    result: list[T | OSError] = []
 
-    def enter_and_open() -> None:
+    def enter_and_run() -> None:
         if _libc.setns(ns_fd, CLONE_NEWNET) != 0:
             err = ctypes.get_errno()
             result.append(OSError(err, f"setns: {os.strerror(err)}"))
             return
         try:
-            result.append(socket.socket(family, kind, proto))
+            result.append(fn())
         except OSError as exc:
             result.append(exc)
 
-    thread = threading.Thread(target=enter_and_open, name="netns-socket")
+    thread = threading.Thread(target=enter_and_run, name="netns-call")
     thread.start()
     thread.join()
     if isinstance(result[0], OSError):
@@ -51,15 +57,25 @@ def socket_in_netns(ns_fd: int, family: int, kind: int, proto: int = 0) -> socke
     return result[0]
 
 
-def socket_at(netns: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
-    """A socket in the namespace at path `netns` (None: this process's namespace)."""
+def run_at(netns: str | None, fn: Callable[[], T]) -> T:
+    """`fn()` in the namespace at path `netns` (None: right here); OSError from either."""
     if netns is None:
-        return socket.socket(family, kind, proto)
+        return fn()
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        return socket_in_netns(fd, family, kind, proto)
+        return run_in_netns(fd, fn)
     finally:
         os.close(fd)
+
+
+def socket_in_netns(ns_fd: int, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """Open a socket that lives in the netns `ns_fd` (this thread's netns is untouched)."""
+    return run_in_netns(ns_fd, lambda: socket.socket(family, kind, proto))
+
+
+def socket_at(netns: str | None, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket in the namespace at path `netns` (None: this process's namespace)."""
+    return run_at(netns, lambda: socket.socket(family, kind, proto))
 
 
 def iproute_at(netns: str | None) -> IPRoute:
