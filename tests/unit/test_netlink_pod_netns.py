@@ -60,7 +60,7 @@ def test_links_are_found_by_their_name_only(netns: str) -> None:
         assert not netlink.link_exists(missing, netns)
 
 
-POD_IP, GATEWAY = "198.18.1.7/24", ipaddress.IPv4Address("198.18.1.1")
+POD_IP, GATEWAY = ipaddress.IPv4Interface("198.18.1.7/24"), ipaddress.IPv4Address("198.18.1.1")
 
 
 @pytest.fixture
@@ -69,7 +69,8 @@ def pod_and_gateway(other_netns: str, second_netns: str) -> tuple[str, str]:
     (the gateway's side, no address yet)."""
     with iproute_at(other_netns) as ipr:
         ipr.link("add", ifname="a", kind="veth", peer="b")
-        ipr.addr("add", index=ipr.link_lookup(ifname="a")[0], address="198.18.1.7", prefixlen=24)
+        index = ipr.link_lookup(ifname="a")[0]
+        ipr.addr("add", index=index, address=str(POD_IP.ip), prefixlen=POD_IP.network.prefixlen)
     netlink.move_link("b", "b", other_netns, second_netns)
     for ns, name in ((second_netns, "b"), (other_netns, "a")):
         with iproute_at(ns) as ipr:

@@ -470,8 +470,9 @@ class PodAgent:
         OVN's "installed" says the port's flows are in; this says the pod's path works
         both ways: on the emulated NIC a reply sent right after the VF came up can be
         dropped (the representor's side of the veth starts transmitting only once the
-        kernel's link watcher has run), and the pod's kernel would ask again only a second
-        later. Never fails the ADD: an unanswered gateway is logged and counted."""
+        kernel's link watcher has run), a real VF's link may come up after the ADD set it
+        up, and the pod's kernel would ask again only a second later. Never fails the
+        ADD: an unanswered gateway is logged and counted."""
         if cfg.gateway is None or self.gateway_timeout <= 0:
             return None
         started = time.monotonic()
