@@ -9,7 +9,7 @@ reader of such files (dpunet-dpu's config and `dpunet verify` use it too).
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -54,11 +54,20 @@ def _from_env(model: type[BaseModel], environ: Mapping[str, str]) -> dict[str, A
     return out
 
 
-def describe(exc: ValidationError, source: str = "config") -> str:
-    """One line per problem: `field: what is wrong`."""
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or source}: {err['msg']}" for err in exc.errors()
-    )
+def describe(
+    exc: ValidationError,
+    whole: str = "config",
+    field: Callable[[tuple[int | str, ...]], str] | None = None,
+) -> str:
+    """A pydantic error as the one line dpunet's messages use: `field: what is wrong; ...`,
+    each field its dotted location (`whole` for a problem of the input as a whole), or what
+    `field` makes of the location; pydantic's "Value error, " prefix dropped."""
+    parts = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = field(loc) if field is not None else ".".join(str(p) for p in loc) or whole
+        parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+    return "; ".join(parts)
 
 
 def load_settings(

@@ -7,9 +7,9 @@ import re
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError, field_validator
 
-from dpunet.settings import SettingsError, load_settings, read_config_file
+from dpunet.settings import SettingsError, describe, load_settings, read_config_file
 
 
 class Named(BaseModel):
@@ -60,3 +60,32 @@ def test_load_settings_reads_its_file_with_it(tmp_path: Path) -> None:
     path.write_text("name: from-file\n")
     assert load_settings(Named, path, {"DPUNET_NAME": "from-env"}).name == "from-env"
     assert load_settings(Named, path, {}).name == "from-file"
+
+
+class _Port(BaseModel):
+    number: int
+
+    @field_validator("number")
+    @classmethod
+    def _in_range(cls, value: int) -> int:
+        if not 0 < value < 65536:
+            raise ValueError("not a port number")
+        return value
+
+
+class _Listener(BaseModel):
+    port: _Port
+    name: str
+
+
+def test_a_validation_error_is_one_line_naming_each_field() -> None:
+    with pytest.raises(ValidationError) as bad:
+        _Listener.model_validate({"port": {"number": 0}})
+    assert describe(bad.value) == "port.number: not a port number; name: Field required"
+    flags = describe(bad.value, field=lambda loc: "--" + "-".join(map(str, loc)))
+    assert flags == "--port-number: not a port number; --name: Field required"
+    with pytest.raises(ValidationError) as whole:
+        _Listener.model_validate([1])
+    assert describe(whole.value, whole="listen") == (
+        "listen: Input should be a valid dictionary or instance of _Listener"
+    )

@@ -40,6 +40,7 @@ from dpunet.lab.pods import (
 from dpunet.lab.runner import LabError, run
 from dpunet.lab.selftest import run_checks
 from dpunet.lab.topology import DEFAULT_LAB_NAME, LabPlan, LabSpec
+from dpunet.settings import describe
 
 name_option = click.option(
     "--name",
@@ -60,9 +61,7 @@ def _spec(
     try:
         return LabSpec(name=name, hosts=hosts, vfs=vfs, total_vfs=total_vfs, bare=bare, image=image)
     except ValidationError as exc:
-        fail(
-            "; ".join(f"{'.'.join(map(str, e['loc'])) or 'lab'}: {e['msg']}" for e in exc.errors())
-        )
+        fail(describe(exc, whole="lab"))
         raise AssertionError("unreachable") from exc
 
 

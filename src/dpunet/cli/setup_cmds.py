@@ -24,6 +24,7 @@ from dpunet.cli.output import console, emit_data, fail, output_option, table
 from dpunet.linux.netlink import Netlink
 from dpunet.ovsdb.local import connect
 from dpunet.ovsdb.remote import OvsdbError
+from dpunet.settings import describe
 from dpunet.setup import dpu as dpu_setup_mod
 from dpunet.setup import host as host_setup_mod
 from dpunet.setup import node as node_setup_mod
@@ -221,12 +222,8 @@ def _remove_unit_command(noun: str) -> click.Command:
 
 
 def _validation_message(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors():
-        field = "--" + "-".join(str(p) for p in err["loc"]).replace("_", "-")
-        msg = err["msg"].removeprefix("Value error, ")
-        parts.append(f"{field}: {msg}")
-    return "; ".join(parts)
+    """The problems named by the command line's flags (`--vf-count: ...`)."""
+    return describe(exc, field=lambda loc: "--" + "-".join(map(str, loc)).replace("_", "-"))
 
 
 @contextmanager

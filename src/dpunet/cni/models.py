@@ -32,6 +32,7 @@ from dpunet.cni.wire import (
     Invocation,
 )
 from dpunet.hw.pci import normalize_pci_address
+from dpunet.settings import describe
 
 PciAddress = Annotated[str, AfterValidator(normalize_pci_address)]
 
@@ -98,9 +99,7 @@ def parse_netconf(config: dict[str, Any]) -> NetConf:
     try:
         conf = NetConf.model_validate(config)
     except ValidationError as exc:
-        raise CniError(
-            ErrorCode.INVALID_CONFIG, "invalid network config", validation_details(exc)
-        ) from None
+        raise CniError(ErrorCode.INVALID_CONFIG, "invalid network config", describe(exc)) from None
     ipam_type = conf.ipam.get("type")
     if ipam_type:
         raise CniError(
@@ -156,18 +155,7 @@ def _prev_result(conf: NetConf) -> AddResult | None:
     try:
         return AddResult.from_wire(conf.prev_result)
     except ValidationError as exc:
-        raise CniError(
-            ErrorCode.INVALID_CONFIG, "invalid prevResult", validation_details(exc)
-        ) from None
-
-
-def validation_details(exc: ValidationError) -> str:
-    """A pydantic error as one line: `field: message; field: message`."""
-    parts = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "config"
-        parts.append(f"{where}: {err['msg']}")
-    return "; ".join(parts)
+        raise CniError(ErrorCode.INVALID_CONFIG, "invalid prevResult", describe(exc)) from None
 
 
 class CniRequest(_Model):

@@ -59,7 +59,6 @@ from dpunet.cni.models import (
     DelRequest,
     GcRequest,
     StatusRequest,
-    validation_details,
 )
 from dpunet.cni.results import AddResult, Interface, IPConfig
 from dpunet.cni.results import Route as ResultRoute
@@ -87,6 +86,7 @@ from dpunet.keyedlocks import KeyedLocks
 from dpunet.linux import netlink
 from dpunet.linux.netlink import InterfaceConfig, LinuxError, Route
 from dpunet.logs import event
+from dpunet.settings import describe
 
 BLOCKING_THREADS = 64
 T = TypeVar("T")
@@ -266,7 +266,7 @@ def pod_metadata(req: AddRequest) -> PodMetadata:
         raise CniError(
             ErrorCode.INVALID_CONFIG,
             f"invalid runtimeConfig {LABELS_KEY} / {PORTS_KEY}",
-            validation_details(exc),
+            describe(exc),
         ) from None
 
 

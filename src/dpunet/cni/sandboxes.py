@@ -46,6 +46,7 @@ from pydantic import (
 
 from dpunet.cni.wire import is_valid_name, sandbox_checkpoint_path
 from dpunet.contract.api import PortInfo, port_network
+from dpunet.settings import describe
 
 RECORD_FORMAT = 2
 
@@ -132,9 +133,8 @@ def parse_device(data: object) -> Device:
 
 
 def _problems(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(x) for x in e['loc'][1:] or e['loc'])}: {e['msg']}" for e in exc.errors()
-    )
+    # a device's location starts with the union member pydantic tried ("vf", "veth")
+    return describe(exc, field=lambda loc: ".".join(str(x) for x in loc[1:] or loc))
 
 
 def device_key(data: object) -> str | None:

@@ -39,6 +39,7 @@ from dpunet.logs import event
 from dpunet.observability import check_handler, metrics_handler, parse_listen, start_http
 from dpunet.ovsdb.local import LocalOvs, connect
 from dpunet.ovsdb.remote import OvsdbError, OvsdbUnavailable
+from dpunet.settings import describe
 from dpunet.setup import dpu as dpu_setup
 from dpunet.setup.plan import Outcome, SetupError
 from dpunet.tls import TlsError, check_files, client_context, warn_insecure
@@ -329,7 +330,7 @@ class Agent:
             )
         except ValidationError as exc:
             client.close()
-            raise AgentError(f"the DPU registration: {exc.errors()[0]['msg']}") from exc
+            raise AgentError(f"the DPU registration: {describe(exc)}") from exc
         event(log, "lease-start", node=ident.host_node, controller=self.cfg.controller_url)
         interval = self.cfg.lease_interval
         self._lease = asyncio.create_task(

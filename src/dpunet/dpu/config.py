@@ -22,7 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from dpunet.observability import parse_listen
 from dpunet.openflow.gateway import GatewaySettings
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote
-from dpunet.settings import SettingsError, read_config_file
+from dpunet.settings import SettingsError, describe, read_config_file
 from dpunet.setup.dpu import DpuSetupConfig
 from dpunet.setup.plan import IfName
 from dpunet.tls import ClientTls, TlsFiles, plain_remote, plain_url
@@ -268,15 +268,6 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def validation_message(exc: ValidationError) -> str:
-    """One line naming each bad field, e.g. `mgmt_port.vf_index: ...`."""
-    parts = []
-    for err in exc.errors():
-        field = ".".join(str(p) for p in err["loc"]) or "config"
-        parts.append(f"{field}: {err['msg'].removeprefix('Value error, ')}")
-    return "; ".join(parts)
-
-
 def load_config(
     path: Path | None = None,
     environ: Mapping[str, str] | None = None,
@@ -293,7 +284,7 @@ def load_config(
     try:
         return DpuAgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(validation_message(exc)) from exc
+        raise ConfigError(describe(exc)) from exc
 
 
 def _drop_none(data: dict[str, Any]) -> dict[str, Any]:
@@ -344,4 +335,4 @@ def setup_config(cfg: DpuAgentConfig, ovs_external_ids: Mapping[str, str]) -> Dp
     try:
         return DpuSetupConfig.model_validate({k: v for k, v in values.items() if v is not None})
     except ValidationError as exc:
-        raise ConfigError("setup: " + validation_message(exc)) from exc
+        raise ConfigError("setup: " + describe(exc)) from exc

@@ -41,7 +41,7 @@ from dpunet.logs import event
 from dpunet.openflow import protocol as ofp
 from dpunet.openflow.client import OpenFlowConnection, mgmt_socket
 from dpunet.openflow.protocol import ApplyActions, Conntrack, CtClear, Flow, Match, Output, SetField
-from dpunet.settings import read_config_file
+from dpunet.settings import describe, read_config_file
 
 COOKIE_PREFIX = 0x64706E74  # "dpnt"
 COOKIE = COOKIE_PREFIX << 32
@@ -95,11 +95,7 @@ def agent_settings(path: Path) -> GatewaySettings:
     try:
         return GatewaySettings.model_validate(read_config_file(path).get("gateway") or {})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"gateway.{'.'.join(str(p) for p in e['loc'])}: "
-            + e["msg"].removeprefix("Value error, ")
-            for e in exc.errors()
-        )
+        problems = describe(exc, field=lambda loc: ".".join(map(str, ("gateway", *loc))))
         raise ValueError(f"{path}: {problems}") from exc
 
 

@@ -26,6 +26,7 @@ from dpunet.controller.policies import PolicyController
 from dpunet.controller.policy_acls import policy_key
 from dpunet.controller.policy_nb import ExternalPolicies
 from dpunet.logs import event
+from dpunet.settings import describe
 
 log = logging.getLogger("dpunet.k8s.policies")
 
@@ -77,9 +78,7 @@ class PolicySource:
             self._specs[key] = policy_spec(obj)
         except ValidationError as exc:
             self._specs.pop(key, None)
-            reason = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            reason = describe(exc)
             event(log, "k8s.policy_unusable", logging.WARNING, policy=key, reason=reason)
 
     async def _policies_listed(self, items: list[NetworkPolicy]) -> None:
