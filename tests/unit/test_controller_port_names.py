@@ -8,7 +8,7 @@ import uuid
 from types import SimpleNamespace
 from typing import Any
 
-from test_controller_topology import CFG, HOST1, POD
+from controller_records import CFG, HOST1, POD
 
 from dpunet.controller.nbcommands import LR, LS, LSP, PortRows, Snapshot
 from dpunet.controller.topology import pod_lsp
