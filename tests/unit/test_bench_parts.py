@@ -14,8 +14,9 @@ import pytest
 
 from dpunet.bench import icmp, plots
 from dpunet.bench.metrics import http_get, parse_exposition, phase_means
-from dpunet.bench.podsetup import PodSample, summarize_run
+from dpunet.bench.podsetup import Floor, FreeVf, PodSample, summarize_run
 from dpunet.bench.stats import percentile, ratio, summarize, versus_host_device
+from dpunet.lab.runner import LabError
 
 EXPOSITION_BEFORE = """\
 # HELP dpunet_host_cni_phase_seconds Time spent in each phase of a CNI ADD/DEL.
@@ -192,3 +193,43 @@ def test_plots_are_written(tmp_path: Path) -> None:
     samples = [{"cycle": n, "rss_mb": {"dpu1/dpunet-dpu": 60.0 + n / 100}} for n in (0, 50, 100)]
     memory["cycles"] = {"cycles": 100, "every": 50, "samples": samples}
     assert plots.plot_memory(memory, tmp_path / "cycles.png", 60.0).exists()
+
+
+class ScriptedFloor(Floor):
+    """The floor's plugin runs, failing with the scripted messages first (no lab)."""
+
+    def __init__(self, failures: list[str]) -> None:  # no lab: only the retry policy runs
+        self.failures = failures
+        self.runs = 0
+
+    def _run_host_device(
+        self, command: str, vf: FreeVf, cid: str, netns: str, address: str
+    ) -> None:
+        self.runs += 1
+        if self.failures:
+            raise LabError(f"host-device {command}: {self.failures.pop(0)}")
+
+
+INTERRUPTED = "failed to find host device: failed to list node links: interrupted system call"
+
+
+@pytest.mark.parametrize(
+    ("failures", "runs", "retries", "fails"),
+    [
+        ([INTERRUPTED, INTERRUPTED], 3, 2, False),  # an interrupted listing is run again
+        ([INTERRUPTED] * 3, 3, 2, True),  # at most HOST_DEVICE_ATTEMPTS times
+        (["failed to find host device: no such link"], 1, 0, True),  # anything else at once
+    ],
+)
+def test_the_floor_runs_an_interrupted_host_device_again(
+    failures: list[str], runs: int, retries: int, fails: bool
+) -> None:
+    floor, sample = ScriptedFloor(failures), PodSample("floor", 0, "p")
+    vf = FreeVf(1, "enp2s0f0v1", "02:00:00:00:00:01")
+    if fails:
+        with pytest.raises(LabError):
+            floor._host_device("ADD", vf, "c1", "/run/netns/p", "10.0.0.9", sample)
+    else:
+        assert floor._host_device("ADD", vf, "c1", "/run/netns/p", "10.0.0.9", sample) >= 0
+    assert (floor.runs, sample.retries) == (runs, retries)
+    assert summarize_run([sample])["retries"] == retries

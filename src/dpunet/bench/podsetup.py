@@ -66,6 +66,7 @@ class PodSample:
     ovn_installed_s: float | None = None  # CNI ADD start -> ovn-installed-ts
     steps: dict[str, float] = field(default_factory=dict)  # floor: per raw step
     error: str | None = None
+    retries: int = 0  # floor: `host-device` ADDs run again (see `Floor.HOST_DEVICE_ATTEMPTS`)
     started: float = 0.0  # perf_counter at ADD start
     finished: float = 0.0  # perf_counter at the first reply
     wall_started: float = 0.0  # time.time() at ADD start (to compare with ovn-installed-ts)
@@ -311,7 +312,34 @@ class Floor:
         """Remove the temporary plugin configs."""
         shutil.rmtree(self.conf_dir, ignore_errors=True)
 
-    def _host_device(self, command: str, vf: FreeVf, cid: str, netns: str, address: str) -> float:
+    # The reference plugin lists the node's links with one netlink dump; the kernel marks a
+    # dump that links changed under (NLM_F_DUMP_INTR), and the netlink library of newer
+    # plugin builds (Debian 13's) fails the ADD with "interrupted system call" then, as
+    # happens in a burst. A runtime would retry the pod; so does the floor, counted.
+    HOST_DEVICE_ATTEMPTS = 3
+    _INTERRUPTED = "interrupted system call"
+
+    def _host_device(
+        self, command: str, vf: FreeVf, cid: str, netns: str, address: str,
+        sample: PodSample | None = None,
+    ) -> float:  # fmt: skip
+        """Run the reference plugin (`command`) for `vf`; the seconds it took, retries of
+        an interrupted link listing included (counted in `sample`)."""
+        started = time.perf_counter()
+        for attempt in range(1, self.HOST_DEVICE_ATTEMPTS + 1):
+            try:
+                self._run_host_device(command, vf, cid, netns, address)
+                break
+            except LabError as exc:
+                if self._INTERRUPTED not in str(exc) or attempt == self.HOST_DEVICE_ATTEMPTS:
+                    raise
+                if sample is not None:
+                    sample.retries += 1
+        return time.perf_counter() - started
+
+    def _run_host_device(
+        self, command: str, vf: FreeVf, cid: str, netns: str, address: str
+    ) -> None:
         config = {
             "cniVersion": "1.0.0",
             "name": "floor",
@@ -334,14 +362,12 @@ class Floor:
         argv = in_netns(
             f"/run/netns/{self.pair.host.netns}", [str(REFERENCE_PLUGINS / "host-device")]
         )
-        started = time.perf_counter()
         proc = subprocess.run(
             argv, input=json.dumps(config), env=env, capture_output=True, text=True,
             timeout=60, check=False,
         )  # fmt: skip
         if proc.returncode != 0:
             raise LabError(f"host-device {command}: {proc.stdout.strip()} {proc.stderr.strip()}")
-        return time.perf_counter() - started
 
     def add(self, vf: FreeVf, pod: str, round_no: int) -> PodSample:
         """The raw pod setup of one VF."""
@@ -378,7 +404,7 @@ class Floor:
             else:
                 self.nb_idl.wait_member("up", lsp)
                 steps["wait_nb_up"] = -t + (t := time.perf_counter())
-            sample.add_s = self._host_device("ADD", vf, cid, netns, address)
+            sample.add_s = self._host_device("ADD", vf, cid, netns, address, sample)
             steps["host_device_add"] = -t + (t := time.perf_counter())
             sample.finished = wait_reachable(netns, self.gateway)
             steps["gateway_reply"] = sample.finished - t
@@ -482,6 +508,7 @@ def summarize_run(samples: Sequence[PodSample]) -> dict[str, Any]:
         "steps_mean_ms": {k: sum(v) / len(v) for k, v in steps.items()},
         "pods_per_s": _rate(ok),
         "errors": [s.error for s in samples if s.error is not None],
+        "retries": sum(s.retries for s in samples),
         "samples_ms": [round(s.ready_s * 1000, 3) for s in ok if s.ready_s is not None],
     }
 
