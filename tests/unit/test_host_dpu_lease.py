@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from host_daemon_config import RESOURCE, config
 from pod_agent_fakes import NODE, FakeAttacher, FakeController, World, add_request, netconf
 from prometheus_client import CollectorRegistry
-from test_k8s_host_daemon import RESOURCE, config
 
 from dpunet.cni.models import StatusRequest
 from dpunet.cni.pods import AgentMetrics, PodAgent

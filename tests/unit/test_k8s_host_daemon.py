@@ -11,16 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hw_sysfs_tree import SEED_CONFIGMAP, SysfsTree, seed_host
+from host_daemon_config import RESOURCE, config
+from hw_sysfs_tree import SysfsTree
 from pod_agent_fakes import vf_device
 
 from dpunet.cni.sandboxes import SandboxRecord
-from dpunet.host.config import HostAgentConfig
 from dpunet.host.daemon import HostDaemon
 from dpunet.host.kubelet.podresources import PodResourcesResolver
 from fakekubelet import FakeKubelet
-
-RESOURCE = "mellanox.com/mlnx_sriov_cx6"
 
 
 @pytest.fixture
@@ -28,28 +26,6 @@ def base() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="dph", dir="/tmp"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-def config(base: Path) -> HostAgentConfig:
-    seed_host(base / "sys")
-    (base / "cm.yaml").write_text(SEED_CONFIGMAP)
-    (base / "token").write_text("t0k3n\n")
-    return HostAgentConfig(
-        node="dpu-host",
-        controller_url=f"unix:{base}/no-controller.sock",
-        token_file=base / "token",
-        state_dir=base / "state",
-        cni_socket=base / "cni.sock",
-        sysfs_root=base / "sys",
-        pool_config=base / "cm.yaml",
-        metrics_address=None,
-        reconcile_interval=0.2,
-        device_plugin=True,
-        pod_resources=True,
-        kubelet_dir=base / "kubelet",
-        device_info_dir=base / "devinfo",
-        plugin_registration="kubelet",
-    )
 
 
 def test_device_plugin_runs_in_the_daemon(base: Path) -> None:
