@@ -5,19 +5,25 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from dpunet.contract.api import NodeSpec
+from dpunet.contract.api import NodeRole, NodeSpec
 from dpunet.controller.api import create_app
 from dpunet.controller.app import Controller
 from dpunet.controller.auth import Principal
 from dpunet.controller.config import ControllerConfig
+from dpunet.controller.topology import NodeRecord
 
 ADMIN_TOKEN = "admin-token-0123456789abcdef"
 NODE_TOKEN = "node-token-host1-0123456789"
+# DPU agents' tokens (`dpu:<chassis>` lines of a token file)
+DPU1_TOKEN = "dpu-token-dpu1-0123456789"
+DPU2_TOKEN = "dpu-token-dpu2-0123456789"
+DPU_TOKENS = f"{DPU1_TOKEN} dpu:dpu1\n{DPU2_TOKEN} dpu:dpu2\n"
 
 
 def token_file(directory: Path, extra: str = "") -> Path:
@@ -72,3 +78,19 @@ class FakeNodes:
     async def put(self, who: Principal, name: str, spec: NodeSpec) -> None:
         assert who.admin
         self.puts.append((name, spec))
+
+
+def register_node(ctl: Controller, name: str, role: NodeRole, chassis: str, n: int) -> None:
+    """Add node `name` (served by `chassis`) to the controller's state, addresses from `n`."""
+    ctl.state.add_node(
+        NodeRecord(
+            name=name, role=role, chassis=chassis, node_ip=IPv4Interface(f"192.0.2.{n}/24"),
+            next_hop=IPv4Address("192.0.2.1"), subnet=IPv4Network(f"10.233.{64 + n}.0/24"),
+            join_ip=IPv4Address(f"100.64.0.{n}"), gateway_mac=f"0a:58:c0:00:02:{n:02x}",
+        )
+    )  # fmt: skip
+
+
+def bearer(token: str) -> dict[str, str]:
+    """The header that sends `token`."""
+    return {"Authorization": f"Bearer {token}"}

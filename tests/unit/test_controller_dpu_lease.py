@@ -6,23 +6,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from ipaddress import IPv4Address, IPv4Interface, IPv4Network
 from pathlib import Path
 
 import httpx
 import pytest
-from controller_app import ADMIN_TOKEN, NODE_TOKEN, controller_app
+from controller_app import (
+    ADMIN_TOKEN,
+    DPU1_TOKEN,
+    DPU2_TOKEN,
+    DPU_TOKENS,
+    NODE_TOKEN,
+    bearer,
+    controller_app,
+    register_node,
+)
 from prometheus_client import generate_latest
 
 from dpunet.contract.api import LeaseState, NodeInfo, NodeRole
 from dpunet.controller.app import Controller
 from dpunet.controller.auth import TokenFileError, parse_tokens
 from dpunet.controller.leases import DpuLeases
-from dpunet.controller.topology import NodeRecord
-
-DPU1_TOKEN = "dpu-token-dpu1-0123456789"
-DPU2_TOKEN = "dpu-token-dpu2-0123456789"
-DPU_TOKENS = f"{DPU1_TOKEN} dpu:dpu1\n{DPU2_TOKEN} dpu:dpu2\n"
 
 
 class Clock:
@@ -71,20 +74,6 @@ def test_a_renewal_by_the_node_s_former_dpu_does_not_count() -> None:
 
 
 # ---------------------------------------------------------------------- authorization
-def _register(ctl: Controller, name: str, role: NodeRole, chassis: str, n: int) -> None:
-    ctl.state.add_node(
-        NodeRecord(
-            name=name, role=role, chassis=chassis, node_ip=IPv4Interface(f"192.0.2.{n}/24"),
-            next_hop=IPv4Address("192.0.2.1"), subnet=IPv4Network(f"10.233.{64 + n}.0/24"),
-            join_ip=IPv4Address(f"100.64.0.{n}"), gateway_mac=f"0a:58:c0:00:02:{n:02x}",
-        )
-    )  # fmt: skip
-
-
-def _auth(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def with_nodes(
     tmp_path: Path, body: Callable[[Controller, httpx.AsyncClient, Clock], Awaitable[None]]
 ) -> None:
@@ -95,9 +84,9 @@ def with_nodes(
         async with controller_app(tmp_path, open_gate=True, tokens=DPU_TOKENS) as (ctl, http):
             clock = Clock()
             ctl.nodes.leases = DpuLeases(15, clock)
-            _register(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
-            _register(ctl, "host2", NodeRole.DPU_HOST, "dpu2", 12)
-            _register(ctl, "cp", NodeRole.FULL, "cp", 10)
+            register_node(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
+            register_node(ctl, "host2", NodeRole.DPU_HOST, "dpu2", 12)
+            register_node(ctl, "cp", NodeRole.FULL, "cp", 10)
             await body(ctl, http, clock)
 
     asyncio.run(asyncio.wait_for(scenario(), 30))
@@ -107,20 +96,20 @@ def test_the_dpu_serving_a_node_renews_its_lease(tmp_path: Path) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient, clock: Clock) -> None:
         clock.now += 20  # past the grace: host1's lease is expired
         node = NodeInfo.model_validate(
-            (await http.get("/v1/nodes/host1", headers=_auth(NODE_TOKEN))).json()
+            (await http.get("/v1/nodes/host1", headers=bearer(NODE_TOKEN))).json()
         )
         assert node.dpu_lease is not None and node.dpu_lease.state is LeaseState.EXPIRED
-        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth(DPU1_TOKEN))
+        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer(DPU1_TOKEN))
         assert answer.status_code == 200, answer.text
         assert answer.json()["state"] == "held" and answer.json()["chassis"] == "dpu1"
         node = NodeInfo.model_validate(
-            (await http.get("/v1/nodes/host1", headers=_auth(NODE_TOKEN))).json()
+            (await http.get("/v1/nodes/host1", headers=bearer(NODE_TOKEN))).json()
         )
         assert node.dpu_lease is not None and node.dpu_lease.state is LeaseState.HELD
         metrics = generate_latest(ctl.metrics.registry).decode()
         assert 'dpunet_controller_dpu_lease_expired{chassis="dpu1",node="host1"} 0.0' in metrics
         assert 'dpunet_controller_dpu_lease_expired{chassis="dpu2",node="host2"} 1.0' in metrics
-        cp = (await http.get("/v1/nodes/cp", headers=_auth(ADMIN_TOKEN))).json()
+        cp = (await http.get("/v1/nodes/cp", headers=bearer(ADMIN_TOKEN))).json()
         assert cp["dpu_lease"] is None  # a full node has no DPU
 
     with_nodes(tmp_path, body)
@@ -151,7 +140,7 @@ def test_only_the_node_s_own_dpu_or_the_admin_may_renew(
     tmp_path: Path, token: str, node: str, status: int, reason: str
 ) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient, clock: Clock) -> None:
-        answer = await http.put(f"/v1/nodes/{node}/dpu-lease", headers=_auth(token))
+        answer = await http.put(f"/v1/nodes/{node}/dpu-lease", headers=bearer(token))
         assert answer.status_code == status and answer.json()["detail"].startswith(reason)
         assert ctl.nodes.leases is not None
         assert ctl.nodes.leases.lease("host1", "dpu1").renewed_ago is None  # nothing renewed
@@ -162,9 +151,9 @@ def test_only_the_node_s_own_dpu_or_the_admin_may_renew(
 def test_an_anonymous_renewal_is_401_and_the_admin_may_renew(tmp_path: Path) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient, clock: Clock) -> None:
         assert (await http.put("/v1/nodes/host1/dpu-lease")).status_code == 401
-        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth("x" * 24))
+        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer("x" * 24))
         assert answer.status_code == 401
-        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth(ADMIN_TOKEN))
+        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer(ADMIN_TOKEN))
         assert answer.status_code == 200 and answer.json()["state"] == "held"
 
     with_nodes(tmp_path, body)
@@ -177,7 +166,7 @@ def test_an_anonymous_renewal_is_401_and_the_admin_may_renew(tmp_path: Path) -> 
 )  # fmt: skip
 def test_a_dpu_token_may_do_nothing_else(tmp_path: Path, method: str, path: str) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient, clock: Clock) -> None:
-        answer = await http.request(method, path, headers=_auth(DPU1_TOKEN))
+        answer = await http.request(method, path, headers=bearer(DPU1_TOKEN))
         assert answer.status_code == 403, answer.text
         assert (
             "dpu:dpu1 may only register itself and renew the DPU lease" in answer.json()["detail"]
@@ -191,10 +180,10 @@ def test_leases_are_off_with_no_duration(tmp_path: Path) -> None:
         async with controller_app(
             tmp_path, open_gate=True, tokens=DPU_TOKENS, dpu_lease_duration=None
         ) as (ctl, http):
-            _register(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
-            node = (await http.get("/v1/nodes/host1", headers=_auth(ADMIN_TOKEN))).json()
+            register_node(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
+            node = (await http.get("/v1/nodes/host1", headers=bearer(ADMIN_TOKEN))).json()
             assert node["dpu_lease"] is None
-            answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth(DPU1_TOKEN))
+            answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer(DPU1_TOKEN))
             assert answer.status_code == 400 and "leases are off" in answer.json()["detail"]
 
     asyncio.run(asyncio.wait_for(scenario(), 30))

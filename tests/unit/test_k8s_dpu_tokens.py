@@ -14,8 +14,8 @@ import kmock
 import pytest
 import pytest_asyncio
 import yaml
-from test_controller_dpu_lease import DPU1_TOKEN, DPU_TOKENS, _auth, _register
-from test_k8s_tokenreview import ADMIN_TOKEN, REVIEWS, ReviewServer
+from controller_app import DPU1_TOKEN, DPU_TOKENS, bearer, register_node
+from tokenreview_server import ADMIN_TOKEN, REVIEWS, ReviewServer
 
 from dpunet.contract.api import NodeRole
 from dpunet.controller.api import create_app
@@ -73,7 +73,7 @@ async def with_host1(
     """Run `body` against the controller of `cfg` with host1 (served by dpu1) registered."""
     ctl = Controller(cfg)
     await ctl.state.gate.open()
-    _register(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
+    register_node(ctl, "host1", NodeRole.DPU_HOST, "dpu1", 11)
     transport = httpx.ASGITransport(app=create_app(ctl))
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://ctl") as http:
@@ -89,10 +89,10 @@ async def test_a_dpu_token_renews_its_lease_without_the_api_server(
     server: ReviewServer, tmp_path: Path
 ) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient) -> None:
-        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth(DPU1_TOKEN))
+        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer(DPU1_TOKEN))
         assert answer.status_code == 200, answer.text
         assert answer.json()["state"] == "held"
-        node = (await http.get("/v1/nodes/host1", headers=_auth(ADMIN_TOKEN))).json()
+        node = (await http.get("/v1/nodes/host1", headers=bearer(ADMIN_TOKEN))).json()
         assert node["dpu_lease"]["state"] == "held"  # the admin through TokenReview
         reviewed = [r.data["spec"]["token"] for r in server if r.url.path == REVIEWS]
         assert reviewed == [ADMIN_TOKEN]  # the DPU's token never left the controller
@@ -105,9 +105,9 @@ async def test_without_a_dpu_token_file_there_are_no_leases(
     server: ReviewServer, tmp_path: Path
 ) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient) -> None:
-        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=_auth(DPU1_TOKEN))
+        answer = await http.put("/v1/nodes/host1/dpu-lease", headers=bearer(DPU1_TOKEN))
         assert answer.status_code == 401  # TokenReview does not know it
-        node = (await http.get("/v1/nodes/host1", headers=_auth(ADMIN_TOKEN))).json()
+        node = (await http.get("/v1/nodes/host1", headers=bearer(ADMIN_TOKEN))).json()
         assert node["dpu_lease"] is None
 
     await with_host1(kube_config(tmp_path, str(server.url), None), body)
@@ -123,7 +123,7 @@ async def test_a_dpu_token_may_do_nothing_else(
     server: ReviewServer, tmp_path: Path, method: str, path: str
 ) -> None:
     async def body(ctl: Controller, http: httpx.AsyncClient) -> None:
-        answer = await http.request(method, path, headers=_auth(DPU1_TOKEN), json={})
+        answer = await http.request(method, path, headers=bearer(DPU1_TOKEN), json={})
         assert answer.status_code == 403, answer.text
         assert answer.json()["detail"].startswith("dpu:dpu1 may"), answer.text
 
@@ -152,13 +152,13 @@ async def test_a_node_line_added_later_fails_closed(server: ReviewServer, tmp_pa
 
     async def body(ctl: Controller, http: httpx.AsyncClient) -> None:
         assert ctl.nodes.leases is not None
-        renew = {"url": "/v1/nodes/host1/dpu-lease", "headers": _auth(DPU1_TOKEN)}
+        renew = {"url": "/v1/nodes/host1/dpu-lease", "headers": bearer(DPU1_TOKEN)}
         assert (await http.put(**renew)).status_code == 200
         path.write_text(DPU_TOKENS + NODE_LINE)
         assert isinstance(ctl.authenticator, DpuTokensFirst)
         ctl.authenticator.store.recheck_s = 0
         assert (await http.put(**renew)).status_code == 401  # no DPU token valid meanwhile
-        answer = await http.get("/v1/nodes/host1", headers=_auth("node-token-host1-0123456789"))
+        answer = await http.get("/v1/nodes/host1", headers=bearer("node-token-host1-0123456789"))
         assert answer.status_code == 401  # the node line is no token either
         path.write_text(DPU_TOKENS)
         assert (await http.put(**renew)).status_code == 200
