@@ -8,7 +8,8 @@ controller sets up the port, the VF moves into the pod's namespace under a
 temporary name (so nothing clashes); once the port is up it is renamed and
 configured there. Unplugging finds the VF wherever it is — still
 in the pod, or returned to the host by the kernel as `eth0` or `devN` after the
-pod's namespace died — and restores its host name, MAC and MTU.
+pod's namespace died (waiting up to `VF_RETURN_WAIT` for the kernel to finish tearing
+that namespace down) — and restores its host name, MAC and MTU.
 """
 
 from __future__ import annotations
@@ -39,6 +40,19 @@ from dpunet.linux import netlink
 # How old the pool discovery behind the reconcile's pool gauges may get (a full discovery
 # reads much of sysfs: tens of milliseconds on a kernel, far more on the lab's emulated one).
 POOL_REDISCOVERY_SECONDS = 30.0
+# The kernel returns a VF to the host when its pod's namespace dies, once it has torn that
+# namespace down, asynchronously: a DEL right after the namespace vanished waits this long
+# for the VF, looking every VF_RETURN_POLL seconds.
+VF_RETURN_WAIT = 2.0
+VF_RETURN_POLL = 0.02
+
+
+def returned_netdev(sysfs: Sysfs, pci: str, wait: float = VF_RETURN_WAIT) -> str | None:
+    """The netdev of VF `pci` once it is back in this namespace, None if not within `wait`."""
+    deadline = time.monotonic() + wait
+    while (netdev := function_netdev(sysfs, pci)) is None and time.monotonic() < deadline:
+        time.sleep(VF_RETURN_POLL)
+    return netdev
 
 
 def temp_name(pci: str) -> str:
@@ -222,20 +236,23 @@ class VfAttacher:
         (a move that failed half-way leaves it renamed and down there) or that the kernel
         returned when the pod's namespace died is restored without entering the pod's
         namespace, whose path may exist and yet not be enterable (an empty file, or a
-        runtime's mount this daemon cannot see)."""
+        runtime's mount this daemon cannot see). A VF in neither place is in a namespace
+        the kernel is tearing down: it is waited for (`returned_netdev`)."""
         vf = _vf(record)
         host, pci = vf.host_link, vf.pci
         netdev = function_netdev(self.sysfs, pci)
-        if netdev is not None:
-            netlink.restore(netdev, host.name, host.mac, host.mtu, host.up)
-            return
-        tmp = temp_name(pci)
-        if os.path.exists(record.netns):
+        if netdev is None and os.path.exists(record.netns):
+            tmp = temp_name(pci)
             for name in (record.ifname, tmp):
                 if netlink.link_exists(name, record.netns):
                     netlink.move_link(name, tmp, record.netns, None)
                     netlink.restore(tmp, host.name, host.mac, host.mtu, host.up)
                     return
+        if netdev is None:  # in neither: its namespace is being torn down
+            netdev = returned_netdev(self.sysfs, pci)
+        if netdev is not None:
+            netlink.restore(netdev, host.name, host.mac, host.mtu, host.up)
+            return
         raise netlink.LinuxError(
             f"VF {pci} is neither in the host nor as {record.ifname} in {record.netns}"
         )
