@@ -793,6 +793,9 @@ def test_dpu_not_ready_becomes_a_pod_event(cluster: Cluster) -> None:
         timeout=60,
     )
     c.kubelet_call(c.kubelet.wait_for, lambda: set(c.devices().values()) == {"Healthy"}, 60)
+    # the runtime creates sandboxes once CNI STATUS says the network is ready: here, once
+    # the restarted DPU agent has renewed its lease (its registration came first)
+    wait_until("CNI STATUS ok", lambda: cni_status(c.plan)[0] == 0, NOTICED_WITHIN)
     pod.sandbox = secrets.token_hex(32)  # kubelet retries with a new sandbox
     attach(c, pod, pod.pci)
     for target in (str(c.pods["web"].ip), str(EXT_ADDRESS), str(pod.gateway)):
