@@ -10,11 +10,13 @@ import contextlib
 import errno
 import itertools
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,8 +26,9 @@ import pytest
 from polling import wait_until
 from pydantic import ValidationError
 
-from dpunet.lab.nic import parse_kstrtou16, vf_address
+from dpunet.lab.nic import EmulatedNic, Link, NetnsSide, parse_kstrtou16, vf_address
 from dpunet.lab.nic_config import NicDaemonConfig, NicPairConfig, PciAddress
+from dpunet.linux.netns import iproute_at
 
 LAB = "nictest"
 PF_MAC = "02:d5:7e:01:00:01"
@@ -64,6 +67,36 @@ def test_vf_addresses_follow_ari_routing_ids() -> None:
     assert str(vf_address(pf, 5)) == "0000:02:01.0"
     assert str(vf_address(pf, 252)) == "0000:02:1f.7"
     assert str(vf_address(pf, 253)) == "0000:03:00.0"
+
+
+def _link(name: str, alias: str = "", index: int = 7) -> Link:
+    return Link(
+        index, name, alias, vf_mac(1), "ff:ff:ff:ff:ff:ff", 1500, 0, "down", 0, 1, None, None
+    )
+
+
+def test_a_pair_end_being_created_is_not_a_device_until_marked() -> None:
+    """The engine knows a half-made pair by its names; sysfs shows it only once whole (a
+    client acting on a VF the kernel returned must find it complete, as the kernel hands
+    it over)."""
+    pair = NicPairConfig(
+        host_node="host1", host_netns="h", dpu_node="dpu1", dpu_netns="d", numvfs=3,
+        pf_mac=PF_MAC, vf_mac_prefix=VF_PREFIX, phys_switch_id=SWITCH_ID,
+    )  # fmt: skip
+    host, dpu = NetnsSide.__new__(NetnsSide), NetnsSide.__new__(NetnsSide)  # no sockets
+    host.links, dpu.links = {}, {}
+    nic = EmulatedNic(LAB, pair, host, dpu, logging.getLogger(__name__), threading.RLock())
+    nic.numvfs = 3
+    nic.pending = {"eth0": (1, False), "pf0vf1": (1, True)}
+    host.links[7], dpu.links[9] = _link("eth0"), _link("pf0vf1", index=9)
+    assert nic.find(1, rep=False) == host.links[7]
+    assert nic.find(1, rep=True) == dpu.links[9]
+    assert nic.host_device(host.links[7]) is None
+    assert nic.port_name(dpu.links[9]) is None
+    host.links[7] = _link("eth0", nic.marker(1, rep=False))
+    dpu.links[9] = _link("pf0vf1", nic.marker(1, rep=True), index=9)
+    assert str(nic.host_device(host.links[7])) == VF_ADDRS[1]
+    assert nic.port_name(dpu.links[9]) == "pf0vf1"
 
 
 def test_config_rejects_a_pf_mac_among_the_vf_macs() -> None:
@@ -466,6 +499,30 @@ def test_vf_outlives_the_netns_it_was_moved_into(nic: NicLab) -> None:
     assert links(nic.host_ns)[f"dev{ifindex}"]["address"] == "02:aa:00:00:00:01"
     assert os.listdir(nic.host / "bus/pci/devices/0000:02:00.4/net") == [f"dev{ifindex}"]
     assert "rep-pod1" in links(dpu)
+
+
+@pytest.mark.lab
+def test_a_returned_vf_renamed_the_moment_it_appears(nic: NicLab) -> None:
+    """As a CNI DEL does: a client renames a VF the kernel returned as soon as sysfs shows
+    it, round after round. The emulation neither loses the VF nor dies (it once died reading
+    the peer of a representor whose VF sat in a namespace without an id)."""
+    vf_net = nic.host / "bus/pci/devices/0000:02:00.4/net"
+    for n in range(8):
+        pod = nic.netns(f"gone{n}")
+        run("ip", "-n", nic.host_ns, "link", "set", "enp2s0f0v1", "netns", pod, "name", "eth0")
+        run("ip", "netns", "del", pod)
+        deadline = time.monotonic() + 10
+        while not (names := os.listdir(vf_net)) and time.monotonic() < deadline:
+            pass  # no sleep: the rename must follow the VF's appearance at once
+        assert names == ["eth0"]
+        with iproute_at(f"/run/netns/{nic.host_ns}") as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="eth0")[0], ifname="enp2s0f0v1")
+        wait_until("the renamed VF marked", lambda: "enp2s0f0v1" in nic.marked(nic.host_ns))
+    assert nic.proc.poll() is None, nic.log()
+    assert os.listdir(vf_net) == ["enp2s0f0v1"]
+    assert nic.marked(nic.host_ns) == sorted(
+        ["enp2s0f0np0", "enp2s0f0v0", "enp2s0f0v1", "enp2s0f0v2"]
+    )
 
 
 @pytest.mark.lab

@@ -129,10 +129,13 @@ class Link:
     type: int
     peer_index: int | None
     peer_nsid: int | None
+    """The id this netns knows the peer's netns by; None if it has none (the kernel's -1:
+    a namespace without an id here, such as one being torn down)."""
 
     @classmethod
     def from_msg(cls, msg: Any) -> Link:
         """Build from a pyroute2 ``ifinfmsg``."""
+        nsid = msg.get("IFLA_LINK_NETNSID")
         return cls(
             index=msg["index"],
             name=msg.get("ifname") or "",
@@ -145,7 +148,7 @@ class Link:
             carrier=msg.get("carrier") or 0,
             type=msg["ifi_type"],
             peer_index=msg.get("link"),
-            peer_nsid=msg.get("IFLA_LINK_NETNSID"),
+            peer_nsid=nsid if nsid is not None and nsid >= 0 else None,
         )
 
     @property
@@ -327,8 +330,12 @@ class EmulatedNic:
         return None
 
     def host_device(self, link: Link) -> PciAddress | None:
-        """PCI address a host-side netdev belongs to (None for virtual ones)."""
-        role = self.role(link, self.host)
+        """PCI address a host-side netdev belongs to (None for virtual ones).
+
+        A pair end still being created is not a device yet: the kernel hands a VF back
+        whole, and a client that renamed one half-made (a DEL restoring a returned VF)
+        would pull its name from under its creation."""
+        role = self.role(link)
         if role is None or role[1]:
             return None
         slot = role[0]
@@ -340,7 +347,7 @@ class EmulatedNic:
         """``phys_port_name`` of a DPU-side netdev (None if it is not an eSwitch port)."""
         if link.alias == self.uplink_marker:
             return f"p{self.pf_number}"
-        role = self.role(link, self.dpu)
+        role = self.role(link)  # complete pairs only, as in host_device
         if role is None or not role[1]:
             return None
         slot = role[0]
@@ -549,12 +556,14 @@ class EmulatedNic:
             for (side, _, rep), index in zip(ends, indexes, strict=True):
                 side.ipr.link("set", index=index, ifalias=self.marker(slot, rep))
                 self._refresh(side, index)
-        except (NetlinkError, OSError, IndexError) as exc:
+        except (NetlinkError, OSError, IndexError, ethtool.EthtoolError) as exc:
             self._delete_by_name(self.host, host_end.name)
             if isinstance(exc, NetlinkError):
                 raise os_error(exc) from exc
             if isinstance(exc, IndexError):
                 raise OSError(errno.ENODEV, f"{host_end.name} vanished while created") from exc
+            if isinstance(exc, ethtool.EthtoolError):
+                raise OSError(errno.EIO, str(exc)) from exc
             raise
 
     def _refresh(self, side: NetnsSide, index: int) -> None:
