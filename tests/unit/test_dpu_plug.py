@@ -363,6 +363,9 @@ class FakeLinks:
     def state(self, name: str) -> Link | None:
         return self.by_name.get(name)
 
+    def brief(self, name: str) -> Link | None:
+        return self.by_name.get(name)
+
     def _by_index(self, index: int) -> Link:
         return next(s for s in self.by_name.values() if s.index == index)
 
@@ -630,6 +633,10 @@ class BackloggedLinks(FakeLinks):
     def state(self, name: str) -> Link | None:
         self.backlog.append(name)
         return super().state(name)
+
+    def brief(self, name: str) -> Link | None:
+        self.backlog.append(name)
+        return super().brief(name)
 
     def close(self) -> None:
         self.closed = True

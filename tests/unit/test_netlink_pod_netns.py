@@ -13,7 +13,7 @@ import socket
 import pytest
 
 from dpunet.linux import netlink
-from dpunet.linux.netns import iproute_at, socket_at
+from dpunet.linux.netns import iproute_at, run_at, socket_at
 
 ETH_P_ARP = 0x0806
 
@@ -130,3 +130,29 @@ def test_a_question_the_kernel_refuses_is_an_error(pod_and_gateway: tuple[str, s
             for _ in range(10):  # the refusal, after the answer to the deletion
                 if select.select([neigh.sock], [], [], 1)[0]:
                     assert not neigh.heard_reachable(GATEWAY, seq=2)
+
+
+def test_brief_reads_what_netlink_reads(netns: str) -> None:
+    """`Netlink.brief` (ioctls, no netlink session) agrees with `Netlink.state` on index,
+    MTU and admin state, and opens no netlink socket."""
+    with iproute_at(netns) as ipr:
+        a = ipr.link_lookup(ifname="a")[0]
+        ipr.link("set", index=a, state="down")
+        ipr.link("set", index=a, mtu=1400)
+
+    def read() -> tuple[list[netlink.Link | None], bool, list[netlink.Link | None]]:
+        with netlink.Netlink() as nl:
+            brief = [nl.brief(name) for name in ("a", "b", "missing", "x" * 40)]
+            opened = nl._ipr is not None
+            full = [nl.state(name) for name in ("a", "b")]
+        return brief, opened, full
+
+    brief, opened, full = run_at(netns, read)
+    assert not opened
+    assert brief[2:] == [None, None]
+    for short, link in zip(brief[:2], full, strict=True):
+        assert short is not None and link is not None
+        assert (short.name, short.index, short.mtu, short.up) == (
+            link.name, link.index, link.mtu, link.up
+        )  # fmt: skip
+    assert (brief[0].mtu, brief[0].up, brief[1].mtu, brief[1].up) == (1400, False, 1500, True)

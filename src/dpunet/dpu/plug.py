@@ -619,7 +619,7 @@ class Reconciler:
         return True
 
     def _fix_links(self, desired: Mapping[str, DesiredPort], result: ReconcileResult) -> None:
-        links = {name: self.links.state(name) for name in desired}
+        links = {name: self.links.brief(name) for name in desired}
         for fix in plan_links(desired, links):
             if fix.mtu is not None:
                 self.links.set_mtu(fix.index, fix.mtu)

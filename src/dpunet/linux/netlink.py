@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import ipaddress
 import os
 import select
@@ -48,6 +49,9 @@ _NLMSG_HEADER = 16  # struct nlmsghdr
 _NDMSG = 12  # struct ndmsg
 IFF_UP = 0x1
 IFNAMSIZ = 16  # a link name is at most 15 bytes
+_IFREQ_SIZE = 40  # struct ifreq: the name, then a union of the answers
+_SIOCGIFFLAGS = 0x8913
+_SIOCGIFMTU = 0x8921
 RTPROT_KERNEL = 2
 RTN_UNICAST = 1
 RT_TABLE_LOCAL = 255
@@ -529,14 +533,29 @@ def kernel_has_ovs_datapath() -> bool:
 
 
 class Netlink:
-    """A pyroute2 IPRoute session with the few reads/writes the setup commands need."""
+    """A pyroute2 IPRoute session with the few reads/writes the setup commands and the DPU
+    agent's passes need. The netlink socket is opened by the first call that needs it:
+    `brief` and `names` do not (a pass that changes nothing never opens one)."""
 
     def __init__(self) -> None:
-        self.ipr = IPRoute()
+        self._ipr: IPRoute | None = None
+        self._ioctl: socket.socket | None = None
+
+    @property
+    def ipr(self) -> IPRoute:
+        """The pyroute2 session (opened on first use)."""
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        return self._ipr
 
     def close(self) -> None:
-        """Release the netlink socket."""
-        self.ipr.close()
+        """Release the sockets."""
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None
+        if self._ioctl is not None:
+            self._ioctl.close()
+            self._ioctl = None
 
     def __enter__(self) -> Netlink:
         return self
@@ -566,6 +585,29 @@ class Netlink:
                 return None
             raise
         return Link.from_msg(msg, name)
+
+    def brief(self, name: str) -> Link | None:
+        """The index, MTU and admin state of link `name` (no MAC), or None when absent:
+        read with the interface ioctls (SIOCGIFFLAGS, SIOCGIFMTU), whose answers need no
+        decoding, unlike a netlink message through pyroute2 (a DPU pass reads every
+        plugged port's link)."""
+        if self._ioctl is None:
+            self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            index = socket.if_nametoindex(name)
+        except OSError:  # no link of that name
+            return None
+        request = struct.pack(f"{IFNAMSIZ}s{_IFREQ_SIZE - IFNAMSIZ}x", name.encode())
+        try:
+            flags = fcntl.ioctl(self._ioctl.fileno(), _SIOCGIFFLAGS, request)
+            mtu = fcntl.ioctl(self._ioctl.fileno(), _SIOCGIFMTU, request)
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:  # gone in between
+                return None
+            raise
+        (flag_bits,) = struct.unpack_from("H", flags, IFNAMSIZ)
+        (mtu_value,) = struct.unpack_from("i", mtu, IFNAMSIZ)
+        return Link(name=name, index=index, mac=None, mtu=mtu_value, up=bool(flag_bits & IFF_UP))
 
     @staticmethod
     def names() -> dict[int, str]:
