@@ -156,3 +156,44 @@ def test_brief_reads_what_netlink_reads(netns: str) -> None:
             link.name, link.index, link.mtu, link.up
         )  # fmt: skip
     assert (brief[0].mtu, brief[0].up, brief[1].mtu, brief[1].up) == (1400, False, 1500, True)
+
+
+def test_a_vf_moved_configured_and_restored(netns: str, second_netns: str) -> None:
+    """The ADD's and DEL's link requests (`move_link`, `configure`, `restore`, raw netlink)
+    leave what pyroute2 then reads (`check`, `get_link`): the pod's interface as asked, and
+    the link back under its name, MAC, MTU and state."""
+    before = netlink.get_link("a", netns)
+    assert before is not None and before.mac is not None and before.mtu is not None
+    netlink.move_link("a", "tmpvf", netns, second_netns)
+    moved = netlink.get_link("tmpvf", second_netns)
+    assert moved is not None and not moved.up and not netlink.link_exists("a", netns)
+    cfg = netlink.InterfaceConfig(
+        "eth0", "0a:58:c6:12:01:07", 1400, POD_IP, GATEWAY,
+        (netlink.Route(ipaddress.IPv4Network("10.96.0.0/12"), GATEWAY),),
+    )  # fmt: skip
+    netlink.configure(second_netns, "tmpvf", cfg)
+    assert netlink.check(second_netns, cfg) == []
+    pod = netlink.get_link("eth0", second_netns)
+    assert pod is not None and (pod.mac, pod.mtu, pod.up) == (cfg.mac, 1400, True)
+
+    netlink.move_link("eth0", "tmpvf", second_netns, netns)
+    run_at(netns, lambda: netlink.restore("tmpvf", "a", before.mac or "", before.mtu or 0, True))
+    back = netlink.get_link("a", netns)
+    assert back is not None and (back.mac, back.mtu, back.up) == (before.mac, before.mtu, True)
+
+
+def test_a_refused_link_request_names_its_step(netns: str) -> None:
+    with iproute_at(netns) as ipr:
+        ipr.link("property_add", index=ipr.link_lookup(ifname="b")[0], altname="alias-of-b")
+    unreachable = ipaddress.IPv4Address("203.0.113.1")  # outside the pod's subnet
+    cfg = netlink.InterfaceConfig("b", "0a:58:c6:12:01:08", 1500, POD_IP, unreachable)
+    for missing in ("missing", "alias-of-b"):
+        with pytest.raises(netlink.LinuxError, match=f"link {missing} not found"):
+            netlink.configure(netns, missing, cfg)
+    refused = r"default route via 203\.0\.113\.1: Network is unreachable"
+    with pytest.raises(netlink.LinuxError, match=refused):
+        netlink.configure(netns, "b", cfg)
+    with pytest.raises(netlink.LinuxError, match="link missing not found"):
+        netlink.move_link("missing", "tmp", netns, None)
+    with pytest.raises(netlink.LinuxError, match="prepare b for the move: File exists"):
+        netlink.move_link("b", "lo", netns, None)  # a temporary name that is taken

@@ -42,6 +42,14 @@ NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet t
 NUD_REACHABLE = 0x02
 RTMGRP_NEIGH = 0x4  # the multicast group of neighbour table changes
 RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_NET_NS_FD = 1, 3, 4, 28
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
+RT_TABLE_MAIN = 254
+RTPROT_BOOT = 3  # what `ip route` and pyroute2 give a route by default
+_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
+_ANSWER_TIMEOUT = 10.0  # seconds the kernel may take to acknowledge a link request
 NDA_DST = 1
 _NLMSG_ERROR = 2
 _NLM_F_REPLACE, _NLM_F_CREATE = 0x100, 0x400
@@ -247,19 +255,138 @@ def _tc_filter(msg: Any) -> TcFilter:
     return TcFilter(msg.get_attr("TCA_KIND"), msg["handle"], msg["info"], raw)
 
 
+class _Requests:
+    """One NETLINK_ROUTE socket in a namespace, for a few requests about one link, each
+    acknowledged before the next (the ADD's and DEL's path: none of pyroute2's set-up and
+    message decoding, which cost more than the requests themselves)."""
+
+    def __init__(self, sock: socket.socket, netns: str | None, ifname: str, index: int):
+        self.sock = sock
+        self.netns = netns
+        self.ifname = ifname
+        self.index = index
+        self._seq = 0
+
+    @classmethod
+    @contextlib.contextmanager
+    def on(cls, netns: str | None, ifname: str) -> Iterator[_Requests]:
+        """Requests about link `ifname` of `netns` (None: this namespace); LinuxError when
+        it has no link of that name (an alternative name does not count)."""
+
+        def inside() -> tuple[socket.socket | None, int | None]:
+            try:
+                index = socket.if_nametoindex(ifname)
+                if socket.if_indextoname(index) != ifname:  # found by an altname
+                    return None, None
+            except OSError:
+                return None, None
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.settimeout(_ANSWER_TIMEOUT)
+            return sock, index
+
+        try:
+            sock, index = run_at(netns, inside)
+        except OSError as exc:
+            raise LinuxError(f"cannot open netlink in {netns or 'host'} namespace: {exc}") from exc
+        if sock is None or index is None:
+            raise LinuxError(f"link {ifname} not found in {netns or 'host'} namespace")
+        with sock:
+            yield cls(sock, netns, ifname, index)
+
+    def link(self, what: str, flags: int = 0, change: int = 0, **attrs: bytes) -> None:
+        """RTM_NEWLINK on the link: `flags` under the mask `change`, and `attrs` (IFLA_*
+        names without the prefix, as their raw values)."""
+        body = struct.pack("=BxHiII", socket.AF_UNSPEC, 0, self.index, flags, change)
+        self._request(RTM_NEWLINK, 0, body, [(_IFLA[k], v) for k, v in attrs.items()], what)
+
+    def address(self, what: str, address: ipaddress.IPv4Interface) -> None:
+        """Replace the link's IPv4 address `address` (as `ip addr replace`)."""
+        body = struct.pack("=BBBBi", socket.AF_INET, address.network.prefixlen, 0, 0, self.index)
+        ip = address.ip.packed
+        self._request(
+            RTM_NEWADDR, _NLM_F_CREATE | _NLM_F_REPLACE, body,
+            [(IFA_LOCAL, ip), (IFA_ADDRESS, ip)], what,
+        )  # fmt: skip
+
+    def route(self, what: str, dst: ipaddress.IPv4Network, gateway: ipaddress.IPv4Address) -> None:
+        """Replace the main table's route to `dst` via `gateway` out of the link."""
+        body = struct.pack(
+            "=BBBBBBBBI", socket.AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT,
+            0, RTN_UNICAST, 0,
+        )  # fmt: skip
+        attrs = [(RTA_GATEWAY, gateway.packed), (RTA_OIF, struct.pack("=I", self.index))]
+        if dst.prefixlen:
+            attrs.insert(0, (RTA_DST, dst.network_address.packed))
+        self._request(RTM_NEWROUTE, _NLM_F_CREATE | _NLM_F_REPLACE, body, attrs, what)
+
+    def _request(
+        self, kind: int, flags: int, body: bytes, attrs: list[tuple[int, bytes]], what: str
+    ) -> None:
+        self._seq += 1
+        payload = body + b"".join(_pack_attribute(kind_, value) for kind_, value in attrs)
+        header = struct.pack(
+            "=IHHII", _NLMSG_HEADER + len(payload), kind, _NLM_F_REQUEST | _NLM_F_ACK | flags,
+            self._seq, 0,
+        )  # fmt: skip
+        try:
+            self.sock.send(header + payload)
+            error = self._answer()
+        except OSError as exc:
+            raise LinuxError(f"{what}: {exc}") from exc
+        if error:
+            raise LinuxError(f"{what}: {os.strerror(error)}")
+
+    def _answer(self) -> int:
+        """The errno of the acknowledgement of the last request (0: done)."""
+        while True:
+            data = self.sock.recv(65536)
+            offset = 0
+            while offset + _NLMSG_HEADER <= len(data):
+                length, kind, _, seq = struct.unpack_from("=IHHI", data, offset)
+                if length < _NLMSG_HEADER:
+                    break
+                if kind == _NLMSG_ERROR and seq == self._seq:
+                    (error,) = struct.unpack_from("=i", data, offset + _NLMSG_HEADER)
+                    return -error
+                offset += (length + 3) & ~3
+
+
+_IFLA = {
+    "address": IFLA_ADDRESS,
+    "ifname": IFLA_IFNAME,
+    "mtu": IFLA_MTU,
+    "net_ns_fd": IFLA_NET_NS_FD,
+}
+
+
+def _pack_attribute(kind: int, value: bytes) -> bytes:
+    """One netlink attribute (struct nlattr), padded to 4 bytes."""
+    data = struct.pack("=HH", 4 + len(value), kind) + value
+    return data + b"\0" * (-len(data) % 4)
+
+
+def _name(name: str) -> bytes:
+    return name.encode() + b"\0"
+
+
+def _mac(mac: str) -> bytes:
+    return bytes.fromhex(mac.replace(":", ""))
+
+
+def _u32(value: int) -> bytes:
+    return struct.pack("=I", value)
+
+
 def move_link(ifname: str, temp_name: str, src_netns: str | None, dst_netns: str | None) -> None:
     """Move a link between namespaces under a temporary name (so nothing clashes)."""
     target = dst_netns or "/proc/self/ns/net"
     fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with netlink(src_netns) as ipr:
-            idx = _existing_index(ipr, ifname, src_netns)
-            with _step(f"prepare {ifname} for the move"):
-                ipr.link("set", index=idx, state="down")
-                if ifname != temp_name:
-                    ipr.link("set", index=idx, ifname=temp_name)
-            with _step(f"move {ifname} into {dst_netns or 'host'} namespace"):
-                ipr.link("set", index=idx, net_ns_fd=fd)
+        with _Requests.on(src_netns, ifname) as link:
+            link.link(f"prepare {ifname} for the move", 0, IFF_UP)
+            if ifname != temp_name:
+                link.link(f"prepare {ifname} for the move", ifname=_name(temp_name))
+            link.link(f"move {ifname} into {dst_netns or 'host'} namespace", net_ns_fd=_u32(fd))
     finally:
         os.close(fd)
 
@@ -268,38 +395,29 @@ def configure(netns: str | None, current_name: str, cfg: InterfaceConfig) -> Non
     """Rename, address, route and bring up the interface inside `netns` (None: this one).
 
     The link must be down when it needs a new name (links fresh from a move are)."""
-    with netlink(netns) as ipr:
-        idx = _existing_index(ipr, current_name, netns)
-        with _step(f"set name/MAC/MTU of {cfg.ifname}"):
-            ipr.link("set", index=idx, ifname=cfg.ifname, address=cfg.mac, mtu=cfg.mtu)
-        with _step(f"address {cfg.address} on {cfg.ifname}"):
-            ipr.addr(
-                "replace",
-                index=idx,
-                address=str(cfg.address.ip),
-                prefixlen=cfg.address.network.prefixlen,
-            )
-        with _step(f"bring {cfg.ifname} up"):
-            ipr.link("set", index=idx, state="up")
+    with _Requests.on(netns, current_name) as link:
+        link.link(
+            f"set name/MAC/MTU of {cfg.ifname}",
+            ifname=_name(cfg.ifname), address=_mac(cfg.mac), mtu=_u32(cfg.mtu),
+        )  # fmt: skip
+        link.address(f"address {cfg.address} on {cfg.ifname}", cfg.address)
+        link.link(f"bring {cfg.ifname} up", IFF_UP, IFF_UP)
         if cfg.gateway is not None:
-            with _step(f"default route via {cfg.gateway}"):
-                ipr.route("replace", dst="0.0.0.0/0", gateway=str(cfg.gateway), oif=idx)
+            default = ipaddress.IPv4Network("0.0.0.0/0")
+            link.route(f"default route via {cfg.gateway}", default, cfg.gateway)
         for route in cfg.routes:
-            with _step(f"route {route.dst} via {route.gateway}"):
-                ipr.route("replace", dst=str(route.dst), gateway=str(route.gateway), oif=idx)
+            link.route(f"route {route.dst} via {route.gateway}", route.dst, route.gateway)
     announce(netns, cfg.ifname, cfg.mac, cfg.address.ip)
 
 
 def restore(name_now: str, name: str, mac: str, mtu: int, up: bool) -> None:
     """Give a link returned to this namespace (a VF back from a pod) its name, MAC, MTU
     and admin state from before."""
-    with netlink() as ipr:
-        idx = _existing_index(ipr, name_now, None)
-        with _step(f"restore {name}"):
-            ipr.link("set", index=idx, state="down")
-            ipr.link("set", index=idx, ifname=name, address=mac, mtu=mtu)
-            if up:
-                ipr.link("set", index=idx, state="up")
+    with _Requests.on(None, name_now) as link:
+        link.link(f"restore {name}", 0, IFF_UP)
+        link.link(f"restore {name}", ifname=_name(name), address=_mac(mac), mtu=_u32(mtu))
+        if up:
+            link.link(f"restore {name}", IFF_UP, IFF_UP)
 
 
 def check(netns: str | None, cfg: InterfaceConfig) -> list[str]:
@@ -595,6 +713,8 @@ class Netlink:
             self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             index = socket.if_nametoindex(name)
+            if socket.if_indextoname(index) != name:  # an alternative name
+                return None
         except OSError:  # no link of that name
             return None
         request = struct.pack(f"{IFNAMSIZ}s{_IFREQ_SIZE - IFNAMSIZ}x", name.encode())
