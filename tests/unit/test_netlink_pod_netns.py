@@ -1,6 +1,8 @@
 """`dpunet.linux.netlink` in a pod's namespace (needs root: a veth pair in a namespace of
-its own): links found by name, the gratuitous ARP a pod's interface sends, and the pod's
-own question for its gateway (`resolve_neighbour`)."""
+its own): links found by name, the gratuitous ARP a pod's interface sends, the pod's own
+question for its gateway (`resolve_neighbour`), the raw link requests of ADD and DEL
+(`move_link`, `configure`, `restore`) and the ioctl read of a DPU pass (`Netlink.brief`),
+each checked against what pyroute2 reads back."""
 
 from __future__ import annotations
 
@@ -183,6 +185,8 @@ def test_a_vf_moved_configured_and_restored(netns: str, second_netns: str) -> No
 
 
 def test_a_refused_link_request_names_its_step(netns: str) -> None:
+    """A missing link (or one named only by an altname) and a request the kernel refuses
+    are LinuxErrors naming the step, as they were through pyroute2."""
     with iproute_at(netns) as ipr:
         ipr.link("property_add", index=ipr.link_lookup(ifname="b")[0], altname="alias-of-b")
     unreachable = ipaddress.IPv4Address("203.0.113.1")  # outside the pod's subnet

@@ -1,5 +1,8 @@
-"""Links, addresses and routes through netlink (pyroute2): the one place dpunet changes
-the kernel's network configuration (no `ip` processes).
+"""Links, addresses and routes through netlink: the one place dpunet changes the kernel's
+network configuration (no `ip` processes). pyroute2 does most of it; the requests on every
+ADD's and DEL's path (`move_link`, `configure`, `restore`, `resolve_neighbour`) are raw
+NETLINK_ROUTE messages, and `Netlink.brief` reads a link with the interface ioctls,
+where pyroute2's set-up and decoding would cost more than the request itself.
 
 * a pod's interface inside its network namespace (`move_link`, `configure`, `restore`,
   `check`, `announce`, `resolve_neighbour`), used by the CNI bindings (a VF moved in from
@@ -260,10 +263,8 @@ class _Requests:
     acknowledged before the next (the ADD's and DEL's path: none of pyroute2's set-up and
     message decoding, which cost more than the requests themselves)."""
 
-    def __init__(self, sock: socket.socket, netns: str | None, ifname: str, index: int):
+    def __init__(self, sock: socket.socket, index: int):
         self.sock = sock
-        self.netns = netns
-        self.ifname = ifname
         self.index = index
         self._seq = 0
 
@@ -291,7 +292,7 @@ class _Requests:
         if sock is None or index is None:
             raise LinuxError(f"link {ifname} not found in {netns or 'host'} namespace")
         with sock:
-            yield cls(sock, netns, ifname, index)
+            yield cls(sock, index)
 
     def link(self, what: str, flags: int = 0, change: int = 0, **attrs: bytes) -> None:
         """RTM_NEWLINK on the link: `flags` under the mask `change`, and `attrs` (IFLA_*
