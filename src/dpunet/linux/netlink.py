@@ -275,11 +275,8 @@ class _Requests:
         it has no link of that name (an alternative name does not count)."""
 
         def inside() -> tuple[socket.socket | None, int | None]:
-            try:
-                index = socket.if_nametoindex(ifname)
-                if socket.if_indextoname(index) != ifname:  # found by an altname
-                    return None, None
-            except OSError:
+            index = _index_by_name(ifname)
+            if index is None:
                 return None, None
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             sock.settimeout(_ANSWER_TIMEOUT)
@@ -324,13 +321,9 @@ class _Requests:
         self, kind: int, flags: int, body: bytes, attrs: list[tuple[int, bytes]], what: str
     ) -> None:
         self._seq += 1
-        payload = body + b"".join(_pack_attribute(kind_, value) for kind_, value in attrs)
-        header = struct.pack(
-            "=IHHII", _NLMSG_HEADER + len(payload), kind, _NLM_F_REQUEST | _NLM_F_ACK | flags,
-            self._seq, 0,
-        )  # fmt: skip
+        message = _message(kind, _NLM_F_ACK | flags, self._seq, body, attrs)
         try:
-            self.sock.send(header + payload)
+            self.sock.send(message)
             error = self._answer()
         except OSError as exc:
             raise LinuxError(f"{what}: {exc}") from exc
@@ -360,10 +353,26 @@ _IFLA = {
 }
 
 
-def _pack_attribute(kind: int, value: bytes) -> bytes:
-    """One netlink attribute (struct nlattr), padded to 4 bytes."""
-    data = struct.pack("=HH", 4 + len(value), kind) + value
-    return data + b"\0" * (-len(data) % 4)
+def _message(kind: int, flags: int, seq: int, body: bytes, attrs: list[tuple[int, bytes]]) -> bytes:
+    """One netlink request: its header (NLM_F_REQUEST and `flags`), `body`, then `attrs`
+    as attributes (struct nlattr, each padded to 4 bytes)."""
+    payload = body
+    for attr, value in attrs:
+        data = struct.pack("=HH", 4 + len(value), attr) + value
+        payload += data + b"\0" * (-len(data) % 4)
+    header = struct.pack(
+        "=IHHII", _NLMSG_HEADER + len(payload), kind, _NLM_F_REQUEST | flags, seq, 0
+    )
+    return header + payload
+
+
+def _index_by_name(name: str) -> int | None:
+    """The index of this namespace's link called `name` (not by an alternative name)."""
+    try:
+        index = socket.if_nametoindex(name)
+        return index if socket.if_indextoname(index) == name else None
+    except OSError:  # no link of that name
+        return None
 
 
 def _name(name: str) -> bytes:
@@ -550,10 +559,8 @@ class _NeighbourSocket:
 
     def _send(self, kind: int, flags: int, ntf: int, ip: ipaddress.IPv4Address, seq: int) -> None:
         body = struct.pack("=B3xiHBB", socket.AF_INET, self.index, 0, ntf, 0)
-        body += struct.pack("=HH", 8, NDA_DST) + ip.packed
-        header = struct.pack("=IHHII", _NLMSG_HEADER + len(body), kind, 1 | flags, seq, 0)
         try:
-            self.sock.send(header + body)
+            self.sock.send(_message(kind, flags, seq, body, [(NDA_DST, ip.packed)]))
         except OSError as exc:
             raise LinuxError(f"resolve {ip} on {self.ifname}: {exc}") from exc
 
@@ -712,11 +719,8 @@ class Netlink:
         plugged port's link)."""
         if self._ioctl is None:
             self._ioctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            index = socket.if_nametoindex(name)
-            if socket.if_indextoname(index) != name:  # an alternative name
-                return None
-        except OSError:  # no link of that name
+        index = _index_by_name(name)
+        if index is None:
             return None
         request = struct.pack(f"{IFNAMSIZ}s{_IFREQ_SIZE - IFNAMSIZ}x", name.encode())
         try:
