@@ -324,6 +324,9 @@ def test_management_port_and_pod_traffic(lab: Lab, agent: NodeAgent, pods: Pods)
     gateway = node["gateway_ip"]
     for cidr in (node["cluster_cidr"], node["service_cidr"]):
         assert f"{cidr} via {gateway}" in routes
+    # a tap of the userspace datapath: no checksum left for OVS to finish
+    features = run(["ethtool", "-k", MGMT], netns=lab.cp.netns).stdout
+    assert "tx-checksumming: off" in features, features
 
     ns_a, cid_a, result = add_pod(agent, pods, "a")
     port = lab.controller_port("default", "a")
@@ -474,3 +477,6 @@ def test_lost_record_and_broken_management_port_heal(
         ),
     )
     assert lab.ping(lab.cp.netns, node["gateway_ip"])
+    # a new tap (OVS 3.3+ makes it with checksum offload on): the offload is off
+    features = run(["ethtool", "-k", MGMT], netns=lab.cp.netns).stdout
+    assert "tx-checksumming: off" in features, features

@@ -38,6 +38,7 @@ def fresh(kernel_datapath: bool = True, **overrides: object) -> DpuState:
         uplink=Link("p0", 5, UPLINK_MAC, None, True, (ADDR,), (DEFAULT, CONNECTED)),
         host_pf_rep=Link("pf0hpf", 6, "0c:42:a1:11:22:34", None, False),
         bridge_link=None,
+        bridge_tx_checksum=None,
         uplink_arp_ignore=0,
         kernel_datapath=kernel_datapath,
         vswitchd_running=True,
@@ -83,6 +84,7 @@ def converged(datapath: str = "system") -> DpuState:
             (ADDR,),
             (DEFAULT, CONNECTED),
         ),
+        bridge_tx_checksum=datapath == "system",  # the kernel datapath's port keeps it
         uplink_arp_ignore=8 if datapath == "netdev" else 0,
     )
 
@@ -119,6 +121,7 @@ def test_fresh_dpu_gets_every_seed_step() -> None:
     assert steps[("routes", "brp0")].desired == "default via 192.168.40.254 dev brp0"
     assert [s.target for s in plan.steps if s.kind == "port"] == ["p0", "pf0hpf"]
     assert ("arp_ignore", "p0") not in steps
+    assert ("tx_checksum", "brp0") not in steps
     assert any("ovs-vswitchd restart" in n for n in plan.notes)
     # the order the apply step follows: config, bridge, links, addresses, ports, routes
     kinds = [s.kind for s in plan.steps]
@@ -148,6 +151,11 @@ def test_auto_datapath_without_kernel_module_is_netdev() -> None:
     # userspace datapath: bridge MAC differs from the uplink's, and p0 stops answering ARP
     assert steps[("hwaddr", "brp0")].desired == "0e:42:a1:11:22:33"
     assert steps[("arp_ignore", "p0")].desired == "8"
+    # and the bridge's tap, made with checksum offload by OVS 3.3+, gets it turned off
+    assert (steps[("tx_checksum", "brp0")].current, steps[("tx_checksum", "brp0")].desired) == (
+        "-",
+        "off",
+    )
     assert any("netdev" in n and "auto" in n for n in plan.notes)
     assert any("no hardware" in n for n in plan.notes)
 
@@ -231,6 +239,23 @@ def test_partially_moved_address_is_finished() -> None:
 def test_states_it_refuses(state: DpuState, message: str) -> None:
     with pytest.raises(SetupError, match=message):
         plan_dpu(cfg(), state)
+
+
+def test_userspace_bridge_tap_with_checksum_offload_gets_it_off() -> None:
+    # ovs-vswitchd made the tap anew (a restart, a boot) with the offload on: only that
+    restarted = dataclasses.replace(converged("netdev"), bridge_tx_checksum=True)
+    plan = plan_dpu(cfg(), restarted)
+    [pending] = plan.pending
+    assert (pending.kind, pending.target, pending.current, pending.desired) == (
+        "tx_checksum",
+        "brp0",
+        "on",
+        "off",
+    )
+    # a bridge moving to the userspace datapath gets a new tap: whatever the old one had
+    moving = dataclasses.replace(converged("system"), bridge_tx_checksum=False)
+    step = by_key(plan_dpu(cfg(datapath_type="netdev"), moving))[("tx_checksum", "brp0")]
+    assert step.pending and step.current == "-"
 
 
 def test_vswitchd_not_needed_when_only_config_changes() -> None:

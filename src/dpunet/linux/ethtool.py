@@ -202,3 +202,13 @@ def read_active_features(netns: str | None, ifname: str) -> dict[str, bool]:
     EthtoolError when the device cannot be read."""
     with _string_sets_at(netns) as sets:
         return sets.features(ifname)
+
+
+def tx_checksum_on(ifname: str) -> bool | None:
+    """Whether any tx checksum offload of `ifname` (in this namespace) is on, as
+    `ethtool -k` shows `tx-checksumming`; None when there is no such netdev."""
+    try:
+        features = read_active_features(None, ifname)
+    except EthtoolError:
+        return None
+    return any(on for name, on in features.items() if name.startswith("tx-checksum"))

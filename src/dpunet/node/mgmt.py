@@ -4,7 +4,10 @@ It is LSP `k8s-<node>` (`external_ids:iface-id`), carries the node subnet's `.2`
 with the MAC and MTU of the controller's node record (also written to the
 Interface's `mac` and `mtu_request`, so ovs-vswitchd keeps them), and routes to
 the cluster and service CIDRs via the node's router port (`.1`): the node reaches
-its pods (kubelet probes) and the cluster through it. Re-ensured periodically,
+its pods (kubelet probes) and the cluster through it. Its tx checksum offload is
+kept off, as on the pods' veths: on the userspace datapath the port is a tap that
+OVS 3.3 and later open with the offload on, and that datapath does not always finish
+the checksums the kernel leaves. Re-ensured periodically,
 so a port removed or changed by hand heals. A port of that name that dpunet
 does not own is left alone (an error).
 """
@@ -15,7 +18,7 @@ from collections.abc import Mapping
 
 from dpunet.cni.daemon import MGMT_IFNAME, management_config
 from dpunet.contract.api import NodeInfo
-from dpunet.linux import netlink
+from dpunet.linux import ethtool, netlink
 from dpunet.ovsdb.local import IFACE_ID, OWNED_KEY, OWNED_VALUE, LocalOvs, OvsPort
 
 APPLY_TIMEOUT = 10.0
@@ -77,4 +80,10 @@ def ensure_management_port(
     problems = netlink.check(None, cfg)
     if problems or changes:
         netlink.configure(None, ifname, cfg)
+    if ethtool.tx_checksum_on(ifname):
+        try:
+            ethtool.disable_tx_checksum(ifname)
+        except ethtool.EthtoolError as exc:
+            raise netlink.LinuxError(str(exc)) from exc
+        changes.append(f"{ifname} tx checksum offload turned off")
     return changes + problems

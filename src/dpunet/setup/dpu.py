@@ -11,7 +11,11 @@ What it converges (all through OVSDB and netlink, no ovs-vsctl/ip):
   reachable: address on brp0 and brp0 up, then the ports into the bridge, then the routes
   replaced onto brp0, then the addresses removed from the uplink; with `address`, that
   address on `brp0` too (the seed's `ip addr add 192.168.41.127/22 dev brp0`), whether or
-  not the uplink had it.
+  not the uplink had it;
+- on the userspace (netdev) datapath: tx checksum offload off on the bridge's internal
+  port, a tap (since OVS 3.3 it comes up with the offload on; the userspace datapath can
+  pass the partial checksum the kernel leaves on to the wire, seen with OVS 3.5), and the
+  uplink quiet for ARP (`arp_ignore`).
 
 `plan_dpu()` is pure (state in, plan out); `gather_state()` reads; `apply_dpu()` acts.
 """
@@ -27,7 +31,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from dpunet.linux import netlink, sysctl
+from dpunet.linux import ethtool, netlink, sysctl
 from dpunet.linux.netlink import Address, KernelRoute, Link, Netlink
 from dpunet.ovsdb.local import LocalOvs, OvsSnapshot
 from dpunet.ovsdb.remote import default_ovs_db, validate_remote, vswitchd_pid
@@ -117,6 +121,7 @@ class DpuState:
     uplink: Link | None
     host_pf_rep: Link | None
     bridge_link: Link | None
+    bridge_tx_checksum: bool | None  # any tx checksum offload on; None: no bridge netdev
     uplink_arp_ignore: int | None
     kernel_datapath: bool
     vswitchd_running: bool | None
@@ -337,6 +342,17 @@ def plan_dpu(cfg: DpuSetupConfig, state: DpuState) -> DpuPlan:
             step("link_up", link.name, f"{link.name} up", "up" if link.up else "down", "up")
         )
     if dp == "netdev":
+        recreated = existing_bridge is None or current_dp != dp  # a new tap: offload on
+        tx_now = None if recreated else state.bridge_tx_checksum
+        plan.steps.append(
+            step(
+                "tx_checksum",
+                cfg.bridge,
+                f"{cfg.bridge} tx checksum offload",
+                show(None if tx_now is None else ("on" if tx_now else "off")),
+                "off",
+            )
+        )
         plan.steps.append(
             step(
                 "arp_ignore",
@@ -442,6 +458,7 @@ def gather_state(cfg: DpuSetupConfig, db: LocalOvs, nl: Netlink) -> DpuState:
         uplink=nl.link(cfg.uplink),
         host_pf_rep=nl.link(cfg.host_pf_rep) if cfg.host_pf_rep else None,
         bridge_link=nl.link(cfg.bridge),
+        bridge_tx_checksum=ethtool.tx_checksum_on(cfg.bridge),
         uplink_arp_ignore=sysctl.read_arp_ignore(cfg.uplink),
         kernel_datapath=netlink.kernel_has_ovs_datapath(),
         vswitchd_running=running,
@@ -507,7 +524,9 @@ def apply_dpu(
     if next_cfg is not None and state.vswitchd_running is not False:
         _wait_applied(db, next_cfg)
 
-    link_steps = [s for s in plan.pending if s.kind in ("link_up", "arp_ignore", "addresses")]
+    link_steps = [
+        s for s in plan.pending if s.kind in ("link_up", "arp_ignore", "tx_checksum", "addresses")
+    ]
     port_steps = [s for s in plan.pending if s.kind == "port"]
     route_step = pending.get(("routes", cfg.bridge))
     if not (link_steps or port_steps or route_step):
@@ -521,6 +540,11 @@ def apply_dpu(
             nl.set_up(link.index)
     if ("arp_ignore", cfg.uplink) in pending:
         sysctl.write_arp_ignore(cfg.uplink, ARP_IGNORE_NO_LOCAL)
+    if ("tx_checksum", cfg.bridge) in pending:
+        try:
+            ethtool.disable_tx_checksum(cfg.bridge)
+        except ethtool.EthtoolError as exc:
+            raise SetupError(str(exc)) from exc
     for addr in [*plan.addresses, *([plan.assign] if plan.assign else [])]:
         nl.add_address(bridge.index, addr)
     nl.set_up(bridge.index)
