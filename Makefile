@@ -38,5 +38,5 @@ test-other-release: deps
 # on the other release: TARGETS=bench-controller make test-other-release (the results
 # come back to bench-results/<suite>/).
 bench-controller: deps
-	$(BIN)/dpunet bench controller --ports 2000,10000 --sample 200 --concurrency 32 \
+	$(BIN)/dpunet bench controller --ports 2000,10000 --sample 1000 --concurrency 32 \
 		--out-dir $(BENCH_OUT)

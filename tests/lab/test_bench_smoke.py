@@ -126,6 +126,8 @@ def test_controller_leaves_nothing_behind(lab: LabPlan, tmp_path: Path) -> None:
     assert level["floor"]["up_ms"]["n"] == 5
     assert level["floor_sb"]["up_ms"]["n"] == 5 and level["ratio_rate_vs_floor_sb"] > 0
     assert level["nb_transactions"] >= 1 and level["nb_writes_per_transaction"] >= 1
+    # each timed phase began once OVN had caught up with the one before
+    assert set(level["settle_s"]) == {"put", "floor", "floor_sb"}
     # where each phase's CPU went: every lab daemon is metered, and those that used any
     # are listed (the kernel counts in 10 ms ticks: in 5 ports a daemon may show none)
     metered = cpu.snapshot(lab).processes

@@ -19,7 +19,9 @@ transaction each, same columns) on a switch of their own, timed to commit and to
 `Logical_Switch_Port.up`, and again to SB `Port_Binding.up` (one northd pass earlier,
 what the controller's PUT now waits for first). The floor's switch is attached to
 `ovn_cluster_router` as a node's switch is: every ovn-controller with a datapath on that
-router computes flows for the ports of both, so both pay for them.
+router computes flows for the ports of both, so both pay for them. Each timed phase
+starts once OVN has caught up with everything before it (`settle`, as `ovn-nbctl
+--wait=hv sync`), so none pays for the previous one's leftovers.
 
 Everything the run made is removed at the end: the bench nodes (with their ports),
 the floor's switch, its router port and the stand-in chassis.
@@ -70,6 +72,8 @@ ADOPT_TIMEOUT = 900.0
 RETRY_DELAY = 0.5
 CLIENT_TIMEOUT = 300.0
 RETRY_LIMIT = 1800.0
+SETTLE_TIMEOUT = 120.0
+SETTLE_POLL = 0.05
 T = TypeVar("T")
 
 
@@ -206,16 +210,32 @@ def remove_nodes(plan: LabPlan) -> None:
 
 
 class Ports:
-    """Port PUTs spread over the bench nodes, numbered from 0."""
+    """Port PUTs spread over the bench nodes, numbered from 0, `concurrency` at a time from
+    worker threads that each keep one client (a node agent keeps its own)."""
 
-    def __init__(self, plan: LabPlan, nodes: list[str]) -> None:
+    def __init__(self, plan: LabPlan, nodes: list[str], concurrency: int) -> None:
         self.plan = plan
         self.nodes = nodes
+        self.concurrency = concurrency
         self.next = 0
         self.unavailable = 0  # 5xx or no answer (reloading from NB, deadline exceeded)
         self._local = threading.local()
         self._clients: list[ControllerClient] = []
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=concurrency)
+
+    def connect(self) -> None:
+        """Every worker thread started with its client connected (one GET each), before
+        anything is timed, as a node agent keeps its client. (Until 2026-12-07 each level
+        made its 32 clients while timed: 22 ms of CPU each, httpx loading the system's CAs
+        for a unix socket, 3.5 ms per PUT in a sample of 200.)"""
+        started = threading.Barrier(self.concurrency)
+
+        def one(_: int) -> None:
+            started.wait(timeout=60)  # all threads busy at once: each is a new one
+            _retrying(partial(self._http().get_node, self.nodes[0]))
+
+        list(self._pool.map(one, range(self.concurrency)))
 
     def _http(self) -> ControllerClient:
         client = getattr(self._local, "client", None)
@@ -245,15 +265,16 @@ class Ports:
                 continue
             return time.perf_counter() - started
 
-    def batch(self, n: int, concurrency: int) -> tuple[list[float], float]:
+    def batch(self, n: int) -> tuple[list[float], float]:
         """PUT the next `n` ports; (latencies, wall seconds)."""
         first, self.next = self.next, self.next + n
         started = time.perf_counter()
-        latencies = _parallel(self.put, range(first, first + n), concurrency)
+        latencies = list(self._pool.map(self.put, range(first, first + n)))
         return latencies, time.perf_counter() - started
 
     def close(self) -> None:
-        """Close the HTTP clients."""
+        """Stop the worker threads (what has not begun is cancelled), close the clients."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
         for client in self._clients:
             client.close()
 
@@ -324,6 +345,29 @@ def wait_adopted(
     return time.perf_counter() - started
 
 
+def settle(nb: Any, nb_idl: Any, sb_idl: Any, timeout: float = SETTLE_TIMEOUT) -> float:
+    """Until OVN has caught up with every NB change so far, as `ovn-nbctl --wait=hv sync`
+    waits (the stand-in chassis aside, which installs no flows): `NB_Global.nb_cfg` bumped,
+    then northd's `sb_cfg` and every real chassis's `Chassis_Private.nb_cfg` at that value.
+    So a timed phase does not pay for the work the one before it left (a fill's ports, a
+    floor's deleted switch). Seconds waited; TimeoutError after `timeout`."""
+    started = time.perf_counter()
+    [nb_global] = nb_idl.tables["NB_Global"].rows.values()
+    target = nb_global.nb_cfg + 1
+    nb.db_set("NB_Global", nb_global.uuid, ("nb_cfg", target)).execute(check_error=True)
+
+    def behind() -> list[str]:
+        late = [] if nb_global.sb_cfg >= target else ["ovn-northd"]
+        rows = list(sb_idl.tables["Chassis_Private"].rows.values())
+        return late + [r.name for r in rows if r.name != STANDIN and r.nb_cfg < target]
+
+    while late := behind():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"OVN did not settle within {timeout:.0f}s: {', '.join(late)}")
+        time.sleep(SETTLE_POLL)
+    return time.perf_counter() - started
+
+
 def floor_batch(
     nb: Any, idl: Any, level: int, n: int, concurrency: int, sb_idl: Any = None
 ) -> dict[str, Any]:
@@ -360,8 +404,7 @@ def floor_batch(
     started = time.perf_counter()
     _parallel(one, range(n), concurrency)
     wall = time.perf_counter() - started
-    # the switch goes with its ports (one lsp_del per port scans every switch for its parent)
-    add_floor_switch(nb)
+    clear_floor_switch(nb)
     return {
         "waits_for": "Port_Binding.up" if sb_idl is not None else "Logical_Switch_Port.up",
         "commit_ms": summarize([v * 1000 for v in commit]),
@@ -382,6 +425,17 @@ def add_floor_switch(nb: Any) -> None:
         txn.add(nb.lsp_add(FLOOR_SWITCH, FLOOR_SWITCH_PORT, type="router"))
         txn.add(nb.lsp_set_addresses(FLOOR_SWITCH_PORT, ["router"]))
         txn.add(nb.lsp_set_options(FLOOR_SWITCH_PORT, **{"router-port": FLOOR_ROUTER_PORT}))
+
+
+def clear_floor_switch(nb: Any) -> None:
+    """The floor's ports removed, its switch kept: one transaction (an `lsp_del` each would
+    scan every switch for the port's parent). Not the switch made anew: the ovn-controllers
+    then spent no CPU on the next floor's ports (measured on OVN 25.03), where they do on
+    the PUTs' and on a switch they have known from the start."""
+    switch = nb.lookup("Logical_Switch", FLOOR_SWITCH)
+    ports = [p.uuid for p in switch.ports if p.name != FLOOR_SWITCH_PORT]
+    if ports:
+        nb.db_remove("Logical_Switch", FLOOR_SWITCH, "ports", *ports).execute(check_error=True)
 
 
 def remove_floor_switch(nb: Any) -> None:
@@ -426,11 +480,12 @@ def _level(
         filled += fill
         say("waiting until they are up and the controller has adopted them")
         entry["fill_adopt_s"] = wait_adopted(plan, nb_idl, names, fillers, filled)
+    settled = {"put": settle(nb, nb_idl, sb_idl)}
     before = _controller_metrics(plan)
     say(f"timing {sample} PUTs at {filled + ports.next} existing ports")
     unavailable = ports.unavailable
     with cpu.metered(plan, sample) as cpu_put:
-        latencies, wall = ports.batch(sample, concurrency)
+        latencies, wall = ports.batch(sample)
     after = _controller_metrics(plan)
     phases = phase_means(before, after, "dpunet_controller_port_setup_seconds", "phase")
     transactions, writes = (
@@ -439,10 +494,12 @@ def _level(
         for what in ("transactions", "writes")
     )
     say(f"floor: {sample} raw transactions at {level} existing ports, to NB up")
+    settled["floor"] = settle(nb, nb_idl, sb_idl)
     with cpu.metered(plan, sample) as floor_cpu:
         floor = floor_batch(nb, nb_idl, level, sample, concurrency)
     floor["cpu"] = floor_cpu
     say(f"floor: {sample} raw transactions at {level} existing ports, to SB up")
+    settled["floor_sb"] = settle(nb, nb_idl, sb_idl)
     with cpu.metered(plan, sample) as floor_sb_cpu:
         floor_sb = floor_batch(nb, nb_idl, level, sample, concurrency, sb_idl)
     floor_sb["cpu"] = floor_sb_cpu
@@ -452,6 +509,7 @@ def _level(
         "put_ms": put,
         "put_ports_per_s": rate,
         "put_503_retries": ports.unavailable - unavailable,
+        "settle_s": {phase: round(seconds, 3) for phase, seconds in settled.items()},
         "phases_mean_ms": {
             k: (v.mean * 1000 if v.mean is not None else None) for k, v in phases.items()
         },
@@ -514,14 +572,21 @@ def run(
                 nb_remote,
                 "OVN_Northbound",
                 NbApi,
-                ["Logical_Switch", "Logical_Switch_Port", "Logical_Router", "Logical_Router_Port"],
+                [
+                    "NB_Global",
+                    "Logical_Switch",
+                    "Logical_Switch_Port",
+                    "Logical_Router",
+                    "Logical_Router_Port",
+                ],
             ) as (nb, nb_idl),
         ):
             say(f"registering {measure_nodes}+{fill_nodes} bench nodes (chassis {STANDIN})")
             measured = register_nodes(plan, MEASURE_PREFIX, measure_nodes, 1)
             fillers = register_nodes(plan, FILL_PREFIX, fill_nodes, 1 + measure_nodes)
             add_floor_switch(nb)
-            ports = Ports(plan, measured)
+            ports = Ports(plan, measured, concurrency)
+            ports.connect()
             filled = 0
             try:
                 for level in levels:
