@@ -124,7 +124,7 @@ def test_pods_get_their_network_back_after_a_dpu_reboot(lab: LabPlan, lose_ovs_d
     except AssertionError as exc:
         raise AssertionError(f"{exc}; still failing: {last}") from None
     recovered = time.monotonic() - started
-    # brp0 is a new tap (OVS 3.3+ makes it with checksum offload on); the setup unit
+    # brp0 is a new tap (OVS 3.5 makes it with checksum offload on); the setup unit
     # turned the offload off
     brp0 = run(["ethtool", "-k", "brp0"], netns=dpu.netns).stdout
     assert "tx-checksumming: off" in brp0, brp0

@@ -297,7 +297,7 @@ def test_setup_builds_the_seed_bridge_and_keeps_the_dpu_reachable(dpu: Dpu) -> N
     other = dpu.vsctl("get", "Open_vSwitch", ".", "other_config")
     assert 'hw-offload="true"' in other and "unrelated=keep-me" in other
 
-    # the userspace datapath's tap: no checksum left for it to finish (OVS 3.3+ makes it
+    # the userspace datapath's tap: no checksum left for it to finish (OVS 3.5 makes it
     # with the offload on)
     if expected_dp == "netdev":
         brp0 = run("ip", "netns", "exec", dpu.ns, "ethtool", "-k", "brp0").stdout

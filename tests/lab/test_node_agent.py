@@ -477,6 +477,6 @@ def test_lost_record_and_broken_management_port_heal(
         ),
     )
     assert lab.ping(lab.cp.netns, node["gateway_ip"])
-    # a new tap (OVS 3.3+ makes it with checksum offload on): the offload is off
+    # a new tap (OVS 3.5 makes it with checksum offload on): the offload is off
     features = run(["ethtool", "-k", MGMT], netns=lab.cp.netns).stdout
     assert "tx-checksumming: off" in features, features

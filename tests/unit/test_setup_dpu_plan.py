@@ -151,7 +151,7 @@ def test_auto_datapath_without_kernel_module_is_netdev() -> None:
     # userspace datapath: bridge MAC differs from the uplink's, and p0 stops answering ARP
     assert steps[("hwaddr", "brp0")].desired == "0e:42:a1:11:22:33"
     assert steps[("arp_ignore", "p0")].desired == "8"
-    # and the bridge's tap, made with checksum offload by OVS 3.3+, gets it turned off
+    # and the bridge's tap, made with checksum offload by OVS 3.5, gets it turned off
     assert (steps[("tx_checksum", "brp0")].current, steps[("tx_checksum", "brp0")].desired) == (
         "-",
         "off",

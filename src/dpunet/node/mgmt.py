@@ -6,8 +6,8 @@ Interface's `mac` and `mtu_request`, so ovs-vswitchd keeps them), and routes to
 the cluster and service CIDRs via the node's router port (`.1`): the node reaches
 its pods (kubelet probes) and the cluster through it. Its tx checksum offload is
 kept off, as on the pods' veths: on the userspace datapath the port is a tap that
-OVS 3.3 and later open with the offload on, and that datapath does not always finish
-the checksums the kernel leaves. Re-ensured periodically,
+OVS 3.5 (Debian 13's; not 3.1) opens with the offload on, and that datapath does not
+always finish the checksums the kernel leaves. Re-ensured periodically,
 so a port removed or changed by hand heals. A port of that name that dpunet
 does not own is left alone (an error).
 """

@@ -13,9 +13,9 @@ What it converges (all through OVSDB and netlink, no ovs-vsctl/ip):
   address on `brp0` too (the seed's `ip addr add 192.168.41.127/22 dev brp0`), whether or
   not the uplink had it;
 - on the userspace (netdev) datapath: tx checksum offload off on the bridge's internal
-  port, a tap (since OVS 3.3 it comes up with the offload on; the userspace datapath can
-  pass the partial checksum the kernel leaves on to the wire, seen with OVS 3.5), and the
-  uplink quiet for ARP (`arp_ignore`).
+  port, a tap (OVS 3.5, Debian 13's, opens it with the offload on, 3.1 does not; the
+  userspace datapath can pass the partial checksum the kernel leaves on to the wire), and
+  the uplink quiet for ARP (`arp_ignore`).
 
 `plan_dpu()` is pure (state in, plan out); `gather_state()` reads; `apply_dpu()` acts.
 """
