@@ -41,31 +41,35 @@ from pyroute2.netlink.generic import GenericNetlinkSocket
 from dpunet.linux.netns import iproute_at, run_at, socket_at
 
 _ETH_P_ARP = 0x0806
-NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet to it would
-NUD_REACHABLE = 0x02
-RTMGRP_NEIGH = 0x4  # the multicast group of neighbour table changes
-RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
-RTM_NEWLINK, RTM_NEWADDR, RTM_NEWROUTE = 16, 20, 24
-IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_NET_NS_FD = 1, 3, 4, 28
-IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
-RT_TABLE_MAIN = 254
-RTPROT_BOOT = 3  # what `ip route` and pyroute2 give a route by default
-_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
-_ANSWER_TIMEOUT = 10.0  # seconds the kernel may take to acknowledge a link request
-NDA_DST = 1
-_NLMSG_ERROR = 2
-_NLM_F_REPLACE, _NLM_F_CREATE = 0x100, 0x400
+# netlink messages (struct nlmsghdr) and the requests' flags
 _NLMSG_HEADER = 16  # struct nlmsghdr
-_NDMSG = 12  # struct ndmsg
+_NLMSG_ERROR = 2
+_NLM_F_REQUEST, _NLM_F_ACK = 0x1, 0x4
+_NLM_F_REPLACE, _NLM_F_CREATE = 0x100, 0x400
+_ANSWER_TIMEOUT = 10.0  # seconds the kernel may take to acknowledge a link request
+# links
+RTM_NEWLINK = 16
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU, IFLA_NET_NS_FD = 1, 3, 4, 28
 IFF_UP = 0x1
 IFNAMSIZ = 16  # a link name is at most 15 bytes
 _IFREQ_SIZE = 40  # struct ifreq: the name, then a union of the answers
 _SIOCGIFFLAGS = 0x8913
 _SIOCGIFMTU = 0x8921
-RTPROT_KERNEL = 2
+# addresses and routes
+RTM_NEWADDR, RTM_NEWROUTE = 20, 24
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY = 1, 4, 5
 RTN_UNICAST = 1
-RT_TABLE_LOCAL = 255
+RTPROT_KERNEL = 2
+RTPROT_BOOT = 3  # what `ip route` and pyroute2 give a route by default
+RT_TABLE_MAIN, RT_TABLE_LOCAL = 254, 255
+# neighbours
+RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
+RTMGRP_NEIGH = 0x4  # the multicast group of neighbour table changes
+NDA_DST = 1
+_NDMSG = 12  # struct ndmsg
+NTF_USE = 0x01  # a neighbour request flag: resolve the entry now, as a packet to it would
+NUD_REACHABLE = 0x02
 # TC_H_MAKE(TC_H_CLSACT, TC_H_MIN_INGRESS): "ingress" for both ingress and clsact qdiscs
 TC_INGRESS_PARENT = 0xFFFFFFF2
 
